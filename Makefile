@@ -1,0 +1,38 @@
+# Two commands do all the set-up (see README):
+#   make demo   install everything into .venv and run the embedded default (offline, CPU)
+#   make test   install everything into .venv and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch==2.13.0 is pinned so that pip takes the CPU build on a CPU machine instead of a multi-GB CUDA
+# build; GPU users install torch for their CUDA first (README, "GPU install").
+TORCH ?= torch==2.13.0
+export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install "$(TORCH)" -e ".[dev,deepspeed]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/matrix-llm demo --output_dir outputs/demo
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -m "not gpu and not multi_gpu and not network" -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check matrix_llm
+
+bench: install
+	$(PY) bench/info.py
+
+clean:
+	rm -rf $(VENV) outputs

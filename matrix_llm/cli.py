@@ -1,0 +1,49 @@
+"""The ``matrix-llm`` command: one entry point, one sub-command per job.
+
+    matrix-llm sft  --config recipes/demo/mce.yaml [--field value ...]
+    matrix-llm eval gsm8k --model PATH_OR_HUB_ID [...]
+    matrix-llm plot RUN_DIR
+    matrix-llm demo [--output_dir outputs/demo]
+    matrix-llm env
+
+Each sub-command lives in its own module and exposes ``main(argv) -> int``; this file only dispatches, so
+``matrix-llm --help`` stays fast (no transformers import).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "sft": ("matrix_llm.sft", "fine-tune a causal LM with LM loss + matrix loss"),
+    "eval": ("matrix_llm.evaluation", "evaluate a model (GSM8K, lm-eval compatible scoring)"),
+    "plot": ("matrix_llm.plotting", "draw the metrics of a run directory as PNG"),
+    "demo": ("matrix_llm.demo", "the embedded default: tiny model, synthetic GSM8K, CE + MCE, offline"),
+    "env": ("matrix_llm.env", "print versions of torch/CUDA/transformers/... and the accelerate config"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: matrix-llm <command> [options]", "", "commands:"]
+    lines += [f"  {name:<6} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `matrix-llm <command> --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        sys.stdout.write(_usage() + "\n")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        sys.stderr.write(f"matrix-llm: unknown command {name!r}; expected one of {sorted(COMMANDS)}\n\n")
+        sys.stderr.write(_usage() + "\n")
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

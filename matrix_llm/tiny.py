@@ -1,0 +1,81 @@
+"""Tiny, offline models and tokenizers for the embedded demo, the tests and the benchmarks.
+
+Nothing here touches the network: the tokenizer is trained on the texts you pass (a byte-level BPE with
+single-digit tokens, so numbers are spelt digit by digit as in Llama's tokenizer), and the model is a
+randomly initialised Llama built from a config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
+
+# A minimal chat template (user turn, then assistant turn) so the `chat` prompt template has something to
+# render with the tiny tokenizer; real chat models bring their own.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\n' + message['content'] + eos_token }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+
+def build_tokenizer(texts: Iterable[str], *, vocab_size: int = 512):
+    """Train a byte-level BPE tokenizer on ``texts`` and wrap it as a ``PreTrainedTokenizerFast``.
+
+    Digits are split one per token. ``<s>``, ``</s>``, ``<pad>`` and ``<unk>`` are distinct special tokens
+    (pad != eos, so EOS is never masked away as padding).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS, UNK],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_llama(
+    tokenizer,
+    *,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    intermediate_size: int | None = None,
+    max_position_embeddings: int = 512,
+    seed: int = 0,
+):
+    """A randomly initialised ``LlamaForCausalLM`` sized for a CPU, with token ids taken from ``tokenizer``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)

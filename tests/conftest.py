@@ -1,0 +1,53 @@
+"""Shared fixtures: seeding, the shared GSM8K files, and a tiny offline Llama + tokenizer."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_GSM8K = REPO.parent / "shared" / "data" / "gsm8k"
+
+_CORPUS = [
+    "Question: Tom has 12 apples and buys 35 more. How many apples does he have?\n"
+    "Answer: Tom has 12 + 35 = 47 apples.\n#### 47",
+    "Question: A box holds 6 pens. How many pens are in 4 boxes?\nAnswer: 6 * 4 = 24 pens.\n#### 24",
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+    "\n\n### Instruction:\nSara had 90 dollars and spent 15. How much is left?\n\n### Response:"
+    " 90 - 15 = 75\n#### 75",
+]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def gsm8k_dir() -> Path:
+    if not (SHARED_GSM8K / "train.jsonl").exists():
+        pytest.fail(f"the shared GSM8K files are missing: expected {SHARED_GSM8K}/train.jsonl and test.jsonl")
+    return SHARED_GSM8K
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from matrix_llm.tiny import build_tokenizer
+
+    return build_tokenizer(_CORPUS * 20, vocab_size=320)
+
+
+@pytest.fixture
+def tiny_model(tiny_tokenizer):
+    from matrix_llm.tiny import build_llama
+
+    return build_llama(tiny_tokenizer, hidden_size=64, num_layers=2, num_heads=4, seed=0)
