@@ -1,0 +1,37 @@
+"""Matrix information theory in pure torch: exact, differentiable, batched.
+
+Public API (all options keyword-only; leading dims are batch dims; float64 in gives float64 out, half and
+bfloat16 are computed in float32 and cast back; spectral ops never run under autocast):
+
+- builders: :func:`gram` ``(*, n, d) -> (*, n, n)``, :func:`covariance` ``(*, n, d) -> (*, d, d)``
+- entropies: :func:`entropy` (von Neumann / Rényi of a trace-normalised PSD matrix), :func:`erank`,
+  :func:`feature_entropy` (from features, on the cheaper side), :func:`matrix_entropy_unnormalized`
+- two matrices: :func:`mce`, :func:`mkl`, :func:`matrix_log`, :func:`taylor_log`
+- neural-collapse metrics: :func:`mutual_information`, :func:`mir`, :func:`hdr`
+- coding rate: :func:`tcr`
+
+Formulas and reference values: ``docs/MATH.md``. This package imports only torch (never transformers,
+accelerate or datasets).
+"""
+
+from ._coding import tcr
+from ._divergence import matrix_log, mce, mkl, taylor_log
+from ._entropy import covariance, entropy, erank, feature_entropy, gram, matrix_entropy_unnormalized
+from ._mutual import hdr, mir, mutual_information
+
+__all__ = [
+    "covariance",
+    "entropy",
+    "erank",
+    "feature_entropy",
+    "gram",
+    "hdr",
+    "matrix_entropy_unnormalized",
+    "matrix_log",
+    "mce",
+    "mir",
+    "mkl",
+    "mutual_information",
+    "taylor_log",
+    "tcr",
+]

@@ -1,0 +1,106 @@
+"""Matrix mutual information and the neural-collapse ratios MIR / HDR (Song et al., ICML 2024)."""
+
+from __future__ import annotations
+
+import torch
+
+from ._spectral import (
+    _check_alpha,
+    _check_pair,
+    _eigvalsh,
+    _entropy_from_eigvals,
+    _no_autocast,
+    _out_dtype,
+    _work_dtype,
+)
+
+__all__ = ["hdr", "mir", "mutual_information"]
+
+
+def _three_entropies(fn: str, k1: torch.Tensor, k2: torch.Tensor, alpha: float):
+    k1, k2 = _check_pair(fn, "k1", k1, "k2", k2)
+    alpha = _check_alpha(fn, alpha)
+    out_dtype = _out_dtype(k1.dtype, k2.dtype)
+    work = _work_dtype(k1.dtype, k2.dtype)
+    with _no_autocast(k1):
+        a, b = k1.to(work), k2.to(work)
+        h1 = _entropy_from_eigvals(_eigvalsh(a), alpha)
+        h2 = _entropy_from_eigvals(_eigvalsh(b), alpha)
+        h12 = _entropy_from_eigvals(_eigvalsh(a * b), alpha)
+    return h1, h2, h12, out_dtype
+
+
+def _nonzero_denominator(fn: str, denom: torch.Tensor, what: str) -> None:
+    tol = 10 * torch.finfo(denom.dtype).eps
+    with torch.no_grad():
+        bad = denom <= tol
+        if bool(bad.any()):
+            raise ValueError(
+                f"{fn}: {what} is 0 (up to {tol:.1e}) for {int(bad.sum())} of {bad.numel()} input pair(s), so the "
+                "ratio is 0/0 and undefined (e.g. rank-1 Grams, or the C=2 simplex ETF whose entropy log(C-1) is 0). "
+                "Use mutual_information(...) or guard the call."
+            )
+
+
+def mutual_information(k1: torch.Tensor, k2: torch.Tensor, *, alpha: float = 1.0) -> torch.Tensor:
+    r"""Matrix mutual information ``I(K1; K2) = H(K1) + H(K2) - H(K1 ∘ K2)`` (``∘`` = Hadamard product).
+
+    ``H`` is :func:`~matrix_llm.info.entropy` of order ``alpha``: every matrix is trace-normalised. The inputs are
+    meant to be Grams with unit diagonal (e.g. :func:`~matrix_llm.info.gram` of row-normalised features and of
+    the classifier rows); then ``K/n`` and ``K/tr K`` coincide (MATH.md §0, N1 = N2) and ``K1 ∘ K2`` again has
+    unit diagonal and is PSD (Schur product theorem). This is **not checked**; for other PSD inputs the value is
+    the trace-normalised (N2) definition.
+
+    Args:
+        k1, k2: ``(*, n, n)`` PSD matrices, batch dims broadcast.
+        alpha: Rényi order ``> 0`` (Information Flow uses ``alpha=2``).
+
+    Returns:
+        ``(*)`` tensor, promoted dtype of ``k1``/``k2`` (float64 math for float64, else float32; autocast off).
+
+    Gradient: three ``eigvalsh`` calls; stable at repeated eigenvalues.
+
+    Example: for the ``C``-class simplex ETF Gram ``G``, ``I(G; G) = log(C-1)/(C-1) + (C-2) log(C-2)/(C-1)``.
+
+    References:
+        [0] L. G. Sanchez Giraldo, M. Rao, J. C. Principe, IEEE TIT 61(1), 2015.
+        [1] Z. Song, Y. Tan, D. Zou, Y. Ma, W. Huang, "Information-theoretic ... neural collapse" (ICML 2024,
+            arXiv:2406.03999).
+    """
+    h1, h2, h12, out_dtype = _three_entropies("mutual_information", k1, k2, alpha)
+    return (h1 + h2 - h12).to(out_dtype)
+
+
+def mir(k1: torch.Tensor, k2: torch.Tensor, *, alpha: float = 1.0) -> torch.Tensor:
+    r"""Mutual-information ratio ``MIR = I(K1; K2) / min(H(K1), H(K2))`` (Song et al. 2024).
+
+    Inputs as :func:`mutual_information` (unit-diagonal Grams, e.g. ``F Fᵀ`` of features and ``W Wᵀ`` of the
+    matching classifier rows). At neural collapse with ``C`` classes,
+    ``MIR = 1/(C-1) + (C-2) log(C-2) / ((C-1) log(C-1))`` (0.952350782540 for ``C = 10``).
+
+    Raises:
+        ValueError: if ``min(H1, H2)`` is 0 for any batch item (0/0, e.g. ``C = 2``). The check synchronises
+            with the device.
+
+    Returns / gradient: as :func:`mutual_information` (a ratio of entropies; differentiable).
+    """
+    h1, h2, h12, out_dtype = _three_entropies("mir", k1, k2, alpha)
+    denom = torch.minimum(h1, h2)
+    _nonzero_denominator("mir", denom, "min(H(k1), H(k2))")
+    return ((h1 + h2 - h12) / denom).to(out_dtype)
+
+
+def hdr(k1: torch.Tensor, k2: torch.Tensor, *, alpha: float = 1.0) -> torch.Tensor:
+    r"""Entropy-difference ratio ``HDR = |H(K1) - H(K2)| / max(H(K1), H(K2))`` (Song et al. 2024).
+
+    0 at neural collapse (features and heads form the same simplex ETF). Inputs as :func:`mutual_information`.
+
+    Raises:
+        ValueError: if ``max(H1, H2)`` is 0 for any batch item (both matrices rank 1: 0/0).
+
+    Returns / gradient: as :func:`mutual_information`; ``|.|`` is not differentiable where ``H1 = H2``.
+    """
+    h1, h2, _, out_dtype = _three_entropies("hdr", k1, k2, alpha)
+    denom = torch.maximum(h1, h2)
+    _nonzero_denominator("hdr", denom, "max(H(k1), H(k2))")
+    return ((h1 - h2).abs() / denom).to(out_dtype)
