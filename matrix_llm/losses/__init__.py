@@ -1,0 +1,46 @@
+"""Loss modules: ``nn.Module``s that bind hyperparameters to :mod:`matrix_llm.info` functions.
+
+Every ``forward`` takes tensors (never batches or model outputs) and returns a :class:`LossOutput`
+``(total, parts)``. Select a loss by name through :data:`LOSSES`:
+
+=====================  ===============================  ==========================================
+name                   class                            forward
+=====================  ===============================  ==========================================
+``matrix_ssl``         :class:`MatrixSSLLoss`           ``(z1, z2, p1, p2)``
+``token_mce``          :class:`TokenMCELoss`            ``(hidden, labels, head_weight, logits=None)``
+``crossmodal_entropy`` :class:`CrossModalEntropyLoss`   ``(image_features, text_features, labels)``
+``mir_hdr``            :class:`MIRHDRLoss`              ``(features, head_weight, labels)``
+``tcr``                :class:`TCRLoss`                 ``(z)``
+=====================  ===============================  ==========================================
+
+This package imports only torch, :mod:`matrix_llm.info` and :mod:`matrix_llm.distributed`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import LossOutput
+from .coding import TCRLoss
+from .crossmodal import CrossModalEntropyLoss
+from .neural_collapse import MIRHDRLoss
+from .ssl import MatrixSSLLoss
+from .token import TokenMCELoss
+
+__all__ = [
+    "LOSSES",
+    "CrossModalEntropyLoss",
+    "LossOutput",
+    "MIRHDRLoss",
+    "MatrixSSLLoss",
+    "TCRLoss",
+    "TokenMCELoss",
+]
+
+LOSSES: dict[str, type[nn.Module]] = {
+    "matrix_ssl": MatrixSSLLoss,
+    "token_mce": TokenMCELoss,
+    "crossmodal_entropy": CrossModalEntropyLoss,
+    "mir_hdr": MIRHDRLoss,
+    "tcr": TCRLoss,
+}

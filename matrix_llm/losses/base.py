@@ -1,0 +1,121 @@
+"""The return type shared by every loss module (and every objective): a total plus named parts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["LossOutput"]
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """What every loss module returns.
+
+    Attributes:
+        total (Tensor): the scalar to add to the task loss; carries the autograd graph.
+        parts (dict[str, Tensor]): named scalar tensors for logging, detached, keyed by flat snake_case
+            names (``"mce"``, ``"entropy"``, ``"uniformity"``, ...). The trainer logs each of them.
+    """
+
+    total: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.total, Tensor) or self.total.dim() != 0:
+            shape = tuple(self.total.shape) if isinstance(self.total, Tensor) else type(self.total).__name__
+            raise ValueError(f"LossOutput.total must be a scalar tensor; got {shape}")
+        for name, value in self.parts.items():
+            if not isinstance(value, Tensor) or value.dim() != 0:
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(f"LossOutput.parts[{name!r}] must be a scalar tensor; got {shape}")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# small shared helpers for the loss modules (input checks and precision); no formulas live here
+
+
+def work_dtype(*tensors: Tensor) -> torch.dtype:
+    """float64 if any input is float64, else float32: half / bfloat16 features are upcast before any matrix."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+@contextlib.contextmanager
+def no_autocast(device: torch.device) -> Iterator[None]:
+    """Disable autocast on ``device`` (matrix losses never run in reduced precision)."""
+    try:
+        ctx = torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # pragma: no cover - device types without autocast
+        ctx = contextlib.nullcontext()
+    with ctx:
+        yield
+
+
+def check_matrix(
+    fn: str, name: str, x: object, *, rows: int | None = None, cols: int | None = None
+) -> Tensor:
+    """Check that ``x`` is a floating-point ``(rows, cols)`` tensor; return it."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}: `{name}` must be a torch.Tensor; got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{fn}: `{name}` must have shape (n, d); got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{fn}: `{name}` must be a floating-point tensor; got {x.dtype}")
+    if rows is not None and x.shape[0] != rows:
+        raise ValueError(f"{fn}: `{name}` must have {rows} rows; got shape {tuple(x.shape)}")
+    if cols is not None and x.shape[1] != cols:
+        raise ValueError(f"{fn}: `{name}` must have {cols} columns; got shape {tuple(x.shape)}")
+    return x
+
+
+def check_labels(fn: str, labels: object, *, n: int) -> Tensor:
+    """Check that ``labels`` is an integer ``(n,)`` tensor (values are checked by :func:`check_finite_and_range`)."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{fn}: `labels` must be a torch.Tensor; got {type(labels).__name__}")
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(f"{fn}: `labels` must have shape ({n},); got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{fn}: `labels` must be an integer (long) tensor; got {labels.dtype}")
+    return labels
+
+
+def check_finite_and_range(
+    fn: str, features: dict[str, Tensor], labels: Tensor | None = None, num_classes: int | None = None
+) -> None:
+    """Raise ``ValueError`` naming the tensor with NaN/Inf, or labels outside ``[0, num_classes)``.
+
+    One device synchronisation in the good case (all conditions are reduced to one flag first).
+    """
+    bad = torch.zeros((), dtype=torch.bool)
+    flags: list[tuple[str, Tensor]] = []
+    for name, x in features.items():
+        flag = ~torch.isfinite(x).all()
+        flags.append((name, flag))
+        bad = bad.to(flag.device) | flag
+    if labels is not None and labels.numel() > 0:
+        flag = (labels.min() < 0) | (labels.max() >= num_classes)
+        bad = bad.to(flag.device) | flag
+    if not bool(bad):
+        return
+    for name, flag in flags:
+        if bool(flag):
+            x = features[name]
+            n_nan = int(torch.isnan(x).sum())
+            n_inf = int(torch.isinf(x).sum())
+            raise ValueError(
+                f"{fn}: `{name}` contains non-finite values ({n_nan} NaN, {n_inf} Inf of {x.numel()})"
+            )
+    lo, hi = int(labels.min()), int(labels.max())  # type: ignore[union-attr]
+    raise ValueError(
+        f"{fn}: `labels` must lie in [0, {num_classes}); got values in [{lo}, {hi}]. Select the positions to use "
+        "first (e.g. labels != -100 after the causal shift)."
+    )
+
+
+def detached_parts(**parts: Tensor) -> dict[str, Tensor]:
+    """Scalar parts for logging: detached."""
+    return {name: value.detach() for name, value in parts.items()}

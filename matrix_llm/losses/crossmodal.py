@@ -1,0 +1,87 @@
+"""Cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767; MATH.md §5.3)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .. import info
+from .base import (
+    LossOutput,
+    check_finite_and_range,
+    check_labels,
+    check_matrix,
+    detached_parts,
+    no_autocast,
+    work_dtype,
+)
+
+__all__ = ["CrossModalEntropyLoss"]
+
+
+class CrossModalEntropyLoss(nn.Module):
+    r"""Mean over the classes in the batch of the matrix entropy of ``[image features of c ; text feature t_c]``.
+
+    For every class ``c`` present in ``labels``, ``G_c`` stacks the image features with label ``c`` and the
+    text feature of class ``c`` (``n_c + 1`` rows); the loss is
+
+    ``L = mean_c H(Ĝ_c Ĝ_cᵀ / tr)``
+
+    with ``Ĝ_c`` row-normalised and ``H`` the von Neumann entropy (:func:`matrix_llm.info.feature_entropy`,
+    computed on the cheaper of the Gram and covariance sides). Low entropy means the image features of a class
+    collapse onto its text embedding: ``H = 0`` when they all point along ``t_c``, ``log(n_c + 1)`` when all
+    rows are orthogonal. This is matrix_llm's [proposal] loss from the reference implementation's metric
+    (MATH.md §5.3–5.4), not a published training objective.
+
+    Args:
+        normalize: divide each class's entropy by ``log(n_c + 1)`` (the "normalised MIE" of the reference
+            implementation, MATH.md §5.4), so every class contributes a value in ``[0, 1]``.
+
+    Shapes (``forward``): ``image_features (N, d)``, ``text_features (C, d)`` (one row per class),
+    ``labels (N,)`` long in ``[0, C)``.
+
+    Returns:
+        :class:`LossOutput` with ``total`` = the mean entropy and parts ``entropy`` (the same, detached) and
+        ``num_classes`` (classes present, float). Float32 (float64 for float64 inputs), autocast off.
+
+    Cost: one small eigendecomposition per class present (a Python loop over classes; one device sync to
+    find them).
+    """
+
+    def __init__(self, *, normalize: bool = False) -> None:
+        super().__init__()
+        self.normalize = bool(normalize)
+
+    def extra_repr(self) -> str:
+        return f"normalize={self.normalize}"
+
+    def forward(self, image_features: Tensor, text_features: Tensor, labels: Tensor) -> LossOutput:
+        fn = "CrossModalEntropyLoss"
+        check_matrix(fn, "image_features", image_features)
+        n, d = image_features.shape
+        check_matrix(fn, "text_features", text_features, cols=d)
+        check_labels(fn, labels, n=n)
+        if n == 0:
+            raise ValueError(f"{fn}: needs at least one image feature; got image_features of shape {(n, d)}")
+        num_classes = text_features.shape[0]
+        check_finite_and_range(
+            fn, {"image_features": image_features, "text_features": text_features}, labels, num_classes
+        )
+        dtype = work_dtype(image_features, text_features)
+        with no_autocast(image_features.device):
+            images, texts = image_features.to(dtype), text_features.to(dtype)
+            entropies = []
+            for c in torch.unique(labels).tolist():
+                group = torch.cat([images[labels == c], texts[c : c + 1]], dim=0)
+                h = info.feature_entropy(group)
+                entropies.append(h / math.log(group.shape[0]) if self.normalize else h)
+            total = torch.stack(entropies).mean()
+        return LossOutput(
+            total=total,
+            parts=detached_parts(
+                entropy=total,
+                num_classes=torch.tensor(float(len(entropies)), dtype=dtype, device=total.device),
+            ),
+        )

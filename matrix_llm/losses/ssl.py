@@ -1,0 +1,150 @@
+"""Matrix-SSL: matrix-uniformity + matrix-alignment (Zhang et al., ICML 2024; MATH.md §3)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import info
+from ..distributed import all_gather_no_grad, all_gather_with_grad
+from .base import LossOutput, check_finite_and_range, check_matrix, detached_parts, no_autocast, work_dtype
+
+__all__ = ["MatrixSSLLoss"]
+
+PRESETS = ("exact", "official")
+
+
+class MatrixSSLLoss(nn.Module):
+    r"""Matrix-SSL loss: matrix-uniformity plus ``gamma`` times matrix-alignment, symmetrised over two views.
+
+    With row-normalised features (``m`` rows of dimension ``d``), centring matrix ``H_m`` and
+    ``C(a, b) = (1/m) aᵀ H_m b`` (:func:`matrix_llm.info.covariance` for ``a = b``):
+
+    - uniformity ``U(p, z) = MCE(λ I_d, C(p, z) + μ I_d)``
+    - alignment ``A(p, z) = MCE(C(p, p) + μ I_d, C(z, z) + μ I_d)`` (the teacher side has no gradient)
+    - ``L = 0.5 [U(p2, z1) + U(p1, z2) + γ A(p2, z1) + γ A(p1, z2)]``
+
+    where ``z1, z2`` are the online (student) outputs of the two views and ``p1, p2`` the EMA teacher's outputs
+    (detached here). **Careful: ``p`` is the teacher**, as in the official code (MATH.md §3.1).
+
+    Presets:
+
+    - ``"official"`` reproduces ``mce_loss_func`` of yifanzhang-pro/Matrix-SSL (main_pretrain.py) exactly:
+      Taylor log of order ``order`` (4) around ``I`` applied to the non-symmetric cross-covariance, **no**
+      ``+tr(Q)`` term (``MCE = -tr(P log Q)``), code defaults ``lamb = mu = 0.5``, ``gamma = 1``.
+    - ``"exact"`` (default): eigendecomposition log with the Daleckii–Krein backward (finite at the uniformity
+      optimum ``Q = c I``) and the ``+tr(Q)`` term (``trace_term=True``). **Deviation:** ``eigh`` needs a
+      symmetric matrix, so the uniformity term uses the symmetric surrogate ``(C(p, z) + C(p, z)ᵀ)/2`` of the
+      cross-covariance (MATH.md §3.6.2). ``tr(P log Q)`` with ``P = λI`` only sees the eigenvalues of ``Q``,
+      which for the surrogate differ from those of the non-symmetric ``C(p, z)``; they coincide when
+      ``C(p, z)`` is symmetric (e.g. ``p = z``).
+
+    Args:
+        preset: ``"exact"`` or ``"official"``.
+        gamma: alignment weight ``γ`` (``0`` gives the uniformity term only, i.e. MEC-like).
+        lamb: uniformity target scale ``λ`` (``P = λI``); code default 0.5 (the README's runs use 1.0).
+        mu: shift ``μ`` added to both covariances; code default 0.5 (README: 1.0).
+        order: Taylor order (``"official"`` only).
+        trace_term: add ``tr(Q)`` to each MCE; ``None``: ``False`` for ``"official"``, ``True`` for ``"exact"``.
+        check: ``"official"`` only: verify each call that the Taylor series converges (spectral radius of
+            ``Q - I`` below 1) and raise ``ValueError`` otherwise. When ``||Q - I||_F >= 1`` (always for large
+            ``d`` at ``mu = 0.5``) this costs a general eigenvalue computation and a device sync; the official
+            code does not check (``check=False``).
+        gather: concatenate the features of all ranks first with
+            :func:`matrix_llm.distributed.all_gather_with_grad` (the official code gathers); identity on one
+            process.
+
+    Shapes (``forward``): ``z1, z2, p1, p2``: ``(m, d)`` each, ``m >= 2``.
+
+    Returns:
+        :class:`LossOutput` with ``total = uniformity + gamma * alignment`` and parts ``uniformity``
+        (``0.5 [U(p2, z1) + U(p1, z2)]``) and ``alignment`` (``0.5 [A(p2, z1) + A(p1, z2)]``, before ``gamma``).
+        Computed and returned in float32 (float64 for float64 inputs), autocast off.
+
+    References:
+        [0] Y. Zhang, Z. Tan, J. Yang, W. Huang, Y. Yuan, "Matrix Information Theory for Self-Supervised
+            Learning", ICML 2024, arXiv:2305.17326; code: github.com/yifanzhang-pro/Matrix-SSL.
+    """
+
+    def __init__(
+        self,
+        *,
+        preset: str = "exact",
+        gamma: float = 1.0,
+        lamb: float = 0.5,
+        mu: float = 0.5,
+        order: int = 4,
+        trace_term: bool | None = None,
+        check: bool = True,
+        gather: bool = False,
+    ) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"MatrixSSLLoss: `preset` must be one of {PRESETS}; got {preset!r}")
+        for name, value, lower in (("gamma", gamma, 0.0), ("lamb", lamb, 0.0), ("mu", mu, 0.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= lower:
+                raise ValueError(f"MatrixSSLLoss: `{name}` must be a number >= {lower}; got {value!r}")
+        if preset == "exact" and not mu > 0:
+            raise ValueError(
+                f"MatrixSSLLoss: preset 'exact' needs `mu` > 0 (log of a PSD matrix); got {mu!r}"
+            )
+        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+            raise ValueError(f"MatrixSSLLoss: `order` must be an integer >= 1; got {order!r}")
+        self.preset = preset
+        self.gamma = float(gamma)
+        self.lamb = float(lamb)
+        self.mu = float(mu)
+        self.order = order
+        self.trace_term = (preset == "exact") if trace_term is None else bool(trace_term)
+        self.check = bool(check)
+        self.gather = bool(gather)
+
+    def extra_repr(self) -> str:
+        return (
+            f"preset={self.preset!r}, gamma={self.gamma}, lamb={self.lamb}, mu={self.mu}, order={self.order}, "
+            f"trace_term={self.trace_term}, gather={self.gather}"
+        )
+
+    def _mce(self, p: Tensor, q: Tensor) -> Tensor:
+        if self.preset == "official":
+            return info.mce(
+                p, q, log="taylor", order=self.order, trace_term=self.trace_term, check=self.check
+            )
+        return info.mce(p, q, log="eigh", trace_term=self.trace_term)
+
+    def forward(self, z1: Tensor, z2: Tensor, p1: Tensor, p2: Tensor) -> LossOutput:
+        """Student outputs ``z1, z2`` and teacher outputs ``p1, p2`` of the two views, ``(m, d)`` each."""
+        fn = f"MatrixSSLLoss(preset={self.preset!r})"
+        check_matrix(fn, "z1", z1)
+        m, d = z1.shape
+        for name, x in (("z2", z2), ("p1", p1), ("p2", p2)):
+            check_matrix(fn, name, x, rows=m, cols=d)
+        check_finite_and_range(fn, {"z1": z1, "z2": z2, "p1": p1, "p2": p2})
+        dtype = work_dtype(z1, z2, p1, p2)
+        # Pair the views as in the official code: (teacher of view 2, student of view 1), (p1, z2).
+        student = torch.stack([z1, z2]).to(dtype)
+        teacher = torch.stack([p2, p1]).detach().to(dtype)
+        if self.gather:
+            # gather along the sample dim: (2, m, d) -> (m, 2, d) -> gather -> (M, 2, d) -> (2, M, d)
+            student = all_gather_with_grad(student.transpose(0, 1).contiguous()).transpose(0, 1)
+            teacher = all_gather_no_grad(teacher.transpose(0, 1).contiguous()).transpose(0, 1)
+        if student.shape[-2] < 2:
+            raise ValueError(f"{fn}: needs at least 2 samples per view; got {student.shape[-2]}")
+        with no_autocast(student.device):
+            zs = F.normalize(student, dim=-1)
+            ps = F.normalize(teacher, dim=-1)
+            eye = torch.eye(d, dtype=dtype, device=zs.device)
+            # C(p, z) is the off-diagonal block of the covariance of the concatenated rows [p̂, ẑ].
+            cross = info.covariance(torch.cat([ps, zs], dim=-1), normalize=False)[..., :d, d:]
+            if self.preset == "exact":
+                cross = 0.5 * (cross + cross.mT)
+            uniformity = self._mce(self.lamb * eye, cross + self.mu * eye)
+            alignment = self._mce(
+                info.covariance(ps, normalize=False) + self.mu * eye,
+                info.covariance(zs, normalize=False) + self.mu * eye,
+            )
+            uniformity = uniformity.mean()  # 0.5 * (U(p2, z1) + U(p1, z2))
+            alignment = alignment.mean()
+            total = uniformity + self.gamma * alignment
+        return LossOutput(total=total, parts=detached_parts(uniformity=uniformity, alignment=alignment))

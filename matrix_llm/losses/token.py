@@ -1,0 +1,252 @@
+"""Matrix cross-entropy on LM token representations (MATH.md §4.3–4.5).
+
+The original authors never released their LLM code; the three formulations here are matrix_llm's documented
+derivations (MATH.md §4), not the authors' method. Say so wherever results are reported.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import info
+from ..distributed import all_gather_no_grad, all_gather_with_grad
+from .base import (
+    LossOutput,
+    check_finite_and_range,
+    check_labels,
+    check_matrix,
+    detached_parts,
+    no_autocast,
+    work_dtype,
+)
+
+__all__ = ["TokenMCELoss"]
+
+FORMULATIONS = ("head", "relation", "alignment")
+# (mu, lamb) defaults per formulation; lamb=None means "the same as mu".
+_DEFAULTS: dict[str, tuple[float, float | None]] = {
+    "head": (1e-2, None),
+    "relation": (1e-2, 0.0),
+    "alignment": (0.5, None),
+}
+
+
+def _trace_normalise(k: Tensor) -> Tensor:
+    return k / k.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
+
+
+class TokenMCELoss(nn.Module):
+    r"""Matrix cross-entropy between a target and a predicted matrix built from completion tokens.
+
+    ``MCE(A, B) = -tr(A log B) + tr(B)`` (:func:`matrix_llm.info.mce`) with a detached target ``A`` and a
+    predicted ``B`` that carries the gradient, over the ``T`` completion tokens of the (micro-)batch:
+
+    - ``"head"`` (default, MATH.md §4.5; ``T x T``): ``A = (Ŵ Ŵᵀ + λI)/tr``, ``B = (Ĥ Ĥᵀ + μI)/tr``, where
+      ``Ŵ`` are the row-normalised LM-head rows of the target tokens ``W[y_t]`` (detached) and ``Ĥ`` the
+      row-normalised hidden states. Minimum ``-tr(A log A) + 1`` at ``h_t ∝ W[y_t]`` (neural collapse).
+    - ``"relation"`` (MATH.md §4.3; ``T x T``): ``A = (K_Y + λI)/tr`` with ``K_Y = Y Yᵀ`` the same-target-token
+      indicator (the Gram of the one-hot targets), ``B = (K_P + μI)/tr`` with ``K_P`` the cosine Gram of
+      ``softmax(logits)`` (``gram="raw"``: ``P Pᵀ``). Gradient reaches the logits.
+    - ``"alignment"`` (MATH.md §4.4; ``d x d``): ``A = C(g) + λI``, ``B = C(z) + μI`` with ``C`` the centred
+      covariance of row-normalised rows (:func:`matrix_llm.info.covariance`), ``g_t = W[y_t]`` (detached) and
+      ``z_t = Wᵀ softmax(logits_t)`` (gradient reaches the logits and, through ``z``, the head weight). This is
+      exactly the Matrix-SSL alignment term with teacher ``g`` and student ``z``; not trace-normalised.
+
+    Default shifts (``mu`` on the prediction, ``lamb`` on the target; MATH.md §4 requires ``mu > 0`` because
+    ``Ĥ Ĥᵀ`` has rank ``<= min(T, d)`` and is singular whenever ``T > d`` or hidden states coincide):
+
+    - ``head``: ``mu = lamb = 1e-2``. Relative to the unit diagonal of the cosine Grams, small enough not to wash
+      out their structure, large enough that ``B``'s smallest eigenvalue ``mu / (T (1 + mu))`` stays well
+      above float32 round-off of ``eigh`` for ``T`` up to a few thousand. The same shift on both sides keeps
+      ``B = A`` attainable (MATH.md §4.5).
+    - ``relation``: ``mu = 1e-2``, ``lamb = 0`` (MATH.md §4.3).
+    - ``alignment``: ``mu = lamb = 0.5``, the Matrix-SSL code default. A centred covariance of unit rows has
+      eigenvalues in ``[0, 1]``, so ``C + 0.5 I - I`` has spectral radius ``<= 0.5``: ``log="taylor"`` stays well
+      inside its convergence region.
+
+    RelationMatch-style ``/T`` scaling of the Grams before the shift (``(K/T + λI)/tr``) equals this module
+    with ``lamb`` and ``mu`` multiplied by ``T``, since trace normalisation removes the overall scale.
+
+    Args:
+        formulation: ``"head"``, ``"relation"`` or ``"alignment"``.
+        mu: shift of the predicted matrix, ``> 0``; ``None``: the formulation's default above.
+        lamb: shift of the target matrix, ``>= 0``; ``None``: the formulation's default above.
+        log: ``"eigh"`` (exact, Daleckii–Krein backward) or ``"taylor"`` (series of order ``order`` around
+            ``I``; raises ``ValueError`` outside its convergence region).
+        order: Taylor order for ``log="taylor"``.
+        max_tokens: if ``T > max_tokens``, use a random subset of ``max_tokens`` positions (the same positions
+            for every input). ``None``: all tokens. Bounds the ``O(T^3)`` eigendecomposition.
+        scope: ``"local"`` (this micro-batch on this rank) or ``"global"`` (gather the tokens of all ranks with
+            :func:`matrix_llm.distributed.all_gather_with_grad` first; identity on one process). With
+            ``"global"`` and ``max_tokens``, pass a ``seed`` so that every rank draws the same subset.
+        seed: seed of a private ``torch.Generator`` (created once, advanced on every call) for the token subset;
+            ``None`` uses the global RNG. The generator state is not part of ``state_dict``.
+        gram: ``"cosine"`` or ``"raw"``: Gram of the predicted distributions for ``"relation"``.
+
+    Shapes (``forward``): ``hidden (T, d)``, ``labels (T,)`` long in ``[0, V)``, ``head_weight (V, d)``,
+    ``logits (T, V)`` (required by ``relation`` and ``alignment``). Rows are the completion positions, already
+    selected by the caller (labels != -100 after the causal shift).
+
+    Returns:
+        :class:`LossOutput` with ``total = mce`` and parts ``mce``, ``entropy`` (von Neumann entropy of the
+        trace-normalised predicted matrix ``B``: the matrix entropy of the token representations, detached),
+        ``erank`` (its exp) and ``num_tokens`` (``T`` used, float). Computed and returned in float32 (float64
+        for float64 inputs) with autocast off, whatever the input dtype.
+
+    Raises:
+        ValueError: fewer than 2 tokens, NaN/Inf in ``hidden`` or ``logits``, labels outside ``[0, V)``, shape
+            mismatches, ``logits`` missing for ``relation``/``alignment``, invalid options.
+    """
+
+    def __init__(
+        self,
+        *,
+        formulation: str = "head",
+        mu: float | None = None,
+        lamb: float | None = None,
+        log: str = "eigh",
+        order: int = 4,
+        max_tokens: int | None = None,
+        scope: str = "local",
+        seed: int | None = None,
+        gram: str = "cosine",
+    ) -> None:
+        super().__init__()
+        if formulation not in FORMULATIONS:
+            raise ValueError(
+                f"TokenMCELoss: `formulation` must be one of {FORMULATIONS}; got {formulation!r}"
+            )
+        default_mu, default_lamb = _DEFAULTS[formulation]
+        mu = default_mu if mu is None else mu
+        lamb = (mu if default_lamb is None else default_lamb) if lamb is None else lamb
+        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not mu > 0:
+            raise ValueError(
+                f"TokenMCELoss: `mu` must be a number > 0 (the log needs a positive-definite matrix); got {mu!r}"
+            )
+        if isinstance(lamb, bool) or not isinstance(lamb, (int, float)) or not lamb >= 0:
+            raise ValueError(f"TokenMCELoss: `lamb` must be a number >= 0; got {lamb!r}")
+        if log not in ("eigh", "taylor"):
+            raise ValueError(f"TokenMCELoss: `log` must be 'eigh' or 'taylor'; got {log!r}")
+        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+            raise ValueError(f"TokenMCELoss: `order` must be an integer >= 1; got {order!r}")
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2
+        ):
+            raise ValueError(
+                f"TokenMCELoss: `max_tokens` must be None or an integer >= 2; got {max_tokens!r}"
+            )
+        if scope not in ("local", "global"):
+            raise ValueError(f"TokenMCELoss: `scope` must be 'local' or 'global'; got {scope!r}")
+        if gram not in ("cosine", "raw"):
+            raise ValueError(f"TokenMCELoss: `gram` must be 'cosine' or 'raw'; got {gram!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"TokenMCELoss: `seed` must be None or an int; got {seed!r}")
+        self.formulation = formulation
+        self.mu = float(mu)
+        self.lamb = float(lamb)
+        self.log = log
+        self.order = order
+        self.max_tokens = max_tokens
+        self.scope = scope
+        self.seed = seed
+        self.gram = gram
+        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def extra_repr(self) -> str:
+        return (
+            f"formulation={self.formulation!r}, mu={self.mu}, lamb={self.lamb}, log={self.log!r}, order={self.order}, "
+            f"max_tokens={self.max_tokens}, scope={self.scope!r}, gram={self.gram!r}"
+        )
+
+    # -- input handling ---------------------------------------------------------------------------------------
+
+    def _check(self, hidden: Tensor, labels: Tensor, head_weight: Tensor, logits: Tensor | None) -> None:
+        fn = f"TokenMCELoss(formulation={self.formulation!r})"
+        check_matrix(fn, "hidden", hidden)
+        t, d = hidden.shape
+        check_labels(fn, labels, n=t)
+        check_matrix(fn, "head_weight", head_weight, cols=d)
+        vocab = head_weight.shape[0]
+        features = {"hidden": hidden}
+        if self.formulation in ("relation", "alignment"):
+            if logits is None:
+                raise ValueError(f"{fn}: `logits` of shape (T, V) = ({t}, {vocab}) are required; got None")
+            check_matrix(fn, "logits", logits, rows=t, cols=vocab)
+            features["logits"] = logits
+        check_finite_and_range(fn, features, labels, vocab)
+
+    def _subsample(self, t: int, device: torch.device) -> Tensor | None:
+        if self.max_tokens is None or t <= self.max_tokens:
+            return None
+        perm = (
+            torch.randperm(t, generator=self._generator) if self._generator is not None else torch.randperm(t)
+        )
+        return perm[: self.max_tokens].to(device)
+
+    # -- matrices per formulation -----------------------------------------------------------------------------
+
+    def _matrices(
+        self, hidden: Tensor, labels: Tensor, head_weight: Tensor, logits: Tensor | None, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
+        if self.formulation == "head":
+            target = head_weight.detach()[labels].to(dtype)
+            eye = torch.eye(labels.shape[0], dtype=dtype, device=hidden.device)
+            a = _trace_normalise(info.gram(target) + self.lamb * eye)
+            b = _trace_normalise(info.gram(hidden.to(dtype)) + self.mu * eye)
+            return a, b
+        assert logits is not None
+        probs = F.softmax(logits.to(dtype), dim=-1)
+        if self.formulation == "relation":
+            eye = torch.eye(labels.shape[0], dtype=dtype, device=logits.device)
+            same_target = (labels[:, None] == labels[None, :]).to(dtype)  # Y Yᵀ of the one-hot targets
+            a = _trace_normalise(same_target + self.lamb * eye)
+            b = _trace_normalise(info.gram(probs, normalize=self.gram == "cosine") + self.mu * eye)
+            return a, b
+        w = head_weight.to(dtype)
+        eye = torch.eye(w.shape[1], dtype=dtype, device=w.device)
+        a = info.covariance(w.detach()[labels]) + self.lamb * eye
+        b = info.covariance(probs @ w) + self.mu * eye
+        return a, b
+
+    def forward(
+        self, hidden: Tensor, labels: Tensor, head_weight: Tensor, logits: Tensor | None = None
+    ) -> LossOutput:
+        """``hidden (T, d)``, ``labels (T,)``, ``head_weight (V, d)``, ``logits (T, V) | None`` -> :class:`LossOutput`."""
+        self._check(hidden, labels, head_weight, logits)
+        uses_logits = self.formulation != "head"
+        if self.scope == "global":
+            labels = all_gather_no_grad(labels)
+            if uses_logits:
+                logits = all_gather_with_grad(logits)
+            if self.formulation != "relation":
+                hidden = all_gather_with_grad(hidden)
+        t = labels.shape[0]
+        if t < 2:
+            where = "over all ranks" if self.scope == "global" else "in this micro-batch"
+            raise ValueError(
+                f"TokenMCELoss: needs at least 2 completion tokens, got {t} {where} (a matrix over tokens needs two "
+                "rows); check the label mask, or skip the matrix term for this batch."
+            )
+        idx = self._subsample(t, labels.device)
+        if idx is not None:
+            labels = labels[idx]
+            hidden = hidden[idx] if self.formulation != "relation" else hidden
+            logits = logits[idx] if logits is not None and uses_logits else logits
+            t = labels.shape[0]
+        dtype = work_dtype(hidden, head_weight, *([logits] if uses_logits and logits is not None else []))
+        with no_autocast(labels.device):
+            a, b = self._matrices(hidden, labels, head_weight, logits, dtype)
+            loss = info.mce(a, b, log=self.log, order=self.order, trace_term=True)
+            with torch.no_grad():
+                ent = info.entropy(b.detach())
+        return LossOutput(
+            total=loss,
+            parts=detached_parts(
+                mce=loss,
+                entropy=ent,
+                erank=ent.exp(),
+                num_tokens=torch.tensor(float(t), dtype=dtype, device=loss.device),
+            ),
+        )

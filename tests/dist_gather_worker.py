@@ -1,0 +1,120 @@
+"""Two-process (gloo, CPU) check of ``matrix_llm.distributed.all_gather_with_grad``; run by tests/test_distributed.py.
+
+    python tests/dist_gather_worker.py OUT_DIR
+
+Spawns 2 processes that rendezvous through a file in OUT_DIR (no ports). Every rank holds an uneven slice
+(5 and 3 rows) of a float64 batch, computes batch-level losses on the gathered features and back-propagates
+``loss / world_size`` (what data-parallel gradient averaging does); it then saves, per case, its gradient
+and the single-process gradient of the same loss on the concatenated batch (its own rows) to
+``OUT_DIR/rank{r}.pt``. The pytest side compares them.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+SIZES = (5, 3)  # rows per rank: deliberately uneven
+D = 4
+
+
+def _slice(full: torch.Tensor, r: int) -> torch.Tensor:
+    start = sum(SIZES[:r])
+    return full[start : start + SIZES[r]]
+
+
+def _grads(fn, tensors: list[torch.Tensor], r: int, scale: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run ``fn`` on this rank's slices of ``tensors``; return (loss, grads of the slices)."""
+    leaves = [_slice(t, r).clone().requires_grad_(True) for t in tensors]
+    loss = fn(*leaves)
+    (loss * scale).backward()
+    return loss.detach(), [leaf.grad.detach().clone() for leaf in leaves]
+
+
+def _reference(fn, tensors: list[torch.Tensor], r: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Single-process loss and gradient on the full batch; this rank's rows of the gradient."""
+    leaves = [t.clone().requires_grad_(True) for t in tensors]
+    loss = fn(*leaves)
+    loss.backward()
+    return loss.detach(), [_slice(leaf.grad, r).detach().clone() for leaf in leaves]
+
+
+def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=r, world_size=world)
+    from matrix_llm import info
+    from matrix_llm.distributed import all_gather_no_grad, all_gather_with_grad, rank, world_size
+    from matrix_llm.losses import MatrixSSLLoss, TokenMCELoss
+
+    torch.manual_seed(0)  # same full data on every rank
+    n = sum(SIZES)
+    z = torch.randn(n, D, dtype=torch.float64)
+    z2 = torch.randn(n, D, dtype=torch.float64)
+    p1 = torch.randn(n, D, dtype=torch.float64)
+    p2 = torch.randn(n, D, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 0, 3, 1, 2, 3])
+    head = torch.randn(5, D, dtype=torch.float64)
+
+    out: dict[str, object] = {"world_size": world_size(), "rank": rank()}
+    out["full"] = z
+    out["gathered"] = all_gather_with_grad(_slice(z, r)).detach()
+    out["gathered_labels"] = all_gather_no_grad(_slice(labels, r))
+
+    def mce_cov(x: torch.Tensor) -> torch.Tensor:
+        c = info.covariance(x) + 0.5 * torch.eye(D, dtype=x.dtype)
+        return info.mce(torch.eye(D, dtype=x.dtype) / D, c)
+
+    def entropy_cov(x: torch.Tensor) -> torch.Tensor:
+        return info.entropy(info.covariance(x))
+
+    ssl_global = MatrixSSLLoss(preset="exact", gather=True)
+    ssl_local = MatrixSSLLoss(preset="exact", gather=False)
+    tok_global = TokenMCELoss(formulation="head", scope="global")
+    tok_local = TokenMCELoss(formulation="head", scope="local")
+
+    cases = {
+        # name: (distributed fn, single-process fn, tensors)
+        "mce_covariance": (lambda x: mce_cov(all_gather_with_grad(x)), mce_cov, [z]),
+        "entropy_covariance": (lambda x: entropy_cov(all_gather_with_grad(x)), entropy_cov, [z]),
+        "matrix_ssl_global": (
+            lambda a, b: ssl_global(a, b, _slice(p1, r), _slice(p2, r)).total,
+            lambda a, b: ssl_local(a, b, p1, p2).total,
+            [z, z2],
+        ),
+        "token_mce_global": (
+            lambda h: tok_global(h, _slice(labels, r), head).total,
+            lambda h: tok_local(h, labels, head).total,
+            [z],
+        ),
+    }
+    for name, (dist_fn, ref_fn, tensors) in cases.items():
+        loss, grads = _grads(dist_fn, tensors, r, scale=1.0 / world)
+        ref_loss, ref_grads = _reference(ref_fn, tensors, r)
+        out[name] = {"loss": loss, "ref_loss": ref_loss, "grads": grads, "ref_grads": ref_grads}
+
+    # Rank-dependent losses L_r = (r + 1) * f(X): the gradient of x_r must be sum_s (s + 1) * df/dx_r,
+    # which tells "sum over ranks" (reduce-scatter) apart from "own rank only".
+    _, grads = _grads(lambda x: (r + 1) * mce_cov(all_gather_with_grad(x)), [z], r, scale=1.0)
+    _, ref_grads = _reference(mce_cov, [z], r)
+    weight = sum(s + 1 for s in range(world))
+    out["rank_weighted"] = {"grads": grads, "ref_grads": [g * weight for g in ref_grads]}
+
+    torch.save(out, os.path.join(out_dir, f"rank{r}.pt"))
+    del out, cases
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def main(out_dir: str) -> None:
+    world = len(SIZES)
+    init_file = os.path.join(out_dir, "rendezvous")
+    mp.spawn(_run, args=(world, init_file, out_dir), nprocs=world, join=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
