@@ -1,0 +1,226 @@
+"""Model outputs + label masks -> the flat per-token tensors the matrix losses take.
+
+This is the one seam between Hugging Face models and :mod:`matrix_llm.losses` (DESIGN.md, "Layers"):
+
+- :func:`capture_hidden` captures, in the *same* forward pass as the LM loss (no second forward, no
+  ``output_hidden_states=True``), the token representations of the chosen layer:
+
+  - ``layer=-1`` (default): a forward *pre*-hook on the output-embedding module
+    (``model.get_output_embeddings()``, the LM head) records exactly the vector the head is applied to, i.e.
+    the final hidden state after the last norm;
+  - ``layer=k >= 0``: a forward hook on decoder layer ``k`` records its output (``hidden_states[k + 1]`` of
+    ``output_hidden_states=True``); ``layer=-k`` (``k >= 2``) is decoder layer ``n_layers - k``
+    (``hidden_states[-k]``).
+
+  The model may be wrapped by PEFT, DDP, DeepSpeed or ``torch.compile``: :func:`unwrap` finds the module.
+  With gradient checkpointing, ``layer=-1`` is unaffected (the LM head runs outside the checkpointed decoder
+  layers); an inner layer under *reentrant* checkpointing would be captured without its graph, so use the
+  default (non-reentrant) checkpointing for ``layer != -1``.
+- :func:`token_features` selects the completion positions after the causal shift (position ``t`` predicts
+  ``labels[t + 1]``; positions whose shifted label is ``-100`` are dropped), exactly the positions
+  ``num_items_in_batch`` counts.
+- :func:`head_weight` returns the output-embedding weight ``(V, d)``. Under DeepSpeed ZeRO-3 the weight is
+  partitioned (each rank holds a flat shard, the parameter itself is empty outside forward): it is gathered
+  with ``deepspeed.zero.GatheredParameters`` (a collective: every rank calls it in every step, which
+  ``compute_loss`` does) and a detached copy is returned, so gradients of the matrix term do not flow into
+  the head weight under ZeRO-3 (for ``head`` and ``relation`` they never do; for ``alignment`` the gradient
+  through the logits is kept, only the direct ``z = Wᵀ p`` path to ``W`` is dropped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "CapturedHidden",
+    "TokenFeatures",
+    "capture_hidden",
+    "decoder_layers",
+    "head_weight",
+    "output_embedding",
+    "token_features",
+    "unwrap",
+]
+
+IGNORE_INDEX = -100
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Strip DDP / DeepSpeed / FSDP / ``torch.compile`` wrappers (PEFT models are kept: they forward)."""
+    seen = 0
+    while seen < 8:
+        seen += 1
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif type(model).__name__ == "DeepSpeedEngine" or (
+            hasattr(model, "module") and hasattr(model, "zero_optimization_stage")
+        ):
+            model = model.module
+        else:
+            break
+    return model
+
+
+def output_embedding(model: nn.Module) -> nn.Module:
+    """The LM head of ``model`` (through PEFT / DDP / DeepSpeed wrappers)."""
+    inner = unwrap(model)
+    get = getattr(inner, "get_output_embeddings", None)
+    module = get() if callable(get) else None
+    if module is None:
+        raise ValueError(
+            f"features: {type(inner).__name__} has no output embeddings (get_output_embeddings() returned "
+            "None); the LM matrix loss needs a causal LM with an LM head."
+        )
+    return module
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of ``model`` (``model.get_decoder().layers`` or the ModuleList of
+    ``config.num_hidden_layers`` blocks)."""
+    inner = unwrap(model)
+    get_decoder = getattr(inner, "get_decoder", None)
+    if callable(get_decoder):
+        decoder = get_decoder()
+        layers = getattr(decoder, "layers", None)
+        if isinstance(layers, nn.ModuleList):
+            return layers
+    n = getattr(getattr(inner, "config", None), "num_hidden_layers", None)
+    for _, module in inner.named_modules():
+        if isinstance(module, nn.ModuleList) and (n is None or len(module) == n):
+            return module
+    raise ValueError(f"features: could not find the decoder layers of {type(inner).__name__}")
+
+
+@dataclass
+class CapturedHidden:
+    """Filled by :func:`capture_hidden`: ``hidden`` is ``(N, L, d)`` after the forward pass."""
+
+    hidden: Tensor | None = None
+
+
+def _first_tensor(x) -> Tensor | None:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], Tensor):
+        return x[0]
+    if hasattr(x, "last_hidden_state"):
+        return x.last_hidden_state
+    return None
+
+
+@contextlib.contextmanager
+def capture_hidden(model: nn.Module, layer: int = -1) -> Iterator[CapturedHidden]:
+    """Capture the representations of ``layer`` during the forward passes run inside the ``with`` block.
+
+    Hooks are registered on entry and removed on exit (also on error), so generation or evaluation outside
+    the block is untouched. The last call of the hooked module wins.
+    """
+    holder = CapturedHidden()
+    if layer == -1:
+        module = output_embedding(model)
+
+        def pre_hook(_module, args, kwargs=None):
+            x = args[0] if args else (kwargs or {}).get("input")
+            holder.hidden = x
+
+        handle = module.register_forward_pre_hook(pre_hook)
+    else:
+        layers = decoder_layers(model)
+        n = len(layers)
+        index = layer if layer >= 0 else n + layer
+        if not 0 <= index < n:
+            raise ValueError(
+                f"matrix_layer: expected -1 (LM-head input), 0..{n - 1} (decoder layer) or -{n}..-2; got {layer}"
+            )
+
+        def hook(_module, _args, output):
+            holder.hidden = _first_tensor(output)
+
+        handle = layers[index].register_forward_hook(hook)
+    try:
+        yield holder
+    finally:
+        handle.remove()
+
+
+@dataclass
+class TokenFeatures:
+    """Flat per-token tensors of the completion positions (``T`` of them)."""
+
+    hidden: Tensor  # (T, d), carries the graph
+    targets: Tensor  # (T,), the next-token labels
+    logits: Tensor | None  # (T, V) at the same positions, or None
+
+
+def token_features(hidden: Tensor, labels: Tensor, logits: Tensor | None = None) -> TokenFeatures:
+    """Select the completion positions after the causal shift.
+
+    Args:
+        hidden: ``(N, L, d)`` token representations.
+        labels: ``(N, L)`` with ``-100`` on prompt and padding positions (as the LM loss sees them, unshifted).
+        logits: ``(N, L, V)`` or ``None``.
+
+    Returns:
+        :class:`TokenFeatures` with ``hidden[:, :-1][mask]``, ``labels[:, 1:][mask]`` and
+        ``logits[:, :-1][mask]`` where ``mask = labels[:, 1:] != -100``.
+    """
+    if hidden.dim() != 3:
+        raise ValueError(f"token_features: expected hidden of shape (N, L, d); got {tuple(hidden.shape)}")
+    if labels.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"token_features: labels must have shape (N, L) = {tuple(hidden.shape[:2])}; got {tuple(labels.shape)}"
+        )
+    if logits is not None and logits.shape[:2] != hidden.shape[:2]:
+        raise ValueError(
+            f"token_features: logits must have shape (N, L, V) with (N, L) = {tuple(hidden.shape[:2])}; "
+            f"got {tuple(logits.shape)}"
+        )
+    shifted = labels[:, 1:]
+    mask = shifted != IGNORE_INDEX
+    return TokenFeatures(
+        hidden=hidden[:, :-1][mask],
+        targets=shifted[mask],
+        logits=None if logits is None else logits[:, :-1][mask],
+    )
+
+
+def _is_zero3(param: Tensor) -> bool:
+    return hasattr(param, "ds_id") and hasattr(param, "ds_status")
+
+
+def head_weight(model: nn.Module, *, requires_grad: bool = False) -> Tensor:
+    """The ``(V, d)`` output-embedding weight of ``model``; detached unless ``requires_grad``.
+
+    Under DeepSpeed ZeRO-3 the partitioned weight is gathered and a detached copy returned (module docstring).
+    """
+    module = output_embedding(model)
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor):
+        raise ValueError(f"features: the output embedding {type(module).__name__} has no `weight` tensor")
+    if _is_zero3(weight):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
+            return weight.detach().clone()
+    return weight if requires_grad else weight.detach()
+
+
+def flat_hidden(x: Tensor) -> Tensor:
+    """``(*, d) -> (n, d)``."""
+    return x.reshape(-1, x.shape[-1])
+
+
+def no_grad_entropy_erank(hidden: Tensor) -> tuple[Tensor, Tensor]:
+    """Matrix entropy and effective rank of the token representations ``(T, d)`` (diagnostics, no grad)."""
+    from . import info
+
+    with torch.no_grad():
+        ent = info.feature_entropy(hidden.detach().float())
+    return ent, ent.exp()

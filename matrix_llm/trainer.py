@@ -1,0 +1,156 @@
+"""``MatrixTrainer``: the single training loop, a ``transformers.Trainer`` that delegates its loss to an objective.
+
+It overrides exactly two methods, ``compute_loss`` and ``log``; accumulation, mixed precision, DDP/DeepSpeed/
+FSDP, checkpoints and resume, ``report_to``, progress bars and ``push_to_hub`` are the Trainer's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+from .objectives import OBJECTIVES, ObjectiveOutput
+
+__all__ = ["MatrixTrainer"]
+
+
+class MatrixTrainer(Trainer):
+    """A ``transformers.Trainer`` whose loss is ``objective(model, batch)``: for the LM objective,
+    ``loss = lm_loss + matrix_loss_weight * matrix_loss`` (:mod:`matrix_llm.objectives.lm`).
+
+    Args:
+        objective: a callable ``(model, inputs, *, base_loss, step) -> ObjectiveOutput``
+            (:mod:`matrix_llm.objectives`). ``None``: ``OBJECTIVES[objective_name].from_args(args)``.
+        objective_name: registry key used when ``objective`` is ``None`` (default ``"lm"``).
+        Everything else: as ``transformers.Trainer`` (``args`` should be a
+        :class:`~matrix_llm.config.MatrixTrainingArguments` for the default objective).
+
+    **Gradient accumulation and multi-process scaling.** The returned loss is
+    ``token_loss + s * batch_loss``:
+
+    - ``token_loss`` (the LM cross-entropy) is the parent ``Trainer.compute_loss`` result, untouched. Since
+      transformers 4.46 it is a token *sum* divided by ``num_items_in_batch`` (the completion tokens of all
+      micro-batches of the optimizer step, and of all processes when ``average_tokens_across_devices``, then
+      multiplied by ``num_processes`` inside ``compute_loss`` because DDP averages gradients). Summed over
+      the micro-batches it is the token mean over the accumulated batch, and the Trainer does *not* divide it
+      by ``gradient_accumulation_steps``.
+    - ``batch_loss`` (``matrix_loss_weight * MCE``) is a per-micro-batch quantity: a matrix over that
+      micro-batch's tokens is not additive. It is added *after* the parent's ``× num_processes``, so DDP's
+      gradient average makes it the mean over processes, and it is scaled by
+      ``s = 1 / current_gradient_accumulation_steps`` exactly when the Trainer will not divide the loss itself
+      (``loss_is_scaled_for_ga``, decided like ``Trainer.training_step``: the model accepts loss kwargs and
+      ``num_items_in_batch`` is known, or a ``compute_loss_func`` is set, unless ``loss_is_scaled_for_ga`` is
+      forced); otherwise ``s = 1`` and the Trainer divides the whole loss by the accumulation steps.
+      Either way the matrix term contributes the *mean* of the per-micro-batch matrix losses to the
+      update, so its weight relative to the LM loss does not change with ``gradient_accumulation_steps``
+      (tested in ``tests/test_trainer.py``). In evaluation ``s = 1``.
+
+    The matrix term is *not* the matrix loss of the accumulated batch: MCE over ``k`` micro-batches of
+    ``T`` tokens is a mean of ``k`` ``T x T`` terms, not one ``kT x kT`` term (MATH.md §4.3, "Pitfalls"); to
+    change the batch a matrix sees, change ``per_device_train_batch_size`` (or use ``matrix_scope: global``
+    to pool all processes).
+
+    **Logging** (TRL's pattern): each micro-batch's metrics are gathered over processes and appended to
+    ``self._metrics[mode][name]``; ``log()`` adds their means (NaN-free) to the Trainer's logs (``eval_``
+    prefix in evaluation) and clears them. Keys: ``lm_loss`` (token mean of the CE over the accumulated batch),
+    ``matrix_loss`` (unweighted MCE), ``matrix_entropy``, ``effective_rank``; ``loss`` / ``eval_loss`` (the
+    weighted total that is optimised) come from the Trainer itself.
+    """
+
+    def __init__(self, *args: Any, objective: Any = None, objective_name: str = "lm", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if objective is None:
+            if objective_name not in OBJECTIVES:
+                raise ValueError(
+                    f"MatrixTrainer: `objective_name` must be one of {sorted(OBJECTIVES)}; got {objective_name!r}"
+                )
+            objective = OBJECTIVES[objective_name].from_args(self.args)
+        self.objective = objective
+        self._metrics: dict[str, dict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+
+    # -- loss ---------------------------------------------------------------------------------------------
+
+    def _trainer_scales_for_ga(self, num_items_in_batch: Any) -> bool:
+        """Whether ``Trainer.training_step`` treats the loss as already scaled for gradient accumulation."""
+        forced = getattr(self, "loss_is_scaled_for_ga", None)
+        if forced is not None:
+            return bool(forced)
+        return bool(
+            (self.model_accepts_loss_kwargs and num_items_in_batch is not None)
+            or self.compute_loss_func is not None
+        )
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        training = model.training
+        parent = super()
+
+        def base_loss(m: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+            return parent.compute_loss(m, batch, return_outputs=True, num_items_in_batch=num_items_in_batch)
+
+        out: ObjectiveOutput = self.objective(
+            model, inputs, base_loss=base_loss, step=self.state.global_step if training else None
+        )
+        # accumulation factor (see the class docstring)
+        ga = 1
+        if training and self._trainer_scales_for_ga(num_items_in_batch):
+            ga = max(1, int(getattr(self, "current_gradient_accumulation_steps", 1) or 1))
+        loss = out.token_loss
+        if out.batch_loss is not None:
+            batch_term = out.batch_loss / ga
+            loss = batch_term if loss is None else loss + batch_term
+        if loss is None:
+            raise ValueError(f"MatrixTrainer: the objective {type(self.objective).__name__} returned no loss")
+
+        metrics = dict(out.metrics)
+        if out.token_loss is not None:
+            # the token loss summed over the micro-batches is the accumulated-batch mean: times `ga` gives a
+            # per-micro-batch value whose mean over the micro-batches is that mean
+            metrics[out.token_loss_name] = out.token_loss.detach().float() * ga
+        self._record(metrics, "train" if training else "eval")
+        return (loss, out.outputs) if return_outputs else loss
+
+    def _record(self, metrics: dict[str, torch.Tensor], mode: str) -> None:
+        """Gather one micro-batch's metrics over processes (one collective) and store them by mode."""
+        if not metrics:
+            return
+        names = sorted(metrics)
+        device = self.args.device
+        values = torch.stack(
+            [torch.as_tensor(metrics[k], dtype=torch.float32).detach().to(device) for k in names]
+        )
+        if self.accelerator.num_processes > 1:
+            values = self.accelerator.gather(values[None]).reshape(-1, len(names))
+            finite = torch.isfinite(values)
+            count = finite.sum(0)
+            values = torch.where(finite, values, torch.zeros_like(values)).sum(0) / count.clamp(min=1)
+            values = torch.where(count > 0, values, torch.full_like(values, math.nan))
+        for name, value in zip(names, values.tolist(), strict=True):
+            if math.isfinite(value):
+                self._metrics[mode][name].append(value)
+
+    # -- logging ------------------------------------------------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = {name: sum(vals) / len(vals) for name, vals in self._metrics[mode].items() if vals}
+        if mode == "eval":
+            prefix = next((k[: -len("runtime")] for k in logs if k.endswith("_runtime")), "eval_")
+            metrics = {f"{prefix}{k}": v for k, v in metrics.items()}
+        for key, value in metrics.items():
+            logs.setdefault(key, value)  # never override the Trainer's own keys (`loss`, `eval_loss`)
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
