@@ -58,6 +58,7 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
     p2 = torch.randn(n, D, dtype=torch.float64)
     labels = torch.tensor([0, 1, 2, 0, 3, 1, 2, 3])
     head = torch.randn(5, D, dtype=torch.float64)
+    logits = torch.randn(n, 5, dtype=torch.float64)
 
     out: dict[str, object] = {"world_size": world_size(), "rank": rank()}
     out["full"] = z
@@ -75,6 +76,8 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
     ssl_local = MatrixSSLLoss(preset="exact", gather=False)
     tok_global = TokenMCELoss(formulation="head", scope="global")
     tok_local = TokenMCELoss(formulation="head", scope="local")
+    align_global = TokenMCELoss(formulation="alignment", scope="global")
+    align_local = TokenMCELoss(formulation="alignment", scope="local")
 
     cases = {
         # name: (distributed fn, single-process fn, tensors)
@@ -89,6 +92,11 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
             lambda h: tok_global(h, _slice(labels, r), head).total,
             lambda h: tok_local(h, labels, head).total,
             [z],
+        ),
+        "token_mce_alignment_global": (
+            lambda lg: align_global(_slice(z, r), _slice(labels, r), head, lg).total,
+            lambda lg: align_local(z, labels, head, lg).total,
+            [logits],
         ),
     }
     for name, (dist_fn, ref_fn, tensors) in cases.items():

@@ -218,9 +218,9 @@ class TokenMCELoss(nn.Module):
         uses_logits = self.formulation != "head"
         if self.scope == "global":
             labels = all_gather_no_grad(labels)
-            if uses_logits:
+            if uses_logits:  # only what the formulation uses crosses the wire
                 logits = all_gather_with_grad(logits)
-            if self.formulation != "relation":
+            else:
                 hidden = all_gather_with_grad(hidden)
         t = labels.shape[0]
         if t < 2:
@@ -232,10 +232,12 @@ class TokenMCELoss(nn.Module):
         idx = self._subsample(t, labels.device)
         if idx is not None:
             labels = labels[idx]
-            hidden = hidden[idx] if self.formulation != "relation" else hidden
-            logits = logits[idx] if logits is not None and uses_logits else logits
+            if uses_logits:
+                logits = logits[idx]  # type: ignore[index]
+            else:
+                hidden = hidden[idx]
             t = labels.shape[0]
-        dtype = work_dtype(hidden, head_weight, *([logits] if uses_logits and logits is not None else []))
+        dtype = work_dtype(logits, head_weight) if uses_logits else work_dtype(hidden, head_weight)  # type: ignore[arg-type]
         with no_autocast(labels.device):
             a, b = self._matrices(hidden, labels, head_weight, logits, dtype)
             loss = info.mce(a, b, log=self.log, order=self.order, trace_term=True)
