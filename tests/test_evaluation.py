@@ -1,0 +1,169 @@
+"""Tests for matrix_llm.evaluation: scoring, `matrix-llm eval gsm8k` on a saved tiny model, `rescore`.
+
+    .venv/bin/python -m pytest tests/test_evaluation.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from matrix_llm.evaluation import (
+    N_BOOT,
+    evaluate_gsm8k,
+    main,
+    package_versions,
+    read_jsonl,
+    rescore,
+    score_samples,
+    write_jsonl,
+)
+
+
+def make_scorable_items(model, tokenizer, n: int, *, prompt: str = "qa", max_new_tokens: int = 16):
+    """Synthetic problems whose references are set so that a random tiny model gets some of them right.
+
+    The model's own flexible answer becomes the reference of every other item that has one, so accuracy is
+    neither 0 nor 1 and comparisons between code paths are not trivially equal.
+    """
+    from matrix_llm.data.synthetic import synthetic_dataset
+
+    items = [dict(r) for r in synthetic_dataset(n, seed=1)]
+    probe = evaluate_gsm8k(model.eval(), tokenizer, items, prompt=prompt, max_new_tokens=max_new_tokens,
+                           batch_size=4, progress=False)  # fmt: skip
+    for i, s in enumerate(probe.samples):
+        if i % 2 == 0 and s["extracted_flexible"] is not None:
+            items[i]["answer"] = items[i]["answer"].rsplit("#### ", 1)[0] + "#### " + s["extracted_flexible"]
+    return items
+
+
+def _sample(completion, reference="18", strict_mode="strict", finish_reason="eos"):
+    return {"completion": completion, "reference": reference, "strict_mode": strict_mode,
+            "finish_reason": finish_reason}  # fmt: skip
+
+
+def test_score_samples_lm_eval_filters_numeric_and_no_answer():
+    samples = [
+        _sample("so 9 + 9 = 18\n#### 18"),  # strict + flexible
+        _sample("#### 18.00"),  # lm-eval exact match fails (18.00 != 18), numeric matches
+        _sample("it is 18 dollars", finish_reason="length"),  # flexible only, no strict answer
+        _sample("#### 17\nthen 18"),  # strict wrong, flexible (last number) right
+        _sample("The answer is: 18"),  # MetaMath's format
+        _sample("The answer is 18. ok", strict_mode="cot"),  # cot8's strict filter
+    ]
+    m = score_samples(samples)
+    assert m["n"] == 6
+    assert [s["correct_strict"] for s in samples] == [True, False, False, False, False, True]
+    assert [s["correct_strict_numeric"] for s in samples] == [True, True, False, False, False, True]
+    assert [s["correct_flexible"] for s in samples] == [True, False, True, True, True, True]
+    assert [s["correct_metamath"] for s in samples] == [False, False, False, False, True, False]
+    assert all(s["correct"] == s["correct_strict"] for s in samples)
+    assert m["strict_accuracy"] == 2 / 6 and m["strict_accuracy_numeric"] == 3 / 6
+    assert m["flexible_accuracy"] == 5 / 6 and m["metamath_accuracy"] == 1 / 6
+    assert m["no_answer_rate"] == 2 / 6  # samples 2 and 4 have no strict answer
+    assert [s["extracted_strict"] for s in samples] == ["18", "18.00", None, "17", None, "18"]
+    assert m["truncated_rate"] == 1 / 6
+    assert m["n_boot"] == N_BOOT
+
+
+def test_bootstrap_stderr_is_seeded_and_close_to_the_analytic_value():
+    samples = [_sample("#### 18" if i % 3 == 0 else "#### 1") for i in range(300)]
+    a, b = score_samples(samples), score_samples([dict(s) for s in samples])
+    assert a == b  # bit-identical
+    p = 100 / 300
+    assert a["strict_accuracy"] == p
+    assert a["strict_accuracy_stderr_clt"] == pytest.approx(math.sqrt(p * (1 - p) / 299))
+    assert a["strict_accuracy_stderr"] == pytest.approx(a["strict_accuracy_stderr_clt"], rel=0.05)
+    assert score_samples([dict(s) for s in samples], seed=1)["strict_accuracy_stderr"] != a["strict_accuracy_stderr"]
+
+
+def test_score_samples_errors():
+    with pytest.raises(ValueError, match="no samples"):
+        score_samples([])
+    with pytest.raises(ValueError, match="strict_mode"):
+        score_samples([{"completion": "x", "reference": "1"}])
+
+
+@pytest.fixture
+def saved_model(tmp_path, tiny_model, tiny_tokenizer):
+    path = tmp_path / "model"
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def test_eval_gsm8k_cli_writes_samples_and_results_and_rescore_reproduces_them(
+    tmp_path, saved_model, tiny_model, tiny_tokenizer
+):
+    from matrix_llm.cli import main as cli_main
+
+    items = make_scorable_items(tiny_model, tiny_tokenizer, 6)
+    data = tmp_path / "problems.jsonl"
+    write_jsonl(data, items)
+    out = tmp_path / "run"
+    rc = cli_main(["eval", "gsm8k", "--model", str(saved_model), "--prompt", "qa", "--data", str(data),
+                   "--max_new_tokens", "16", "--batch_size", "4", "--output_dir", str(out), "--no_progress"])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    samples = read_jsonl(out / "samples.jsonl")
+    m = results["metrics"]
+    assert m["n"] == len(samples) == 6
+    assert 0 < m["flexible_accuracy"] < 1  # the references were built so
+    for key in ("question", "prompt", "completion", "extracted_strict", "extracted_flexible", "reference",
+                "correct", "finish_reason"):  # fmt: skip
+        assert key in samples[0]
+    assert [s["question"] for s in samples] == [it["question"] for it in items]
+    assert results["model"] == str(saved_model) and results["adapter"] is None and results["prompt"] == "qa"
+    assert results["decoding"]["max_new_tokens"] == 16 and results["decoding"]["strategy"] == "greedy"
+    assert results["decoding"]["dtype"] == "float32"
+    assert {"torch", "transformers", "matrix_llm"} <= set(results["versions"])
+    assert results["versions"] == package_versions()
+
+    # the same numbers as a direct in-process evaluation
+    direct = evaluate_gsm8k(tiny_model.eval(), tiny_tokenizer, items, prompt="qa", max_new_tokens=16,
+                            batch_size=2, progress=False)  # fmt: skip
+    assert direct.metrics == m
+    assert [s["completion"] for s in direct.samples] == [s["completion"] for s in samples]
+
+    # rescore: exactly the same metrics, from samples.jsonl alone
+    assert main(["rescore", str(out / "samples.jsonl"), "--output", str(tmp_path / "re.json")]) == 0
+    rescored = json.loads((tmp_path / "re.json").read_text())
+    assert rescored["metrics"] == m
+    assert rescored["model"] == results["model"]
+    # rescore recomputes the scoring fields from the completions: a tampered field is repaired
+    samples[0]["correct_strict"] = not samples[0]["correct_strict"]
+    write_jsonl(tmp_path / "tampered.jsonl", samples)
+    assert rescore(tmp_path / "tampered.jsonl")["metrics"] == m
+
+
+def test_eval_gsm8k_fewshot5_uses_lm_eval_draw_from_train_split(tmp_path, saved_model, gsm8k_dir):
+    from matrix_llm.data.gsm8k import lm_eval_fewshot_indices, load_gsm8k
+
+    out = tmp_path / "run"
+    assert main(["gsm8k", "--model", str(saved_model), "--prompt", "fewshot5", "--data", str(gsm8k_dir),
+                 "--limit", "2", "--max_new_tokens", "4", "--output_dir", str(out), "--no_progress"]) == 0
+    samples = read_jsonl(out / "samples.jsonl")
+    results = json.loads((out / "results.json").read_text())
+    assert results["fewshot_sampler"] == "lm_eval" and results["num_fewshot"] == 5
+    train = load_gsm8k(str(gsm8k_dir), split="train")
+    test = load_gsm8k(str(gsm8k_dir), split="test")
+    draw = lm_eval_fewshot_indices(len(train), 2, k=5)
+    for doc, s in enumerate(samples):
+        shots = s["prompt"].split("\n\n")
+        assert len(shots) >= 6
+        assert s["prompt"].startswith(f"Question: {train[draw[doc][0]]['question']}\nAnswer: ")
+        assert s["prompt"].endswith(f"Question: {test[doc]['question']}\nAnswer:")
+
+
+def test_eval_main_rejects_unknown_task(capsys):
+    assert main(["mmlu"]) == 2
+    assert "unknown task" in capsys.readouterr().err
+
+
+@pytest.mark.network
+def test_eval_gsm8k_from_the_hub(tmp_path, saved_model):  # pragma: no cover - needs the Hub
+    assert main(["gsm8k", "--model", str(saved_model), "--prompt", "qa", "--limit", "2", "--max_new_tokens", "4",
+                 "--output_dir", str(tmp_path), "--no_progress"]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["metrics"]["n"] == 2
