@@ -181,6 +181,16 @@ class DataArguments:
         default=None,
         metadata={"help": "Split used for evaluation (GSM8K: test), or a local file; None = no eval set."},
     )
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluation data if it differs from dataset_name (e.g. openai/gsm8k when training on "
+            "MetaMathQA); None = dataset_name."
+        },
+    )
+    eval_dataset_config: str | None = field(
+        default="main", metadata={"help": "Hub config of eval_dataset_name (used only when that is set)."}
+    )
     template: str = field(
         default="qa",
         metadata={
@@ -197,7 +207,8 @@ class DataArguments:
     synthetic_train_size: int = field(default=2000, metadata={"help": "`synthetic`: training problems."})
     synthetic_eval_size: int = field(default=200, metadata={"help": "`synthetic`: evaluation problems."})
     synthetic_steps: int = field(
-        default=2, metadata={"help": "`synthetic`: maximum number of arithmetic steps per problem."}
+        default=2,
+        metadata={"help": "`synthetic`: problems take 1 to this many arithmetic steps (at most 3)."},
     )
     synthetic_seed: int = field(
         default=0, metadata={"help": "`synthetic`: generator seed (eval uses seed + 1)."}
@@ -222,9 +233,11 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 out.append(_problem(name, "a positive integer or null", value))
-        for name in ("synthetic_train_size", "synthetic_eval_size", "synthetic_steps"):
+        for name in ("synthetic_train_size", "synthetic_eval_size"):
             if getattr(self, name) < 1:
                 out.append(_problem(name, "a positive integer", getattr(self, name)))
+        if not 1 <= self.synthetic_steps <= 3:
+            out.append(_problem("synthetic_steps", "1, 2 or 3", self.synthetic_steps))
         return out
 
 
@@ -254,7 +267,8 @@ class MatrixTrainingArguments(TrainingArguments):
         default=-1,
         metadata={
             "help": "Which token representation: -1 = the vector the LM head is applied to (final hidden "
-            "state after the last norm); k >= 0 = output of decoder layer k (= hidden_states[k + 1]); "
+            "state after the last norm); k >= 0 = output of decoder layer k (= hidden_states[k + 1], before the "
+            "final norm for the last layer); "
             "-k (k >= 2) = output of decoder layer n_layers - k (= hidden_states[-k])."
         },
     )
@@ -436,7 +450,8 @@ def _convert(name: str, value: Any, tp: Any, choices: list | None) -> Any:
     members = _union_args(tp)
     optional = type(None) in members
     members = [m for m in members if m is not type(None)]
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
+    null_string = isinstance(value, str) and value.lower() in ("none", "null") and str not in members
+    if value is None or (null_string and optional):
         if optional:
             return None
         raise ValueError("a value (not null)")

@@ -9,7 +9,8 @@ This is the one seam between Hugging Face models and :mod:`matrix_llm.losses` (D
     (``model.get_output_embeddings()``, the LM head) records exactly the vector the head is applied to, i.e.
     the final hidden state after the last norm;
   - ``layer=k >= 0``: a forward hook on decoder layer ``k`` records its output (``hidden_states[k + 1]`` of
-    ``output_hidden_states=True``); ``layer=-k`` (``k >= 2``) is decoder layer ``n_layers - k``
+    ``output_hidden_states=True``; the last layer's output is taken before the final norm); ``layer=-k``
+    (``k >= 2``) is decoder layer ``n_layers - k``
     (``hidden_states[-k]``).
 
   The model may be wrapped by PEFT, DDP, DeepSpeed or ``torch.compile``: :func:`unwrap` finds the module.

@@ -1,0 +1,237 @@
+"""Model card and Hub upload for ``matrix-llm sft`` runs.
+
+- :func:`model_card` / :func:`write_model_card`: ``README.md`` with YAML metadata (``base_model``, ``datasets``,
+  ``tags: [matrix-llm, matrix-entropy, sft, ...]``, ``library_name: transformers`` or ``peft``) and a body with
+  the base model, the data, the matrix-loss settings, the final metrics, how to load the result, the
+  Matrix-SSL citation and the note that the LM formulation is matrix_llm's documented derivation (the
+  authors' LLM code is unreleased).
+- :func:`push_to_hub`: upload ``output_dir`` (weights or adapter, tokenizer, card; not the ``checkpoint-*``
+  folders) with ``huggingface_hub.HfApi.create_repo`` + ``upload_folder``. The Trainer's own
+  ``push_to_hub`` is not used at the end because it regenerates ``README.md`` with its generic card; the
+  Trainer still pushes intermediate checkpoints itself when ``push_to_hub`` and ``hub_strategy`` say so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CITATION", "final_metrics", "model_card", "push_to_hub", "write_model_card"]
+
+CITATION = """\
+@inproceedings{zhang2024matrix,
+  title     = {Matrix Information Theory for Self-Supervised Learning},
+  author    = {Zhang, Yifan and Tan, Zhiquan and Yang, Jingqin and Huang, Weiran and Yuan, Yang},
+  booktitle = {Proceedings of the 41st International Conference on Machine Learning (ICML)},
+  series    = {Proceedings of Machine Learning Research},
+  volume    = {235},
+  year      = {2024},
+  eprint    = {2305.17326},
+  archivePrefix = {arXiv},
+  url       = {https://arxiv.org/abs/2305.17326}
+}"""
+
+MATRIX_FIELDS = (
+    "matrix_loss_type",
+    "matrix_loss_weight",
+    "matrix_layer",
+    "matrix_mu",
+    "matrix_log",
+    "matrix_taylor_order",
+    "matrix_max_tokens",
+    "matrix_scope",
+)
+TRAIN_FIELDS = (
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "bf16",
+    "seed",
+)
+
+_FORMULATIONS = {
+    "head": "MCE between the Gram of the final hidden states and the Gram of the target tokens' LM-head rows "
+    "(MATH.md §4.5)",
+    "relation": "MCE between the Gram of the predicted next-token distributions and the Gram of the one-hot "
+    "targets (MATH.md §4.3)",
+    "alignment": "MCE between the covariances of the expected embeddings Wᵀp and of the target tokens' LM-head "
+    "rows (Matrix-SSL alignment, MATH.md §4.4)",
+    "none": "no matrix loss (plain cross-entropy baseline); matrix entropy and effective rank only logged",
+}
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def final_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """The last logged value of every numeric key in a Trainer ``log_history`` (train and eval)."""
+    out: dict[str, float] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key in ("step", "epoch") or isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                out[key] = float(value)
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _yaml_list(name: str, values: list[str]) -> list[str]:
+    if not values:
+        return []
+    return [f"{name}:"] + [f"- {json.dumps(v)}" for v in values]
+
+
+def model_card(
+    *,
+    base_model: str,
+    dataset: str,
+    training_args: Any,
+    metrics: Mapping[str, float] | None = None,
+    peft: bool = False,
+    model_id: str | None = None,
+    eval_dataset: str | None = None,
+    template: str | None = None,
+) -> str:
+    """The text of ``README.md`` (YAML front matter + markdown body)."""
+    loss_type = _get(training_args, "matrix_loss_type", "none")
+    tags = ["matrix-llm", "matrix-entropy", "sft", "generated_from_trainer"]
+    if loss_type != "none":
+        tags.insert(2, "matrix-cross-entropy")
+    if peft:
+        tags += ["lora", "peft"]
+    hub_datasets = [d for d in dict.fromkeys([dataset, eval_dataset]) if d and _looks_like_hub_id(d)]
+    front = ["---"]
+    if _looks_like_hub_id(base_model):
+        front.append(f"base_model: {json.dumps(base_model)}")
+    front += _yaml_list("datasets", hub_datasets)
+    front.append(f"library_name: {'peft' if peft else 'transformers'}")
+    front.append("pipeline_tag: text-generation")
+    front += _yaml_list("tags", tags)
+    front.append("---")
+
+    name = model_id or "matrix-llm model"
+    loss_desc = _FORMULATIONS.get(loss_type, loss_type)
+    objective = (
+        "`loss = lm_loss + matrix_loss_weight * matrix_loss`"
+        if loss_type != "none"
+        else "`loss = lm_loss` (cross-entropy on the completion tokens)"
+    )
+    body = [
+        f"# {name}",
+        "",
+        f"This model is a fine-tuned version of `{base_model}` on `{dataset}`"
+        + (f" (evaluated on `{eval_dataset}`)" if eval_dataset and eval_dataset != dataset else "")
+        + f", trained with matrix_llm (`matrix-llm sft`): {objective}.",
+        "",
+        f"- Matrix loss: **{loss_type}**: {loss_desc}.",
+        "- The loss is applied to the completion tokens only (prompt and padding masked, after the causal shift).",
+    ]
+    if template:
+        body.append(f"- Prompt template: `{template}`.")
+    if peft:
+        body.append("- Weights: a LoRA adapter (PEFT); load it on top of the base model.")
+    body += [
+        "",
+        (
+            "**Note.** The original authors of matrix cross-entropy for LLMs (Zhang et al., ICML 2024) did "
+            "not release their LLM code. The LM formulation used here is matrix_llm's documented derivation "
+            "(docs/MATH.md §4), not the authors' method; report results as \"MCE-augmented SFT (formulation "
+            f'`{loss_type}` chosen by matrix_llm, official code unreleased)".'
+        ),
+        "",
+        "## Matrix-loss settings",
+        "",
+        "| field | value |",
+        "|---|---|",
+    ]
+    body += [f"| `{f}` | {_fmt(_get(training_args, f))} |" for f in MATRIX_FIELDS]
+    body += ["", "## Training hyper-parameters", "", "| field | value |", "|---|---|"]
+    body += [f"| `{f}` | {_fmt(_get(training_args, f))} |" for f in TRAIN_FIELDS]
+    body += ["", "## Final metrics", ""]
+    if metrics:
+        body += ["| metric | value |", "|---|---|"]
+        body += [f"| `{k}` | {_fmt(v)} |" for k, v in sorted(metrics.items())]
+    else:
+        body.append("No metrics were recorded.")
+    body += ["", "## Usage", "", "```python"]
+    repo = model_id or "path/to/output_dir"
+    if peft:
+        body += [
+            "from peft import AutoPeftModelForCausalLM",
+            "from transformers import AutoTokenizer",
+            "",
+            f'model = AutoPeftModelForCausalLM.from_pretrained("{repo}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+        ]
+    else:
+        body += [
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained("{repo}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+        ]
+    body += ["```", "", "## Citation", "", "```bibtex", CITATION, "```", ""]
+    return "\n".join(front + [""] + body)
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return (
+        bool(name)
+        and name.count("/") == 1
+        and not Path(name).expanduser().exists()
+        and not name.startswith((".", "/", "~"))
+    )
+
+
+def write_model_card(output_dir: str | Path, **kwargs: Any) -> Path:
+    """Write :func:`model_card` to ``output_dir/README.md`` and return its path."""
+    path = Path(output_dir) / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(model_card(**kwargs), encoding="utf-8")
+    return path
+
+
+def push_to_hub(
+    output_dir: str | Path,
+    *,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str = "End of training",
+) -> Any:
+    """Create ``repo_id`` (if needed) and upload ``output_dir`` to it: weights or adapter, tokenizer, README.md.
+
+    Checkpoint folders (``checkpoint-*``) and private files (``_*``) are left out, as in
+    ``Trainer.push_to_hub``. Returns the ``CommitInfo`` of ``upload_folder``.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(library_name="matrix_llm")
+    url = api.create_repo(repo_id, token=token, private=private, exist_ok=True)
+    repo_id = getattr(url, "repo_id", None) or repo_id
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(output_dir),
+        commit_message=commit_message,
+        token=token,
+        revision=revision,
+        ignore_patterns=["_*", "checkpoint-*", "checkpoint-*/**"],
+    )

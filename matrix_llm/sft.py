@@ -1,0 +1,351 @@
+"""``matrix-llm sft``: supervised fine-tuning of a causal LM with ``loss = lm_loss + matrix_loss_weight * MCE``.
+
+    matrix-llm sft --config recipes/demo/mce.yaml
+    accelerate launch --config_file recipes/accelerate/multi_gpu.yaml -m matrix_llm.sft \\
+        --config recipes/llemma-7b/gsm8k/mce.yaml
+    python -m torch.distributed.run --nproc_per_node 2 -m matrix_llm.sft --config ... --use_cpu true
+
+Steps: parse and validate the configuration (every problem reported at once, before any model or data is
+loaded) -> load the raw data -> tokenizer and model (LoRA if ``use_peft``) -> tokenise (completion-only
+labels, EOS learned) -> :class:`~matrix_llm.trainer.MatrixTrainer` -> train (``--resume_from_checkpoint PATH``
+or ``true`` for the last checkpoint in ``output_dir``) -> save (safetensors, tokenizer; a PEFT adapter is
+checked to be non-empty) -> final evaluation if there is an eval set -> ``README.md`` model card -> upload
+if ``push_to_hub``.
+
+Pad token: a tokenizer without one (Llama, Llemma) gets a new, distinct ``<pad>`` special token and the
+model's embeddings are resized by one row (new rows are initialised by transformers from the mean of the old
+ones). The pad token is never set to EOS: padding is masked out of the labels, and a model that never sees
+EOS as a target never learns to stop (trl#1623). When training a LoRA adapter on such a tokenizer, load it
+later with the saved tokenizer and ``model.resize_token_embeddings(len(tokenizer))`` before attaching it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, DataArguments, MatrixTrainingArguments, ModelArguments, parse_args
+
+__all__ = ["build_datasets", "build_model_and_tokenizer", "ensure_pad_token", "main", "run"]
+
+logger = logging.getLogger("matrix_llm.sft")
+PAD_TOKEN = "<pad>"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------------------
+
+
+def load_raw_datasets(data_args: DataArguments, training_args: MatrixTrainingArguments) -> tuple[Any, Any]:
+    """``(train, eval)`` as ``datasets.Dataset`` with ``question``/``answer`` columns (eval may be ``None``)."""
+    from .data import load_gsm8k, synthetic_dataset
+
+    if data_args.is_synthetic:
+        steps = tuple(range(1, data_args.synthetic_steps + 1))
+        train = synthetic_dataset(
+            data_args.synthetic_train_size, seed=data_args.synthetic_seed, split="train", steps=steps
+        )
+        needs_eval = data_args.eval_split is not None or training_args.eval_strategy != "no"
+        evalset = (
+            synthetic_dataset(
+                data_args.synthetic_eval_size, seed=data_args.synthetic_seed + 1, split="test", steps=steps
+            )
+            if needs_eval
+            else None
+        )
+    else:
+        train = load_gsm8k(
+            data_args.dataset_name, split=data_args.train_split, config=data_args.dataset_config
+        )
+        evalset = None
+        if data_args.eval_split is not None:
+            source = data_args.eval_dataset_name or data_args.dataset_name
+            config = (
+                data_args.eval_dataset_config if data_args.eval_dataset_name else data_args.dataset_config
+            )
+            evalset = load_gsm8k(source, split=data_args.eval_split, config=config)
+    if data_args.max_train_samples is not None:
+        train = train.select(range(min(len(train), data_args.max_train_samples)))
+    if evalset is not None and data_args.max_eval_samples is not None:
+        evalset = evalset.select(range(min(len(evalset), data_args.max_eval_samples)))
+    return train, evalset
+
+
+def build_datasets(raw_train: Any, raw_eval: Any, tokenizer: Any, data_args: DataArguments, training_args):
+    """Tokenise with completion-only labels (prompt masked, answer + EOS learned)."""
+    from .data import tokenize_dataset
+
+    with training_args.main_process_first(desc="tokenizing"):
+        train, stats = tokenize_dataset(
+            raw_train, tokenizer, template=data_args.template, max_length=data_args.max_length
+        )
+        logger.info("train: %s", stats.summary())
+        evalset = None
+        if raw_eval is not None:
+            evalset, estats = tokenize_dataset(
+                raw_eval, tokenizer, template=data_args.template, max_length=data_args.max_length
+            )
+            logger.info("eval: %s", estats.summary())
+    if len(train) == 0:
+        raise ValueError(
+            f"no training example left after tokenising with max_length={data_args.max_length}: "
+            "every example was longer (raise max_length) or had an empty completion"
+        )
+    return train, evalset
+
+
+# ----------------------------------------------------------------------------------------------------------
+# model
+# ----------------------------------------------------------------------------------------------------------
+
+
+def ensure_pad_token(tokenizer: Any, model: Any = None) -> bool:
+    """Give ``tokenizer`` a pad token distinct from EOS (module docstring); returns True if one was added."""
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return False
+    if tokenizer.pad_token is not None:
+        logger.warning(
+            "pad_token == eos_token (%r): adding a distinct %r so that EOS stays a training target",
+            tokenizer.eos_token,
+            PAD_TOKEN,
+        )
+    tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    if model is not None:
+        if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+        model.config.pad_token_id = tokenizer.pad_token_id
+        gen = getattr(model, "generation_config", None)
+        if gen is not None:
+            gen.pad_token_id = tokenizer.pad_token_id
+    return True
+
+
+def _tiny_texts(raw_train: Any) -> list[str]:
+    from .data import format_completion, format_prompt
+
+    texts = []
+    for row in raw_train:
+        for template in ("qa", "alpaca"):
+            texts.append(
+                format_prompt(row["question"], template=template)
+                + format_completion(row["answer"], template=template)
+            )
+    return texts
+
+
+def build_model_and_tokenizer(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MatrixTrainingArguments,
+    raw_train: Any = None,
+) -> tuple[Any, Any]:
+    """The tokenizer and the (possibly LoRA-wrapped) model."""
+    import torch
+
+    resume = training_args.resume_from_checkpoint
+    if model_args.is_tiny:
+        from transformers import AutoTokenizer
+
+        from .tiny import build_llama, build_tokenizer
+
+        ckpt = _resolve_checkpoint(resume, training_args.output_dir) if resume else None
+        if ckpt is not None and (Path(ckpt) / "tokenizer_config.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(
+                ckpt
+            )  # the exact vocabulary the checkpoint was trained with
+        else:
+            tokenizer = build_tokenizer(_tiny_texts(raw_train), vocab_size=model_args.tiny_vocab_size)
+        model = build_llama(
+            tokenizer,
+            hidden_size=model_args.tiny_hidden_size,
+            num_layers=model_args.tiny_num_layers,
+            num_heads=model_args.tiny_num_heads,
+            max_position_embeddings=max(512, data_args.max_length),
+            seed=training_args.seed,
+        )
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        common = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, **common)
+        dtype = model_args.dtype
+        kwargs: dict[str, Any] = dict(common)
+        if dtype not in (None, "auto"):
+            kwargs["dtype"] = getattr(torch, dtype)
+        elif dtype == "auto":
+            kwargs["dtype"] = "auto"
+        if model_args.attn_implementation:
+            kwargs["attn_implementation"] = model_args.attn_implementation
+        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    ensure_pad_token(tokenizer, model)
+    if model_args.use_peft:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout,
+            target_modules=model_args.peft_target_modules,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, config)
+        if training_args.gradient_checkpointing:
+            model.enable_input_require_grads()
+    return tokenizer, model
+
+
+def _resolve_checkpoint(value: str | None, output_dir: str | None) -> str | None:
+    """``true``/``last`` -> the last ``checkpoint-*`` in ``output_dir`` (None if there is none); else the path."""
+    if value is None:
+        return None
+    if str(value).lower() in ("true", "last", "latest", "yes", "1"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(output_dir) if output_dir and Path(output_dir).is_dir() else None
+    if not Path(value).is_dir():
+        raise ValueError(
+            f"`resume_from_checkpoint`: expected a checkpoint directory or `true`; got {value!r}"
+        )
+    return str(value)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# save / card / push
+# ----------------------------------------------------------------------------------------------------------
+
+
+def check_adapter(output_dir: str | Path) -> int:
+    """Raise if the saved adapter is missing or empty (ZeRO-3 + LoRA pitfall, trl#4416); returns its numel."""
+    from safetensors import safe_open
+
+    path = Path(output_dir) / "adapter_model.safetensors"
+    if not path.is_file():
+        raise RuntimeError(f"no adapter_model.safetensors was written to {output_dir}")
+    numel = 0
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+        for key in keys:
+            numel += _prod(f.get_slice(key).get_shape())
+    if not keys or numel == 0:
+        raise RuntimeError(
+            f"the saved adapter {path} is empty ({len(keys)} tensors, {numel} values): under ZeRO-3 the LoRA "
+            "weights were not gathered before saving"
+        )
+    return numel
+
+
+def _prod(shape: list[int]) -> int:
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: MatrixTrainingArguments) -> dict:
+    """Everything after parsing; returns the final metrics."""
+    from transformers import set_seed
+
+    from . import hub
+    from .data import CompletionCollator
+    from .trainer import MatrixTrainer
+
+    set_seed(training_args.seed)
+    raw_train, raw_eval = load_raw_datasets(data_args, training_args)
+    tokenizer, model = build_model_and_tokenizer(model_args, data_args, training_args, raw_train)
+    train_ds, eval_ds = build_datasets(raw_train, raw_eval, tokenizer, data_args, training_args)
+    if eval_ds is None and training_args.eval_strategy != "no":
+        raise ValueError(
+            f"`eval_strategy`: {training_args.eval_strategy} needs an eval set; set `eval_split` (e.g. test)"
+        )
+
+    trainer = MatrixTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        data_collator=CompletionCollator(tokenizer),
+    )
+    resume = training_args.resume_from_checkpoint
+    checkpoint: str | bool | None = None
+    if resume is not None:
+        checkpoint = _resolve_checkpoint(resume, training_args.output_dir)
+        if checkpoint is None:
+            logger.warning(
+                "resume_from_checkpoint=%s: no checkpoint in %s; training from scratch",
+                resume,
+                training_args.output_dir,
+            )
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = dict(result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_model(training_args.output_dir)
+    if eval_ds is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    trainer.save_state()
+
+    if trainer.is_world_process_zero():
+        if model_args.use_peft:
+            check_adapter(training_args.output_dir)
+        card_metrics = hub.final_metrics(trainer.state.log_history)
+        hub.write_model_card(
+            training_args.output_dir,
+            base_model="tiny (offline random init)" if model_args.is_tiny else model_args.model_name_or_path,
+            dataset=data_args.dataset_name,
+            eval_dataset=data_args.eval_dataset_name,
+            training_args=training_args,
+            metrics=card_metrics,
+            peft=model_args.use_peft,
+            model_id=training_args.hub_model_id,
+            template=data_args.template,
+        )
+        if training_args.push_to_hub:
+            finish = getattr(trainer, "_finish_current_push", None)
+            if callable(finish):
+                finish()  # let the Trainer's checkpoint uploads finish first
+            repo_id = getattr(trainer, "hub_model_id", None) or training_args.hub_model_id
+            hub.push_to_hub(
+                training_args.output_dir,
+                repo_id=repo_id or Path(training_args.output_dir).absolute().name,
+                token=training_args.hub_token,
+                private=training_args.hub_private_repo,
+                revision=training_args.hub_revision,
+            )
+    trainer.accelerator.wait_for_everyone()
+    del trainer, model
+    gc.collect()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``matrix-llm sft [--config FILE.yaml] [--field value ...]``; returns the exit status."""
+    try:
+        model_args, data_args, training_args = parse_args(argv)
+    except ConfigError as err:
+        sys.stderr.write(f"matrix-llm sft: {err}\n")
+        return 2
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
+    try:
+        run(model_args, data_args, training_args)
+    finally:
+        gc.collect()
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

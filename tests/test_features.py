@@ -1,0 +1,108 @@
+"""features.py: same-forward capture (plain, PEFT, inner layers), shifted completion mask, head weight.
+
+.venv/bin/python -m pytest tests/test_features.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from matrix_llm import features
+
+
+def _batch(tok, n=2, length=10):
+    ids = torch.randint(4, len(tok), (n, length), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :4] = -100
+    labels[1, 8:] = -100
+    return ids, labels
+
+
+def test_token_features_uses_the_shifted_mask():
+    hidden = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    labels = torch.tensor([[-100, -100, 7, 8, 9], [-100, 4, 5, -100, -100]])
+    logits = torch.randn(2, 5, 11)
+    f = features.token_features(hidden, labels, logits)
+    # position t predicts labels[t + 1]: rows (0,1),(0,2),(0,3) and (1,0),(1,1)
+    assert f.targets.tolist() == [7, 8, 9, 4, 5]
+    expected = torch.stack([hidden[0, 1], hidden[0, 2], hidden[0, 3], hidden[1, 0], hidden[1, 1]])
+    assert torch.equal(f.hidden, expected)
+    assert torch.equal(
+        f.logits, torch.stack([logits[0, 1], logits[0, 2], logits[0, 3], logits[1, 0], logits[1, 1]])
+    )
+    # the count matches the Trainer's num_items_in_batch rule (labels[..., 1:] != -100)
+    assert f.targets.numel() == int((labels[:, 1:] != -100).sum())
+
+
+def test_token_features_shape_errors():
+    with pytest.raises(ValueError, match=r"\(N, L, d\)"):
+        features.token_features(torch.zeros(3, 4), torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels"):
+        features.token_features(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_capture_last_layer_equals_lm_head_input(tiny_model, tiny_tokenizer):
+    ids, _ = _batch(tiny_tokenizer)
+    tiny_model.eval()
+    with features.capture_hidden(tiny_model, -1) as cap:
+        out = tiny_model(input_ids=ids, output_hidden_states=True)
+    assert torch.equal(cap.hidden, out.hidden_states[-1])
+    # exactly the vector the head is applied to
+    torch.testing.assert_close(tiny_model.lm_head(cap.hidden), out.logits)
+    # the hook is gone after the block
+    assert not tiny_model.lm_head._forward_pre_hooks
+
+
+@pytest.mark.parametrize(("layer", "index"), [(0, 1), (1, 2), (-2, -2)])
+def test_capture_inner_layers_match_hidden_states(tiny_model, tiny_tokenizer, layer, index):
+    ids, _ = _batch(tiny_tokenizer)
+    tiny_model.eval()
+    with features.capture_hidden(tiny_model, layer) as cap:
+        out = tiny_model(input_ids=ids, output_hidden_states=True)
+    if layer == 1:  # the last decoder layer's output is normed in hidden_states[-1]; compare before the norm
+        torch.testing.assert_close(tiny_model.model.norm(cap.hidden), out.hidden_states[index])
+    else:
+        torch.testing.assert_close(cap.hidden, out.hidden_states[index])
+
+
+def test_capture_rejects_out_of_range_layers(tiny_model):
+    for layer in (2, -3):
+        with pytest.raises(ValueError, match="matrix_layer"):
+            with features.capture_hidden(tiny_model, layer):
+                pass
+
+
+def test_capture_through_peft_and_ddp_style_wrappers(tiny_model, tiny_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(tiny_model, LoraConfig(r=2, target_modules="all-linear", lora_dropout=0.0))
+    ids, _ = _batch(tiny_tokenizer)
+    with features.capture_hidden(peft_model, -1) as cap:
+        out = peft_model(input_ids=ids, output_hidden_states=True)
+    assert torch.equal(cap.hidden, out.hidden_states[-1])
+    assert cap.hidden.requires_grad  # the graph is kept: the matrix loss trains the adapter
+    w = features.head_weight(peft_model)
+    assert w.shape == (len(tiny_tokenizer), 64) and not w.requires_grad
+
+    class Wrapper(torch.nn.Module):  # DeepSpeedEngine-like: .module + zero_optimization_stage
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def zero_optimization_stage(self):
+            return 2
+
+    assert features.unwrap(Wrapper(peft_model)) is peft_model
+
+
+def test_head_weight_requires_grad_only_when_asked(tiny_model):
+    assert not features.head_weight(tiny_model).requires_grad
+    assert features.head_weight(tiny_model, requires_grad=True) is tiny_model.lm_head.weight
+
+
+def test_diagnostics_of_identical_rows_have_rank_one():
+    ent, erank = features.no_grad_entropy_erank(torch.ones(6, 4))
+    assert ent.item() == pytest.approx(0.0, abs=1e-5) and erank.item() == pytest.approx(1.0, abs=1e-4)
+    ent, erank = features.no_grad_entropy_erank(torch.eye(4))
+    assert erank.item() == pytest.approx(4.0, rel=1e-4)

@@ -1,0 +1,135 @@
+"""`matrix-llm sft` end to end with the offline tiny model (plain and LoRA), failure before loading, pad token.
+
+.venv/bin/python -m pytest tests/test_sft.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from matrix_llm import sft
+
+TINY = [
+    "--model_name_or_path", "tiny",
+    "--tiny_hidden_size", "32",
+    "--tiny_num_layers", "2",
+    "--tiny_num_heads", "2",
+    "--tiny_vocab_size", "320",
+    "--dataset_name", "synthetic",
+    "--synthetic_train_size", "24",
+    "--synthetic_eval_size", "8",
+    "--eval_split", "test",
+    "--max_length", "96",
+    "--per_device_train_batch_size", "4",
+    "--per_device_eval_batch_size", "8",
+    "--max_steps", "3",
+    "--logging_steps", "1",
+    "--learning_rate", "1e-3",
+    "--save_strategy", "no",
+    "--report_to", "none",
+    "--use_cpu", "true",
+    "--disable_tqdm", "true",
+    "--matrix_loss_weight", "0.5",
+    "--matrix_max_tokens", "64",
+    "--seed", "0",
+]  # fmt: skip
+
+
+def test_bad_config_fails_before_anything_loads(monkeypatch, capsys, tmp_path):
+    def boom(*args, **kwargs):
+        raise AssertionError("nothing may be loaded for a bad configuration")
+
+    monkeypatch.setattr(sft, "load_raw_datasets", boom)
+    monkeypatch.setattr(sft, "build_model_and_tokenizer", boom)
+    argv = [
+        *TINY,
+        "--output_dir",
+        str(tmp_path),
+        "--lora_rr",
+        "4",
+        "--matrix_loss_type",
+        "hed",
+        "--lora_r",
+        "x",
+    ]
+    assert sft.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "3 configuration problem(s)" in err
+    assert "did you mean `lora_r`" in err and "matrix_loss_type" in err and "`lora_r`" in err
+
+
+def test_sft_trains_saves_and_writes_the_card(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    assert sft.main([*TINY, "--output_dir", str(out)]) == 0
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "trainer_state.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.bin")) or [p.name for p in out.glob("*.bin")] == ["training_args.bin"]
+    state = json.loads((out / "trainer_state.json").read_text())
+    train_logs = [log for log in state["log_history"] if "loss" in log]
+    assert len(train_logs) == 3
+    for key in ("lm_loss", "matrix_loss", "matrix_entropy", "effective_rank"):
+        assert all(math.isfinite(log[key]) for log in train_logs)
+    assert any("eval_matrix_entropy" in log for log in state["log_history"])
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.vocab_size == len(tokenizer)
+    card = (out / "README.md").read_text()
+    assert "matrix-llm" in card and "matrix_loss_weight" in card and "2305.17326" in card
+
+
+def test_sft_peft_saves_a_non_empty_loadable_adapter(tmp_path):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from matrix_llm.tiny import build_llama
+
+    out = tmp_path / "lora"
+    argv = [*TINY, "--output_dir", str(out), "--use_peft", "true", "--lora_r", "4", "--lora_target_modules",
+            "q_proj", "v_proj", "--learning_rate", "1e-2"]  # fmt: skip
+    assert sft.main(argv) == 0
+    assert not (out / "model.safetensors").exists()
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    assert weights and all(v.numel() for v in weights.values())
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().max() > 0 for v in lora_b)  # B starts at zero: it was trained
+    card = (out / "README.md").read_text()
+    assert "library_name: peft" in card
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    base = build_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=2, seed=0)
+    model = PeftModel.from_pretrained(base, out)
+    loaded = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
+    assert any(torch.equal(v, lora_b[0]) for v in loaded.values())
+    assert sft.check_adapter(out) > 0
+
+
+def test_check_adapter_rejects_an_empty_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(0)}, str(tmp_path / "adapter_model.safetensors"))
+    with pytest.raises(RuntimeError, match="empty"):
+        sft.check_adapter(tmp_path)
+
+
+def test_missing_pad_token_gets_a_distinct_one(tiny_tokenizer, tiny_model):
+    import copy
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.pad_token = tok.eos_token  # the silent trap: pad == eos
+    tok.add_special_tokens({"additional_special_tokens": ["<extra>"]})
+    tiny_model.resize_token_embeddings(len(tok))
+    n = len(tok)
+    assert sft.ensure_pad_token(tok, tiny_model)
+    assert tok.pad_token == sft.PAD_TOKEN and tok.pad_token_id != tok.eos_token_id
+    assert len(tok) in (n, n + 1)  # `<pad>` is reused if the vocabulary already has it, else added
+    assert tiny_model.get_input_embeddings().weight.shape[0] >= len(tok)
+    assert tiny_model.config.pad_token_id == tok.pad_token_id
+    assert not sft.ensure_pad_token(tok, tiny_model)  # idempotent
