@@ -2,7 +2,7 @@
 
     python tests/dist_gather_worker.py OUT_DIR
 
-Spawns 2 processes that rendezvous through a file in OUT_DIR (no ports). Every rank holds an uneven slice
+Forks 2 processes that rendezvous through a file in OUT_DIR (no ports). Every rank holds an uneven slice
 (5 and 3 rows) of a float64 batch, computes batch-level losses on the gathered features and back-propagates
 ``loss / world_size`` (what data-parallel gradient averaging does); it then saves, per case, its gradient
 and the single-process gradient of the same loss on the concatenated batch (its own rows) to
@@ -119,9 +119,12 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
 
 
 def main(out_dir: str) -> None:
+    import matrix_llm.losses  # noqa: F401  (imported once here; the forked ranks inherit it)
+
     world = len(SIZES)
     init_file = os.path.join(out_dir, "rendezvous")
-    mp.spawn(_run, args=(world, init_file, out_dir), nprocs=world, join=True)
+    # fork: the ranks start without re-importing torch (this parent has done no torch work yet)
+    mp.start_processes(_run, args=(world, init_file, out_dir), nprocs=world, join=True, start_method="fork")
 
 
 if __name__ == "__main__":

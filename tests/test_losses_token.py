@@ -66,7 +66,7 @@ def test_head_matches_formula_and_entropy_part():
     b = (h @ h.T + mu * eye) / (len(labels) * (1 + mu))
     expected = -torch.trace(a @ _logm(b)) + torch.trace(b)
     torch.testing.assert_close(out.total, expected.detach(), rtol=1e-10, atol=1e-12)
-    eig = torch.linalg.eigvalsh(b.detach())
+    eig = torch.linalg.eigvalsh((h @ h.T).detach() / len(labels)).clamp_min(1e-300)
     torch.testing.assert_close(out.parts["entropy"], -(eig * eig.log()).sum(), rtol=1e-10, atol=1e-12)
 
 
@@ -302,8 +302,21 @@ def test_defaults_per_formulation():
     assert TokenMCELoss(mu=0.2).lamb == 0.2
 
 
-def test_entropy_part_is_info_entropy_of_prediction():
-    hidden, labels, head, _ = _inputs()
+def test_entropy_part_is_entropy_of_unshifted_prediction():
+    hidden, labels, head, logits = _inputs(t=20, d=4)
     out = TokenMCELoss(mu=0.1)(hidden, labels, head)
-    k = info.gram(hidden.detach()) + 0.1 * torch.eye(len(labels), dtype=torch.float64)
-    torch.testing.assert_close(out.parts["entropy"], info.entropy(k))
+    torch.testing.assert_close(out.parts["entropy"], info.feature_entropy(hidden.detach()))
+    assert out.parts["erank"] <= 4 + 1e-9  # rank of the hidden states, not of the shifted matrix
+    out = TokenMCELoss(formulation="alignment")(hidden, labels, head, logits)
+    z = logits.detach().softmax(-1) @ head.detach()
+    torch.testing.assert_close(out.parts["entropy"], info.entropy(info.covariance(z)))
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_autocast_does_not_lower_the_precision(formulation):
+    hidden, labels, head, logits = _inputs(dtype=torch.float32)
+    ref = TokenMCELoss(formulation=formulation)(hidden, labels, head, logits).total
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = TokenMCELoss(formulation=formulation)(hidden, labels, head, logits).total
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)

@@ -91,7 +91,9 @@ class TokenMCELoss(nn.Module):
 
     Returns:
         :class:`LossOutput` with ``total = mce`` and parts ``mce``, ``entropy`` (von Neumann entropy of the
-        trace-normalised predicted matrix ``B``: the matrix entropy of the token representations, detached),
+        trace-normalised predicted matrix *before* the ``mu I`` shift: ``Ĥ Ĥᵀ`` for ``head``, ``K_P`` for
+        ``relation``, ``C(z)`` for ``alignment``; the matrix entropy of the token representations, detached;
+        the shift is left out because at ``mu = 0.5`` it would pull the ``alignment`` entropy to ``log d``),
         ``erank`` (its exp) and ``num_tokens`` (``T`` used, float). Computed and returned in float32 (float64
         for float64 inputs) with autocast off, whatever the input dtype.
 
@@ -189,26 +191,28 @@ class TokenMCELoss(nn.Module):
 
     def _matrices(
         self, hidden: Tensor, labels: Tensor, head_weight: Tensor, logits: Tensor | None, dtype: torch.dtype
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(target, prediction, prediction before the shift)."""
         if self.formulation == "head":
             target = head_weight.detach()[labels].to(dtype)
             eye = torch.eye(labels.shape[0], dtype=dtype, device=hidden.device)
-            a = _trace_normalise(info.gram(target) + self.lamb * eye)
-            b = _trace_normalise(info.gram(hidden.to(dtype)) + self.mu * eye)
-            return a, b
+            k = info.gram(hidden.to(dtype))
+            return (
+                _trace_normalise(info.gram(target) + self.lamb * eye),
+                _trace_normalise(k + self.mu * eye),
+                k,
+            )
         assert logits is not None
         probs = F.softmax(logits.to(dtype), dim=-1)
         if self.formulation == "relation":
             eye = torch.eye(labels.shape[0], dtype=dtype, device=logits.device)
             same_target = (labels[:, None] == labels[None, :]).to(dtype)  # Y Yᵀ of the one-hot targets
-            a = _trace_normalise(same_target + self.lamb * eye)
-            b = _trace_normalise(info.gram(probs, normalize=self.gram == "cosine") + self.mu * eye)
-            return a, b
+            k = info.gram(probs, normalize=self.gram == "cosine")
+            return _trace_normalise(same_target + self.lamb * eye), _trace_normalise(k + self.mu * eye), k
         w = head_weight.to(dtype)
         eye = torch.eye(w.shape[1], dtype=dtype, device=w.device)
-        a = info.covariance(w.detach()[labels]) + self.lamb * eye
-        b = info.covariance(probs @ w) + self.mu * eye
-        return a, b
+        k = info.covariance(probs @ w)
+        return info.covariance(w.detach()[labels]) + self.lamb * eye, k + self.mu * eye, k
 
     def forward(
         self, hidden: Tensor, labels: Tensor, head_weight: Tensor, logits: Tensor | None = None
@@ -239,10 +243,10 @@ class TokenMCELoss(nn.Module):
             t = labels.shape[0]
         dtype = work_dtype(logits, head_weight) if uses_logits else work_dtype(hidden, head_weight)  # type: ignore[arg-type]
         with no_autocast(labels.device):
-            a, b = self._matrices(hidden, labels, head_weight, logits, dtype)
+            a, b, k = self._matrices(hidden, labels, head_weight, logits, dtype)
             loss = info.mce(a, b, log=self.log, order=self.order, trace_term=True)
             with torch.no_grad():
-                ent = info.entropy(b.detach())
+                ent = info.entropy(k.detach())
         return LossOutput(
             total=loss,
             parts=detached_parts(
