@@ -271,3 +271,17 @@ def test_mce_broadcasts_target_over_batch_and_backprops():
 def test_clear_value_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("shape", [(256, 32), (32, 256)])
+def test_float32_feature_entropy_accuracy_vs_float64(shape):
+    """Genuine small eigenvalues are kept in float32 (the mask is eps * max, not m * eps * max)."""
+    g = torch.Generator().manual_seed(0)
+    n, d = shape
+    for z in (
+        torch.randn(n, d, generator=g),
+        torch.randn(n, 4, generator=g) @ torch.randn(4, d, generator=g)
+        + 0.01 * torch.randn(n, d, generator=g),
+    ):
+        ref = info.feature_entropy(z.double()).item()
+        assert info.feature_entropy(z).item() == pytest.approx(ref, rel=3e-6)

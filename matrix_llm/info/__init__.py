@@ -10,8 +10,8 @@ bfloat16 are computed in float32 and cast back; spectral ops never run under aut
 - neural-collapse metrics: :func:`mutual_information`, :func:`mir`, :func:`hdr`
 - coding rate: :func:`tcr`
 
-Formulas and reference values: ``docs/MATH.md``. This package imports only torch (never transformers,
-accelerate or datasets).
+Formulas and reference values: the project math spec MATH.md (cited as "MATH.md §x"). This package imports
+only torch (never transformers, accelerate or datasets).
 """
 
 from ._coding import tcr

@@ -84,7 +84,7 @@ def entropy(k: torch.Tensor, *, alpha: float = 1.0) -> torch.Tensor:
         S_1(A) = -\operatorname{tr}(A \log A) = -\sum_i \lambda_i \log \lambda_i, \qquad
         S_\alpha(A) = \frac{1}{1-\alpha} \log \sum_i \lambda_i^\alpha
 
-    Natural log. ``k`` is symmetrised (``(k + kᵀ)/2``) and assumed PSD; eigenvalues ``<= m·eps·λ_max`` (zeros
+    Natural log. ``k`` is symmetrised (``(k + kᵀ)/2``) and assumed PSD; eigenvalues ``<= eps·λ_max`` (zeros
     and round-off) are dropped and the rest renormalised (``0 log 0 = 0``), so rank-deficient input gives finite
     values. The trace used for normalisation is the sum of the kept eigenvalues. An all-zero ``k`` gives 0.
 
@@ -186,7 +186,7 @@ def matrix_entropy_unnormalized(p: torch.Tensor) -> torch.Tensor:
     and ``mce(p, p) = matrix_entropy_unnormalized(p)``. ``ME(I_d/d) = log d + 1``.
 
     Args:
-        p: ``(*, d, d)`` PSD matrix (symmetrised; eigenvalues ``<= d·eps·λ_max`` count as 0, ``0 log 0 = 0``).
+        p: ``(*, d, d)`` PSD matrix (symmetrised; eigenvalues ``<= eps·λ_max`` count as 0, ``0 log 0 = 0``).
 
     Returns:
         ``(*)`` tensor, dtype of ``p`` (float64 math for float64, else float32; autocast off).

@@ -169,12 +169,15 @@ def _eigvalsh(x: torch.Tensor) -> torch.Tensor:
 
 
 def _positive_mask(w: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues that count as > 0: above ``m * eps * max(w)`` (the ``matrix_rank`` default tolerance).
+    """Eigenvalues that count as > 0: above ``eps * max(w)`` (``eps`` of the work dtype).
 
-    This treats round-off eigenvalues of a rank-deficient matrix (``±1e-17``) as zeros.
+    This treats most round-off eigenvalues of a rank-deficient matrix (``±1e-17 * max`` in float64) as zeros,
+    while keeping genuine small eigenvalues: ``matrix_rank``'s ``m * eps`` default would drop real spectral mass
+    of ill-conditioned float32 inputs (measured: 1e-4 relative entropy error for low-rank-plus-noise features).
+    An eigenvalue ``p <= eps`` contributes at most ``eps * log(1/eps)`` to the entropy either way.
     """
     wmax = w.detach().amax(dim=-1, keepdim=True).clamp_min(0)
-    tol = wmax * (w.shape[-1] * torch.finfo(w.dtype).eps)
+    tol = wmax * torch.finfo(w.dtype).eps
     return w.detach() > tol
 
 
