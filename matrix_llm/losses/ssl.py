@@ -38,7 +38,10 @@ class MatrixSSLLoss(nn.Module):
       symmetric matrix, so the uniformity term uses the symmetric surrogate ``(C(p, z) + C(p, z)ᵀ)/2`` of the
       cross-covariance (MATH.md §3.6.2). ``tr(P log Q)`` with ``P = λI`` only sees the eigenvalues of ``Q``,
       which for the surrogate differ from those of the non-symmetric ``C(p, z)``; they coincide when
-      ``C(p, z)`` is symmetric (e.g. ``p = z``).
+      ``C(p, z)`` is symmetric (e.g. ``p = z``). A cross-covariance is not PSD: the surrogate's eigenvalues lie
+      in ``[-1, 1]`` for unit rows, so ``Q`` is positive definite only while they stay above ``-mu`` (teacher
+      and student anti-aligned beyond that is not a regime training reaches; :func:`matrix_llm.info.mce`
+      clamps the eigenvalues of ``Q`` at ``eps * max`` there instead of raising).
 
     Args:
         preset: ``"exact"`` or ``"official"``.
