@@ -174,3 +174,20 @@ def test_mkl_nonnegative_and_zero_only_at_equality():
     for seed in range(3):
         assert info.mkl(p, _spd(5, seed=20 + seed)).item() > 0
     assert info.mkl(p, p * (1 + 1e-3)).item() > 0
+
+
+def test_eigh_path_raises_on_non_positive_definite_q_unless_check_false():
+    q = _with_spectrum(torch.tensor([-0.2, 0.5, 1.0]))
+    p = torch.eye(3, dtype=F64) / 3
+    for call, name in (
+        (lambda c: info.mce(p, q, check=c), "mce"),
+        (lambda c: info.mkl(p, q, check=c), "mkl"),
+        (lambda c: info.matrix_log(q, check=c), "matrix_log"),
+    ):
+        with pytest.raises(
+            ValueError, match=rf"{name}: .*positive-definite `q`; its smallest eigenvalue is -0.2"
+        ):
+            call(True)
+        assert torch.isfinite(call(False)).all()  # clamped at eps * max: finite, documented as such
+    with pytest.raises(ValueError, match="smallest eigenvalue is 0"):
+        info.mce(p, torch.zeros(3, 3, dtype=F64))

@@ -24,11 +24,12 @@ __all__ = ["matrix_log", "mce", "mkl", "taylor_log"]
 _LOG_METHODS = ("eigh", "taylor")
 
 
-def matrix_log(q: torch.Tensor, *, method: str = "eigh", order: int = 4) -> torch.Tensor:
+def matrix_log(q: torch.Tensor, *, method: str = "eigh", order: int = 4, check: bool = True) -> torch.Tensor:
     r"""Matrix logarithm of a positive-definite matrix.
 
     ``method="eigh"`` (exact): ``log Q = V diag(log w) Vᵀ`` with ``(w, V) = eigh((Q + Qᵀ)/2)``. ``Q`` is assumed
-    symmetric positive definite (add ``mu I`` first); eigenvalues below ``eps · λ_max`` are clamped there.
+    symmetric positive definite (add ``mu I`` first): with ``check=True`` a ``ValueError`` is raised when an
+    eigenvalue is ``<= 0``; with ``check=False`` eigenvalues below ``eps · λ_max`` are clamped there.
 
     ``method="taylor"``: the order-``order`` series around ``I`` (:func:`taylor_log`, with its convergence
     check); ``Q`` is used as given and may be non-symmetric.
@@ -37,6 +38,8 @@ def matrix_log(q: torch.Tensor, *, method: str = "eigh", order: int = 4) -> torc
         q: ``(*, d, d)``.
         method: ``"eigh"`` or ``"taylor"``.
         order: Taylor order (ignored by ``"eigh"``).
+        check: ``"eigh"``: raise unless ``q`` is positive definite; ``"taylor"``: raise unless the spectral radius
+            of ``q - I`` is ``< 1``.
 
     Returns:
         ``(*, d, d)``, dtype of ``q`` (float64 math for float64, else float32; autocast off).
@@ -54,7 +57,10 @@ def matrix_log(q: torch.Tensor, *, method: str = "eigh", order: int = 4) -> torc
     order = _check_order("matrix_log", order)
     with _no_autocast(q):
         qw = q.to(_work_dtype(q.dtype))
-        out = _logm_eigh(qw) if method == "eigh" else _taylor_log(qw, order, True, "matrix_log")
+        if method == "eigh":
+            out = _logm_eigh(qw, "matrix_log" if check else None)
+        else:
+            out = _taylor_log(qw, order, bool(check), "matrix_log")
         return out.to(q.dtype)
 
 
@@ -116,7 +122,9 @@ def mce(
             ``q`` used as given, may be non-symmetric, see :func:`taylor_log`).
         order: Taylor order for ``log="taylor"``.
         trace_term: add ``tr(Q)``.
-        check: for ``log="taylor"``, raise ``ValueError`` when the spectral radius of ``Q - I`` is ``>= 1``.
+        check: raise ``ValueError`` when ``log="eigh"`` and ``Q`` is not positive definite (free: ``eigh``
+            synchronises anyway; with ``check=False`` eigenvalues are clamped at ``eps · λ_max``), or when
+            ``log="taylor"`` and the spectral radius of ``Q - I`` is ``>= 1``.
 
     Returns:
         ``(*)`` tensor, the promoted dtype of ``p`` and ``q``. Computed in float64 when either is float64, else
@@ -144,7 +152,9 @@ def mce(
         work = _work_dtype(p.dtype, q.dtype)
         pw, qw = p.to(work), q.to(work)
         if log == "eigh":
-            cross = (pw * _logm_eigh(qw)).sum((-2, -1))  # log Q symmetric: tr(P log Q) = <P, log Q>
+            cross = (pw * _logm_eigh(qw, "mce" if check else None)).sum(
+                (-2, -1)
+            )  # log Q symmetric: tr(P log Q) = <P, log Q>
         else:
             cross = (pw * _taylor_log(qw, order, bool(check), "mce").mT).sum((-2, -1))
         loss = -cross
@@ -153,7 +163,7 @@ def mce(
         return loss.to(out_dtype)
 
 
-def mkl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def mkl(p: torch.Tensor, q: torch.Tensor, *, check: bool = True) -> torch.Tensor:
     r"""Matrix KL divergence (von Neumann relative entropy, Bregman form), exact path.
 
     .. math::
@@ -164,6 +174,7 @@ def mkl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     Args:
         p: ``(*, d, d)`` PSD (symmetrised; ``0 log 0 = 0``).
         q: ``(*, d, d)`` positive definite (symmetrised).
+        check: raise ``ValueError`` if ``q`` has an eigenvalue ``<= 0`` (else clamp at ``eps · λ_max``).
 
     Returns:
         ``(*)`` tensor, promoted dtype of ``p`` and ``q`` (float64 math for float64, else float32; autocast off).
@@ -178,5 +189,5 @@ def mkl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         work = _work_dtype(p.dtype, q.dtype)
         pw, qw = p.to(work), q.to(work)
         plogp = _xlogx_sum(_eigvalsh(pw))
-        plogq = (pw * _logm_eigh(qw)).sum((-2, -1))
+        plogq = (pw * _logm_eigh(qw, "mkl" if check else None)).sum((-2, -1))
         return (plogp - plogq - _trace(pw) + _trace(qw)).to(out_dtype)

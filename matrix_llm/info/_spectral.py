@@ -232,13 +232,20 @@ class _LogmEigh(torch.autograd.Function):
     """``log(q)`` of a symmetric positive-definite ``q`` via ``eigh``, with the Daleckii–Krein backward.
 
     Backward: ``grad_q = V (L ∘ (Vᵀ sym(G) V)) Vᵀ`` with ``L`` from :func:`_log_divided_differences`; no
-    ``1/(w_i - w_j)`` blow-up at (near-)repeated eigenvalues. Eigenvalues below ``eps * max(w)`` are clamped
-    there (``q`` is assumed positive definite; shift it by ``mu I`` first).
+    ``1/(w_i - w_j)`` blow-up at (near-)repeated eigenvalues. With ``check`` set to a function name, a
+    ``ValueError`` is raised when an eigenvalue is ``<= 0`` (``eigh`` synchronises with the device anyway);
+    otherwise eigenvalues below ``eps * max(w)`` are clamped there.
     """
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, q: torch.Tensor, check: str | None) -> torch.Tensor:  # type: ignore[override]
         w, v = torch.linalg.eigh(q)
+        if check is not None and w.numel() and bool((w[..., 0] <= 0).any()):
+            lo = float(w[..., 0].min())
+            raise ValueError(
+                f"{check}: the exact (eigh) log needs a positive-definite `q`; its smallest eigenvalue is {lo:.6g}. "
+                "Shift it (q + mu * I with mu > 0), or pass check=False to clamp eigenvalues at eps * max."
+            )
         floor = w.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny) * torch.finfo(w.dtype).eps
         w = torch.maximum(w, floor)
         logw = torch.log(w)
@@ -247,16 +254,16 @@ class _LogmEigh(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         w, logw, v = ctx.saved_tensors
         lmat = _log_divided_differences(w, logw)
         inner = v.mT @ _sym(grad) @ v
-        return v @ (lmat * inner) @ v.mT
+        return v @ (lmat * inner) @ v.mT, None
 
 
-def _logm_eigh(q: torch.Tensor) -> torch.Tensor:
-    """Exact ``log((q + qᵀ)/2)``; ``q`` in the work dtype, autocast off."""
-    return _LogmEigh.apply(_sym(q))
+def _logm_eigh(q: torch.Tensor, check: str | None = None) -> torch.Tensor:
+    """Exact ``log((q + qᵀ)/2)``; ``q`` in the work dtype, autocast off. ``check``: caller's name, or None."""
+    return _LogmEigh.apply(_sym(q), check)
 
 
 # --------------------------------------------------------------------------------------------------------------
