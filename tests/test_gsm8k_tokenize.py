@@ -245,3 +245,10 @@ def test_tokenize_dataset_errors_name_the_row(tiny_tokenizer):
         tokenize_dataset(ds, tiny_tokenizer, template="qa", max_length=128)
     with pytest.raises(ValueError, match="expects the columns"):
         tokenize_dataset(Dataset.from_list([{"q": "a"}]), tiny_tokenizer, template="qa", max_length=128)
+
+
+def test_tokenize_dataset_raises_when_nothing_fits(tiny_tokenizer):
+    from datasets import Dataset
+
+    with pytest.raises(ValueError, match="no example left to train on"):
+        tokenize_dataset(Dataset.from_list([EXAMPLE]), tiny_tokenizer, template="qa", max_length=8)

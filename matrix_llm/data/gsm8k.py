@@ -19,7 +19,8 @@ compatible scores:
 - ``boxed``    = the last ``\\boxed{N}`` (instruct/reasoning models). lm-eval's strict filter ignores
   ``\\boxed{}``; its flexible filter picks the number inside it anyway because it takes the last number.
 - ``metamath`` = MetaMath's own extraction [2]: the first number after the last ``"The answer is: "``
-  (MetaMathQA responses end with ``The answer is: N``, not ``#### N``).
+  (MetaMathQA responses end with ``The answer is: N``, not ``#### N``, so a model trained on MetaMathQA scores
+  near 0 with ``strict``). MetaMath rounds fractions to integers; here ``3/4`` stays a string.
 
 Normalisation (:func:`normalize_answer`) is lm-eval's ``exact_match`` with ``ignore_case: true`` and
 ``regexes_to_ignore: [",", "\\$", "(?s).*#### ", "\\.$"]`` applied in that order.
@@ -558,8 +559,9 @@ def lm_eval_fewshot_indices(
 
     lm-eval keeps one ``random.Random(seed)`` per task and calls ``rnd.sample(train_docs, k)`` once per test
     document, in document order; ``random.sample`` picks positions that depend only on the population size,
-    so this reproduces a single-process, un-limited ``lm_eval --tasks gsm8k`` run (data-parallel runs shard
-    the documents first and draw differently).
+    so this reproduces a single-process, un-limited ``lm_eval --tasks gsm8k`` run of lm-eval 0.4.x, whose
+    ``ContextSampler.sample`` is ``self.rnd.sample(self.docs, n)`` (data-parallel runs shard the documents
+    first and draw differently; a later sampler rewrite may too: compare with ``--log_samples``).
     """
     rnd = random.Random(seed)
     return [rnd.sample(range(num_train), k) for _ in range(num_docs)]
@@ -818,7 +820,12 @@ def tokenize_dataset(
     if num_truncated:
         action = "dropped" if drop_truncated else "kept truncated (their '#### N' line and EOS are cut)"
         logger.warning(
-            "%d of %d examples are longer than max_length=%d (longest: %d tokens) and were %s. %s",
-            num_truncated, len(out), max_length, longest, action, stats.summary(),
+            "%d of %d examples are longer than max_length=%d (longest: %d tokens) and were %s",
+            num_truncated, len(out), max_length, longest, action,
         )  # fmt: skip
+    if len(out) and not len(kept):
+        raise ValueError(
+            f"no example left to train on: {stats.summary()}; raise max_length (the longest example has "
+            f"{longest} tokens) or pass drop_truncated=False"
+        )
     return kept, stats

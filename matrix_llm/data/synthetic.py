@@ -4,8 +4,9 @@ Each problem is a short word problem from one of five families (``collect``, ``s
 ``ages``, ``travel``) with 1 to 3 calculation steps on small integers, a worked solution with one line per
 step and a final ``#### N`` line, exactly like GSM8K's references::
 
-    >>> generate_problems(1, seed=3, steps=(2,))[0]["answer"]  # doctest: +SKIP
-    'The pens cost 4 * 6 = 24 dollars.\\nAnna has 40 - 24 = 16 dollars left.\\n#### 16'
+    >>> generate_problems(1, seed=3, steps=(2,))[0]
+    {'question': 'Lily has 38 dollars. She buys 3 cookies for 2 dollars each. How many dollars does Lily have left?',
+     'answer': 'The cookies cost 3 * 2 = 6 dollars.\\nLily has 38 - 6 = 32 dollars left.\\n#### 32'}
 
 Design for learnability by a tiny model: a small fixed vocabulary (8 names, 8 items, 4 vehicles), one phrasing
 per step kind, inputs in ``[2, max_value]`` (factors in ``[2, 9]``), every intermediate and final answer a
@@ -16,6 +17,12 @@ Determinism and splits: the problems depend only on ``(n, seed, steps, families,
 split)``. A problem's split is a function of its question text (an MD5 hash bucket: ``test_fraction`` of the
 buckets are "test"), so ``split="train"`` and ``split="test"`` are disjoint *by construction*, whatever the
 seeds; within one call, problems are de-duplicated by question.
+
+Learnability, measured (CPU, 1 contended thread, 0.76M-parameter Llama from ``matrix_llm.tiny``, ``qa``
+template, batch 32, lr 3e-3, 3 minutes = ~300 steps; ~53 tokens per example, ~20 of them completion):
+1-step problems reach 8 % strict accuracy with ``max_value=50`` and 20 % with ``max_value=12``; the outputs
+already have the right shape (worked line, ``#### N``, EOS), the arithmetic is what needs more steps. Lower
+``max_value`` for a faster demo.
 """
 
 from __future__ import annotations
@@ -300,7 +307,10 @@ def generate_problems(
 
 
 def synthetic_dataset(n: int, *, seed: int = 0, split: str | None = "train", **kwargs) -> Dataset:
-    """:func:`generate_problems` as a ``datasets.Dataset`` with columns ``question`` and ``answer``."""
+    """:func:`generate_problems` as a ``datasets.Dataset`` with columns ``question`` and ``answer``.
+
+    ``split`` defaults to ``"train"`` here (use ``split="test"`` for the held-out problems; ``None`` mixes them).
+    """
     from datasets import Dataset
 
     rows = generate_problems(n, seed=seed, split=split, **kwargs)
