@@ -16,6 +16,7 @@ from matrix_llm.data.gsm8k import (
     COT8_EXEMPLARS,
     EVAL_PROMPTS,
     INVALID,
+    STOP_STRINGS,
     answers_match,
     build_eval_prompt,
     extract_answer,
@@ -217,6 +218,7 @@ def test_eval_prompts_table(tiny_tokenizer):
     for name in ("alpaca", "qa", "chat"):  # zero-shot eval prompts are the training prompts
         built = build_eval_prompt("Q?", prompt=name, tokenizer=tiny_tokenizer)
         assert built == format_prompt("Q?", template=name, tokenizer=tiny_tokenizer)
+    assert STOP_STRINGS == {name: p.stop for name, p in EVAL_PROMPTS.items()}
     with pytest.raises(ValueError, match="prompt must be one of"):
         build_eval_prompt("Q?", prompt="fewshot8")
 

@@ -73,6 +73,7 @@ __all__ = [
     "INVALID",
     "LM_EVAL_FEWSHOT_SEED",
     "QA_PROMPT",
+    "STOP_STRINGS",
     "TEMPLATES",
     "EvalPrompt",
     "Score",
@@ -520,6 +521,9 @@ EVAL_PROMPTS: dict[str, EvalPrompt] = {
         ),
     )
 }  # fmt: skip
+
+
+STOP_STRINGS: dict[str, tuple[str, ...]] = {name: p.stop for name, p in EVAL_PROMPTS.items()}
 
 
 def get_eval_prompt(name: str) -> EvalPrompt:
