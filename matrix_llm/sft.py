@@ -193,7 +193,7 @@ def build_model_and_tokenizer(
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, config)
-        if training_args.gradient_checkpointing:
+        if training_args.gradient_checkpointing or getattr(training_args, "activation_checkpointing", False):
             model.enable_input_require_grads()
     return tokenizer, model
 
