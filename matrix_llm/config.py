@@ -450,7 +450,11 @@ def _convert(name: str, value: Any, tp: Any, choices: list | None) -> Any:
     members = _union_args(tp)
     optional = type(None) in members
     members = [m for m in members if m is not type(None)]
-    null_string = isinstance(value, str) and value.lower() in ("none", "null") and str not in members
+    # `null` / `~` mean None for every optional field; `none` too unless the field takes strings
+    # (`report_to: none` is a value)
+    null_string = isinstance(value, str) and (
+        value.lower() in ("null", "~") or (value.lower() == "none" and str not in members)
+    )
     if value is None or (null_string and optional):
         if optional:
             return None

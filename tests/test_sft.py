@@ -22,7 +22,7 @@ TINY = [
     "--synthetic_train_size", "24",
     "--synthetic_eval_size", "8",
     "--eval_split", "test",
-    "--max_length", "96",
+    "--max_length", "192",
     "--per_device_train_batch_size", "4",
     "--per_device_eval_batch_size", "8",
     "--max_steps", "3",

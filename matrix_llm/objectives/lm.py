@@ -97,7 +97,10 @@ class LMObjective:
             order=args.matrix_taylor_order,
             max_tokens=args.matrix_max_tokens,
             scope=args.matrix_scope,
-            seed=args.seed,
+            # `matrix_max_tokens` sub-sampling: with scope local, the global torch RNG (checkpointed by the
+            # Trainer, so a resumed run draws the same subsets); with scope global, a private generator seeded
+            # identically on every rank (all ranks must pick the same tokens; not restored on resume)
+            seed=args.seed if args.matrix_scope == "global" else None,
             metrics_steps=steps,
         )
 
