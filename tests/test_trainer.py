@@ -294,3 +294,27 @@ def test_peft_model_trains_adapter_with_matrix_loss(tiny_model, tiny_tokenizer, 
     assert all(torch.equal(params[n], v) for n, v in frozen.items())
     log = next(log for log in cb.logs if "loss" in log)
     assert math.isfinite(log["matrix_loss"]) and math.isfinite(log["effective_rank"])
+
+
+def test_objective_skips_the_matrix_term_below_two_tokens(tiny_model, tiny_tokenizer):
+    from matrix_llm.objectives import LMObjective
+
+    objective = LMObjective(loss_type="head", weight=1.0)
+    ids = torch.randint(4, len(tiny_tokenizer), (1, 8))
+    labels = torch.full_like(ids, -100)
+    labels[0, -1] = ids[0, -1]  # one completion token
+
+    def base_loss(model, inputs):
+        out = model(**inputs)
+        return out.loss, out
+
+    out = objective(tiny_model, {"input_ids": ids, "labels": labels}, base_loss=base_loss, step=0)
+    assert out.batch_loss is None and math.isnan(out.metrics["matrix_loss"].item())
+    assert math.isfinite(out.token_loss.item()) and out.total is out.token_loss
+    with pytest.raises(ValueError, match="labels"):
+        objective(tiny_model, {"input_ids": ids}, base_loss=base_loss)
+
+
+def test_unknown_objective_name(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="objective_name"):
+        MatrixTrainer(model=tiny_model, args=_args(tmp_path), objective_name="ssl-not-yet")
