@@ -433,7 +433,9 @@ def _to_scalar(value: Any, tp: Any) -> Any:
                 pass
         raise ValueError("a number")
     if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # `resume_from_checkpoint: true` in YAML
+            return str(value).lower()
+        if isinstance(value, (str, int, float)):
             return str(value)
         raise ValueError("a string")
     if tp is dict or origin is dict:

@@ -132,3 +132,9 @@ def test_help_exits_zero(capsys):
 def test_direct_construction_validates():
     with pytest.raises(ConfigError, match="matrix_loss_type"):
         MatrixTrainingArguments(output_dir="x", matrix_loss_type="bogus", report_to="none")
+
+
+def test_resume_from_checkpoint_true_in_yaml(tmp_path):
+    cfg = _yaml(tmp_path, "resume_from_checkpoint: true\n")
+    *_, t = parse_args(["--config", cfg])
+    assert t.resume_from_checkpoint == "true"
