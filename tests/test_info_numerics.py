@@ -285,3 +285,11 @@ def test_float32_feature_entropy_accuracy_vs_float64(shape):
     ):
         ref = info.feature_entropy(z.double()).item()
         assert info.feature_entropy(z).item() == pytest.approx(ref, rel=3e-6)
+
+
+def test_mce_broadcast_gradient_wrt_shared_target_sums_over_batch():
+    p = (torch.eye(4, dtype=F64) / 4).requires_grad_()
+    q = info.covariance(torch.randn(3, 12, 4, dtype=F64)) + torch.eye(4, dtype=F64)
+    (grad,) = torch.autograd.grad(info.mce(p, q).sum(), p)
+    torch.testing.assert_close(grad, -info.matrix_log(q).sum(0))
+    assert gradcheck(lambda a: info.mce(a, q), (p,))

@@ -15,6 +15,7 @@ from ._spectral import (
     _out_dtype,
     _taylor_log,
     _trace,
+    _trace_p_logm,
     _work_dtype,
     _xlogx_sum,
 )
@@ -152,9 +153,7 @@ def mce(
         work = _work_dtype(p.dtype, q.dtype)
         pw, qw = p.to(work), q.to(work)
         if log == "eigh":
-            cross = (pw * _logm_eigh(qw, "mce" if check else None)).sum(
-                (-2, -1)
-            )  # log Q symmetric: tr(P log Q) = <P, log Q>
+            cross = _trace_p_logm(pw, qw, "mce" if check else None)
         else:
             cross = (pw * _taylor_log(qw, order, bool(check), "mce").mT).sum((-2, -1))
         loss = -cross
@@ -189,5 +188,5 @@ def mkl(p: torch.Tensor, q: torch.Tensor, *, check: bool = True) -> torch.Tensor
         work = _work_dtype(p.dtype, q.dtype)
         pw, qw = p.to(work), q.to(work)
         plogp = _xlogx_sum(_eigvalsh(pw))
-        plogq = (pw * _logm_eigh(qw, "mkl" if check else None)).sum((-2, -1))
+        plogq = _trace_p_logm(pw, qw, "mkl" if check else None)
         return (plogp - plogq - _trace(pw) + _trace(qw)).to(out_dtype)

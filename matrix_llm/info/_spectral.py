@@ -228,27 +228,34 @@ def _log_divided_differences(w: torch.Tensor, logw: torch.Tensor) -> torch.Tenso
     return (lmat + lmat.mT) * 0.5
 
 
+def _eigh_pd(q: torch.Tensor, check: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``eigh`` of a symmetric ``q`` assumed positive definite: ``(w, log w, V)``.
+
+    With ``check`` set to the caller's name, a ``ValueError`` is raised when an eigenvalue is ``<= 0`` (``eigh``
+    synchronises with the device anyway). Eigenvalues below ``eps * max(w)`` are clamped there.
+    """
+    w, v = torch.linalg.eigh(q)
+    if check is not None and w.numel() and bool((w[..., 0] <= 0).any()):
+        lo = float(w[..., 0].min())
+        raise ValueError(
+            f"{check}: the exact (eigh) log needs a positive-definite `q`; its smallest eigenvalue is {lo:.6g}. "
+            "Shift it (q + mu * I with mu > 0), or pass check=False to clamp eigenvalues at eps * max."
+        )
+    floor = w.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny) * torch.finfo(w.dtype).eps
+    w = torch.maximum(w, floor)
+    return w, torch.log(w), v
+
+
 class _LogmEigh(torch.autograd.Function):
     """``log(q)`` of a symmetric positive-definite ``q`` via ``eigh``, with the Daleckii–Krein backward.
 
     Backward: ``grad_q = V (L ∘ (Vᵀ sym(G) V)) Vᵀ`` with ``L`` from :func:`_log_divided_differences`; no
-    ``1/(w_i - w_j)`` blow-up at (near-)repeated eigenvalues. With ``check`` set to a function name, a
-    ``ValueError`` is raised when an eigenvalue is ``<= 0`` (``eigh`` synchronises with the device anyway);
-    otherwise eigenvalues below ``eps * max(w)`` are clamped there.
+    ``1/(w_i - w_j)`` blow-up at (near-)repeated eigenvalues.
     """
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, check: str | None) -> torch.Tensor:  # type: ignore[override]
-        w, v = torch.linalg.eigh(q)
-        if check is not None and w.numel() and bool((w[..., 0] <= 0).any()):
-            lo = float(w[..., 0].min())
-            raise ValueError(
-                f"{check}: the exact (eigh) log needs a positive-definite `q`; its smallest eigenvalue is {lo:.6g}. "
-                "Shift it (q + mu * I with mu > 0), or pass check=False to clamp eigenvalues at eps * max."
-            )
-        floor = w.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny) * torch.finfo(w.dtype).eps
-        w = torch.maximum(w, floor)
-        logw = torch.log(w)
+        w, logw, v = _eigh_pd(q, check)
         ctx.save_for_backward(w, logw, v)
         return (v * logw.unsqueeze(-2)) @ v.mT
 
@@ -261,9 +268,43 @@ class _LogmEigh(torch.autograd.Function):
         return v @ (lmat * inner) @ v.mT, None
 
 
+class _TracePLogQ(torch.autograd.Function):
+    """``tr(p log q)`` for symmetric positive-definite ``q`` (same batch shape as ``p``), Daleckii–Krein backward.
+
+    Cheaper than ``<p, log q>`` through :class:`_LogmEigh`: with ``M = Vᵀ p V`` the value is
+    ``sum_i log(w_i) M_ii`` and ``grad_q = V (L ∘ sym(M)) Vᵀ`` reuses ``M``; ``log q`` (the gradient wrt ``p``)
+    is only formed when ``p`` requires grad.
+    """
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor, q: torch.Tensor, check: str | None) -> torch.Tensor:  # type: ignore[override]
+        w, logw, v = _eigh_pd(q, check)
+        m = v.mT @ p @ v
+        ctx.save_for_backward(w, logw, v, m)
+        return (logw * m.diagonal(dim1=-2, dim2=-1)).sum(-1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        w, logw, v, m = ctx.saved_tensors
+        g = grad[..., None, None]
+        grad_p = grad_q = None
+        if ctx.needs_input_grad[1]:
+            grad_q = (v @ (_log_divided_differences(w, logw) * _sym(m)) @ v.mT) * g
+        if ctx.needs_input_grad[0]:
+            grad_p = ((v * logw.unsqueeze(-2)) @ v.mT) * g
+        return grad_p, grad_q, None
+
+
 def _logm_eigh(q: torch.Tensor, check: str | None = None) -> torch.Tensor:
     """Exact ``log((q + qᵀ)/2)``; ``q`` in the work dtype, autocast off. ``check``: caller's name, or None."""
     return _LogmEigh.apply(_sym(q), check)
+
+
+def _trace_p_logm(p: torch.Tensor, q: torch.Tensor, check: str | None = None) -> torch.Tensor:
+    """Exact ``tr(p log((q + qᵀ)/2))``, batch dims broadcast; work dtype, autocast off."""
+    shape = torch.broadcast_shapes(p.shape, q.shape)
+    return _TracePLogQ.apply(p.expand(shape), _sym(q).expand(shape), check)
 
 
 # --------------------------------------------------------------------------------------------------------------
