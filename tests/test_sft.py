@@ -224,3 +224,36 @@ def test_two_process_deepspeed_zero3_lora_adapter_is_not_empty(tmp_path):
 
     lora_b = [v for k, v in load_file(str(out / "adapter_model.safetensors")).items() if "lora_B" in k]
     assert lora_b and any(v.abs().max() > 0 for v in lora_b)
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_for_the_token_loss(tmp_path):
+    """Weight 0, one SGD step: 2 ranks x batch 2 give the same update as 1 process x batch 4
+    (num_items_in_batch counted over both ranks, average_tokens_across_devices)."""
+    from safetensors.torch import load_file
+
+    step = ["--matrix_loss_weight", "0", "--optim", "sgd", "--learning_rate", "1.0", "--max_grad_norm", "0",
+            "--lr_scheduler_type", "constant", "--max_steps", "1", "--data_seed", "0"]  # fmt: skip
+    single = tmp_path / "single"
+    argv = [
+        *TINY,
+        "--output_dir",
+        str(single),
+        "--eval_split",
+        "null",
+        "--per_device_train_batch_size",
+        "4",
+        *step,
+    ]
+    assert sft.main(argv) == 0
+    _torchrun(tmp_path / "ddp", *step)
+    state = json.loads((single / "trainer_state.json").read_text())
+    assert (
+        next(log["grad_norm"] for log in state["log_history"] if "grad_norm" in log) > 1e-3
+    )  # a real update
+    a = load_file(str(single / "model.safetensors"))
+    b = load_file(str(tmp_path / "ddp" / "model.safetensors"))
+    import torch
+
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
