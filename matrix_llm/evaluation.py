@@ -34,7 +34,7 @@ callback):
 - ``*_stderr``: bootstrap standard error of the accuracy, ``n_boot=10000`` resamples of the ``n`` items with a
   fixed seed (0). For a mean of 0/1 scores the resampled mean is exactly ``Binomial(n, p) / n``, which is what is
   drawn (numpy ``default_rng(seed).binomial``), so it is cheap and reproducible bit for bit.
-  ``*_stderr_clt`` is lm-eval's formula ``sqrt(p (1 - p) / (n - 1))``.
+  ``*_stderr_clt`` is lm-eval's formula ``sqrt(p (1 - p) / (n - 1))``. Both are ``null`` when ``n < 2``.
 
 ``rescore`` recomputes every scoring field and metric from the completions in ``samples.jsonl`` with the same
 function, so it reproduces ``results.json``'s metrics exactly (tested), and picks up any change to the
@@ -83,25 +83,25 @@ _PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "tokeniz
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _bootstrap_stderr(k: int, n: int, *, n_boot: int, seed: int) -> float:
+def _bootstrap_stderr(k: int, n: int, *, n_boot: int, seed: int) -> float | None:
     import numpy as np
 
     if n < 2:
-        return float("nan")
+        return None
     means = np.random.default_rng(seed).binomial(n, k / n, size=n_boot) / n
     return float(np.std(means, ddof=1))
 
 
-def _clt_stderr(k: int, n: int) -> float:
+def _clt_stderr(k: int, n: int) -> float | None:
     if n < 2:
-        return float("nan")
+        return None
     p = k / n
     return math.sqrt(p * (1 - p) / (n - 1))
 
 
 def score_samples(
     samples: Sequence[dict[str, Any]], *, n_boot: int = N_BOOT, seed: int = BOOT_SEED
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Score ``samples`` in place (extracted answers, correctness) and return the metrics.
 
     Each sample needs ``completion``, ``reference`` (the GSM8K answer or its final number) and ``strict_mode``
@@ -130,7 +130,7 @@ def score_samples(
             correct_flexible_numeric=score.flexible_correct,
             correct_metamath=answers_match(metamath, s["reference"]),
         )
-    metrics: dict[str, float] = {"n": n}
+    metrics: dict[str, float | None] = {"n": n}
     for name, key in (
         ("strict_accuracy", "correct_strict"),
         ("flexible_accuracy", "correct_flexible"),
@@ -439,11 +439,15 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     m = result.metrics
     sys.stdout.write(
-        f"gsm8k {args.prompt} n={m['n']}: strict {m['strict_accuracy']:.4f} ± {m['strict_accuracy_stderr']:.4f}, "
-        f"flexible {m['flexible_accuracy']:.4f} ± {m['flexible_accuracy_stderr']:.4f}, "
+        f"gsm8k {args.prompt} n={m['n']}: strict {m['strict_accuracy']:.4f} ± {_fmt(m['strict_accuracy_stderr'])}, "
+        f"flexible {m['flexible_accuracy']:.4f} ± {_fmt(m['flexible_accuracy_stderr'])}, "
         f"no answer {m['no_answer_rate']:.4f}  -> {out_dir}/results.json\n"
     )
     return results
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
 
 
 def _stop_strings(prompt: str) -> tuple[str, ...]:

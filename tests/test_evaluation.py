@@ -167,3 +167,22 @@ def test_eval_gsm8k_from_the_hub(tmp_path, saved_model):  # pragma: no cover - n
     assert main(["gsm8k", "--model", str(saved_model), "--prompt", "qa", "--limit", "2", "--max_new_tokens", "4",
                  "--output_dir", str(tmp_path), "--no_progress"]) == 0
     assert json.loads((tmp_path / "results.json").read_text())["metrics"]["n"] == 2
+
+
+def test_eval_leaf_script_forwards_to_matrix_llm_eval_gsm8k(tmp_path, saved_model, gsm8k_dir):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "eval" / "gsm8k.py"
+    spec = importlib.util.spec_from_file_location("eval_gsm8k_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--model", str(saved_model), "--prompt", "qa", "--data", str(gsm8k_dir), "--limit", "2",
+                        "--max_new_tokens", "4", "--output_dir", str(tmp_path), "--no_progress"]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["metrics"]["n"] == 2
+
+
+def test_single_sample_has_no_stderr_and_round_trips_through_json():
+    m = score_samples([_sample("#### 18")])
+    assert m["strict_accuracy"] == 1.0 and m["strict_accuracy_stderr"] is None
+    assert json.loads(json.dumps(m)) == m
