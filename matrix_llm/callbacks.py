@@ -29,7 +29,7 @@ Multi-process (DDP, DeepSpeed): each rank generates a strided shard of the subse
 with ``all_gather_object`` and every rank scores the same full list, so all ranks log identical values, equal to
 a single-process run on the same items. Under DeepSpeed ZeRO-3 the weights are sharded, so generation runs with
 ``synced_gpus=True`` (every rank runs the same number of batches and forward passes); this is chosen
-automatically (``synced_gpus=None``). PEFT models work as they are. The model is put in eval mode for
+automatically (``synced_gpus=None``), also for FSDP (GPU only, untested here: FSDP does not run on CPU). PEFT models work as they are. The model is put in eval mode for
 generation and back into its previous mode afterwards. With ``bf16=True`` and float32 weights on a GPU,
 generation runs under bf16 autocast.
 
@@ -77,7 +77,7 @@ class GSM8KEvalCallback(TrainerCallback):
         batch_size: prompts per ``generate`` call on each rank.
         fewshot_examples: for ``fewshot5``: one list of 5 train rows used for every question.
         trainer: the trainer, to log through ``trainer.log`` (see the module docstring).
-        synced_gpus: ``None`` = only under DeepSpeed ZeRO-3 with several processes.
+        synced_gpus: ``None`` = on when several processes hold sharded weights (DeepSpeed ZeRO-3, FSDP).
         metric_prefix: key prefix of the logged metrics.
         save_samples: write each evaluation's samples as JSON lines under ``output_dir``.
     """
@@ -134,12 +134,21 @@ class GSM8KEvalCallback(TrainerCallback):
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
-    def _use_synced_gpus(self, world_size: int) -> bool:
+    def _use_synced_gpus(self, world_size: int, model=None, args=None) -> bool:
+        """``synced_gpus`` unless set: on when several processes share sharded weights (ZeRO-3 or FSDP)."""
         if self.synced_gpus is not None:
             return self.synced_gpus
+        if world_size < 2:
+            return False
         from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-        return world_size > 1 and is_deepspeed_zero3_enabled()
+        if is_deepspeed_zero3_enabled() or bool(getattr(args, "fsdp", None)):
+            return True
+        try:
+            from transformers.distributed.fsdp import is_fsdp_managed_module
+        except ImportError:  # older layouts
+            return False
+        return model is not None and is_fsdp_managed_module(model)
 
     @staticmethod
     def _autocast_dtype(args, model):
@@ -166,7 +175,7 @@ class GSM8KEvalCallback(TrainerCallback):
             result = evaluate_gsm8k(
                 model, self.tokenizer, [self.items[i] for i in mine], prompt=self.prompt, fewshot_examples=shots,
                 max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                synced_gpus=self._use_synced_gpus(world), autocast_dtype=self._autocast_dtype(args, model),
+                synced_gpus=self._use_synced_gpus(world, model, args), autocast_dtype=self._autocast_dtype(args, model),
                 progress=is_main, indices=mine, score=False,
             )  # fmt: skip
         finally:

@@ -73,7 +73,7 @@ def main(mode: str, out_dir: str) -> None:
         "mode": mode,
         "deepspeed": trainer.is_deepspeed_enabled,
         "zero3_sharded": any(hasattr(p, "ds_id") for p in trainer.model.parameters()),
-        "synced_gpus": callback._use_synced_gpus(world),
+        "synced_gpus": callback._use_synced_gpus(world, trainer.model, trainer.args),
         "reference_metrics": reference.metrics,
         "reference_completions": [s["completion"] for s in reference.samples],
         "callback_metrics": callback.last_metrics,

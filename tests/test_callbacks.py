@@ -172,3 +172,16 @@ def test_deepspeed_zero3_two_processes_with_synced_gpus(tmp_path):
     records = _run_worker("zero3", tmp_path, timeout=540)
     _check_ranks(records)
     assert records[0]["deepspeed"] and records[0]["zero3_sharded"] and records[0]["synced_gpus"]
+
+
+def test_peft_model_in_the_trainer(tmp_path, tiny_model, tiny_tokenizer, items):
+    from peft import LoraConfig, get_peft_model
+
+    base = evaluate_gsm8k(tiny_model.eval(), tiny_tokenizer, items[:4], prompt="qa", max_new_tokens=MAX_NEW,
+                          batch_size=4, progress=False)  # fmt: skip
+    model = get_peft_model(tiny_model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    cb = GSM8KEvalCallback(tiny_tokenizer, items, num_samples=4, max_new_tokens=MAX_NEW, batch_size=2)
+    metrics = _trainer(model, tiny_tokenizer, tmp_path, [cb]).evaluate()
+    # LoRA's B starts at zero: the adapted model computes what the base model does
+    assert [s["completion"] for s in cb.last_samples] == [s["completion"] for s in base.samples]
+    assert metrics["eval_gsm8k_flexible"] == base.metrics["flexible_accuracy"]
