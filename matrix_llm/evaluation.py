@@ -44,6 +44,7 @@ extraction code.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -371,6 +372,9 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
             raise SystemExit(f"--{name} must be >= 1; got {getattr(args, name)}")
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit must be >= 1; got {args.limit}")
+    if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise SystemExit("--backend vllm needs vLLM, which is not installed: `pip install vllm` (GPU only), "
+                         "or use --backend hf (the default)")  # fmt: skip
     items, source = _load_items(args)
     shots, fewshot_info = _fewshot(args, len(items))
     out_dir = Path(args.output_dir)

@@ -186,3 +186,12 @@ def test_single_sample_has_no_stderr_and_round_trips_through_json():
     m = score_samples([_sample("#### 18")])
     assert m["strict_accuracy"] == 1.0 and m["strict_accuracy_stderr"] is None
     assert json.loads(json.dumps(m)) == m
+
+
+def test_vllm_backend_without_vllm_exits_with_a_clear_message(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed")
+    with pytest.raises(SystemExit, match="pip install vllm"):
+        main(["gsm8k", "--model", "unused", "--backend", "vllm", "--output_dir", str(tmp_path)])
