@@ -213,6 +213,25 @@ class DataArguments:
     synthetic_seed: int = field(
         default=0, metadata={"help": "`synthetic`: generator seed (eval uses seed + 1)."}
     )
+    gsm8k_eval_samples: int = field(
+        default=0,
+        metadata={
+            "help": "Generation-based GSM8K accuracy at every evaluation (GSM8KEvalCallback) on the first this "
+            "many eval rows: logs eval_gsm8k_strict / eval_gsm8k_flexible / eval_gsm8k_no_answer. 0: off."
+        },
+    )
+    gsm8k_eval_prompt: str | None = field(
+        default=None,
+        metadata={"help": "Prompt of the in-training GSM8K eval (matrix_llm.data.gsm8k.EVAL_PROMPTS); "
+                  "default: the training `template`, zero-shot."},
+    )
+    gsm8k_eval_max_new_tokens: int = field(
+        default=256, metadata={"help": "Generation budget of the in-training GSM8K eval."}
+    )
+    synthetic_max_value: int = field(
+        default=50,
+        metadata={"help": "`synthetic`: largest additive input of a problem (factors stay in 2..9); >= 3."},
+    )
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -238,6 +257,18 @@ class DataArguments:
                 out.append(_problem(name, "a positive integer", getattr(self, name)))
         if not 1 <= self.synthetic_steps <= 3:
             out.append(_problem("synthetic_steps", "1, 2 or 3", self.synthetic_steps))
+        if self.gsm8k_eval_samples < 0:
+            out.append(_problem("gsm8k_eval_samples", "an integer >= 0", self.gsm8k_eval_samples))
+        if self.gsm8k_eval_max_new_tokens < 1:
+            out.append(_problem("gsm8k_eval_max_new_tokens", "an integer >= 1", self.gsm8k_eval_max_new_tokens))
+        if self.gsm8k_eval_prompt is not None:
+            from .data.gsm8k import EVAL_PROMPTS
+
+            if self.gsm8k_eval_prompt not in EVAL_PROMPTS or self.gsm8k_eval_prompt == "fewshot5":
+                choices = sorted(set(EVAL_PROMPTS) - {"fewshot5"})
+                out.append(_problem("gsm8k_eval_prompt", f"one of {choices}", self.gsm8k_eval_prompt))
+        if self.synthetic_max_value < 3:
+            out.append(_problem("synthetic_max_value", "an integer >= 3", self.synthetic_max_value))
         return out
 
 

@@ -45,14 +45,14 @@ def load_raw_datasets(data_args: DataArguments, training_args: MatrixTrainingArg
     from .data import load_gsm8k, synthetic_dataset
 
     if data_args.is_synthetic:
-        steps = tuple(range(1, data_args.synthetic_steps + 1))
+        options = {"steps": tuple(range(1, data_args.synthetic_steps + 1)), "max_value": data_args.synthetic_max_value}
         train = synthetic_dataset(
-            data_args.synthetic_train_size, seed=data_args.synthetic_seed, split="train", steps=steps
+            data_args.synthetic_train_size, seed=data_args.synthetic_seed, split="train", **options
         )
         needs_eval = data_args.eval_split is not None or training_args.eval_strategy != "no"
         evalset = (
             synthetic_dataset(
-                data_args.synthetic_eval_size, seed=data_args.synthetic_seed + 1, split="test", steps=steps
+                data_args.synthetic_eval_size, seed=data_args.synthetic_seed + 1, split="test", **options
             )
             if needs_eval
             else None
@@ -261,6 +261,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mat
         raise ValueError(
             f"`eval_strategy`: {training_args.eval_strategy} needs an eval set; set `eval_split` (e.g. test)"
         )
+    if data_args.gsm8k_eval_samples and eval_ds is None:
+        raise ValueError("`gsm8k_eval_samples` > 0 needs an eval set; set `eval_split` (e.g. test)")
 
     trainer = MatrixTrainer(
         model=model,
@@ -270,6 +272,20 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mat
         processing_class=tokenizer,
         data_collator=CompletionCollator(tokenizer),
     )
+    if data_args.gsm8k_eval_samples:
+        from .callbacks import GSM8KEvalCallback
+
+        trainer.add_callback(
+            GSM8KEvalCallback(
+                tokenizer,
+                raw_eval,
+                prompt=data_args.gsm8k_eval_prompt or data_args.template,
+                num_samples=data_args.gsm8k_eval_samples,
+                max_new_tokens=data_args.gsm8k_eval_max_new_tokens,
+                batch_size=training_args.per_device_eval_batch_size,
+                trainer=trainer,
+            )
+        )
     resume = training_args.resume_from_checkpoint
     checkpoint: str | bool | None = None
     if resume is not None:

@@ -84,6 +84,25 @@ def test_sft_trains_saves_and_writes_the_card(tmp_path):
     assert "matrix-llm" in card and "matrix_loss_weight" in card and "2305.17326" in card
 
 
+def test_sft_logs_generation_based_gsm8k_accuracy_when_asked(tmp_path):
+    out = tmp_path / "run"
+    argv = [*TINY, "--output_dir", str(out), "--eval_strategy", "steps", "--eval_steps", "3",
+            "--gsm8k_eval_samples", "4", "--gsm8k_eval_max_new_tokens", "8"]  # fmt: skip
+    assert sft.main(argv) == 0
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    logged = [log for log in history if "eval_gsm8k_strict" in log]
+    assert logged, "GSM8KEvalCallback did not log"
+    for key in ("eval_gsm8k_strict", "eval_gsm8k_flexible", "eval_gsm8k_no_answer"):
+        assert 0.0 <= logged[-1][key] <= 1.0
+
+
+def test_gsm8k_eval_options_are_validated_before_loading(capsys, tmp_path):
+    argv = [*TINY, "--output_dir", str(tmp_path), "--gsm8k_eval_samples", "-1", "--gsm8k_eval_prompt", "nope"]
+    assert sft.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "gsm8k_eval_samples" in err and "gsm8k_eval_prompt" in err
+
+
 def test_sft_peft_saves_a_non_empty_loadable_adapter(tmp_path):
     import torch
     from peft import PeftModel
