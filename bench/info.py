@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             if n == d and args.skip_square_above is not None and n > args.skip_square_above:
                 continue
             rows.extend(bench_case(n, d, args.repeats, args.slow_s))
-    text = render(rows, [a for a in argv if a != "--write"], started)
+    text = render(rows, argv, started)
     if args.write:
         write_section(text, args.output)
         print(f"wrote {SECTION!r} to {args.output}")
