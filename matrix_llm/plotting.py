@@ -47,8 +47,8 @@ def series(log_history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return steps, values
 
 
-def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Draw the logged metrics of a run and return the path of the PNG written."""
+def plot_run(run_dir: str | Path, output: str | Path | None = None, *, title: str | None = None) -> Path:
+    """Draw the logged metrics of a run and return the path of the PNG written (``title``: default the run name)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,7 +76,7 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle(str(Path(run_dir).name or run_dir))
+    fig.suptitle(title or str(Path(run_dir).resolve().name))
     fig.tight_layout()
     output = Path(output) if output else state_path.parent / "metrics.png"
     fig.savefig(output, dpi=110)
