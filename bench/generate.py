@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks_md import write_section  # noqa: E402
+
 from matrix_llm.data.gsm8k import get_eval_prompt  # noqa: E402
 from matrix_llm.evaluation import build_prompts  # noqa: E402
 from matrix_llm.generation import generate  # noqa: E402
@@ -206,20 +208,6 @@ def render(res: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace (or append) the ``## GSM8K generation`` section of BENCHMARKS.md, leaving other sections alone."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by the benchmark script it names.\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + text + ("\n" + tail if tail else "")
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -252,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(res, command.strip())
     print(text)
     if write:
-        write_section(text, output)
+        write_section(SECTION, text, output)
         print(f"wrote {SECTION!r} to {output}")
     return 0 if res["identical"] else 1
 

@@ -42,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks_md import write_section  # noqa: E402
+
 from matrix_llm import info  # noqa: E402
 
 SECTION = "## matrix_llm.info"
@@ -321,23 +323,6 @@ def _summary(rows: list[dict]) -> list[str]:
     return out
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace (or append) the ``## matrix_llm.info`` section of BENCHMARKS.md, leaving other sections alone."""
-    if path.exists():
-        old = path.read_text()
-    else:
-        old = "# Benchmarks\n\nEach section is written by the benchmark script it names.\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + text + ("\n" + tail if tail else "")
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -376,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.extend(bench_case(n, d, args.repeats, args.slow_s))
     text = render(rows, argv, started)
     if args.write:
-        write_section(text, args.output)
+        write_section(SECTION, text, args.output)
         print(f"wrote {SECTION!r} to {args.output}")
     return 0
 
