@@ -17,12 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_GSM8K = REPO.parent / "shared" / "data" / "gsm8k"
 
 _CORPUS = [
-    "Question: Tom has 12 apples and buys 35 more. How many apples does he have?\n"
-    "Answer: Tom has 12 + 35 = 47 apples.\n#### 47",
+    ("Question: Tom has 12 apples and buys 35 more. How many apples does he have?\n"
+    "Answer: Tom has 12 + 35 = 47 apples.\n#### 47"),
     "Question: A box holds 6 pens. How many pens are in 4 boxes?\nAnswer: 6 * 4 = 24 pens.\n#### 24",
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+    ("Below is an instruction that describes a task. Write a response that appropriately completes the request."
     "\n\n### Instruction:\nSara had 90 dollars and spent 15. How much is left?\n\n### Response:"
-    " 90 - 15 = 75\n#### 75",
+    " 90 - 15 = 75\n#### 75"),
 ]
 
 
@@ -51,3 +51,17 @@ def tiny_model(tiny_tokenizer):
     from matrix_llm.tiny import build_llama
 
     return build_llama(tiny_tokenizer, hidden_size=64, num_layers=2, num_heads=4, seed=0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` / `multi_gpu` tests skip without CUDA GPUs; `network` tests run only with MATRIX_LLM_TEST_NETWORK=1
+    (the Hub is unreachable on CI and on most dev boxes, and a test must not hang on it)."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    network = os.environ.get("MATRIX_LLM_TEST_NETWORK") == "1"
+    for item in items:
+        if "gpu" in item.keywords and gpus < 1:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        if "multi_gpu" in item.keywords and gpus < 2:
+            item.add_marker(pytest.mark.skip(reason="needs two CUDA GPUs"))
+        if "network" in item.keywords and not network:
+            item.add_marker(pytest.mark.skip(reason="needs the Hugging Face Hub: set MATRIX_LLM_TEST_NETWORK=1"))
