@@ -62,8 +62,12 @@ class Recording(matrix_llm.trainer.MatrixTrainer):
 
 
 def _checksums(params):
+    def full(p):  # FSDP2 parameters are DTensors: checksum the whole tensor, not this rank's shard
+        return p.full_tensor() if hasattr(p, "full_tensor") else p
+
     return {
-        n: [float(p.detach().double().sum()), float(p.detach().double().square().sum())] for n, p in params
+        n: [float(full(p).detach().double().sum()), float(full(p).detach().double().square().sum())]
+        for n, p in params
     }
 
 
