@@ -5,14 +5,20 @@ files on a 30-step run, so it asserts that everything is written and consistent,
 """
 
 import json
+from pathlib import Path
+
+import pytest
 
 from matrix_llm.cli import main as cli_main
 from matrix_llm.evaluation import read_jsonl
 
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
 
-def test_demo_writes_model_eval_plot_and_report(tmp_path):
+
+@pytest.mark.parametrize("method", ["mce", "ce"])
+def test_demo_writes_model_eval_plot_and_report(tmp_path, method):
     out = tmp_path / "demo"
-    argv = ["demo", "--output_dir", str(out), "--eval_size", "12", "--max_new_tokens", "24",
+    argv = ["demo", "--config", str(RECIPES / f"{method}.yaml"), "--output_dir", str(out), "--eval_size", "12", "--max_new_tokens", "24",
             "--max_steps", "30", "--eval_steps", "30", "--gsm8k_eval_samples", "4", "--synthetic_train_size", "300",
             "--disable_tqdm", "true"]  # fmt: skip
     assert cli_main(argv) == 0
@@ -23,7 +29,11 @@ def test_demo_writes_model_eval_plot_and_report(tmp_path):
     results = json.loads((out / "eval" / "results.json").read_text())
     assert summary["eval"] == results["metrics"] and results["metrics"]["n"] == 12
     assert summary["train"]["global_step"] == 30
-    assert summary["matrix_loss_type"] == "head" and summary["train"]["last"]["matrix_loss"] is not None
+    if method == "mce":
+        assert summary["matrix_loss_type"] == "head" and summary["train"]["last"]["matrix_loss"] is not None
+    else:
+        assert summary["matrix_loss_type"] == "none" and summary["train"]["last"]["matrix_loss"] is None
+    assert summary["train"]["last"]["matrix_entropy"] is not None  # diagnostics are logged either way
     # held-out problems are the test split: none of them is a training question
     from matrix_llm.data.synthetic import problem_split
 
@@ -33,8 +43,6 @@ def test_demo_writes_model_eval_plot_and_report(tmp_path):
 
 
 def test_demo_rejects_a_missing_config(tmp_path, capsys):
-    import pytest
-
     with pytest.raises(SystemExit):
         cli_main(["demo", "--config", str(tmp_path / "nope.yaml")])
     assert "no such file" in capsys.readouterr().err
