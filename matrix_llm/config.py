@@ -335,9 +335,9 @@ class MatrixTrainingArguments(TrainingArguments):
     matrix_metrics_steps: int | None = field(
         default=None,
         metadata={
-            "help": "With matrix_loss_type none: compute matrix_entropy / effective_rank on the micro-batches "
-            "of every k-th optimizer step (None = logging_steps, 0 = never). With a matrix loss they come "
-            "for free every step."
+            "help": "Compute the diagnostics matrix_entropy / effective_rank (an extra eigendecomposition of "
+            "the token Gram) on the micro-batches of every k-th optimizer step (None = logging_steps, "
+            "0 = never in training); always in evaluation."
         },
     )
 

@@ -205,12 +205,14 @@ def test_logs_every_part_and_total_is_consistent(tiny_model, tiny_tokenizer, tmp
     assert not any(k.startswith("eval_") for log in train_logs for k in log)
 
 
-def test_none_is_plain_ce_with_diagnostics_every_k_steps(tiny_model, tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("loss_type", ["none", "head"])
+def test_diagnostics_every_k_steps(tiny_model, tiny_tokenizer, tmp_path, loss_type):
+    """The diagnostics cost an eigendecomposition of their own: computed every k-th step whatever the loss."""
     data = _dataset(tiny_tokenizer, n=8)
     cb = _Logs()
     args = _args(
         tmp_path,
-        matrix_loss_type="none",
+        matrix_loss_type=loss_type,
         matrix_metrics_steps=2,
         per_device_train_batch_size=2,
         learning_rate=1e-3,
@@ -220,8 +222,11 @@ def test_none_is_plain_ce_with_diagnostics_every_k_steps(tiny_model, tiny_tokeni
     trainer.train()
     logs = [log for log in cb.logs if "loss" in log]
     assert [("matrix_entropy" in log) for log in logs] == [True, False, True, False]  # steps 0 and 2 computed
-    assert all("matrix_loss" not in log for log in logs)
-    assert all(log["loss"] == pytest.approx(log["lm_loss"], rel=1e-5) for log in logs)
+    if loss_type == "none":  # plain CE
+        assert all("matrix_loss" not in log for log in logs)
+        assert all(log["loss"] == pytest.approx(log["lm_loss"], rel=1e-5) for log in logs)
+    else:  # the matrix loss itself is computed and logged every step
+        assert all(math.isfinite(log["matrix_loss"]) for log in logs)
 
 
 def test_none_matches_the_plain_trainer(tiny_model, tiny_tokenizer, tmp_path):

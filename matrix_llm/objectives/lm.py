@@ -9,8 +9,8 @@ The three formulations are matrix_llm's documented derivations: the authors' LLM
 Logged per micro-batch: ``matrix_loss`` (the unweighted MCE), ``matrix_entropy`` and ``effective_rank`` (von
 Neumann entropy of the trace-normalised cosine Gram of the token representations, and its exp, via
 :func:`matrix_llm.info.feature_entropy`; the same quantity whether or not a matrix loss is trained, so CE and
-MCE runs compare directly). With ``matrix_loss_type="none"`` the diagnostics are computed only every
-``metrics_steps`` optimizer steps (always in evaluation).
+MCE runs compare directly). They cost an eigendecomposition of their own, so in training they are computed
+only every ``metrics_steps`` optimizer steps, whatever the loss type (always in evaluation).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class LMObjective:
         weight: ``matrix_loss_weight`` (``>= 0``).
         layer: ``matrix_layer`` (``-1`` = the LM-head input; see :func:`matrix_llm.features.capture_hidden`).
         mu, log, order, max_tokens, scope, seed: passed to :class:`~matrix_llm.losses.TokenMCELoss`.
-        metrics_steps: with ``loss_type="none"``, compute the diagnostics every this many optimizer steps
+        metrics_steps: in training, compute the diagnostics every this many optimizer steps
             (``0``: never).
     """
 
@@ -110,7 +110,7 @@ class LMObjective:
         return (("matrix_loss",) + names) if self.matrix_loss is not None else names
 
     def _diagnostics_due(self, step: int | None) -> bool:
-        if self.matrix_loss is not None or step is None:
+        if step is None:
             return True
         return self.metrics_steps > 0 and step % self.metrics_steps == 0
 
