@@ -195,3 +195,19 @@ def test_vllm_backend_without_vllm_exits_with_a_clear_message(tmp_path):
         pytest.skip("vLLM is installed")
     with pytest.raises(SystemExit, match="pip install vllm"):
         main(["gsm8k", "--model", "unused", "--backend", "vllm", "--output_dir", str(tmp_path)])
+
+
+@pytest.mark.gpu
+def test_eval_gsm8k_on_gpu_uses_bf16_and_scores(tmp_path, saved_model, tiny_model, tiny_tokenizer):
+    """`--dtype auto` on a CUDA GPU: bf16 weights, greedy generation on the GPU, the same file format."""
+    import torch
+
+    items = make_scorable_items(tiny_model, tiny_tokenizer, 6)
+    write_jsonl(tmp_path / "problems.jsonl", items)
+    out = tmp_path / "gpu"
+    rc = main(["gsm8k", "--model", str(saved_model), "--prompt", "qa", "--data", str(tmp_path / "problems.jsonl"),
+               "--max_new_tokens", "16", "--output_dir", str(out), "--dtype", "auto", "--no_progress"])  # fmt: skip
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    expected = "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    assert results["decoding"]["dtype"] == expected and results["metrics"]["n"] == 6
