@@ -226,7 +226,9 @@ class DataArguments:
                   "default: the training `template`, zero-shot."},
     )
     gsm8k_eval_max_new_tokens: int = field(
-        default=256, metadata={"help": "Generation budget of the in-training GSM8K eval."}
+        default=512,
+        metadata={"help": "Generation budget of the in-training GSM8K eval (512 as `matrix-llm eval`; 256 "
+                  "truncates long chains of thought)."},
     )
     synthetic_max_value: int = field(
         default=50,
@@ -313,7 +315,9 @@ class MatrixTrainingArguments(TrainingArguments):
     matrix_log: str = field(
         default="eigh",
         metadata={
-            "help": "Matrix logarithm: eigh (exact, default) or taylor (the original Matrix-SSL code's series).",
+            "help": "Matrix logarithm: eigh (exact, default) or taylor (the original Matrix-SSL code's series; "
+            "meaningful for alignment only: head/relation matrices have eigenvalues near 1/T, where a few terms "
+            "are far from log, and a warning says so).",
             "choices": ["eigh", "taylor"],
         },
     )
@@ -336,8 +340,8 @@ class MatrixTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Compute the diagnostics matrix_entropy / effective_rank (an extra eigendecomposition of "
-            "the token Gram) on the micro-batches of every k-th optimizer step (None = logging_steps, "
-            "0 = never in training); always in evaluation."
+            "the token Gram) on the micro-batches of every k-th optimizer step (None = logging_steps, or 1 when "
+            "logging_steps is a fraction; 0 = never in training); always in evaluation."
         },
     )
 
@@ -375,7 +379,8 @@ class MatrixTrainingArguments(TrainingArguments):
 
     @property
     def effective_matrix_metrics_steps(self) -> int:
-        """``matrix_metrics_steps`` with ``None`` resolved to ``logging_steps`` (at least 1)."""
+        """``matrix_metrics_steps`` with ``None`` resolved to ``logging_steps`` (at least 1; a fractional
+        ``logging_steps``, a share of the run, resolves to 1: diagnostics every step)."""
         if self.matrix_metrics_steps is not None:
             return int(self.matrix_metrics_steps)
         return max(1, int(self.logging_steps))

@@ -320,3 +320,20 @@ def test_autocast_does_not_lower_the_precision(formulation):
         out = TokenMCELoss(formulation=formulation)(hidden, labels, head, logits).total
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_diagnostics_off_skips_the_entropy_parts_and_taylor_warns_for_token_grams():
+    import warnings
+
+    from matrix_llm.losses import TokenMCELoss
+
+    hidden, labels, head = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 3]), torch.randn(5, 4)
+    on = TokenMCELoss()(hidden, labels, head)
+    off = TokenMCELoss(diagnostics=False)(hidden, labels, head)
+    assert set(on.parts) == {"mce", "entropy", "erank", "num_tokens"} and set(off.parts) == {"mce", "num_tokens"}
+    assert off.total == on.total
+    with pytest.warns(UserWarning, match="poor approximation"):
+        TokenMCELoss(formulation="head", log="taylor")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TokenMCELoss(formulation="alignment", log="taylor")

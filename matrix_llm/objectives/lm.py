@@ -80,14 +80,12 @@ class LMObjective:
                 max_tokens=max_tokens,
                 scope=scope,
                 seed=seed,
+                diagnostics=False,  # the objective computes its own, every `metrics_steps`
             )
 
     @classmethod
     def from_args(cls, args: Any) -> LMObjective:
         """Build from :class:`~matrix_llm.config.MatrixTrainingArguments` (or anything with its fields)."""
-        steps = args.matrix_metrics_steps
-        if steps is None:
-            steps = max(1, int(args.logging_steps))
         return cls(
             loss_type=args.matrix_loss_type,
             weight=args.matrix_loss_weight,
@@ -101,7 +99,7 @@ class LMObjective:
             # Trainer, so a resumed run draws the same subsets); with scope global, a private generator seeded
             # identically on every rank (all ranks must pick the same tokens; not restored on resume)
             seed=args.seed if args.matrix_scope == "global" else None,
-            metrics_steps=steps,
+            metrics_steps=args.effective_matrix_metrics_steps,
         )
 
     @property
@@ -145,8 +143,11 @@ class LMObjective:
                 f"LMObjective: matrix_loss_type={self.loss_type!r} needs the logits, but the model returned none"
             )
         tokens = features.token_features(captured.hidden, labels, logits)
-        if self.matrix_loss is not None and (self.scope == "global" or tokens.targets.shape[0] >= 2):
+        if self.matrix_loss is not None:
+            # before the token-count test: under ZeRO-3 fetching the head weight is a collective that every
+            # rank must join in every step, even a rank whose micro-batch has fewer than 2 completion tokens
             weight = features.head_weight(model, requires_grad=self.loss_type == "alignment")
+        if self.matrix_loss is not None and (self.scope == "global" or tokens.targets.shape[0] >= 2):
             out = self.matrix_loss(tokens.hidden, tokens.targets, weight, tokens.logits)
             batch_loss = self.weight * out.total.to(lm_loss.dtype)
             metrics["matrix_loss"] = out.parts["mce"].detach().float()
