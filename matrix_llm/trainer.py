@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
-from .objectives import OBJECTIVES, ObjectiveOutput
+from .objectives import ObjectiveOutput, build_objective
 
 __all__ = ["MatrixTrainer"]
 
@@ -64,13 +64,8 @@ class MatrixTrainer(Trainer):
 
     def __init__(self, *args: Any, objective: Any = None, objective_name: str = "lm", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if objective is None:
-            if objective_name not in OBJECTIVES:
-                raise ValueError(
-                    f"MatrixTrainer: `objective_name` must be one of {sorted(OBJECTIVES)}; got {objective_name!r}"
-                )
-            objective = OBJECTIVES[objective_name].from_args(self.args)
-        self.objective = objective
+        self.objective = objective if objective is not None else build_objective(objective_name, self.args)
+        self.add_callback(_DropPredictMetrics(self))
         self._metrics: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
@@ -154,3 +149,15 @@ class MatrixTrainer(Trainer):
             logs.setdefault(key, value)  # never override the Trainer's own keys (`loss`, `eval_loss`)
         super().log(logs, start_time)
         self._metrics[mode].clear()
+
+
+class _DropPredictMetrics(TrainerCallback):
+    """``Trainer.predict`` runs ``compute_loss`` (so metrics are recorded under ``eval``) but never calls
+    ``log()``: drop them, so they cannot leak into the next evaluation's logged means."""
+
+    def __init__(self, trainer: MatrixTrainer) -> None:
+        self.trainer = trainer
+
+    def on_predict(self, args, state, control, metrics=None, **kwargs):
+        self.trainer._metrics["eval"].clear()
+        return control

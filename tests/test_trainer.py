@@ -301,9 +301,15 @@ def test_peft_model_trains_adapter_with_matrix_loss(tiny_model, tiny_tokenizer, 
     assert math.isfinite(log["matrix_loss"]) and math.isfinite(log["effective_rank"])
 
 
-def test_objective_skips_the_matrix_term_below_two_tokens(tiny_model, tiny_tokenizer):
+def test_objective_skips_the_matrix_term_below_two_tokens(tiny_model, tiny_tokenizer, monkeypatch):
+    """... but still fetches the head weight: under ZeRO-3 that is a collective every rank must join in every
+    step, also a rank whose micro-batch has fewer than 2 completion tokens."""
+    from matrix_llm import features
     from matrix_llm.objectives import LMObjective
 
+    calls = []
+    real = features.head_weight
+    monkeypatch.setattr(features, "head_weight", lambda *a, **k: calls.append(1) or real(*a, **k))
     objective = LMObjective(loss_type="head", weight=1.0)
     ids = torch.randint(4, len(tiny_tokenizer), (1, 8))
     labels = torch.full_like(ids, -100)
@@ -315,7 +321,7 @@ def test_objective_skips_the_matrix_term_below_two_tokens(tiny_model, tiny_token
 
     out = objective(tiny_model, {"input_ids": ids, "labels": labels}, base_loss=base_loss, step=0)
     assert out.batch_loss is None and math.isnan(out.metrics["matrix_loss"].item())
-    assert math.isfinite(out.token_loss.item()) and out.total is out.token_loss
+    assert math.isfinite(out.token_loss.item()) and calls == [1]
     with pytest.raises(ValueError, match="labels"):
         objective(tiny_model, {"input_ids": ids}, base_loss=base_loss)
 
@@ -323,3 +329,22 @@ def test_objective_skips_the_matrix_term_below_two_tokens(tiny_model, tiny_token
 def test_unknown_objective_name(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="objective_name"):
         MatrixTrainer(model=tiny_model, args=_args(tmp_path), objective_name="ssl-not-yet")
+
+
+def test_predict_does_not_leak_into_the_next_evaluation_logs(tiny_model, tiny_tokenizer, tmp_path):
+    """`predict` runs compute_loss but never logs: what it recorded must not enter the next `evaluate` means."""
+    data = _dataset(tiny_tokenizer, n=4)
+    other = _dataset(tiny_tokenizer, n=4, seed=1)
+    args = _args(tmp_path, matrix_loss_type="head", matrix_loss_weight=0.3, per_device_eval_batch_size=4)
+    trainer = MatrixTrainer(model=tiny_model, args=args, eval_dataset=data)
+    alone = trainer.evaluate()
+    trainer.predict(other)
+    after_predict = trainer.evaluate()
+    for key in ("eval_lm_loss", "eval_matrix_loss", "eval_matrix_entropy"):
+        assert after_predict[key] == pytest.approx(alone[key], rel=1e-6), key
+
+
+def test_the_objective_does_not_compute_the_loss_s_own_entropy_parts():
+    from matrix_llm.objectives import LMObjective
+
+    assert LMObjective(loss_type="alignment").matrix_loss.diagnostics is False

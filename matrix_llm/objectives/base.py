@@ -7,8 +7,6 @@ from typing import Any
 
 from torch import Tensor
 
-from ..losses.base import LossOutput
-
 __all__ = ["ObjectiveOutput"]
 
 
@@ -32,14 +30,3 @@ class ObjectiveOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
     outputs: Any = None
     token_loss_name: str = "lm_loss"
-
-    @property
-    def total(self) -> Tensor:
-        parts = [t for t in (self.token_loss, self.batch_loss) if t is not None]
-        if not parts:
-            raise ValueError("ObjectiveOutput: neither token_loss nor batch_loss is set")
-        return sum(parts[1:], parts[0])
-
-    def as_loss_output(self) -> LossOutput:
-        """The unscaled total and the logged metrics as a :class:`~matrix_llm.losses.base.LossOutput`."""
-        return LossOutput(total=self.total, parts={k: v.detach() for k, v in self.metrics.items()})
