@@ -208,6 +208,13 @@ class GSM8KEvalCallback(TrainerCallback):
             metrics.update(self._last_logs)
         return control
 
+    def on_train_end(self, args, state, control, **kwargs):
+        # results are cached per global step (an evaluate right after the last eval step does not generate
+        # again); at the end of training `load_best_model_at_end` may have swapped the weights without changing
+        # the step, so the next evaluate must generate anew
+        self._last_step = None
+        return control
+
     def _log(self, state) -> None:
         logs = dict(self._last_logs)
         if self.trainer is not None:

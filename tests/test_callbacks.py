@@ -185,3 +185,20 @@ def test_peft_model_in_the_trainer(tmp_path, tiny_model, tiny_tokenizer, items):
     # LoRA's B starts at zero: the adapted model computes what the base model does
     assert [s["completion"] for s in cb.last_samples] == [s["completion"] for s in base.samples]
     assert metrics["eval_gsm8k_flexible"] == base.metrics["flexible_accuracy"]
+
+
+def test_results_are_cached_per_step_until_training_ends(tmp_path, tiny_model, tiny_tokenizer, items):
+    """A second evaluate at the same step reuses the generations; after training ends (when
+    `load_best_model_at_end` may have swapped the weights) the next evaluate generates again."""
+    cb = GSM8KEvalCallback(tiny_tokenizer, items, prompt="qa", num_samples=2, max_new_tokens=MAX_NEW,
+                           batch_size=2)  # fmt: skip
+    trainer = _trainer(tiny_model, tiny_tokenizer, tmp_path, [cb])
+    runs = []
+    real = cb.evaluate
+    cb.evaluate = lambda *a, **k: runs.append(1) or real(*a, **k)
+    trainer.evaluate()
+    trainer.evaluate()
+    assert len(runs) == 1
+    trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)
+    trainer.evaluate()
+    assert len(runs) == 2
