@@ -432,7 +432,11 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
             "dtype": dtype_name,
             "stop_strings": list(_stop_strings(args.prompt)),
             "padding_side": "left",
-            "bos": "prepended when the tokenizer defines one (matrix_llm.data.gsm8k.encode_prompt)",
+            "bos": (
+                "prepended when the tokenizer defines one (matrix_llm.data.gsm8k.encode_prompt)"
+                if args.backend == "hf"
+                else "as vLLM tokenises the prompt text (the tokenizer's default special tokens)"
+            ),
         },
         "generation_seconds": result.seconds,
         "questions_per_second": len(items) / result.seconds if result.seconds > 0 else None,

@@ -127,11 +127,10 @@ def capture_hidden(model: nn.Module, layer: int = -1) -> Iterator[CapturedHidden
     if layer == -1:
         module = output_embedding(model)
 
-        def pre_hook(_module, args, kwargs=None):
-            x = args[0] if args else (kwargs or {}).get("input")
-            holder.hidden = x
+        def pre_hook(_module, args, kwargs):
+            holder.hidden = args[0] if args else kwargs.get("input")
 
-        handle = module.register_forward_pre_hook(pre_hook)
+        handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
     else:
         layers = decoder_layers(model)
         n = len(layers)
@@ -211,11 +210,6 @@ def head_weight(model: nn.Module, *, requires_grad: bool = False) -> Tensor:
         with deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
             return weight.detach().clone()
     return weight if requires_grad else weight.detach()
-
-
-def flat_hidden(x: Tensor) -> Tensor:
-    """``(*, d) -> (n, d)``."""
-    return x.reshape(-1, x.shape[-1])
 
 
 def no_grad_entropy_erank(hidden: Tensor) -> tuple[Tensor, Tensor]:
