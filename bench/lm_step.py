@@ -147,7 +147,8 @@ def time_loss_alone(cfg: dict, variant: str, repeats: int = 15) -> float:
     step-to-step noise of a whole training step."""
     from matrix_llm.losses.token import TokenMCELoss
 
-    loss = TokenMCELoss(formulation=VARIANTS[variant]["matrix_loss_type"], max_tokens=cfg["max_tokens"])
+    loss = TokenMCELoss(formulation=VARIANTS[variant]["matrix_loss_type"], max_tokens=cfg["max_tokens"],
+                        diagnostics=False)  # as the LM objective builds it
     dtype, device = getattr(torch, cfg["dtype"]), cfg["device"]
     tokens = cfg["batch"] * (cfg["seq"] * 3 // 4 - 1)
     weight = torch.randn(cfg["vocab"], cfg["hidden"], device=device, dtype=dtype)
