@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -36,23 +34,7 @@ class LossOutput:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# small shared helpers for the loss modules (input checks and precision); no formulas live here
-
-
-def work_dtype(*tensors: Tensor) -> torch.dtype:
-    """float64 if any input is float64, else float32: half / bfloat16 features are upcast before any matrix."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-@contextlib.contextmanager
-def no_autocast(device: torch.device) -> Iterator[None]:
-    """Disable autocast on ``device`` (matrix losses never run in reduced precision)."""
-    try:
-        ctx = torch.autocast(device_type=device.type, enabled=False)
-    except RuntimeError:  # pragma: no cover - device types without autocast
-        ctx = contextlib.nullcontext()
-    with ctx:
-        yield
+# small shared helpers for the loss modules (input checks); no formulas live here
 
 
 def check_matrix(

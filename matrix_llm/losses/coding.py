@@ -7,7 +7,9 @@ from torch import Tensor, nn
 
 from .. import info
 from ..distributed import all_gather_with_grad
-from .base import LossOutput, check_finite_and_range, check_matrix, detached_parts, no_autocast, work_dtype
+from ..info._spectral import _no_autocast as no_autocast  # the one autocast switch of info/ and losses/
+from ..info._spectral import _work_dtype as work_dtype  # the one upcast rule
+from .base import LossOutput, check_finite_and_range, check_matrix, detached_parts
 
 __all__ = ["TCRLoss"]
 
@@ -54,13 +56,13 @@ class TCRLoss(nn.Module):
         fn = "TCRLoss"
         check_matrix(fn, "z", z)
         check_finite_and_range(fn, {"z": z})
-        dtype = work_dtype(z)
+        dtype = work_dtype(z.dtype)
         z = z.to(dtype)
         if self.gather:
             z = all_gather_with_grad(z)
         if z.shape[0] == 0:
             raise ValueError(f"{fn}: needs at least one row; got z of shape {tuple(z.shape)}")
-        with no_autocast(z.device):
+        with no_autocast(z):
             zn = F.normalize(z, dim=-1)
             if self.center:
                 zn = zn - zn.mean(dim=0, keepdim=True)

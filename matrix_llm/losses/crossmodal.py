@@ -8,14 +8,14 @@ import torch
 from torch import Tensor, nn
 
 from .. import info
+from ..info._spectral import _no_autocast as no_autocast  # the one autocast switch of info/ and losses/
+from ..info._spectral import _work_dtype as work_dtype  # the one upcast rule
 from .base import (
     LossOutput,
     check_finite_and_range,
     check_labels,
     check_matrix,
     detached_parts,
-    no_autocast,
-    work_dtype,
 )
 
 __all__ = ["CrossModalEntropyLoss"]
@@ -69,8 +69,8 @@ class CrossModalEntropyLoss(nn.Module):
         check_finite_and_range(
             fn, {"image_features": image_features, "text_features": text_features}, labels, num_classes
         )
-        dtype = work_dtype(image_features, text_features)
-        with no_autocast(image_features.device):
+        dtype = work_dtype(image_features.dtype, text_features.dtype)
+        with no_autocast(image_features):
             images, texts = image_features.to(dtype), text_features.to(dtype)
             entropies = []
             for c in torch.unique(labels).tolist():

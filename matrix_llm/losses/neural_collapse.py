@@ -5,14 +5,14 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .. import info
+from ..info._spectral import _no_autocast as no_autocast  # the one autocast switch of info/ and losses/
+from ..info._spectral import _work_dtype as work_dtype  # the one upcast rule
 from .base import (
     LossOutput,
     check_finite_and_range,
     check_labels,
     check_matrix,
     detached_parts,
-    no_autocast,
-    work_dtype,
 )
 
 __all__ = ["MIRHDRLoss"]
@@ -62,8 +62,8 @@ class MIRHDRLoss(nn.Module):
         if n < 2:
             raise ValueError(f"{fn}: needs at least 2 samples; got features of shape {(n, d)}")
         check_finite_and_range(fn, {"features": features}, labels, head_weight.shape[0])
-        dtype = work_dtype(features, head_weight)
-        with no_autocast(features.device):
+        dtype = work_dtype(features.dtype, head_weight.dtype)
+        with no_autocast(features):
             k_features = info.gram(features.to(dtype))
             k_heads = info.gram(head_weight.to(dtype)[labels])
             mir = info.mir(k_features, k_heads)

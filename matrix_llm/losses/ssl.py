@@ -8,7 +8,9 @@ from torch import Tensor, nn
 
 from .. import info
 from ..distributed import all_gather_no_grad, all_gather_with_grad
-from .base import LossOutput, check_finite_and_range, check_matrix, detached_parts, no_autocast, work_dtype
+from ..info._spectral import _no_autocast as no_autocast  # the one autocast switch of info/ and losses/
+from ..info._spectral import _work_dtype as work_dtype  # the one upcast rule
+from .base import LossOutput, check_finite_and_range, check_matrix, detached_parts
 
 __all__ = ["MatrixSSLLoss"]
 
@@ -124,7 +126,7 @@ class MatrixSSLLoss(nn.Module):
         for name, x in (("z2", z2), ("p1", p1), ("p2", p2)):
             check_matrix(fn, name, x, rows=m, cols=d)
         check_finite_and_range(fn, {"z1": z1, "z2": z2, "p1": p1, "p2": p2})
-        dtype = work_dtype(z1, z2, p1, p2)
+        dtype = work_dtype(z1.dtype, z2.dtype, p1.dtype, p2.dtype)
         # Pair the views as in the official code: (teacher of view 2, student of view 1), (p1, z2).
         student = torch.stack([z1, z2]).to(dtype)
         teacher = torch.stack([p2, p1]).detach().to(dtype)
@@ -134,7 +136,7 @@ class MatrixSSLLoss(nn.Module):
             teacher = all_gather_no_grad(teacher.transpose(0, 1).contiguous()).transpose(0, 1)
         if student.shape[-2] < 2:
             raise ValueError(f"{fn}: needs at least 2 samples per view; got {student.shape[-2]}")
-        with no_autocast(student.device):
+        with no_autocast(student):
             zs = F.normalize(student, dim=-1)
             ps = F.normalize(teacher, dim=-1)
             eye = torch.eye(d, dtype=dtype, device=zs.device)

@@ -14,14 +14,14 @@ from torch import Tensor, nn
 
 from .. import info
 from ..distributed import all_gather_no_grad, all_gather_with_grad
+from ..info._spectral import _no_autocast as no_autocast  # the one autocast switch of info/ and losses/
+from ..info._spectral import _work_dtype as work_dtype  # the one upcast rule
 from .base import (
     LossOutput,
     check_finite_and_range,
     check_labels,
     check_matrix,
     detached_parts,
-    no_autocast,
-    work_dtype,
 )
 
 __all__ = ["TokenMCELoss"]
@@ -260,8 +260,8 @@ class TokenMCELoss(nn.Module):
             else:
                 hidden = hidden[idx]
             t = labels.shape[0]
-        dtype = work_dtype(logits, head_weight) if uses_logits else work_dtype(hidden, head_weight)  # type: ignore[arg-type]
-        with no_autocast(labels.device):
+        dtype = work_dtype(logits.dtype, head_weight.dtype) if uses_logits else work_dtype(hidden.dtype, head_weight.dtype)  # type: ignore[arg-type]
+        with no_autocast(labels):
             a, b, k = self._matrices(hidden, labels, head_weight, logits, dtype)
             loss = info.mce(a, b, log=self.log, order=self.order, trace_term=True)
             parts = {"mce": loss, "num_tokens": torch.tensor(float(t), dtype=dtype, device=loss.device)}
