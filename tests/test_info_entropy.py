@@ -244,6 +244,15 @@ def test_mutual_information_symmetric_and_hdr_value():
     assert info.hdr(k1, k2).item() == pytest.approx(abs(h1 - h2) / max(h1, h2), abs=TOL)
 
 
+def test_mir_hdr_equals_the_separate_calls_and_raises_alike():
+    k1, k2 = info.gram(torch.randn(8, 3, dtype=F64)), info.gram(torch.randn(8, 5, dtype=F64))
+    mir, hdr = info.mir_hdr(k1, k2)
+    assert mir.item() == pytest.approx(info.mir(k1, k2).item(), abs=TOL)
+    assert hdr.item() == pytest.approx(info.hdr(k1, k2).item(), abs=TOL)
+    with pytest.raises(ValueError, match="mir_hdr: .*0/0"):
+        info.mir_hdr(_etf(2), _etf(2))
+
+
 # ----------------------------------------------------------------------------------------------- TCR
 
 

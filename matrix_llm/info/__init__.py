@@ -7,7 +7,7 @@ bfloat16 are computed in float32 and cast back; spectral ops never run under aut
 - entropies: :func:`entropy` (von Neumann / Rényi of a trace-normalised PSD matrix), :func:`erank`,
   :func:`feature_entropy` (from features, on the cheaper side), :func:`matrix_entropy_unnormalized`
 - two matrices: :func:`mce`, :func:`mkl`, :func:`matrix_log`, :func:`taylor_log`
-- neural-collapse metrics: :func:`mutual_information`, :func:`mir`, :func:`hdr`
+- neural-collapse metrics: :func:`mutual_information`, :func:`mir`, :func:`hdr`, :func:`mir_hdr` (both at once)
 - coding rate: :func:`tcr`
 
 Formulas and reference values: the project math spec MATH.md (cited as "MATH.md §x"). This package imports
@@ -17,7 +17,7 @@ only torch (never transformers, accelerate or datasets).
 from ._coding import tcr
 from ._divergence import matrix_log, mce, mkl, taylor_log
 from ._entropy import covariance, entropy, erank, feature_entropy, gram, matrix_entropy_unnormalized
-from ._mutual import hdr, mir, mutual_information
+from ._mutual import hdr, mir, mir_hdr, mutual_information
 
 __all__ = [
     "covariance",
@@ -30,6 +30,7 @@ __all__ = [
     "matrix_log",
     "mce",
     "mir",
+    "mir_hdr",
     "mkl",
     "mutual_information",
     "taylor_log",

@@ -14,10 +14,11 @@ from ._spectral import (
     _work_dtype,
 )
 
-__all__ = ["hdr", "mir", "mutual_information"]
+__all__ = ["hdr", "mir", "mir_hdr", "mutual_information"]
 
 
-def _three_entropies(fn: str, k1: torch.Tensor, k2: torch.Tensor, alpha: float):
+def _three_entropies(fn: str, k1: torch.Tensor, k2: torch.Tensor, alpha: float, *, joint: bool = True):
+    """``H(k1), H(k2), H(k1 ∘ k2)`` (the last ``None`` unless ``joint``) and the output dtype."""
     k1, k2 = _check_pair(fn, "k1", k1, "k2", k2)
     alpha = _check_alpha(fn, alpha)
     out_dtype = _out_dtype(k1.dtype, k2.dtype)
@@ -26,8 +27,20 @@ def _three_entropies(fn: str, k1: torch.Tensor, k2: torch.Tensor, alpha: float):
         a, b = k1.to(work), k2.to(work)
         h1 = _entropy_from_eigvals(_eigvalsh(a), alpha)
         h2 = _entropy_from_eigvals(_eigvalsh(b), alpha)
-        h12 = _entropy_from_eigvals(_eigvalsh(a * b), alpha)
+        h12 = _entropy_from_eigvals(_eigvalsh(a * b), alpha) if joint else None
     return h1, h2, h12, out_dtype
+
+
+def _mir_from(fn: str, h1: torch.Tensor, h2: torch.Tensor, h12: torch.Tensor) -> torch.Tensor:
+    denom = torch.minimum(h1, h2)
+    _nonzero_denominator(fn, denom, "min(H(k1), H(k2))")
+    return (h1 + h2 - h12) / denom
+
+
+def _hdr_from(fn: str, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+    denom = torch.maximum(h1, h2)
+    _nonzero_denominator(fn, denom, "max(H(k1), H(k2))")
+    return (h1 - h2).abs() / denom
 
 
 def _nonzero_denominator(fn: str, denom: torch.Tensor, what: str) -> None:
@@ -85,9 +98,7 @@ def mir(k1: torch.Tensor, k2: torch.Tensor, *, alpha: float = 1.0) -> torch.Tens
     Returns / gradient: as :func:`mutual_information` (a ratio of entropies; differentiable).
     """
     h1, h2, h12, out_dtype = _three_entropies("mir", k1, k2, alpha)
-    denom = torch.minimum(h1, h2)
-    _nonzero_denominator("mir", denom, "min(H(k1), H(k2))")
-    return ((h1 + h2 - h12) / denom).to(out_dtype)
+    return _mir_from("mir", h1, h2, h12).to(out_dtype)
 
 
 def hdr(k1: torch.Tensor, k2: torch.Tensor, *, alpha: float = 1.0) -> torch.Tensor:
@@ -100,7 +111,14 @@ def hdr(k1: torch.Tensor, k2: torch.Tensor, *, alpha: float = 1.0) -> torch.Tens
 
     Returns / gradient: as :func:`mutual_information`; ``|.|`` is not differentiable where ``H1 = H2``.
     """
-    h1, h2, _, out_dtype = _three_entropies("hdr", k1, k2, alpha)
-    denom = torch.maximum(h1, h2)
-    _nonzero_denominator("hdr", denom, "max(H(k1), H(k2))")
-    return ((h1 - h2).abs() / denom).to(out_dtype)
+    h1, h2, _, out_dtype = _three_entropies("hdr", k1, k2, alpha, joint=False)
+    return _hdr_from("hdr", h1, h2).to(out_dtype)
+
+
+def mir_hdr(k1: torch.Tensor, k2: torch.Tensor, *, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``(mir(k1, k2), hdr(k1, k2))`` from one set of three eigendecompositions (five when called apart).
+
+    Inputs, errors, dtype and gradient as :func:`mir` and :func:`hdr`.
+    """
+    h1, h2, h12, out_dtype = _three_entropies("mir_hdr", k1, k2, alpha)
+    return _mir_from("mir_hdr", h1, h2, h12).to(out_dtype), _hdr_from("mir_hdr", h1, h2).to(out_dtype)

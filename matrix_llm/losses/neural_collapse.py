@@ -66,7 +66,6 @@ class MIRHDRLoss(nn.Module):
         with no_autocast(features):
             k_features = info.gram(features.to(dtype))
             k_heads = info.gram(head_weight.to(dtype)[labels])
-            mir = info.mir(k_features, k_heads)
-            hdr = info.hdr(k_features, k_heads)
+            mir, hdr = info.mir_hdr(k_features, k_heads)
             total = -self.alpha * mir + self.beta * hdr
         return LossOutput(total=total, parts=detached_parts(mir=mir, hdr=hdr))
