@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-IGNORE_INDEX = -100
+from .gsm8k import IGNORE_INDEX
 
 __all__ = ["CompletionCollator"]
 
