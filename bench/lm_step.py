@@ -68,10 +68,10 @@ def build_model_and_batch(cfg: dict):
 
 
 def build_trainer(cfg: dict, variant: str, model):
-    from matrix_llm.config import MatrixTrainingArguments
+    from matrix_llm.objectives.lm_config import LMConfig
     from matrix_llm.trainer import MatrixTrainer
 
-    args = MatrixTrainingArguments(
+    args = LMConfig(
         output_dir=str(REPO / "outputs" / "bench_lm_step"), report_to="none", use_cpu=cfg["device"] == "cpu",
         matrix_loss_weight=0.1, matrix_max_tokens=cfg["max_tokens"], bf16=cfg["dtype"] == "bfloat16",
         **VARIANTS[variant],

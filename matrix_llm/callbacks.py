@@ -54,14 +54,6 @@ __all__ = ["GSM8KEvalCallback"]
 METRIC_KEYS = {"strict": "strict_accuracy", "flexible": "flexible_accuracy", "no_answer": "no_answer_rate"}
 
 
-def _dist():
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist
-    return None
-
-
 class GSM8KEvalCallback(TrainerCallback):
     """Generate on a fixed GSM8K subset at each evaluation and log strict/flexible accuracy and no-answer rate.
 
@@ -163,10 +155,10 @@ class GSM8KEvalCallback(TrainerCallback):
         self, model, args=None, *, is_main: bool = True
     ) -> tuple[list[dict[str, Any]], dict[str, float]]:
         """Generate and score on the subset (all ranks take part when a process group is up)."""
+        from matrix_llm import distributed
         from matrix_llm.evaluation import evaluate_gsm8k, score_samples
 
-        dist = _dist()
-        world, rank = (dist.get_world_size(), dist.get_rank()) if dist else (1, 0)
+        world, rank = distributed.world_size(), distributed.rank()
         mine = list(range(rank, len(self.items), world))
         shots = [self.fewshot_examples] * len(mine) if self.fewshot_examples is not None else None
         was_training = model.training
@@ -183,6 +175,8 @@ class GSM8KEvalCallback(TrainerCallback):
         samples = result.samples
         if world > 1:
             gathered: list[list[dict[str, Any]] | None] = [None] * world
+            import torch.distributed as dist
+
             dist.all_gather_object(gathered, samples)
             samples = sorted((s for part in gathered for s in part), key=lambda s: s["index"])
         return samples, score_samples(samples)

@@ -99,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--config {args.config}: no such file (run from the repository, or pass a recipe path)")
 
     from . import evaluation, sft
-    from .config import ConfigError, parse_args
+    from .parsing import ConfigError
     from .plotting import plot_run
 
     out = Path(args.output_dir)
     model_dir = out / "model"
     try:
-        model_args, data_args, training_args = parse_args(
+        model_args, data_args, training_args = sft.parse_args(
             ["--config", args.config, *overrides, "--output_dir", str(model_dir)]
         )
     except ConfigError as err:

@@ -197,7 +197,9 @@ def _model_device(model) -> torch.device:
 def _dist_max(value: int, device: torch.device) -> int:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    from .distributed import world_size
+
+    if world_size() == 1:
         return value
     t = torch.tensor([value], dtype=torch.long, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)

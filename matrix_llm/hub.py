@@ -1,10 +1,11 @@
-"""Model card and Hub upload for ``matrix-llm sft`` runs.
+"""Model card and Hub upload for the runs of every command.
 
 - :func:`model_card` / :func:`write_model_card`: ``README.md`` with YAML metadata (``base_model``, ``datasets``,
-  ``tags: [matrix-llm, matrix-entropy, sft, ...]``, ``library_name: transformers`` or ``peft``) and a body with
-  the base model, the data, the matrix-loss settings, the final metrics, how to load the result, the
-  Matrix-SSL citation and the note that the LM formulation is matrix_llm's documented derivation (the
-  authors' LLM code is unreleased).
+  ``tags: [matrix-llm, matrix-entropy, <the objective's tags>]``, ``library_name: transformers`` or ``peft``) and a
+  body with the base model, the data, what the objective says about itself
+  (:class:`~matrix_llm.objectives.ObjectiveCard`: the loss, its settings, a note such as "the LM formulation is
+  matrix_llm's documented derivation"), the training hyper-parameters, the final metrics, how to load the
+  result and the Matrix-SSL citation.
 - :func:`push_to_hub`: upload ``output_dir`` (weights or adapter, tokenizer, card; not the ``checkpoint-*``
   folders) with ``huggingface_hub.HfApi.create_repo`` + ``upload_folder``. The Trainer's own
   ``push_to_hub`` is not used at the end because it regenerates ``README.md`` with its generic card; the
@@ -34,16 +35,6 @@ CITATION = """\
   url       = {https://arxiv.org/abs/2305.17326}
 }"""
 
-MATRIX_FIELDS = (
-    "matrix_loss_type",
-    "matrix_loss_weight",
-    "matrix_layer",
-    "matrix_mu",
-    "matrix_log",
-    "matrix_taylor_order",
-    "matrix_max_tokens",
-    "matrix_scope",
-)
 TRAIN_FIELDS = (
     "learning_rate",
     "lr_scheduler_type",
@@ -56,16 +47,6 @@ TRAIN_FIELDS = (
     "bf16",
     "seed",
 )
-
-_FORMULATIONS = {
-    "head": "MCE between the Gram of the final hidden states and the Gram of the target tokens' LM-head rows "
-    "(MATH.md §4.5)",
-    "relation": "MCE between the Gram of the predicted next-token distributions and the Gram of the one-hot "
-    "targets (MATH.md §4.3)",
-    "alignment": "MCE between the covariances of the expected embeddings Wᵀp and of the target tokens' LM-head "
-    "rows (Matrix-SSL alignment, MATH.md §4.4)",
-    "none": "no matrix loss (plain cross-entropy baseline); matrix entropy and effective rank only logged",
-}
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -100,6 +81,7 @@ def _yaml_list(name: str, values: list[str]) -> list[str]:
 
 def model_card(
     *,
+    objective_card: Any,
     base_model: str,
     dataset: str,
     training_args: Any,
@@ -107,13 +89,14 @@ def model_card(
     peft: bool = False,
     model_id: str | None = None,
     eval_dataset: str | None = None,
-    template: str | None = None,
+    command: str = "sft",
 ) -> str:
-    """The text of ``README.md`` (YAML front matter + markdown body)."""
-    loss_type = _get(training_args, "matrix_loss_type", "none")
-    tags = ["matrix-llm", "matrix-entropy", "sft", "generated_from_trainer"]
-    if loss_type != "none":
-        tags.insert(2, "matrix-cross-entropy")
+    """The text of ``README.md`` (YAML front matter + markdown body).
+
+    ``objective_card``: an :class:`~matrix_llm.objectives.ObjectiveCard` (``objective.card(training_args)``).
+    """
+    card = objective_card
+    tags = ["matrix-llm", "matrix-entropy", *card.tags, "generated_from_trainer"]
     if peft:
         tags += ["lora", "peft"]
     hub_datasets = [d for d in dict.fromkeys([dataset, eval_dataset]) if d and _looks_like_hub_id(d)]
@@ -122,46 +105,28 @@ def model_card(
         front.append(f"base_model: {json.dumps(base_model)}")
     front += _yaml_list("datasets", hub_datasets)
     front.append(f"library_name: {'peft' if peft else 'transformers'}")
-    front.append("pipeline_tag: text-generation")
-    front += _yaml_list("tags", tags)
+    if card.pipeline_tag:
+        front.append(f"pipeline_tag: {card.pipeline_tag}")
+    front += _yaml_list("tags", list(dict.fromkeys(tags)))
     front.append("---")
 
     name = model_id or "matrix-llm model"
-    loss_desc = _FORMULATIONS.get(loss_type, loss_type)
-    objective = (
-        "`loss = lm_loss + matrix_loss_weight * matrix_loss`"
-        if loss_type != "none"
-        else "`loss = lm_loss` (cross-entropy on the completion tokens)"
-    )
     body = [
         f"# {name}",
         "",
         f"This model is a fine-tuned version of `{base_model}` on `{dataset}`"
         + (f" (evaluated on `{eval_dataset}`)" if eval_dataset and eval_dataset != dataset else "")
-        + f", trained with matrix_llm (`matrix-llm sft`): {objective}.",
+        + f", trained with matrix_llm (`matrix-llm {command}`): {card.summary}.",
         "",
-        f"- Matrix loss: **{loss_type}**: {loss_desc}.",
-        "- The loss is applied to the completion tokens only (prompt and padding masked, after the causal shift).",
     ]
-    if template:
-        body.append(f"- Prompt template: `{template}`.")
+    body += [f"- {line}" for line in card.details]
     if peft:
         body.append("- Weights: a LoRA adapter (PEFT); load it on top of the base model.")
-    body += [
-        "",
-        (
-            "**Note.** The original authors of matrix cross-entropy for LLMs (Zhang et al., ICML 2024) did "
-            "not release their LLM code. The LM formulation used here is matrix_llm's documented derivation "
-            "(docs/MATH.md §4), not the authors' method; report results as \"MCE-augmented SFT (formulation "
-            f'`{loss_type}` chosen by matrix_llm, official code unreleased)".'
-        ),
-        "",
-        "## Matrix-loss settings",
-        "",
-        "| field | value |",
-        "|---|---|",
-    ]
-    body += [f"| `{f}` | {_fmt(_get(training_args, f))} |" for f in MATRIX_FIELDS]
+    if card.note:
+        body += ["", card.note]
+    if card.settings:
+        body += ["", "## Objective settings", "", "| field | value |", "|---|---|"]
+        body += [f"| `{f}` | {_fmt(v)} |" for f, v in card.settings.items()]
     body += ["", "## Training hyper-parameters", "", "| field | value |", "|---|---|"]
     body += [f"| `{f}` | {_fmt(_get(training_args, f))} |" for f in TRAIN_FIELDS]
     body += ["", "## Final metrics", ""]
@@ -170,23 +135,21 @@ def model_card(
         body += [f"| `{k}` | {_fmt(v)} |" for k, v in sorted(metrics.items())]
     else:
         body.append("No metrics were recorded.")
-    body += ["", "## Usage", "", "```python"]
     repo = model_id or "path/to/output_dir"
+    auto_class = "AutoPeft" + card.auto_class[len("Auto") :] if peft else card.auto_class
+    body += ["", "## Usage", "", "```python"]
     if peft:
-        body += [
-            "from peft import AutoPeftModelForCausalLM",
-            "from transformers import AutoTokenizer",
-            "",
-            f'model = AutoPeftModelForCausalLM.from_pretrained("{repo}")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-        ]
+        body += [f"from peft import {auto_class}", f"from transformers import {card.processor_class}"]
     else:
-        body += [
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            "",
-            f'model = AutoModelForCausalLM.from_pretrained("{repo}")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-        ]
+        body += [f"from transformers import {auto_class}, {card.processor_class}"]
+    body += [
+        "",
+        f'model = {auto_class}.from_pretrained("{repo}")',
+        (
+            f"{'tokenizer' if card.processor_class == 'AutoTokenizer' else 'processor'} = "
+            f'{card.processor_class}.from_pretrained("{repo}")'
+        ),
+    ]
     body += ["```", "", "## Citation", "", "```bibtex", CITATION, "```", ""]
     return "\n".join(front + [""] + body)
 
@@ -220,7 +183,8 @@ def push_to_hub(
     """Create ``repo_id`` (if needed) and upload ``output_dir`` to it: weights or adapter, tokenizer, README.md.
 
     Checkpoint folders (``checkpoint-*``) and private files (``_*``) are left out, as in
-    ``Trainer.push_to_hub``. Returns the ``CommitInfo`` of ``upload_folder``.
+    ``Trainer.push_to_hub``. ``token``: ``None`` uses the login token / ``HF_TOKEN`` (preferred to a flag).
+    Returns the ``CommitInfo`` of ``upload_folder``.
     """
     from huggingface_hub import HfApi
 

@@ -1,7 +1,10 @@
 """``matrix-llm plot RUN_DIR``: draw the metrics a run logged (``trainer_state.json``) as PNG.
 
-One panel per metric family, train and eval on the same axes: the LM loss, the matrix loss, the matrix
-entropy and effective rank of the token representations, and GSM8K accuracy when the eval callback ran.
+One panel per metric, train and eval (``eval_`` + key) on the same axes. Which panels, in which order and
+with which titles is the objective's business: the run tail writes them to ``RUN_DIR/matrix_llm_run.json``
+(``plot_panels`` of the objective, e.g. LM loss, matrix loss, matrix entropy, effective rank, GSM8K accuracy
+for ``lm``); without that file every logged metric but the Trainer's bookkeeping is drawn. Losses that stay
+positive and span more than a factor 10 get a log y-axis, so that the first steps do not squash the curve.
 """
 
 from __future__ import annotations
@@ -11,15 +14,10 @@ import json
 import math
 from pathlib import Path
 
-# (panel title, train key, eval key); a panel is drawn when either key was logged.
-PANELS = (
-    ("LM loss", "lm_loss", "eval_lm_loss"),
-    ("matrix loss", "matrix_loss", "eval_matrix_loss"),
-    ("total loss", "loss", "eval_loss"),
-    ("matrix entropy", "matrix_entropy", "eval_matrix_entropy"),
-    ("effective rank", "effective_rank", "eval_effective_rank"),
-    ("GSM8K strict-match", None, "eval_gsm8k_strict"),
-)
+RUN_INFO = "matrix_llm_run.json"  # written by the run tail (matrix_llm.runner): objective name, plot panels
+# Trainer bookkeeping that is not a metric of the model
+_BOOKKEEPING = ("step", "epoch", "learning_rate", "grad_norm", "total_flos", "train_loss")
+_BOOKKEEPING_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 
 
 def find_trainer_state(run_dir: str | Path) -> Path:
@@ -30,7 +28,9 @@ def find_trainer_state(run_dir: str | Path) -> Path:
     direct = run_dir / "trainer_state.json"
     if direct.is_file():
         return direct
-    checkpoints = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
+    checkpoints = sorted(
+        run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1])
+    )
     if not checkpoints:
         raise FileNotFoundError(f"no trainer_state.json in {run_dir} or its checkpoint-* folders")
     return checkpoints[-1]
@@ -47,6 +47,44 @@ def series(log_history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return steps, values
 
 
+def _declared_panels(state_path: Path) -> list[tuple[str, str]] | None:
+    """The objective's ``(title, key)`` panels from ``matrix_llm_run.json`` beside the state or one folder up."""
+    for folder in (state_path.parent, state_path.parent.parent):
+        info = folder / RUN_INFO
+        if info.is_file():
+            return [(str(t), str(k)) for t, k in json.loads(info.read_text()).get("plot_panels", [])]
+    return None
+
+
+def _logged_keys(history: list[dict]) -> list[str]:
+    """Every numeric key of the log history, without the ``eval_`` prefix and the Trainer's bookkeeping."""
+    keys: dict[str, None] = {}
+    for entry in history:
+        for key, value in entry.items():
+            base = key[len("eval_") :] if key.startswith("eval_") else key
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and base not in _BOOKKEEPING
+                and not key.endswith(_BOOKKEEPING_SUFFIXES)
+            ):
+                keys[base] = None
+    return list(keys)
+
+
+def panels_for(state_path: Path, history: list[dict]) -> list[tuple[str, str]]:
+    """``(title, key)`` of the panels to draw: the objective's (those that were logged), else every metric."""
+    logged = set(_logged_keys(history))
+    declared = _declared_panels(state_path)
+    if declared is not None:
+        return [(title, key) for title, key in declared if key in logged]
+    return [(key.replace("_", " "), key) for key in _logged_keys(history)]
+
+
+def _log_scale(values: list[float]) -> bool:
+    return bool(values) and min(values) > 0 and max(values) / min(values) > 10
+
+
 def plot_run(run_dir: str | Path, output: str | Path | None = None, *, title: str | None = None) -> Path:
     """Draw the logged metrics of a run and return the path of the PNG written (``title``: default the run name)."""
     import matplotlib
@@ -56,25 +94,27 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, *, title: st
 
     state_path = find_trainer_state(run_dir)
     history = json.loads(state_path.read_text())["log_history"]
-    panels = [(title, train, eval_) for title, train, eval_ in PANELS
-              if (train and series(history, train)[0]) or series(history, eval_)[0]]
+    panels = panels_for(state_path, history)
     if not panels:
-        raise ValueError(f"{state_path} has no metric to plot; expected one of "
-                         f"{[k for _, t, e in PANELS for k in (t, e) if k]}")
+        raise ValueError(f"{state_path} has no metric to plot (only the Trainer's bookkeeping was logged)")
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, (title, train, eval_) in zip(axes.flat, panels, strict=False):
-        for key, style, label in ((train, "-", "train"), (eval_, "o--", "eval")):
-            if key:
-                steps, values = series(history, key)
-                if steps:
-                    ax.plot(steps, values, style, label=label, markersize=3)
-        ax.set_title(title)
-        ax.set_xlabel("step")
+    for ax, (panel_title, key) in zip(axes.flat, panels, strict=False):
+        drawn: list[float] = []
+        for name, style, label in ((key, "-", "train"), (f"eval_{key}", "o--", "eval")):
+            steps, values = series(history, name)
+            if steps:
+                ax.plot(steps, values, style, label=label, markersize=3)
+                drawn += values
+        if "loss" in key and _log_scale(drawn):
+            ax.set_yscale("log")
+        ax.set_title(panel_title)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title or str(Path(run_dir).resolve().name))
     fig.tight_layout()
@@ -85,8 +125,9 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, *, title: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="matrix-llm plot", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="matrix-llm plot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir", help="an output_dir (or checkpoint) holding trainer_state.json")
     parser.add_argument("--output", default=None, help="PNG path (default: RUN_DIR/metrics.png)")
     args = parser.parse_args(argv)

@@ -5,12 +5,11 @@
         --config recipes/llemma-7b/gsm8k/mce.yaml
     python -m torch.distributed.run --nproc_per_node 2 -m matrix_llm.sft --config ... --use_cpu true
 
-Steps: parse and validate the configuration (every problem reported at once, before any model or data is
-loaded) -> load the raw data -> tokenizer and model (LoRA if ``use_peft``) -> tokenise (completion-only
-labels, EOS learned) -> :class:`~matrix_llm.trainer.MatrixTrainer` -> train (``--resume_from_checkpoint PATH``
-or ``true`` for the last checkpoint in ``output_dir``) -> save (safetensors, tokenizer; a PEFT adapter is
-checked to be non-empty) -> final evaluation if there is an eval set -> ``README.md`` model card -> upload
-if ``push_to_hub``.
+Steps: parse and validate the configuration (:mod:`matrix_llm.parsing`; the LM mode's dataclasses are in
+:mod:`matrix_llm.objectives.lm_config`; every problem reported at once, before any model or data is loaded)
+-> load the raw data -> tokenizer and model (LoRA if ``use_peft``) -> tokenise (completion-only labels, EOS
+learned) -> :class:`~matrix_llm.trainer.MatrixTrainer` -> the shared run tail
+(:func:`matrix_llm.runner.train_and_finish`: resume, train, save, evaluate, model card, push).
 
 Pad token: a tokenizer without one (Llama, Llemma) gets a new, distinct ``<pad>`` special token and the
 model's embeddings are resized by one row (new rows are initialised by transformers from the mean of the old
@@ -23,13 +22,18 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, DataArguments, MatrixTrainingArguments, ModelArguments, parse_args
+from .objectives.lm_config import LMConfig, LMDataArguments, LMModelArguments
+from .parsing import ConfigError, format_help
+from .parsing import parse_args as parse_command_line
+from .runner import RunCard, resolve_checkpoint, run_command, train_and_finish
 
-__all__ = ["build_datasets", "build_model_and_tokenizer", "ensure_pad_token", "main", "run"]
+__all__ = ["build_datasets", "build_model_and_tokenizer", "ensure_pad_token", "main", "parse_args", "run"]
+
+PROG = "matrix-llm sft"
+OBJECTIVES = ("lm",)  # the recipes `matrix-llm sft` runs
 
 logger = logging.getLogger("matrix_llm.sft")
 PAD_TOKEN = "<pad>"
@@ -40,7 +44,7 @@ PAD_TOKEN = "<pad>"
 # ----------------------------------------------------------------------------------------------------------
 
 
-def load_raw_datasets(data_args: DataArguments, training_args: MatrixTrainingArguments) -> tuple[Any, Any]:
+def load_raw_datasets(data_args: LMDataArguments, training_args: LMConfig) -> tuple[Any, Any]:
     """``(train, eval)`` as ``datasets.Dataset`` with ``question``/``answer`` columns (eval may be ``None``)."""
     from .data import load_gsm8k, synthetic_dataset
 
@@ -75,7 +79,7 @@ def load_raw_datasets(data_args: DataArguments, training_args: MatrixTrainingArg
     return train, evalset
 
 
-def build_datasets(raw_train: Any, raw_eval: Any, tokenizer: Any, data_args: DataArguments, training_args):
+def build_datasets(raw_train: Any, raw_eval: Any, tokenizer: Any, data_args: LMDataArguments, training_args):
     """Tokenise with completion-only labels (prompt masked, answer + EOS learned)."""
     from .data import tokenize_dataset
 
@@ -138,9 +142,9 @@ def _tiny_texts(raw_train: Any) -> list[str]:
 
 
 def build_model_and_tokenizer(
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    training_args: MatrixTrainingArguments,
+    model_args: LMModelArguments,
+    data_args: LMDataArguments,
+    training_args: LMConfig,
     raw_train: Any = None,
 ) -> tuple[Any, Any]:
     """The tokenizer and the (possibly LoRA-wrapped) model."""
@@ -152,7 +156,7 @@ def build_model_and_tokenizer(
 
         from .tiny import build_llama, build_tokenizer
 
-        ckpt = _resolve_checkpoint(resume, training_args.output_dir) if resume else None
+        ckpt = resolve_checkpoint(resume, training_args.output_dir) if resume else None
         if ckpt is not None and (Path(ckpt) / "tokenizer_config.json").is_file():
             tokenizer = AutoTokenizer.from_pretrained(
                 ckpt
@@ -198,58 +202,10 @@ def build_model_and_tokenizer(
     return tokenizer, model
 
 
-def _resolve_checkpoint(value: str | None, output_dir: str | None) -> str | None:
-    """``true``/``last`` -> the last ``checkpoint-*`` in ``output_dir`` (None if there is none); else the path."""
-    if value is None:
-        return None
-    if str(value).lower() in ("true", "last", "latest", "yes", "1"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        return get_last_checkpoint(output_dir) if output_dir and Path(output_dir).is_dir() else None
-    if not Path(value).is_dir():
-        raise ValueError(
-            f"`resume_from_checkpoint`: expected a checkpoint directory or `true`; got {value!r}"
-        )
-    return str(value)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# save / card / push
-# ----------------------------------------------------------------------------------------------------------
-
-
-def check_adapter(output_dir: str | Path) -> int:
-    """Raise if the saved adapter is missing or empty (ZeRO-3 + LoRA pitfall, trl#4416); returns its numel."""
-    from safetensors import safe_open
-
-    path = Path(output_dir) / "adapter_model.safetensors"
-    if not path.is_file():
-        raise RuntimeError(f"no adapter_model.safetensors was written to {output_dir}")
-    numel = 0
-    with safe_open(str(path), framework="pt") as f:
-        keys = list(f.keys())
-        for key in keys:
-            numel += _prod(f.get_slice(key).get_shape())
-    if not keys or numel == 0:
-        raise RuntimeError(
-            f"the saved adapter {path} is empty ({len(keys)} tensors, {numel} values): under ZeRO-3 the LoRA "
-            "weights were not gathered before saving"
-        )
-    return numel
-
-
-def _prod(shape: list[int]) -> int:
-    out = 1
-    for s in shape:
-        out *= int(s)
-    return out
-
-
-def run(model_args: ModelArguments, data_args: DataArguments, training_args: MatrixTrainingArguments) -> dict:
+def run(model_args: LMModelArguments, data_args: LMDataArguments, training_args: LMConfig) -> dict:
     """Everything after parsing; returns the final metrics."""
     from transformers import set_seed
 
-    from . import hub
     from .data import CompletionCollator
     from .trainer import MatrixTrainer
 
@@ -286,81 +242,46 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mat
                 trainer=trainer,
             )
         )
-    resume = training_args.resume_from_checkpoint
-    checkpoint: str | bool | None = None
-    if resume is not None:
-        checkpoint = _resolve_checkpoint(resume, training_args.output_dir)
-        if checkpoint is None:
-            logger.warning(
-                "resume_from_checkpoint=%s: no checkpoint in %s; training from scratch",
-                resume,
-                training_args.output_dir,
-            )
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    metrics = dict(result.metrics)
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_model(training_args.output_dir)
-    if eval_ds is not None:
-        eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
-    trainer.save_state()
-
-    if trainer.is_world_process_zero():
-        if model_args.use_peft:
-            check_adapter(training_args.output_dir)
-        card_metrics = hub.final_metrics(trainer.state.log_history)
-        hub.write_model_card(
-            training_args.output_dir,
+    metrics = train_and_finish(
+        trainer,
+        model_args=model_args,
+        command="sft",
+        card=RunCard(
             base_model="tiny (offline random init)" if model_args.is_tiny else model_args.model_name_or_path,
             dataset=data_args.dataset_name,
             eval_dataset=data_args.eval_dataset_name,
-            training_args=training_args,
-            metrics=card_metrics,
-            peft=model_args.use_peft,
-            model_id=training_args.hub_model_id,
-            template=data_args.template,
-        )
-        if training_args.push_to_hub:
-            finish = getattr(trainer, "_finish_current_push", None)
-            if callable(finish):
-                finish()  # let the Trainer's checkpoint uploads finish first
-            repo_id = getattr(trainer, "hub_model_id", None) or training_args.hub_model_id
-            hub.push_to_hub(
-                training_args.output_dir,
-                repo_id=repo_id or Path(training_args.output_dir).absolute().name,
-                token=training_args.hub_token,
-                private=training_args.hub_private_repo,
-                revision=training_args.hub_revision,
-            )
-    trainer.accelerator.wait_for_everyone()
+            details=(f"Prompt template: `{data_args.template}`.",),
+        ),
+    )
     del trainer, model
     gc.collect()
     return metrics
 
 
+def _classes(objective: Any) -> tuple[type, ...]:
+    if objective is not None and objective not in OBJECTIVES:
+        raise ConfigError([f"`objective`: `matrix-llm sft` runs {list(OBJECTIVES)}; got {objective!r}"])
+    return (LMModelArguments, LMDataArguments, LMConfig)
+
+
+def _help(classes) -> str:
+    return format_help(
+        PROG,
+        classes,
+        example=f"{PROG} --config recipes/demo/mce.yaml --max_steps 20 --matrix_loss_type relation",
+        summary="Fine-tune a causal LM with loss = lm_loss + matrix_loss_weight * MCE(token representations).",
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[LMModelArguments, LMDataArguments, LMConfig]:
+    """``[--config FILE.yaml] [--field value ...]`` -> the LM mode's three dataclasses
+    (:func:`matrix_llm.parsing.parse_args`; raises :class:`~matrix_llm.parsing.ConfigError`)."""
+    return parse_command_line(argv, _classes, prog=PROG, help_text=_help)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``matrix-llm sft [--config FILE.yaml] [--field value ...]``; returns the exit status."""
-    try:
-        model_args, data_args, training_args = parse_args(argv)
-    except ConfigError as err:
-        sys.stderr.write(f"matrix-llm sft: {err}\n")
-        return 2
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO if training_args.should_log else logging.WARNING,
-    )
-    try:
-        run(model_args, data_args, training_args)
-    finally:
-        gc.collect()
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
+    return run_command(argv, prog=PROG, parse=parse_args, run=run)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """``MatrixTrainer``: the single training loop, a ``transformers.Trainer`` that delegates its loss to an objective.
 
-It overrides exactly two methods, ``compute_loss`` and ``log``; accumulation, mixed precision, DDP/DeepSpeed/
-FSDP, checkpoints and resume, ``report_to``, progress bars and ``push_to_hub`` are the Trainer's.
+It overrides ``compute_loss`` and ``log`` (plus two one-line fixes so that objectives of models without
+``labels`` run in ``evaluate()`` and keep the batch keys they read); accumulation, mixed precision,
+DDP/DeepSpeed/FSDP, checkpoints and resume, ``report_to``, progress bars and ``push_to_hub`` are the Trainer's.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ __all__ = ["MatrixTrainer"]
 
 
 class MatrixTrainer(Trainer):
-    """A ``transformers.Trainer`` whose loss is ``objective(model, batch)``: for the LM objective,
-    ``loss = lm_loss + matrix_loss_weight * matrix_loss`` (:mod:`matrix_llm.objectives.lm`).
+    """A ``transformers.Trainer`` whose loss is ``objective(model, batch)`` (:mod:`matrix_llm.objectives`): for
+    the LM objective, ``loss = lm_loss + matrix_loss_weight * matrix_loss`` (:mod:`matrix_llm.objectives.lm`).
 
     Args:
-        objective: a callable ``(model, inputs, *, base_loss, step) -> ObjectiveOutput``
-            (:mod:`matrix_llm.objectives`). ``None``: ``OBJECTIVES[objective_name].from_args(args)``.
-        objective_name: registry key used when ``objective`` is ``None`` (default ``"lm"``).
-        Everything else: as ``transformers.Trainer`` (``args`` should be a
-        :class:`~matrix_llm.config.MatrixTrainingArguments` for the default objective).
+        objective: a callable ``(model, inputs, *, base_loss, step) -> ObjectiveOutput``. ``None``: built from
+            ``args`` (``OBJECTIVES[args.objective]``; ``args`` is then that objective's config class, e.g.
+            :class:`~matrix_llm.objectives.LMConfig`). The objective's ``callbacks(trainer)`` (if any) are added.
+        Everything else: as ``transformers.Trainer``.
 
     **Gradient accumulation and multi-process scaling.** The returned loss is
     ``token_loss + s * batch_loss``:
@@ -55,21 +55,35 @@ class MatrixTrainer(Trainer):
     change the batch a matrix sees, change ``per_device_train_batch_size`` (or use ``matrix_scope: global``
     to pool all processes).
 
-    **Logging** (TRL's pattern): each micro-batch's metrics are gathered over processes and appended to
-    ``self._metrics[mode][name]``; ``log()`` adds their means (NaN-free) to the Trainer's logs (``eval_``
-    prefix in evaluation) and clears them. Keys: ``lm_loss`` (token mean of the CE over the accumulated batch),
-    ``matrix_loss`` (unweighted MCE), ``matrix_entropy``, ``effective_rank``; ``loss`` / ``eval_loss`` (the
-    weighted total that is optimised) come from the Trainer itself.
+    **Logging** (TRL's pattern): each micro-batch's metrics (``ObjectiveOutput.metrics`` and the token loss)
+    go through :meth:`record_metrics`, the public channel that callbacks may use too: gathered over processes,
+    kept per name until ``log()`` adds their means (NaN-free) to the Trainer's logs (``eval_`` prefix in
+    evaluation) and clears them. The keys are the objective's (see its docstring); ``loss`` / ``eval_loss``
+    (the weighted total that is optimised) come from the Trainer itself.
+
+    **Models without labels** (a bare vision backbone): ``evaluate()`` still runs the objective (the Trainer
+    would otherwise call the model and skip the loss), and batch keys listed in ``objective.input_names`` survive
+    ``remove_unused_columns``.
     """
 
-    def __init__(self, *args: Any, objective: Any = None, objective_name: str = "lm", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, objective: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.objective = objective if objective is not None else build_objective(objective_name, self.args)
+        self.objective = objective if objective is not None else build_objective(self.args)
+        # the objective defines the loss, with or without labels: evaluate() must call compute_loss
+        self.can_return_loss = True
         self.add_callback(_DropPredictMetrics(self))
+        for callback in getattr(self.objective, "callbacks", lambda trainer: [])(self):
+            self.add_callback(callback)
         self._metrics: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        for name in getattr(self.objective, "input_names", ()):
+            if name not in self._signature_columns:
+                self._signature_columns.append(name)
 
     # -- loss ---------------------------------------------------------------------------------------------
 
@@ -115,11 +129,21 @@ class MatrixTrainer(Trainer):
             # the token loss summed over the micro-batches is the accumulated-batch mean: times `ga` gives a
             # per-micro-batch value whose mean over the micro-batches is that mean
             metrics[out.token_loss_name] = out.token_loss.detach().float() * ga
-        self._record(metrics, "train" if training else "eval")
-        return (loss, out.outputs) if return_outputs else loss
+        self.record_metrics(metrics, mode="train" if training else "eval")
+        if not return_outputs:
+            return loss
+        return loss, (out.outputs if out.outputs is not None else {})  # the Trainer indexes what it gets
 
-    def _record(self, metrics: dict[str, torch.Tensor], mode: str) -> None:
-        """Gather one micro-batch's metrics over processes (one collective) and store them by mode."""
+    def record_metrics(self, metrics: dict[str, torch.Tensor | float], mode: str | None = None) -> None:
+        """Queue scalar metrics for the next ``log()`` (means over the values recorded since the last one).
+
+        The public channel for objectives and callbacks. One collective gathers the values of all processes
+        (NaN-free mean), so every rank must call it at the same point with the same keys (``nan`` where a rank
+        has no value). ``mode``: ``"train"`` or ``"eval"``; ``None`` = from the model's mode.
+        """
+        mode = mode or ("train" if self.model.training else "eval")
+        if mode not in self._metrics:
+            raise ValueError(f"record_metrics: `mode` must be 'train' or 'eval'; got {mode!r}")
         if not metrics:
             return
         names = sorted(metrics)

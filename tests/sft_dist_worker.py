@@ -16,8 +16,8 @@ import torch
 
 import matrix_llm.trainer
 from matrix_llm import features, sft
-from matrix_llm.config import parse_args
 from matrix_llm.losses.token import TokenMCELoss
+from matrix_llm.sft import parse_args
 
 RECORD: dict = {"calls": [], "checksums": {}}
 
@@ -32,7 +32,7 @@ def _recording_forward(self, hidden, labels, head_weight, logits=None):
 
 TokenMCELoss.forward = _recording_forward
 
-_is_zero3 = features._is_zero3
+_is_zero3 = features.tokens._is_zero3
 
 
 def _recording_is_zero3(param):
@@ -41,7 +41,7 @@ def _recording_is_zero3(param):
     return result
 
 
-features._is_zero3 = _recording_is_zero3
+features.tokens._is_zero3 = _recording_is_zero3
 
 
 class Recording(matrix_llm.trainer.MatrixTrainer):

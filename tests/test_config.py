@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from matrix_llm.config import ConfigError, MatrixTrainingArguments, parse_args
+from matrix_llm.objectives.lm_config import LMConfig
+from matrix_llm.parsing import ConfigError
+from matrix_llm.sft import parse_args
 
 BASE = """\
 model_name_or_path: tiny
@@ -32,7 +34,7 @@ def test_yaml_then_cli_overrides(tmp_path):
     assert t.matrix_loss_weight == pytest.approx(0.7)  # CLI wins
     assert m.lora_target_modules == ["q_proj", "v_proj"] and m.peft_target_modules == ["q_proj", "v_proj"]
     assert d.dataset_name == "synthetic" and m.is_tiny
-    assert isinstance(t, MatrixTrainingArguments)
+    assert isinstance(t, LMConfig)
 
 
 @pytest.mark.parametrize(
@@ -131,7 +133,7 @@ def test_help_exits_zero(capsys):
 
 def test_direct_construction_validates():
     with pytest.raises(ConfigError, match="matrix_loss_type"):
-        MatrixTrainingArguments(output_dir="x", matrix_loss_type="bogus", report_to="none")
+        LMConfig(output_dir="x", matrix_loss_type="bogus", report_to="none")
 
 
 def test_resume_from_checkpoint_true_in_yaml(tmp_path):

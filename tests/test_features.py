@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from matrix_llm import features
+from matrix_llm import diagnostics, features
 
 
 def _batch(tok, n=2, length=10):
@@ -102,7 +102,7 @@ def test_head_weight_requires_grad_only_when_asked(tiny_model):
 
 
 def test_diagnostics_of_identical_rows_have_rank_one():
-    ent, erank = features.no_grad_entropy_erank(torch.ones(6, 4))
+    ent, erank = diagnostics.entropy_erank(torch.ones(6, 4))
     assert ent.item() == pytest.approx(0.0, abs=1e-5) and erank.item() == pytest.approx(1.0, abs=1e-4)
-    ent, erank = features.no_grad_entropy_erank(torch.eye(4))
+    ent, erank = diagnostics.entropy_erank(torch.eye(4))
     assert erank.item() == pytest.approx(4.0, rel=1e-4)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from matrix_llm import hub
+from matrix_llm.objectives import LMObjective
 
 ARGS = SimpleNamespace(
     matrix_loss_type="head",
@@ -36,6 +37,13 @@ ARGS = SimpleNamespace(
 )
 
 
+def _card(args, template=None):
+    card = LMObjective(loss_type=args.matrix_loss_type, weight=args.matrix_loss_weight).card(args)
+    if template:
+        card.details.append(f"Prompt template: `{template}`.")
+    return card
+
+
 def _front_matter(card: str) -> dict:
     assert card.startswith("---\n")
     return yaml.safe_load(card.split("---\n")[1])
@@ -47,10 +55,10 @@ def test_card_metadata_and_body():
         dataset="meta-math/MetaMathQA",
         eval_dataset="openai/gsm8k",
         training_args=ARGS,
+        objective_card=_card(ARGS, template="alpaca"),
         metrics={"eval_loss": 0.5, "train_loss": 0.7, "eval_effective_rank": 12.5},
         peft=False,
         model_id="me/llemma-mce",
-        template="alpaca",
     )
     meta = _front_matter(card)
     assert meta["base_model"] == "EleutherAI/llemma_7b"
@@ -77,7 +85,8 @@ def test_card_metadata_and_body():
 def test_card_for_a_peft_adapter_and_a_local_base(tmp_path):
     args = SimpleNamespace(**{**vars(ARGS), "matrix_loss_type": "none"})
     card = hub.model_card(
-        base_model=str(tmp_path), dataset="synthetic", training_args=args, metrics={}, peft=True
+        base_model=str(tmp_path), dataset="synthetic", training_args=args, objective_card=_card(args), metrics={},
+        peft=True,
     )
     meta = _front_matter(card)
     assert meta["library_name"] == "peft" and "lora" in meta["tags"]
@@ -157,7 +166,8 @@ def test_real_push(tmp_path):
     if not token or not repo:
         pytest.skip("set HF_TOKEN and MATRIX_LLM_TEST_REPO (a scratch repo you own) to run the real upload")
     (tmp_path / "README.md").write_text(
-        hub.model_card(base_model="tiny", dataset="synthetic", training_args=ARGS, metrics={"loss": 1.0})
+        hub.model_card(base_model="tiny", dataset="synthetic", training_args=ARGS, objective_card=_card(ARGS),
+                       metrics={"loss": 1.0})
     )
     info = hub.push_to_hub(
         tmp_path, repo_id=repo, token=token, private=True, commit_message="matrix_llm test"

@@ -37,3 +37,43 @@ def test_plot_cli_and_error_without_metrics(tmp_path, capsys):
         plot_run(tmp_path / "empty")
     with pytest.raises(FileNotFoundError):
         find_trainer_state(tmp_path / "missing")
+
+
+def _figure_of(monkeypatch):
+    """Capture the figure plot_run saves (its titles and axes are what the PNG shows)."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (saved.append(self), real(self, *a, **k))[1])
+    return saved
+
+
+def test_title_panels_and_log_scale_from_the_objective(tmp_path, monkeypatch):
+    """The suptitle is the `title` argument (mutation caught: the panel loop's variable shadowing it, which titled
+    every plot "GSM8K strict-match"); panels, order and titles come from the objective's matrix_llm_run.json;
+    a loss spanning > 10x gets a log axis; every panel has a y label."""
+    from matrix_llm.objectives import LMObjective
+    from matrix_llm.runner import write_run_info
+
+    history = [{"step": s, "lm_loss": 50.0 / s, "matrix_entropy": 2.0 + s / 100, "learning_rate": 0.1}
+               for s in range(1, 21)] + [{"step": 20, "eval_lm_loss": 2.5, "eval_gsm8k_strict": 0.4}]
+    _write_state(tmp_path, history)
+    write_run_info(tmp_path, LMObjective(loss_type="none"))
+    saved = _figure_of(monkeypatch)
+    plot_run(tmp_path, tmp_path / "m.png", title="my run")
+    (fig,) = saved
+    assert fig._suptitle.get_text() == "my run"
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    assert [ax.get_title() for ax in axes] == ["LM loss", "matrix entropy", "GSM8K strict-match"]
+    assert axes[0].get_yscale() == "log" and axes[1].get_yscale() == "linear"
+    assert [ax.get_ylabel() for ax in axes] == ["lm_loss", "matrix_entropy", "gsm8k_strict"]
+
+
+def test_without_run_info_every_logged_metric_is_drawn(tmp_path, monkeypatch):
+    _write_state(tmp_path, [{"step": 1, "contrastive_loss": 1.0, "grad_norm": 3.0, "eval_knn_accuracy": 0.5}])
+    saved = _figure_of(monkeypatch)
+    plot_run(tmp_path)
+    titles = [ax.get_title() for ax in saved[0].axes if ax.axison]
+    assert titles == ["contrastive loss", "knn accuracy"]
+    assert saved[0]._suptitle.get_text() == tmp_path.name

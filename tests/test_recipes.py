@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from matrix_llm.config import parse_args
+from matrix_llm.sft import parse_args
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 ALL_YAML = sorted(RECIPES.rglob("*.yaml"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix_llm import sft
+from matrix_llm import runner, sft
 
 TINY = [
     "--model_name_or_path", "tiny",
@@ -127,7 +127,7 @@ def test_sft_peft_saves_a_non_empty_loadable_adapter(tmp_path):
     model = PeftModel.from_pretrained(base, out)
     loaded = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
     assert any(torch.equal(v, lora_b[0]) for v in loaded.values())
-    assert sft.check_adapter(out) > 0
+    assert runner.check_adapter(out) > 0
 
 
 def test_check_adapter_rejects_an_empty_file(tmp_path):
@@ -136,7 +136,7 @@ def test_check_adapter_rejects_an_empty_file(tmp_path):
 
     save_file({"x": torch.zeros(0)}, str(tmp_path / "adapter_model.safetensors"))
     with pytest.raises(RuntimeError, match="empty"):
-        sft.check_adapter(tmp_path)
+        runner.check_adapter(tmp_path)
 
 
 def test_missing_pad_token_gets_a_distinct_one(tiny_tokenizer, tiny_model):
@@ -262,7 +262,7 @@ def test_two_process_deepspeed_zero3_lora_adapter_is_not_empty(tmp_path):
         out, "--deepspeed", zero3, "--use_peft", "true", "--lora_r", "4", "--learning_rate", "1e-2"
     )
     assert [r["world_size"] for r in ranks] == [2, 2]
-    assert sft.check_adapter(out) > 0  # sft itself raises on an empty adapter; check again from outside
+    assert runner.check_adapter(out) > 0  # sft itself raises on an empty adapter; check again from outside
     from safetensors.torch import load_file
 
     lora_b = [v for k, v in load_file(str(out / "adapter_model.safetensors")).items() if "lora_B" in k]

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
-from matrix_llm.config import MatrixTrainingArguments
 from matrix_llm.features import token_features
 from matrix_llm.losses.token import TokenMCELoss
+from matrix_llm.objectives.lm_config import LMConfig
 from matrix_llm.trainer import MatrixTrainer
 
 SEQ = 24
@@ -63,7 +63,7 @@ def _args(tmp_path, **kw):
         matrix_loss_weight=0.0,
     )
     base.update(kw)
-    return MatrixTrainingArguments(**base)
+    return LMConfig(**base)
 
 
 def _run(model, tokenizer, data, args, **kw):
@@ -213,6 +213,7 @@ def test_diagnostics_every_k_steps(tiny_model, tiny_tokenizer, tmp_path, loss_ty
     args = _args(
         tmp_path,
         matrix_loss_type=loss_type,
+        matrix_loss_weight=0.1,  # > 0: weight 0 skips the matrix term (test_weight_zero_is_plain_ce)
         matrix_metrics_steps=2,
         per_device_train_batch_size=2,
         learning_rate=1e-3,
@@ -326,9 +327,24 @@ def test_objective_skips_the_matrix_term_below_two_tokens(tiny_model, tiny_token
         objective(tiny_model, {"input_ids": ids}, base_loss=base_loss)
 
 
-def test_unknown_objective_name(tiny_model, tmp_path):
-    with pytest.raises(ValueError, match="objective_name"):
-        MatrixTrainer(model=tiny_model, args=_args(tmp_path), objective_name="ssl-not-yet")
+def test_weight_zero_is_plain_ce(tiny_model, tiny_tokenizer, tmp_path, monkeypatch):
+    """matrix_loss_weight 0 never builds or calls the matrix loss (plain CE at CE's cost), whatever the type.
+    Mutation caught: building TokenMCELoss whenever matrix_loss_type != "none"."""
+    calls = []
+    monkeypatch.setattr(TokenMCELoss, "forward", lambda self, *a, **k: calls.append(1))
+    cb = _Logs()
+    args = _args(tmp_path, matrix_loss_type="alignment", matrix_loss_weight=0.0, max_steps=2,
+                 per_device_train_batch_size=2)
+    trainer = MatrixTrainer(model=tiny_model, args=args, train_dataset=_dataset(tiny_tokenizer), callbacks=[cb])
+    assert trainer.objective.matrix_loss is None
+    trainer.train()
+    assert calls == []
+    assert all("matrix_loss" not in log for log in cb.logs)
+
+
+def test_unknown_objective_name(tmp_path):
+    with pytest.raises(ValueError, match="`objective`"):
+        _args(tmp_path, objective="ssl-not-yet")
 
 
 def test_predict_does_not_leak_into_the_next_evaluation_logs(tiny_model, tiny_tokenizer, tmp_path):

@@ -9,6 +9,7 @@ bfloat16 are computed in float32 and cast back; spectral ops never run under aut
 - two matrices: :func:`mce`, :func:`mkl`, :func:`matrix_log`, :func:`taylor_log`
 - neural-collapse metrics: :func:`mutual_information`, :func:`mir`, :func:`hdr`, :func:`mir_hdr` (both at once)
 - coding rate: :func:`tcr`
+- for loss modules: :func:`work_dtype` (the upcast rule) and :func:`no_autocast` (the autocast switch)
 
 Formulas and reference values: the project math spec MATH.md (cited as "MATH.md §x"). This package imports
 only torch (never transformers, accelerate or datasets).
@@ -18,6 +19,7 @@ from ._coding import tcr
 from ._divergence import matrix_log, mce, mkl, taylor_log
 from ._entropy import covariance, entropy, erank, feature_entropy, gram, matrix_entropy_unnormalized
 from ._mutual import hdr, mir, mir_hdr, mutual_information
+from ._spectral import no_autocast, work_dtype
 
 __all__ = [
     "covariance",
@@ -33,6 +35,8 @@ __all__ = [
     "mir_hdr",
     "mkl",
     "mutual_information",
+    "no_autocast",
     "taylor_log",
     "tcr",
+    "work_dtype",
 ]

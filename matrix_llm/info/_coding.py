@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._spectral import _check_positive, _check_tensor, _no_autocast, _work_dtype
+from ._spectral import _check_positive, _check_tensor, no_autocast, work_dtype
 
 __all__ = ["tcr"]
 
@@ -41,8 +41,8 @@ def tcr(z: torch.Tensor, *, mu: float = 1.0) -> torch.Tensor:
     z = _check_tensor("tcr", "z", z)
     mu = _check_positive("tcr", "mu", mu)
     n, d = z.shape[-2], z.shape[-1]
-    with _no_autocast(z):
-        zw = z.to(_work_dtype(z.dtype))
+    with no_autocast(z):
+        zw = z.to(work_dtype(z.dtype))
         if n < d:
             g, extra = zw @ zw.mT, (d - n) * math.log(mu)
         else:

@@ -11,13 +11,13 @@ from ._spectral import (
     _check_square,
     _eigvalsh,
     _logm_eigh,
-    _no_autocast,
     _out_dtype,
     _taylor_log,
     _trace,
     _trace_p_logm,
-    _work_dtype,
     _xlogx_sum,
+    no_autocast,
+    work_dtype,
 )
 
 __all__ = ["matrix_log", "mce", "mkl", "taylor_log"]
@@ -56,8 +56,8 @@ def matrix_log(q: torch.Tensor, *, method: str = "eigh", order: int = 4, check: 
     q = _check_square("matrix_log", "q", q)
     method = _check_choice("matrix_log", "method", method, _LOG_METHODS)
     order = _check_order("matrix_log", order)
-    with _no_autocast(q):
-        qw = q.to(_work_dtype(q.dtype))
+    with no_autocast(q):
+        qw = q.to(work_dtype(q.dtype))
         if method == "eigh":
             out = _logm_eigh(qw, "matrix_log" if check else None)
         else:
@@ -94,8 +94,8 @@ def taylor_log(q: torch.Tensor, *, order: int = 4, check: bool = True) -> torch.
     """
     q = _check_square("taylor_log", "q", q)
     order = _check_order("taylor_log", order)
-    with _no_autocast(q):
-        return _taylor_log(q.to(_work_dtype(q.dtype)), order, bool(check), "taylor_log").to(q.dtype)
+    with no_autocast(q):
+        return _taylor_log(q.to(work_dtype(q.dtype)), order, bool(check), "taylor_log").to(q.dtype)
 
 
 def mce(
@@ -149,8 +149,8 @@ def mce(
     log = _check_choice("mce", "log", log, _LOG_METHODS)
     order = _check_order("mce", order)
     out_dtype = _out_dtype(p.dtype, q.dtype)
-    with _no_autocast(q):
-        work = _work_dtype(p.dtype, q.dtype)
+    with no_autocast(q):
+        work = work_dtype(p.dtype, q.dtype)
         pw, qw = p.to(work), q.to(work)
         if log == "eigh":
             cross = _trace_p_logm(pw, qw, "mce" if check else None)
@@ -184,8 +184,8 @@ def mkl(p: torch.Tensor, q: torch.Tensor, *, check: bool = True) -> torch.Tensor
     """
     p, q = _check_pair("mkl", "p", p, "q", q)
     out_dtype = _out_dtype(p.dtype, q.dtype)
-    with _no_autocast(q):
-        work = _work_dtype(p.dtype, q.dtype)
+    with no_autocast(q):
+        work = work_dtype(p.dtype, q.dtype)
         pw, qw = p.to(work), q.to(work)
         plogp = _xlogx_sum(_eigvalsh(pw))
         plogq = _trace_p_logm(pw, qw, "mkl" if check else None)

@@ -10,11 +10,11 @@ from ._spectral import (
     _check_tensor,
     _eigvalsh,
     _entropy_from_eigvals,
-    _no_autocast,
     _rows,
     _trace,
-    _work_dtype,
     _xlogx_sum,
+    no_autocast,
+    work_dtype,
 )
 
 __all__ = ["covariance", "entropy", "erank", "feature_entropy", "gram", "matrix_entropy_unnormalized"]
@@ -43,8 +43,8 @@ def gram(z: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         tensor([[1., 0., 0.], [0., 1., 0.], [0., 0., 1.]], dtype=torch.float64)
     """
     z = _check_tensor("gram", "z", z)
-    with _no_autocast(z):
-        zw = _rows(z.to(_work_dtype(z.dtype)), normalize=normalize, center=False)
+    with no_autocast(z):
+        zw = _rows(z.to(work_dtype(z.dtype)), normalize=normalize, center=False)
         return (zw @ zw.mT).to(z.dtype)
 
 
@@ -71,8 +71,8 @@ def covariance(z: torch.Tensor, *, center: bool = True, normalize: bool = True) 
     n = z.shape[-2]
     if n == 0:
         raise ValueError(f"covariance: expected `z` with at least one row; got shape {tuple(z.shape)}")
-    with _no_autocast(z):
-        zw = _rows(z.to(_work_dtype(z.dtype)), normalize=normalize, center=center)
+    with no_autocast(z):
+        zw = _rows(z.to(work_dtype(z.dtype)), normalize=normalize, center=center)
         return (zw.mT @ zw / n).to(z.dtype)
 
 
@@ -112,8 +112,8 @@ def entropy(k: torch.Tensor, *, alpha: float = 1.0) -> torch.Tensor:
     """
     k = _check_square("entropy", "k", k)
     alpha = _check_alpha("entropy", alpha)
-    with _no_autocast(k):
-        w = _eigvalsh(k.to(_work_dtype(k.dtype)))
+    with no_autocast(k):
+        w = _eigvalsh(k.to(work_dtype(k.dtype)))
         return _entropy_from_eigvals(w, alpha).to(k.dtype)
 
 
@@ -130,8 +130,8 @@ def erank(k: torch.Tensor, *, alpha: float = 1.0) -> torch.Tensor:
     """
     k = _check_square("erank", "k", k)
     alpha = _check_alpha("erank", alpha)
-    with _no_autocast(k):
-        w = _eigvalsh(k.to(_work_dtype(k.dtype)))
+    with no_autocast(k):
+        w = _eigvalsh(k.to(work_dtype(k.dtype)))
         return torch.exp(_entropy_from_eigvals(w, alpha)).to(k.dtype)
 
 
@@ -173,8 +173,8 @@ def feature_entropy(z: torch.Tensor, *, alpha: float = 1.0, center: bool = False
         raise ValueError(
             f"feature_entropy: expected `z` of shape (..., n, d) with n, d >= 1; got {tuple(z.shape)}"
         )
-    with _no_autocast(z):
-        zw = _rows(z.to(_work_dtype(z.dtype)), normalize=True, center=center, center_first=True)
+    with no_autocast(z):
+        zw = _rows(z.to(work_dtype(z.dtype)), normalize=True, center=center, center_first=True)
         small = zw @ zw.mT if n <= d else zw.mT @ zw
         return _entropy_from_eigvals(_eigvalsh(small), alpha).to(z.dtype)
 
@@ -195,6 +195,6 @@ def matrix_entropy_unnormalized(p: torch.Tensor) -> torch.Tensor:
     for dropped eigenvalues) for singular ``p``.
     """
     p = _check_square("matrix_entropy_unnormalized", "p", p)
-    with _no_autocast(p):
-        pw = p.to(_work_dtype(p.dtype))
+    with no_autocast(p):
+        pw = p.to(work_dtype(p.dtype))
         return (-_xlogx_sum(_eigvalsh(pw)) + _trace(pw)).to(p.dtype)

@@ -9,9 +9,9 @@ from ._spectral import (
     _check_pair,
     _eigvalsh,
     _entropy_from_eigvals,
-    _no_autocast,
     _out_dtype,
-    _work_dtype,
+    no_autocast,
+    work_dtype,
 )
 
 __all__ = ["hdr", "mir", "mir_hdr", "mutual_information"]
@@ -22,8 +22,8 @@ def _three_entropies(fn: str, k1: torch.Tensor, k2: torch.Tensor, alpha: float, 
     k1, k2 = _check_pair(fn, "k1", k1, "k2", k2)
     alpha = _check_alpha(fn, alpha)
     out_dtype = _out_dtype(k1.dtype, k2.dtype)
-    work = _work_dtype(k1.dtype, k2.dtype)
-    with _no_autocast(k1):
+    work = work_dtype(k1.dtype, k2.dtype)
+    with no_autocast(k1):
         a, b = k1.to(work), k2.to(work)
         h1 = _entropy_from_eigvals(_eigvalsh(a), alpha)
         h2 = _entropy_from_eigvals(_eigvalsh(b), alpha)

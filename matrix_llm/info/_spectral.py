@@ -106,7 +106,7 @@ def _check_order(fn: str, order: object) -> int:
 # dtype / autocast
 
 
-def _work_dtype(*dtypes: torch.dtype) -> torch.dtype:
+def work_dtype(*dtypes: torch.dtype) -> torch.dtype:
     """float64 if any input is float64, else float32 (half and bfloat16 are upcast)."""
     return torch.float64 if torch.float64 in dtypes else torch.float32
 
@@ -119,7 +119,7 @@ def _out_dtype(*dtypes: torch.dtype) -> torch.dtype:
 
 
 @contextlib.contextmanager
-def _no_autocast(x: torch.Tensor) -> Iterator[None]:
+def no_autocast(x: torch.Tensor) -> Iterator[None]:
     """Disable autocast for the device of ``x`` (spectral ops never run in reduced precision)."""
     if x.device.type in _AUTOCAST_DEVICES:
         with torch.autocast(device_type=x.device.type, enabled=False):

@@ -5,8 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .. import info
-from ..info._spectral import _no_autocast as no_autocast  # the one autocast switch of info/ and losses/
-from ..info._spectral import _work_dtype as work_dtype  # the one upcast rule
+from ..info import no_autocast, work_dtype  # the one autocast switch and upcast rule of info/ and losses/
 from .base import (
     LossOutput,
     check_finite_and_range,

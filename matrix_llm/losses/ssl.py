@@ -8,8 +8,7 @@ from torch import Tensor, nn
 
 from .. import info
 from ..distributed import all_gather_no_grad, all_gather_with_grad
-from ..info._spectral import _no_autocast as no_autocast  # the one autocast switch of info/ and losses/
-from ..info._spectral import _work_dtype as work_dtype  # the one upcast rule
+from ..info import no_autocast, work_dtype  # the one autocast switch and upcast rule of info/ and losses/
 from .base import LossOutput, check_finite_and_range, check_matrix, detached_parts
 
 __all__ = ["MatrixSSLLoss"]

@@ -14,8 +14,7 @@ from torch import Tensor, nn
 
 from .. import info
 from ..distributed import all_gather_no_grad, all_gather_with_grad
-from ..info._spectral import _no_autocast as no_autocast  # the one autocast switch of info/ and losses/
-from ..info._spectral import _work_dtype as work_dtype  # the one upcast rule
+from ..info import no_autocast, work_dtype  # the one autocast switch and upcast rule of info/ and losses/
 from .base import (
     LossOutput,
     check_finite_and_range,
@@ -127,35 +126,14 @@ class TokenMCELoss(nn.Module):
         diagnostics: bool = True,
     ) -> None:
         super().__init__()
-        if formulation not in FORMULATIONS:
-            raise ValueError(
-                f"TokenMCELoss: `formulation` must be one of {FORMULATIONS}; got {formulation!r}"
-            )
-        default_mu, default_lamb = _DEFAULTS[formulation]
-        mu = default_mu if mu is None else mu
-        lamb = (mu if default_lamb is None else default_lamb) if lamb is None else lamb
-        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not mu > 0:
-            raise ValueError(
-                f"TokenMCELoss: `mu` must be a number > 0 (the log needs a positive-definite matrix); got {mu!r}"
-            )
-        if isinstance(lamb, bool) or not isinstance(lamb, (int, float)) or not lamb >= 0:
-            raise ValueError(f"TokenMCELoss: `lamb` must be a number >= 0; got {lamb!r}")
-        if log not in ("eigh", "taylor"):
-            raise ValueError(f"TokenMCELoss: `log` must be 'eigh' or 'taylor'; got {log!r}")
-        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-            raise ValueError(f"TokenMCELoss: `order` must be an integer >= 1; got {order!r}")
-        if max_tokens is not None and (
-            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2
-        ):
-            raise ValueError(
-                f"TokenMCELoss: `max_tokens` must be None or an integer >= 2; got {max_tokens!r}"
-            )
-        if scope not in ("local", "global"):
-            raise ValueError(f"TokenMCELoss: `scope` must be 'local' or 'global'; got {scope!r}")
-        if gram not in ("cosine", "raw"):
-            raise ValueError(f"TokenMCELoss: `gram` must be 'cosine' or 'raw'; got {gram!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"TokenMCELoss: `seed` must be None or an int; got {seed!r}")
+        problems = self.argument_problems(
+            formulation=formulation, mu=mu, lamb=lamb, log=log, order=order, max_tokens=max_tokens, scope=scope,
+            seed=seed, gram=gram,
+        )
+        if problems:
+            name, expected, got = problems[0]
+            raise ValueError(f"TokenMCELoss: `{name}` must be {expected}; got {got!r}")
+        mu, lamb = self.resolve_shifts(formulation, mu, lamb)
         self.formulation = formulation
         self.mu = float(mu)
         self.lamb = float(lamb)
@@ -174,6 +152,61 @@ class TokenMCELoss(nn.Module):
                 stacklevel=2,
             )
         self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    @staticmethod
+    def resolve_shifts(formulation: str, mu: float | None, lamb: float | None) -> tuple[float, float]:
+        """``(mu, lamb)`` with ``None`` replaced by the formulation's defaults (class docstring)."""
+        default_mu, default_lamb = _DEFAULTS[formulation]
+        mu = default_mu if mu is None else mu
+        lamb = (mu if default_lamb is None else default_lamb) if lamb is None else lamb
+        return mu, lamb
+
+    @classmethod
+    def argument_problems(
+        cls,
+        *,
+        formulation: str = "head",
+        mu: float | None = None,
+        lamb: float | None = None,
+        log: str = "eigh",
+        order: int = 4,
+        max_tokens: int | None = None,
+        scope: str = "local",
+        seed: int | None = None,
+        gram: str = "cosine",
+    ) -> list[tuple[str, str, object]]:
+        """Every invalid argument as ``(name, expected, got)``: the one validation of these arguments, used by
+        ``__init__`` and by configs that expose them under other names (``LMConfig``)."""
+        out: list[tuple[str, str, object]] = []
+
+        def is_int(x: object) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool)
+
+        def is_number(x: object) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+        if formulation not in FORMULATIONS:
+            out.append(("formulation", f"one of {FORMULATIONS}", formulation))
+            return out
+        given_lamb = lamb
+        mu, lamb = cls.resolve_shifts(formulation, mu, lamb)
+        if not is_number(mu) or not mu > 0:
+            out.append(("mu", "a number > 0 (the log needs a positive-definite matrix)", mu))
+        if given_lamb is not None and (not is_number(lamb) or not lamb >= 0):
+            out.append(("lamb", "a number >= 0", lamb))
+        if log not in ("eigh", "taylor"):
+            out.append(("log", "'eigh' or 'taylor'", log))
+        if not is_int(order) or order < 1:
+            out.append(("order", "an integer >= 1", order))
+        if max_tokens is not None and (not is_int(max_tokens) or max_tokens < 2):
+            out.append(("max_tokens", "None or an integer >= 2", max_tokens))
+        if scope not in ("local", "global"):
+            out.append(("scope", "'local' or 'global'", scope))
+        if gram not in ("cosine", "raw"):
+            out.append(("gram", "'cosine' or 'raw'", gram))
+        if seed is not None and not is_int(seed):
+            out.append(("seed", "None or an int", seed))
+        return out
 
     def extra_repr(self) -> str:
         return (

@@ -1,4 +1,5 @@
-"""Training objectives: one per mode, each mapping ``(model, batch)`` to an :class:`ObjectiveOutput`.
+"""Training objectives: one per mode, each beside its own configuration, mapping ``(model, batch)`` to an
+:class:`ObjectiveOutput`.
 
 :class:`~matrix_llm.trainer.MatrixTrainer` is the only training loop; a mode differs only in its objective
 (and its data collator). An objective is a callable
@@ -8,31 +9,54 @@
 where ``base_loss(model, inputs) -> (loss, outputs)`` is ``transformers.Trainer.compute_loss`` of the
 parent class (the model's own loss, normalised by ``num_items_in_batch`` exactly as the Trainer does) and
 ``step`` the optimizer step in training (``None`` in evaluation). An objective that does not need
-``base_loss`` (vision SSL, CLIP) runs the model itself.
+``base_loss`` (vision SSL, CLIP) runs the model itself. The optional parts of the protocol (callbacks such as
+an EMA-teacher update, extra batch keys, plot panels, the model card) are documented on :class:`Objective`.
 
-The output separates the two kinds of loss because they scale differently under gradient accumulation
-(ECOSYSTEM.md §B1): ``token_loss`` is already normalised over the whole accumulated batch and is summed over
-micro-batches as it is; ``batch_loss`` is a per-micro-batch quantity (a matrix over the micro-batch's
-tokens) that the trainer rescales (see :class:`~matrix_llm.trainer.MatrixTrainer`).
+The output separates the two kinds of loss because they scale differently under gradient accumulation:
+``token_loss`` is already normalised over the whole accumulated batch and is summed over micro-batches as it
+is; ``batch_loss`` is a per-micro-batch quantity (a matrix over the micro-batch's tokens) that the trainer
+rescales (see :class:`~matrix_llm.trainer.MatrixTrainer`).
 
-Registry: :data:`OBJECTIVES` maps a mode name to its class; every class has ``from_args(args)``.
+Registry: :data:`OBJECTIVES` maps a recipe's ``objective:`` value to an :class:`ObjectiveSpec`: the objective
+class (built with ``from_args(args)``) and its configuration class (a
+:class:`~matrix_llm.config.MatrixTrainingArguments` subclass, in ``<name>_config.py`` beside it).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from .base import ObjectiveOutput
+from .base import Objective, ObjectiveCard, ObjectiveOutput
 from .lm import LMObjective
+from .lm_config import LMConfig
 
-__all__ = ["OBJECTIVES", "LMObjective", "ObjectiveOutput", "build_objective"]
+__all__ = [
+    "OBJECTIVES",
+    "LMConfig",
+    "LMObjective",
+    "Objective",
+    "ObjectiveCard",
+    "ObjectiveOutput",
+    "ObjectiveSpec",
+    "build_objective",
+]
 
 
-OBJECTIVES: dict[str, type] = {"lm": LMObjective}
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """One mode: its objective class and the configuration class a recipe of that mode is parsed into."""
+
+    objective: type
+    config: type
 
 
-def build_objective(name: str, args) -> Any:
-    """``OBJECTIVES[name].from_args(args)`` with a clear error for unknown names."""
+OBJECTIVES: dict[str, ObjectiveSpec] = {"lm": ObjectiveSpec(objective=LMObjective, config=LMConfig)}
+
+
+def build_objective(args: Any) -> Any:
+    """``OBJECTIVES[args.objective].objective.from_args(args)``, with a clear error for unknown names."""
+    name = getattr(args, "objective", None)
     if name not in OBJECTIVES:
-        raise ValueError(f"objective_name: expected one of {sorted(OBJECTIVES)}; got {name!r}")
-    return OBJECTIVES[name].from_args(args)
+        raise ValueError(f"`objective`: expected one of {sorted(OBJECTIVES)}; got {name!r}")
+    return OBJECTIVES[name].objective.from_args(args)

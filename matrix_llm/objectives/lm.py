@@ -22,21 +22,42 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import features
-from ..losses.token import TokenMCELoss
-from .base import ObjectiveOutput
+from .. import diagnostics, features
+from ..losses.token import FORMULATIONS, TokenMCELoss
+from .base import Objective, ObjectiveCard, ObjectiveOutput
 
-__all__ = ["LMObjective"]
+__all__ = ["LOSS_TYPES", "LMObjective"]
 
-LOSS_TYPES = ("none", "head", "relation", "alignment")
+LOSS_TYPES = ("none", *FORMULATIONS)
+
+# what each choice of `matrix_loss_type` trains, for model cards (docs/formulations.md has the derivations)
+DESCRIPTIONS = {
+    "head": "MCE between the Gram of the final hidden states and the Gram of the target tokens' LM-head rows "
+    "(docs/formulations.md, `head`)",
+    "relation": "MCE between the Gram of the predicted next-token distributions and the Gram of the one-hot "
+    "targets (docs/formulations.md, `relation`)",
+    "alignment": "MCE between the covariances of the expected embeddings Wᵀp and of the target tokens' LM-head "
+    "rows (Matrix-SSL alignment; docs/formulations.md, `alignment`)",
+    "none": "no matrix loss (plain cross-entropy baseline); matrix entropy and effective rank only logged",
+}
+CARD_FIELDS = (
+    "matrix_loss_type",
+    "matrix_loss_weight",
+    "matrix_layer",
+    "matrix_mu",
+    "matrix_log",
+    "matrix_taylor_order",
+    "matrix_max_tokens",
+    "matrix_scope",
+)
 
 
-class LMObjective:
+class LMObjective(Objective):
     """The LM objective (see module docstring).
 
     Args:
         loss_type: ``"none"`` (plain LM loss, diagnostics only), ``"head"``, ``"relation"`` or ``"alignment"``.
-        weight: ``matrix_loss_weight`` (``>= 0``).
+        weight: ``matrix_loss_weight`` (``>= 0``; ``0`` skips the matrix term entirely, as ``"none"``).
         layer: ``matrix_layer`` (``-1`` = the LM-head input; see :func:`matrix_llm.features.capture_hidden`).
         mu, log, order, max_tokens, scope, seed: passed to :class:`~matrix_llm.losses.TokenMCELoss`.
         metrics_steps: in training, compute the diagnostics every this many optimizer steps
@@ -44,6 +65,14 @@ class LMObjective:
     """
 
     name = "lm"
+    plot_panels = (
+        ("LM loss", "lm_loss"),
+        ("matrix loss", "matrix_loss"),
+        ("total loss", "loss"),
+        ("matrix entropy", "matrix_entropy"),
+        ("effective rank", "effective_rank"),
+        ("GSM8K strict-match", "gsm8k_strict"),
+    )
 
     def __init__(
         self,
@@ -59,19 +88,28 @@ class LMObjective:
         seed: int | None = None,
         metrics_steps: int = 1,
     ) -> None:
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"LMObjective: `loss_type` must be one of {LOSS_TYPES}; got {loss_type!r}")
-        if not weight >= 0:
-            raise ValueError(f"LMObjective: `weight` must be >= 0; got {weight!r}")
-        if metrics_steps < 0:
-            raise ValueError(f"LMObjective: `metrics_steps` must be >= 0; got {metrics_steps!r}")
+        problems = self.argument_problems(
+            loss_type=loss_type,
+            weight=weight,
+            layer=layer,
+            mu=mu,
+            log=log,
+            order=order,
+            max_tokens=max_tokens,
+            scope=scope,
+            seed=seed,
+            metrics_steps=metrics_steps,
+        )
+        if problems:
+            name, expected, got = problems[0]
+            raise ValueError(f"LMObjective: `{name}` must be {expected}; got {got!r}")
         self.loss_type = loss_type
         self.weight = float(weight)
         self.layer = int(layer)
         self.scope = scope
         self.metrics_steps = int(metrics_steps)
         self.matrix_loss: nn.Module | None = None
-        if loss_type != "none":
+        if loss_type != "none" and self.weight > 0:
             self.matrix_loss = TokenMCELoss(
                 formulation=loss_type,
                 mu=mu,
@@ -84,22 +122,66 @@ class LMObjective:
             )
 
     @classmethod
+    def argument_problems(
+        cls,
+        *,
+        loss_type: str = "head",
+        weight: float = 0.1,
+        layer: int = -1,
+        metrics_steps: int = 1,
+        **loss_kwargs: Any,
+    ) -> list[tuple[str, str, Any]]:
+        """Every invalid argument as ``(name, expected, got)``, the loss's own included (the one validation of
+        these arguments: ``__init__`` and :class:`~matrix_llm.objectives.lm_config.LMConfig` use it)."""
+        out: list[tuple[str, str, Any]] = []
+        if loss_type not in LOSS_TYPES:
+            out.append(("loss_type", f"one of {list(LOSS_TYPES)}", loss_type))
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            out.append(("weight", "a number >= 0", weight))
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            out.append(("layer", "an integer", layer))
+        if isinstance(metrics_steps, bool) or not isinstance(metrics_steps, int) or metrics_steps < 0:
+            out.append(("metrics_steps", "an integer >= 0", metrics_steps))
+        if loss_type in FORMULATIONS:
+            out += TokenMCELoss.argument_problems(formulation=loss_type, **loss_kwargs)
+        return out
+
+    @classmethod
     def from_args(cls, args: Any) -> LMObjective:
-        """Build from :class:`~matrix_llm.config.MatrixTrainingArguments` (or anything with its fields)."""
-        return cls(
-            loss_type=args.matrix_loss_type,
-            weight=args.matrix_loss_weight,
-            layer=args.matrix_layer,
-            mu=args.matrix_mu,
-            log=args.matrix_log,
-            order=args.matrix_taylor_order,
-            max_tokens=args.matrix_max_tokens,
-            scope=args.matrix_scope,
-            # `matrix_max_tokens` sub-sampling: with scope local, the global torch RNG (checkpointed by the
-            # Trainer, so a resumed run draws the same subsets); with scope global, a private generator seeded
-            # identically on every rank (all ranks must pick the same tokens; not restored on resume)
-            seed=args.seed if args.matrix_scope == "global" else None,
-            metrics_steps=args.effective_matrix_metrics_steps,
+        """Build from an :class:`~matrix_llm.objectives.lm_config.LMConfig`."""
+        if not callable(getattr(args, "objective_kwargs", None)):
+            raise TypeError(
+                f"LMObjective.from_args: expected an LMConfig (matrix_llm.objectives.lm_config) with the matrix_* "
+                f"fields; got {type(args).__name__}"
+            )
+        return cls(**args.objective_kwargs())
+
+    def card(self, args: Any) -> ObjectiveCard:
+        loss_type = self.loss_type if self.matrix_loss is not None else "none"
+        objective = (
+            "`loss = lm_loss + matrix_loss_weight * matrix_loss`"
+            if loss_type != "none"
+            else "`loss = lm_loss` (cross-entropy on the completion tokens)"
+        )
+        return ObjectiveCard(
+            summary=objective,
+            details=[
+                f"Matrix loss: **{loss_type}**: {DESCRIPTIONS[loss_type]}.",
+                (
+                    "The loss is applied to the completion tokens only (prompt and padding masked, after the causal "
+                    "shift)."
+                ),
+            ],
+            settings={name: getattr(args, name, None) for name in CARD_FIELDS},
+            tags=["sft"] + (["matrix-cross-entropy"] if loss_type != "none" else []),
+            note=(
+                "**Note.** The original authors of matrix cross-entropy for LLMs (Zhang et al., ICML 2024) did "
+                "not release their LLM code. The LM formulation used here is matrix_llm's documented derivation "
+                "(docs/formulations.md), not the authors' method; report results as \"MCE-augmented SFT "
+                f'(formulation `{loss_type}` chosen by matrix_llm, official code unreleased)".'
+            ),
+            pipeline_tag="text-generation",
+            auto_class="AutoModelForCausalLM",
         )
 
     @property
@@ -136,7 +218,7 @@ class LMObjective:
                 f"LMObjective: the hook on matrix_layer={self.layer} captured nothing; the model's forward did "
                 "not call that module"
             )
-        needs_logits = self.loss_type in ("relation", "alignment")
+        needs_logits = self.matrix_loss is not None and self.loss_type in ("relation", "alignment")
         logits = getattr(outputs, "logits", None) if needs_logits else None
         if needs_logits and logits is None:
             raise ValueError(
@@ -152,7 +234,7 @@ class LMObjective:
             batch_loss = self.weight * out.total.to(lm_loss.dtype)
             metrics["matrix_loss"] = out.parts["mce"].detach().float()
         if self._diagnostics_due(step) and tokens.hidden.shape[0] >= 1:
-            ent, erank = features.no_grad_entropy_erank(tokens.hidden)
+            ent, erank = diagnostics.entropy_erank(tokens.hidden)
             metrics["matrix_entropy"] = ent.float()
             metrics["effective_rank"] = erank.float()
         return ObjectiveOutput(

@@ -1,6 +1,4 @@
-"""Model outputs + label masks -> the flat per-token tensors the matrix losses take.
-
-This is the one seam between Hugging Face models and :mod:`matrix_llm.losses` (DESIGN.md, "Layers"):
+"""LM token features: model outputs + label masks -> the flat per-token tensors the LM matrix loss takes.
 
 - :func:`capture_hidden` captures, in the *same* forward pass as the LM loss (no second forward, no
   ``output_hidden_states=True``), the token representations of the chosen layer:
@@ -13,7 +11,8 @@ This is the one seam between Hugging Face models and :mod:`matrix_llm.losses` (D
     (``k >= 2``) is decoder layer ``n_layers - k``
     (``hidden_states[-k]``).
 
-  The model may be wrapped by PEFT, DDP, DeepSpeed or ``torch.compile``: :func:`unwrap` finds the module.
+  The model may be wrapped by PEFT, DDP, DeepSpeed or ``torch.compile``: :func:`~matrix_llm.features.unwrap`
+  finds the module.
   With gradient checkpointing, ``layer=-1`` is unaffected (the LM head runs outside the checkpointed decoder
   layers); an inner layer under *reentrant* checkpointing would be captured without its graph, so use the
   default (non-reentrant) checkpointing for ``layer != -1``.
@@ -34,69 +33,12 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
-__all__ = [
-    "CapturedHidden",
-    "TokenFeatures",
-    "capture_hidden",
-    "decoder_layers",
-    "head_weight",
-    "output_embedding",
-    "token_features",
-    "unwrap",
-]
+from ..data import IGNORE_INDEX
+from .modules import decoder_layers, first_tensor, output_embedding
 
-IGNORE_INDEX = -100
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """Strip DDP / DeepSpeed / FSDP / ``torch.compile`` wrappers (PEFT models are kept: they forward)."""
-    seen = 0
-    while seen < 8:
-        seen += 1
-        if hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif type(model).__name__ == "DeepSpeedEngine" or (
-            hasattr(model, "module") and hasattr(model, "zero_optimization_stage")
-        ):
-            model = model.module
-        else:
-            break
-    return model
-
-
-def output_embedding(model: nn.Module) -> nn.Module:
-    """The LM head of ``model`` (through PEFT / DDP / DeepSpeed wrappers)."""
-    inner = unwrap(model)
-    get = getattr(inner, "get_output_embeddings", None)
-    module = get() if callable(get) else None
-    if module is None:
-        raise ValueError(
-            f"features: {type(inner).__name__} has no output embeddings (get_output_embeddings() returned "
-            "None); the LM matrix loss needs a causal LM with an LM head."
-        )
-    return module
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder layers of ``model`` (``model.get_decoder().layers`` or the ModuleList of
-    ``config.num_hidden_layers`` blocks)."""
-    inner = unwrap(model)
-    get_decoder = getattr(inner, "get_decoder", None)
-    if callable(get_decoder):
-        decoder = get_decoder()
-        layers = getattr(decoder, "layers", None)
-        if isinstance(layers, nn.ModuleList):
-            return layers
-    n = getattr(getattr(inner, "config", None), "num_hidden_layers", None)
-    for _, module in inner.named_modules():
-        if isinstance(module, nn.ModuleList) and (n is None or len(module) == n):
-            return module
-    raise ValueError(f"features: could not find the decoder layers of {type(inner).__name__}")
+__all__ = ["CapturedHidden", "TokenFeatures", "capture_hidden", "head_weight", "token_features"]
 
 
 @dataclass
@@ -104,16 +46,6 @@ class CapturedHidden:
     """Filled by :func:`capture_hidden`: ``hidden`` is ``(N, L, d)`` after the forward pass."""
 
     hidden: Tensor | None = None
-
-
-def _first_tensor(x) -> Tensor | None:
-    if isinstance(x, Tensor):
-        return x
-    if isinstance(x, (tuple, list)) and x and isinstance(x[0], Tensor):
-        return x[0]
-    if hasattr(x, "last_hidden_state"):
-        return x.last_hidden_state
-    return None
 
 
 @contextlib.contextmanager
@@ -141,7 +73,7 @@ def capture_hidden(model: nn.Module, layer: int = -1) -> Iterator[CapturedHidden
             )
 
         def hook(_module, _args, output):
-            holder.hidden = _first_tensor(output)
+            holder.hidden = first_tensor(output)
 
         handle = layers[index].register_forward_hook(hook)
     try:
@@ -210,12 +142,3 @@ def head_weight(model: nn.Module, *, requires_grad: bool = False) -> Tensor:
         with deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
             return weight.detach().clone()
     return weight if requires_grad else weight.detach()
-
-
-def no_grad_entropy_erank(hidden: Tensor) -> tuple[Tensor, Tensor]:
-    """Matrix entropy and effective rank of the token representations ``(T, d)`` (diagnostics, no grad)."""
-    from . import info
-
-    with torch.no_grad():
-        ent = info.feature_entropy(hidden.detach().float())
-    return ent, ent.exp()

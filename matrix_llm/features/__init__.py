@@ -1,0 +1,32 @@
+"""Model outputs + masks -> the ``(n, d)`` matrices the losses and diagnostics take (DESIGN.md, "Layers").
+
+The one seam between Hugging Face models and :mod:`matrix_llm.losses`, split by what it serves:
+
+- :mod:`.tokens`: LM token features (the chosen layer captured in the LM loss's own forward pass, completion
+  positions after the causal shift, the LM-head weight under ZeRO-3).
+- :mod:`.pooled`: one pooled row per example for encoders (``cls``, ``mean`` over patches or tokens,
+  ``pooler``), any Hub vision or text model.
+- :mod:`.layers`: hidden states of several layers in one forward pass.
+- :mod:`.modules`: finding modules through PEFT / DDP / DeepSpeed / ``torch.compile`` wrappers.
+"""
+
+from .layers import capture_layers
+from .modules import decoder_layers, first_tensor, output_embedding, unwrap
+from .pooled import POOLINGS, default_pooling, pool
+from .tokens import CapturedHidden, TokenFeatures, capture_hidden, head_weight, token_features
+
+__all__ = [
+    "POOLINGS",
+    "CapturedHidden",
+    "TokenFeatures",
+    "capture_hidden",
+    "capture_layers",
+    "decoder_layers",
+    "default_pooling",
+    "first_tensor",
+    "head_weight",
+    "output_embedding",
+    "pool",
+    "token_features",
+    "unwrap",
+]

@@ -1,0 +1,66 @@
+"""Finding modules inside a (possibly wrapped) Hugging Face model: the one place that knows wrappers."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["decoder_layers", "first_tensor", "output_embedding", "unwrap"]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Strip DDP / DeepSpeed / FSDP / ``torch.compile`` wrappers (PEFT models are kept: they forward)."""
+    seen = 0
+    while seen < 8:
+        seen += 1
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif type(model).__name__ == "DeepSpeedEngine" or (
+            hasattr(model, "module") and hasattr(model, "zero_optimization_stage")
+        ):
+            model = model.module
+        else:
+            break
+    return model
+
+
+def output_embedding(model: nn.Module) -> nn.Module:
+    """The LM head of ``model`` (through PEFT / DDP / DeepSpeed wrappers)."""
+    inner = unwrap(model)
+    get = getattr(inner, "get_output_embeddings", None)
+    module = get() if callable(get) else None
+    if module is None:
+        raise ValueError(
+            f"features: {type(inner).__name__} has no output embeddings (get_output_embeddings() returned "
+            "None); the LM matrix loss needs a causal LM with an LM head."
+        )
+    return module
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of ``model`` (``model.get_decoder().layers`` or the ModuleList of
+    ``config.num_hidden_layers`` blocks)."""
+    inner = unwrap(model)
+    get_decoder = getattr(inner, "get_decoder", None)
+    if callable(get_decoder):
+        decoder = get_decoder()
+        layers = getattr(decoder, "layers", None)
+        if isinstance(layers, nn.ModuleList):
+            return layers
+    n = getattr(getattr(inner, "config", None), "num_hidden_layers", None)
+    for _, module in inner.named_modules():
+        if isinstance(module, nn.ModuleList) and (n is None or len(module) == n):
+            return module
+    raise ValueError(f"features: could not find the decoder layers of {type(inner).__name__}")
+
+
+def first_tensor(x) -> Tensor | None:
+    """The hidden states in a module output: a tensor, the first element of a tuple, or ``last_hidden_state``."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], Tensor):
+        return x[0]
+    if hasattr(x, "last_hidden_state"):
+        return x.last_hidden_state
+    return None

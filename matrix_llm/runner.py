@@ -1,0 +1,333 @@
+"""The run tail every training command shares, and the checks it makes before anything loads.
+
+A command (``matrix-llm sft``, ...) parses its dataclasses, builds its model, data and
+:class:`~matrix_llm.trainer.MatrixTrainer`, then calls :func:`train_and_finish`:
+
+    resume target -> train (SIGTERM-safe) -> save -> final evaluation -> save state -> model card -> Hub push
+
+and is started by :func:`run_command`, which turns configuration problems into one message and exit status 2,
+runs :func:`preflight` (what can be checked from the configuration: the model path, the resume target, an
+output folder holding a finished run, the integrations named in ``report_to``) before the model loads, and
+tears the process group down at the end.
+
+**SIGTERM** (what SLURM and preemptible clouds send before they kill a job): the current optimizer step is
+finished, a checkpoint is saved, and the command exits with status 143 and a message naming the
+``--resume_from_checkpoint`` flag that continues the run. All ranks stop at the same step (the flag is
+reduced over processes).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .parsing import ConfigError, problem
+from .plotting import RUN_INFO
+
+__all__ = [
+    "EXIT_PREEMPTED",
+    "GracefulStop",
+    "RunCard",
+    "preflight",
+    "resolve_checkpoint",
+    "run_command",
+    "train_and_finish",
+]
+
+logger = logging.getLogger("matrix_llm.runner")
+
+EXIT_PREEMPTED = 128 + signal.SIGTERM  # 143, the shell's status for a process ended by SIGTERM
+_FINISHED_RUN_FILES = ("trainer_state.json", "train_results.json", "all_results.json")
+_TRUE = ("true", "last", "latest", "yes", "1")
+_INSTALL = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet-ml",
+            "trackio": "trackio", "swanlab": "swanlab", "clearml": "clearml", "neptune": "neptune",
+            "dvclive": "dvclive", "codecarbon": "codecarbon"}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------
+# before anything loads
+# ----------------------------------------------------------------------------------------------------------
+
+
+def looks_like_path(name: str) -> bool:
+    """A value that can only be a local path (not a Hub id ``name`` or ``org/name``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") >= 2 or "\\" in name
+
+
+def resolve_checkpoint(value: str | None, output_dir: str | None) -> str | None:
+    """``true``/``last`` -> the last ``checkpoint-*`` in ``output_dir`` (None if there is none); else the path.
+
+    Raises:
+        ValueError: a path that is not a directory.
+    """
+    if value is None:
+        return None
+    if str(value).lower() in _TRUE:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(output_dir) if output_dir and Path(output_dir).is_dir() else None
+    if not Path(value).is_dir():
+        raise ValueError(problem("resume_from_checkpoint", "a checkpoint directory or `true`", value))
+    return str(value)
+
+
+def _holds_finished_run(output_dir: Path) -> bool:
+    return output_dir.is_dir() and any((output_dir / name).is_file() for name in _FINISHED_RUN_FILES)
+
+
+def preflight(model_args: Any, training_args: Any) -> list[str]:
+    """Problems visible from the configuration and the file system, before any model or data loads."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    out = []
+    name = getattr(model_args, "model_name_or_path", None) or ""
+    if looks_like_path(name) and not Path(name).expanduser().is_dir():
+        out.append(problem("model_name_or_path", "a Hub id or an existing local directory", name)
+                   + ": no such directory")  # fmt: skip
+    resume = training_args.resume_from_checkpoint
+    output_dir = Path(training_args.output_dir)
+    if resume is not None:
+        try:
+            if resolve_checkpoint(resume, training_args.output_dir) is None:
+                out.append(problem("resume_from_checkpoint", f"a checkpoint-* folder in output_dir={output_dir}",
+                                   resume) + ": there is none; drop the flag to start from scratch")  # fmt: skip
+        except ValueError as e:
+            out.append(f"{e}: no such directory")
+    elif _holds_finished_run(output_dir) and not training_args.overwrite_output_dir:
+        out.append(problem("output_dir", "a new or empty folder", str(output_dir))
+                   + ": it holds a finished run; pass --overwrite_output_dir to replace it, "
+                   "--resume_from_checkpoint true to continue it, or choose another output_dir")  # fmt: skip
+    available = set(get_available_reporting_integrations())
+    for integration in training_args.report_to or []:
+        if integration not in available and integration in _INSTALL:
+            out.append(problem("report_to", "installed integrations", integration)
+                       + f": {integration} is not installed; `pip install {_INSTALL[integration]}` "
+                       "(or `pip install 'matrix-llm[logging]'`), or drop it from report_to")  # fmt: skip
+    return out
+
+
+def run_command(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    parse: Callable[[list[str] | None], tuple],
+    run: Callable[..., dict],
+) -> int:
+    """``parse`` (a tuple of dataclasses: model args first, training args last) -> :func:`preflight` -> ``run``.
+
+    Returns the exit status: 0, 2 for configuration problems (every one listed on stderr), or
+    :data:`EXIT_PREEMPTED` after a SIGTERM (a checkpoint was saved).
+    """
+    try:
+        parsed = parse(argv)
+        problems = preflight(parsed[0], parsed[-1])
+        if problems:
+            raise ConfigError(problems)
+    except ConfigError as err:
+        sys.stderr.write(f"{prog}: {err}\n")
+        return 2
+    training_args = parsed[-1]
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
+    try:
+        run(*parsed)
+    except Preempted as stop:
+        sys.stderr.write(f"{prog}: {stop}\n")
+        return EXIT_PREEMPTED
+    finally:
+        gc.collect()
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SIGTERM
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Preempted(RuntimeError):
+    """Training stopped on SIGTERM after saving a checkpoint (the message says how to resume)."""
+
+
+class GracefulStop(TrainerCallback):
+    """A ``TrainerCallback`` that turns SIGTERM into "finish this step, save a checkpoint, stop".
+
+    Use :meth:`installed` around ``trainer.train()``: it installs the signal handler (main thread only) and
+    restores the previous one afterwards. ``requested`` tells whether training was stopped this way.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._signalled = False
+
+    @contextmanager
+    def installed(self) -> Iterator[GracefulStop]:
+        def handler(signum, frame):
+            self._signalled = True
+            logger.warning("SIGTERM: finishing the current optimizer step, then saving a checkpoint")
+
+        previous = signal.signal(signal.SIGTERM, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _any_rank_signalled(self, args: Any) -> bool:
+        from .distributed import world_size
+
+        if world_size() == 1:
+            return self._signalled
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if self._signalled else 0.0], device=args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._any_rank_signalled(args):
+            self.requested = True
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the tail
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunCard:
+    """What the model card names besides the objective: the base model, the data and extra lines."""
+
+    base_model: str
+    dataset: str
+    eval_dataset: str | None = None
+    details: tuple[str, ...] = ()
+
+
+def check_adapter(output_dir: str | Path) -> int:
+    """Raise if the saved adapter is missing or empty (ZeRO-3 + LoRA pitfall, trl#4416); returns its numel."""
+    from safetensors import safe_open
+
+    path = Path(output_dir) / "adapter_model.safetensors"
+    if not path.is_file():
+        raise RuntimeError(f"no adapter_model.safetensors was written to {output_dir}")
+    numel = 0
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+        for key in keys:
+            shape = f.get_slice(key).get_shape()
+            size = 1
+            for s in shape:
+                size *= int(s)
+            numel += size
+    if not keys or numel == 0:
+        raise RuntimeError(
+            f"the saved adapter {path} is empty ({len(keys)} tensors, {numel} values): under ZeRO-3 the LoRA "
+            "weights were not gathered before saving"
+        )
+    return numel
+
+
+def _checkpoint_step(checkpoint: str) -> int | None:
+    state = Path(checkpoint) / "trainer_state.json"
+    if state.is_file():
+        return int(json.loads(state.read_text()).get("global_step", 0))
+    return None
+
+
+def write_run_info(output_dir: str | Path, objective: Any) -> Path:
+    """``output_dir/matrix_llm_run.json``: the objective's name and plot panels (read by ``matrix-llm plot``)."""
+    path = Path(output_dir) / RUN_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {
+        "objective": getattr(objective, "name", type(objective).__name__),
+        "plot_panels": [list(p) for p in getattr(objective, "plot_panels", ())],
+    }
+    path.write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: str) -> dict[str, float]:
+    """Resume target -> train -> save -> evaluate -> state -> card -> push; returns the final metrics.
+
+    Raises:
+        Preempted: SIGTERM arrived; a checkpoint was saved and the message says how to resume.
+    """
+    from . import hub
+
+    args = trainer.args
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if checkpoint is not None:
+        logger.info("resuming from %s (step %s)", checkpoint, _checkpoint_step(checkpoint))
+    if trainer.is_world_process_zero():
+        write_run_info(args.output_dir, trainer.objective)
+    stop = GracefulStop()
+    trainer.add_callback(stop)
+    with stop.installed():
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    if stop.requested:
+        trainer.accelerator.wait_for_everyone()
+        raise Preempted(
+            f"stopped by SIGTERM at step {trainer.state.global_step}; a checkpoint was saved in {args.output_dir}. "
+            "Resume with the same command plus `--resume_from_checkpoint true`."
+        )
+    metrics = dict(result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_model(args.output_dir)
+    if trainer.eval_dataset is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    trainer.save_state()
+
+    if trainer.is_world_process_zero():
+        if model_args.use_peft:
+            check_adapter(args.output_dir)
+        objective_card = trainer.objective.card(args)
+        objective_card.details = list(objective_card.details) + list(card.details)
+        hub.write_model_card(
+            args.output_dir,
+            objective_card=objective_card,
+            base_model=card.base_model,
+            dataset=card.dataset,
+            eval_dataset=card.eval_dataset,
+            training_args=args,
+            metrics=hub.final_metrics(trainer.state.log_history),
+            peft=model_args.use_peft,
+            model_id=args.hub_model_id,
+            command=command,
+        )
+        if args.push_to_hub:
+            finish = getattr(trainer, "_finish_current_push", None)
+            if callable(finish):
+                finish()  # let the Trainer's checkpoint uploads finish first
+            repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id
+            hub.push_to_hub(
+                args.output_dir,
+                repo_id=repo_id or Path(args.output_dir).absolute().name,
+                token=args.hub_token,
+                private=args.hub_private_repo,
+                revision=args.hub_revision,
+            )
+    trainer.accelerator.wait_for_everyone()
+    return metrics

@@ -1,0 +1,160 @@
+"""The shared run tail and the checks before anything loads (matrix_llm.runner), for every command.
+
+    .venv/bin/python -m pytest tests/test_runner.py -q
+
+Each test names the mutation it catches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from test_sft import TINY  # tests/ is on sys.path (pytest prepend import mode)
+from transformers import TrainerCallback
+
+import matrix_llm.trainer
+from matrix_llm import runner, sft
+
+
+def _no_loading(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("nothing may be loaded when the configuration is refused")
+
+    monkeypatch.setattr(sft, "load_raw_datasets", boom)
+    monkeypatch.setattr(sft, "build_model_and_tokenizer", boom)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--resume_from_checkpoint", "{tmp}/nope"], "no such directory"),
+        (["--resume_from_checkpoint", "true"], "there is none"),
+        (["--model_name_or_path", "./no/such/model"], "no such directory"),
+        (["--report_to", "tensorboard"], "pip install tensorboard"),
+    ],
+)
+def test_preflight_refuses_before_loading(monkeypatch, capsys, tmp_path, extra, message):
+    """Mutation caught: dropping any branch of runner.preflight (the run would load data and model first)."""
+    pytest.importorskip("transformers")
+    from transformers.integrations import get_available_reporting_integrations
+
+    if "tensorboard" in extra and "tensorboard" in get_available_reporting_integrations():
+        pytest.skip("tensorboard is installed here")
+    _no_loading(monkeypatch)
+    argv = [*TINY, "--output_dir", str(tmp_path / "out"), *[a.format(tmp=tmp_path) for a in extra]]
+    assert sft.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_finished_run_is_not_overwritten(monkeypatch, capsys, tmp_path):
+    """Mutation caught: no output_dir check (a second run silently replaces the first one's model)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "trainer_state.json").write_text("{}")
+    _no_loading(monkeypatch)
+    assert sft.main([*TINY, "--output_dir", str(out)]) == 2
+    assert "--overwrite_output_dir" in capsys.readouterr().err
+    assert runner.preflight(*_parsed([*TINY, "--output_dir", str(out), "--overwrite_output_dir"])) == []
+
+
+def _parsed(argv):
+    model_args, _, training_args = sft.parse_args(argv)
+    return model_args, training_args
+
+
+class _Steps(TrainerCallback):
+    """Records the step the run starts at and every optimizer step it executes."""
+
+    def __init__(self):
+        self.start, self.executed = None, []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.executed.append(state.global_step)
+
+
+class _SigtermAt(TrainerCallback):
+    """Sends this process a real SIGTERM at the end of optimizer step ``step``."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _argv(out):
+    return [*TINY, "--output_dir", str(out), "--max_steps", "6", "--save_strategy", "no", "--data_seed", "3",
+            "--eval_split", "null", "--matrix_max_tokens", "16"]  # fmt: skip
+
+
+def _losses(out):
+    state = json.loads((Path(out) / "trainer_state.json").read_text())
+    return {log["step"]: (log["loss"], log["lm_loss"], log["matrix_loss"]) for log in state["log_history"]
+            if "loss" in log}  # fmt: skip
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupted_one(
+    tmp_path, monkeypatch, capsys
+):
+    """A real SIGTERM at step 3: the step finishes, checkpoint-3 is saved, exit status 143 with the resume flag
+    in the message; resuming starts at step 3, runs only steps 4-6 and ends with the uninterrupted run's losses.
+    Mutations caught: no SIGTERM handler (the process would die / train on), the checkpoint not saved, and
+    `trainer.train(resume_from_checkpoint=None)` in the run tail (the run would start at 0)."""
+    full = tmp_path / "full"
+    assert sft.main(_argv(full)) == 0
+
+    cut = tmp_path / "cut"
+    original = matrix_llm.trainer.MatrixTrainer
+    steps = _Steps()
+
+    class Watched(original):
+        extra: list = []
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            for cb in self.extra:
+                self.add_callback(cb)
+
+    Watched.extra = [_SigtermAt(3)]
+    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Watched)
+    assert sft.main(_argv(cut)) == runner.EXIT_PREEMPTED == 143
+    assert "--resume_from_checkpoint true" in capsys.readouterr().err
+    assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-3"]
+    assert not (cut / "model.safetensors").exists()  # the tail stopped: no final model, no card
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was restored
+
+    Watched.extra = [steps]
+    assert sft.main([*_argv(cut), "--resume_from_checkpoint", "true"]) == 0
+    assert steps.start == 3 and steps.executed == [4, 5, 6]
+    expected, resumed = _losses(full), _losses(cut)
+    assert set(resumed) == set(expected) == set(range(1, 7))
+    for step in range(1, 7):
+        assert resumed[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+
+
+def test_hub_token_never_reaches_disk(tmp_path):
+    """The token given as a flag is in no file of output_dir (training_args.bin pickles the arguments).
+    Mutation caught: removing MatrixTrainingArguments.__getstate__."""
+    out = tmp_path / "out"
+    token = "hf_secretTOKEN1234567890"
+    assert sft.main([*TINY, "--output_dir", str(out), "--hub_token", token, "--save_strategy", "steps",
+                     "--save_steps", "2"]) == 0  # fmt: skip
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "training_args.bin" for p in files) and any("checkpoint-2" in str(p) for p in files)
+    leaked = [str(p) for p in files if token.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+def test_run_info_records_the_objective_for_plots(tmp_path):
+    out = tmp_path / "out"
+    assert sft.main([*TINY, "--output_dir", str(out)]) == 0
+    info = json.loads((out / "matrix_llm_run.json").read_text())
+    assert info["objective"] == "lm" and ["LM loss", "lm_loss"] in info["plot_panels"]
