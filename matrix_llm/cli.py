@@ -17,7 +17,7 @@ import sys
 
 COMMANDS = {
     "sft": ("matrix_llm.sft", "fine-tune a causal LM with LM loss + matrix loss"),
-    "eval": ("matrix_llm.evaluation", "evaluate a model (GSM8K, lm-eval compatible scoring)"),
+    "eval": ("matrix_llm.eval_command", "evaluate a model (GSM8K, lm-eval compatible scoring)"),
     "plot": ("matrix_llm.plotting", "draw the metrics of a run directory as PNG"),
     "demo": ("matrix_llm.demo", "the embedded default: tiny model, synthetic GSM8K, CE + MCE, offline"),
     "env": ("matrix_llm.env", "print versions of torch/CUDA/transformers/... and the accelerate config"),

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.config).is_file():
         parser.error(f"--config {args.config}: no such file (run from the repository, or pass a recipe path)")
 
-    from . import evaluation, sft
+    from . import eval_command, evaluation, sft
     from .parsing import ConfigError
     from .plotting import plot_run
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     heldout = out / "heldout.jsonl"
     evaluation.write_jsonl(heldout, heldout_problems(data_args, args.eval_size))
-    results = evaluation.run_gsm8k_cli([
+    results = eval_command.run_gsm8k_cli([
         "--model", str(model_dir), "--data", str(heldout), "--prompt", data_args.template,
         "--max_new_tokens", str(args.max_new_tokens), "--batch_size", "32", "--dtype", "float32",
         "--output_dir", str(out / "eval"),

@@ -116,7 +116,7 @@ def test_bad_arguments_raise(tiny_tokenizer):
 
 
 def test_cli_eval_and_callback_agree_on_the_same_items(tmp_path, tiny_model, tiny_tokenizer, items):
-    from matrix_llm.evaluation import main
+    from matrix_llm.eval_command import main
 
     model_dir = tmp_path / "model"
     tiny_model.save_pretrained(model_dir)

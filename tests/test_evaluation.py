@@ -10,16 +10,8 @@ import math
 
 import pytest
 
-from matrix_llm.evaluation import (
-    N_BOOT,
-    evaluate_gsm8k,
-    main,
-    package_versions,
-    read_jsonl,
-    rescore,
-    score_samples,
-    write_jsonl,
-)
+from matrix_llm.eval_command import main, package_versions, rescore
+from matrix_llm.evaluation import N_BOOT, evaluate_gsm8k, read_jsonl, score_samples, write_jsonl
 
 
 def make_scorable_items(model, tokenizer, n: int, *, prompt: str = "qa", max_new_tokens: int = 16):

@@ -1,10 +1,14 @@
-"""Layering: the pure-maths packages never import the Hugging Face stack.
+"""Layering (DESIGN.md, "Layers"): dependencies point down only.
+
+- at run time: importing ``matrix_llm.info`` / ``matrix_llm.losses`` never imports the Hugging Face stack;
+- statically (every ``import`` statement, also inside functions): the forbidden directions of :data:`FORBIDDEN_EDGES`.
 
 Run: .venv/bin/python -m pytest tests/test_layering.py -q
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import subprocess
@@ -41,3 +45,56 @@ def test_losses_does_not_import_hf_stack():
     if importlib.util.find_spec("matrix_llm.losses") is None:
         pytest.skip("matrix_llm.losses does not exist yet")
     assert _imported_forbidden("matrix_llm.losses") == []
+
+
+# package (path under matrix_llm/) -> module prefixes its files may never import
+HF_STACK = ("transformers", "accelerate", "datasets", "peft", "deepspeed")
+FORBIDDEN_EDGES = {
+    "info": (*HF_STACK, "matrix_llm.losses", "matrix_llm.objectives", "matrix_llm.trainer", "matrix_llm.data"),
+    "losses": (*HF_STACK, "matrix_llm.objectives", "matrix_llm.trainer", "matrix_llm.data", "matrix_llm.features"),
+    "objectives": ("matrix_llm.trainer", "matrix_llm.runner", "matrix_llm.sft"),
+    "data": ("matrix_llm.losses", "matrix_llm.trainer", "matrix_llm.objectives", "matrix_llm.runner"),
+    "features": ("matrix_llm.trainer", "matrix_llm.objectives", "matrix_llm.losses"),
+}
+
+
+def _imports(source: str, package: str) -> set[str]:
+    """Absolute names of every module ``source`` imports (relative imports resolved against ``package``)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN_EDGES))
+def test_no_forbidden_import_direction(package):
+    offenders = []
+    for path in sorted((REPO / "matrix_llm" / package).rglob("*.py")):
+        module_package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+        for name in _imports(path.read_text(encoding="utf-8"), module_package):
+            if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN_EDGES[package]):
+                offenders.append(f"{path.relative_to(REPO)} imports {name}")
+    assert offenders == []
+
+
+def test_the_static_check_sees_relative_and_function_level_imports():
+    """The checker itself can fail: a relative import inside a function is resolved and seen."""
+    source = "def f():\n    from ..trainer import MatrixTrainer\n    import transformers.trainer\n"
+    names = _imports(source, "matrix_llm.objectives")
+    assert {"matrix_llm.trainer.MatrixTrainer", "transformers.trainer"} <= names
+
+
+def test_no_module_over_500_lines():
+    """One concern per file: a module that grows past 500 lines is split (as data/gsm8k/ was)."""
+    long = {str(p.relative_to(REPO)): n for p in (REPO / "matrix_llm").rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}  # fmt: skip
+    assert long == {}

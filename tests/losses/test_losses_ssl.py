@@ -1,6 +1,6 @@
 """Tests for matrix_llm.losses.MatrixSSLLoss (MATH.md §3).
 
-    .venv/bin/python -m pytest tests/test_losses_ssl.py -q
+    .venv/bin/python -m pytest tests/losses/test_losses_ssl.py -q
 
 The "official" preset is compared with a direct transcription of the formulas of MATH.md §3.1 (the
 ``mce_loss_func`` of yifanzhang-pro/Matrix-SSL main_pretrain.py at commit 422f289), written here with plain

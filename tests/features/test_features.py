@@ -1,6 +1,6 @@
 """features.py: same-forward capture (plain, PEFT, inner layers), shifted completion mask, head weight.
 
-.venv/bin/python -m pytest tests/test_features.py -q
+.venv/bin/python -m pytest tests/features/test_features.py -q
 """
 
 from __future__ import annotations

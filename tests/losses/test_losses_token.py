@@ -1,6 +1,6 @@
 """Tests for matrix_llm.losses.TokenMCELoss (MATH.md §4.3–4.5).
 
-.venv/bin/python -m pytest tests/test_losses_token.py -q
+.venv/bin/python -m pytest tests/losses/test_losses_token.py -q
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """GSM8K scoring and prompts (matrix_llm/data/gsm8k.py): extraction, normalisation, matching, prompt strings.
 
-Run: .venv/bin/python -m pytest tests/test_gsm8k.py -q
-Loading and tokenisation are in tests/test_gsm8k_tokenize.py.
+Run: .venv/bin/python -m pytest tests/data/test_gsm8k.py -q
+Loading and tokenisation are in tests/data/test_gsm8k_tokenize.py.
 """
 
 from __future__ import annotations

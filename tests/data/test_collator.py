@@ -1,6 +1,6 @@
 """Completion-only padding collator (matrix_llm/data/collator.py).
 
-Run: .venv/bin/python -m pytest tests/test_collator.py -q
+Run: .venv/bin/python -m pytest tests/data/test_collator.py -q
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """GSM8K loading and tokenisation (matrix_llm/data/gsm8k.py): load_gsm8k, tokenize_example, tokenize_dataset.
 
-Run: .venv/bin/python -m pytest tests/test_gsm8k_tokenize.py -q
+Run: .venv/bin/python -m pytest tests/data/test_gsm8k_tokenize.py -q
 """
 
 from __future__ import annotations

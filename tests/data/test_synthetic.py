@@ -1,6 +1,6 @@
 """Synthetic GSM8K-format problems (matrix_llm/data/synthetic.py).
 
-Run: .venv/bin/python -m pytest tests/test_synthetic.py -q
+Run: .venv/bin/python -m pytest tests/data/test_synthetic.py -q
 """
 
 from __future__ import annotations

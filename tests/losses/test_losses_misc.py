@@ -1,6 +1,6 @@
 """Tests for LossOutput, the LOSSES registry, CrossModalEntropyLoss, MIRHDRLoss and TCRLoss (MATH.md §5, §6.1).
 
-.venv/bin/python -m pytest tests/test_losses_misc.py -q
+.venv/bin/python -m pytest tests/losses/test_losses_misc.py -q
 """
 
 from __future__ import annotations

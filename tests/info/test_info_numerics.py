@@ -1,7 +1,7 @@
 """matrix_llm.info numerics: float64 gradcheck (incl. repeated eigenvalues and rank deficiency), dtypes, autocast,
 batching, error messages.
 
-Run: .venv/bin/python -m pytest tests/test_info_numerics.py -q
+Run: .venv/bin/python -m pytest tests/info/test_info_numerics.py -q
 """
 
 from __future__ import annotations

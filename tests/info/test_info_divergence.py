@@ -1,6 +1,6 @@
 """matrix_llm.info: matrix log (eigh / Taylor), MCE, MKL (closed forms and identities from MATH.md §1.2, §2, §3.5).
 
-Run: .venv/bin/python -m pytest tests/test_info_divergence.py -q
+Run: .venv/bin/python -m pytest tests/info/test_info_divergence.py -q
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """matrix_llm.info: gram / covariance, entropies, effective rank, MI/MIR/HDR, TCR (closed forms from MATH.md).
 
-Run: .venv/bin/python -m pytest tests/test_info_entropy.py -q
+Run: .venv/bin/python -m pytest tests/info/test_info_entropy.py -q
 """
 
 from __future__ import annotations

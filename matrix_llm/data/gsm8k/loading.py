@@ -1,0 +1,281 @@
+"""GSM8K loading (Hub or local files, GSM8K or MetaMathQA fields) and completion-only tokenisation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy imports stay out of the scoring path
+    from datasets import Dataset
+
+from .prompts import COLUMNS, check_template, format_example
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # the label of positions no loss sees (prompt, padding)
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------
+
+_FIELD_SETS = (("question", "answer"), ("query", "response"))  # GSM8K, MetaMathQA
+_LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def _local_file(source: str, split: str) -> Path | None:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        for suffix in _LOCAL_BUILDERS:
+            candidate = path / f"{split}{suffix}"
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(
+            f"no {split}.jsonl, {split}.json or {split}.parquet in the directory {str(path)!r}"
+        )
+    if path.suffix in _LOCAL_BUILDERS:
+        if not path.is_file():
+            raise FileNotFoundError(f"GSM8K data file not found: {str(path)!r}")
+        return path
+    return None
+
+
+def load_gsm8k(source: str = "openai/gsm8k", *, split: str = "train", config: str | None = "main") -> Dataset:
+    """Load GSM8K-style data as a ``datasets.Dataset`` with exactly the columns ``question`` and ``answer``.
+
+    Args:
+        source: a Hub dataset id (default ``openai/gsm8k``), a local ``.jsonl``/``.json``/``.parquet`` file,
+            or a local directory holding ``{split}.jsonl`` (or ``.json``/``.parquet``).
+        split: the split to load (Hub, or the file name in a directory; ignored for a single file).
+        config: the Hub config (``"main"`` for GSM8K; pass ``None`` for datasets without configs such as
+            ``meta-math/MetaMathQA``). Ignored for local files.
+
+    Rows may use GSM8K's fields (``question``, ``answer``) or MetaMathQA's (``query``, ``response``, renamed);
+    other columns are dropped. Anything else raises ``ValueError`` naming the fields found and expected.
+    """
+    import datasets
+
+    local = _local_file(source, split)
+    if local is not None:
+        ds = datasets.load_dataset(_LOCAL_BUILDERS[local.suffix], data_files=str(local), split="train")
+    else:
+        ds = datasets.load_dataset(source, config, split=split)
+    return _standardise_fields(ds, source=str(source))
+
+
+def _standardise_fields(ds: Dataset, *, source: str) -> Dataset:
+    columns = list(ds.column_names)
+    for q, a in _FIELD_SETS:
+        if q in columns and a in columns:
+            extra = [c for c in columns if c not in (q, a)]
+            if extra:
+                ds = ds.remove_columns(extra)
+            if (q, a) != ("question", "answer"):
+                ds = ds.rename_columns({q: "question", a: "answer"})
+            return ds
+    expected = " or ".join(f"({q!r}, {a!r})" for q, a in _FIELD_SETS)
+    raise ValueError(
+        f"{source}: expected the fields {expected} (GSM8K or MetaMathQA); found {columns}. "
+        "Rename the columns, e.g. ds.rename_columns({'problem': 'question', 'solution': 'answer'})"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tokenisation
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _bos_prefix(tokenizer: Any, prompt: str, add_bos: bool | None) -> list[int]:
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if add_bos is False or bos_id is None:
+        return []
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and prompt.startswith(bos):  # a chat template that writes the BOS text itself
+        return []
+    return [bos_id]
+
+
+def encode_prompt(prompt: str, tokenizer: Any, *, add_bos: bool | None = None) -> list[int]:
+    """Token ids of a prompt exactly as training sees it: ``[BOS] + tokens(prompt)``.
+
+    Text is tokenised with ``add_special_tokens=False`` (so a tokenizer that appends EOS or adds BOS itself
+    cannot double them), then BOS is prepended when the tokenizer defines one (``add_bos=None``), unless the
+    prompt text already starts with the BOS token (chat templates that render it). ``add_bos`` forces it on or
+    off. Use this for generation so evaluation prompts are tokenised like training prompts.
+    """
+    return _bos_prefix(tokenizer, prompt, add_bos) + _encode(tokenizer, prompt)
+
+
+def _completion_ids(
+    tokenizer: Any, prompt: str, prompt_ids: list[int], completion: str
+) -> tuple[list[int], bool]:
+    """Completion tokens as the tokenizer splits ``prompt + completion``; falls back to a separate encode.
+
+    Returns ``(ids, merged)`` where ``merged`` says the joint tokenisation crossed the boundary.
+    """
+    joint = _encode(tokenizer, prompt + completion)
+    n = len(prompt_ids)
+    if joint[:n] == prompt_ids and len(joint) > n:
+        return joint[n:], False
+    return _encode(tokenizer, completion), True
+
+
+def tokenize_example(
+    example: Mapping[str, str],
+    tokenizer: Any,
+    *,
+    template: str,
+    max_length: int,
+    add_bos: bool | None = None,
+) -> dict[str, Any]:
+    """Tokenise one ``{"question", "answer"}`` row for completion-only training.
+
+    Layout: ``[BOS] prompt_tokens completion_tokens EOS``; ``labels`` are ``-100`` on BOS and the prompt and
+    equal to ``input_ids`` on the completion **and its EOS** (the EOS id is appended as an id, so it is kept
+    in the labels even when ``pad_token == eos_token``).
+
+    The boundary is exact: the prompt is tokenised on its own (:func:`encode_prompt`, the same ids generation
+    starts from) and the completion tokens are the tail of the tokenisation of ``prompt + completion`` when
+    that tokenisation starts with the prompt's ids (the natural split, e.g. ``"▁Natalia"`` for SentencePiece,
+    ``"ĠNatalia"`` for byte-level BPE); if the tokenizer merges across the boundary, the completion is
+    tokenised separately and concatenated (``boundary_merged=True``).
+
+    Sequences longer than ``max_length`` are cut on the right and flagged ``truncated=True`` (with
+    ``num_tokens`` the untruncated length); :func:`tokenize_dataset` counts, reports and by default drops them.
+    Raises ``ValueError`` on an empty answer or a tokenizer without EOS.
+    """
+    eos_id = getattr(tokenizer, "eos_token_id", None)
+    if eos_id is None:
+        raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token before tokenising")
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2; got {max_length}")
+    prompt, completion = format_example(example, template=template, tokenizer=tokenizer)
+    prompt_ids = encode_prompt(prompt, tokenizer, add_bos=add_bos)
+    text_prompt_ids = prompt_ids[len(_bos_prefix(tokenizer, prompt, add_bos)) :]
+    completion_ids, merged = _completion_ids(tokenizer, prompt, text_prompt_ids, completion)
+    completion_ids = completion_ids + [eos_id]
+    input_ids = prompt_ids + completion_ids
+    labels = [IGNORE_INDEX] * len(prompt_ids) + completion_ids
+    num_tokens = len(input_ids)
+    truncated = num_tokens > max_length
+    if truncated:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": [1] * len(input_ids),
+        "labels": labels,
+        "num_tokens": num_tokens,
+        "truncated": truncated,
+        "boundary_merged": merged,
+    }
+
+
+@dataclass
+class TokenizeStats:
+    """What :func:`tokenize_dataset` did: counts of kept, truncated and dropped examples."""
+
+    num_examples: int
+    num_kept: int
+    num_truncated: int  # longer than max_length (their '#### N' line and EOS would be cut)
+    num_dropped: int
+    num_boundary_merged: int
+    max_length: int
+    longest: int  # untruncated length of the longest example, tokens
+
+    def summary(self) -> str:
+        return (
+            f"{self.num_kept}/{self.num_examples} examples kept; {self.num_truncated} longer than "
+            f"max_length={self.max_length} (longest {self.longest} tokens), {self.num_dropped} dropped"
+        )
+
+
+_HELPER_COLUMNS = ("num_tokens", "truncated", "boundary_merged")
+
+
+def tokenize_dataset(
+    ds: Dataset,
+    tokenizer: Any,
+    *,
+    template: str,
+    max_length: int,
+    num_proc: int | None = None,
+    drop_truncated: bool = True,
+    add_bos: bool | None = None,
+) -> tuple[Dataset, TokenizeStats]:
+    """Tokenise a ``{"question", "answer"}`` dataset with :func:`tokenize_example`; returns ``(dataset, stats)``.
+
+    The result has the columns ``input_ids``, ``attention_mask`` and ``labels`` only. Examples longer than
+    ``max_length`` are counted and, with ``drop_truncated=True`` (default), dropped: right-truncation would
+    cut the ``#### N`` line and EOS, teaching the model to ramble. With ``drop_truncated=False`` they are kept
+    truncated. Either way a warning gives the count. Examples whose prompt alone fills ``max_length`` have no
+    label left and are always dropped. An empty answer raises ``ValueError`` naming the row.
+    """
+    check_template(template)
+    missing = COLUMNS - set(ds.column_names)
+    if missing:
+        raise ValueError(
+            f"tokenize_dataset expects the columns ('question', 'answer'); found {ds.column_names} "
+            "(load_gsm8k renames MetaMathQA's ('query', 'response'))"
+        )
+
+    def _one(example: Mapping[str, str], idx: int) -> dict[str, Any]:
+        try:
+            return tokenize_example(
+                example, tokenizer, template=template, max_length=max_length, add_bos=add_bos
+            )
+        except ValueError as err:
+            raise ValueError(f"row {idx}: {err} (question: {str(example.get('question'))[:60]!r})") from err
+
+    out = ds.map(
+        _one,
+        with_indices=True,
+        remove_columns=list(ds.column_names),
+        num_proc=num_proc,
+        desc=f"Tokenizing GSM8K ({template} template)",
+    )
+    num_tokens = out["num_tokens"]
+    truncated = out["truncated"]
+    num_truncated = int(sum(truncated))
+    longest = max(num_tokens, default=0)
+
+    def _keep(labels: list[int], trunc: bool) -> bool:
+        if trunc and drop_truncated:
+            return False
+        return any(label != IGNORE_INDEX for label in labels)
+
+    kept = out.filter(
+        _keep, input_columns=["labels", "truncated"], num_proc=num_proc, desc="Dropping truncated"
+    )
+    kept = kept.remove_columns(list(_HELPER_COLUMNS))
+    stats = TokenizeStats(
+        num_examples=len(out),
+        num_kept=len(kept),
+        num_truncated=num_truncated,
+        num_dropped=len(out) - len(kept),
+        num_boundary_merged=int(sum(out["boundary_merged"])),
+        max_length=max_length,
+        longest=longest,
+    )
+    if stats.num_boundary_merged:
+        logger.warning(
+            "%d examples: the tokenizer merged tokens across the prompt/completion boundary; their completion "
+            "was tokenised separately", stats.num_boundary_merged,
+        )  # fmt: skip
+    if num_truncated:
+        action = "dropped" if drop_truncated else "kept truncated (their '#### N' line and EOS are cut)"
+        logger.warning(
+            "%d of %d examples are longer than max_length=%d (longest: %d tokens) and were %s",
+            num_truncated, len(out), max_length, longest, action,
+        )  # fmt: skip
+    if len(out) and not len(kept):
+        raise ValueError(
+            f"no example left to train on: {stats.summary()}; raise max_length (the longest example has "
+            f"{longest} tokens) or pass drop_truncated=False"
+        )
+    return kept, stats
