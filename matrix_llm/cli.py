@@ -1,6 +1,6 @@
 """The ``matrix-llm`` command: one entry point, one sub-command per job.
 
-    matrix-llm sft  --config recipes/demo/mce.yaml [--field value ...]
+    matrix-llm sft  --config demo/mce.yaml [--field value ...]
     matrix-llm eval gsm8k --model PATH_OR_HUB_ID [...]
     matrix-llm plot RUN_DIR
     matrix-llm demo [--output_dir outputs/demo]

@@ -1,8 +1,8 @@
 """``matrix-llm demo``: the embedded default, end to end, offline, on a CPU in a few minutes.
 
-    matrix-llm demo [--output_dir outputs/demo] [--config recipes/demo/mce.yaml] [--eval_size 200] [--field value ...]
+    matrix-llm demo [--output_dir outputs/demo] [--config demo/mce.yaml] [--eval_size 200] [--field value ...]
 
-1. ``matrix-llm sft --config recipes/demo/mce.yaml``: a tiny Llama and a byte-level BPE tokenizer built locally,
+1. ``matrix-llm sft --config demo/mce.yaml``: a tiny Llama and a byte-level BPE tokenizer built locally,
    trained on synthetic GSM8K-format word problems with ``loss = CE + w * MCE`` (formulation ``head``).
 2. ``matrix-llm eval gsm8k`` on held-out synthetic problems (disjoint from training by construction): greedy
    decoding, the training prompt, lm-eval strict-match / flexible-extract scoring.
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "mce.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "recipes" / "demo" / "mce.yaml"  # package data
 # the last values logged for these keys go into the report
 TRAIN_KEYS = ("lm_loss", "matrix_loss", "matrix_entropy", "effective_rank")
 
@@ -95,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval_size", type=int, default=200, help="held-out problems to evaluate")
     parser.add_argument("--max_new_tokens", type=int, default=128)
     args, overrides = parser.parse_known_args(argv)
-    if not Path(args.config).is_file():
-        parser.error(f"--config {args.config}: no such file (run from the repository, or pass a recipe path)")
+    from .parsing import resolve_config
+
+    config = resolve_config(args.config)
+    if config is None:
+        parser.error(f"--config {args.config}: no such file, nor a recipe shipped with matrix_llm (e.g. demo/ce.yaml)")
+    args.config = str(config)
 
     from . import eval_command, evaluation, sft
     from .parsing import ConfigError
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     results = eval_command.run_gsm8k_cli([
         "--model", str(model_dir), "--data", str(heldout), "--prompt", data_args.template,
         "--max_new_tokens", str(args.max_new_tokens), "--batch_size", "32", "--dtype", "float32",
-        "--output_dir", str(out / "eval"),
+        "--output_dir", str(out / "eval"), "--overwrite",
     ])  # fmt: skip
 
     state = json.loads((model_dir / "trainer_state.json").read_text())

@@ -27,7 +27,8 @@ callback):
   ``lm_eval --tasks gsm8k`` reports. ``*_numeric`` variants also accept the same number spelt differently
   (``18.00`` vs ``18``; :func:`matrix_llm.data.gsm8k.answers_match`), never fewer items.
 - ``metamath_accuracy``: MetaMath's extraction (the number after the last ``The answer is: ``), the metric of the
-  MetaMath / Matrix-LLM papers with ``--prompt zero_shot_cot``.
+  MetaMath / Matrix-LLM papers with ``--prompt zero_shot_cot``; reported only when some completion uses that
+  format (a 0.0 for a format nobody writes would read like a failure).
 - ``no_answer_rate``: fraction of completions where the strict filter finds nothing (instruct models that never
   write ``#### N`` score near 0 strict: this says why); ``flexible_no_answer_rate`` likewise;
   ``truncated_rate``: fraction that hit ``max_new_tokens``.
@@ -49,6 +50,7 @@ import json
 import logging
 import platform
 import sys
+import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -62,6 +64,8 @@ from .evaluation import (
     score_samples,
     write_jsonl,
 )
+from .plotting import RUN_INFO
+from .runner import looks_like_path
 
 logger = logging.getLogger(__name__)
 
@@ -165,11 +169,17 @@ def _gsm8k_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="local model directory or Hub id")
     p.add_argument("--adapter", default=None, help="PEFT adapter directory (loaded on top of --model)")
-    p.add_argument("--prompt", default="zero_shot_cot", choices=list(EVAL_PROMPTS))
-    p.add_argument("--max_new_tokens", type=int, default=512)
-    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument(
+        "--prompt",
+        default=None,
+        choices=list(EVAL_PROMPTS),
+        help="evaluation prompt (default: the template the model was trained with when its folder records it "
+        "in matrix_llm_run.json, else zero_shot_cot)",
+    )
+    p.add_argument("--max_new_tokens", type=int, default=512, help="generation budget per question (default 512)")
+    p.add_argument("--batch_size", type=int, default=16, help="prompts per generate call (default 16)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument(
         "--data", default=None, help="local .jsonl/.json/.parquet file or directory (default: Hub)"
     )
@@ -181,11 +191,18 @@ def _gsm8k_parser() -> argparse.ArgumentParser:
         choices=["lm_eval", "first_n"],
         help="fewshot5: lm-eval's seeded per-question draw (default) or the first 5 train rows",
     )
-    p.add_argument("--output_dir", default="outputs/eval/gsm8k")
-    p.add_argument("--backend", default="hf", choices=["hf", "vllm"])
-    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    p.add_argument(
+        "--output_dir",
+        default=None,
+        help="where samples.jsonl and results.json go (default: MODEL/eval/gsm8k-PROMPT for a local model, else "
+        "outputs/eval/gsm8k-PROMPT-TIMESTAMP); a folder holding results.json is refused without --overwrite",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the results in an existing --output_dir")
+    p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="hf (default) or vllm (GPU only)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                   help="auto (default): bfloat16 on a bf16 GPU, else float32")  # fmt: skip
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--trust_remote_code", action="store_true")
+    p.add_argument("--trust_remote_code", action="store_true", help="allow custom modelling code from the Hub")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -201,10 +218,16 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
     if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise SystemExit("--backend vllm needs vLLM, which is not installed: `pip install vllm` (GPU only), "
                          "or use --backend hf (the default)")  # fmt: skip
+    for name in ("model", "adapter"):
+        value = getattr(args, name)
+        if value and looks_like_path(value) and not Path(value).expanduser().is_dir():
+            raise SystemExit(f"--{name} {value}: no such directory")
+    if args.prompt is None:
+        args.prompt, origin = _default_prompt(args.model, args.adapter)
+        sys.stderr.write(f"matrix-llm eval gsm8k: prompt {args.prompt!r} ({origin}; --prompt to choose)\n")
+    out_dir = _output_dir(args)
     items, source = _load_items(args)
     shots, fewshot_info = _fewshot(args, len(items))
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     if args.backend == "vllm":
         from matrix_llm.data.gsm8k import get_eval_prompt, reference_answer
@@ -269,6 +292,7 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
         "versions": package_versions(),
         "command": "matrix-llm eval gsm8k " + " ".join(argv),
     }
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
     write_jsonl(out_dir / "samples.jsonl", result.samples)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     m = result.metrics
@@ -278,6 +302,30 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
         f"no answer {m['no_answer_rate']:.4f}  -> {out_dir}/results.json\n"
     )
     return results
+
+
+def _default_prompt(model: str, adapter: str | None) -> tuple[str, str]:
+    """The training template recorded by ``matrix-llm sft`` in the model's (or adapter's) folder, else
+    ``zero_shot_cot``; with where it came from."""
+    for folder in (adapter, model):
+        info = Path(folder).expanduser() / RUN_INFO if folder else None
+        if info is not None and info.is_file():
+            template = json.loads(info.read_text()).get("template")
+            if template:
+                return template, f"the template {info} records"
+    return "zero_shot_cot", "no training template recorded by the model"
+
+
+def _output_dir(args) -> Path:
+    if args.output_dir is not None:
+        out = Path(args.output_dir)
+    elif Path(args.model).expanduser().is_dir():
+        out = Path(args.model).expanduser() / "eval" / f"gsm8k-{args.prompt}"
+    else:
+        out = Path("outputs/eval") / f"gsm8k-{args.prompt}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (out / "results.json").is_file() and not args.overwrite:
+        raise SystemExit(f"--output_dir {out} already holds results.json; pass --overwrite or another --output_dir")
+    return out
 
 
 def _fmt(x: float | None) -> str:

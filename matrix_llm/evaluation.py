@@ -78,13 +78,15 @@ def score_samples(
             correct_metamath=answers_match(metamath, s["reference"]),
         )
     metrics: dict[str, float | None] = {"n": n}
-    for name, key in (
+    scores = [
         ("strict_accuracy", "correct_strict"),
         ("flexible_accuracy", "correct_flexible"),
         ("strict_accuracy_numeric", "correct_strict_numeric"),
         ("flexible_accuracy_numeric", "correct_flexible_numeric"),
-        ("metamath_accuracy", "correct_metamath"),
-    ):
+    ]
+    if any(s["extracted_metamath"] is not None for s in samples):  # only where the format is used at all
+        scores.append(("metamath_accuracy", "correct_metamath"))
+    for name, key in scores:
         k = sum(bool(s[key]) for s in samples)
         metrics[name] = k / n
         metrics[f"{name}_stderr"] = _bootstrap_stderr(k, n, n_boot=n_boot, seed=seed)

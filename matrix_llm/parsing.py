@@ -1,6 +1,6 @@
 """The one YAML + command-line parser of every training command (``matrix-llm sft|ssl|clip|classify``).
 
-    matrix-llm sft --config recipes/demo/mce.yaml --learning_rate 1e-3 --use_peft false
+    matrix-llm sft --config demo/mce.yaml --learning_rate 1e-3 --use_peft false
 
 :func:`parse_args` reads ``--config FILE.yaml`` and then ``--field value`` overrides (the command line wins)
 into a command's dataclasses. Every key of the YAML file and every flag is checked against those dataclasses
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ConfigError", "format_help", "parse_args", "problem"]
+__all__ = ["ConfigError", "format_help", "parse_args", "problem", "resolve_config"]
 
 _UNSET = object()
 
@@ -237,12 +237,27 @@ def _split_cli(argv: list[str], table: dict) -> tuple[dict[str, Any], list[str]]
     return out, problems
 
 
+PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+def resolve_config(path: str) -> Path | None:
+    """``path`` if it is a file, else the recipe shipped with the package under that name (``demo/mce.yaml``,
+    so that an installed wheel runs the demo recipes from any folder), else ``None``."""
+    if Path(path).is_file():
+        return Path(path)
+    packaged = PACKAGED_RECIPES / path
+    for candidate in (packaged, packaged.with_name(packaged.name + ".yaml")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _load_yaml(path: str) -> tuple[dict[str, Any], list[str]]:
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        return {}, [problem("config", "an existing YAML file", str(path))]
+    p = resolve_config(path)
+    if p is None:
+        return {}, [problem("config", "an existing YAML file or a shipped recipe (e.g. demo/mce.yaml)", str(path))]
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:

@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -214,12 +214,15 @@ class GracefulStop(TrainerCallback):
 
 @dataclass
 class RunCard:
-    """What the model card names besides the objective: the base model, the data and extra lines."""
+    """What the model card names besides the objective: the base model, the data and extra lines; ``run_info``:
+    what the command records in ``matrix_llm_run.json`` for later tools (e.g. the LM prompt template, which
+    ``matrix-llm eval gsm8k`` uses as its default prompt)."""
 
     base_model: str
     dataset: str
     eval_dataset: str | None = None
     details: tuple[str, ...] = ()
+    run_info: dict[str, Any] = field(default_factory=dict)
 
 
 def check_adapter(output_dir: str | Path) -> int:
@@ -253,13 +256,15 @@ def _checkpoint_step(checkpoint: str) -> int | None:
     return None
 
 
-def write_run_info(output_dir: str | Path, objective: Any) -> Path:
-    """``output_dir/matrix_llm_run.json``: the objective's name and plot panels (read by ``matrix-llm plot``)."""
+def write_run_info(output_dir: str | Path, objective: Any, extra: dict[str, Any] | None = None) -> Path:
+    """``output_dir/matrix_llm_run.json``: the objective's name and plot panels (read by ``matrix-llm plot``),
+    plus the command's ``extra`` entries."""
     path = Path(output_dir) / RUN_INFO
     path.parent.mkdir(parents=True, exist_ok=True)
     info = {
         "objective": getattr(objective, "name", type(objective).__name__),
         "plot_panels": [list(p) for p in getattr(objective, "plot_panels", ())],
+        **(extra or {}),
     }
     path.write_text(json.dumps(info, indent=2) + "\n")
     return path
@@ -278,7 +283,7 @@ def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: s
     if checkpoint is not None:
         logger.info("resuming from %s (step %s)", checkpoint, _checkpoint_step(checkpoint))
     if trainer.is_world_process_zero():
-        write_run_info(args.output_dir, trainer.objective)
+        write_run_info(args.output_dir, trainer.objective, card.run_info)
     stop = GracefulStop()
     trainer.add_callback(stop)
     with stop.installed():

@@ -1,6 +1,6 @@
 """``matrix-llm sft``: supervised fine-tuning of a causal LM with ``loss = lm_loss + matrix_loss_weight * MCE``.
 
-    matrix-llm sft --config recipes/demo/mce.yaml
+    matrix-llm sft --config demo/mce.yaml
     accelerate launch --config_file recipes/accelerate/multi_gpu.yaml -m matrix_llm.sft \\
         --config recipes/llemma-7b/gsm8k/mce.yaml
     python -m torch.distributed.run --nproc_per_node 2 -m matrix_llm.sft --config ... --use_cpu true
@@ -83,16 +83,14 @@ def build_datasets(raw_train: Any, raw_eval: Any, tokenizer: Any, data_args: LMD
     """Tokenise with completion-only labels (prompt masked, answer + EOS learned)."""
     from .data import tokenize_dataset
 
+    options = dict(template=data_args.template, max_length=data_args.max_length,
+                   drop_truncated=data_args.drop_truncated)  # fmt: skip
     with training_args.main_process_first(desc="tokenizing"):
-        train, stats = tokenize_dataset(
-            raw_train, tokenizer, template=data_args.template, max_length=data_args.max_length
-        )
+        train, stats = tokenize_dataset(raw_train, tokenizer, **options)
         logger.info("train: %s", stats.summary())
         evalset = None
         if raw_eval is not None:
-            evalset, estats = tokenize_dataset(
-                raw_eval, tokenizer, template=data_args.template, max_length=data_args.max_length
-            )
+            evalset, estats = tokenize_dataset(raw_eval, tokenizer, **options)
             logger.info("eval: %s", estats.summary())
     if len(train) == 0:
         raise ValueError(
@@ -251,6 +249,7 @@ def run(model_args: LMModelArguments, data_args: LMDataArguments, training_args:
             dataset=data_args.dataset_name,
             eval_dataset=data_args.eval_dataset_name,
             details=(f"Prompt template: `{data_args.template}`.",),
+            run_info={"template": data_args.template},
         ),
     )
     del trainer, model
@@ -268,7 +267,7 @@ def _help(classes) -> str:
     return format_help(
         PROG,
         classes,
-        example=f"{PROG} --config recipes/demo/mce.yaml --max_steps 20 --matrix_loss_type relation",
+        example=f"{PROG} --config demo/mce.yaml --max_steps 20 --matrix_loss_type relation",
         summary="Fine-tune a causal LM with loss = lm_loss + matrix_loss_weight * MCE(token representations).",
     )
 

@@ -140,3 +140,10 @@ def test_resume_from_checkpoint_true_in_yaml(tmp_path):
     cfg = _yaml(tmp_path, "resume_from_checkpoint: true\n")
     *_, t = parse_args(["--config", cfg])
     assert t.resume_from_checkpoint == "true"
+
+
+def test_drop_truncated_is_a_field(tmp_path):
+    """The too-long-examples error names `--drop_truncated false`: the CLI must offer it."""
+    cfg = _yaml(tmp_path, "")
+    _, d, _ = parse_args(["--config", cfg, "--drop_truncated", "false"])
+    assert d.drop_truncated is False

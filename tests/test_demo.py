@@ -1,6 +1,6 @@
 """`matrix-llm demo` end to end on a shortened run: .venv/bin/python -m pytest tests/test_demo.py -q
 
-The full demo (recipes/demo/mce.yaml, 2000 steps) is what `make demo` runs; this checks the pipeline and its
+The full demo (demo/mce.yaml, 2000 steps) is what `make demo` runs; this checks the pipeline and its
 files on a 30-step run, so it asserts that everything is written and consistent, not that the model learned.
 """
 

@@ -203,3 +203,34 @@ def test_eval_gsm8k_on_gpu_uses_bf16_and_scores(tmp_path, saved_model, tiny_mode
     results = json.loads((out / "results.json").read_text())
     expected = "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     assert results["decoding"]["dtype"] == expected and results["metrics"]["n"] == 6
+
+
+def test_eval_defaults_to_the_trained_template_and_the_model_folder(saved_model, gsm8k_dir, capsys):
+    """No --prompt: the template `matrix-llm sft` recorded (mutation caught: the old fixed zero_shot_cot default,
+    which scores 0 on a qa-trained model); no --output_dir: under the model, never a shared fixed folder; a second
+    run does not overwrite the first without --overwrite."""
+    (saved_model / "matrix_llm_run.json").write_text(json.dumps({"objective": "lm", "template": "qa"}))
+    argv = ["gsm8k", "--model", str(saved_model), "--data", str(gsm8k_dir), "--limit", "2", "--max_new_tokens", "4",
+            "--no_progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "prompt 'qa'" in capsys.readouterr().err
+    results = json.loads((saved_model / "eval" / "gsm8k-qa" / "results.json").read_text())
+    assert results["prompt"] == "qa"
+    with pytest.raises(SystemExit, match="--overwrite"):
+        main(argv)
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_eval_missing_local_model_says_so_and_leaves_nothing(tmp_path, gsm8k_dir):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="no such directory"):
+        main(["gsm8k", "--model", str(tmp_path / "no" / "model"), "--data", str(gsm8k_dir), "--output_dir", str(out)])
+    assert not out.exists()
+
+
+def test_metamath_accuracy_only_where_the_format_is_used():
+    samples = [{"completion": "so #### 4", "reference": "4", "strict_mode": "strict"},
+               {"completion": "so #### 5", "reference": "6", "strict_mode": "strict"}]  # fmt: skip
+    assert "metamath_accuracy" not in score_samples(samples) and score_samples(samples)["strict_accuracy"] == 0.5
+    samples[1]["completion"] = "The answer is: 6"
+    assert score_samples(samples)["metamath_accuracy"] == 0.5

@@ -14,15 +14,17 @@ import yaml
 
 from matrix_llm.sft import parse_args
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-ALL_YAML = sorted(RECIPES.rglob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+PACKAGED = REPO / "matrix_llm" / "recipes"  # shipped as package data (the demo recipes)
+ALL_YAML = sorted(RECIPES.rglob("*.yaml")) + sorted(PACKAGED.rglob("*.yaml"))
 PROFILES = sorted((RECIPES / "accelerate").glob("*.yaml"))
 TRAINING = [p for p in ALL_YAML if p.parent.name != "accelerate"]
 DEEPSPEED = sorted((RECIPES / "deepspeed").glob("*.json"))
 
 
 def _rel(path: Path) -> str:
-    return str(path.relative_to(RECIPES.parent))
+    return str(path.relative_to(REPO))
 
 
 def test_the_expected_recipes_exist():
@@ -32,8 +34,8 @@ def test_the_expected_recipes_exist():
         "recipes/llemma-7b/gsm8k/mce.yaml",
         "recipes/llemma-7b/metamathqa/ce.yaml",
         "recipes/llemma-7b/metamathqa/mce.yaml",
-        "recipes/demo/ce.yaml",
-        "recipes/demo/mce.yaml",
+        "matrix_llm/recipes/demo/ce.yaml",
+        "matrix_llm/recipes/demo/mce.yaml",
         "recipes/accelerate/single_gpu.yaml",
         "recipes/accelerate/multi_gpu.yaml",
         "recipes/accelerate/deepspeed_zero2.yaml",

@@ -119,6 +119,13 @@ class LMDataArguments:
         },
     )
     max_length: int = field(default=512, metadata={"help": "Prompt + completion tokens kept per example."})
+    drop_truncated: bool = field(
+        default=True,
+        metadata={
+            "help": "Drop examples longer than max_length (default: right-truncation would cut the '#### N' line "
+            "and EOS); false keeps them truncated."
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Truncate the training set (debug)."}
     )

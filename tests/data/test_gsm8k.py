@@ -229,3 +229,15 @@ def test_lm_eval_fewshot_indices_are_seeded_per_document():
     assert all(len(set(x)) == 5 and all(0 <= i < 7473 for i in x) for x in a)
     assert a[0] != a[1]  # one draw per test document, as lm-eval's shared Random does
     assert lm_eval_fewshot_indices(7473, 1, seed=0) != a[:1]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [("x\n#### $18", "18"), ("x\n#### abc", "abc"), ("x\n#### 1,000.", "1000"), ("#### 3 #### 4", "4")],
+)
+def test_reference_answer_follows_lm_eval_target_for_odd_rows(answer, expected):
+    """MetaMathQA-style and custom rows with a non-numeric `#### ...` are scored, not fatal (lm-eval's
+    doc_to_target: text after the last ####, then its exact_match normalisation)."""
+    assert reference_answer(answer) == expected
+    # lm-eval's strict filter extracts numbers only: `abc` is never matched, the numeric ones are
+    assert score_completion(f"so #### {expected}", answer).strict_correct == expected.isdigit()

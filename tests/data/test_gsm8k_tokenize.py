@@ -252,3 +252,21 @@ def test_tokenize_dataset_raises_when_nothing_fits(tiny_tokenizer):
 
     with pytest.raises(ValueError, match="no example left to train on"):
         tokenize_dataset(Dataset.from_list([EXAMPLE]), tiny_tokenizer, template="qa", max_length=8)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the data file is empty"),
+        ("\n\n", "has no rows"),
+        ('{"question": "q", "answer": "#### 1"}\n{"question": "q2", "answer": \n', "row 2: not valid JSON"),
+        ('{"question": "q", "answer": "#### 1"}\n[1, 2]\n', "row 2: expected a JSON object"),
+    ],
+)
+def test_bad_local_files_name_the_file_and_the_row(tmp_path, content, message):
+    """Mutation caught: removing the pre-check (datasets raises a bare StopIteration / a generic error)."""
+    path = tmp_path / "train.jsonl"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as info:
+        load_gsm8k(str(path))
+    assert str(path) in str(info.value)

@@ -42,6 +42,33 @@ def _local_file(source: str, split: str) -> Path | None:
     return None
 
 
+def _check_local_file(path: Path) -> None:
+    """Name the file, the row and the problem before ``datasets`` does (it raises a bare ``StopIteration`` for an
+    empty file and a generic ``DatasetGenerationError`` for a malformed JSON Lines row)."""
+    import json
+
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the data file is empty; expected one JSON object per line with question/answer")
+    if path.suffix != ".jsonl":
+        return
+    with open(path, encoding="utf-8") as f:
+        rows = 0
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, row {number}: not valid JSON ({e.msg} at column {e.colno}): "
+                                 f"{line.strip()[:80]!r}") from None  # fmt: skip
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}, row {number}: expected a JSON object with question/answer fields; got "
+                                 f"{type(row).__name__}")  # fmt: skip
+            rows += 1
+    if rows == 0:
+        raise ValueError(f"{path}: the data file has no rows (only blank lines)")
+
+
 def load_gsm8k(source: str = "openai/gsm8k", *, split: str = "train", config: str | None = "main") -> Dataset:
     """Load GSM8K-style data as a ``datasets.Dataset`` with exactly the columns ``question`` and ``answer``.
 
@@ -59,6 +86,7 @@ def load_gsm8k(source: str = "openai/gsm8k", *, split: str = "train", config: st
 
     local = _local_file(source, split)
     if local is not None:
+        _check_local_file(local)
         ds = datasets.load_dataset(_LOCAL_BUILDERS[local.suffix], data_files=str(local), split="train")
     else:
         ds = datasets.load_dataset(source, config, split=split)
@@ -276,6 +304,6 @@ def tokenize_dataset(
     if len(out) and not len(kept):
         raise ValueError(
             f"no example left to train on: {stats.summary()}; raise max_length (the longest example has "
-            f"{longest} tokens) or pass drop_truncated=False"
+            f"{longest} tokens) or keep them truncated (`--drop_truncated false`)"
         )
     return kept, stats

@@ -105,11 +105,14 @@ def extract_answer(text: str, *, mode: str = "strict") -> str | None:
 
 
 def reference_answer(answer: str) -> str:
-    """The normalised final answer of a GSM8K reference (``... #### N``); raises if it has none."""
-    out = extract_answer(answer, mode="strict")
-    if out is None:
+    """The normalised final answer of a GSM8K reference (``... #### N``), as lm-eval's target: the text after the
+    last ``####`` (``doc_to_target``), normalised like the predictions (:func:`normalize_answer`). A reference
+    whose final answer is not a plain number (``#### $18`` -> ``18``; ``#### abc`` -> ``abc``, which no number
+    matches) is scored like lm-eval scores it instead of failing the run. Raises if there is no ``####`` at all.
+    """
+    if "####" not in answer:
         raise ValueError(f"reference answer has no '#### N' line: {answer[-80:]!r}")
-    return out
+    return normalize_answer(answer.split("####")[-1].strip())
 
 
 def _as_number(s: str) -> Decimal | None:
