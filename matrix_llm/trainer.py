@@ -51,7 +51,7 @@ class MatrixTrainer(Trainer):
       (tested in ``tests/test_trainer.py``). In evaluation ``s = 1``.
 
     The matrix term is *not* the matrix loss of the accumulated batch: MCE over ``k`` micro-batches of
-    ``T`` tokens is a mean of ``k`` ``T x T`` terms, not one ``kT x kT`` term (MATH.md §4.3, "Pitfalls"); to
+    ``T`` tokens is a mean of ``k`` ``T x T`` terms, not one ``kT x kT`` term (docs/formulations.md); to
     change the batch a matrix sees, change ``per_device_train_batch_size`` (or use ``matrix_scope: global``
     to pool all processes).
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -31,9 +32,14 @@ print("ok")
 def test_wheel_ships_the_demo_recipes_and_they_resolve_outside_the_checkout(tmp_path):
     """Mutation caught: dropping [tool.setuptools.package-data] (the wheel then has no recipes and an installed
     `matrix-llm demo` cannot find its default)."""
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ and egg-info behind
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "matrix_llm", source / "matrix_llm", ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)  # fmt: skip
+                    str(wheels), str(source)], check=True, capture_output=True, timeout=300)  # fmt: skip
     (wheel,) = wheels.glob("matrix_llm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"matrix_llm/recipes/demo/mce.yaml", "matrix_llm/recipes/demo/ce.yaml"} <= set(names)

@@ -3,7 +3,7 @@
 One forward pass: the LM loss is the parent Trainer's (``num_items_in_batch``-normalised token CE); the token
 representations of ``matrix_layer`` are captured during that same pass by a hook
 (:func:`matrix_llm.features.capture_hidden`); the completion positions after the causal shift go to
-:class:`matrix_llm.losses.TokenMCELoss` (formulation ``head``, ``relation`` or ``alignment``, MATH.md §4).
+:class:`matrix_llm.losses.TokenMCELoss` (formulation ``head``, ``relation`` or ``alignment``, docs/formulations.md).
 The three formulations are matrix_llm's documented derivations: the authors' LLM code is unreleased.
 
 Logged per micro-batch: ``matrix_loss`` (the unweighted MCE), ``matrix_entropy`` and ``effective_rank`` (von

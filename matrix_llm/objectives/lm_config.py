@@ -218,7 +218,7 @@ class LMConfig(MatrixTrainingArguments):
     matrix_loss_type: str = field(
         default="head",
         metadata={
-            "help": "Matrix loss formulation (MATH.md §4): head (hidden-state Gram vs target head-row Gram, "
+            "help": "Matrix loss formulation (docs/formulations.md): head (hidden-state Gram vs target head-row Gram, "
             "default), relation (predicted-distribution Gram vs one-hot Gram), alignment (covariance of "
             "expected vs target embeddings), or none (plain LM loss; entropy/effective rank still logged).",
             "choices": list(LOSS_TYPES),
