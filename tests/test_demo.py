@@ -12,7 +12,7 @@ import pytest
 from matrix_llm.cli import main as cli_main
 from matrix_llm.evaluation import read_jsonl
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
+RECIPES = Path(__file__).resolve().parents[1] / "matrix_llm" / "recipes" / "demo"  # package data
 
 
 @pytest.mark.parametrize("method", ["mce", "ce"])
