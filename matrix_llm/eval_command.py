@@ -64,8 +64,8 @@ from .evaluation import (
     score_samples,
     write_jsonl,
 )
+from .parsing import looks_like_path
 from .plotting import RUN_INFO
-from .runner import looks_like_path
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,9 @@ def _gsm8k_parser() -> argparse.ArgumentParser:
     from matrix_llm.data.gsm8k import EVAL_PROMPTS
 
     p = argparse.ArgumentParser(
-        prog="matrix-llm eval gsm8k", description="GSM8K accuracy by greedy generation."
+        prog="matrix-llm eval gsm8k",
+        description="GSM8K accuracy by greedy generation, scored like lm-evaluation-harness.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", required=True, help="local model directory or Hub id")
     p.add_argument("--adapter", default=None, help="PEFT adapter directory (loaded on top of --model)")
@@ -176,10 +178,10 @@ def _gsm8k_parser() -> argparse.ArgumentParser:
         help="evaluation prompt (default: the template the model was trained with when its folder records it "
         "in matrix_llm_run.json, else zero_shot_cot)",
     )
-    p.add_argument("--max_new_tokens", type=int, default=512, help="generation budget per question (default 512)")
-    p.add_argument("--batch_size", type=int, default=16, help="prompts per generate call (default 16)")
+    p.add_argument("--max_new_tokens", type=int, default=512, help="generation budget per question")
+    p.add_argument("--batch_size", type=int, default=16, help="prompts per generate call")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--split", default="test", help="split to evaluate")
     p.add_argument(
         "--data", default=None, help="local .jsonl/.json/.parquet file or directory (default: Hub)"
     )
@@ -198,9 +200,9 @@ def _gsm8k_parser() -> argparse.ArgumentParser:
         "outputs/eval/gsm8k-PROMPT-TIMESTAMP); a folder holding results.json is refused without --overwrite",
     )
     p.add_argument("--overwrite", action="store_true", help="replace the results in an existing --output_dir")
-    p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="hf (default) or vllm (GPU only)")
+    p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="hf, or vllm (GPU only)")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
-                   help="auto (default): bfloat16 on a bf16 GPU, else float32")  # fmt: skip
+                   help="auto: bfloat16 on a bf16 GPU, else float32")  # fmt: skip
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--trust_remote_code", action="store_true", help="allow custom modelling code from the Hub")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
@@ -381,7 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
         sys.stdout.write(
-            "usage: matrix-llm eval {gsm8k,rescore} [options]  (--help after the task for more)\n"
+            "usage: matrix-llm eval {gsm8k,rescore} [options]\n\n"
+            "  gsm8k    GSM8K accuracy by greedy generation, scored like lm-evaluation-harness\n"
+            "           (matrix-llm eval gsm8k --model PATH_OR_HUB_ID [--prompt qa] [--limit 50] ...)\n"
+            "  rescore  recompute every score of a samples.jsonl with the current extraction code\n\n"
+            "`matrix-llm eval TASK --help` lists the options of a task with their defaults.\n"
         )
         return 0 if argv else 2
     task, rest = argv[0], argv[1:]

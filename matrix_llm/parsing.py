@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ConfigError", "format_help", "parse_args", "problem", "resolve_config"]
+__all__ = ["ConfigError", "format_help", "looks_like_path", "parse_args", "problem", "resolve_config"]
 
 _UNSET = object()
 
@@ -235,6 +235,11 @@ def _split_cli(argv: list[str], table: dict) -> tuple[dict[str, Any], list[str]]
         else:
             problems.append(problem(key, "a single value", values))
     return out, problems
+
+
+def looks_like_path(name: str) -> bool:
+    """A value that can only be a local path (not a Hub id ``name`` or ``org/name``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") >= 2 or "\\" in name
 
 
 PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes"

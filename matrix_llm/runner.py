@@ -31,7 +31,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .parsing import ConfigError, problem
+from .parsing import ConfigError, looks_like_path, problem
 from .plotting import RUN_INFO
 
 __all__ = [
@@ -57,11 +57,6 @@ _INSTALL = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", 
 # ----------------------------------------------------------------------------------------------------------
 # before anything loads
 # ----------------------------------------------------------------------------------------------------------
-
-
-def looks_like_path(name: str) -> bool:
-    """A value that can only be a local path (not a Hub id ``name`` or ``org/name``)."""
-    return name.startswith((".", "/", "~")) or name.count("/") >= 2 or "\\" in name
 
 
 def resolve_checkpoint(value: str | None, output_dir: str | None) -> str | None:

@@ -147,3 +147,16 @@ def test_drop_truncated_is_a_field(tmp_path):
     cfg = _yaml(tmp_path, "")
     _, d, _ = parse_args(["--config", cfg, "--drop_truncated", "false"])
     assert d.drop_truncated is False
+
+
+def test_help_is_short_leads_with_usage_and_points_to_the_full_list(capsys):
+    """`matrix-llm sft --help` used to print all ~790 lines of TrainingArguments and never mention --config."""
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: matrix-llm sft --config RECIPE.yaml")
+    assert "--help_all" in out and "example:" in out and len(out.splitlines()) < 200
+    assert "--learning_rate" not in out  # TrainingArguments' own fields are in --help_all
+    with pytest.raises(SystemExit):
+        parse_args(["--help_all"])
+    assert "--learning_rate" in capsys.readouterr().out
