@@ -11,7 +11,8 @@ bfloat16 are computed in float32 and cast back; spectral ops never run under aut
 - coding rate: :func:`tcr`
 - for loss modules: :func:`work_dtype` (the upcast rule) and :func:`no_autocast` (the autocast switch)
 
-Formulas and reference values: the project math spec MATH.md (cited as "MATH.md §x"). This package imports
+What each formula computes: docs/formulations.md; tests/info/ checks them against closed forms and float64
+references. This package imports
 only torch (never transformers, accelerate or datasets).
 """
 

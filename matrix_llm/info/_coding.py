@@ -12,7 +12,7 @@ __all__ = ["tcr"]
 
 
 def tcr(z: torch.Tensor, *, mu: float = 1.0) -> torch.Tensor:
-    r"""Total coding rate ``TCR_mu(Z) = log det(mu I_d + Zᵀ Z)`` (MATH.md §6.1), on the cheaper side.
+    r"""Total coding rate ``TCR_mu(Z) = log det(mu I_d + Zᵀ Z)`` (docs/formulations.md), on the cheaper side.
 
     .. math::
         \log\det(\mu I_d + Z^\top Z) = (d - n) \log \mu + \log\det(\mu I_n + Z Z^\top)

@@ -107,7 +107,7 @@ def mce(
     trace_term: bool = True,
     check: bool = True,
 ) -> torch.Tensor:
-    r"""Matrix cross-entropy ``MCE(P, Q) = -tr(P log Q) + tr(Q)`` (MATH.md §1.2).
+    r"""Matrix cross-entropy ``MCE(P, Q) = -tr(P log Q) + tr(Q)`` (docs/formulations.md).
 
     .. math::
         \operatorname{MCE}(P, Q) = -\operatorname{tr}(P \log Q) + \operatorname{tr} Q

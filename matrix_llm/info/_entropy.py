@@ -29,7 +29,7 @@ def gram(z: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
     With ``normalize=True`` the diagonal is 1 (a zero row stays a zero row, with a zero diagonal entry).
 
     Args:
-        z: ``(*, n, d)`` row matrix (rows are samples, MATH.md §0).
+        z: ``(*, n, d)`` row matrix (rows are samples, docs/formulations.md).
         normalize: L2-normalise the rows first.
 
     Returns:
@@ -49,7 +49,7 @@ def gram(z: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
 
 
 def covariance(z: torch.Tensor, *, center: bool = True, normalize: bool = True) -> torch.Tensor:
-    r"""Feature covariance ``Zᵀ H_n Z / n`` of a row matrix (MATH.md §0; the paper's ``Z Zᵀ / B``).
+    r"""Feature covariance ``Zᵀ H_n Z / n`` of a row matrix (docs/formulations.md; the paper's ``Z Zᵀ / B``).
 
     .. math::
         C = \frac{1}{n} \hat Z^\top H_n \hat Z, \qquad H_n = I_n - \tfrac{1}{n} \mathbf 1 \mathbf 1^\top
@@ -121,7 +121,7 @@ def erank(k: torch.Tensor, *, alpha: float = 1.0) -> torch.Tensor:
     r"""Effective rank ``exp(S_alpha(k / tr k))`` (Roy & Vetterli 2007 for ``alpha=1``).
 
     Between 1 and ``rank(k)``; equals ``r`` for a rank-``r`` matrix with equal nonzero eigenvalues. With
-    ``tr C = 1``: ``erank(C) = d · exp(-MKL(C || I_d/d))`` (MATH.md §1.4).
+    ``tr C = 1``: ``erank(C) = d · exp(-MKL(C || I_d/d))`` (docs/formulations.md).
 
     Args / returns / gradient: as :func:`entropy`.
 
@@ -146,7 +146,7 @@ def feature_entropy(z: torch.Tensor, *, alpha: float = 1.0, center: bool = False
     spectrum, so the eigenvalues are taken of whichever is smaller: cost ``O(n d min(n, d) + min(n, d)^3)``
     instead of ``O(n^3)``.
 
-    ``center=True`` follows Diff-eRank (MATH.md §6.3, waltonfuture/Diff-eRank): centre the raw rows over the
+    ``center=True`` follows Diff-eRank (docs/formulations.md, waltonfuture/Diff-eRank): centre the raw rows over the
     ``n`` samples, **then** L2-normalise them (so ``tr(ẐᵀẐ/n) = 1``). Rows that are zero after centring
     (e.g. ``n = 1`` or identical rows) stay zero instead of becoming NaN. Note that :func:`covariance` uses the
     Matrix-SSL order instead (normalise, then centre).
@@ -180,7 +180,7 @@ def feature_entropy(z: torch.Tensor, *, alpha: float = 1.0, center: bool = False
 
 
 def matrix_entropy_unnormalized(p: torch.Tensor) -> torch.Tensor:
-    r"""Matrix entropy without trace normalisation, ``ME(P) = -tr(P log P) + tr(P)`` (MATH.md §1.1).
+    r"""Matrix entropy without trace normalisation, ``ME(P) = -tr(P log P) + tr(P)`` (docs/formulations.md).
 
     The ``+tr P`` convention makes ``mce(p, q) = matrix_entropy_unnormalized(p) + mkl(p, q)`` hold exactly,
     and ``mce(p, p) = matrix_entropy_unnormalized(p)``. ``ME(I_d/d) = log d + 1``.

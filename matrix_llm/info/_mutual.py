@@ -60,7 +60,7 @@ def mutual_information(k1: torch.Tensor, k2: torch.Tensor, *, alpha: float = 1.0
 
     ``H`` is :func:`~matrix_llm.info.entropy` of order ``alpha``: every matrix is trace-normalised. The inputs are
     meant to be Grams with unit diagonal (e.g. :func:`~matrix_llm.info.gram` of row-normalised features and of
-    the classifier rows); then ``K/n`` and ``K/tr K`` coincide (MATH.md §0, N1 = N2) and ``K1 ∘ K2`` again has
+    the classifier rows); then ``K/n`` and ``K/tr K`` coincide (N1 = N2) and ``K1 ∘ K2`` again has
     unit diagonal and is PSD (Schur product theorem). This is **not checked**; for other PSD inputs the value is
     the trace-normalised (N2) definition.
 

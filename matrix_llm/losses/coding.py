@@ -1,4 +1,4 @@
-"""Total-coding-rate regulariser of M-MAE (Tan et al., ICML 2024; MATH.md §6.1)."""
+"""Total-coding-rate regulariser of M-MAE (Tan et al., ICML 2024; docs/formulations.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class TCRLoss(nn.Module):
 
     With ``center=True`` the rows are centred after normalisation, ``Ẑᵀ H_n Ẑ`` (the M-MAE code's
     ``centering`` flag). The M-MAE code's ``-logdet(I_d + (m/d) ẐᵀẐ)`` (``m`` = its ``uniformity_mu``) equals
-    this loss with ``mu = d/m`` plus the constant ``d log(d/m)``: same gradient (MATH.md §6.1). The M-MAE
+    this loss with ``mu = d/m`` plus the constant ``d log(d/m)``: same gradient (docs/formulations.md). The M-MAE
     README weight is ``lamb = 1e-2`` with ``uniformity_mu = 3``.
 
     Args:

@@ -1,4 +1,4 @@
-"""Cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767; MATH.md §5.3)."""
+"""Cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767; docs/formulations.md)."""
 
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ class CrossModalEntropyLoss(nn.Module):
     computed on the cheaper of the Gram and covariance sides). Low entropy means the image features of a class
     collapse onto its text embedding: ``H = 0`` when they all point along ``t_c``, ``log(n_c + 1)`` when all
     rows are orthogonal. This is matrix_llm's [proposal] loss from the reference implementation's metric
-    (MATH.md §5.3–5.4), not a published training objective.
+    (docs/formulations.md), not a published training objective.
 
     Args:
         normalize: divide each class's entropy by ``log(n_c + 1)`` (the "normalised MIE" of the reference
-            implementation, MATH.md §5.4), so every class contributes a value in ``[0, 1]``.
+            implementation, docs/formulations.md), so every class contributes a value in ``[0, 1]``.
 
     Shapes (``forward``): ``image_features (N, d)``, ``text_features (C, d)`` (one row per class),
     ``labels (N,)`` long in ``[0, C)``.

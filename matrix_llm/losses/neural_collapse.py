@@ -1,4 +1,4 @@
-"""MIR / HDR regulariser between features and classifier heads (Song et al., ICML 2024; MATH.md §5.2)."""
+"""MIR / HDR regulariser between features and classifier heads (Song et al., ICML 2024; docs/formulations.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class MIRHDRLoss(nn.Module):
     ``F`` are the row-normalised features of the batch and ``W_y`` the row-normalised classifier rows of their
     labels (both Grams have unit diagonal; :func:`matrix_llm.info.gram`). :func:`matrix_llm.info.mir` is pushed
     up towards its neural-collapse value ``1/(C-1) + (C-2) log(C-2) / ((C-1) log(C-1))`` and
-    :func:`matrix_llm.info.hdr` down towards 0 (MATH.md §5.1–5.2). The direction and the weights are
+    :func:`matrix_llm.info.hdr` down towards 0 (docs/formulations.md). The direction and the weights are
     [unverified] in the paper; sweep ``alpha, beta`` in ``{0.01, 0.1, 1}``. Gradients reach both the features
     and the head weight.
 

@@ -1,4 +1,4 @@
-"""Matrix-SSL: matrix-uniformity + matrix-alignment (Zhang et al., ICML 2024; MATH.md §3)."""
+"""Matrix-SSL: matrix-uniformity + matrix-alignment (Zhang et al., ICML 2024; docs/formulations.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class MatrixSSLLoss(nn.Module):
     - ``L = 0.5 [U(p2, z1) + U(p1, z2) + γ A(p2, z1) + γ A(p1, z2)]``
 
     where ``z1, z2`` are the online (student) outputs of the two views and ``p1, p2`` the EMA teacher's outputs
-    (detached here). **Careful: ``p`` is the teacher**, as in the official code (MATH.md §3.1).
+    (detached here). **Careful: ``p`` is the teacher**, as in the official code (docs/formulations.md).
 
     Presets:
 
@@ -37,7 +37,7 @@ class MatrixSSLLoss(nn.Module):
     - ``"exact"`` (default): eigendecomposition log with the Daleckii–Krein backward (finite at the uniformity
       optimum ``Q = c I``) and the ``+tr(Q)`` term (``trace_term=True``). **Deviation:** ``eigh`` needs a
       symmetric matrix, so the uniformity term uses the symmetric surrogate ``(C(p, z) + C(p, z)ᵀ)/2`` of the
-      cross-covariance (MATH.md §3.6.2). ``tr(P log Q)`` with ``P = λI`` only sees the eigenvalues of ``Q``,
+      cross-covariance (docs/formulations.md). ``tr(P log Q)`` with ``P = λI`` only sees the eigenvalues of ``Q``,
       which for the surrogate differ from those of the non-symmetric ``C(p, z)``; they coincide when
       ``C(p, z)`` is symmetric (e.g. ``p = z``). A cross-covariance is not PSD: the surrogate's eigenvalues lie
       in ``[-1, 1]`` for unit rows, so ``Q`` is positive definite only while they stay above ``-mu`` (teacher

@@ -1,7 +1,7 @@
-"""Matrix cross-entropy on LM token representations (MATH.md §4.3–4.5).
+"""Matrix cross-entropy on LM token representations (docs/formulations.md).
 
 The original authors never released their LLM code; the three formulations here are matrix_llm's documented
-derivations (MATH.md §4), not the authors' method. Say so wherever results are reported.
+derivations (docs/formulations.md), not the authors' method. Say so wherever results are reported.
 """
 
 from __future__ import annotations
@@ -44,25 +44,25 @@ class TokenMCELoss(nn.Module):
     ``MCE(A, B) = -tr(A log B) + tr(B)`` (:func:`matrix_llm.info.mce`) with a detached target ``A`` and a
     predicted ``B`` that carries the gradient, over the ``T`` completion tokens of the (micro-)batch:
 
-    - ``"head"`` (default, MATH.md §4.5; ``T x T``): ``A = (Ŵ Ŵᵀ + λI)/tr``, ``B = (Ĥ Ĥᵀ + μI)/tr``, where
+    - ``"head"`` (default, docs/formulations.md; ``T x T``): ``A = (Ŵ Ŵᵀ + λI)/tr``, ``B = (Ĥ Ĥᵀ + μI)/tr``, where
       ``Ŵ`` are the row-normalised LM-head rows of the target tokens ``W[y_t]`` (detached) and ``Ĥ`` the
       row-normalised hidden states. Minimum ``-tr(A log A) + 1`` at ``h_t ∝ W[y_t]`` (neural collapse).
-    - ``"relation"`` (MATH.md §4.3; ``T x T``): ``A = (K_Y + λI)/tr`` with ``K_Y = Y Yᵀ`` the same-target-token
+    - ``"relation"`` (docs/formulations.md; ``T x T``): ``A = (K_Y + λI)/tr`` with ``K_Y = Y Yᵀ`` the same-target-token
       indicator (the Gram of the one-hot targets), ``B = (K_P + μI)/tr`` with ``K_P`` the cosine Gram of
       ``softmax(logits)`` (``gram="raw"``: ``P Pᵀ``). Gradient reaches the logits.
-    - ``"alignment"`` (MATH.md §4.4; ``d x d``): ``A = C(g) + λI``, ``B = C(z) + μI`` with ``C`` the centred
+    - ``"alignment"`` (docs/formulations.md; ``d x d``): ``A = C(g) + λI``, ``B = C(z) + μI`` with ``C`` the centred
       covariance of row-normalised rows (:func:`matrix_llm.info.covariance`), ``g_t = W[y_t]`` (detached) and
       ``z_t = Wᵀ softmax(logits_t)`` (gradient reaches the logits and, through ``z``, the head weight). This is
       exactly the Matrix-SSL alignment term with teacher ``g`` and student ``z``; not trace-normalised.
 
-    Default shifts (``mu`` on the prediction, ``lamb`` on the target; MATH.md §4 requires ``mu > 0`` because
+    Default shifts (``mu`` on the prediction, ``lamb`` on the target; docs/formulations.md requires ``mu > 0`` because
     ``Ĥ Ĥᵀ`` has rank ``<= min(T, d)`` and is singular whenever ``T > d`` or hidden states coincide):
 
     - ``head``: ``mu = lamb = 1e-2``. Relative to the unit diagonal of the cosine Grams, small enough not to wash
       out their structure, large enough that ``B``'s smallest eigenvalue ``mu / (T (1 + mu))`` stays well
       above float32 round-off of ``eigh`` for ``T`` up to a few thousand. The same shift on both sides keeps
-      ``B = A`` attainable (MATH.md §4.5).
-    - ``relation``: ``mu = 1e-2``, ``lamb = 0`` (MATH.md §4.3).
+      ``B = A`` attainable (docs/formulations.md).
+    - ``relation``: ``mu = 1e-2``, ``lamb = 0`` (docs/formulations.md).
     - ``alignment``: ``mu = lamb = 0.5``, the Matrix-SSL code default. A centred covariance of unit rows has
       eigenvalues in ``[0, 1]``, so ``C + 0.5 I - I`` has spectral radius ``<= 0.5``: ``log="taylor"`` stays well
       inside its convergence region.
