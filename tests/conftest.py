@@ -65,3 +65,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs two CUDA GPUs"))
         if "network" in item.keywords and not network:
             item.add_marker(pytest.mark.skip(reason="needs the Hugging Face Hub: set MATRIX_LLM_TEST_NETWORK=1"))
+
+
+def nonzero_lora(model, seed=0, scale=0.3):
+    """A copy of ``model`` (PEFT modifies the model it wraps) in a LoRA adapter whose B matrices are non-zero (seeded), so that the adapted model
+    computes a different function from the base model: LoRA's zero-initialised B would make any
+    "the adapter is used" check pass without the adapter."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"]))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=g) * scale)
+    return peft_model
+
+
+def merged_copy(peft_model):
+    """A plain model with the adapter merged into its weights (the reference an adapter must reproduce)."""
+    import copy
+
+    return copy.deepcopy(peft_model).merge_and_unload().eval()

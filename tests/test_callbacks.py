@@ -175,16 +175,21 @@ def test_deepspeed_zero3_two_processes_with_synced_gpus(tmp_path):
 
 
 def test_peft_model_in_the_trainer(tmp_path, tiny_model, tiny_tokenizer, items):
-    from peft import LoraConfig, get_peft_model
+    """The callback generates with the adapter: its completions are the merged model's, not the base model's."""
+    from conftest import merged_copy, nonzero_lora
 
-    base = evaluate_gsm8k(tiny_model.eval(), tiny_tokenizer, items[:4], prompt="qa", max_new_tokens=MAX_NEW,
-                          batch_size=4, progress=False)  # fmt: skip
-    model = get_peft_model(tiny_model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    def completions(model):
+        out = evaluate_gsm8k(model.eval(), tiny_tokenizer, items[:4], prompt="qa", max_new_tokens=MAX_NEW,
+                             batch_size=4, progress=False)  # fmt: skip
+        return [s["completion"] for s in out.samples], out.metrics
+
+    base, _ = completions(tiny_model)
+    model = nonzero_lora(tiny_model)
+    merged, merged_metrics = completions(merged_copy(model))
     cb = GSM8KEvalCallback(tiny_tokenizer, items, num_samples=4, max_new_tokens=MAX_NEW, batch_size=2)
     metrics = _trainer(model, tiny_tokenizer, tmp_path, [cb]).evaluate()
-    # LoRA's B starts at zero: the adapted model computes what the base model does
-    assert [s["completion"] for s in cb.last_samples] == [s["completion"] for s in base.samples]
-    assert metrics["eval_gsm8k_flexible"] == base.metrics["flexible_accuracy"]
+    assert [s["completion"] for s in cb.last_samples] == merged != base
+    assert metrics["eval_gsm8k_flexible"] == merged_metrics["flexible_accuracy"]
 
 
 def test_results_are_cached_per_step_until_training_ends(tmp_path, tiny_model, tiny_tokenizer, items):

@@ -234,3 +234,29 @@ def test_metamath_accuracy_only_where_the_format_is_used():
     assert "metamath_accuracy" not in score_samples(samples) and score_samples(samples)["strict_accuracy"] == 0.5
     samples[1]["completion"] = "The answer is: 6"
     assert score_samples(samples)["metamath_accuracy"] == 0.5
+
+
+def test_eval_gsm8k_with_an_adapter_generates_like_the_merged_model(tmp_path, saved_model, tiny_model,
+                                                                     tiny_tokenizer, gsm8k_dir):  # fmt: skip
+    """`--adapter` loads a PEFT adapter on top of `--model`: completions equal the merged model's and differ
+    from the base model's (non-zero LoRA B). Mutation caught: ignoring --adapter."""
+    from conftest import merged_copy, nonzero_lora
+
+    peft_model = nonzero_lora(tiny_model)
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    items = [{"question": r["question"], "answer": r["answer"]} for r in read_jsonl(gsm8k_dir / "test.jsonl")[:3]]
+
+    def completions(model):
+        out = evaluate_gsm8k(model, tiny_tokenizer, items, prompt="qa", max_new_tokens=8, batch_size=3,
+                             progress=False)  # fmt: skip
+        return [s["completion"] for s in out.samples]
+
+    out = tmp_path / "eval"
+    assert main(["gsm8k", "--model", str(saved_model), "--adapter", str(adapter), "--prompt", "qa", "--data",
+                 str(gsm8k_dir), "--limit", "3", "--max_new_tokens", "8", "--batch_size", "3", "--output_dir",
+                 str(out), "--no_progress", "--dtype", "float32"]) == 0  # fmt: skip
+    got = [s["completion"] for s in read_jsonl(out / "samples.jsonl")]
+    assert got == completions(merged_copy(peft_model))
+    assert got != completions(tiny_model.eval())
+    assert json.loads((out / "results.json").read_text())["adapter"] == str(adapter)

@@ -92,14 +92,17 @@ def test_model_generation_config_sampling_is_ignored(tiny_model, tiny_tokenizer)
     assert (config.do_sample, config.num_beams, config.max_new_tokens) == (False, 1, 7)
 
 
-def test_peft_wrapped_model_generates_like_base(tiny_model, tiny_tokenizer):
-    from peft import LoraConfig, get_peft_model
+def test_peft_wrapped_model_generates_with_its_adapter(tiny_model, tiny_tokenizer):
+    """A PEFT model generates what its merged weights generate, and not what the base model does. Mutation
+    caught: generating inside ``disable_adapter()`` (with LoRA's zero-initialised B that passed unnoticed)."""
+    from conftest import merged_copy, nonzero_lora
 
-    model = tiny_model.eval()
-    base = _gen(model, tiny_tokenizer, batch_size=2)
-    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).eval()
-    # LoRA's B is zero-initialised, so the wrapped model computes the same function
-    assert _gen(peft_model, tiny_tokenizer, batch_size=2).completions == base.completions
+    base = _gen(tiny_model.eval(), tiny_tokenizer, batch_size=2).completions
+    peft_model = nonzero_lora(tiny_model).eval()
+    merged = _gen(merged_copy(peft_model), tiny_tokenizer, batch_size=2).completions
+    adapted = _gen(peft_model, tiny_tokenizer, batch_size=2).completions
+    assert adapted == merged
+    assert adapted != base
 
 
 def test_tokenizer_without_pad_token_pads_with_eos(tiny_model, tiny_tokenizer):

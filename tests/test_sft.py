@@ -173,7 +173,8 @@ def _torchrun(out, *extra, timeout=600, launcher=None, use_cpu=True):
     env = dict(os.environ)
     env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".venv" / "torch_extensions"))
     env.update(
-        OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"
+        OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),  # this checkout's code
     )
     cmd = [*launcher, str(REPO / "tests" / "sft_dist_worker.py"), *TINY, "--output_dir", str(out),
            "--use_cpu", str(use_cpu).lower(), "--per_device_train_batch_size", "2", "--eval_split", "null",
@@ -262,6 +263,8 @@ def test_two_process_deepspeed_zero3_lora_adapter_is_not_empty(tmp_path):
         out, "--deepspeed", zero3, "--use_peft", "true", "--lora_r", "4", "--learning_rate", "1e-2"
     )
     assert [r["world_size"] for r in ranks] == [2, 2]
+    # DeepSpeed ZeRO-3 really ran (a plain DDP run would pass the adapter checks too)
+    assert ranks[0]["distributed_type"].endswith("DEEPSPEED") and all(r["zero3_head_gathered"] for r in ranks)
     assert runner.check_adapter(out) > 0  # sft itself raises on an empty adapter; check again from outside
     from safetensors.torch import load_file
 
@@ -269,16 +272,18 @@ def test_two_process_deepspeed_zero3_lora_adapter_is_not_empty(tmp_path):
     assert lora_b and any(v.abs().max() > 0 for v in lora_b)
 
 
-def _one_sgd_step(out, *extra, world_size=1):
-    """Parameters after one SGD step at lr 1 on the first 4 examples (1 process x batch 4 or 2 x 2)."""
+def _one_sgd_step(out, *extra, world_size=1, batch=4):
+    """Parameters after one SGD step at lr 1 (1 process x batch ``batch``, or 2 processes x batch 2)."""
     from safetensors.torch import load_file
 
     step = [*extra, "--optim", "sgd", "--learning_rate", "1.0", "--max_grad_norm", "0",
             "--lr_scheduler_type", "constant", "--max_steps", "1", "--data_seed", "0"]  # fmt: skip
     if world_size == 2:
-        _torchrun(out, *step)
+        ranks = _torchrun(out, *step)
+        assert [r["world_size"] for r in ranks] == [2, 2]  # one 2-process job, not two 1-process jobs
     else:
-        argv = [*TINY, "--output_dir", str(out), "--eval_split", "null", "--per_device_train_batch_size", "4", *step]
+        argv = [*TINY, "--output_dir", str(out), "--eval_split", "null", "--per_device_train_batch_size", str(batch),
+                *step]  # fmt: skip
         assert sft.main(argv) == 0
         state = json.loads((out / "trainer_state.json").read_text())
         assert next(log["grad_norm"] for log in state["log_history"] if "grad_norm" in log) > 1e-3  # a real update
@@ -315,3 +320,39 @@ def test_two_processes_global_matrix_loss_equals_one_process(tmp_path):
     contribution, error = norm(single, ce), norm(single, ddp)
     assert contribution > 1e-2  # the matrix term moves the parameters
     assert error < 1e-3 * contribution, (float(error), float(contribution))
+
+
+@pytest.fixture(scope="module")
+def single_process_ga4(tmp_path_factory):
+    """1 process x batch 2 x GA 4: the reference update, with and without the (local-scope) matrix term."""
+    root = tmp_path_factory.mktemp("ga4")
+    ga4 = ["--gradient_accumulation_steps", "4", "--matrix_max_tokens", "null"]  # no sub-sampling: no RNG stream
+    with_matrix = _one_sgd_step(root / "mce", "--matrix_loss_weight", "0.5", *ga4, batch=2)
+    ce = _one_sgd_step(root / "ce", "--matrix_loss_weight", "0", *ga4, batch=2)
+    return with_matrix, ce
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["ddp", "zero2", "zero3"])
+def test_two_ranks_with_accumulation_equal_one_process(tmp_path, backend, single_process_ga4):
+    """2 ranks x batch 2 x GA 2 (matrix_scope local) give the update of 1 process x batch 2 x GA 4: the same
+    four micro-batches, the token loss normalised over all of them, the matrix term their mean. The tolerance is
+    relative to the matrix term's own effect on the update. Mutation caught: the matrix term multiplied (or
+    divided) by num_processes in MatrixTrainer.compute_loss; the old checks (ranks agree with each other) pass it.
+    """
+    import torch
+
+    if backend != "ddp":
+        pytest.importorskip("deepspeed")
+    extra = [] if backend == "ddp" else ["--deepspeed", str(REPO / "recipes" / "deepspeed" / f"{backend}.json")]
+    ranks_out = tmp_path / backend
+    ddp = _one_sgd_step(ranks_out, "--matrix_loss_weight", "0.5", "--gradient_accumulation_steps", "2",
+                        "--matrix_max_tokens", "null", *extra, world_size=2)  # fmt: skip
+    single, ce = single_process_ga4
+
+    def norm(a, b):
+        return float(torch.sqrt(sum(((a[k].double() - b[k].double()) ** 2).sum() for k in a)))
+
+    effect, error = norm(single, ce), norm(single, ddp)
+    assert effect > 1e-2  # the matrix term moves the parameters
+    assert error < 1e-4 * effect, (error, effect)

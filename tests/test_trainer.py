@@ -98,8 +98,9 @@ def test_plain_ce_gradient_accumulation_matches_full_batch(tiny_model, tiny_toke
     assert _max_abs_diff(delta_a, delta_b) < 1e-5
 
 
-def _reference_update(model, data, *, weight, micro_batches, layer=-1):
-    """-(grad of mean-token CE over all rows + weight * mean over micro-batches of the head MCE)."""
+def _reference_update(model, data, *, weight, micro_batches, layer=-1, ce="token_mean"):
+    """-(grad of the CE + weight * mean over micro-batches of the head MCE); ``ce="token_mean"``: the token mean
+    over all rows; ``"micro_batch_mean"``: the mean over micro-batches of each one's token mean."""
     model = copy.deepcopy(model)
     model.train()
     mce = TokenMCELoss(formulation="head")
@@ -112,8 +113,11 @@ def _reference_update(model, data, *, weight, micro_batches, layer=-1):
         )
         logits = out.logits[:, :-1]
         targets = batch["labels"][:, 1:]
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
-        loss = loss + ce / total_tokens
+        ce_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+        if ce == "token_mean":
+            loss = loss + ce_sum / total_tokens
+        else:
+            loss = loss + ce_sum / int((targets != -100).sum()) / len(micro_batches)
         feats = token_features(out.hidden_states[layer], batch["labels"])
         w = model.get_output_embeddings().weight.detach()
         loss = loss + weight * mce(feats.hidden, feats.targets, w).total / len(micro_batches)
@@ -145,6 +149,32 @@ def test_matrix_term_is_the_mean_of_micro_batch_terms_under_ga(tiny_model, tiny_
     # and the naive sum (inflated GA x) is measurably different
     inflated = _reference_update(tiny_model, data, weight=2 * weight, micro_batches=[order[:2], order[2:]])
     assert _max_abs_diff(delta, inflated) > 1e-4
+
+
+def test_when_the_trainer_divides_the_loss_itself_the_matrix_term_is_still_the_micro_batch_mean(
+    tiny_model, tiny_tokenizer, tmp_path
+):
+    """The other accumulation branch: a model without loss kwargs (``model_accepts_loss_kwargs = False``), so the
+    LM loss is each micro-batch's own token mean and Trainer.training_step divides the whole loss by the
+    accumulation steps; MatrixTrainer then leaves the matrix term unscaled (s = 1). The update must be
+    -(grad of mean_i CE_i + w * mean_i MCE_i). Mutation caught: always dividing the matrix term by the
+    accumulation steps (it would then be divided twice)."""
+    data = _dataset(tiny_tokenizer)
+    weight = 0.5
+    model = copy.deepcopy(tiny_model)
+    args = _args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2, matrix_loss_weight=weight)
+    trainer = MatrixTrainer(model=model, args=args, train_dataset=data, processing_class=tiny_tokenizer)
+    trainer.model_accepts_loss_kwargs = False  # as for a model whose forward takes no **kwargs
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    delta = {n: p.detach() - before[n] for n, p in model.named_parameters()}
+    order = _order(data)
+    ref = _reference_update(tiny_model, data, weight=weight, micro_batches=[order[:2], order[2:]],
+                            ce="micro_batch_mean")  # fmt: skip
+    assert _max_abs_diff(delta, ref) < 2e-5
+    halved = _reference_update(tiny_model, data, weight=weight / 2, micro_batches=[order[:2], order[2:]],
+                               ce="micro_batch_mean")  # fmt: skip
+    assert _max_abs_diff(delta, halved) > 1e-4
 
 
 def test_matrix_term_at_ga1_is_the_full_batch_term(tiny_model, tiny_tokenizer, tmp_path):
