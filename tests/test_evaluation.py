@@ -189,6 +189,22 @@ def test_vllm_backend_without_vllm_exits_with_a_clear_message(tmp_path):
         main(["gsm8k", "--model", "unused", "--backend", "vllm", "--output_dir", str(tmp_path)])
 
 
+def test_eval_gsm8k_in_bfloat16_on_cpu(tmp_path, saved_model, tiny_model, tiny_tokenizer):
+    """`--dtype bfloat16` runs on a CPU too (only `auto` -> bf16 selection needs a GPU): bf16 weights, greedy
+    generation, the same file format, scores in [0, 1]."""
+    items = make_scorable_items(tiny_model, tiny_tokenizer, 6)
+    write_jsonl(tmp_path / "problems.jsonl", items)
+    out = tmp_path / "bf16"
+    rc = main(["gsm8k", "--model", str(saved_model), "--prompt", "qa", "--data", str(tmp_path / "problems.jsonl"),
+               "--max_new_tokens", "16", "--output_dir", str(out), "--dtype", "bfloat16", "--device", "cpu",
+               "--no_progress"])  # fmt: skip
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["decoding"]["dtype"] == "bfloat16" and results["metrics"]["n"] == 6
+    assert 0.0 <= results["metrics"]["flexible_accuracy"] <= 1.0
+    assert len(read_jsonl(out / "samples.jsonl")) == 6
+
+
 @pytest.mark.gpu
 def test_eval_gsm8k_on_gpu_uses_bf16_and_scores(tmp_path, saved_model, tiny_model, tiny_tokenizer):
     """`--dtype auto` on a CUDA GPU: bf16 weights, greedy generation on the GPU, the same file format."""

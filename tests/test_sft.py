@@ -200,6 +200,16 @@ def _check_ranks(out, ranks):
         assert value == pytest.approx(a[name][0], rel=1e-4, abs=1e-4), name
 
 
+def test_sft_bf16_autocast_on_cpu(tmp_path):
+    """`--bf16 true` trains on a CPU as well (torch CPU autocast): finite LM and matrix losses (the matrix loss
+    computed in float32 outside autocast), a saved model. The GPU version below adds the CUDA path."""
+    out = tmp_path / "bf16"
+    assert sft.main([*TINY, "--output_dir", str(out), "--bf16", "true", "--eval_split", "null"]) == 0
+    logs = [log for log in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in log]
+    assert len(logs) == 3 and all(math.isfinite(log["matrix_loss"]) and math.isfinite(log["lm_loss"]) for log in logs)
+    assert (out / "model.safetensors").is_file()
+
+
 @pytest.mark.gpu
 def test_sft_bf16_on_one_gpu(tmp_path):
     out = tmp_path / "gpu"

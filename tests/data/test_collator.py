@@ -108,7 +108,24 @@ def test_bad_inputs_raise(tiny_tokenizer):
 
 
 def test_batch_trains_a_tiny_model(tiny_tokenizer, tiny_model):
-    batch = CompletionCollator(tiny_tokenizer)(_features(tiny_tokenizer))
+    """The padded batch gives the model's loss over the completion tokens only, and one SGD step on it lowers
+    that loss. Mutation caught: padding labels with the pad id instead of -100 (padding would then be learned)."""
+    import torch.nn.functional as F
+
+    features = _features(tiny_tokenizer)
+    batch = CompletionCollator(tiny_tokenizer)(features)
+    learned = sum(int(label != -100) for f in features for label in f["labels"])
+    assert int((batch["labels"] != -100).sum()) == learned  # padding adds no target
     out = tiny_model(**batch)
     assert torch.isfinite(out.loss)
+    logits, targets = out.logits[:, :-1], batch["labels"][:, 1:]
+    manual = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(out.loss, manual)
     out.loss.backward()
+    grads = [p.grad for p in tiny_model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().max() > 0 for g in grads)
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            if p.grad is not None:
+                p -= 0.5 * p.grad
+    assert tiny_model(**batch).loss < out.loss
