@@ -45,8 +45,9 @@ PAD_TOKEN = "<pad>"
 
 
 def load_raw_datasets(data_args: LMDataArguments, training_args: LMConfig) -> tuple[Any, Any]:
-    """``(train, eval)`` as ``datasets.Dataset`` with ``question``/``answer`` columns (eval may be ``None``)."""
-    from .data import load_gsm8k, synthetic_dataset
+    """``(train, eval)`` as ``datasets.Dataset`` s in one of the row formats (GSM8K ``question``/``answer``,
+    ``messages``, ``prompt``/``completion``, ``text``); eval may be ``None``."""
+    from .data import load_sft_data, synthetic_dataset
 
     if data_args.is_synthetic:
         options = {"steps": tuple(range(1, data_args.synthetic_steps + 1)), "max_value": data_args.synthetic_max_value}
@@ -62,7 +63,7 @@ def load_raw_datasets(data_args: LMDataArguments, training_args: LMConfig) -> tu
             else None
         )
     else:
-        train = load_gsm8k(
+        train = load_sft_data(
             data_args.dataset_name, split=data_args.train_split, config=data_args.dataset_config
         )
         evalset = None
@@ -71,7 +72,7 @@ def load_raw_datasets(data_args: LMDataArguments, training_args: LMConfig) -> tu
             config = (
                 data_args.eval_dataset_config if data_args.eval_dataset_name else data_args.dataset_config
             )
-            evalset = load_gsm8k(source, split=data_args.eval_split, config=config)
+            evalset = load_sft_data(source, split=data_args.eval_split, config=config)
     if data_args.max_train_samples is not None:
         train = train.select(range(min(len(train), data_args.max_train_samples)))
     if evalset is not None and data_args.max_eval_samples is not None:
@@ -127,16 +128,14 @@ def ensure_pad_token(tokenizer: Any, model: Any = None) -> bool:
 
 
 def _tiny_texts(raw_train: Any) -> list[str]:
-    from .data import format_completion, format_prompt
+    """The texts the tiny model's tokenizer is trained on: every row in each template it may be trained with."""
+    from .data.gsm8k import format_example, row_format
 
-    texts = []
-    for row in raw_train:
-        for template in ("qa", "alpaca"):
-            texts.append(
-                format_prompt(row["question"], template=template)
-                + format_completion(row["answer"], template=template)
-            )
-    return texts
+    kind = row_format(raw_train.column_names)
+    if kind == "messages":  # rendered by the chat template later: train on the contents
+        return ["\n".join(m["content"] for m in row["messages"]) for row in raw_train]
+    templates = ("qa", "alpaca") if kind == "question_answer" else ("qa",)
+    return ["".join(format_example(row, template=t)) for row in raw_train for t in templates]
 
 
 def build_model_and_tokenizer(
@@ -217,6 +216,9 @@ def run(model_args: LMModelArguments, data_args: LMDataArguments, training_args:
         )
     if data_args.gsm8k_eval_samples and eval_ds is None:
         raise ValueError("`gsm8k_eval_samples` > 0 needs an eval set; set `eval_split` (e.g. test)")
+    if data_args.gsm8k_eval_samples and "answer" not in raw_eval.column_names:
+        raise ValueError(f"`gsm8k_eval_samples` > 0 scores GSM8K answers (`#### N`): the eval set needs question/answer "
+                         f"rows; found the columns {raw_eval.column_names}")  # fmt: skip
 
     trainer = MatrixTrainer(
         model=model,

@@ -84,14 +84,15 @@ class LMModelArguments(ModelArguments):
 
 @dataclass
 class LMDataArguments:
-    """The training / evaluation data (GSM8K-format word problems)."""
+    """The training / evaluation data: GSM8K-format word problems, or any TRL row format (`dataset_name`)."""
 
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "Hub id (openai/gsm8k, meta-math/MetaMathQA), a local .jsonl/.json/.parquet file with "
-            "question/answer (GSM8K) or query/response (MetaMathQA) fields, or `synthetic` for the embedded "
-            "generator of GSM8K-format arithmetic problems (offline)."
+            "help": "Hub id (openai/gsm8k, meta-math/MetaMathQA), a local .jsonl/.json/.parquet file, or `synthetic` "
+            "for the embedded generator of GSM8K-format arithmetic problems (offline). Rows: question/answer "
+            "(GSM8K; `template` applies), query/response (MetaMathQA), messages (conversational, chat template), "
+            "prompt/completion (TRL, texts as they are) or text (every token learned)."
         },
     )
     dataset_config: str | None = field(default="main", metadata={"help": "Hub dataset config (GSM8K: main)."})

@@ -54,6 +54,7 @@ from .loading import (
     TokenizeStats,
     encode_prompt,
     load_gsm8k,
+    load_sft_data,
     tokenize_dataset,
     tokenize_example,
 )
@@ -63,6 +64,7 @@ from .prompts import (
     EVAL_PROMPTS,
     LM_EVAL_FEWSHOT_SEED,
     QA_PROMPT,
+    ROW_FORMATS,
     STOP_STRINGS,
     TEMPLATES,
     EvalPrompt,
@@ -72,6 +74,7 @@ from .prompts import (
     format_prompt,
     get_eval_prompt,
     lm_eval_fewshot_indices,
+    row_format,
 )
 from .scoring import (
     EXTRACTION_MODES,
@@ -95,6 +98,7 @@ __all__ = [
     "INVALID",
     "LM_EVAL_FEWSHOT_SEED",
     "QA_PROMPT",
+    "ROW_FORMATS",
     "STOP_STRINGS",
     "TEMPLATES",
     "EvalPrompt",
@@ -112,8 +116,10 @@ __all__ = [
     "lm_eval_filter",
     "lm_eval_fewshot_indices",
     "load_gsm8k",
+    "load_sft_data",
     "normalize_answer",
     "reference_answer",
+    "row_format",
     "score_completion",
     "tokenize_dataset",
     "tokenize_example",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # heavy imports stay out of the scoring path
     from datasets import Dataset
 
-from .prompts import COLUMNS, check_template, format_example
+from .prompts import ROW_FORMATS, check_template, format_example, row_format
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,21 @@ def _check_local_file(path: Path) -> None:
                 raise ValueError(f"{path}, row {number}: not valid JSON ({e.msg} at column {e.colno}): "
                                  f"{line.strip()[:80]!r}") from None  # fmt: skip
             if not isinstance(row, dict):
-                raise ValueError(f"{path}, row {number}: expected a JSON object with question/answer fields; got "
+                raise ValueError(f"{path}, row {number}: expected a JSON object (e.g. with question/answer fields); got "
                                  f"{type(row).__name__}")  # fmt: skip
             rows += 1
     if rows == 0:
         raise ValueError(f"{path}: the data file has no rows (only blank lines)")
+
+
+def _load(source: str, split: str, config: str | None) -> Dataset:
+    import datasets
+
+    local = _local_file(source, split)
+    if local is not None:
+        _check_local_file(local)
+        return datasets.load_dataset(_LOCAL_BUILDERS[local.suffix], data_files=str(local), split="train")
+    return datasets.load_dataset(source, config, split=split)
 
 
 def load_gsm8k(source: str = "openai/gsm8k", *, split: str = "train", config: str | None = "main") -> Dataset:
@@ -82,18 +92,18 @@ def load_gsm8k(source: str = "openai/gsm8k", *, split: str = "train", config: st
     Rows may use GSM8K's fields (``question``, ``answer``) or MetaMathQA's (``query``, ``response``, renamed);
     other columns are dropped. Anything else raises ``ValueError`` naming the fields found and expected.
     """
-    import datasets
-
-    local = _local_file(source, split)
-    if local is not None:
-        _check_local_file(local)
-        ds = datasets.load_dataset(_LOCAL_BUILDERS[local.suffix], data_files=str(local), split="train")
-    else:
-        ds = datasets.load_dataset(source, config, split=split)
-    return _standardise_fields(ds, source=str(source))
+    return _standardise_fields(_load(source, split, config), source=str(source), any_format=False)
 
 
-def _standardise_fields(ds: Dataset, *, source: str) -> Dataset:
+def load_sft_data(source: str, *, split: str = "train", config: str | None = "main") -> Dataset:
+    """Load training data in any of the row formats of :data:`~matrix_llm.data.gsm8k.ROW_FORMATS`: GSM8K
+    (``question``/``answer``, or MetaMathQA's ``query``/``response``, renamed), conversational ``messages``,
+    TRL's ``prompt``/``completion``, or plain ``text``. The columns of the first format found are kept, the
+    others dropped. Same sources and arguments as :func:`load_gsm8k`."""
+    return _standardise_fields(_load(source, split, config), source=str(source), any_format=True)
+
+
+def _standardise_fields(ds: Dataset, *, source: str, any_format: bool) -> Dataset:
     columns = list(ds.column_names)
     for q, a in _FIELD_SETS:
         if q in columns and a in columns:
@@ -103,9 +113,15 @@ def _standardise_fields(ds: Dataset, *, source: str) -> Dataset:
             if (q, a) != ("question", "answer"):
                 ds = ds.rename_columns({q: "question", a: "answer"})
             return ds
+    kind = row_format(columns) if any_format else None
+    if kind is not None:
+        keep = ROW_FORMATS[kind]
+        return ds.remove_columns([c for c in columns if c not in keep])
     expected = " or ".join(f"({q!r}, {a!r})" for q, a in _FIELD_SETS)
+    if any_format:
+        expected += ", ('messages',), ('prompt', 'completion') or ('text',)"
     raise ValueError(
-        f"{source}: expected the fields {expected} (GSM8K or MetaMathQA); found {columns}. "
+        f"{source}: expected the fields {expected}; found {columns}. "
         "Rename the columns, e.g. ds.rename_columns({'problem': 'question', 'solution': 'answer'})"
     )
 
@@ -162,7 +178,8 @@ def tokenize_example(
     max_length: int,
     add_bos: bool | None = None,
 ) -> dict[str, Any]:
-    """Tokenise one ``{"question", "answer"}`` row for completion-only training.
+    """Tokenise one training row (any :data:`~matrix_llm.data.gsm8k.ROW_FORMATS`; ``template`` applies to
+    ``question``/``answer`` rows) for completion-only training.
 
     Layout: ``[BOS] prompt_tokens completion_tokens EOS``; ``labels`` are ``-100`` on BOS and the prompt and
     equal to ``input_ids`` on the completion **and its EOS** (the EOS id is appended as an id, so it is kept
@@ -236,7 +253,8 @@ def tokenize_dataset(
     drop_truncated: bool = True,
     add_bos: bool | None = None,
 ) -> tuple[Dataset, TokenizeStats]:
-    """Tokenise a ``{"question", "answer"}`` dataset with :func:`tokenize_example`; returns ``(dataset, stats)``.
+    """Tokenise a dataset of one row format (GSM8K ``question``/``answer``, ``messages``,
+    ``prompt``/``completion`` or ``text``) with :func:`tokenize_example`; returns ``(dataset, stats)``.
 
     The result has the columns ``input_ids``, ``attention_mask`` and ``labels`` only. Examples longer than
     ``max_length`` are counted and, with ``drop_truncated=True`` (default), dropped: right-truncation would
@@ -245,11 +263,11 @@ def tokenize_dataset(
     label left and are always dropped. An empty answer raises ``ValueError`` naming the row.
     """
     check_template(template)
-    missing = COLUMNS - set(ds.column_names)
-    if missing:
+    kind = row_format(ds.column_names)
+    if kind is None:
         raise ValueError(
-            f"tokenize_dataset expects the columns ('question', 'answer'); found {ds.column_names} "
-            "(load_gsm8k renames MetaMathQA's ('query', 'response'))"
+            f"tokenize_dataset expects the columns of one of {ROW_FORMATS}; found {ds.column_names} "
+            "(load_gsm8k / load_sft_data rename MetaMathQA's ('query', 'response'))"
         )
 
     def _one(example: Mapping[str, str], idx: int) -> dict[str, Any]:
@@ -258,14 +276,15 @@ def tokenize_dataset(
                 example, tokenizer, template=template, max_length=max_length, add_bos=add_bos
             )
         except ValueError as err:
-            raise ValueError(f"row {idx}: {err} (question: {str(example.get('question'))[:60]!r})") from err
+            first = ROW_FORMATS[kind][0]
+            raise ValueError(f"row {idx}: {err} ({first}: {str(example.get(first))[:60]!r})") from err
 
     out = ds.map(
         _one,
         with_indices=True,
         remove_columns=list(ds.column_names),
         num_proc=num_proc,
-        desc=f"Tokenizing GSM8K ({template} template)",
+        desc=f"Tokenizing ({kind}" + (f", {template} template)" if kind == "question_answer" else ")"),
     )
     num_tokens = out["num_tokens"]
     truncated = out["truncated"]

@@ -5,11 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # heavy imports stay out of the scoring path
-    pass
-
+from typing import Any
 
 # --------------------------------------------------------------------------------------------------------------
 # Training templates
@@ -74,10 +70,67 @@ def format_completion(answer: str, *, template: str) -> str:
     return _COMPLETION_PREFIX[template] + answer.strip()
 
 
-def format_example(example: Mapping[str, str], *, template: str, tokenizer: Any = None) -> tuple[str, str]:
-    """``(prompt, completion)`` texts for a ``{"question", "answer"}`` row."""
-    prompt = format_prompt(example["question"], template=template, tokenizer=tokenizer)
-    return prompt, format_completion(example["answer"], template=template)
+# The row formats training data may use (the TRL dataset formats besides GSM8K's own), by the columns that
+# identify them, in the order they are recognised.
+ROW_FORMATS = {
+    "question_answer": ("question", "answer"),  # GSM8K (MetaMathQA's query/response are renamed on loading)
+    "messages": ("messages",),  # conversational: the last message is the assistant's completion
+    "prompt_completion": ("prompt", "completion"),  # TRL prompt-completion: texts used as they are
+    "text": ("text",),  # language modelling: every token is a target
+}
+
+
+def row_format(columns: Sequence[str] | Mapping[str, Any]) -> str | None:
+    """The :data:`ROW_FORMATS` key whose columns ``columns`` holds (``None`` if none)."""
+    present = set(columns)
+    return next((name for name, cols in ROW_FORMATS.items() if set(cols) <= present), None)
+
+
+def _messages_example(messages: Any, tokenizer: Any) -> tuple[str, str]:
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
+        raise ValueError(f"`messages` must be a non-empty list of {{role, content}} dicts; got {messages!r:.80}")
+    if messages[-1].get("role") != "assistant":
+        raise ValueError(f"the last message must be the assistant's (the completion); got role "
+                         f"{messages[-1].get('role')!r}")  # fmt: skip
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError("`messages` rows need a tokenizer with a chat template (tokenizer.chat_template is empty)")
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt):
+        raise ValueError("the chat template renders the conversation so that it does not start with the rendered "
+                         "prompt; the completion boundary cannot be found")  # fmt: skip
+    completion = full[len(prompt) :]
+    if not completion.strip():
+        raise ValueError("empty completion: the assistant message renders to nothing")
+    return prompt, completion
+
+
+def format_example(example: Mapping[str, Any], *, template: str, tokenizer: Any = None) -> tuple[str, str]:
+    """``(prompt, completion)`` texts of one training row, whatever its format (:data:`ROW_FORMATS`):
+
+    - ``question``/``answer`` (GSM8K): the training ``template`` (``alpaca``, ``qa`` or ``chat``);
+    - ``messages``: the tokenizer's chat template; the prompt is the conversation up to the last message with
+      the generation prompt, the completion what the template renders for the last (assistant) message;
+    - ``prompt``/``completion``: the two texts as they are (TRL's prompt-completion format);
+    - ``text``: no prompt; the whole text is the completion (every token is learned).
+    """
+    kind = row_format(example)
+    if kind == "question_answer":
+        prompt = format_prompt(example["question"], template=template, tokenizer=tokenizer)
+        return prompt, format_completion(example["answer"], template=template)
+    if kind == "messages":
+        return _messages_example(example["messages"], tokenizer)
+    if kind == "prompt_completion":
+        prompt, completion = example["prompt"], example["completion"]
+        if not isinstance(prompt, str) or not isinstance(completion, str) or not completion.strip():
+            raise ValueError(f"`prompt` and `completion` must be strings, the completion non-empty; got "
+                             f"{prompt!r:.60}, {completion!r:.60}")  # fmt: skip
+        return prompt, completion
+    if kind == "text":
+        if not isinstance(example["text"], str) or not example["text"].strip():
+            raise ValueError(f"`text` must be a non-empty string; got {example['text']!r:.60}")
+        return "", example["text"]
+    raise ValueError(f"a row needs the fields of one of {ROW_FORMATS}; got {sorted(example)}")
 
 
 # --------------------------------------------------------------------------------------------------------------
