@@ -203,7 +203,6 @@ def run(model_args: LMModelArguments, data_args: LMDataArguments, training_args:
     """Everything after parsing; returns the final metrics."""
     from transformers import set_seed
 
-    from .data import CompletionCollator
     from .trainer import MatrixTrainer
 
     set_seed(training_args.seed)
@@ -226,7 +225,7 @@ def run(model_args: LMModelArguments, data_args: LMDataArguments, training_args:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        data_collator=CompletionCollator(tokenizer),
+        data_collator=_collator(tokenizer, data_args),
     )
     if data_args.gsm8k_eval_samples:
         from .callbacks import GSM8KEvalCallback
@@ -257,6 +256,17 @@ def run(model_args: LMModelArguments, data_args: LMDataArguments, training_args:
     del trainer, model
     gc.collect()
     return metrics
+
+
+def _collator(tokenizer: Any, data_args: LMDataArguments) -> Any:
+    """Padding to the longest row (:class:`~matrix_llm.data.CompletionCollator`), or padding-free packing."""
+    from .data import CompletionCollator
+
+    if data_args.packing:
+        from transformers import DataCollatorWithFlattening
+
+        return DataCollatorWithFlattening()
+    return CompletionCollator(tokenizer)
 
 
 def _classes(objective: Any) -> tuple[type, ...]:

@@ -13,7 +13,14 @@ The one seam between Hugging Face models and :mod:`matrix_llm.losses`, split by 
 from .layers import capture_layers
 from .modules import decoder_layers, first_tensor, output_embedding, unwrap
 from .pooled import POOLINGS, default_pooling, pool
-from .tokens import CapturedHidden, TokenFeatures, capture_hidden, head_weight, token_features
+from .tokens import (
+    CapturedHidden,
+    TokenFeatures,
+    capture_hidden,
+    head_weight,
+    packed_segments,
+    token_features,
+)
 
 __all__ = [
     "POOLINGS",
@@ -26,6 +33,7 @@ __all__ = [
     "first_tensor",
     "head_weight",
     "output_embedding",
+    "packed_segments",
     "pool",
     "token_features",
     "unwrap",

@@ -33,12 +33,13 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from ..data import IGNORE_INDEX
 from .modules import decoder_layers, first_tensor, output_embedding
 
-__all__ = ["CapturedHidden", "TokenFeatures", "capture_hidden", "head_weight", "token_features"]
+__all__ = ["CapturedHidden", "TokenFeatures", "capture_hidden", "head_weight", "packed_segments", "token_features"]
 
 
 @dataclass
@@ -89,15 +90,30 @@ class TokenFeatures:
     hidden: Tensor  # (T, d), carries the graph
     targets: Tensor  # (T,), the next-token labels
     logits: Tensor | None  # (T, V) at the same positions, or None
+    segments: Tensor | None = None  # (T,) index of the packed example each token belongs to, or None
 
 
-def token_features(hidden: Tensor, labels: Tensor, logits: Tensor | None = None) -> TokenFeatures:
+def packed_segments(position_ids: Tensor) -> Tensor:
+    """``(N, L)`` example index of every position of packed rows: a new example starts wherever the position id
+    does not continue the previous one (it restarts), as ``DataCollatorWithFlattening`` writes them."""
+    first = position_ids[:, :1] - 1
+    starts = torch.diff(position_ids, prepend=first, dim=-1) != 1
+    offsets = torch.arange(position_ids.shape[0], device=position_ids.device)[:, None] * position_ids.shape[1]
+    return starts.long().cumsum(-1) + offsets  # distinct across rows too
+
+
+def token_features(
+    hidden: Tensor, labels: Tensor, logits: Tensor | None = None, position_ids: Tensor | None = None
+) -> TokenFeatures:
     """Select the completion positions after the causal shift.
 
     Args:
         hidden: ``(N, L, d)`` token representations.
         labels: ``(N, L)`` with ``-100`` on prompt and padding positions (as the LM loss sees them, unshifted).
         logits: ``(N, L, V)`` or ``None``.
+        position_ids: ``(N, L)`` of packed rows (padding-free packing), or ``None``: then ``segments`` says which
+            example each selected token belongs to (:func:`packed_segments`), so that a matrix over tokens can
+            be built per example instead of across example boundaries.
 
     Returns:
         :class:`TokenFeatures` with ``hidden[:, :-1][mask]``, ``labels[:, 1:][mask]`` and
@@ -116,10 +132,17 @@ def token_features(hidden: Tensor, labels: Tensor, logits: Tensor | None = None)
         )
     shifted = labels[:, 1:]
     mask = shifted != IGNORE_INDEX
+    segments = None
+    if position_ids is not None:
+        if position_ids.shape != labels.shape:
+            raise ValueError(f"token_features: position_ids must have shape {tuple(labels.shape)}; got "
+                             f"{tuple(position_ids.shape)}")  # fmt: skip
+        segments = packed_segments(position_ids)[:, :-1][mask]
     return TokenFeatures(
         hidden=hidden[:, :-1][mask],
         targets=shifted[mask],
         logits=None if logits is None else logits[:, :-1][mask],
+        segments=segments,
     )
 
 

@@ -189,6 +189,20 @@ class LMObjective(Objective):
         names = ("matrix_entropy", "effective_rank")
         return (("matrix_loss",) + names) if self.matrix_loss is not None else names
 
+    def _per_example(self, tokens: features.TokenFeatures, weight: Tensor) -> Tensor | None:
+        """Packed rows: the mean over the packed examples (with >= 2 completion tokens) of each example's own
+        matrix loss, never a matrix across example boundaries; ``None`` if no example has 2 tokens."""
+        if self.scope == "global":
+            raise ValueError("LMObjective: matrix_scope=global cannot be combined with packing (the matrix term of "
+                             "packed rows is computed per example)")  # fmt: skip
+        losses = []
+        for segment in torch.unique(tokens.segments):
+            rows = tokens.segments == segment
+            if int(rows.sum()) >= 2:
+                logits = None if tokens.logits is None else tokens.logits[rows]
+                losses.append(self.matrix_loss(tokens.hidden[rows], tokens.targets[rows], weight, logits).total)
+        return torch.stack(losses).mean() if losses else None
+
     def _diagnostics_due(self, step: int | None) -> bool:
         if step is None:
             return True
@@ -208,6 +222,11 @@ class LMObjective(Objective):
                 "LMObjective: the batch has no `labels` (completion-only labels, -100 elsewhere)"
             )
         labels = inputs["labels"]
+        packed = inputs.get("position_ids") if "attention_mask" not in inputs else None
+        if packed is not None:
+            # padding-free packing: transformers keeps attention inside each example (from the restarting
+            # position_ids) only when no KV cache is built, and models build one by default, in training too
+            inputs = {**inputs, "use_cache": False}
         with features.capture_hidden(model, self.layer) as captured:
             lm_loss, outputs = base_loss(model, inputs)
         nan = torch.tensor(math.nan, device=lm_loss.device)
@@ -224,12 +243,17 @@ class LMObjective(Objective):
             raise ValueError(
                 f"LMObjective: matrix_loss_type={self.loss_type!r} needs the logits, but the model returned none"
             )
-        tokens = features.token_features(captured.hidden, labels, logits)
+        tokens = features.token_features(captured.hidden, labels, logits, position_ids=packed)
         if self.matrix_loss is not None:
             # before the token-count test: under ZeRO-3 fetching the head weight is a collective that every
             # rank must join in every step, even a rank whose micro-batch has fewer than 2 completion tokens
             weight = features.head_weight(model, requires_grad=self.loss_type == "alignment")
-        if self.matrix_loss is not None and (self.scope == "global" or tokens.targets.shape[0] >= 2):
+        if self.matrix_loss is not None and tokens.segments is not None:
+            mce = self._per_example(tokens, weight)
+            if mce is not None:
+                batch_loss = self.weight * mce.to(lm_loss.dtype)
+                metrics["matrix_loss"] = mce.detach().float()
+        elif self.matrix_loss is not None and (self.scope == "global" or tokens.targets.shape[0] >= 2):
             out = self.matrix_loss(tokens.hidden, tokens.targets, weight, tokens.logits)
             batch_loss = self.weight * out.total.to(lm_loss.dtype)
             metrics["matrix_loss"] = out.parts["mce"].detach().float()

@@ -120,6 +120,15 @@ class LMDataArguments:
         },
     )
     max_length: int = field(default=512, metadata={"help": "Prompt + completion tokens kept per example."})
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Padding-free packing: each micro-batch is flattened into one sequence "
+            "(transformers.DataCollatorWithFlattening: position_ids restart per example, so attention stays "
+            "within each example); the matrix term is computed per example and averaged. Not with "
+            "matrix_scope: global."
+        },
+    )
     drop_truncated: bool = field(
         default=True,
         metadata={
