@@ -22,6 +22,19 @@ class Interrupted(RuntimeError):
     pass
 
 
+class _Steps(TrainerCallback):
+    """The step a run starts at and every optimizer step it executes."""
+
+    def __init__(self):
+        self.start, self.executed = None, []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.executed.append(state.global_step)
+
+
 class _StopAfterSave(TrainerCallback):
     def __init__(self, step):
         self.step = step
@@ -60,10 +73,21 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Killed)
     with pytest.raises(Interrupted):
         sft.main(_argv(cut))
-    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", original)
     assert (cut / "checkpoint-4").is_dir() and not (cut / "checkpoint-6").exists()
 
+    # the resumed run starts at the checkpoint's step and executes only the remaining steps (mutation caught:
+    # `trainer.train(resume_from_checkpoint=None)`, which a deterministic rerun from scratch would hide)
+    steps = _Steps()
+
+    class Watched(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(steps)
+
+    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Watched)
     assert sft.main([*_argv(cut), "--resume_from_checkpoint", "true"]) == 0
+    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", original)
+    assert steps.start == 4 and steps.executed == [5, 6]
     expected, resumed = _losses(full), _losses(cut)
     assert set(resumed) == set(expected) == set(range(1, 7))  # steps 1-4 come from checkpoint-4's state
     for step in range(1, 7):
