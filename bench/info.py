@@ -17,6 +17,12 @@ Accuracy is the relative error of the loss value against the same quantity compu
 Every ratio compares timings taken in this process, the candidates interleaved round-robin (median of 3-30
 runs after one warm-up; a case slower than ``--slow-s`` is run once).
 
+- ``--feature-mce``: ``info.feature_mce(z2, z, lamb=mu, mu=mu)`` (the ``n x n`` side, Daleckii–Krein backward) vs
+  the dense ``info.mce(covariance(z2) + mu I, covariance(z) + mu I)`` it equals (``eigh`` of ``d x d``), at
+  n in {256, 1024} and d in {1024, 4096, 8192}; accuracy against the dense value in float64 (for d = 8192, whose
+  float64 ``eigh`` takes minutes, against ``feature_mce`` in float64, which the tests tie to the dense path).
+  Written to its own section (``## matrix_llm.info: feature_mce``).
+
 Run:   .venv/bin/python bench/info.py            (full: n, d in {256, 1024, 4096}; several minutes on 2 cores)
        .venv/bin/python bench/info.py --quick    (n, d in {64, 256})
        .venv/bin/python bench/info.py --write    (also replace the "## matrix_llm.info" section of BENCHMARKS.md)
@@ -47,6 +53,7 @@ from benchmarks_md import write_section  # noqa: E402
 from matrix_llm import info  # noqa: E402
 
 SECTION = "## matrix_llm.info"
+FEATURE_SECTION = "## matrix_llm.info: feature_mce"
 MU_MCE = 1.0
 
 
@@ -193,6 +200,72 @@ def bench_case(n: int, d: int, repeats: int, slow_s: float, seed: int = 0) -> li
     )
     rows.append(_row("tcr", n, d, res, ref))
     return rows
+
+
+def bench_feature_mce(n: int, d: int, repeats: int, slow_s: float, seed: int = 0) -> dict:
+    """feature_mce vs the dense mce of the same shifted covariances, forward + backward, float32."""
+    g = torch.Generator().manual_seed(seed)
+    z0, z2 = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    eye = torch.eye(d)
+    p = (info.covariance(z2) + MU_MCE * eye).detach()
+
+    def leaf() -> torch.Tensor:
+        return z0.clone().requires_grad_()
+
+    if d <= 4096:
+        e64 = torch.eye(d, dtype=torch.float64)
+        ref = float(info.mce(info.covariance(z2.double()) + MU_MCE * e64, info.covariance(z0.double()) + MU_MCE * e64))
+        ref_kind = "dense float64"
+    else:
+        ref = float(info.feature_mce(z2.double(), z0.double(), lamb=MU_MCE, mu=MU_MCE))
+        ref_kind = "feature_mce float64"
+    res = _time_interleaved(
+        {
+            "thin": lambda: info.feature_mce(z2, leaf(), lamb=MU_MCE, mu=MU_MCE),
+            "dense": lambda: info.mce(p, info.covariance(leaf()) + MU_MCE * eye),
+        },
+        repeats,
+        slow_s,
+    )
+    row = {"n": n, "d": d, "ref": ref_kind}
+    for key, (t, v) in res.items():
+        row[f"{key}_s"], row[f"{key}_err"] = t, _rel(v, ref)
+    print(_fmt_feature_row(row), flush=True)
+    return row
+
+
+FEATURE_HEADER = (
+    "| n | d | feature_mce ms | rel.err | dense mce ms | rel.err | speed-up | reference |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---|"
+)
+
+
+def _fmt_feature_row(r: dict) -> str:
+    return (
+        f"| {r['n']} | {r['d']} | {r['thin_s'] * 1e3:.1f} | {r['thin_err']:.1e} | {r['dense_s'] * 1e3:.0f} | "
+        f"{r['dense_err']:.1e} | {r['dense_s'] / r['thin_s']:.0f}x | {r['ref']} |"
+    )
+
+
+def render_feature(rows: list[dict], argv: list[str], started: str) -> str:
+    lines = [
+        FEATURE_SECTION,
+        "",
+        (f"Written by `bench/info.py --feature-mce` on {started} UTC ({platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s); {_load_info()}). Forward + backward of MCE(C(z2) + mu I, C(z) + mu I), "
+        f"mu = {MU_MCE}, float32, gradient wrt z; both candidates in this process, interleaved (median; a case "
+        "slower than --slow-s runs once). Relative error of the float32 value against the reference column."),
+        "",
+        FEATURE_HEADER,
+        *[_fmt_feature_row(r) for r in rows],
+        "",
+        "Command:",
+        "",
+        "```",
+        "python bench/info.py " + " ".join(argv),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _row(op: str, n: int, d: int, res: dict, ref: float) -> dict:
@@ -347,9 +420,19 @@ def main(argv: list[str] | None = None) -> int:
         "--write", action="store_true", help="update the matrix_llm.info section of BENCHMARKS.md"
     )
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--feature-mce", action="store_true", help="feature_mce vs dense mce rows only")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    if args.feature_mce:
+        started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        print(FEATURE_HEADER, flush=True)
+        grid = [(64, 256)] if args.quick else [(n, d) for n in (256, 1024) for d in (1024, 4096, 8192)]
+        rows = [bench_feature_mce(n, d, args.repeats, args.slow_s) for n, d in grid]
+        if args.write:
+            write_section(FEATURE_SECTION, render_feature(rows, argv, started), args.output)
+            print(f"wrote {FEATURE_SECTION!r} to {args.output}")
+        return 0
     sizes = args.sizes or ([64, 256] if args.quick else [256, 1024, 4096])
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     print(HEADER, flush=True)

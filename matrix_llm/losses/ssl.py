@@ -144,10 +144,14 @@ class MatrixSSLLoss(nn.Module):
             if self.preset == "exact":
                 cross = 0.5 * (cross + cross.mT)
             uniformity = self._mce(self.lamb * eye, cross + self.mu * eye)
-            alignment = self._mce(
-                info.covariance(ps, normalize=False) + self.mu * eye,
-                info.covariance(zs, normalize=False) + self.mu * eye,
-            )
+            if self.preset == "exact":  # the same MCE from the m x m side when m < d (info.feature_mce)
+                alignment = info.feature_mce(ps, zs, lamb=self.mu, mu=self.mu, normalize=False,
+                                             trace_term=self.trace_term)  # fmt: skip
+            else:
+                alignment = self._mce(
+                    info.covariance(ps, normalize=False) + self.mu * eye,
+                    info.covariance(zs, normalize=False) + self.mu * eye,
+                )
             uniformity = uniformity.mean()  # 0.5 * (U(p2, z1) + U(p1, z2))
             alignment = alignment.mean()
             total = uniformity + self.gamma * alignment

@@ -53,7 +53,9 @@ class TokenMCELoss(nn.Module):
     - ``"alignment"`` (docs/formulations.md; ``d x d``): ``A = C(g) + λI``, ``B = C(z) + μI`` with ``C`` the centred
       covariance of row-normalised rows (:func:`matrix_llm.info.covariance`), ``g_t = W[y_t]`` (detached) and
       ``z_t = Wᵀ softmax(logits_t)`` (gradient reaches the logits and, through ``z``, the head weight). This is
-      exactly the Matrix-SSL alignment term with teacher ``g`` and student ``z``; not trace-normalised.
+      exactly the Matrix-SSL alignment term with teacher ``g`` and student ``z``; not trace-normalised. With
+      ``log="eigh"`` it is computed on the ``T x T`` side (:func:`matrix_llm.info.feature_mce`): the same value
+      at ``O(T² d + T³)`` instead of ``O(d³)``.
 
     Default shifts (``mu`` on the prediction, ``lamb`` on the target; docs/formulations.md requires ``mu > 0`` because
     ``Ĥ Ĥᵀ`` has rank ``<= min(T, d)`` and is singular whenever ``T > d`` or hidden states coincide):
@@ -266,6 +268,19 @@ class TokenMCELoss(nn.Module):
         k = info.covariance(probs @ w)
         return info.covariance(w.detach()[labels]) + self.lamb * eye, k + self.mu * eye, k
 
+    def _alignment_on_the_token_side(
+        self, labels: Tensor, head_weight: Tensor, logits: Tensor, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
+        """``alignment`` with the exact log, from the ``T x T`` side (:func:`matrix_llm.info.feature_mce`, the same
+        value as the ``d x d`` MCE at ``O(T² d + T³)``), and the centred Gram of ``z`` whose spectrum is that of
+        ``C(z)`` (for the diagnostics)."""
+        w = head_weight.to(dtype)
+        z = F.softmax(logits.to(dtype), dim=-1) @ w
+        loss = info.feature_mce(w.detach()[labels], z, lamb=self.lamb, mu=self.mu)
+        zc = F.normalize(z, dim=-1)
+        zc = zc - zc.mean(dim=0, keepdim=True)
+        return loss, zc @ zc.mT / z.shape[0]
+
     def forward(
         self, hidden: Tensor, labels: Tensor, head_weight: Tensor, logits: Tensor | None = None
     ) -> LossOutput:
@@ -295,8 +310,11 @@ class TokenMCELoss(nn.Module):
             t = labels.shape[0]
         dtype = work_dtype(logits.dtype, head_weight.dtype) if uses_logits else work_dtype(hidden.dtype, head_weight.dtype)  # type: ignore[arg-type]
         with no_autocast(labels):
-            a, b, k = self._matrices(hidden, labels, head_weight, logits, dtype)
-            loss = info.mce(a, b, log=self.log, order=self.order, trace_term=True)
+            if self.formulation == "alignment" and self.log == "eigh":
+                loss, k = self._alignment_on_the_token_side(labels, head_weight, logits, dtype)  # type: ignore[arg-type]
+            else:
+                a, b, k = self._matrices(hidden, labels, head_weight, logits, dtype)
+                loss = info.mce(a, b, log=self.log, order=self.order, trace_term=True)
             parts = {"mce": loss, "num_tokens": torch.tensor(float(t), dtype=dtype, device=loss.device)}
             if self.diagnostics:
                 with torch.no_grad():
