@@ -7,7 +7,8 @@ bfloat16 are computed in float32 and cast back; spectral ops never run under aut
 - entropies: :func:`entropy` (von Neumann / Rényi of a trace-normalised PSD matrix), :func:`erank`,
   :func:`feature_entropy` (from features, on the cheaper side), :func:`matrix_entropy_unnormalized`
 - two matrices: :func:`mce`, :func:`mkl`, :func:`matrix_log`, :func:`taylor_log`; from features on the
-  cheaper side: :func:`feature_mce`, :func:`feature_mkl` (``O(n²d + n³)`` for ``n < d`` rows)
+  cheaper side: :func:`feature_mce`, :func:`feature_mkl`, :func:`feature_uniformity` (``O(n²d + n³)`` for
+  ``n < d`` rows)
 - neural-collapse metrics: :func:`mutual_information`, :func:`mir`, :func:`hdr`, :func:`mir_hdr` (both at once)
 - coding rate: :func:`tcr`
 - for loss modules: :func:`work_dtype` (the upcast rule) and :func:`no_autocast` (the autocast switch)
@@ -20,7 +21,7 @@ only torch (never transformers, accelerate or datasets).
 from ._coding import tcr
 from ._divergence import matrix_log, mce, mkl, taylor_log
 from ._entropy import covariance, entropy, erank, feature_entropy, gram, matrix_entropy_unnormalized
-from ._feature import feature_mce, feature_mkl
+from ._feature import feature_mce, feature_mkl, feature_uniformity
 from ._mutual import hdr, mir, mir_hdr, mutual_information
 from ._spectral import no_autocast, work_dtype
 
@@ -31,6 +32,7 @@ __all__ = [
     "feature_entropy",
     "feature_mce",
     "feature_mkl",
+    "feature_uniformity",
     "gram",
     "hdr",
     "matrix_entropy_unnormalized",

@@ -22,6 +22,8 @@ from torch.autograd.function import once_differentiable
 from ._divergence import mce
 from ._entropy import covariance
 from ._spectral import (
+    _check_choice,
+    _check_order,
     _check_positive,
     _check_tensor,
     _eigvalsh,
@@ -33,7 +35,7 @@ from ._spectral import (
     work_dtype,
 )
 
-__all__ = ["feature_mce", "feature_mkl"]
+__all__ = ["feature_mce", "feature_mkl", "feature_uniformity"]
 
 _SERIES = 1e-3  # x / mu below this: φ from its power series (log1p(x)/x loses digits as x -> 0)
 _SERIES_PRIME = 1e-2  # x / mu below this: φ' from its power series
@@ -119,33 +121,87 @@ def _check_features(fn: str, zp: object, zq: object) -> tuple[torch.Tensor, torc
     return zp, zq
 
 
-def _check_lamb(fn: str, lamb: object) -> float:
+def _check_lamb(fn: str, lamb: object, name: str = "lamb") -> float:
     if isinstance(lamb, bool) or not isinstance(lamb, (int, float)) or not math.isfinite(lamb) or lamb < 0:
-        raise ValueError(f"{fn}: `lamb` must be a finite number >= 0; got {lamb!r}")
+        raise ValueError(f"{fn}: `{name}` must be a finite number >= 0; got {lamb!r}")
     return float(lamb)
+
+
+def _check_mu(fn: str, mu: object, log: str) -> float:
+    """``mu > 0`` for the exact log (``log Q`` needs it); ``>= 0`` for the Taylor series, which does not."""
+    return _check_positive(fn, "mu", mu) if log == "eigh" else _check_lamb(fn, mu, "mu")
 
 
 def _thin(z: torch.Tensor, *, center: bool, normalize: bool) -> torch.Tensor:
     return _rows(z, normalize=normalize, center=center) / math.sqrt(z.shape[-2])
 
 
-def _cross_and_traces(zp, zq, lamb, mu, center, normalize):
+def _taylor_trace(tr_p: torch.Tensor, s: list, t: list, lamb: float, c: float, order: int) -> torch.Tensor:
+    """``tr(P L)`` with ``L = Σ_k (-1)^{k+1} X^k / k`` the Taylor log of ``Q = I + X``, ``X = C + c I``, from
+    ``s_j = tr(C_p C^j)`` and ``t_j = tr(C^j)`` (``j = 1..order``), ``P = C_p + λ I`` (binomial expansion of
+    ``X^k``: only traces of powers of the rank-``n`` matrix ``C`` are needed)."""
+    total = torch.zeros_like(tr_p)
+    for k in range(1, order + 1):
+        power = tr_p * c**k  # j = 0: tr(P) c^k
+        for j in range(1, k + 1):
+            power = power + math.comb(k, j) * c ** (k - j) * (s[j - 1] + lamb * t[j - 1])
+        total = total + ((-1) ** (k + 1) / k) * power
+    return total
+
+
+def _power_traces(g: torch.Tensor, n_mat: torch.Tensor | None, order: int) -> tuple[list, list]:
+    """``t_j = tr(G^j)`` and ``s_j = tr(N G^{j-1})`` for ``j = 1..order`` (``s`` empty without ``N``)."""
+    s, t = [], []
+    power = None  # G^{j-1}
+    for _ in range(order):
+        if n_mat is not None:
+            s.append(n_mat.diagonal(dim1=-2, dim2=-1).sum(-1) if power is None else (n_mat * power.mT).sum((-2, -1)))
+        power = g if power is None else power @ g
+        t.append(power.diagonal(dim1=-2, dim2=-1).sum(-1))
+    return s, t
+
+
+def _check_taylor_radius(fn: str, small: torch.Tensor, c: float, rank_deficient: bool) -> None:
+    """The Taylor series of ``log(I + X)``, ``X = C + c I``, converges iff every eigenvalue of ``X`` lies in the
+    unit disc: those of ``C``'s ``n x n`` side (``small``) shifted by ``c``, and ``c`` itself when ``rank C < d``."""
+    with torch.no_grad():
+        if small.numel() == 0:
+            radius = 0.0
+        elif torch.equal(small, small.mT):
+            radius = float((torch.linalg.eigvalsh(small) + c).abs().max())
+        else:
+            radius = float((torch.linalg.eigvals(small) + c).abs().max())
+        if rank_deficient:
+            radius = max(radius, abs(c))
+    if radius >= 1.0:
+        raise ValueError(
+            f"{fn}: the Taylor series of log(q) around I converges only when the spectral radius of q - I is < 1; "
+            f"got {radius:.6g}. Shift q by a larger mu, use log='eigh', or pass check=False."
+        )
+
+
+def _cross_and_traces(zp, zq, lamb, mu, center, normalize, log="eigh", order=4, check=True):
     """``(tr(P log Q), tr P, tr Q)`` on the side that is cheaper for ``Q`` (work dtype, autocast off)."""
     d, nq = zq.shape[-1], zq.shape[-2]
     ap = _thin(zp, center=center, normalize=normalize)
     aq = _thin(zq, center=center, normalize=normalize)
     tr_p = ap.square().sum((-2, -1)) + lamb * d
     tr_q = aq.square().sum((-2, -1)) + mu * d
-    if nq >= d:  # the d x d side is no larger: the dense exact path
+    if nq >= d:  # the d x d side is no larger: the dense path
         eye = torch.eye(d, dtype=zq.dtype, device=zq.device)
         p = ap.mT @ ap + lamb * eye
         q = aq.mT @ aq + mu * eye
-        cross = tr_q - mce(p, q, trace_term=True)  # mce = -tr(P log Q) + tr Q
+        cross = tr_q - mce(p, q, trace_term=True, log=log, order=order, check=check)  # mce = -tr(P log Q) + tr Q
         return cross, tr_p, tr_q
     gq = aq @ aq.mT
     mqp = aq @ ap.mT
     n_mat = mqp @ mqp.mT
     shape = torch.broadcast_shapes(n_mat.shape, gq.shape)
+    if log == "taylor":
+        if check:
+            _check_taylor_radius("feature_mce", gq, mu - 1.0, rank_deficient=True)
+        s, t = _power_traces(gq.expand(shape), n_mat.expand(shape), order)
+        return _taylor_trace(tr_p, s, t, lamb, mu - 1.0, order), tr_p, tr_q
     thin = _ThinTracePLogQ.apply(n_mat.expand(shape), gq.expand(shape), mu, lamb)
     return math.log(mu) * tr_p + thin, tr_p, tr_q
 
@@ -159,6 +215,9 @@ def feature_mce(
     center: bool = True,
     normalize: bool = True,
     trace_term: bool = True,
+    log: str = "eigh",
+    order: int = 4,
+    check: bool = True,
 ) -> torch.Tensor:
     r"""``mce(covariance(zp) + lamb·I, covariance(zq) + mu·I)`` without forming the ``d x d`` matrices when
     ``zq`` has fewer rows than columns (module docstring).
@@ -171,21 +230,27 @@ def feature_mce(
         mu: shift of ``Q``, ``> 0`` (``log Q`` needs it).
         center, normalize: as :func:`matrix_llm.info.covariance` (row normalisation, then centring, ``/n``).
         trace_term: add ``tr Q`` (as :func:`matrix_llm.info.mce`).
+        log, order, check: as :func:`matrix_llm.info.mce`. ``"taylor"`` (the Matrix-SSL code's series of order
+            ``order`` around ``I``) is evaluated from traces of powers of the ``n_q x n_q`` Gram (``Q - I`` is a
+            low-rank matrix plus ``(mu - 1) I``); ``check`` raises when the series diverges.
 
     Returns:
         ``(*)`` tensor in the promoted dtype of the inputs (float64 math for float64 input, float32 otherwise,
-        autocast off). Cost ``O(n_p n_q d + n_q³)`` when ``n_q < d``; the dense exact path otherwise.
+        autocast off). Cost ``O(n_p n_q d + n_q³)`` when ``n_q < d``; the dense path otherwise.
 
     Gradient: exact, through a Daleckii–Krein backward on the ``n_q x n_q`` side; finite at repeated
     eigenvalues.
     """
     zp, zq = _check_features("feature_mce", zp, zq)
-    mu = _check_positive("feature_mce", "mu", mu)
+    log = _check_choice("feature_mce", "log", log, ("eigh", "taylor"))
+    mu = _check_mu("feature_mce", mu, log)
     lamb = _check_lamb("feature_mce", lamb)
+    order = _check_order("feature_mce", order)
     out_dtype = _out_dtype(zp.dtype, zq.dtype)
     with no_autocast(zq):
         work = work_dtype(zp.dtype, zq.dtype)
-        cross, _, tr_q = _cross_and_traces(zp.to(work), zq.to(work), lamb, mu, center, normalize)
+        cross, _, tr_q = _cross_and_traces(zp.to(work), zq.to(work), lamb, mu, center, normalize, log, order,
+                                           bool(check))  # fmt: skip
         loss = -cross + tr_q if trace_term else -cross
         return loss.to(out_dtype)
 
@@ -220,3 +285,78 @@ def feature_mkl(
             p = covariance(zp, center=center, normalize=normalize) + lamb * torch.eye(d, dtype=work, device=zp.device)
             plogp = _xlogx_sum(_eigvalsh(p))
         return (plogp - cross - tr_p + tr_q).to(out_dtype)
+
+
+def feature_uniformity(
+    zp: torch.Tensor,
+    zq: torch.Tensor,
+    *,
+    lamb: float,
+    mu: float,
+    center: bool = True,
+    normalize: bool = True,
+    symmetric: bool = True,
+    trace_term: bool = True,
+    log: str = "eigh",
+    order: int = 4,
+    check: bool = True,
+) -> torch.Tensor:
+    r"""Matrix-SSL's matrix uniformity ``MCE(λ I, C(zp, zq) + μ I)`` of the cross-covariance
+    ``C(zp, zq) = Ẑ_pᵀ H Ẑ_q / m`` of two ``(*, m, d)`` row matrices, from the ``m`` side when ``2m < d``.
+
+    - ``log="eigh"`` needs a symmetric matrix: ``symmetric=True`` uses ``S = (C + Cᵀ)/2`` (the ``exact`` preset's
+      surrogate). With ``B = [A_p; A_q]`` (``2m x d``) and ``J = ½[[0, I], [I, 0]]``, ``S = Bᵀ J B``, so
+      ``tr log(S + μI) = d log μ + log det(I + J B Bᵀ/μ)`` (Sylvester's determinant identity, ``2m x 2m``).
+    - ``log="taylor"`` is the official code's series on ``C`` itself (``symmetric=False``) or on ``S``; the traces
+      of powers of ``C`` are those of the ``m x m`` matrix ``A_q A_pᵀ``.
+
+    Returns ``-λ tr log(Q) (+ tr Q)``, equal to :func:`matrix_llm.info.mce` of the dense matrices; raises when
+    ``Q`` is not positive definite (``eigh``) or the series diverges (``taylor`` with ``check``).
+    """
+    fn = "feature_uniformity"
+    zp, zq = _check_features(fn, zp, zq)
+    if zp.shape[-2] != zq.shape[-2]:
+        raise ValueError(f"{fn}: `zp` and `zq` must be paired rows (the same m); got {zp.shape[-2]} and {zq.shape[-2]}")
+    log = _check_choice(fn, "log", log, ("eigh", "taylor"))
+    mu = _check_mu(fn, mu, log)
+    lamb = _check_lamb(fn, lamb)
+    order = _check_order(fn, order)
+    if log == "eigh" and not symmetric:
+        raise ValueError(f"{fn}: log='eigh' needs symmetric=True (the exact log of a symmetric matrix)")
+    out_dtype = _out_dtype(zp.dtype, zq.dtype)
+    with no_autocast(zq):
+        work = work_dtype(zp.dtype, zq.dtype)
+        ap = _thin(zp.to(work), center=center, normalize=normalize)
+        aq = _thin(zq.to(work), center=center, normalize=normalize)
+        m, d = ap.shape[-2], ap.shape[-1]
+        tr_c = (ap * aq).sum((-2, -1))  # tr C = tr S
+        tr_q = tr_c + mu * d
+        if 2 * m >= d:  # the d x d side is no larger: the dense path
+            c = ap.mT @ aq
+            q = (0.5 * (c + c.mT) if symmetric else c) + mu * torch.eye(d, dtype=work, device=ap.device)
+            p = lamb * torch.eye(d, dtype=work, device=ap.device)
+            loss = mce(p, q, log=log, order=order, trace_term=trace_term, check=check)
+            return loss.to(out_dtype)
+        if log == "eigh":
+            b = torch.cat([ap, aq], dim=-2)
+            gram = b @ b.mT  # 2m x 2m
+            swapped = torch.cat([gram[..., m:, :], gram[..., :m, :]], dim=-2)  # (2J) B Bᵀ
+            sign, logabsdet = torch.linalg.slogdet(torch.eye(2 * m, dtype=work, device=ap.device) + 0.5 * swapped / mu)
+            if check and bool((sign <= 0).any()):
+                raise ValueError(f"{fn}: C_sym + mu I is not positive definite; shift it by a larger mu")
+            trace_log = d * math.log(mu) + logabsdet
+        else:
+            small = aq @ ap.mT  # m x m, the nonzero spectrum of C = A_pᵀ A_q
+            if symmetric:  # traces of powers of S: the 2m x 2m matrix J B Bᵀ has S's nonzero spectrum
+                b = torch.cat([ap, aq], dim=-2)
+                gram = b @ b.mT
+                small = 0.5 * torch.cat([gram[..., m:, :], gram[..., :m, :]], dim=-2)
+            if check:
+                _check_taylor_radius(fn, small, mu - 1.0, rank_deficient=True)
+            _, t = _power_traces(small, None, order)
+            trace_log = _taylor_trace(torch.full_like(tr_c, float(d)), [torch.zeros_like(tr_c)] * order,
+                                      t, 1.0, mu - 1.0, order)  # fmt: skip
+        loss = -lamb * trace_log
+        if trace_term:
+            loss = loss + tr_q
+        return loss.to(out_dtype)

@@ -110,13 +110,6 @@ class MatrixSSLLoss(nn.Module):
             f"trace_term={self.trace_term}, gather={self.gather}"
         )
 
-    def _mce(self, p: Tensor, q: Tensor) -> Tensor:
-        if self.preset == "official":
-            return info.mce(
-                p, q, log="taylor", order=self.order, trace_term=self.trace_term, check=self.check
-            )
-        return info.mce(p, q, log="eigh", trace_term=self.trace_term)
-
     def forward(self, z1: Tensor, z2: Tensor, p1: Tensor, p2: Tensor) -> LossOutput:
         """Student outputs ``z1, z2`` and teacher outputs ``p1, p2`` of the two views, ``(m, d)`` each."""
         fn = f"MatrixSSLLoss(preset={self.preset!r})"
@@ -138,20 +131,16 @@ class MatrixSSLLoss(nn.Module):
         with no_autocast(student):
             zs = F.normalize(student, dim=-1)
             ps = F.normalize(teacher, dim=-1)
-            eye = torch.eye(d, dtype=dtype, device=zs.device)
-            # C(p, z) is the off-diagonal block of the covariance of the concatenated rows [p̂, ẑ].
-            cross = info.covariance(torch.cat([ps, zs], dim=-1), normalize=False)[..., :d, d:]
+            # both terms from the m x m side when that is smaller than d (info.feature_uniformity / feature_mce:
+            # the same values as the d x d MCEs; the official preset keeps its Taylor series, on C(p, z) itself)
+            log = "taylor" if self.preset == "official" else "eigh"
+            options = dict(normalize=False, trace_term=self.trace_term, log=log, order=self.order, check=self.check)
             if self.preset == "exact":
-                cross = 0.5 * (cross + cross.mT)
-            uniformity = self._mce(self.lamb * eye, cross + self.mu * eye)
-            if self.preset == "exact":  # the same MCE from the m x m side when m < d (info.feature_mce)
-                alignment = info.feature_mce(ps, zs, lamb=self.mu, mu=self.mu, normalize=False,
-                                             trace_term=self.trace_term)  # fmt: skip
-            else:
-                alignment = self._mce(
-                    info.covariance(ps, normalize=False) + self.mu * eye,
-                    info.covariance(zs, normalize=False) + self.mu * eye,
-                )
+                options["check"] = True  # a non-positive-definite Q is an error on the exact path
+            uniformity = info.feature_uniformity(
+                ps, zs, lamb=self.lamb, mu=self.mu, symmetric=self.preset == "exact", **options
+            )
+            alignment = info.feature_mce(ps, zs, lamb=self.mu, mu=self.mu, **options)
             uniformity = uniformity.mean()  # 0.5 * (U(p2, z1) + U(p1, z2))
             alignment = alignment.mean()
             total = uniformity + self.gamma * alignment

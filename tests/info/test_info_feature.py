@@ -169,3 +169,54 @@ def test_bad_arguments(kwargs, message):
         info.feature_mce(z, z, **kwargs)
     with pytest.raises(ValueError, match="feature dimension"):
         info.feature_mce(z, torch.randn(3, 9), lamb=0.1, mu=0.5)
+
+
+def _dense_uniformity(zp, zq, lamb, mu, symmetric, log, trace_term):
+    d = zp.shape[-1]
+    ap = torch.nn.functional.normalize(zp, dim=-1)
+    aq = torch.nn.functional.normalize(zq, dim=-1)
+    c = info.covariance(torch.cat([ap, aq], -1), normalize=False)[..., :d, d:]
+    q = (0.5 * (c + c.mT) if symmetric else c) + mu * torch.eye(d, dtype=zp.dtype)
+    return info.mce(lamb * torch.eye(d, dtype=zp.dtype), q, log=log, trace_term=trace_term)
+
+
+@pytest.mark.parametrize(("m", "d"), [(4, 30), (6, 12), (9, 10)])
+@pytest.mark.parametrize(("symmetric", "log"), [(True, "eigh"), (True, "taylor"), (False, "taylor")])
+def test_uniformity_equals_the_dense_mce(m, d, symmetric, log):
+    g = torch.Generator().manual_seed(m + d)
+    zp, zq = torch.randn(m, d, generator=g, dtype=F64), torch.randn(m, d, generator=g, dtype=F64)
+    for trace_term in (True, False):
+        got = info.feature_uniformity(zp, zq, lamb=0.7, mu=0.5, symmetric=symmetric, log=log, trace_term=trace_term)
+        want = _dense_uniformity(zp, zq, 0.7, 0.5, symmetric, log, trace_term)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    thin = _grads(lambda a, b: info.feature_uniformity(a, b, lamb=0.7, mu=0.5, symmetric=symmetric, log=log), zp, zq)
+    dense = _grads(lambda a, b: _dense_uniformity(a, b, 0.7, 0.5, symmetric, log, True), zp, zq)
+    for a, b in zip(thin, dense, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-11)
+
+
+def test_taylor_feature_mce_equals_the_dense_series_and_checks_convergence():
+    g = torch.Generator().manual_seed(8)
+    zp, zq = torch.randn(5, 30, generator=g, dtype=F64), torch.randn(7, 30, generator=g, dtype=F64)
+    eye = torch.eye(30, dtype=F64)
+    for order in (1, 4, 7):
+        got = info.feature_mce(zp, zq, lamb=0.5, mu=0.5, log="taylor", order=order, trace_term=False)
+        want = info.mce(info.covariance(zp) + 0.5 * eye, info.covariance(zq) + 0.5 * eye, log="taylor", order=order,
+                        trace_term=False)  # fmt: skip
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="spectral radius"):  # mu = 0: the eigenvalue 0 of Q - I ... -1: |-1| = 1
+        info.feature_mce(zp, zq, lamb=0.5, mu=0.0, log="taylor")
+    assert torch.isfinite(info.feature_mce(zp, zq, lamb=0.5, mu=0.0, log="taylor", check=False))
+    with pytest.raises(ValueError, match="mu"):
+        info.feature_mce(zp, zq, lamb=0.5, mu=0.0)  # the exact log needs mu > 0
+
+
+def test_uniformity_gradcheck_and_bad_input():
+    g = torch.Generator().manual_seed(9)
+    zp = torch.randn(3, 9, generator=g, dtype=F64, requires_grad=True)
+    zq = torch.randn(3, 9, generator=g, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: info.feature_uniformity(a, b, lamb=0.3, mu=0.5), (zp, zq))
+    with pytest.raises(ValueError, match="symmetric=True"):
+        info.feature_uniformity(zp, zq, lamb=0.3, mu=0.5, symmetric=False)
+    with pytest.raises(ValueError, match="paired rows"):
+        info.feature_uniformity(zp, zq[:2], lamb=0.3, mu=0.5)

@@ -246,3 +246,42 @@ def test_preset_defaults():
         False,
     )
     assert exact.trace_term is True
+
+
+@pytest.mark.parametrize("preset", ["official", "exact"])
+def test_few_samples_many_dims_take_the_sample_side_and_equal_the_transcription(preset):
+    """m = 6 samples of d = 48 dims (2m < d): both terms come from the m side (info.feature_uniformity /
+    feature_mce) and still equal the d x d transcription; gradients equal those of the d x d matrices through
+    info.mce (the transcription's plain eigh backward is NaN here: Q has the eigenvalue mu d - 2m times).
+    Mutation caught: a wrong binomial or Sylvester term in the thin paths."""
+    from matrix_llm import info
+
+    z1, z2, p1, p2 = _views(m=6, d=48, seed=11)
+    log, trace_term = ("taylor", False) if preset == "official" else ("eigh", True)
+    ref, u, _ = _reference_total(z1, z2, p1, p2, gamma=1.0, lamb=1.0, mu=1.0, log=log, trace_term=trace_term)
+
+    def dense(z1, z2):  # the d x d matrices, info.mce (Daleckii-Krein backward for eigh)
+        total = 0.0
+        eye = torch.eye(48, dtype=torch.float64)
+        for p, z in ((p2, z1), (p1, z2)):
+            ps, zs = F.normalize(p, dim=1), F.normalize(z, dim=1)
+            c = info.covariance(torch.cat([ps, zs], -1), normalize=False)[:48, 48:]
+            c = 0.5 * (c + c.T) if preset == "exact" else c
+            u_ = info.mce(1.0 * eye, c + eye, log=log, trace_term=trace_term)
+            a_ = info.mce(info.covariance(ps) + eye, info.covariance(zs) + eye, log=log, trace_term=trace_term)
+            total = total + 0.5 * (u_ + a_)
+        return total
+
+    grads = []
+    for fn in (lambda a, b: MatrixSSLLoss(preset=preset, lamb=1.0, mu=1.0)(a, b, p1, p2).total, dense):
+        a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+        value = fn(a, b)
+        value.backward()
+        grads.append((value.detach(), a.grad, b.grad))
+    (ours, g1, g2), (dense_value, r1, r2) = grads
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(dense_value, ref, rtol=1e-10, atol=1e-10)
+    out = MatrixSSLLoss(preset=preset, lamb=1.0, mu=1.0)(z1, z2, p1, p2)
+    torch.testing.assert_close(out.parts["uniformity"], u, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(g1, r1, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(g2, r2, rtol=1e-8, atol=1e-10)
