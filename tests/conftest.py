@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -89,3 +90,17 @@ def merged_copy(peft_model):
     import copy
 
     return copy.deepcopy(peft_model).merge_and_unload().eval()
+
+
+class StepRecorder(TrainerCallback):
+    """A TrainerCallback recording the step a run starts at and every optimizer step it executes (resume
+    tests: a resumed run must start at the checkpoint's step and run only the remaining steps)."""
+
+    def __init__(self):
+        self.start, self.executed = None, []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.executed.append(state.global_step)

@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from conftest import StepRecorder
 from safetensors.torch import load_file
 from test_sft import TINY  # tests/ is on sys.path (pytest prepend import mode)
 from transformers import TrainerCallback
@@ -20,19 +21,6 @@ from matrix_llm import sft
 
 class Interrupted(RuntimeError):
     pass
-
-
-class _Steps(TrainerCallback):
-    """The step a run starts at and every optimizer step it executes."""
-
-    def __init__(self):
-        self.start, self.executed = None, []
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = state.global_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.executed.append(state.global_step)
 
 
 class _StopAfterSave(TrainerCallback):
@@ -77,7 +65,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
 
     # the resumed run starts at the checkpoint's step and executes only the remaining steps (mutation caught:
     # `trainer.train(resume_from_checkpoint=None)`, which a deterministic rerun from scratch would hide)
-    steps = _Steps()
+    steps = StepRecorder()
 
     class Watched(original):
         def __init__(self, *args, **kwargs):

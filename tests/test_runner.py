@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from conftest import StepRecorder
 from test_sft import TINY  # tests/ is on sys.path (pytest prepend import mode)
 from transformers import TrainerCallback
 
@@ -66,19 +67,6 @@ def _parsed(argv):
     return model_args, training_args
 
 
-class _Steps(TrainerCallback):
-    """Records the step the run starts at and every optimizer step it executes."""
-
-    def __init__(self):
-        self.start, self.executed = None, []
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = state.global_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.executed.append(state.global_step)
-
-
 class _SigtermAt(TrainerCallback):
     """Sends this process a real SIGTERM at the end of optimizer step ``step``."""
 
@@ -113,7 +101,7 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupt
 
     cut = tmp_path / "cut"
     original = matrix_llm.trainer.MatrixTrainer
-    steps = _Steps()
+    steps = StepRecorder()
 
     class Watched(original):
         extra: list = []
