@@ -15,6 +15,7 @@ those of all dataclasses of a command before anything heavy is loaded.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -146,10 +147,21 @@ class MatrixTrainingArguments(TrainingArguments):
 
     def __getstate__(self) -> dict:
         """Pickled (``training_args.bin`` in ``output_dir`` and every checkpoint) without ``hub_token``, so the
-        token never reaches disk or a Hub upload; the object in memory keeps it for the Trainer's pushes."""
+        token never reaches disk or a Hub upload; the object in memory (and its copies) keep it."""
         state = dict(self.__dict__)
         state["hub_token"] = None
         return state
+
+    def __copy__(self) -> MatrixTrainingArguments:
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo: dict) -> MatrixTrainingArguments:
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
+        return new
 
     @property
     def effective_matrix_metrics_steps(self) -> int:

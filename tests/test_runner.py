@@ -146,3 +146,16 @@ def test_run_info_records_the_objective_for_plots(tmp_path):
     assert sft.main([*TINY, "--output_dir", str(out)]) == 0
     info = json.loads((out / "matrix_llm_run.json").read_text())
     assert info["objective"] == "lm" and ["LM loss", "lm_loss"] in info["plot_panels"]
+
+
+def test_copies_keep_the_token_pickles_do_not():
+    """Only what goes to disk loses the token: a user's copy.deepcopy(args) still pushes with it."""
+    import copy
+    import pickle
+
+    from matrix_llm.objectives import LMConfig
+
+    args = LMConfig(output_dir="x", report_to="none", hub_token="hf_secret", matrix_loss_weight=0.3)
+    assert copy.deepcopy(args).hub_token == copy.copy(args).hub_token == "hf_secret"
+    assert copy.deepcopy(args).matrix_loss_weight == 0.3
+    assert pickle.loads(pickle.dumps(args)).hub_token is None
