@@ -1,6 +1,7 @@
 """The ``matrix-llm`` command: one entry point, one sub-command per job.
 
     matrix-llm sft  --config demo/mce.yaml [--field value ...]
+    matrix-llm classify --config classify/digits.yaml [--field value ...]
     matrix-llm eval gsm8k --model PATH_OR_HUB_ID [...]
     matrix-llm plot RUN_DIR
     matrix-llm demo [--output_dir outputs/demo]
@@ -17,6 +18,7 @@ import sys
 
 COMMANDS = {
     "sft": ("matrix_llm.sft", "fine-tune a causal LM with LM loss + matrix loss"),
+    "classify": ("matrix_llm.classify", "train an image classifier with CE + MIR / HDR / matrix-entropy terms"),
     "eval": ("matrix_llm.eval_command", "evaluate a model (GSM8K, lm-eval compatible scoring)"),
     "plot": ("matrix_llm.plotting", "draw the metrics of a run directory as PNG"),
     "demo": ("matrix_llm.demo", "the embedded default: tiny model, synthetic GSM8K, CE + MCE, offline"),
@@ -26,7 +28,7 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: matrix-llm <command> [options]", "", "commands:"]
-    lines += [f"  {name:<6} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Run `matrix-llm <command> --help` for the options of one command."]
     return "\n".join(lines)
 

@@ -66,6 +66,12 @@ class ModelArguments:
         },
     )
 
+    tiny_hidden_size: int = field(
+        default=64, metadata={"help": "Offline tiny model (each command's `tiny*` model_name_or_path): width."}
+    )
+    tiny_num_layers: int = field(default=2, metadata={"help": "Tiny model: number of layers."})
+    tiny_num_heads: int = field(default=4, metadata={"help": "Tiny model: attention heads."})
+
     def __post_init__(self) -> None:
         problems = self.problems()
         if problems:
@@ -85,11 +91,14 @@ class ModelArguments:
             out.append(
                 problem("model_name_or_path", "a Hub id or a local directory", self.model_name_or_path)
             )
-        for name in ("lora_r", "lora_alpha"):
+        for name in ("lora_r", "lora_alpha", "tiny_hidden_size", "tiny_num_layers", "tiny_num_heads"):
             if getattr(self, name) < 1:
                 out.append(problem(name, "a positive integer", getattr(self, name)))
         if not 0.0 <= self.lora_dropout < 1.0:
             out.append(problem("lora_dropout", "a float in [0, 1)", self.lora_dropout))
+        if self.tiny_hidden_size % max(self.tiny_num_heads, 1):
+            out.append(problem("tiny_hidden_size", f"a multiple of tiny_num_heads={self.tiny_num_heads}",
+                               self.tiny_hidden_size))  # fmt: skip
         mods = self.lora_target_modules
         if mods is not None and "all-linear" in mods and len(mods) > 1:
             out.append(problem("lora_target_modules", "`all-linear` alone or a list of module names", mods))

@@ -79,3 +79,37 @@ def build_llama(
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
+
+
+def build_image_classifier(
+    kind: str,
+    *,
+    num_labels: int,
+    image_size: int = 16,
+    num_channels: int = 1,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    id2label: dict[int, str] | None = None,
+    seed: int = 0,
+):
+    """A randomly initialised ``ViTForImageClassification`` (``kind="tiny-vit"``, patches of ``image_size/4``)
+    or ``ResNetForImageClassification`` (``"tiny-resnet"``: stages of ``hidden_size/2`` and ``hidden_size``
+    channels) sized for a CPU."""
+    import torch
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
+
+    labels = id2label or {i: str(i) for i in range(num_labels)}
+    common = dict(num_labels=num_labels, id2label=labels, label2id={v: k for k, v in labels.items()},
+                  num_channels=num_channels)  # fmt: skip
+    torch.manual_seed(seed)
+    if kind == "tiny-vit":
+        config = ViTConfig(image_size=image_size, patch_size=max(1, image_size // 4), hidden_size=hidden_size,
+                           num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                           intermediate_size=2 * hidden_size, **common)  # fmt: skip
+        return ViTForImageClassification(config)
+    if kind == "tiny-resnet":
+        config = ResNetConfig(embedding_size=max(8, hidden_size // 2), hidden_sizes=[max(8, hidden_size // 2), hidden_size],
+                              depths=[1] * 2, downsample_in_first_stage=False, **common)  # fmt: skip
+        return ResNetForImageClassification(config)
+    raise ValueError(f"build_image_classifier: `kind` must be 'tiny-vit' or 'tiny-resnet'; got {kind!r}")

@@ -32,7 +32,7 @@ def _recording_forward(self, hidden, labels, head_weight, logits=None):
 
 TokenMCELoss.forward = _recording_forward
 
-_is_zero3 = features.tokens._is_zero3
+_is_zero3 = features.modules._is_zero3
 
 
 def _recording_is_zero3(param):
@@ -41,7 +41,7 @@ def _recording_is_zero3(param):
     return result
 
 
-features.tokens._is_zero3 = _recording_is_zero3
+features.modules._is_zero3 = _recording_is_zero3
 
 
 class Recording(matrix_llm.trainer.MatrixTrainer):

@@ -42,7 +42,8 @@ def test_wheel_ships_the_demo_recipes_and_they_resolve_outside_the_checkout(tmp_
                     str(wheels), str(source)], check=True, capture_output=True, timeout=300)  # fmt: skip
     (wheel,) = wheels.glob("matrix_llm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"matrix_llm/recipes/demo/mce.yaml", "matrix_llm/recipes/demo/ce.yaml"} <= set(names)
+    assert {"matrix_llm/recipes/demo/mce.yaml", "matrix_llm/recipes/demo/ce.yaml",
+            "matrix_llm/recipes/classify/digits.yaml"} <= set(names)  # fmt: skip
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=300)  # fmt: skip

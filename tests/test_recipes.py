@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from matrix_llm.sft import parse_args
+from matrix_llm import classify, sft
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -49,15 +49,20 @@ def test_the_expected_recipes_exist():
 
 @pytest.mark.parametrize("path", TRAINING, ids=_rel)
 def test_training_recipe_parses(path, tmp_path):
+    """Each recipe parses with the command of its `objective` (sft for lm, classify for classification)."""
     import torch
 
     # hardware-only switches that TrainingArguments checks against this machine (bf16/tf32 need a GPU)
     hardware = [] if torch.cuda.is_available() else ["--use_cpu", "true", "--tf32", "false"]
-    model_args, data_args, training_args = parse_args(
+    objective = yaml.safe_load(path.read_text()).get("objective", "lm")
+    command = {"lm": sft, "classification": classify}[objective]
+    model_args, data_args, training_args = command.parse_args(
         ["--config", str(path), "--output_dir", str(tmp_path), *hardware]
     )
     assert model_args.model_name_or_path and data_args.dataset_name
-    assert training_args.matrix_loss_type in ("none", "head", "relation", "alignment")
+    assert training_args.objective == objective
+    if objective == "lm":
+        assert training_args.matrix_loss_type in ("none", "head", "relation", "alignment")
 
 
 @pytest.mark.parametrize("path", ALL_YAML + DEEPSPEED, ids=_rel)
@@ -68,7 +73,7 @@ def test_opens_with_its_launch_command(path):
         return
     head = path.read_text().splitlines()[:3]
     first = head[0]
-    assert first.startswith("# ") and ("accelerate launch" in first or "matrix-llm sft" in first), first
+    assert first.startswith("# ") and ("accelerate launch" in first or "matrix-llm " in first), first
     assert _rel(path) in " ".join(head), head
 
 

@@ -7,11 +7,13 @@ The one seam between Hugging Face models and :mod:`matrix_llm.losses`, split by 
 - :mod:`.pooled`: one pooled row per example for encoders (``cls``, ``mean`` over patches or tokens,
   ``pooler``), any Hub vision or text model.
 - :mod:`.layers`: hidden states of several layers in one forward pass.
+- :mod:`.heads`: the classifier head of a classification model and the features it is applied to.
 - :mod:`.modules`: finding modules through PEFT / DDP / DeepSpeed / ``torch.compile`` wrappers.
 """
 
+from .heads import CapturedHeadInput, capture_head_input, classifier_head
 from .layers import capture_layers
-from .modules import decoder_layers, first_tensor, output_embedding, unwrap
+from .modules import decoder_layers, first_tensor, full_weight, output_embedding, unwrap
 from .pooled import POOLINGS, default_pooling, pool
 from .tokens import (
     CapturedHidden,
@@ -24,13 +26,17 @@ from .tokens import (
 
 __all__ = [
     "POOLINGS",
+    "CapturedHeadInput",
     "CapturedHidden",
     "TokenFeatures",
+    "capture_head_input",
     "capture_hidden",
     "capture_layers",
+    "classifier_head",
     "decoder_layers",
     "default_pooling",
     "first_tensor",
+    "full_weight",
     "head_weight",
     "output_embedding",
     "packed_segments",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["decoder_layers", "first_tensor", "output_embedding", "unwrap"]
+__all__ = ["decoder_layers", "first_tensor", "full_weight", "output_embedding", "unwrap"]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -64,3 +64,19 @@ def first_tensor(x) -> Tensor | None:
     if hasattr(x, "last_hidden_state"):
         return x.last_hidden_state
     return None
+
+
+def _is_zero3(param: Tensor) -> bool:
+    return hasattr(param, "ds_id") and hasattr(param, "ds_status")
+
+
+def full_weight(weight: Tensor, *, requires_grad: bool = False) -> Tensor:
+    """``weight`` whole: under DeepSpeed ZeRO-3 the partitioned parameter is gathered (a collective: every rank
+    must call it) and a detached copy returned; otherwise the parameter itself, detached unless
+    ``requires_grad``."""
+    if _is_zero3(weight):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
+            return weight.detach().clone()
+    return weight if requires_grad else weight.detach()

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import IGNORE_INDEX
-from .modules import decoder_layers, first_tensor, output_embedding
+from .modules import decoder_layers, first_tensor, full_weight, output_embedding
 
 __all__ = ["CapturedHidden", "TokenFeatures", "capture_hidden", "head_weight", "packed_segments", "token_features"]
 
@@ -146,10 +146,6 @@ def token_features(
     )
 
 
-def _is_zero3(param: Tensor) -> bool:
-    return hasattr(param, "ds_id") and hasattr(param, "ds_status")
-
-
 def head_weight(model: nn.Module, *, requires_grad: bool = False) -> Tensor:
     """The ``(V, d)`` output-embedding weight of ``model``; detached unless ``requires_grad``.
 
@@ -159,9 +155,4 @@ def head_weight(model: nn.Module, *, requires_grad: bool = False) -> Tensor:
     weight = getattr(module, "weight", None)
     if not isinstance(weight, Tensor):
         raise ValueError(f"features: the output embedding {type(module).__name__} has no `weight` tensor")
-    if _is_zero3(weight):
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
-            return weight.detach().clone()
-    return weight if requires_grad else weight.detach()
+    return full_weight(weight, requires_grad=requires_grad)

@@ -28,11 +28,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import Objective, ObjectiveCard, ObjectiveOutput
+from .classification import ClassificationObjective
+from .classification_config import ClassificationConfig
 from .lm import LMObjective
 from .lm_config import LMConfig
 
 __all__ = [
     "OBJECTIVES",
+    "ClassificationConfig",
+    "ClassificationObjective",
     "LMConfig",
     "LMObjective",
     "Objective",
@@ -51,7 +55,10 @@ class ObjectiveSpec:
     config: type
 
 
-OBJECTIVES: dict[str, ObjectiveSpec] = {"lm": ObjectiveSpec(objective=LMObjective, config=LMConfig)}
+OBJECTIVES: dict[str, ObjectiveSpec] = {
+    "lm": ObjectiveSpec(objective=LMObjective, config=LMConfig),
+    "classification": ObjectiveSpec(objective=ClassificationObjective, config=ClassificationConfig),
+}
 
 
 def build_objective(args: Any) -> Any:

@@ -44,11 +44,6 @@ class LMModelArguments(ModelArguments):
     Llama and trains a byte-level BPE tokenizer on the training texts (the ``tiny_*`` fields): no download,
     CPU-sized, for demos and tests."""
 
-    tiny_hidden_size: int = field(
-        default=64, metadata={"help": "Tiny model (`model_name_or_path: tiny`): width."}
-    )
-    tiny_num_layers: int = field(default=2, metadata={"help": "Tiny model: number of decoder layers."})
-    tiny_num_heads: int = field(default=4, metadata={"help": "Tiny model: attention heads."})
     tiny_vocab_size: int = field(
         default=512,
         metadata={"help": "Tiny model: BPE vocabulary size of the tokenizer trained on the data."},
@@ -60,17 +55,6 @@ class LMModelArguments(ModelArguments):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        for name in ("tiny_hidden_size", "tiny_num_layers", "tiny_num_heads"):
-            if getattr(self, name) < 1:
-                out.append(problem(name, "a positive integer", getattr(self, name)))
-        if self.tiny_hidden_size % max(self.tiny_num_heads, 1):
-            out.append(
-                problem(
-                    "tiny_hidden_size",
-                    f"a multiple of tiny_num_heads={self.tiny_num_heads}",
-                    self.tiny_hidden_size,
-                )
-            )
         if self.tiny_vocab_size < 300:
             out.append(
                 problem(

@@ -1,0 +1,154 @@
+"""Image classification data: scikit-learn's digits (the embedded default), IDX files (Fashion-MNIST / MNIST), any
+``datasets`` dataset with ``image`` and ``label`` columns; a seeded class-balanced labelled fraction; the
+collator that turns images into ``pixel_values``.
+
+Every loader returns a ``datasets.Dataset`` with the columns ``image`` (``uint8`` array, ``H x W`` or
+``H x W x C``, or a PIL image for Hub datasets) and ``label`` (int). Offline: ``digits`` ships with scikit-learn;
+Fashion-MNIST's four ``*-ubyte.gz`` files are read as they are distributed.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .gsm8k import IGNORE_INDEX
+
+__all__ = ["ImageCollator", "digits_dataset", "label_fraction_mask", "load_idx_dataset", "load_image_dataset"]
+
+_IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+              "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}  # fmt: skip
+
+
+def _read_idx(path: Path, *, offset: int) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < offset:
+        raise ValueError(f"{path}: {len(data)} bytes, shorter than the IDX header ({offset} bytes)")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset)
+
+
+def load_idx_dataset(root: str | Path, split: str = "train") -> Any:
+    """A ``train`` / ``test`` split of an IDX folder (``{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``: the
+    format of MNIST and of ``../shared/data/fashion-mnist/``) as a ``datasets.Dataset`` (``image``, ``label``)."""
+    import datasets
+
+    if split not in _IDX_FILES:
+        raise ValueError(f"load_idx_dataset: `split` must be one of {sorted(_IDX_FILES)}; got {split!r}")
+    root = Path(root).expanduser()
+    images_file, labels_file = (root / name for name in _IDX_FILES[split])
+    for path in (images_file, labels_file):
+        if not path.is_file():
+            raise FileNotFoundError(f"load_idx_dataset: no {path.name} in {root} (an IDX folder holds "
+                                    f"{', '.join(n for pair in _IDX_FILES.values() for n in pair)})")  # fmt: skip
+    with (gzip.open if images_file.suffix == ".gz" else open)(images_file, "rb") as f:
+        header = np.frombuffer(f.read(16), dtype=">u4")
+    magic, count, rows, cols = (int(x) for x in header)
+    if magic != 2051:
+        raise ValueError(f"{images_file}: not an IDX image file (magic {magic}, expected 2051)")
+    images = _read_idx(images_file, offset=16).reshape(count, rows, cols)
+    labels = _read_idx(labels_file, offset=8)
+    if len(labels) != count:
+        raise ValueError(f"{root}: {count} images but {len(labels)} labels in the {split} split")
+    return datasets.Dataset.from_dict({"image": list(images), "label": labels.astype(np.int64).tolist()})
+
+
+def digits_dataset(split: str = "train", *, test_fraction: float = 0.2, seed: int = 0) -> Any:
+    """scikit-learn's bundled digits (1797 real 8 x 8 grey images, 10 classes; values 0..16 scaled to 0..255),
+    split into ``train`` / ``test`` with a seeded stratified draw (``test_fraction`` of each class is test)."""
+    import datasets
+    from sklearn.datasets import load_digits
+
+    if split not in ("train", "test"):
+        raise ValueError(f"digits_dataset: `split` must be 'train' or 'test'; got {split!r}")
+    bunch = load_digits()
+    images = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)
+    labels = bunch.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        test[rng.choice(idx, size=round(test_fraction * len(idx)), replace=False)] = True
+    keep = test if split == "test" else ~test
+    return datasets.Dataset.from_dict({"image": list(images[keep]), "label": labels[keep].tolist()})
+
+
+def load_image_dataset(source: str, split: str = "train", *, config: str | None = None) -> Any:
+    """``digits``, an IDX folder, or a Hub / local dataset (``datasets.load_dataset``, e.g. an ``imagefolder``)
+    with ``image`` and ``label`` columns (``img`` / ``labels`` / ``fine_label`` are renamed)."""
+    if source == "digits":
+        return digits_dataset(split)
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / _IDX_FILES["train"][0]).is_file():
+        return load_idx_dataset(path, "test" if split in ("test", "validation") else split)
+    import datasets
+
+    ds = datasets.load_dataset(str(path) if path.is_dir() else source, config, split=split)
+    for old, new in (("img", "image"), ("labels", "label"), ("fine_label", "label")):
+        if old in ds.column_names and new not in ds.column_names:
+            ds = ds.rename_column(old, new)
+    missing = {"image", "label"} - set(ds.column_names)
+    if missing:
+        raise ValueError(f"{source}: expected the columns `image` and `label`; found {ds.column_names}")
+    return ds.select_columns(["image", "label"])
+
+
+def label_fraction_mask(labels: Sequence[int], fraction: float, *, seed: int = 0) -> np.ndarray:
+    """Which examples keep their label: ``fraction`` of each class (at least one), drawn with ``seed``."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label_fraction_mask: `fraction` must be in (0, 1]; got {fraction!r}")
+    labels = np.asarray(labels)
+    keep = np.zeros(len(labels), dtype=bool)
+    rng = np.random.default_rng(seed)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        keep[rng.choice(idx, size=max(1, round(fraction * len(idx))), replace=False)] = True
+    return keep
+
+
+class ImageCollator:
+    """``{"image", "label"}`` rows -> ``{"pixel_values": (N, C, S, S) float, "labels": (N,)}``.
+
+    With an image ``processor`` (the model's ``AutoImageProcessor``) the images go through it; otherwise they are
+    scaled to ``[0, 1]``, given ``channels`` channels (grey repeated, or RGB averaged to grey), resized to
+    ``image_size`` (bilinear) and normalised with ``mean`` / ``std``. Unlabelled rows (``label == -100``, see
+    :func:`label_fraction_mask`) keep ``-100``.
+    """
+
+    def __init__(self, *, image_size: int, channels: int = 1, mean: float = 0.5, std: float = 0.5,
+                 processor: Any = None) -> None:  # fmt: skip
+        self.image_size, self.channels, self.mean, self.std, self.processor = image_size, channels, mean, std, processor
+
+    def _pixels(self, images: list[Any]) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        arrays = [np.asarray(im.convert("RGB") if self.channels == 3 and hasattr(im, "convert") else im)
+                  for im in images]  # fmt: skip
+        x = torch.from_numpy(np.stack([a if a.ndim == 3 else a[..., None] for a in arrays])).float() / 255.0
+        x = x.permute(0, 3, 1, 2)  # N, C, H, W
+        if x.shape[1] != self.channels:  # grey <-> RGB
+            x = x.mean(1, keepdim=True).expand(-1, self.channels, -1, -1).contiguous()
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        if not rows:
+            raise ValueError("ImageCollator: empty batch")
+        images = [r["image"] for r in rows]
+        if self.processor is not None:
+            pixel_values = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        else:
+            pixel_values = self._pixels(images)
+        labels = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
+        if bool(((labels < 0) & (labels != IGNORE_INDEX)).any()):
+            raise ValueError(f"ImageCollator: labels must be >= 0 or {IGNORE_INDEX} (unlabelled); got {labels.tolist()}")
+        return {"pixel_values": pixel_values, "labels": labels}
