@@ -167,3 +167,20 @@ def test_classify_config_errors_are_listed(capsys, tmp_path):
     assert "`label_fraction`" in err and "`matrix_hdr_weight`" in err and "`image_size`" in err
     assert classify.main(["--config", "classify/digits.yaml", "--objective", "lm"]) == 2  # an LM recipe field
     assert "runs ['classification']" in capsys.readouterr().err
+
+
+def test_a_local_imagefolder_loads_and_collates(tmp_path):
+    """A local `imagefolder` (class sub-folders of PNGs, the layout `datasets` reads): image / label columns,
+    PIL images through the collator."""
+    from PIL import Image
+
+    from matrix_llm.data.images import load_image_dataset
+
+    for c, name in enumerate(("cat", "dog")):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((10, 12, 3), 40 * c + i, dtype=np.uint8)).save(tmp_path / "train" / name / f"{i}.png")
+    ds = load_image_dataset(str(tmp_path), "train")
+    assert ds.column_names == ["image", "label"] and sorted(ds["label"]) == [0, 0, 0, 1, 1, 1]
+    batch = ImageCollator(image_size=8, channels=3)([ds[0], ds[5]])
+    assert batch["pixel_values"].shape == (2, 3, 8, 8)
