@@ -128,6 +128,14 @@ class MatrixTrainingArguments(TrainingArguments):
             "or 1 when logging_steps is a fraction; 0 = never in training); always in evaluation."
         },
     )
+    matrix_probe_samples: int = field(
+        default=0,
+        metadata={
+            "help": "Attach MatrixMetricsCallback: per-layer matrix entropy / effective rank and the mode's pair "
+            "metrics (MIR, HDR, ...) of the first N evaluation rows (training rows without an eval set), every "
+            "matrix_metrics_steps and at every evaluation, logged as probe_*. 0: off."
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -150,6 +158,8 @@ class MatrixTrainingArguments(TrainingArguments):
         out = []
         if not self.objective:
             out.append(problem("objective", "a key of matrix_llm.objectives.OBJECTIVES (e.g. lm)", self.objective))
+        if self.matrix_probe_samples < 0 or self.matrix_probe_samples == 1:
+            out.append(problem("matrix_probe_samples", "0 (off) or an integer >= 2", self.matrix_probe_samples))
         if self.matrix_metrics_steps is not None and self.matrix_metrics_steps < 0:
             out.append(problem("matrix_metrics_steps", "an integer >= 0 or null", self.matrix_metrics_steps))
         return out

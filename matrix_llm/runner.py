@@ -277,8 +277,15 @@ def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: s
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if checkpoint is not None:
         logger.info("resuming from %s (step %s)", checkpoint, _checkpoint_step(checkpoint))
+    if getattr(args, "matrix_probe_samples", 0):
+        from .metrics_callback import MatrixMetricsCallback
+
+        source = trainer.eval_dataset if trainer.eval_dataset is not None else trainer.train_dataset
+        rows = source.select(range(min(len(source), args.matrix_probe_samples)))
+        trainer.add_callback(MatrixMetricsCallback(rows, trainer=trainer))
     if trainer.is_world_process_zero():
-        write_run_info(args.output_dir, trainer.objective, card.run_info)
+        write_run_info(args.output_dir, trainer.objective,
+                       {**card.run_info, "world_size": trainer.accelerator.num_processes})  # fmt: skip
     stop = GracefulStop()
     trainer.add_callback(stop)
     with stop.installed():

@@ -165,6 +165,10 @@ class MatrixTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
+        own = "loss" in logs if mode == "train" else any(k.endswith("_runtime") for k in logs)
+        if not own:  # a callback's own entry (probe metrics, GSM8K accuracy): the queued means wait for ours
+            super().log(logs, start_time)
+            return
         metrics = {name: sum(vals) / len(vals) for name, vals in self._metrics[mode].items() if vals}
         if mode == "eval":
             prefix = next((k[: -len("runtime")] for k in logs if k.endswith("_runtime")), "eval_")
