@@ -123,6 +123,7 @@ def run(model_args: ClassificationModelArguments, data_args: ClassificationDataA
             dataset=data_args.dataset_name,
             details=((f"Labelled fraction of the training set: {data_args.label_fraction:g} (seed "
                      f"{data_args.label_seed})."),),
+            run_info={"num_classes": num_labels},  # for the neural-collapse reference lines of `plot`
         ),
     )  # fmt: skip
     del trainer, model

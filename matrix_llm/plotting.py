@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 RUN_INFO = "matrix_llm_run.json"  # written by the run tail (matrix_llm.runner): objective name, plot panels
@@ -47,13 +48,47 @@ def series(log_history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return steps, values
 
 
-def _declared_panels(state_path: Path) -> list[tuple[str, str]] | None:
-    """The objective's ``(title, key)`` panels from ``matrix_llm_run.json`` beside the state or one folder up."""
+_PER_LAYER = re.compile(r"^probe_layer(\d+)_(matrix_entropy|effective_rank)$")
+# probe pair metrics (MatrixMetricsCallback) and their neural-collapse values for C classes
+_PROBE_PAIRS = (
+    ("probe: MIR (features vs head rows)", "probe_mir", lambda c: 1 / (c - 1) + (c - 2) * math.log(c - 2) / ((c - 1) * math.log(c - 1))),
+    ("probe: HDR", "probe_hdr", lambda c: 0.0),
+    ("probe: NC1 (within / between)", "probe_nc1", lambda c: 0.0),
+    ("probe: head matrix entropy", "probe_head_entropy", lambda c: math.log(c - 1)),
+    ("probe: class-mean matrix entropy", "probe_class_mean_entropy", lambda c: math.log(c - 1)),
+)  # fmt: skip
+
+
+def _run_info(state_path: Path) -> dict | None:
+    """``matrix_llm_run.json`` beside the state or one folder up (a checkpoint's parent), if any."""
     for folder in (state_path.parent, state_path.parent.parent):
         info = folder / RUN_INFO
         if info.is_file():
-            return [(str(t), str(k)) for t, k in json.loads(info.read_text()).get("plot_panels", [])]
+            return json.loads(info.read_text())
     return None
+
+
+def _declared_panels(state_path: Path) -> list[tuple[str, str]] | None:
+    """The objective's ``(title, key)`` panels from ``matrix_llm_run.json``."""
+    info = _run_info(state_path)
+    return None if info is None else [(str(t), str(k)) for t, k in info.get("plot_panels", [])]
+
+
+def probe_panels(history: list[dict], num_classes: int | None) -> list[tuple[str, list[tuple[str, str]], float | None]]:
+    """Panels of the MatrixMetricsCallback metrics: one line per layer for the per-layer entropy / effective rank,
+    and the pair metrics with their neural-collapse value as a reference line when the class count is known."""
+    keys = _logged_keys(history)
+    out = []
+    for metric, title in (("matrix_entropy", "probe: matrix entropy per layer"),
+                          ("effective_rank", "probe: effective rank per layer")):  # fmt: skip
+        layers = sorted({int(m.group(1)) for k in keys if (m := _PER_LAYER.match(k)) and m.group(2) == metric})
+        if layers:
+            out.append((title, [(f"probe_layer{i}_{metric}", f"layer {i}") for i in layers], None))
+    for title, key, closed_form in _PROBE_PAIRS:
+        if key in keys:
+            reference = closed_form(num_classes) if num_classes and num_classes >= 3 else None
+            out.append((title, [(key, "probe")], reference))
+    return out
 
 
 def _logged_keys(history: list[dict]) -> list[str]:
@@ -78,7 +113,7 @@ def panels_for(state_path: Path, history: list[dict]) -> list[tuple[str, str]]:
     declared = _declared_panels(state_path)
     if declared is not None:
         return [(title, key) for title, key in declared if key in logged]
-    return [(key.replace("_", " "), key) for key in _logged_keys(history)]
+    return [(key.replace("_", " "), key) for key in _logged_keys(history) if not key.startswith("probe_")]
 
 
 def _log_scale(values: list[float]) -> bool:
@@ -94,30 +129,35 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, *, title: st
 
     state_path = find_trainer_state(run_dir)
     history = json.loads(state_path.read_text())["log_history"]
-    panels = panels_for(state_path, history)
+    num_classes = (_run_info(state_path) or {}).get("num_classes")
+    panels = [(title, [(key, "train"), (f"eval_{key}", "eval")], None) for title, key in panels_for(state_path, history)]
+    panels += probe_panels(history, num_classes)
     if not panels:
         raise ValueError(f"{state_path} has no metric to plot (only the Trainer's bookkeeping was logged)")
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, (panel_title, key) in zip(axes.flat, panels, strict=False):
+    for ax, (panel_title, lines, reference) in zip(axes.flat, panels, strict=False):
         drawn: list[float] = []
-        for name, style, label in ((key, "-", "train"), (f"eval_{key}", "o--", "eval")):
+        for name, label in lines:
             steps, values = series(history, name)
             if steps:
+                style = "o--" if label == "eval" else "-"
                 ax.plot(steps, values, style, label=label, markersize=3)
                 drawn += values
-        if "loss" in key and _log_scale(drawn):
+        if reference is not None:
+            ax.axhline(reference, color="grey", linestyle=":", label=f"neural collapse ({reference:.3g})")
+        if "loss" in lines[0][0] and _log_scale(drawn):
             ax.set_yscale("log")
         ax.set_title(panel_title)
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel(key)
+        ax.set_ylabel(re.sub(r"^probe_layer\d+_", "", lines[0][0]))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2 if len(lines) > 6 else 1)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title or str(Path(run_dir).resolve().name))
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
     output = Path(output) if output else state_path.parent / "metrics.png"
     fig.savefig(output, dpi=110)
     plt.close(fig)

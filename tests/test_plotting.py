@@ -77,3 +77,23 @@ def test_without_run_info_every_logged_metric_is_drawn(tmp_path, monkeypatch):
     titles = [ax.get_title() for ax in saved[0].axes if ax.axison]
     assert titles == ["contrastive loss", "knn accuracy"]
     assert saved[0]._suptitle.get_text() == tmp_path.name
+
+
+def test_probe_metrics_per_layer_and_neural_collapse_references(tmp_path, monkeypatch):
+    """MatrixMetricsCallback's per-layer keys share one panel (a line per layer); its pair metrics get the
+    neural-collapse value of the run's class count as a reference line."""
+    import math
+
+    history = [{"step": s, "loss": 1.0 / s, "probe_layer0_matrix_entropy": 1.0 + s, "probe_layer1_matrix_entropy": 2.0,
+                "probe_mir": 0.3, "probe_hdr": 0.2} for s in range(1, 5)]  # fmt: skip
+    _write_state(tmp_path, history)
+    (tmp_path / "matrix_llm_run.json").write_text(json.dumps({"plot_panels": [["total loss", "loss"]], "num_classes": 10}))
+    saved = _figure_of(monkeypatch)
+    plot_run(tmp_path)
+    axes = {ax.get_title(): ax for ax in saved[0].axes if ax.axison}
+    layers = axes["probe: matrix entropy per layer"]
+    assert [line.get_label() for line in layers.get_lines()] == ["layer 0", "layer 1"]
+    mir_lines = axes["probe: MIR (features vs head rows)"].get_lines()
+    closed = 1 / 9 + 8 * math.log(8) / (9 * math.log(9))
+    assert any(line.get_ydata()[0] == closed for line in mir_lines if line.get_label().startswith("neural collapse"))
+    assert layers.get_ylabel() == "matrix_entropy"
