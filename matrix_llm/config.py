@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers import TrainingArguments
 
@@ -162,6 +163,21 @@ class MatrixTrainingArguments(TrainingArguments):
             out.append(problem("matrix_probe_samples", "0 (off) or an integer >= 2", self.matrix_probe_samples))
         if self.matrix_metrics_steps is not None and self.matrix_metrics_steps < 0:
             out.append(problem("matrix_metrics_steps", "an integer >= 0 or null", self.matrix_metrics_steps))
+        return out
+
+    def objective_problems(self, name: str, argument_problems: Any, field_of: dict[str, str],
+                           skip: tuple[str, ...] = ()) -> list[str]:  # fmt: skip
+        """For a subclass that configures objective ``name``: the objective field must name it, and the
+        objective's own ``argument_problems(**self.objective_kwargs())`` are reported under the config's field
+        names (``field_of``: argument -> field), so that the values are validated once, by the objective.
+        The subclass provides ``objective_kwargs()``."""
+        out = []
+        if self.objective != name:
+            out.append(problem("objective", f"`{name}` ({type(self).__name__} configures that objective)", self.objective))
+        kwargs = {k: v for k, v in self.objective_kwargs().items() if k not in skip}  # type: ignore[attr-defined]
+        kwargs["metrics_steps"] = max(0, kwargs["metrics_steps"])  # checked above, under its own name
+        for arg, expected, got in argument_problems(**kwargs):
+            out.append(problem(field_of.get(arg, arg), expected, got))
         return out
 
     def __getstate__(self) -> dict:

@@ -102,15 +102,9 @@ class ClassificationConfig(MatrixTrainingArguments):
     )
 
     def problems(self) -> list[str]:
-        out = super().problems()
-        if self.objective != "classification":
-            out.append(problem("objective", "`classification` (the configuration of that objective)", self.objective))
-        kwargs = self.objective_kwargs()
-        kwargs["metrics_steps"] = max(0, kwargs["metrics_steps"])  # checked by MatrixTrainingArguments
-        kwargs.pop("pseudo_labels")
-        for name, expected, got in ClassificationObjective.argument_problems(**kwargs):
-            out.append(problem(_FIELD_OF.get(name, name), expected, got))
-        return out
+        return super().problems() + self.objective_problems(
+            "classification", ClassificationObjective.argument_problems, _FIELD_OF, skip=("pseudo_labels",)
+        )
 
     def objective_kwargs(self) -> dict[str, Any]:
         return dict(

@@ -264,18 +264,7 @@ class LMConfig(MatrixTrainingArguments):
     )
 
     def problems(self) -> list[str]:
-        out = super().problems()
-        if self.objective != "lm":
-            out.append(
-                problem(
-                    "objective", "`lm` (LMConfig is the configuration of the LM objective)", self.objective
-                )
-            )
-        kwargs = self.objective_kwargs()
-        kwargs["metrics_steps"] = max(0, kwargs["metrics_steps"])  # checked by MatrixTrainingArguments
-        for name, expected, got in LMObjective.argument_problems(**kwargs):
-            out.append(problem(_FIELD_OF.get(name, name), expected, got))
-        return out
+        return super().problems() + self.objective_problems("lm", LMObjective.argument_problems, _FIELD_OF)
 
     def objective_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~matrix_llm.objectives.LMObjective` these fields give."""
