@@ -285,7 +285,8 @@ def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: s
         trainer.add_callback(MatrixMetricsCallback(rows, trainer=trainer))
     if trainer.is_world_process_zero():
         write_run_info(args.output_dir, trainer.objective,
-                       {**card.run_info, "world_size": trainer.accelerator.num_processes})  # fmt: skip
+                       {**card.run_info, "world_size": trainer.accelerator.num_processes,
+                        "distributed_type": str(trainer.accelerator.distributed_type)})  # fmt: skip
     stop = GracefulStop()
     trainer.add_callback(stop)
     with stop.installed():

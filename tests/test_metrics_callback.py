@@ -109,27 +109,34 @@ def test_bad_probes_are_named(tmp_path):
         MatrixMetricsCallback([train[0]], trainer=trainer)
 
 
-def _classify(out, nproc, batch):
+def _classify(out, nproc, batch, *extra):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "-m", "matrix_llm.classify"] if nproc > 1 else [sys.executable, "-m", "matrix_llm.classify"]  # fmt: skip
     cmd += ["--config", "classify/digits.yaml", "--output_dir", str(out), "--max_steps", "4", "--logging_steps", "2",
             "--per_device_train_batch_size", str(batch), "--matrix_probe_samples", "48", "--max_train_samples", "512",
-            "--eval_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true"]
+            "--eval_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".venv" / "torch_extensions"))
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    world = json.loads((out / "matrix_llm_run.json").read_text())["world_size"]
-    return world, {e["step"]: e for e in history if "probe_mir" in e}
+    info = json.loads((out / "matrix_llm_run.json").read_text())
+    return (info["world_size"], info["distributed_type"]), {e["step"]: e for e in history if "probe_mir" in e}
 
 
 @pytest.mark.slow
-def test_two_ranks_log_the_values_of_one_process(tmp_path):
-    """2 DDP ranks x batch 32 train like 1 process x batch 64 (CE, no regulariser); the probe, run on every rank on
-    the same rows, logs the same values at the same steps as the single process."""
-    world2, ranks = _classify(tmp_path / "ddp", 2, 32)
-    world1, single = _classify(tmp_path / "single", 1, 64)
+@pytest.mark.parametrize("backend", ["ddp", "zero3"])
+def test_two_ranks_log_the_values_of_one_process(tmp_path, backend):
+    """2 ranks (DDP, or DeepSpeed ZeRO-3 with the head partitioned) x batch 32 train like 1 process x batch 64
+    (CE, no regulariser); the probe, run on every rank on the same rows (under ZeRO-3 a collective forward and a
+    gathered head), logs the same values at the same steps as the single process."""
+    extra = [] if backend == "ddp" else ["--deepspeed", str(REPO / "recipes" / "deepspeed" / "zero3.json")]
+    if backend == "zero3":
+        pytest.importorskip("deepspeed")
+    (world2, kind), ranks = _classify(tmp_path / backend, 2, 32, *extra)
+    (world1, _), single = _classify(tmp_path / "single", 1, 64)
     assert (world2, world1) == (2, 1)
+    assert kind.endswith("DEEPSPEED" if backend == "zero3" else "MULTI_CPU")
     assert sorted(ranks) == sorted(single) == [2, 4]
     for step in (2, 4):
         for key, value in single[step].items():
