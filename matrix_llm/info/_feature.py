@@ -20,16 +20,17 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ._divergence import mce
-from ._entropy import covariance
 from ._spectral import (
     _check_choice,
     _check_order,
     _check_positive,
+    _check_taylor_converges,
     _check_tensor,
     _eigvalsh,
     _out_dtype,
     _rows,
     _sym,
+    _taylor_radius,
     _xlogx_sum,
     no_autocast,
     work_dtype,
@@ -161,34 +162,21 @@ def _power_traces(g: torch.Tensor, n_mat: torch.Tensor | None, order: int) -> tu
     return s, t
 
 
-def _check_taylor_radius(fn: str, small: torch.Tensor, c: float, rank_deficient: bool) -> None:
-    """The Taylor series of ``log(I + X)``, ``X = C + c I``, converges iff every eigenvalue of ``X`` lies in the
-    unit disc: those of ``C``'s ``n x n`` side (``small``) shifted by ``c``, and ``c`` itself when ``rank C < d``."""
-    with torch.no_grad():
-        if small.numel() == 0:
-            radius = 0.0
-        elif torch.equal(small, small.mT):
-            radius = float((torch.linalg.eigvalsh(small) + c).abs().max())
-        else:
-            radius = float((torch.linalg.eigvals(small) + c).abs().max())
-        if rank_deficient:
-            radius = max(radius, abs(c))
-    if radius >= 1.0:
-        raise ValueError(
-            f"{fn}: the Taylor series of log(q) around I converges only when the spectral radius of q - I is < 1; "
-            f"got {radius:.6g}. Shift q by a larger mu, use log='eigh', or pass check=False."
-        )
+def _check_taylor_radius(fn: str, small: torch.Tensor, c: float) -> None:
+    """The Taylor series of ``log(I + X)``, ``X = C + c I`` with ``rank C < d``, converges iff every eigenvalue of
+    ``X`` lies in the unit disc: those of ``C``'s ``n x n`` side (``small``) shifted by ``c``, and ``c`` itself."""
+    radius = _taylor_radius(small + c * torch.eye(small.shape[-1], dtype=small.dtype, device=small.device))
+    _check_taylor_converges(fn, max(radius, abs(c)))
 
 
-def _cross_and_traces(zp, zq, lamb, mu, center, normalize, log="eigh", order=4, check=True):
-    """``(tr(P log Q), tr P, tr Q)`` on the side that is cheaper for ``Q`` (work dtype, autocast off)."""
-    d, nq = zq.shape[-1], zq.shape[-2]
-    ap = _thin(zp, center=center, normalize=normalize)
-    aq = _thin(zq, center=center, normalize=normalize)
+def _cross_and_traces(ap, aq, lamb, mu, log="eigh", order=4, check=True):
+    """``(tr(P log Q), tr P, tr Q)`` from the thin factors ``A_p``, ``A_q`` (:func:`_thin`), on the side that is
+    cheaper for ``Q`` (work dtype, autocast off)."""
+    d, nq = aq.shape[-1], aq.shape[-2]
     tr_p = ap.square().sum((-2, -1)) + lamb * d
     tr_q = aq.square().sum((-2, -1)) + mu * d
     if nq >= d:  # the d x d side is no larger: the dense path
-        eye = torch.eye(d, dtype=zq.dtype, device=zq.device)
+        eye = torch.eye(d, dtype=aq.dtype, device=aq.device)
         p = ap.mT @ ap + lamb * eye
         q = aq.mT @ aq + mu * eye
         cross = tr_q - mce(p, q, trace_term=True, log=log, order=order, check=check)  # mce = -tr(P log Q) + tr Q
@@ -199,7 +187,7 @@ def _cross_and_traces(zp, zq, lamb, mu, center, normalize, log="eigh", order=4, 
     shape = torch.broadcast_shapes(n_mat.shape, gq.shape)
     if log == "taylor":
         if check:
-            _check_taylor_radius("feature_mce", gq, mu - 1.0, rank_deficient=True)
+            _check_taylor_radius("feature_mce", gq, mu - 1.0)
         s, t = _power_traces(gq.expand(shape), n_mat.expand(shape), order)
         return _taylor_trace(tr_p, s, t, lamb, mu - 1.0, order), tr_p, tr_q
     thin = _ThinTracePLogQ.apply(n_mat.expand(shape), gq.expand(shape), mu, lamb)
@@ -249,8 +237,9 @@ def feature_mce(
     out_dtype = _out_dtype(zp.dtype, zq.dtype)
     with no_autocast(zq):
         work = work_dtype(zp.dtype, zq.dtype)
-        cross, _, tr_q = _cross_and_traces(zp.to(work), zq.to(work), lamb, mu, center, normalize, log, order,
-                                           bool(check))  # fmt: skip
+        ap = _thin(zp.to(work), center=center, normalize=normalize)
+        aq = _thin(zq.to(work), center=center, normalize=normalize)
+        cross, _, tr_q = _cross_and_traces(ap, aq, lamb, mu, log, order, bool(check))
         loss = -cross + tr_q if trace_term else -cross
         return loss.to(out_dtype)
 
@@ -273,17 +262,16 @@ def feature_mkl(
     out_dtype = _out_dtype(zp.dtype, zq.dtype)
     with no_autocast(zq):
         work = work_dtype(zp.dtype, zq.dtype)
-        zp, zq = zp.to(work), zq.to(work)
-        cross, tr_p, tr_q = _cross_and_traces(zp, zq, lamb, mu, center, normalize)
-        d, n_p = zp.shape[-1], zp.shape[-2]
+        ap = _thin(zp.to(work), center=center, normalize=normalize)
+        aq = _thin(zq.to(work), center=center, normalize=normalize)
+        cross, tr_p, tr_q = _cross_and_traces(ap, aq, lamb, mu)
+        d, n_p = ap.shape[-1], ap.shape[-2]
         if n_p < d:  # eigenvalues of P: those of G_p + lamb, and lamb (d - n_p times)
-            ap = _thin(zp, center=center, normalize=normalize)
             e = _eigvalsh(ap @ ap.mT).clamp_min(0) + lamb
             rest = (d - n_p) * lamb * math.log(lamb) if lamb > 0 else 0.0
             plogp = _xlogx_sum(e) + rest
         else:
-            p = covariance(zp, center=center, normalize=normalize) + lamb * torch.eye(d, dtype=work, device=zp.device)
-            plogp = _xlogx_sum(_eigvalsh(p))
+            plogp = _xlogx_sum(_eigvalsh(ap.mT @ ap + lamb * torch.eye(d, dtype=work, device=ap.device)))
         return (plogp - cross - tr_p + tr_q).to(out_dtype)
 
 
@@ -337,22 +325,20 @@ def feature_uniformity(
             p = lamb * torch.eye(d, dtype=work, device=ap.device)
             loss = mce(p, q, log=log, order=order, trace_term=trace_term, check=check)
             return loss.to(out_dtype)
-        if log == "eigh":
+        if symmetric:  # S = Bᵀ J B with B = [A_p; A_q]: the 2m x 2m matrix J B Bᵀ has S's nonzero spectrum
             b = torch.cat([ap, aq], dim=-2)
-            gram = b @ b.mT  # 2m x 2m
-            swapped = torch.cat([gram[..., m:, :], gram[..., :m, :]], dim=-2)  # (2J) B Bᵀ
-            sign, logabsdet = torch.linalg.slogdet(torch.eye(2 * m, dtype=work, device=ap.device) + 0.5 * swapped / mu)
+            gram = b @ b.mT
+            small = 0.5 * torch.cat([gram[..., m:, :], gram[..., :m, :]], dim=-2)  # J B Bᵀ
+        else:
+            small = aq @ ap.mT  # m x m, the nonzero spectrum of C = A_pᵀ A_q
+        if log == "eigh":
+            sign, logabsdet = torch.linalg.slogdet(torch.eye(2 * m, dtype=work, device=ap.device) + small / mu)
             if check and bool((sign <= 0).any()):
                 raise ValueError(f"{fn}: C_sym + mu I is not positive definite; shift it by a larger mu")
             trace_log = d * math.log(mu) + logabsdet
         else:
-            small = aq @ ap.mT  # m x m, the nonzero spectrum of C = A_pᵀ A_q
-            if symmetric:  # traces of powers of S: the 2m x 2m matrix J B Bᵀ has S's nonzero spectrum
-                b = torch.cat([ap, aq], dim=-2)
-                gram = b @ b.mT
-                small = 0.5 * torch.cat([gram[..., m:, :], gram[..., :m, :]], dim=-2)
             if check:
-                _check_taylor_radius(fn, small, mu - 1.0, rank_deficient=True)
+                _check_taylor_radius(fn, small, mu - 1.0)
             _, t = _power_traces(small, None, order)
             trace_log = _taylor_trace(torch.full_like(tr_c, float(d)), [torch.zeros_like(tr_c)] * order,
                                       t, 1.0, mu - 1.0, order)  # fmt: skip

@@ -327,18 +327,22 @@ def _taylor_radius(x: torch.Tensor) -> float:
         return float(eig.max())
 
 
+def _check_taylor_converges(fn: str, radius: float) -> None:
+    """Raise unless the spectral radius of ``q - I`` is below 1 (where the Taylor series of ``log q`` converges)."""
+    if radius >= 1.0:
+        raise ValueError(
+            f"{fn}: the Taylor series of log(q) around I converges only when the spectral radius of "
+            f"q - I is < 1 (eigenvalues of q inside the disc |lambda - 1| < 1); got spectral radius "
+            f"{radius:.6g}. Shift q by a larger mu (q + mu I), rescale it, use the exact log='eigh' path, "
+            "or pass check=False to accept a divergent series."
+        )
+
+
 def _taylor_log(q: torch.Tensor, order: int, check: bool, fn: str) -> torch.Tensor:
     """``sum_{k=1}^{order} (-1)^{k+1} (q - I)^k / k`` by Horner's rule (``order - 1`` matmuls)."""
     x = q - _eye_like(q)
     if check:
-        radius = _taylor_radius(x)
-        if radius >= 1.0:
-            raise ValueError(
-                f"{fn}: the Taylor series of log(q) around I converges only when the spectral radius of "
-                f"q - I is < 1 (eigenvalues of q inside the disc |lambda - 1| < 1); got spectral radius "
-                f"{radius:.6g}. Shift q by a larger mu (q + mu I), rescale it, use the exact log='eigh' path, "
-                "or pass check=False to accept a divergent series."
-            )
+        _check_taylor_converges(fn, _taylor_radius(x))
     eye = _eye_like(q)
     acc = x * (((-1.0) ** (order + 1)) / order)
     for k in range(order - 1, 0, -1):
