@@ -65,7 +65,7 @@ from .evaluation import (
     write_jsonl,
 )
 from .parsing import looks_like_path
-from .plotting import RUN_INFO
+from .plotting import read_run_info
 
 logger = logging.getLogger(__name__)
 
@@ -310,11 +310,9 @@ def _default_prompt(model: str, adapter: str | None) -> tuple[str, str]:
     """The training template recorded by ``matrix-llm sft`` in the model's (or adapter's) folder, else
     ``zero_shot_cot``; with where it came from."""
     for folder in (adapter, model):
-        info = Path(folder).expanduser() / RUN_INFO if folder else None
-        if info is not None and info.is_file():
-            template = json.loads(info.read_text()).get("template")
-            if template:
-                return template, f"the template {info} records"
+        found = read_run_info(folder)
+        if found and found[0].get("template"):
+            return found[0]["template"], f"the template {found[1]} records"
     return "zero_shot_cot", "no training template recorded by the model"
 
 

@@ -351,11 +351,10 @@ def _take_config(argv: list[str], problems: list[str]) -> tuple[list[str], list[
     return config_paths[:1], rest
 
 
-def _raw_objective(config_paths: list[str], rest: list[str]) -> Any:
+def _raw_objective(recipes: list[tuple[str, dict[str, Any], list[str]]], rest: list[str]) -> Any:
     """The recipe's ``objective`` (command line over YAML), read before the dataclasses are known."""
     value = None
-    for path in config_paths:
-        data, _ = _load_yaml(path)
+    for _, data, _ in recipes:
         value = data.get("objective", value)
     for i, token in enumerate(rest):
         if token.startswith("--objective="):
@@ -389,9 +388,10 @@ def parse_args(
     argv = list(sys.argv[1:] if argv is None else argv)
     problems: list[str] = []
     config_paths, rest = _take_config(argv, problems)
+    recipes = [(path, *_load_yaml(path)) for path in config_paths]  # (path, data, problems), read once
     if callable(classes):
         try:
-            classes = tuple(classes(_raw_objective(config_paths, rest)))
+            classes = tuple(classes(_raw_objective(recipes, rest)))
         except ConfigError as e:
             raise ConfigError(problems + e.problems) from None
     if "--help_all" in argv:
@@ -410,8 +410,7 @@ def parse_args(
 
     table = _field_table(classes)
     raw: dict[str, tuple[Any, str]] = {}  # name -> (value, source)
-    for path in config_paths:
-        data, errs = _load_yaml(path)
+    for path, data, errs in recipes:
         problems += errs
         for key, value in data.items():
             if key not in table:

@@ -59,13 +59,19 @@ _PROBE_PAIRS = (
 )  # fmt: skip
 
 
+def read_run_info(*folders: str | Path | None) -> tuple[dict, Path] | None:
+    """The first ``matrix_llm_run.json`` found in ``folders`` (``None`` entries skipped), with its path."""
+    for folder in folders:
+        info = Path(folder).expanduser() / RUN_INFO if folder else None
+        if info is not None and info.is_file():
+            return json.loads(info.read_text()), info
+    return None
+
+
 def _run_info(state_path: Path) -> dict | None:
     """``matrix_llm_run.json`` beside the state or one folder up (a checkpoint's parent), if any."""
-    for folder in (state_path.parent, state_path.parent.parent):
-        info = folder / RUN_INFO
-        if info.is_file():
-            return json.loads(info.read_text())
-    return None
+    found = read_run_info(state_path.parent, state_path.parent.parent)
+    return found[0] if found else None
 
 
 def _declared_panels(state_path: Path) -> list[tuple[str, str]] | None:

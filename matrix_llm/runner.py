@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -105,9 +106,10 @@ def preflight(model_args: Any, training_args: Any) -> list[str]:
     available = set(get_available_reporting_integrations())
     for integration in training_args.report_to or []:
         if integration not in available and integration in _INSTALL:
+            extra = " (or `pip install 'matrix-llm[logging]'`)" if integration == "tensorboard" else ""
             out.append(problem("report_to", "installed integrations", integration)
-                       + f": {integration} is not installed; `pip install {_INSTALL[integration]}` "
-                       "(or `pip install 'matrix-llm[logging]'`), or drop it from report_to")  # fmt: skip
+                       + f": {integration} is not installed; `pip install {_INSTALL[integration]}`{extra}, "
+                       "or drop it from report_to")  # fmt: skip
     return out
 
 
@@ -227,15 +229,9 @@ def check_adapter(output_dir: str | Path) -> int:
     path = Path(output_dir) / "adapter_model.safetensors"
     if not path.is_file():
         raise RuntimeError(f"no adapter_model.safetensors was written to {output_dir}")
-    numel = 0
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
-        for key in keys:
-            shape = f.get_slice(key).get_shape()
-            size = 1
-            for s in shape:
-                size *= int(s)
-            numel += size
+        numel = sum(math.prod(f.get_slice(key).get_shape()) for key in keys)
     if not keys or numel == 0:
         raise RuntimeError(
             f"the saved adapter {path} is empty ({len(keys)} tensors, {numel} values): under ZeRO-3 the LoRA "
