@@ -23,7 +23,6 @@ is gathered. The model's mode is restored afterwards and no random state is draw
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,8 +34,6 @@ from . import diagnostics, features, info
 from .data.gsm8k import IGNORE_INDEX
 
 __all__ = ["MatrixMetricsCallback", "classification_pair_metrics"]
-
-logger = logging.getLogger(__name__)
 
 
 def classification_pair_metrics(feats: Tensor, head: Tensor, labels: Tensor) -> dict[str, Tensor]:
@@ -86,7 +83,6 @@ class MatrixMetricsCallback(TrainerCallback):
         self.batch = (collator or trainer.data_collator)(rows)
         self.every = every
         self.layers = layers
-        self.last: dict[str, float] = {}
 
     def _cadence(self, args: Any) -> int:
         if self.every is not None:
@@ -148,8 +144,7 @@ class MatrixMetricsCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         every = self._cadence(args)
         if model is not None and every > 0 and state.global_step % every == 0:
-            self.last = self.compute(model)
-            self._log(control, self.last)
+            self._log(control, self.compute(model))
         return control
 
     def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):

@@ -24,13 +24,14 @@ _IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.g
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}  # fmt: skip
 
 
-def _read_idx(path: Path, *, offset: int) -> np.ndarray:
+def _read_idx(path: Path, *, offset: int) -> bytes:
+    """The bytes of an IDX file (gzip or plain), checked to hold at least its ``offset``-byte header."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < offset:
         raise ValueError(f"{path}: {len(data)} bytes, shorter than the IDX header ({offset} bytes)")
-    return np.frombuffer(data, dtype=np.uint8, offset=offset)
+    return data
 
 
 def load_idx_dataset(root: str | Path, split: str = "train") -> Any:
@@ -46,13 +47,12 @@ def load_idx_dataset(root: str | Path, split: str = "train") -> Any:
         if not path.is_file():
             raise FileNotFoundError(f"load_idx_dataset: no {path.name} in {root} (an IDX folder holds "
                                     f"{', '.join(n for pair in _IDX_FILES.values() for n in pair)})")  # fmt: skip
-    with (gzip.open if images_file.suffix == ".gz" else open)(images_file, "rb") as f:
-        header = np.frombuffer(f.read(16), dtype=">u4")
-    magic, count, rows, cols = (int(x) for x in header)
+    raw = _read_idx(images_file, offset=16)
+    magic, count, rows, cols = (int(x) for x in np.frombuffer(raw[:16], dtype=">u4"))
     if magic != 2051:
         raise ValueError(f"{images_file}: not an IDX image file (magic {magic}, expected 2051)")
-    images = _read_idx(images_file, offset=16).reshape(count, rows, cols)
-    labels = _read_idx(labels_file, offset=8)
+    images = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(count, rows, cols)
+    labels = np.frombuffer(_read_idx(labels_file, offset=8), dtype=np.uint8, offset=8)
     if len(labels) != count:
         raise ValueError(f"{root}: {count} images but {len(labels)} labels in the {split} split")
     return datasets.Dataset.from_dict({"image": list(images), "label": labels.astype(np.int64).tolist()})
