@@ -377,7 +377,7 @@ def _summary(rows: list[dict]) -> list[str]:
             f"- `mce` Taylor (ours, Horner + convergence check): {min(r['b_s'] / r['ours_s'] for r in mt):.2f}x-"
             f"{max(r['b_s'] / r['ours_s'] for r in mt):.2f}x the speed of the original code's power series; with "
             "`mu = 1` the spectrum of these `q` is close to 1, so the order-4 truncation error is small here "
-            f"(worst {max(r['ours_err'] for r in mt):.1e}); it is not small in general (MATH.md §2.2)."
+            f"(worst {max(r['ours_err'] for r in mt):.1e}); it is not small in general (docs/formulations.md, 'The Taylor logarithm')."
         )
     tc = pick("tcr", lambda r: r["n"] < r["d"])
     if tc:
