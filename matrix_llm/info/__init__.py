@@ -5,7 +5,8 @@ bfloat16 are computed in float32 and cast back; spectral ops never run under aut
 
 - builders: :func:`gram` ``(*, n, d) -> (*, n, n)``, :func:`covariance` ``(*, n, d) -> (*, d, d)``
 - entropies: :func:`entropy` (von Neumann / Rényi of a trace-normalised PSD matrix), :func:`erank`,
-  :func:`feature_entropy` (from features, on the cheaper side), :func:`matrix_entropy_unnormalized`
+  :func:`feature_entropy` (from features, on the cheaper side), :func:`matrix_entropy_unnormalized`,
+  :func:`matrix_nuclear_norm` (Matrix Nuclear-Norm of a row matrix)
 - two matrices: :func:`mce`, :func:`mkl`, :func:`matrix_log`, :func:`taylor_log`; from features on the
   cheaper side: :func:`feature_mce`, :func:`feature_mkl`, :func:`feature_uniformity` (``O(n²d + n³)`` for
   ``n < d`` rows)
@@ -20,7 +21,15 @@ only torch (never transformers, accelerate or datasets).
 
 from ._coding import tcr
 from ._divergence import matrix_log, mce, mkl, taylor_log
-from ._entropy import covariance, entropy, erank, feature_entropy, gram, matrix_entropy_unnormalized
+from ._entropy import (
+    covariance,
+    entropy,
+    erank,
+    feature_entropy,
+    gram,
+    matrix_entropy_unnormalized,
+    matrix_nuclear_norm,
+)
 from ._feature import feature_mce, feature_mkl, feature_uniformity
 from ._mutual import hdr, mir, mir_hdr, mutual_information
 from ._spectral import no_autocast, work_dtype
@@ -37,6 +46,7 @@ __all__ = [
     "hdr",
     "matrix_entropy_unnormalized",
     "matrix_log",
+    "matrix_nuclear_norm",
     "mce",
     "mir",
     "mir_hdr",

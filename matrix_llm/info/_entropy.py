@@ -17,7 +17,15 @@ from ._spectral import (
     work_dtype,
 )
 
-__all__ = ["covariance", "entropy", "erank", "feature_entropy", "gram", "matrix_entropy_unnormalized"]
+__all__ = [
+    "covariance",
+    "entropy",
+    "erank",
+    "feature_entropy",
+    "gram",
+    "matrix_entropy_unnormalized",
+    "matrix_nuclear_norm",
+]
 
 
 def gram(z: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
@@ -198,3 +206,31 @@ def matrix_entropy_unnormalized(p: torch.Tensor) -> torch.Tensor:
     with no_autocast(p):
         pw = p.to(work_dtype(p.dtype))
         return (-_xlogx_sum(_eigvalsh(pw)) + _trace(pw)).to(p.dtype)
+
+
+def matrix_nuclear_norm(z: torch.Tensor) -> torch.Tensor:
+    r"""Matrix Nuclear-Norm of a row matrix (Li et al. 2024, arXiv 2410.10672; docs/formulations.md).
+
+    .. math::
+        \operatorname{MNN}(Z) = \frac{1}{n} \sum_{j \in \text{top-}D} \lVert \hat Z_{:, j} \rVert_2,
+        \qquad D = \min(n, d)
+
+    where ``Ẑ`` is ``z`` centred over its ``n`` rows, then row-normalised (the Diff-eRank convention): the sum of
+    the ``D`` largest column norms is the ``L_{1,2}`` proxy of the nuclear norm ``||Ẑ||_*`` that the paper
+    uses instead of an SVD. ``0 <= MNN <= sqrt(D / n)`` (the squared column norms sum to ``n``); ``z = I_n``
+    gives 1. Rows that are zero after centring (``n = 1``, identical rows) contribute 0, never NaN.
+
+    Args:
+        z: ``(*, n, d)`` row matrix (tokens or samples x features).
+
+    Returns:
+        ``(*)`` tensor, dtype of ``z`` (float64 math for float64 input, else float32; autocast off).
+    """
+    z = _check_tensor("matrix_nuclear_norm", "z", z)
+    n, d = z.shape[-2], z.shape[-1]
+    if n == 0 or d == 0:
+        raise ValueError(f"matrix_nuclear_norm: expected `z` of shape (..., n, d) with n, d >= 1; got {tuple(z.shape)}")
+    with no_autocast(z):
+        zw = _rows(z.to(work_dtype(z.dtype)), normalize=True, center=True, center_first=True)
+        norms = torch.linalg.vector_norm(zw, dim=-2)  # (*, d) column norms
+        return (norms.topk(min(n, d), dim=-1).values.sum(-1) / n).to(z.dtype)

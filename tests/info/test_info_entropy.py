@@ -184,6 +184,37 @@ def test_diff_erank_two_alternating_rows_is_one_and_identical_rows_not_nan():
     assert info.feature_entropy(rows[:1], center=True).item() == 0.0
 
 
+@pytest.mark.parametrize("n", [4, 16, 64])
+def test_matrix_nuclear_norm_of_identity_is_one(n):
+    assert info.matrix_nuclear_norm(torch.eye(n, dtype=F64)).item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_matrix_nuclear_norm_two_alternating_rows_closed_form_and_bound():
+    rows = torch.tensor([[1.0, 2.0, -3.0, 0.5], [0.2, -1.0, 2.0, 4.0]], dtype=F64)
+    for length in (2, 10, 3):  # 3: the rows do not alternate evenly, so the closed form does not apply
+        z = rows.repeat(5, 1)[:length]
+        value = info.matrix_nuclear_norm(z).item()
+        assert 0.0 <= value <= math.sqrt(min(length, 4) / length) + 1e-12  # Cauchy-Schwarz (MATH.md 6.4)
+        if length % 2 == 0:
+            v = (rows[0] - rows[1]) / (rows[0] - rows[1]).norm()
+            top = v.abs().topk(min(length, 4)).values.sum()
+            assert value == pytest.approx((math.sqrt(length) * top / length).item(), abs=1e-12)
+
+
+def test_matrix_nuclear_norm_uses_top_min_n_d_columns_and_never_nans():
+    z = torch.randn(3, 50, dtype=F64, generator=torch.Generator().manual_seed(0))
+    zc = z - z.mean(0)
+    zh = zc / zc.norm(dim=1, keepdim=True)
+    expected = zh.norm(dim=0).sort(descending=True).values[:3].sum() / 3
+    assert info.matrix_nuclear_norm(z).item() == pytest.approx(expected.item(), abs=1e-12)
+    assert info.matrix_nuclear_norm(z[:1].repeat(4, 1)).item() == 0.0  # zero after centring
+    batched = info.matrix_nuclear_norm(torch.stack([z, 2 * z]))
+    torch.testing.assert_close(batched, torch.full((2,), expected.item(), dtype=F64))
+    assert info.matrix_nuclear_norm(z.to(torch.bfloat16)).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="n, d >= 1"):
+        info.matrix_nuclear_norm(torch.zeros(0, 3))
+
+
 # ----------------------------------------------------------------------------------------------- MI / MIR / HDR
 
 NC_TABLE = [
