@@ -3,6 +3,8 @@
     matrix-llm sft  --config demo/mce.yaml [--field value ...]
     matrix-llm classify --config classify/digits.yaml [--field value ...]
     matrix-llm eval gsm8k --model PATH_OR_HUB_ID [...]
+    matrix-llm analyze --model PATH_OR_HUB_ID --data SOURCE [--compare OTHER]
+    matrix-llm analyze lmc A B --data SOURCE
     matrix-llm plot RUN_DIR
     matrix-llm demo [--output_dir outputs/demo]
     matrix-llm env
@@ -20,6 +22,7 @@ COMMANDS = {
     "sft": ("matrix_llm.sft", "fine-tune a causal LM with LM loss + matrix loss"),
     "classify": ("matrix_llm.classify", "train an image classifier with CE + MIR / HDR / matrix-entropy terms"),
     "eval": ("matrix_llm.eval_command", "evaluate a model (GSM8K, lm-eval compatible scoring)"),
+    "analyze": ("matrix_llm.analyze", "per-layer matrix entropy / eRank / Diff-eRank / nuclear norm; `analyze lmc A B`"),
     "plot": ("matrix_llm.plotting", "draw the metrics of a run directory as PNG"),
     "demo": ("matrix_llm.demo", "the embedded default: tiny model, synthetic GSM8K, CE + MCE, offline"),
     "env": ("matrix_llm.env", "print versions of torch/CUDA/transformers/... and the accelerate config"),

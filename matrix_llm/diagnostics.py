@@ -17,6 +17,7 @@ __all__ = ["entropy_erank"]
 
 def entropy_erank(features: Tensor) -> tuple[Tensor, Tensor]:
     """Matrix entropy and effective rank of the rows of ``features (n, d)``, in float32 at least, detached."""
+    z = features.detach()
     with torch.no_grad():
-        ent = info.feature_entropy(features.detach().float())
+        ent = info.feature_entropy(z if z.dtype == torch.float64 else z.float())
     return ent, ent.exp()

@@ -170,6 +170,41 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, *, title: st
     return output
 
 
+def plot_lines(panels: list[tuple[str, dict[str, tuple[list[float], list[float]]]]], output: str | Path, *,
+               xlabel: str, title: str) -> Path:  # fmt: skip
+    """One panel per ``(title, {line label: (xs, ys)})``, lines with markers (a label containing ``random init``
+    is drawn dashed); written to ``output`` (PNG). Used by ``matrix-llm analyze`` for per-layer tables and
+    interpolation paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    labels = list(dict.fromkeys(label for _, lines in panels for label in lines))
+    colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per line in every panel
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, (panel_title, lines) in zip(axes.flat, panels, strict=False):
+        for label, (xs, ys) in lines.items():
+            ax.plot(xs, ys, "o--" if "random init" in label else "o-", label=label, markersize=3,
+                    color=colours[label])  # fmt: skip
+            if all(float(x).is_integer() for x in xs):
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(panel_title)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return Path(output)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="matrix-llm plot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -69,7 +69,9 @@ def _check_local_file(path: Path) -> None:
         raise ValueError(f"{path}: the data file has no rows (only blank lines)")
 
 
-def _load(source: str, split: str, config: str | None) -> Dataset:
+def load_rows(source: str, split: str = "train", config: str | None = None) -> Dataset:
+    """The rows of a local ``.jsonl`` / ``.json`` / ``.parquet`` file, a directory holding ``{split}.jsonl`` (or
+    ``.json`` / ``.parquet``), or a Hub dataset, with all their columns (malformed local files are named)."""
     import datasets
 
     local = _local_file(source, split)
@@ -92,7 +94,7 @@ def load_gsm8k(source: str = "openai/gsm8k", *, split: str = "train", config: st
     Rows may use GSM8K's fields (``question``, ``answer``) or MetaMathQA's (``query``, ``response``, renamed);
     other columns are dropped. Anything else raises ``ValueError`` naming the fields found and expected.
     """
-    return _standardise_fields(_load(source, split, config), source=str(source), any_format=False)
+    return standardise_fields(load_rows(source, split, config), source=str(source), any_format=False)
 
 
 def load_sft_data(source: str, *, split: str = "train", config: str | None = "main") -> Dataset:
@@ -100,10 +102,12 @@ def load_sft_data(source: str, *, split: str = "train", config: str | None = "ma
     (``question``/``answer``, or MetaMathQA's ``query``/``response``, renamed), conversational ``messages``,
     TRL's ``prompt``/``completion``, or plain ``text``. The columns of the first format found are kept, the
     others dropped. Same sources and arguments as :func:`load_gsm8k`."""
-    return _standardise_fields(_load(source, split, config), source=str(source), any_format=True)
+    return standardise_fields(load_rows(source, split, config), source=str(source), any_format=True)
 
 
-def _standardise_fields(ds: Dataset, *, source: str, any_format: bool) -> Dataset:
+def standardise_fields(ds: Dataset, *, source: str, any_format: bool) -> Dataset:
+    """Keep the columns of GSM8K (MetaMathQA's renamed) or, with ``any_format``, of the first
+    :data:`ROW_FORMATS` entry found; raise naming the columns found and expected otherwise."""
     columns = list(ds.column_names)
     for q, a in _FIELD_SETS:
         if q in columns and a in columns:

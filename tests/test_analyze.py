@@ -1,0 +1,110 @@
+"""``matrix-llm analyze`` end to end on saved models: vision (digits) and language (synthetic problems, a local
+text file), ``--compare``, ``analyze lmc``, and the text data loader / collator it uses.
+
+Run: .venv/bin/python -m pytest tests/test_analyze.py -q
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from matrix_llm import analyze
+from matrix_llm.data.text import TextCollator, count_truncated, load_text_dataset
+from matrix_llm.tiny import build_image_classifier
+
+
+def _save_vit(path, seed):
+    build_image_classifier("tiny-vit", num_labels=10, image_size=8, hidden_size=32, num_layers=2, seed=seed).save_pretrained(path)
+    return str(path)
+
+
+def test_analyze_vision_model_with_compare_writes_json_csv_png(tmp_path, capsys):
+    a, b = _save_vit(tmp_path / "a", 0), _save_vit(tmp_path / "b", 1)
+    out = tmp_path / "out"
+    assert analyze.main(["--model", a, "--compare", b, "--data", "digits", "--num_samples", "40",
+                         "--batch_size", "16", "--output_dir", str(out)]) == 0  # fmt: skip
+    result = json.loads((out / "layers.json").read_text())
+    # one random-init reference: b has a's architecture, so it is reused
+    assert list(result["tables"]) == [a, f"{a} (random init)", b]
+    for name in (a, b):
+        rows = result["tables"][name]
+        assert [r["layer"] for r in rows] == [0, 1]
+        for row, ref in zip(rows, result["tables"][f"{a} (random init)"], strict=True):
+            assert row["diff_erank"] == pytest.approx(ref["effective_rank"] - row["effective_rank"])
+            assert 1.0 <= row["effective_rank"] and 0.0 < row["nuclear_norm"] <= 1.0
+    with open(out / "layers.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    assert (out / "layers.png").stat().st_size > 10_000
+    assert "diff_erank" in capsys.readouterr().out
+
+
+def test_analyze_lmc_writes_the_path_and_barriers(tmp_path):
+    a, b = _save_vit(tmp_path / "a", 0), _save_vit(tmp_path / "b", 1)
+    out = tmp_path / "lmc"
+    assert analyze.main(["lmc", a, b, "--data", "digits", "--num_samples", "30", "--grid", "3",
+                         "--output_dir", str(out)]) == 0  # fmt: skip
+    result = json.loads((out / "lmc.json").read_text())
+    assert [p["omega"] for p in result["path"]] == [0.0, 0.5, 1.0]
+    assert {"loss", "accuracy", "matrix_entropy", "effective_rank"} <= set(result["path"][0])
+    assert result["loss_barrier"] >= 0.0 and "accuracy_barrier" in result
+    assert (out / "lmc.png").is_file() and (out / "lmc.csv").is_file()
+
+
+def test_analyze_causal_lm_on_synthetic_and_an_encoder_on_a_text_file(tmp_path, tiny_tokenizer, tiny_model):
+    tiny_model.save_pretrained(tmp_path / "lm")
+    tiny_tokenizer.save_pretrained(tmp_path / "lm")
+    assert analyze.main(["--model", str(tmp_path / "lm"), "--data", "synthetic", "--num_samples", "8",
+                         "--output_dir", str(tmp_path / "out-lm"), "--layers", "-1"]) == 0  # fmt: skip
+    table = json.loads((tmp_path / "out-lm" / "layers.json").read_text())["tables"][str(tmp_path / "lm")]
+    assert [r["layer"] for r in table] == [1]
+
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(tmp_path / "bert")  # fmt: skip
+    tiny_tokenizer.save_pretrained(tmp_path / "bert")
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"sentence": f"Tom has {i} apples and {i + 3} pens."}) + "\n" for i in range(6)))
+    assert analyze.main(["--model", str(tmp_path / "bert"), "--data", str(data), "--text_column", "sentence",
+                         "--no_random_init", "--output_dir", str(tmp_path / "out-bert")]) == 0  # fmt: skip
+    table = json.loads((tmp_path / "out-bert" / "layers.json").read_text())["tables"][str(tmp_path / "bert")]
+    assert [r["layer"] for r in table] == [0, 1, 2] and "diff_erank" not in table[0]
+
+
+def test_analyze_bad_input_is_a_clear_error(tmp_path):
+    a = _save_vit(tmp_path / "a", 0)
+    with pytest.raises(ValueError, match="outside the model's 2 blocks"):
+        analyze.main(["--model", a, "--data", "digits", "--layers", "5", "--output_dir", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="comma-separated integers"):
+        analyze.main(["--model", a, "--data", "digits", "--layers", "first", "--output_dir", str(tmp_path / "o")])
+    wider = tmp_path / "w"
+    build_image_classifier("tiny-vit", num_labels=10, image_size=8, hidden_size=64, num_layers=2).save_pretrained(wider)
+    with pytest.raises(ValueError, match="not the same architecture"):
+        analyze.main(["lmc", a, str(wider), "--data", "digits", "--output_dir", str(tmp_path / "o")])
+
+
+def test_load_text_dataset_formats_labels_and_errors(tmp_path, gsm8k_dir, tiny_tokenizer):
+    gsm = load_text_dataset(str(gsm8k_dir), "test")
+    assert gsm[0]["text"].startswith("Question: ") and "####" in gsm[0]["text"]
+    (tmp_path / "texts.jsonl").write_text('{"sentence": "a film"}\n')
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "good film", "stars": 1}\n{"text": "bad film", "stars": 0}\n')
+    ds = load_text_dataset(str(rows), label_column="stars")
+    assert ds["label"] == [1, 0]
+    with pytest.raises(ValueError, match=r"no label column 'label'; the columns are \['text', 'stars'\]"):
+        load_text_dataset(str(rows), label_column="label")
+    with pytest.raises(ValueError, match="no text column 'body' and no training format"):
+        load_text_dataset(str(tmp_path / "texts.jsonl"), text_column="body")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"text": "fine"}\n{"text": "  "}\n')
+    with pytest.raises(ValueError, match="row 1 has an empty"):
+        load_text_dataset(str(empty))
+    collate = TextCollator(tiny_tokenizer, max_length=4, causal=True)
+    texts = ["Tom has 12 apples and 35 more", "47"]
+    batch = collate([{"text": t} for t in texts])
+    assert batch["input_ids"].shape[1] == 4 and count_truncated(tiny_tokenizer, texts, 4) == 1
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+    assert TextCollator(tiny_tokenizer)([{"text": "a", "label": 2}])["labels"].tolist() == [2]
