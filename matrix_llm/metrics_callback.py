@@ -102,10 +102,11 @@ class MatrixMetricsCallback(TrainerCallback):
         try:
             head = self._head(model)
             layers = features.capture_layers(model, self.layers) if self.layers != () else contextlib.nullcontext()
-            capture = features.capture_head_input(model) if head is not None else features.capture_hidden(model, -1)
+            mask = batch.get("attention_mask")
+            capture = (features.capture_head_input(model, mask) if head is not None
+                       else features.capture_hidden(model, -1))  # fmt: skip
             with layers as hidden, capture as captured:
                 model(**batch)
-            mask = batch.get("attention_mask")
             for index, states in sorted((hidden or {}).items()):
                 pooled = features.pool(states, "mean", attention_mask=mask) if states.dim() == 3 else states.flatten(1)
                 ent, erank = diagnostics.entropy_erank(pooled)

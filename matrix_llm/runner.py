@@ -26,7 +26,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,13 +213,15 @@ class GracefulStop(TrainerCallback):
 class RunCard:
     """What the model card names besides the objective: the base model, the data and extra lines; ``run_info``:
     what the command records in ``matrix_llm_run.json`` for later tools (e.g. the LM prompt template, which
-    ``matrix-llm eval gsm8k`` uses as its default prompt)."""
+    ``matrix-llm eval gsm8k`` uses as its default prompt); ``card_overrides``: fields of the objective's
+    :class:`~matrix_llm.objectives.ObjectiveCard` this run replaces (e.g. a text classifier's pipeline tag)."""
 
     base_model: str
     dataset: str
     eval_dataset: str | None = None
     details: tuple[str, ...] = ()
     run_info: dict[str, Any] = field(default_factory=dict)
+    card_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def check_adapter(output_dir: str | Path) -> int:
@@ -307,7 +309,7 @@ def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: s
     if trainer.is_world_process_zero():
         if model_args.use_peft:
             check_adapter(args.output_dir)
-        objective_card = trainer.objective.card(args)
+        objective_card = replace(trainer.objective.card(args), **card.card_overrides)
         objective_card.details = list(objective_card.details) + list(card.details)
         hub.write_model_card(
             args.output_dir,

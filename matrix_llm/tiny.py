@@ -111,5 +111,29 @@ def build_image_classifier(
     if kind == "tiny-resnet":
         config = ResNetConfig(embedding_size=max(8, hidden_size // 2), hidden_sizes=[max(8, hidden_size // 2), hidden_size],
                               depths=[1] * 2, downsample_in_first_stage=False, **common)  # fmt: skip
+        config.image_size = image_size  # not a ResNet setting: saved so that loaders know the training size
         return ResNetForImageClassification(config)
     raise ValueError(f"build_image_classifier: `kind` must be 'tiny-vit' or 'tiny-resnet'; got {kind!r}")
+
+
+def build_text_classifier(
+    tokenizer,
+    *,
+    num_labels: int,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    max_position_embeddings: int = 128,
+    seed: int = 0,
+):
+    """A randomly initialised ``BertForSequenceClassification`` sized for a CPU, with the token ids of
+    ``tokenizer`` (:func:`build_tokenizer`)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=num_heads, intermediate_size=2 * hidden_size,
+                        max_position_embeddings=max_position_embeddings, pad_token_id=tokenizer.pad_token_id,
+                        num_labels=num_labels)  # fmt: skip
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config)

@@ -3,7 +3,10 @@ forward pass, the features the head is applied to (what MIR / HDR and the neural
 
 :func:`classifier_head` finds the ``nn.Linear`` that maps to ``config.num_labels`` outputs (``classifier`` of
 ViT / BERT / ConvNeXt, the ``Linear`` inside ResNet's ``classifier`` ``Sequential``, ``score`` of decoder
-classifiers, ``out_proj`` of RoBERTa's head), through PEFT / DDP / DeepSpeed wrappers.
+classifiers, ``out_proj`` of RoBERTa's head), through PEFT / DDP / DeepSpeed wrappers. Decoder classifiers
+(``LlamaForSequenceClassification``, ...) apply their ``score`` head to every position and keep the last real
+token's logits: the captured features are that token's hidden state (the rightmost position of the attention
+mask), so ``head(features)`` is the model's logits.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from .modules import unwrap
@@ -48,13 +52,23 @@ class CapturedHeadInput:
     features: Tensor | None = None
 
 
+def _last_token(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """``(N, L, d)`` -> ``(N, d)`` at the rightmost attended position (the last position without a mask)."""
+    if attention_mask is None:
+        return hidden[:, -1]
+    length = attention_mask.shape[1]
+    last = length - 1 - attention_mask.flip(1).to(torch.long).argmax(1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)]
+
+
 @contextlib.contextmanager
-def capture_head_input(model: nn.Module) -> Iterator[CapturedHeadInput]:
-    """Record the input of the classifier head during the forward passes inside the block (no second forward)."""
+def capture_head_input(model: nn.Module, attention_mask: Tensor | None = None) -> Iterator[CapturedHeadInput]:
+    """Record the input of the classifier head during the forward passes inside the block (no second forward):
+    ``(N, d)``; for a head applied per token, the last real token's row (``attention_mask``, module docstring)."""
     holder = CapturedHeadInput(head=classifier_head(model))
 
     def pre_hook(_module, args):
-        holder.features = args[0].flatten(1) if args[0].dim() > 2 else args[0]
+        holder.features = _last_token(args[0], attention_mask) if args[0].dim() == 3 else args[0].flatten(1)
 
     handle = holder.head.register_forward_pre_hook(pre_hook)
     try:

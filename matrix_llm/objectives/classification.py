@@ -125,7 +125,7 @@ class ClassificationObjective(Objective):
             raise ValueError("ClassificationObjective: the batch has no `labels` (-100 for unlabelled rows)")
         labels = inputs["labels"]
         batch = {k: v for k, v in inputs.items() if k != "labels"}  # CE on the labelled rows only, below
-        with features.capture_head_input(model) as captured:
+        with features.capture_head_input(model, batch.get("attention_mask")) as captured:
             outputs = model(**batch)
         logits = outputs.logits
         if captured.features is None:

@@ -1,10 +1,12 @@
 """The classification mode's configuration (``objective: classification``, command ``matrix-llm classify``),
 beside its objective (:mod:`matrix_llm.objectives.classification`).
 
-- :class:`ClassificationModelArguments`: a Hub / local ``AutoModelForImageClassification``, or an offline
-  random-init ``tiny-vit`` / ``tiny-resnet`` (the ``tiny_*`` fields).
+- :class:`ClassificationModelArguments`: a Hub / local ``AutoModelForImageClassification`` or (with a
+  ``text_column``) ``AutoModelForSequenceClassification``, or an offline random-init ``tiny-vit`` /
+  ``tiny-resnet`` / ``tiny-bert`` (the ``tiny_*`` fields).
 - :class:`ClassificationDataArguments`: ``digits`` (scikit-learn, the embedded default), an IDX folder such as
-  ``../shared/data/fashion-mnist``, or a Hub / local dataset with ``image`` / ``label``; the labelled fraction.
+  ``../shared/data/fashion-mnist``, or a Hub / local dataset with ``image`` / ``label`` columns, or texts
+  (``text_column``, ``label_column``); the labelled fraction.
 - :class:`ClassificationConfig`: :class:`~matrix_llm.config.MatrixTrainingArguments` plus the regulariser weights,
   checked by :meth:`ClassificationObjective.argument_problems` under the field names.
 """
@@ -18,9 +20,10 @@ from ..config import ConfigError, MatrixTrainingArguments, ModelArguments
 from ..parsing import problem
 from .classification import ClassificationObjective
 
-__all__ = ["TINY_CLASSIFIERS", "ClassificationConfig", "ClassificationDataArguments", "ClassificationModelArguments"]
+__all__ = ["TINY_CLASSIFIERS", "TINY_TEXT_CLASSIFIERS", "ClassificationConfig", "ClassificationDataArguments", "ClassificationModelArguments"]
 
-TINY_CLASSIFIERS = ("tiny-vit", "tiny-resnet")
+TINY_CLASSIFIERS = ("tiny-vit", "tiny-resnet", "tiny-bert")
+TINY_TEXT_CLASSIFIERS = ("tiny-bert",)
 _FIELD_OF = {
     "mir_weight": "matrix_mir_weight",
     "hdr_weight": "matrix_hdr_weight",
@@ -31,9 +34,10 @@ _FIELD_OF = {
 
 @dataclass
 class ClassificationModelArguments(ModelArguments):
-    """The image classifier: a Hub id or local directory (``AutoModelForImageClassification``, its head resized
-    to the data's classes), or ``tiny-vit`` / ``tiny-resnet``: a random-init ViT / ResNet built from a config
-    (offline; the ``tiny_*`` fields)."""
+    """The classifier: a Hub id or local directory (``AutoModelForImageClassification``, or
+    ``AutoModelForSequenceClassification`` for texts; the head resized to the data's classes), or ``tiny-vit`` /
+    ``tiny-resnet`` / ``tiny-bert``: a random-init ViT / ResNet / BERT (with a tokenizer trained on the training
+    texts) built from a config (offline; the ``tiny_*`` fields)."""
 
     @property
     def is_tiny(self) -> bool:
@@ -52,6 +56,12 @@ class ClassificationDataArguments:
         },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
+    text_column: str | None = field(
+        default=None,
+        metadata={"help": "Texts: the column to classify (a text classifier then; null: images)."},
+    )
+    label_column: str = field(default="label", metadata={"help": "Texts: the label column (integers)."})
+    max_length: int = field(default=128, metadata={"help": "Texts: tokens per example (longer ones are cut, counted)."})
     train_split: str = field(default="train", metadata={"help": "Split used for training."})
     eval_split: str | None = field(default="test", metadata={"help": "Split used for evaluation (null: none)."})
     image_size: int = field(default=16, metadata={"help": "Tiny models: images are resized to this size."})
@@ -73,6 +83,8 @@ class ClassificationDataArguments:
             out.append(problem("label_fraction", "a number in (0, 1]", self.label_fraction))
         if self.image_size < 4:
             out.append(problem("image_size", "an integer >= 4", self.image_size))
+        if self.max_length < 2:
+            out.append(problem("max_length", "an integer >= 2", self.max_length))
         if self.num_channels not in (1, 3):
             out.append(problem("num_channels", "1 or 3", self.num_channels))
         for name in ("max_train_samples", "max_eval_samples"):

@@ -184,3 +184,56 @@ def test_a_local_imagefolder_loads_and_collates(tmp_path):
     assert ds.column_names == ["image", "label"] and sorted(ds["label"]) == [0, 0, 0, 1, 1, 1]
     batch = ImageCollator(image_size=8, channels=3)([ds[0], ds[5]])
     assert batch["pixel_values"].shape == (2, 3, 8, 8)
+
+
+def _topic_texts(path, n: int, seed: int) -> None:
+    """Three topics told apart by two of their words among filler words (a real, if easy, text task)."""
+    import random
+
+    rng = random.Random(seed)
+    topics = [["goal", "match", "team", "score", "coach"], ["bread", "soup", "salad", "cheese", "apple"],
+              ["rain", "wind", "snow", "cloud", "storm"]]  # fmt: skip
+    filler = ["the", "a", "today", "very", "we", "saw", "and", "big", "small", "after", "quite", "then"]
+    with open(path, "w") as f:
+        for i in range(n):
+            label = i % 3
+            words = rng.sample(filler, 6) + rng.sample(topics[label], 2)
+            rng.shuffle(words)
+            f.write(json.dumps({"sentence": " ".join(words), "topic": label}) + "\n")
+
+
+def test_classify_trains_a_text_classifier_and_saves_its_tokenizer(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from matrix_llm import analyze, classify
+
+    _topic_texts(tmp_path / "train.jsonl", 240, 0)
+    _topic_texts(tmp_path / "test.jsonl", 60, 1)
+    out = tmp_path / "text"
+    argv = ["--config", "classify/digits.yaml", "--model_name_or_path", "tiny-bert", "--dataset_name", str(tmp_path),
+            "--text_column", "sentence", "--label_column", "topic", "--max_length", "16", "--output_dir", str(out),
+            "--num_train_epochs", "8", "--matrix_mir_weight", "0.1", "--matrix_probe_samples", "30",
+            "--disable_tqdm", "true"]  # fmt: skip
+    assert classify.main(argv) == 0
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_accuracy"] > 0.8  # chance: 1/3
+    assert 0.0 < results["eval_probe_mir"] < 1.0 and "eval_probe_layer1_matrix_entropy" in results
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    logits = model(**tokenizer(["the big goal and match"], return_tensors="pt")).logits
+    assert logits.shape == (1, 3)
+    card = (out / "README.md").read_text()
+    assert "pipeline_tag: text-classification" in card and "AutoModelForSequenceClassification" in card
+    assert analyze.main(["--model", str(out), "--data", str(tmp_path), "--text_column", "sentence",
+                         "--label_column", "topic", "--output_dir", str(tmp_path / "an")]) == 0  # fmt: skip
+    table = json.loads((tmp_path / "an" / "layers.json").read_text())["tables"][str(out)]
+    assert [r["layer"] for r in table] == [0, 1]
+
+
+def test_tiny_models_and_text_columns_must_agree(capsys):
+    from matrix_llm import classify
+
+    assert classify.main(["--config", "classify/digits.yaml", "--model_name_or_path", "tiny-bert"]) == 2
+    assert "tiny-bert classifies texts: set `text_column`" in capsys.readouterr().err
+    assert classify.main(["--config", "classify/digits.yaml", "--text_column", "text"]) == 2
+    assert "tiny-vit classifies images" in capsys.readouterr().err
