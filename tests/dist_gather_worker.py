@@ -48,7 +48,7 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=r, world_size=world)
     from matrix_llm import info
     from matrix_llm.distributed import all_gather_no_grad, all_gather_with_grad, rank, world_size
-    from matrix_llm.losses import MatrixSSLLoss, TokenMCELoss
+    from matrix_llm.losses import MatrixSSLLoss, MECLoss, NTXentLoss, TokenMCELoss
 
     torch.manual_seed(0)  # same full data on every rank
     n = sum(SIZES)
@@ -79,6 +79,9 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
     align_global = TokenMCELoss(formulation="alignment", scope="global")
     align_local = TokenMCELoss(formulation="alignment", scope="local")
 
+    mec_global, mec_local = MECLoss(gather=True), MECLoss(gather=False)
+    simclr_global, simclr_local = NTXentLoss(gather=True), NTXentLoss(gather=False)
+
     cases = {
         # name: (distributed fn, single-process fn, tensors)
         "mce_covariance": (lambda x: mce_cov(all_gather_with_grad(x)), mce_cov, [z]),
@@ -88,6 +91,12 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
             lambda a, b: ssl_local(a, b, p1, p2).total,
             [z, z2],
         ),
+        "mec_global": (
+            lambda a, b: mec_global(a, b, _slice(p1, r), _slice(p2, r)).total,
+            lambda a, b: mec_local(a, b, p1, p2).total,
+            [z, z2],
+        ),
+        "nt_xent_global": (lambda a, b: simclr_global(a, b).total, lambda a, b: simclr_local(a, b).total, [z, z2]),
         "token_mce_global": (
             lambda h: tok_global(h, _slice(labels, r), head).total,
             lambda h: tok_local(h, labels, head).total,

@@ -7,6 +7,8 @@ Every ``forward`` takes tensors (never batches or model outputs) and returns a :
 name                   class                            forward
 =====================  ===============================  ==========================================
 ``matrix_ssl``         :class:`MatrixSSLLoss`           ``(z1, z2, p1, p2)``
+``mec``                :class:`MECLoss`                 ``(z1, z2, p1, p2)``
+``nt_xent``            :class:`NTXentLoss`              ``(z1, z2)``
 ``token_mce``          :class:`TokenMCELoss`            ``(hidden, labels, head_weight, logits=None)``
 ``crossmodal_entropy`` :class:`CrossModalEntropyLoss`   ``(image_features, text_features, labels)``
 ``mir_hdr``            :class:`MIRHDRLoss`              ``(features, head_weight, labels)``
@@ -22,23 +24,28 @@ from torch import nn
 
 from .base import LossOutput
 from .coding import TCRLoss
+from .contrastive import NTXentLoss
 from .crossmodal import CrossModalEntropyLoss
 from .neural_collapse import MIRHDRLoss
-from .ssl import MatrixSSLLoss
+from .ssl import MatrixSSLLoss, MECLoss
 from .token import TokenMCELoss
 
 __all__ = [
     "LOSSES",
     "CrossModalEntropyLoss",
     "LossOutput",
+    "MECLoss",
     "MIRHDRLoss",
     "MatrixSSLLoss",
+    "NTXentLoss",
     "TCRLoss",
     "TokenMCELoss",
 ]
 
 LOSSES: dict[str, type[nn.Module]] = {
     "matrix_ssl": MatrixSSLLoss,
+    "mec": MECLoss,
+    "nt_xent": NTXentLoss,
     "token_mce": TokenMCELoss,
     "crossmodal_entropy": CrossModalEntropyLoss,
     "mir_hdr": MIRHDRLoss,

@@ -21,9 +21,14 @@ class TCRLoss(nn.Module):
     this loss with ``mu = d/m`` plus the constant ``d log(d/m)``: same gradient (docs/formulations.md). The M-MAE
     README weight is ``lamb = 1e-2`` with ``uniformity_mu = 3``.
 
+    ``second_order=True`` is U-MAE's uniformity instead: ``total = weight * mean((Ẑ Ẑᵀ)²)``, the ``-TCR_mu``
+    expansion's only data-dependent term for large ``mu`` (``d log mu + n/mu - ||ẐẐᵀ||²_F / (2 mu²)``), part
+    ``uniformity``.
+
     Args:
         mu: shift ``> 0``.
         weight: multiplier of ``-TCR`` (``total = -weight * tcr``).
+        second_order: U-MAE's ``mean((ẐẐᵀ)²)`` instead of the log-determinant.
         center: centre the normalised rows over the batch.
         gather: concatenate the features of all ranks first (:func:`matrix_llm.distributed.all_gather_with_grad`,
             as the M-MAE code does); identity on one process.
@@ -36,8 +41,9 @@ class TCRLoss(nn.Module):
     """
 
     def __init__(
-        self, *, mu: float = 1.0, weight: float = 1.0, center: bool = False, gather: bool = False
-    ) -> None:
+        self, *, mu: float = 1.0, weight: float = 1.0, center: bool = False, gather: bool = False,
+        second_order: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__()
         if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not mu > 0:
             raise ValueError(f"TCRLoss: `mu` must be a number > 0; got {mu!r}")
@@ -47,9 +53,11 @@ class TCRLoss(nn.Module):
         self.weight = float(weight)
         self.center = bool(center)
         self.gather = bool(gather)
+        self.second_order = bool(second_order)
 
     def extra_repr(self) -> str:
-        return f"mu={self.mu}, weight={self.weight}, center={self.center}, gather={self.gather}"
+        return (f"mu={self.mu}, weight={self.weight}, center={self.center}, gather={self.gather}, "
+                f"second_order={self.second_order}")  # fmt: skip
 
     def forward(self, z: Tensor) -> LossOutput:
         fn = "TCRLoss"
@@ -65,6 +73,9 @@ class TCRLoss(nn.Module):
             zn = F.normalize(z, dim=-1)
             if self.center:
                 zn = zn - zn.mean(dim=0, keepdim=True)
+            if self.second_order:
+                uniformity = (zn @ zn.mT).square().mean()
+                return LossOutput(total=self.weight * uniformity, parts=detached_parts(uniformity=uniformity))
             tcr = info.tcr(zn, mu=self.mu)
             total = -self.weight * tcr
         return LossOutput(total=total, parts=detached_parts(tcr=tcr))

@@ -1,4 +1,5 @@
-"""Matrix-SSL: matrix-uniformity + matrix-alignment (Zhang et al., ICML 2024; docs/formulations.md)."""
+"""Matrix-SSL: matrix-uniformity + matrix-alignment (Zhang et al., ICML 2024), and MEC (Liu et al., NeurIPS 2022),
+its predecessor; docs/formulations.md."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ..distributed import all_gather_no_grad, all_gather_with_grad
 from ..info import no_autocast, work_dtype  # the one autocast switch and upcast rule of info/ and losses/
 from .base import LossOutput, check_finite_and_range, check_matrix, detached_parts
 
-__all__ = ["MatrixSSLLoss"]
+__all__ = ["MECLoss", "MatrixSSLLoss"]
 
 PRESETS = ("exact", "official")
 
@@ -35,7 +36,8 @@ class MatrixSSLLoss(nn.Module):
       Taylor log of order ``order`` (4) around ``I`` applied to the non-symmetric cross-covariance, **no**
       ``+tr(Q)`` term (``MCE = -tr(P log Q)``), code defaults ``lamb = mu = 0.5``, ``gamma = 1``.
     - ``"exact"`` (default): eigendecomposition log with the Daleckii–Krein backward (finite at the uniformity
-      optimum ``Q = c I``) and the ``+tr(Q)`` term (``trace_term=True``). **Deviation:** ``eigh`` needs a
+      optimum ``Q = c I``), no ``+tr(Q)`` term either (with it and ``λ = μ`` the uniformity optimum is
+      ``C = 0``, a collapse; docs/formulations.md). **Deviation:** ``eigh`` needs a
       symmetric matrix, so the uniformity term uses the symmetric surrogate ``(C(p, z) + C(p, z)ᵀ)/2`` of the
       cross-covariance (docs/formulations.md). ``tr(P log Q)`` with ``P = λI`` only sees the eigenvalues of ``Q``,
       which for the surrogate differ from those of the non-symmetric ``C(p, z)``; they coincide when
@@ -50,7 +52,7 @@ class MatrixSSLLoss(nn.Module):
         lamb: uniformity target scale ``λ`` (``P = λI``); code default 0.5 (the README's runs use 1.0).
         mu: shift ``μ`` added to both covariances; code default 0.5 (README: 1.0).
         order: Taylor order (``"official"`` only).
-        trace_term: add ``tr(Q)`` to each MCE; ``None``: ``False`` for ``"official"``, ``True`` for ``"exact"``.
+        trace_term: add ``tr(Q)`` to each MCE; ``None``: ``False`` (both presets).
         check: ``"official"`` only: verify each call that the Taylor series converges (spectral radius of
             ``Q - I`` below 1) and raise ``ValueError`` otherwise. When ``||Q - I||_F >= 1`` (always for large
             ``d`` at ``mu = 0.5``) this costs a general eigenvalue computation and a device sync; the official
@@ -100,7 +102,7 @@ class MatrixSSLLoss(nn.Module):
         self.lamb = float(lamb)
         self.mu = float(mu)
         self.order = order
-        self.trace_term = (preset == "exact") if trace_term is None else bool(trace_term)
+        self.trace_term = False if trace_term is None else bool(trace_term)
         self.check = bool(check)
         self.gather = bool(gather)
 
@@ -145,3 +147,71 @@ class MatrixSSLLoss(nn.Module):
             alignment = alignment.mean()
             total = uniformity + self.gamma * alignment
         return LossOutput(total=total, parts=detached_parts(uniformity=uniformity, alignment=alignment))
+
+
+class MECLoss(nn.Module):
+    r"""Maximum Entropy Coding (Liu et al., NeurIPS 2022; docs/formulations.md), student vs EMA teacher.
+
+    With row-normalised teacher ``p`` and student ``z`` (``m`` rows of dimension ``d``), ``λ = d / (m ε²)``:
+
+    ``L = -(1 / (λ m)) · 0.5 [tr log(I_m + λ p2 z1ᵀ) + tr log(I_m + λ p1 z2ᵀ)]``
+
+    which is ``-μ/m ·`` the coding length ``log det(I + λ Z1ᵀ Z2)`` of the paper up to its ``μ = (m + d)/2`` scale
+    (the official code's ``-mec / λ``). ``log="taylor"`` uses the code's order-``order`` Taylor series (valid
+    while the spectral radius of ``λ p zᵀ`` is below 1: at collapse it is ``d / ε²``, which is why the code
+    warms ``λ`` up); ``log="exact"`` (default) takes ``log det`` by LU (``slogdet``, the determinant must stay
+    positive: it is ``> 0`` whenever the radius is below 1, and an error is raised otherwise).
+
+    Args:
+        eps_sq: the distortion ``ε²`` (code default 64).
+        log: ``"exact"`` or ``"taylor"``.
+        order: Taylor order (``"taylor"`` only).
+        gather: features of all ranks first (:func:`matrix_llm.distributed.all_gather_with_grad`).
+
+    Returns:
+        :class:`LossOutput` with ``total`` and the part ``mec`` (the coding length per sample, ``-total·λ``).
+    """
+
+    def __init__(self, *, eps_sq: float = 64.0, log: str = "exact", order: int = 4, gather: bool = False) -> None:
+        super().__init__()
+        if isinstance(eps_sq, bool) or not isinstance(eps_sq, (int, float)) or not eps_sq > 0:
+            raise ValueError(f"MECLoss: `eps_sq` must be a number > 0; got {eps_sq!r}")
+        if log not in ("exact", "taylor"):
+            raise ValueError(f"MECLoss: `log` must be 'exact' or 'taylor'; got {log!r}")
+        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+            raise ValueError(f"MECLoss: `order` must be an integer >= 1; got {order!r}")
+        self.eps_sq, self.log, self.order, self.gather = float(eps_sq), log, order, bool(gather)
+
+    def _trace_log(self, c: Tensor) -> Tensor:
+        """``tr log(I + c)`` of the ``(2, m, m)`` stack ``c``."""
+        eye = torch.eye(c.shape[-1], dtype=c.dtype, device=c.device)
+        if self.log == "taylor":
+            return info.taylor_log(eye + c, order=self.order, check=False).diagonal(dim1=-2, dim2=-1).sum(-1)
+        sign, logabsdet = torch.linalg.slogdet(eye + c)
+        if bool((sign <= 0).any()):
+            raise ValueError("MECLoss: det(I + λ p zᵀ) <= 0 (teacher and student anti-aligned); lower the "
+                             "learning rate or raise `eps_sq`")  # fmt: skip
+        return logabsdet
+
+    def forward(self, z1: Tensor, z2: Tensor, p1: Tensor, p2: Tensor) -> LossOutput:
+        fn = "MECLoss"
+        check_matrix(fn, "z1", z1)
+        m, d = z1.shape
+        for name, x in (("z2", z2), ("p1", p1), ("p2", p2)):
+            check_matrix(fn, name, x, rows=m, cols=d)
+        check_finite_and_range(fn, {"z1": z1, "z2": z2, "p1": p1, "p2": p2})
+        dtype = work_dtype(z1.dtype, z2.dtype, p1.dtype, p2.dtype)
+        student = torch.stack([z1, z2]).to(dtype)
+        teacher = torch.stack([p2, p1]).detach().to(dtype)
+        if self.gather:
+            student = all_gather_with_grad(student.transpose(0, 1).contiguous()).transpose(0, 1)
+            teacher = all_gather_no_grad(teacher.transpose(0, 1).contiguous()).transpose(0, 1)
+        m = student.shape[-2]
+        if m < 2:
+            raise ValueError(f"{fn}: needs at least 2 samples per view; got {m}")
+        with no_autocast(student):
+            lam = d / (m * self.eps_sq)
+            c = lam * F.normalize(teacher, dim=-1) @ F.normalize(student, dim=-1).mT
+            mec = self._trace_log(c).mean() / m
+            total = -mec / lam
+        return LossOutput(total=total, parts=detached_parts(mec=mec))

@@ -139,10 +139,10 @@ def test_exact_preset_gradients_finite_at_the_uniformity_optimum():
     out.total.backward()
     assert torch.isfinite(out.total)
     assert torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
-    # value at the optimum: Q = (1/d + mu) I on both terms, P_align = Q
+    # value at the optimum: Q = (1/d + mu) I on both terms, P_align = Q (no +tr(Q) term)
     c = 1 / d + 0.5
-    expected_u = -0.5 * d * torch.log(torch.tensor(c, dtype=torch.float64)) + d * c
-    expected_a = -d * c * torch.log(torch.tensor(c, dtype=torch.float64)) + d * c
+    expected_u = -0.5 * d * torch.log(torch.tensor(c, dtype=torch.float64))
+    expected_a = -d * c * torch.log(torch.tensor(c, dtype=torch.float64))
     torch.testing.assert_close(out.parts["uniformity"], expected_u)
     torch.testing.assert_close(out.parts["alignment"], expected_a)
 
@@ -245,7 +245,20 @@ def test_preset_defaults():
         4,
         False,
     )
-    assert exact.trace_term is True
+    assert exact.trace_term is False  # with +tr(Q) and λ = μ the uniformity optimum is C = 0: collapse
+
+
+def test_trace_term_with_lamb_equal_mu_has_no_uniformity_gradient_at_collapse():
+    """Why neither preset adds +tr(Q) by default: d/dc of -λ log(c + μ) + c is 0 at c = 0 when λ = μ, so the
+    uniformity term stops pushing the spectrum apart at collapse (a `matrix-llm ssl` run collapsed with it)."""
+    from matrix_llm import info
+
+    c = torch.zeros(4, 4, dtype=torch.float64, requires_grad=True)
+    eye = torch.eye(4, dtype=torch.float64)
+    (grad_with,) = torch.autograd.grad(info.mce(0.5 * eye, c + 0.5 * eye, trace_term=True), c)
+    (grad_without,) = torch.autograd.grad(info.mce(0.5 * eye, c + 0.5 * eye, trace_term=False), c)
+    assert grad_with.abs().max().item() < 1e-12
+    assert torch.allclose(grad_without, -eye)
 
 
 @pytest.mark.parametrize("preset", ["official", "exact"])
@@ -257,7 +270,7 @@ def test_few_samples_many_dims_take_the_sample_side_and_equal_the_transcription(
     from matrix_llm import info
 
     z1, z2, p1, p2 = _views(m=6, d=48, seed=11)
-    log, trace_term = ("taylor", False) if preset == "official" else ("eigh", True)
+    log, trace_term = ("taylor", False) if preset == "official" else ("eigh", False)
     ref, u, _ = _reference_total(z1, z2, p1, p2, gamma=1.0, lamb=1.0, mu=1.0, log=log, trace_term=trace_term)
 
     def dense(z1, z2):  # the d x d matrices, info.mce (Daleckii-Krein backward for eigh)
