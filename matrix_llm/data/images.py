@@ -18,7 +18,7 @@ import numpy as np
 
 from .gsm8k import IGNORE_INDEX
 
-__all__ = ["ImageCollator", "digits_dataset", "label_fraction_mask", "load_idx_dataset", "load_image_dataset"]
+__all__ = ["ImageCollator", "decode_image", "digits_dataset", "label_fraction_mask", "load_idx_dataset", "load_image_dataset"]
 
 _IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}  # fmt: skip
@@ -78,24 +78,68 @@ def digits_dataset(split: str = "train", *, test_fraction: float = 0.2, seed: in
     return datasets.Dataset.from_dict({"image": list(images[keep]), "label": labels[keep].tolist()})
 
 
-def load_image_dataset(source: str, split: str = "train", *, config: str | None = None) -> Any:
+def load_image_dataset(source: str, split: str = "train", *, config: str | None = None, image_column: str = "image",
+                       label_column: str | None = "label") -> Any:  # fmt: skip
     """``digits``, an IDX folder, or a Hub / local dataset (``datasets.load_dataset``, e.g. an ``imagefolder``)
-    with ``image`` and ``label`` columns (``img`` / ``labels`` / ``fine_label`` are renamed)."""
-    if source == "digits":
-        return digits_dataset(split)
-    path = Path(source).expanduser()
-    if path.is_dir() and (path / _IDX_FILES["train"][0]).is_file():
-        return load_idx_dataset(path, "test" if split in ("test", "validation") else split)
-    import datasets
+    with an image column and (unless ``label_column`` is ``None``) a label column, returned as ``image`` /
+    ``label``. With the default names, the common alternatives ``img`` / ``labels`` / ``fine_label`` are found
+    too.
 
-    ds = datasets.load_dataset(str(path) if path.is_dir() else source, config, split=split)
-    for old, new in (("img", "image"), ("labels", "label"), ("fine_label", "label")):
-        if old in ds.column_names and new not in ds.column_names:
-            ds = ds.rename_column(old, new)
-    missing = {"image", "label"} - set(ds.column_names)
-    if missing:
-        raise ValueError(f"{source}: expected the columns `image` and `label`; found {ds.column_names}")
-    return ds.select_columns(["image", "label"])
+    Raises:
+        ValueError: a missing image or label column, listing the columns the dataset has.
+    """
+    if source == "digits":
+        ds = digits_dataset(split)
+    else:
+        path = Path(source).expanduser()
+        if path.is_dir() and (path / _IDX_FILES["train"][0]).is_file():
+            ds = load_idx_dataset(path, "test" if split in ("test", "validation") else split)
+        else:
+            import datasets
+
+            ds = datasets.load_dataset(str(path) if path.is_dir() else source, config, split=split)
+    columns = list(ds.column_names)
+    renames = {}
+    for wanted, alternatives in ((image_column, ("image", "img")), (label_column, ("label", "labels", "fine_label"))):
+        if wanted is None:
+            continue
+        candidates = alternatives if wanted == alternatives[0] else (wanted,)  # other names only for the default
+        found = next((c for c in candidates if c in columns), None)
+        if found is None:
+            kind = "image" if wanted == image_column else "label"
+            raise ValueError(f"{source}: no {kind} column {wanted!r}; the columns are {columns}")
+        renames[found] = "image" if wanted == image_column else "label"
+    ds = ds.select_columns(list(renames))
+    ds = ds.rename_columns({old: new for old, new in renames.items() if old != new})
+    feature = ds.features.get("image")
+    if type(feature).__name__ == "Image" and getattr(feature, "decode", False):
+        # decoded by ImageCollator, which names the file of an unreadable image (datasets' own decoding does not)
+        import datasets
+
+        ds = ds.cast_column("image", datasets.Image(decode=False))
+    return ds
+
+
+def decode_image(image: Any) -> Any:
+    """An image as the collators take it: arrays and PIL images as they are; ``{"bytes", "path"}`` (an undecoded
+    ``datasets.Image``) opened with Pillow.
+
+    Raises:
+        ValueError: naming the file (or the row's bytes) when Pillow cannot read it.
+    """
+    if not isinstance(image, dict):
+        return image
+    import io
+
+    from PIL import Image
+
+    source = image.get("path") or "<image bytes>"
+    try:
+        pil = Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
+        pil.load()
+    except Exception as e:  # Pillow raises several types (UnidentifiedImageError, OSError, SyntaxError)
+        raise ValueError(f"cannot read the image {source}: {type(e).__name__}: {e}") from None
+    return pil
 
 
 def label_fraction_mask(labels: Sequence[int], fraction: float, *, seed: int = 0) -> np.ndarray:
@@ -112,12 +156,14 @@ def label_fraction_mask(labels: Sequence[int], fraction: float, *, seed: int = 0
 
 
 class ImageCollator:
-    """``{"image", "label"}`` rows -> ``{"pixel_values": (N, C, S, S) float, "labels": (N,)}``.
+    """``{"image", "label"}`` rows -> ``{"pixel_values": (N, C, S, S) float, "labels": (N,)}`` (rows without a
+    ``label`` give ``pixel_values`` only).
 
-    With an image ``processor`` (the model's ``AutoImageProcessor``) the images go through it; otherwise they are
-    scaled to ``[0, 1]``, given ``channels`` channels (grey repeated, or RGB averaged to grey), resized to
-    ``image_size`` (bilinear) and normalised with ``mean`` / ``std``. Unlabelled rows (``label == -100``, see
-    :func:`label_fraction_mask`) keep ``-100``.
+    With an image ``processor`` (the model's ``AutoImageProcessor``) the images go through it; otherwise each
+    image (any size; PIL modes such as L, RGBA and P converted) is scaled to ``[0, 1]``, given ``channels``
+    channels (grey repeated, or RGB averaged to grey), resized to ``image_size`` (bilinear) and normalised with
+    ``mean`` / ``std`` (``mean=0, std=1`` keeps ``[0, 1]``, for on-device augmentation). Unlabelled rows
+    (``label == -100``, see :func:`label_fraction_mask`) keep ``-100``.
     """
 
     def __init__(self, *, image_size: int, channels: int = 1, mean: float = 0.5, std: float = 0.5,
@@ -125,29 +171,37 @@ class ImageCollator:
         self.image_size, self.channels, self.mean, self.std, self.processor = image_size, channels, mean, std, processor
 
     def _pixels(self, images: list[Any]) -> Any:
+        """Each image to ``(C, S, S)`` in ``[0, 1]`` (any size; PIL modes L / RGB / RGBA / P converted), stacked and
+        normalised."""
         import torch
         import torch.nn.functional as F
 
-        arrays = [np.asarray(im.convert("RGB") if self.channels == 3 and hasattr(im, "convert") else im)
-                  for im in images]  # fmt: skip
-        x = torch.from_numpy(np.stack([a if a.ndim == 3 else a[..., None] for a in arrays])).float() / 255.0
-        x = x.permute(0, 3, 1, 2)  # N, C, H, W
-        if x.shape[1] != self.channels:  # grey <-> RGB
-            x = x.mean(1, keepdim=True).expand(-1, self.channels, -1, -1).contiguous()
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
+        out = []
+        for im in images:
+            if hasattr(im, "convert"):  # PIL: palette / alpha / grey / RGB -> this collator's channels
+                im = im.convert("RGB" if self.channels == 3 else "L")
+            a = np.asarray(im)
+            x = torch.from_numpy(a if a.ndim == 3 else a[..., None]).float().permute(2, 0, 1) / 255.0
+            if x.shape[0] != self.channels:  # arrays: grey <-> RGB (an alpha channel is dropped)
+                x = x[:3].mean(0, keepdim=True).expand(self.channels, -1, -1)
+            if x.shape[-2:] != (self.image_size, self.image_size):
+                x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
+                                  align_corners=False)[0]  # fmt: skip
+            out.append(x)
+        return (torch.stack(out) - self.mean) / self.std
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         import torch
 
         if not rows:
             raise ValueError("ImageCollator: empty batch")
-        images = [r["image"] for r in rows]
+        images = [decode_image(r["image"]) for r in rows]
         if self.processor is not None:
             pixel_values = self.processor(images=images, return_tensors="pt")["pixel_values"]
         else:
             pixel_values = self._pixels(images)
+        if "label" not in rows[0]:  # unlabelled data (self-supervised training)
+            return {"pixel_values": pixel_values}
         labels = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
         if bool(((labels < 0) & (labels != IGNORE_INDEX)).any()):
             raise ValueError(f"ImageCollator: labels must be >= 0 or {IGNORE_INDEX} (unlabelled); got {labels.tolist()}")
