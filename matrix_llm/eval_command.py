@@ -373,18 +373,29 @@ def _rescore_cli(argv: Sequence[str]) -> dict[str, Any]:
     return results
 
 
-_TASKS = {"gsm8k": run_gsm8k_cli, "rescore": _rescore_cli}
+def _vision_cli(task: str):
+    def run(argv: Sequence[str]) -> dict[str, Any]:
+        from . import vision_eval
+
+        return (vision_eval.main_probe if task == "probe" else vision_eval.main_knn)(argv)
+
+    return run
+
+
+_TASKS = {"gsm8k": run_gsm8k_cli, "rescore": _rescore_cli, "probe": _vision_cli("probe"), "knn": _vision_cli("knn")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``matrix-llm eval``: ``gsm8k`` or ``rescore``."""
+    """Entry point of ``matrix-llm eval``: ``gsm8k``, ``rescore``, ``probe`` or ``knn``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
         sys.stdout.write(
-            "usage: matrix-llm eval {gsm8k,rescore} [options]\n\n"
+            "usage: matrix-llm eval {gsm8k,rescore,probe,knn} [options]\n\n"
             "  gsm8k    GSM8K accuracy by greedy generation, scored like lm-evaluation-harness\n"
             "           (matrix-llm eval gsm8k --model PATH_OR_HUB_ID [--prompt qa] [--limit 50] ...)\n"
-            "  rescore  recompute every score of a samples.jsonl with the current extraction code\n\n"
+            "  rescore  recompute every score of a samples.jsonl with the current extraction code\n"
+            "  probe    linear probe (logistic regression) on a vision backbone's frozen features, and at random init\n"
+            "  knn      weighted cosine kNN (DINO) on a vision backbone's frozen features, and at random init\n\n"
             "`matrix-llm eval TASK --help` lists the options of a task with their defaults.\n"
         )
         return 0 if argv else 2

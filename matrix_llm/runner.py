@@ -263,8 +263,14 @@ def write_run_info(output_dir: str | Path, objective: Any, extra: dict[str, Any]
     return path
 
 
-def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: str) -> dict[str, float]:
-    """Resume target -> train -> save -> evaluate -> state -> card -> push; returns the final metrics.
+def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: str,
+                     finish: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, float]:  # fmt: skip
+    """Resume target -> train -> save -> evaluate -> ``finish`` -> state -> card -> push; returns the final
+    metrics.
+
+    ``finish(trainer)`` (optional, called on every process after the final evaluation) does a mode's own last
+    work (e.g. saving the backbone alone, offline probes) and returns results: its numeric values join the
+    returned metrics and the card, its ``details`` (a list of markdown lines) the card's details.
 
     Raises:
         Preempted: SIGTERM arrived; a checkpoint was saved and the message says how to resume.
@@ -304,13 +310,17 @@ def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: s
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
+    extra = dict(finish(trainer)) if finish is not None else {}
+    details = list(extra.pop("details", []))
+    extra = {k: v for k, v in extra.items() if isinstance(v, (int, float))}
+    metrics.update(extra)
     trainer.save_state()
 
     if trainer.is_world_process_zero():
         if model_args.use_peft:
             check_adapter(args.output_dir)
         objective_card = replace(trainer.objective.card(args), **card.card_overrides)
-        objective_card.details = list(objective_card.details) + list(card.details)
+        objective_card.details = list(objective_card.details) + list(card.details) + details
         hub.write_model_card(
             args.output_dir,
             objective_card=objective_card,
@@ -318,7 +328,7 @@ def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: s
             dataset=card.dataset,
             eval_dataset=card.eval_dataset,
             training_args=args,
-            metrics=hub.final_metrics(trainer.state.log_history),
+            metrics={**hub.final_metrics(trainer.state.log_history), **extra},
             peft=model_args.use_peft,
             model_id=args.hub_model_id,
             command=command,

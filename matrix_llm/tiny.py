@@ -81,6 +81,24 @@ def build_llama(
     return LlamaForCausalLM(config)
 
 
+def _image_config(kind: str, *, image_size: int, num_channels: int, hidden_size: int, num_layers: int,
+                  num_heads: int, **extra):  # fmt: skip
+    """The config of a tiny ViT (patches of ``image_size/4``) or ResNet (stages of ``hidden_size/2`` and
+    ``hidden_size`` channels)."""
+    from transformers import ResNetConfig, ViTConfig
+
+    if kind == "tiny-vit":
+        return ViTConfig(image_size=image_size, patch_size=max(1, image_size // 4), hidden_size=hidden_size,
+                         num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                         intermediate_size=2 * hidden_size, num_channels=num_channels, **extra)  # fmt: skip
+    if kind == "tiny-resnet":
+        config = ResNetConfig(embedding_size=max(8, hidden_size // 2), hidden_sizes=[max(8, hidden_size // 2), hidden_size],
+                              depths=[1] * 2, downsample_in_first_stage=False, num_channels=num_channels, **extra)  # fmt: skip
+        config.image_size = image_size  # not a ResNet setting: saved so that loaders know the training size
+        return config
+    raise ValueError(f"tiny image models: `kind` must be 'tiny-vit' or 'tiny-resnet'; got {kind!r}")
+
+
 def build_image_classifier(
     kind: str,
     *,
@@ -93,27 +111,47 @@ def build_image_classifier(
     id2label: dict[int, str] | None = None,
     seed: int = 0,
 ):
-    """A randomly initialised ``ViTForImageClassification`` (``kind="tiny-vit"``, patches of ``image_size/4``)
-    or ``ResNetForImageClassification`` (``"tiny-resnet"``: stages of ``hidden_size/2`` and ``hidden_size``
-    channels) sized for a CPU."""
+    """A randomly initialised ``ViTForImageClassification`` (``kind="tiny-vit"``) or
+    ``ResNetForImageClassification`` (``"tiny-resnet"``) sized for a CPU."""
     import torch
-    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
+    from transformers import ResNetForImageClassification, ViTForImageClassification
 
     labels = id2label or {i: str(i) for i in range(num_labels)}
-    common = dict(num_labels=num_labels, id2label=labels, label2id={v: k for k, v in labels.items()},
-                  num_channels=num_channels)  # fmt: skip
+    config = _image_config(kind, image_size=image_size, num_channels=num_channels, hidden_size=hidden_size,
+                           num_layers=num_layers, num_heads=num_heads, num_labels=num_labels, id2label=labels,
+                           label2id={v: k for k, v in labels.items()})  # fmt: skip
     torch.manual_seed(seed)
-    if kind == "tiny-vit":
-        config = ViTConfig(image_size=image_size, patch_size=max(1, image_size // 4), hidden_size=hidden_size,
-                           num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                           intermediate_size=2 * hidden_size, **common)  # fmt: skip
-        return ViTForImageClassification(config)
-    if kind == "tiny-resnet":
-        config = ResNetConfig(embedding_size=max(8, hidden_size // 2), hidden_sizes=[max(8, hidden_size // 2), hidden_size],
-                              depths=[1] * 2, downsample_in_first_stage=False, **common)  # fmt: skip
-        config.image_size = image_size  # not a ResNet setting: saved so that loaders know the training size
-        return ResNetForImageClassification(config)
-    raise ValueError(f"build_image_classifier: `kind` must be 'tiny-vit' or 'tiny-resnet'; got {kind!r}")
+    return (ViTForImageClassification if kind == "tiny-vit" else ResNetForImageClassification)(config)
+
+
+def build_image_backbone(kind: str, *, image_size: int = 16, num_channels: int = 1, hidden_size: int = 64,
+                         num_layers: int = 2, num_heads: int = 4, seed: int = 0):  # fmt: skip
+    """A randomly initialised ``ViTModel`` or ``ResNetModel``, the backbones of ``matrix-llm ssl``'s tiny
+    models (the ViT keeps its pooler so that ``AutoModel`` loads it whole; self-supervised training reads the class
+    token and freezes the pooler)."""
+    import torch
+    from transformers import ResNetModel, ViTModel
+
+    config = _image_config(kind, image_size=image_size, num_channels=num_channels, hidden_size=hidden_size,
+                           num_layers=num_layers, num_heads=num_heads)  # fmt: skip
+    torch.manual_seed(seed)
+    return (ViTModel if kind == "tiny-vit" else ResNetModel)(config)
+
+
+def build_mae(*, image_size: int = 16, num_channels: int = 1, hidden_size: int = 64, num_layers: int = 2,
+              num_heads: int = 4, mask_ratio: float = 0.75, seed: int = 0):  # fmt: skip
+    """A randomly initialised ``ViTMAEForPreTraining`` (patches of ``image_size/4``, a one-block decoder of half
+    the width, normalised-pixel loss), the tiny model of ``matrix-llm ssl --ssl_method mmae``."""
+    import torch
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    config = ViTMAEConfig(image_size=image_size, patch_size=max(1, image_size // 4), num_channels=num_channels,
+                          hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                          intermediate_size=2 * hidden_size, decoder_hidden_size=max(num_heads, hidden_size // 2),
+                          decoder_num_hidden_layers=1, decoder_num_attention_heads=num_heads,
+                          decoder_intermediate_size=hidden_size, mask_ratio=mask_ratio, norm_pix_loss=True)  # fmt: skip
+    torch.manual_seed(seed)
+    return ViTMAEForPreTraining(config)
 
 
 def build_text_classifier(

@@ -32,6 +32,8 @@ from .classification import ClassificationObjective
 from .classification_config import ClassificationConfig
 from .lm import LMObjective
 from .lm_config import LMConfig
+from .ssl import SSLObjective
+from .ssl_config import SSLConfig
 
 __all__ = [
     "OBJECTIVES",
@@ -43,6 +45,8 @@ __all__ = [
     "ObjectiveCard",
     "ObjectiveOutput",
     "ObjectiveSpec",
+    "SSLConfig",
+    "SSLObjective",
     "build_objective",
 ]
 
@@ -58,6 +62,7 @@ class ObjectiveSpec:
 OBJECTIVES: dict[str, ObjectiveSpec] = {
     "lm": ObjectiveSpec(objective=LMObjective, config=LMConfig),
     "classification": ObjectiveSpec(objective=ClassificationObjective, config=ClassificationConfig),
+    "ssl": ObjectiveSpec(objective=SSLObjective, config=SSLConfig),
 }
 
 

@@ -1,0 +1,346 @@
+"""Self-supervised vision: the two-view augmentation, SSLModel (EMA teacher, probe), SSLObjective for the three
+methods, the frozen-feature probes, and `matrix-llm ssl` end to end (save, probes, resume, bad input).
+
+Run: .venv/bin/python -m pytest tests/objectives/test_ssl.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import StepRecorder
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+import matrix_llm.trainer
+from matrix_llm import ssl
+from matrix_llm.data.augment import TwoViewAugment
+from matrix_llm.objectives import SSLObjective
+from matrix_llm.objectives.ssl_model import SSLModel, cosine_momentum
+from matrix_llm.tiny import build_image_backbone
+from matrix_llm.vision_eval import knn_accuracy, linear_probe_accuracy
+
+TINY = ["--config", "demo/ssl.yaml", "--tiny_hidden_size", "32", "--projector_hidden", "64", "--projector_dim", "32",
+        "--predictor_hidden", "16", "--max_train_samples", "128", "--max_eval_samples", "64",
+        "--per_device_train_batch_size", "32", "--disable_tqdm", "true"]  # fmt: skip
+
+
+def _images(n=8, channels=1, seed=0):
+    return torch.rand(n, channels, 12, 12, generator=torch.Generator().manual_seed(seed))
+
+
+# -- augmentation ------------------------------------------------------------------------------------------------
+
+
+def test_views_are_seeded_per_step_and_leave_the_global_rng_alone():
+    augment = TwoViewAugment(size=16, channels=3, seed=1)
+    x = _images(channels=3)
+    state = torch.random.get_rng_state()
+    a1, a2 = augment(x, step=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b1, b2 = TwoViewAugment(size=16, channels=3, seed=1)(x, step=5)  # a resumed run at the same step
+    assert a1.shape == a2.shape == (8, 3, 16, 16)
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)
+    c1, _ = augment(x, step=6)
+    assert not torch.equal(a1, c1)
+    d1, _ = augment(x, step=6)  # a second micro-batch of the same step (gradient accumulation): new views
+    assert not torch.equal(c1, d1)
+    assert not torch.equal(a1, a2)  # the two views differ
+
+
+def test_grey_views_and_bad_input():
+    augment = TwoViewAugment(size=10, channels=1, mean=(0.5,), std=(0.5,))
+    v1, v2 = augment(_images(), step=0)
+    assert v1.shape == (8, 1, 10, 10) and v1.min() >= -1.0 - 1e-6 and v1.max() <= 1.0 + 1e-6
+    with pytest.raises(ValueError, match=r"expected images \(N, 1, H, W\)"):
+        augment(_images(channels=3), step=0)
+    with pytest.raises(ValueError, match="`channels` must be 1 or 3"):
+        TwoViewAugment(size=10, channels=2)
+
+
+def test_each_operation_does_what_it_says():
+    from matrix_llm.data import augment as A
+
+    x = 0.4 + 0.2 * _images(channels=3)  # mid-range colours: no clamping below
+    torch.testing.assert_close(A.resized_crop(x, 12, (1.0, 1.0), ratio=(1.0, 1.0)), x)  # the whole image, same size
+    assert A.resized_crop(x, 5, (0.2, 1.0)).shape == (8, 3, 5, 5)
+    torch.testing.assert_close(A.flip(x, 1.0), x.flip(-1))
+    torch.testing.assert_close(A.solarize(x, 1.0), torch.where(x >= 0.5, 1 - x, x))
+    flat = torch.full((2, 3, 12, 12), 0.3)
+    torch.testing.assert_close(A.gaussian_blur(flat, 1.0, 5, (0.5, 1.5)), flat)  # a blur keeps a flat image
+    grey = A.grayscale(x, 1.0)
+    assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])
+    bright = A.color_jitter(x, A.ViewSettings(jitter=1.0, brightness=0.4, contrast=0, saturation=0, hue=0))
+    ratio = bright / x
+    assert torch.allclose(ratio, ratio.mean(dim=(1, 2, 3), keepdim=True).expand_as(ratio), atol=1e-5)  # one factor
+    assert 0.6 - 1e-6 <= ratio.min() and ratio.max() <= 1.4 + 1e-6
+    hue = A.color_jitter(x, A.ViewSettings(jitter=1.0, brightness=0, contrast=0, saturation=0, hue=0.05))
+    torch.testing.assert_close(A._grey(hue), A._grey(x), atol=1e-5, rtol=0)  # a hue rotation keeps the luma
+    assert not torch.allclose(hue, x)
+    contrast = A.color_jitter(x, A.ViewSettings(jitter=1.0, brightness=0, contrast=0.4, saturation=0, hue=0))
+    torch.testing.assert_close(A._grey(contrast).mean(dim=(1, 2, 3)), A._grey(x).mean(dim=(1, 2, 3)))  # keeps the mean
+    untouched = A.color_jitter(x, A.ViewSettings(jitter=0.0))
+    torch.testing.assert_close(untouched, x)
+
+
+# -- model and objective -------------------------------------------------------------------------------------------
+
+
+def _model(teacher=True, num_classes=3, predictor=16):
+    backbone = build_image_backbone("tiny-vit", image_size=12, num_channels=1, hidden_size=32)
+    return SSLModel(backbone, TwoViewAugment(size=12, channels=1), projector_hidden=32, projector_dim=16,
+                    predictor_hidden=predictor, teacher=teacher, num_classes=num_classes)  # fmt: skip
+
+
+def test_teacher_starts_as_the_student_and_follows_it_by_ema():
+    model = _model()
+    assert all(not p.requires_grad for p in model.teacher_backbone.parameters())
+    for s, t in zip(model.backbone.parameters(), model.teacher_backbone.parameters(), strict=True):
+        assert torch.equal(s, t)
+    before = [t.clone() for t in model.teacher_projector.parameters()]
+    with torch.no_grad():
+        for p in model.projector.parameters():
+            p.add_(1.0)
+    model.update_teacher(0.9)
+    for b, s, t in zip(before, model.projector.parameters(), model.teacher_projector.parameters(), strict=True):
+        torch.testing.assert_close(t, 0.9 * b + 0.1 * s)
+    assert cosine_momentum(0, 100, 0.996) == pytest.approx(0.996)
+    assert cosine_momentum(100, 100, 0.996) == pytest.approx(1.0)
+    assert cosine_momentum(50, 100, 0.996) == pytest.approx(0.998)
+
+
+@pytest.mark.parametrize("method", ["matrix_ssl", "mec", "simclr"])
+def test_each_method_trains_the_backbone_and_the_probe_sees_detached_features(method):
+    model = _model(teacher=method != "simclr", predictor=0 if method == "simclr" else 16)
+    objective = SSLObjective(method=method, preset="exact")
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, -100])
+    out = objective(model, {"pixel_values": _images(), "labels": labels}, step=0)
+    assert torch.isfinite(out.batch_loss)
+    assert {"probe_loss", "probe_accuracy", "matrix_entropy", "effective_rank"} <= set(out.metrics)
+    out.batch_loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+    assert model.probe[-1].weight.grad is not None
+    if method != "simclr":
+        assert all(p.grad is None for p in model.teacher_backbone.parameters())
+        assert objective.callbacks(trainer=None)  # the EMA update
+    else:
+        assert objective.callbacks(trainer=None) == []
+    with pytest.raises(ValueError, match="has no `pixel_values`"):
+        objective(model, {"labels": labels}, step=0)
+
+
+def test_a_batch_of_one_image_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        SSLObjective()(_model(), {"pixel_values": _images(n=1)}, step=0)
+
+
+# -- frozen-feature probes ----------------------------------------------------------------------------------------
+
+
+def test_linear_probe_and_knn_on_known_data():
+    rng = np.random.default_rng(0)
+    centres = np.eye(4)[:3] * 5
+    train_y, test_y = np.repeat(np.arange(3), 20), np.repeat(np.arange(3), 10)
+    train_x = centres[train_y] + rng.normal(size=(60, 4))
+    test_x = centres[test_y] + rng.normal(size=(30, 4))
+    assert linear_probe_accuracy(train_x, train_y, test_x, test_y) == 1.0
+    assert knn_accuracy(train_x, train_y, test_x, test_y, k=5) == 1.0
+    # one test point between two training points of class 1 (close) and three of class 0 (far): the weighted
+    # vote picks class 1 with T small, the plain majority would pick class 0
+    tx = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.1, 0.99], [-0.1, 0.99]])
+    ty = np.array([1, 1, 0, 0, 0])
+    assert knn_accuracy(tx, ty, np.array([[1.0, 0.05]]), np.array([1]), k=5, temperature=0.01) == 1.0
+    with pytest.raises(ValueError, match="k >= 1"):
+        knn_accuracy(tx, ty, tx, ty, k=0)
+
+
+# -- the command ---------------------------------------------------------------------------------------------------
+
+
+def test_ssl_command_saves_the_backbone_and_measures_it(tmp_path):
+    from transformers import AutoModel
+
+    from matrix_llm.eval_command import main as eval_main
+
+    out = tmp_path / "run"
+    assert ssl.main([*TINY, "--output_dir", str(out), "--num_train_epochs", "2", "--logging_steps", "2"]) == 0
+    backbone = AutoModel.from_pretrained(out / "backbone")
+    assert type(backbone).__name__ == "ViTModel"
+    results = json.loads((out / "results.json").read_text())
+    for key in ("probe_trained", "probe_random_init", "probe_raw_pixels", "knn_trained", "knn_random_init"):
+        assert 0.0 <= results[key] <= 1.0, key
+    assert "| trained backbone |" in (out / "report.md").read_text()
+    assert (out / "metrics.png").stat().st_size > 10_000
+    card = (out / "README.md").read_text()
+    assert "pipeline_tag: image-feature-extraction" in card and "Frozen-feature accuracy" in card
+    state = json.loads((out / "trainer_state.json").read_text())
+    logged = {k for log in state["log_history"] for k in log}
+    assert {"uniformity", "alignment", "teacher_momentum", "probe_accuracy", "eval_probe_accuracy"} <= logged
+    assert eval_main(["knn", "--model", str(out / "backbone"), "--data", "digits", "--max_train_samples", "200",
+                      "--output_dir", str(tmp_path / "knn")]) == 0  # fmt: skip
+    knn = json.loads((tmp_path / "knn" / "results.json").read_text())
+    assert {"trained", "random_init"} <= set(knn) and knn["train_size"] == 200
+
+
+def test_unlabelled_data_trains_without_probes(tmp_path):
+    out = tmp_path / "run"
+    assert ssl.main([*TINY, "--output_dir", str(out), "--max_steps", "2", "--label_column", "null",
+                     "--ssl_method", "simclr", "--logging_steps", "1"]) == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert not any(k.startswith(("probe_", "knn_")) for k in results)
+    final = json.loads((out / "all_results.json").read_text())
+    assert "eval_loss" in final and "eval_positive_accuracy" in final and "eval_probe_accuracy" not in final
+
+
+class _Interrupted(RuntimeError):
+    pass
+
+
+class _StopAfterSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            raise _Interrupted("killed after checkpoint-2")
+
+
+def _losses(out):
+    state = json.loads((out / "trainer_state.json").read_text())
+    return {log["step"]: log["loss"] for log in state["log_history"] if "loss" in log}
+
+
+@pytest.mark.slow
+def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
+    """The EMA teacher (in the checkpoint) and the views (seeded by step) resume exactly."""
+    argv = [*TINY, "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1",
+            "--eval_split", "null"]  # fmt: skip
+    assert ssl.main([*argv, "--output_dir", str(tmp_path / "full")]) == 0
+    original = matrix_llm.trainer.MatrixTrainer
+
+    class Killed(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(_StopAfterSave())
+
+    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Killed)
+    with pytest.raises(_Interrupted):
+        ssl.main([*argv, "--output_dir", str(tmp_path / "cut")])
+    steps = StepRecorder()
+
+    class Watched(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(steps)
+
+    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Watched)
+    assert ssl.main([*argv, "--output_dir", str(tmp_path / "cut"), "--resume_from_checkpoint", "true"]) == 0
+    assert steps.start == 2 and steps.executed == [3, 4]
+    full, cut = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
+    assert set(full) == set(cut) == {1, 2, 3, 4}
+    for step in full:
+        assert cut[step] == pytest.approx(full[step], rel=1e-6), step
+    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    teacher = [k for k in a if k.startswith("teacher_backbone.")]
+    assert teacher and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_config_problems_are_listed_before_any_model_loads(tmp_path, capsys):
+    assert ssl.main([*TINY, "--ssl_method", "byol", "--teacher_momentum", "2", "--output_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "`ssl_method`" in err and "`teacher_momentum`" in err
+    zero3 = tmp_path / "zero3.json"
+    zero3.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}))
+    assert ssl.main([*TINY, "--deepspeed", str(zero3), "--output_dir", str(tmp_path / "z")]) == 2
+    assert "ZeRO-3 partitions the EMA teacher" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"no image column 'pixels'; the columns are \['image', 'label'\]"):
+        ssl.main([*TINY, "--image_column", "pixels", "--output_dir", str(tmp_path / "c")])
+    assert math.isfinite(cosine_momentum(0, 0, 0.99))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["ddp", "zero2"])
+def test_two_processes_keep_every_parameter_and_the_teacher_identical(tmp_path, backend):
+    """2 real CPU processes (gloo): the student, its heads and the EMA teacher are the same on both ranks after
+    training (the matrix loss is computed on the gathered global batch, tests/test_distributed.py)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    if backend != "ddp":
+        pytest.importorskip("deepspeed")
+    extra = [] if backend == "ddp" else ["--deepspeed", str(repo / "recipes" / "deepspeed" / f"{backend}.json")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p))  # fmt: skip
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(repo / ".venv" / "torch_extensions"))
+    out = tmp_path / backend
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(repo / "tests" / "ssl_dist_worker.py"), *TINY, "--output_dir", str(out), "--max_steps", "3",
+           "--per_device_train_batch_size", "16", "--eval_split", "null", "--use_cpu", "true", *extra]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["distributed_type"].endswith("DEEPSPEED" if backend != "ddp" else "MULTI_CPU")
+    a, b = ranks[0]["checksums"], ranks[1]["checksums"]
+    assert any(k.startswith("teacher_backbone.") for k in a) and a.keys() == b.keys()
+    for name in a:
+        assert a[name] == pytest.approx(b[name], rel=1e-6, abs=1e-6), name
+    assert (out / "backbone" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("from_config", [False, True])
+def test_a_local_hub_style_backbone_loads_or_starts_from_its_config(tmp_path, from_config):
+    """The Hub path offline: a saved ResNet with an image processor (AutoModel / AutoImageProcessor); with
+    `init_from_config` the weights are a fresh random init, otherwise the saved ones (learning rate 0 here)."""
+    from safetensors.torch import load_file as load
+    from transformers import AutoImageProcessor, ViTImageProcessor
+
+    source = tmp_path / "resnet"
+    build_image_backbone("tiny-resnet", image_size=16, num_channels=3, hidden_size=16, seed=3).save_pretrained(source)
+    ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.4] * 3, image_std=[0.2] * 3).save_pretrained(source)
+    out = tmp_path / "run"
+    assert ssl.main([*TINY, "--model_name_or_path", str(source), "--init_from_config", str(from_config).lower(),
+                     "--output_dir", str(out), "--max_steps", "1", "--learning_rate", "0", "--eval_split", "null"]) == 0  # fmt: skip
+    before, after = load(str(source / "model.safetensors")), load(str(out / "backbone" / "model.safetensors"))
+    conv = next(k for k in before if k.endswith("convolution.weight"))
+    assert torch.equal(before[conv], after[conv]) is (not from_config)
+    assert list(AutoImageProcessor.from_pretrained(out / "backbone").image_mean) == [0.4] * 3
+
+
+@pytest.mark.parametrize("form", ["logdet", "second_order"])
+def test_mmae_is_the_mae_loss_minus_the_weighted_tcr_of_the_encoder_class_tokens(form):
+    from matrix_llm.data.augment import MAE_VIEW
+    from matrix_llm.losses import TCRLoss
+    from matrix_llm.objectives.ssl_model import MAEModel
+    from matrix_llm.tiny import build_mae
+
+    model = MAEModel(build_mae(image_size=12, hidden_size=32), TwoViewAugment(size=12, channels=1, views=(MAE_VIEW,) * 2),
+                     num_classes=3)  # fmt: skip
+    objective = SSLObjective(method="mmae", tcr_weight=0.5, tcr_mu=4.0, tcr_form=form)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    torch.manual_seed(0)  # ViT-MAE draws its mask from the global generator
+    out = objective(model, {"pixel_values": _images(), "labels": labels}, step=3)
+    torch.manual_seed(0)
+    model.augment._step = None  # the same views again (a second call of a step draws new ones)
+    again = model(pixel_values=_images(), labels=labels, augment_step=3)
+    reference = TCRLoss(mu=32 / 4.0, weight=0.5, second_order=form == "second_order")(again.features).total
+    probe = torch.nn.functional.cross_entropy(again.probe_logits, labels)
+    torch.testing.assert_close(out.batch_loss, again.reconstruction_loss + reference + probe)
+    assert ("tcr" if form == "logdet" else "uniformity_sq") in out.metrics and "reconstruction_loss" in out.metrics
+    out.batch_loss.backward()
+    assert model.mae.vit.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
+
+
+def test_mmae_command_saves_an_encoder_that_sees_every_patch(tmp_path):
+    from transformers import AutoModel
+
+    out = tmp_path / "mmae"
+    assert ssl.main([*TINY, "--ssl_method", "mmae", "--output_dir", str(out), "--max_steps", "2"]) == 0
+    encoder = AutoModel.from_pretrained(out / "backbone")
+    assert type(encoder).__name__ == "ViTMAEModel" and encoder.config.mask_ratio == 0.0
+    assert encoder(pixel_values=torch.zeros(1, 1, 16, 16)).last_hidden_state.shape[1] == 17  # 16 patches + CLS
+    assert "probe_trained" in json.loads((out / "results.json").read_text())
