@@ -27,7 +27,7 @@ from .objectives.classification_config import (
     ClassificationDataArguments,
     ClassificationModelArguments,
 )
-from .parsing import ConfigError, format_help
+from .parsing import ConfigError, format_help, mode_classes
 from .parsing import parse_args as parse_command_line
 from .runner import RunCard, run_command, train_and_finish
 
@@ -188,12 +188,6 @@ def run(model_args: ClassificationModelArguments, data_args: ClassificationDataA
     return metrics
 
 
-def _classes(objective: Any) -> tuple[type, ...]:
-    if objective is not None and objective not in OBJECTIVES:
-        raise ConfigError([f"`objective`: `{PROG}` runs {list(OBJECTIVES)}; got {objective!r}"])
-    return (ClassificationModelArguments, ClassificationDataArguments, ClassificationConfig)
-
-
 def _help(classes) -> str:
     return format_help(PROG, classes, example=f"{PROG} --config classify/digits.yaml --matrix_mir_weight 0.1",
                        summary="Train an image or text classifier with CE + optional MIR / HDR / matrix-entropy terms.")  # fmt: skip
@@ -202,7 +196,8 @@ def _help(classes) -> str:
 def parse_args(argv: list[str] | None = None) -> tuple[ClassificationModelArguments, ClassificationDataArguments,
                                                          ClassificationConfig]:  # fmt: skip
     """``[--config FILE.yaml] [--field value ...]`` -> the classification mode's three dataclasses."""
-    model_args, data_args, training_args = parse_command_line(argv, _classes, prog=PROG, help_text=_help)
+    classes = mode_classes(PROG, OBJECTIVES, (ClassificationModelArguments, ClassificationDataArguments, ClassificationConfig))
+    model_args, data_args, training_args = parse_command_line(argv, classes, prog=PROG, help_text=_help)
     text_model = model_args.model_name_or_path in TINY_TEXT_CLASSIFIERS
     if model_args.is_tiny and text_model != (data_args.text_column is not None):
         fix = "texts: set `text_column`" if text_model else "images: unset `text_column` or use tiny-bert"

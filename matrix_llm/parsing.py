@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ConfigError", "format_help", "looks_like_path", "parse_args", "problem", "resolve_config"]
+__all__ = ["ConfigError", "format_help", "looks_like_path", "mode_classes", "parse_args", "problem", "resolve_config"]
 
 _UNSET = object()
 
@@ -293,6 +293,18 @@ def _default_text(f: dataclasses.Field) -> str:
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
         return repr(f.default_factory())  # type: ignore[misc]
     return "required"
+
+
+def mode_classes(prog: str, objectives: Sequence[str], classes: Sequence[type]) -> Callable[[Any], Sequence[type]]:
+    """The ``classes`` argument of :func:`parse_args` for a command that runs ``objectives``: its dataclasses, or a
+    :class:`ConfigError` naming the command when a recipe's ``objective`` is another mode's."""
+
+    def pick(objective: Any) -> Sequence[type]:
+        if objective is not None and objective not in objectives:
+            raise ConfigError([f"`objective`: `{prog}` runs {list(objectives)}; got {objective!r}"])
+        return tuple(classes)
+
+    return pick
 
 
 def format_help(prog: str, classes: Sequence[type], *, example: str, summary: str = "") -> str:

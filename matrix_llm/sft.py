@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .objectives.lm_config import LMConfig, LMDataArguments, LMModelArguments
-from .parsing import ConfigError, format_help
+from .parsing import format_help, mode_classes
 from .parsing import parse_args as parse_command_line
 from .runner import RunCard, resolve_checkpoint, run_command, train_and_finish
 
@@ -269,12 +269,6 @@ def _collator(tokenizer: Any, data_args: LMDataArguments) -> Any:
     return CompletionCollator(tokenizer)
 
 
-def _classes(objective: Any) -> tuple[type, ...]:
-    if objective is not None and objective not in OBJECTIVES:
-        raise ConfigError([f"`objective`: `matrix-llm sft` runs {list(OBJECTIVES)}; got {objective!r}"])
-    return (LMModelArguments, LMDataArguments, LMConfig)
-
-
 def _help(classes) -> str:
     return format_help(
         PROG,
@@ -287,7 +281,8 @@ def _help(classes) -> str:
 def parse_args(argv: list[str] | None = None) -> tuple[LMModelArguments, LMDataArguments, LMConfig]:
     """``[--config FILE.yaml] [--field value ...]`` -> the LM mode's three dataclasses
     (:func:`matrix_llm.parsing.parse_args`; raises :class:`~matrix_llm.parsing.ConfigError`)."""
-    return parse_command_line(argv, _classes, prog=PROG, help_text=_help)
+    classes = mode_classes(PROG, OBJECTIVES, (LMModelArguments, LMDataArguments, LMConfig))
+    return parse_command_line(argv, classes, prog=PROG, help_text=_help)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .objectives.ssl_config import SSLConfig, SSLDataArguments, SSLModelArguments
-from .parsing import ConfigError, format_help
+from .parsing import ConfigError, format_help, mode_classes
 from .parsing import parse_args as parse_command_line
 from .runner import RunCard, run_command, train_and_finish
 
@@ -218,12 +218,6 @@ def run(model_args: SSLModelArguments, data_args: SSLDataArguments, training_arg
     return metrics
 
 
-def _classes(objective: Any) -> tuple[type, ...]:
-    if objective is not None and objective not in OBJECTIVES:
-        raise ConfigError([f"`objective`: `{PROG}` runs {list(OBJECTIVES)}; got {objective!r}"])
-    return (SSLModelArguments, SSLDataArguments, SSLConfig)
-
-
 def _help(classes) -> str:
     return format_help(PROG, classes, example=f"{PROG} --config demo/ssl.yaml --ssl_method mec",
                        summary="Train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR or M-MAE).")  # fmt: skip
@@ -235,7 +229,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[SSLModelArguments, SSLDat
     Raises:
         ConfigError: also for DeepSpeed ZeRO-3 with an EMA teacher (refused before any model loads).
     """
-    model_args, data_args, training_args = parse_command_line(argv, _classes, prog=PROG, help_text=_help)
+    classes = mode_classes(PROG, OBJECTIVES, (SSLModelArguments, SSLDataArguments, SSLConfig))
+    model_args, data_args, training_args = parse_command_line(argv, classes, prog=PROG, help_text=_help)
     if training_args.ssl_method in ("matrix_ssl", "mec") and _zero3(training_args):
         raise ConfigError([("`deepspeed`: ZeRO-3 partitions the EMA teacher's parameters, which the teacher update "
                            "reads whole; use ZeRO-2 (or DDP) for matrix_ssl / mec, or `ssl_method: simclr`")])  # fmt: skip

@@ -17,6 +17,26 @@ __all__ = ["MECLoss", "MatrixSSLLoss"]
 PRESETS = ("exact", "official")
 
 
+def _student_teacher(fn: str, z1: Tensor, z2: Tensor, p1: Tensor, p2: Tensor, gather: bool) -> tuple[Tensor, Tensor]:
+    """``(student, teacher)``, ``(2, M, d)`` each in the work dtype, paired as the official code pairs the views
+    (teacher of view 2 with student of view 1, and ``(p1, z2)``); with ``gather``, the rows of every rank
+    (the student's with gradients). Checks the shapes and values first."""
+    check_matrix(fn, "z1", z1)
+    m, d = z1.shape
+    for name, x in (("z2", z2), ("p1", p1), ("p2", p2)):
+        check_matrix(fn, name, x, rows=m, cols=d)
+    check_finite_and_range(fn, {"z1": z1, "z2": z2, "p1": p1, "p2": p2})
+    dtype = work_dtype(z1.dtype, z2.dtype, p1.dtype, p2.dtype)
+    student = torch.stack([z1, z2]).to(dtype)
+    teacher = torch.stack([p2, p1]).detach().to(dtype)
+    if gather:  # along the sample dim: (2, m, d) -> (m, 2, d) -> gather -> (M, 2, d) -> (2, M, d)
+        student = all_gather_with_grad(student.transpose(0, 1).contiguous()).transpose(0, 1)
+        teacher = all_gather_no_grad(teacher.transpose(0, 1).contiguous()).transpose(0, 1)
+    if student.shape[-2] < 2:
+        raise ValueError(f"{fn}: needs at least 2 samples per view; got {student.shape[-2]}")
+    return student, teacher
+
+
 class MatrixSSLLoss(nn.Module):
     r"""Matrix-SSL loss: matrix-uniformity plus ``gamma`` times matrix-alignment, symmetrised over two views.
 
@@ -114,22 +134,7 @@ class MatrixSSLLoss(nn.Module):
 
     def forward(self, z1: Tensor, z2: Tensor, p1: Tensor, p2: Tensor) -> LossOutput:
         """Student outputs ``z1, z2`` and teacher outputs ``p1, p2`` of the two views, ``(m, d)`` each."""
-        fn = f"MatrixSSLLoss(preset={self.preset!r})"
-        check_matrix(fn, "z1", z1)
-        m, d = z1.shape
-        for name, x in (("z2", z2), ("p1", p1), ("p2", p2)):
-            check_matrix(fn, name, x, rows=m, cols=d)
-        check_finite_and_range(fn, {"z1": z1, "z2": z2, "p1": p1, "p2": p2})
-        dtype = work_dtype(z1.dtype, z2.dtype, p1.dtype, p2.dtype)
-        # Pair the views as in the official code: (teacher of view 2, student of view 1), (p1, z2).
-        student = torch.stack([z1, z2]).to(dtype)
-        teacher = torch.stack([p2, p1]).detach().to(dtype)
-        if self.gather:
-            # gather along the sample dim: (2, m, d) -> (m, 2, d) -> gather -> (M, 2, d) -> (2, M, d)
-            student = all_gather_with_grad(student.transpose(0, 1).contiguous()).transpose(0, 1)
-            teacher = all_gather_no_grad(teacher.transpose(0, 1).contiguous()).transpose(0, 1)
-        if student.shape[-2] < 2:
-            raise ValueError(f"{fn}: needs at least 2 samples per view; got {student.shape[-2]}")
+        student, teacher = _student_teacher(f"MatrixSSLLoss(preset={self.preset!r})", z1, z2, p1, p2, self.gather)
         with no_autocast(student):
             zs = F.normalize(student, dim=-1)
             ps = F.normalize(teacher, dim=-1)
@@ -194,21 +199,8 @@ class MECLoss(nn.Module):
         return logabsdet
 
     def forward(self, z1: Tensor, z2: Tensor, p1: Tensor, p2: Tensor) -> LossOutput:
-        fn = "MECLoss"
-        check_matrix(fn, "z1", z1)
-        m, d = z1.shape
-        for name, x in (("z2", z2), ("p1", p1), ("p2", p2)):
-            check_matrix(fn, name, x, rows=m, cols=d)
-        check_finite_and_range(fn, {"z1": z1, "z2": z2, "p1": p1, "p2": p2})
-        dtype = work_dtype(z1.dtype, z2.dtype, p1.dtype, p2.dtype)
-        student = torch.stack([z1, z2]).to(dtype)
-        teacher = torch.stack([p2, p1]).detach().to(dtype)
-        if self.gather:
-            student = all_gather_with_grad(student.transpose(0, 1).contiguous()).transpose(0, 1)
-            teacher = all_gather_no_grad(teacher.transpose(0, 1).contiguous()).transpose(0, 1)
-        m = student.shape[-2]
-        if m < 2:
-            raise ValueError(f"{fn}: needs at least 2 samples per view; got {m}")
+        student, teacher = _student_teacher("MECLoss", z1, z2, p1, p2, self.gather)
+        m, d = student.shape[-2:]
         with no_autocast(student):
             lam = d / (m * self.eps_sq)
             c = lam * F.normalize(teacher, dim=-1) @ F.normalize(student, dim=-1).mT
