@@ -184,6 +184,12 @@ def test_ssl_command_saves_the_backbone_and_measures_it(tmp_path):
                       "--output_dir", str(tmp_path / "knn")]) == 0  # fmt: skip
     knn = json.loads((tmp_path / "knn" / "results.json").read_text())
     assert {"trained", "random_init"} <= set(knn) and knn["train_size"] == 200
+    assert eval_main(["probe", "--model", str(out / "backbone"), "--data", "digits", "--max_train_samples", "300",
+                      "--output_dir", str(tmp_path / "probe")]) == 0  # fmt: skip
+    probe = json.loads((tmp_path / "probe" / "results.json").read_text())
+    assert probe["task"] == "probe" and 0.1 < probe["random_init"] <= 1.0 and 0.1 < probe["trained"] <= 1.0
+    with pytest.raises(ValueError, match="no label column 'digit'"):
+        eval_main(["probe", "--model", str(out / "backbone"), "--data", "digits", "--label_column", "digit"])
 
 
 def test_unlabelled_data_trains_without_probes(tmp_path):
