@@ -48,7 +48,7 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=r, world_size=world)
     from matrix_llm import info
     from matrix_llm.distributed import all_gather_no_grad, all_gather_with_grad, rank, world_size
-    from matrix_llm.losses import MatrixSSLLoss, MECLoss, NTXentLoss, TokenMCELoss
+    from matrix_llm.losses import CLIPLoss, CrossModalMCELoss, MatrixSSLLoss, MECLoss, NTXentLoss, TokenMCELoss
 
     torch.manual_seed(0)  # same full data on every rank
     n = sum(SIZES)
@@ -81,6 +81,9 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
 
     mec_global, mec_local = MECLoss(gather=True), MECLoss(gather=False)
     simclr_global, simclr_local = NTXentLoss(gather=True), NTXentLoss(gather=False)
+    clip_global, clip_local = CLIPLoss(gather=True), CLIPLoss(gather=False)
+    xmce_global, xmce_local = CrossModalMCELoss(gather=True), CrossModalMCELoss(gather=False)
+    scale = torch.tensor(2.0, dtype=torch.float64)
 
     cases = {
         # name: (distributed fn, single-process fn, tensors)
@@ -97,6 +100,8 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
             [z, z2],
         ),
         "nt_xent_global": (lambda a, b: simclr_global(a, b).total, lambda a, b: simclr_local(a, b).total, [z, z2]),
+        "clip_global": (lambda a, b: clip_global(a, b, scale).total, lambda a, b: clip_local(a, b, scale).total, [z, z2]),
+        "crossmodal_mce_global": (lambda a, b: xmce_global(a, b).total, lambda a, b: xmce_local(a, b).total, [z, z2]),
         "token_mce_global": (
             lambda h: tok_global(h, _slice(labels, r), head).total,
             lambda h: tok_local(h, labels, head).total,

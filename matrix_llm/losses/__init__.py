@@ -9,6 +9,8 @@ name                   class                            forward
 ``matrix_ssl``         :class:`MatrixSSLLoss`           ``(z1, z2, p1, p2)``
 ``mec``                :class:`MECLoss`                 ``(z1, z2, p1, p2)``
 ``nt_xent``            :class:`NTXentLoss`              ``(z1, z2)``
+``clip``               :class:`CLIPLoss`                ``(image_features, text_features, logit_scale)``
+``crossmodal_mce``     :class:`CrossModalMCELoss`       ``(image_features, text_features)``
 ``token_mce``          :class:`TokenMCELoss`            ``(hidden, labels, head_weight, logits=None)``
 ``crossmodal_entropy`` :class:`CrossModalEntropyLoss`   ``(image_features, text_features, labels)``
 ``mir_hdr``            :class:`MIRHDRLoss`              ``(features, head_weight, labels)``
@@ -24,15 +26,17 @@ from torch import nn
 
 from .base import LossOutput
 from .coding import TCRLoss
-from .contrastive import NTXentLoss
-from .crossmodal import CrossModalEntropyLoss
+from .contrastive import CLIPLoss, NTXentLoss
+from .crossmodal import CrossModalEntropyLoss, CrossModalMCELoss
 from .neural_collapse import MIRHDRLoss
 from .ssl import MatrixSSLLoss, MECLoss
 from .token import TokenMCELoss
 
 __all__ = [
     "LOSSES",
+    "CLIPLoss",
     "CrossModalEntropyLoss",
+    "CrossModalMCELoss",
     "LossOutput",
     "MECLoss",
     "MIRHDRLoss",
@@ -46,6 +50,8 @@ LOSSES: dict[str, type[nn.Module]] = {
     "matrix_ssl": MatrixSSLLoss,
     "mec": MECLoss,
     "nt_xent": NTXentLoss,
+    "clip": CLIPLoss,
+    "crossmodal_mce": CrossModalMCELoss,
     "token_mce": TokenMCELoss,
     "crossmodal_entropy": CrossModalEntropyLoss,
     "mir_hdr": MIRHDRLoss,

@@ -1,4 +1,5 @@
-"""SimCLR's contrastive loss (NT-Xent; Chen et al., ICML 2020), the baseline Matrix-SSL is compared with."""
+"""Contrastive losses: SimCLR's NT-Xent (Chen et al., ICML 2020), the baseline Matrix-SSL is compared with, and
+CLIP's symmetric image-text InfoNCE (Radford et al., ICML 2021)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from ..distributed import all_gather_with_grad
 from ..info import no_autocast, work_dtype
 from .base import LossOutput, check_finite_and_range, check_matrix, detached_parts
 
-__all__ = ["NTXentLoss"]
+__all__ = ["CLIPLoss", "NTXentLoss"]
 
 
 class NTXentLoss(nn.Module):
@@ -59,3 +60,44 @@ class NTXentLoss(nn.Module):
             total = F.cross_entropy(logits, positives)
             accuracy = (logits.argmax(-1) == positives).float().mean()
         return LossOutput(total=total, parts=detached_parts(positive_accuracy=accuracy))
+
+
+class CLIPLoss(nn.Module):
+    r"""CLIP's symmetric InfoNCE (Radford et al., ICML 2021; open_clip's ``ClipLoss``):
+
+    ``L = ½ [CE(s · Î Tᵀ, y) + CE(s · T Îᵀ, y)]``, ``y_i = i``, rows L2-normalised, ``s = exp(logit_scale)``.
+
+    With ``gather`` (default) the features of every rank are gathered with gradients and every rank computes the
+    loss of the global batch (open_clip's ``local_loss=False, gather_with_grad=True``), so data-parallel averaging
+    gives the single-process gradient of the concatenated batch (tested with two processes).
+
+    Shapes (``forward``): ``image_features (N, d)``, ``text_features (N, d)`` (row ``i`` is the caption of image
+    ``i``), ``logit_scale`` a scalar tensor (the log of the scale, as ``CLIPModel.logit_scale``).
+
+    Returns:
+        :class:`LossOutput` with ``total`` and the parts ``infonce`` (the same) and ``contrastive_accuracy`` (share of
+        images whose most similar caption is their own).
+    """
+
+    def __init__(self, *, gather: bool = True) -> None:
+        super().__init__()
+        self.gather = bool(gather)
+
+    def forward(self, image_features: Tensor, text_features: Tensor, logit_scale: Tensor) -> LossOutput:
+        fn = "CLIPLoss"
+        check_matrix(fn, "image_features", image_features)
+        n, d = image_features.shape
+        check_matrix(fn, "text_features", text_features, rows=n, cols=d)
+        check_finite_and_range(fn, {"image_features": image_features, "text_features": text_features})
+        pairs = torch.stack([image_features, text_features], 1).to(work_dtype(image_features.dtype, text_features.dtype))
+        if self.gather:
+            pairs = all_gather_with_grad(pairs)
+        if pairs.shape[0] < 2:
+            raise ValueError(f"{fn}: needs at least 2 image-text pairs in the batch; got {pairs.shape[0]}")
+        with no_autocast(pairs):
+            images, texts = F.normalize(pairs[:, 0], dim=-1), F.normalize(pairs[:, 1], dim=-1)
+            logits = logit_scale.to(pairs.dtype).exp() * images @ texts.mT
+            targets = torch.arange(pairs.shape[0], device=pairs.device)
+            total = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.mT, targets))
+            accuracy = (logits.argmax(-1) == targets).float().mean()
+        return LossOutput(total=total, parts=detached_parts(infonce=total, contrastive_accuracy=accuracy))

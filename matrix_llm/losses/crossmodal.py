@@ -1,4 +1,5 @@
-"""Cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767; docs/formulations.md)."""
+"""Cross-modal matrix losses: the matrix-entropy alignment of Song et al. (arXiv 2409.16767) and a matrix
+cross-entropy between the image and text covariances of a paired batch (docs/formulations.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import info
+from ..distributed import all_gather_with_grad
 from ..info import no_autocast, work_dtype  # the one autocast switch and upcast rule of info/ and losses/
 from .base import (
     LossOutput,
@@ -17,7 +19,7 @@ from .base import (
     detached_parts,
 )
 
-__all__ = ["CrossModalEntropyLoss"]
+__all__ = ["CrossModalEntropyLoss", "CrossModalMCELoss"]
 
 
 class CrossModalEntropyLoss(nn.Module):
@@ -84,3 +86,47 @@ class CrossModalEntropyLoss(nn.Module):
                 num_classes=torch.tensor(float(len(entropies)), dtype=dtype, device=total.device),
             ),
         )
+
+
+class CrossModalMCELoss(nn.Module):
+    r"""Matrix cross-entropy between the feature covariances of the two modalities of a paired batch, both ways:
+
+    ``L = ½ [MCE(C(T) + μI, C(I) + μI) + MCE(C(I) + μI, C(T) + μI)]``
+
+    with ``C`` the centred covariance of the row-normalised features (:func:`matrix_llm.info.covariance`) and
+    ``MCE(P, Q) = -tr(P log Q) + tr(Q)``, smallest at ``Q = P``: it pulls the two modalities' feature
+    distributions (not individual pairs) together, from the cheaper side when the batch is smaller than the
+    dimension (:func:`matrix_llm.info.feature_mce`). [proposal] matrix_llm's term, documented in
+    docs/formulations.md.
+
+    Args:
+        mu: shift ``> 0`` of both covariances.
+        gather: features of every rank first (with gradients).
+
+    Shapes (``forward``): ``image_features (N, d)``, ``text_features (M, d)``.
+
+    Returns:
+        :class:`LossOutput` with the part ``mce``.
+    """
+
+    def __init__(self, *, mu: float = 0.5, gather: bool = True) -> None:
+        super().__init__()
+        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not mu > 0:
+            raise ValueError(f"CrossModalMCELoss: `mu` must be a number > 0; got {mu!r}")
+        self.mu, self.gather = float(mu), bool(gather)
+
+    def forward(self, image_features: Tensor, text_features: Tensor) -> LossOutput:
+        fn = "CrossModalMCELoss"
+        check_matrix(fn, "image_features", image_features)
+        check_matrix(fn, "text_features", text_features, cols=image_features.shape[1])
+        check_finite_and_range(fn, {"image_features": image_features, "text_features": text_features})
+        dtype = work_dtype(image_features.dtype, text_features.dtype)
+        images, texts = image_features.to(dtype), text_features.to(dtype)
+        if self.gather:
+            images, texts = all_gather_with_grad(images), all_gather_with_grad(texts)
+        if min(images.shape[0], texts.shape[0]) < 2:
+            raise ValueError(f"{fn}: needs at least 2 rows of each modality; got {images.shape[0]} and {texts.shape[0]}")
+        with no_autocast(images):
+            total = 0.5 * (info.feature_mce(texts, images, lamb=self.mu, mu=self.mu)
+                           + info.feature_mce(images, texts, lamb=self.mu, mu=self.mu))  # fmt: skip
+        return LossOutput(total=total, parts=detached_parts(mce=total))
