@@ -3,6 +3,7 @@
     matrix-llm sft  --config demo/mce.yaml [--field value ...]
     matrix-llm classify --config classify/digits.yaml [--field value ...]
     matrix-llm ssl --config demo/ssl.yaml [--field value ...]
+    matrix-llm clip --config demo/clip.yaml [--field value ...]
     matrix-llm eval gsm8k --model PATH_OR_HUB_ID [...]
     matrix-llm analyze --model PATH_OR_HUB_ID --data SOURCE [--compare OTHER]
     matrix-llm analyze lmc A B --data SOURCE
@@ -22,6 +23,7 @@ import sys
 COMMANDS = {
     "sft": ("matrix_llm.sft", "fine-tune a causal LM with LM loss + matrix loss"),
     "ssl": ("matrix_llm.ssl", "train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR) + probes"),
+    "clip": ("matrix_llm.clip", "align image and text encoders (InfoNCE + matrix terms), zero-shot and retrieval"),
     "classify": ("matrix_llm.classify", "train an image classifier with CE + MIR / HDR / matrix-entropy terms"),
     "eval": ("matrix_llm.eval_command", "evaluate a model (GSM8K, lm-eval compatible scoring)"),
     "analyze": ("matrix_llm.analyze", "per-layer matrix entropy / eRank / Diff-eRank / nuclear norm; `analyze lmc A B`"),

@@ -48,7 +48,14 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=r, world_size=world)
     from matrix_llm import info
     from matrix_llm.distributed import all_gather_no_grad, all_gather_with_grad, rank, world_size
-    from matrix_llm.losses import CLIPLoss, CrossModalMCELoss, MatrixSSLLoss, MECLoss, NTXentLoss, TokenMCELoss
+    from matrix_llm.losses import (
+        CLIPLoss,
+        CrossModalMCELoss,
+        MatrixSSLLoss,
+        MECLoss,
+        NTXentLoss,
+        TokenMCELoss,
+    )
 
     torch.manual_seed(0)  # same full data on every rank
     n = sum(SIZES)

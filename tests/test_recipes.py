@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from matrix_llm import classify, sft, ssl
+from matrix_llm import classify, clip, sft, ssl
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -56,7 +56,7 @@ def test_training_recipe_parses(path, tmp_path):
     # hardware-only switches that TrainingArguments checks against this machine (bf16/tf32 need a GPU)
     hardware = [] if torch.cuda.is_available() else ["--use_cpu", "true", "--tf32", "false"]
     objective = yaml.safe_load(path.read_text()).get("objective", "lm")
-    command = {"lm": sft, "classification": classify, "ssl": ssl}[objective]
+    command = {"lm": sft, "classification": classify, "ssl": ssl, "clip": clip}[objective]
     model_args, data_args, training_args = command.parse_args(
         ["--config", str(path), "--output_dir", str(tmp_path), *hardware]
     )

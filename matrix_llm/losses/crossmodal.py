@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import info
@@ -58,6 +59,16 @@ class CrossModalEntropyLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"normalize={self.normalize}"
 
+    def _pairs(self, images: Tensor, texts: Tensor, labels: Tensor, *, num_classes: int) -> LossOutput:
+        """Every class has one image: ``G = [i ; t]`` has the Gram ``[[1, c], [c, 1]]`` (``c`` the cosine), whose
+        trace-normalised eigenvalues are ``(1 ± c) / 2``; ``H = -Σ p log p`` over them (``0 log 0 = 0``)."""
+        cos = (F.normalize(images, dim=-1) * F.normalize(texts[labels], dim=-1)).sum(-1).clamp(-1.0, 1.0)
+        p = torch.stack([(1 + cos) / 2, (1 - cos) / 2])
+        h = -torch.where(p > 0, p * p.clamp(min=torch.finfo(p.dtype).tiny).log(), torch.zeros_like(p)).sum(0)
+        total = (h / math.log(2) if self.normalize else h).mean()
+        count = torch.tensor(float(num_classes), dtype=total.dtype, device=total.device)
+        return LossOutput(total=total, parts=detached_parts(entropy=total, num_classes=count))
+
     def forward(self, image_features: Tensor, text_features: Tensor, labels: Tensor) -> LossOutput:
         fn = "CrossModalEntropyLoss"
         check_matrix(fn, "image_features", image_features)
@@ -73,8 +84,11 @@ class CrossModalEntropyLoss(nn.Module):
         dtype = work_dtype(image_features.dtype, text_features.dtype)
         with no_autocast(image_features):
             images, texts = image_features.to(dtype), text_features.to(dtype)
+            classes, counts = torch.unique(labels, return_counts=True)
+            if bool((counts == 1).all()):  # one image per class (a paired batch): closed form, no loop
+                return self._pairs(images, texts, labels, num_classes=len(classes))
             entropies = []
-            for c in torch.unique(labels).tolist():
+            for c in classes.tolist():
                 group = torch.cat([images[labels == c], texts[c : c + 1]], dim=0)
                 h = info.feature_entropy(group)
                 entropies.append(h / math.log(group.shape[0]) if self.normalize else h)

@@ -30,6 +30,8 @@ from typing import Any
 from .base import Objective, ObjectiveCard, ObjectiveOutput
 from .classification import ClassificationObjective
 from .classification_config import ClassificationConfig
+from .clip import CLIPObjective
+from .clip_config import CLIPConfig
 from .lm import LMObjective
 from .lm_config import LMConfig
 from .ssl import SSLObjective
@@ -37,6 +39,8 @@ from .ssl_config import SSLConfig
 
 __all__ = [
     "OBJECTIVES",
+    "CLIPConfig",
+    "CLIPObjective",
     "ClassificationConfig",
     "ClassificationObjective",
     "LMConfig",
@@ -63,6 +67,7 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
     "lm": ObjectiveSpec(objective=LMObjective, config=LMConfig),
     "classification": ObjectiveSpec(objective=ClassificationObjective, config=ClassificationConfig),
     "ssl": ObjectiveSpec(objective=SSLObjective, config=SSLConfig),
+    "clip": ObjectiveSpec(objective=CLIPObjective, config=CLIPConfig),
 }
 
 

@@ -74,3 +74,19 @@ def test_crossmodal_mce_is_the_symmetric_covariance_mce_and_smallest_for_matchin
     torch.testing.assert_close(CrossModalMCELoss()(wide_i, wide_t).total, dense)
     with pytest.raises(ValueError, match="at least 2 rows"):
         CrossModalMCELoss()(images[:1], texts)
+
+
+def test_crossmodal_entropy_closed_form_for_pairs_equals_the_grouped_loop():
+    from matrix_llm.losses import CrossModalEntropyLoss
+
+    images, texts = _pairs(n=5, d=6)
+    texts[2] = images[2] * 4  # an aligned pair: entropy 0, finite gradient
+    labels = torch.arange(5)
+    fast = CrossModalEntropyLoss()(images, texts, labels)
+    loop = torch.stack([info.feature_entropy(torch.stack([images[i], texts[i]])) for i in range(5)]).mean()
+    torch.testing.assert_close(fast.total, loop)
+    normalised = CrossModalEntropyLoss(normalize=True)(images, texts, labels)
+    torch.testing.assert_close(normalised.total, loop / math.log(2))
+    images.requires_grad_(True)
+    CrossModalEntropyLoss()(images, texts, labels).total.backward()
+    assert torch.isfinite(images.grad).all()

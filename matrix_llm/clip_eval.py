@@ -1,0 +1,101 @@
+"""Image-text evaluation of CLIP-style dual encoders (``CLIPModel``, ``VisionTextDualEncoderModel``): zero-shot
+classification with prompt templates and image <-> text retrieval, with open_clip's metric names.
+
+- :func:`zero_shot_accuracy`: each class is the normalised mean of its prompts' text embeddings (CLIP's prompt
+  ensembling); an image's prediction is the class of highest cosine similarity; top-1 and top-5 accuracy.
+- :func:`retrieval_metrics`: for paired embeddings (row ``i`` of both is a pair), the rank of the true partner
+  in each direction: ``image_to_text_R@{1,5,10}``, ``text_to_image_R@{1,5,10}``, ``*_mean_rank``,
+  ``*_median_rank`` (ranks from 1), as open_clip's ``get_clip_metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["class_embeddings", "encode_images", "encode_pairs", "retrieval_metrics", "zero_shot_accuracy"]
+
+
+def _features(out: Any) -> torch.Tensor:
+    """The projected features of ``get_image_features`` / ``get_text_features`` (a tensor, or the
+    ``pooler_output`` of the output object transformers 5 returns)."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+@torch.no_grad()
+def encode_pairs(model: Any, rows: Any, collator: Any, *, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised ``(image_embeds, text_embeds)`` of the ``image`` / ``caption`` rows, in order (float32, CPU)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    images, texts = [], []
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            images.append(_features(model.get_image_features(pixel_values=batch["pixel_values"])).float().cpu())
+            texts.append(_features(model.get_text_features(input_ids=batch["input_ids"],
+                                                           attention_mask=batch["attention_mask"])).float().cpu())  # fmt: skip
+    finally:
+        model.train(was_training)
+    return F.normalize(torch.cat(images), dim=-1), F.normalize(torch.cat(texts), dim=-1)
+
+
+@torch.no_grad()
+def encode_images(model: Any, rows: Any, collator: Any, *, batch_size: int = 256) -> torch.Tensor:
+    """Normalised image embeddings of the ``image`` rows (``collator``: an image collator), float32 on the CPU."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+            out.append(_features(model.get_image_features(pixel_values=batch["pixel_values"].to(device))).float().cpu())
+    finally:
+        model.train(was_training)
+    return F.normalize(torch.cat(out), dim=-1)
+
+
+@torch.no_grad()
+def class_embeddings(model: Any, tokenizer: Any, class_names: Sequence[str], templates: Sequence[str], *,
+                     max_length: int = 77) -> torch.Tensor:  # fmt: skip
+    """``(C, d)``: per class, the normalised mean of the normalised embeddings of ``template.format(name)``."""
+    device = next(model.parameters()).device
+    out = []
+    for name in class_names:
+        text = tokenizer([t.format(name) for t in templates], padding=True, truncation=True, max_length=max_length,
+                         return_tensors="pt").to(device)  # fmt: skip
+        embeds = F.normalize(_features(model.get_text_features(input_ids=text["input_ids"],
+                                                                attention_mask=text["attention_mask"])).float(), dim=-1)  # fmt: skip
+        out.append(F.normalize(embeds.mean(0), dim=-1).cpu())
+    return torch.stack(out)
+
+
+def zero_shot_accuracy(image_embeds: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor) -> dict[str, float]:
+    """Top-1 / top-5 accuracy of the nearest class embedding (cosine) for each image."""
+    scores = image_embeds @ classes.T
+    top = scores.topk(min(5, classes.shape[0]), dim=1).indices
+    hit = top == labels.view(-1, 1)
+    return {"zeroshot_top1": float(hit[:, 0].float().mean()), "zeroshot_top5": float(hit.any(1).float().mean())}
+
+
+def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> dict[str, float]:
+    """Ranks of the true partner in both directions, open_clip's names (module docstring)."""
+    if image_embeds.shape != text_embeds.shape:
+        raise ValueError(f"retrieval_metrics: paired embeddings needed; got {tuple(image_embeds.shape)} and "
+                         f"{tuple(text_embeds.shape)}")  # fmt: skip
+    logits = image_embeds @ text_embeds.T
+    truth = torch.arange(len(logits)).view(-1, 1)
+    metrics: dict[str, float] = {}
+    for name, scores in (("image_to_text", logits), ("text_to_image", logits.T)):
+        ranks = torch.where(scores.argsort(dim=1, descending=True) == truth)[1].numpy()
+        metrics[f"{name}_mean_rank"] = float(ranks.mean() + 1)
+        metrics[f"{name}_median_rank"] = float(np.floor(np.median(ranks)) + 1)
+        for k in (1, 5, 10):
+            metrics[f"{name}_R@{k}"] = float(np.mean(ranks < k))
+    return metrics

