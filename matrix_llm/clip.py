@@ -25,7 +25,7 @@ from typing import Any
 from .objectives.clip_config import CLIPConfig, CLIPDataArguments, CLIPModelArguments
 from .parsing import format_help, mode_classes
 from .parsing import parse_args as parse_command_line
-from .runner import RunCard, run_command, train_and_finish
+from .runner import RunCard, run_command, train_and_finish, write_report
 
 __all__ = ["FASHION_MNIST_CLASSES", "build_model", "main", "parse_args", "run", "zeroshot_set"]
 
@@ -151,10 +151,7 @@ def _report(output_dir: Path, args: CLIPConfig, data_args: CLIPDataArguments, na
                 "text_to_image_R@1", "text_to_image_R@5", "image_to_text_median_rank", "retrieval_pairs"):  # fmt: skip
         if key in results:
             lines.append(f"| {key} | {results[key]:.4f} |" if isinstance(results[key], float) else f"| {key} | {results[key]} |")
-    lines += ["", "![metrics](metrics.png)", "", "Reproduce: `matrix-llm clip " + " ".join(results.get("argv", [])) + "`"]
-    text = "\n".join(lines) + "\n"
-    (output_dir / "report.md").write_text(text)
-    return text
+    return write_report(output_dir, "clip", lines, results)
 
 
 def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_args: CLIPConfig,
@@ -207,12 +204,6 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
                      dataset=data_args.dataset_name),
     )  # fmt: skip
     if trainer.is_world_process_zero():
-        from .plotting import plot_run
-
-        try:
-            plot_run(output_dir)
-        except ValueError as e:
-            logger.warning("no metrics.png: %s", e)
         results = json.loads((output_dir / "results.json").read_text())
         print(_report(output_dir, training_args, data_args, model_args.model_name_or_path, results))  # noqa: T201
     del trainer, model

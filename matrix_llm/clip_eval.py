@@ -6,6 +6,9 @@ classification with prompt templates and image <-> text retrieval, with open_cli
 - :func:`retrieval_metrics`: for paired embeddings (row ``i`` of both is a pair), the rank of the true partner
   in each direction: ``image_to_text_R@{1,5,10}``, ``text_to_image_R@{1,5,10}``, ``*_mean_rank``,
   ``*_median_rank`` (ranks from 1), as open_clip's ``get_clip_metrics``.
+
+Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``matrix-llm eval retrieval --model DIR
+[--data scenes]`` write ``results.json`` (default ``DIR/eval/<task>/``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["class_embeddings", "encode_images", "encode_pairs", "retrieval_metrics", "zero_shot_accuracy"]
+__all__ = ["class_embeddings", "encode_images", "encode_pairs", "main_retrieval", "main_zeroshot", "retrieval_metrics",
+           "zero_shot_accuracy"]
 
 
 def _features(out: Any) -> torch.Tensor:
@@ -99,3 +103,93 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> 
         for k in (1, 5, 10):
             metrics[f"{name}_R@{k}"] = float(np.mean(ranks < k))
     return metrics
+
+
+# -- command line: matrix-llm eval zeroshot / eval retrieval -------------------------------------------------------
+
+
+def _load(args: Any) -> tuple[Any, Any, Any]:
+    """``(model, tokenizer, image collator)`` of a saved or Hub dual encoder (its image processor when it has one,
+    else the tiny models' ``[-1, 1]`` scaling at ``vision_config.image_size``)."""
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    from .data.images import ImageCollator
+
+    model = AutoModel.from_pretrained(args.model, revision=args.revision)
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model, revision=args.revision)
+    try:
+        processor = AutoImageProcessor.from_pretrained(args.model, revision=args.revision)
+    except (OSError, ValueError):
+        processor = None
+    size = getattr(getattr(model.config, "vision_config", None), "image_size", 224)
+    return model, tokenizer, ImageCollator(image_size=size, channels=3, processor=processor)
+
+
+def _write(args: Any, task: str, result: dict[str, Any]) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    out = Path(args.output_dir or Path(args.model) / "eval" / task)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float))
+    print(f"{task}: {shown}; wrote {out / 'results.json'}")  # noqa: T201 - CLI output
+    return result
+
+
+def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
+    """``matrix-llm eval zeroshot --model DIR --data {scenes,IDX folder} [--classes ...] [--templates ...]``."""
+    import argparse
+
+    from .clip import zeroshot_set
+    from .objectives.clip_config import CLIPDataArguments
+
+    parser = argparse.ArgumentParser(prog="matrix-llm eval zeroshot", description="Zero-shot top-1 / top-5 accuracy "
+                                     "of a dual encoder with prompt templates.")  # fmt: skip
+    parser.add_argument("--model", required=True, help="a saved `matrix-llm clip` model or a Hub CLIP id")
+    parser.add_argument("--data", default="scenes", help="scenes (held-out compositions) or an IDX folder")
+    parser.add_argument("--classes", nargs="+", default=None, help="class names (scenes / Fashion-MNIST: built in)")
+    parser.add_argument("--templates", nargs="+", default=None, help="prompt templates with {}")
+    parser.add_argument("--num_samples", type=int, default=1000)
+    parser.add_argument("--image_size", type=int, default=32, help="scenes: rendered side")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--output_dir", default=None, help="default: MODEL/eval/zeroshot")
+    args = parser.parse_args(list(argv))
+    model, tokenizer, images = _load(args)
+    data = CLIPDataArguments(zeroshot_dataset=args.data, zeroshot_classes=args.classes, zeroshot_templates=args.templates,
+                             max_eval_samples=args.num_samples, image_size=args.image_size)  # fmt: skip
+    rows, classes, templates = zeroshot_set(data, args.seed)
+    result = zero_shot_accuracy(encode_images(model, rows, images), torch.tensor(rows["label"]),
+                                class_embeddings(model, tokenizer, classes, templates))  # fmt: skip
+    result.update(chance=1 / len(classes), images=len(rows), classes=len(classes), model=args.model, data=args.data)
+    return _write(args, "zeroshot", result)
+
+
+def main_retrieval(argv: Sequence[str]) -> dict[str, Any]:
+    """``matrix-llm eval retrieval --model DIR --data {scenes,Hub / local image-caption dataset}``."""
+    import argparse
+
+    from .data.image_text import ImageTextCollator, load_image_text_dataset
+
+    parser = argparse.ArgumentParser(prog="matrix-llm eval retrieval", description="Image <-> text retrieval "
+                                     "R@1/5/10 and ranks (open_clip's names) of a dual encoder.")  # fmt: skip
+    parser.add_argument("--model", required=True, help="a saved `matrix-llm clip` model or a Hub CLIP id")
+    parser.add_argument("--data", default="scenes", help="scenes, or a Hub id / local image-caption dataset")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--image_column", default="image")
+    parser.add_argument("--caption_column", default="caption")
+    parser.add_argument("--num_samples", type=int, default=1000)
+    parser.add_argument("--max_length", type=int, default=77)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--output_dir", default=None, help="default: MODEL/eval/retrieval")
+    args = parser.parse_args(list(argv))
+    model, tokenizer, images = _load(args)
+    rows = load_image_text_dataset(args.data, args.split, image_column=args.image_column,
+                                   caption_column=args.caption_column, n=args.num_samples, seed=args.seed)  # fmt: skip
+    collator = ImageTextCollator(tokenizer, images, max_length=args.max_length, seed=args.seed)
+    result: dict[str, Any] = retrieval_metrics(*encode_pairs(model, rows, collator))
+    result.update(pairs=len(rows), model=args.model, data=args.data, split=args.split)
+    return _write(args, "retrieval", result)

@@ -373,29 +373,33 @@ def _rescore_cli(argv: Sequence[str]) -> dict[str, Any]:
     return results
 
 
-def _vision_cli(task: str):
-    def run(argv: Sequence[str]) -> dict[str, Any]:
-        from . import vision_eval
+def _lazy(module: str, function: str):
+    """A task whose module is imported only when it runs (``matrix-llm eval --help`` stays fast)."""
 
-        return (vision_eval.main_probe if task == "probe" else vision_eval.main_knn)(argv)
+    def run(argv: Sequence[str]) -> dict[str, Any]:
+        return getattr(importlib.import_module(f"matrix_llm.{module}"), function)(argv)
 
     return run
 
 
-_TASKS = {"gsm8k": run_gsm8k_cli, "rescore": _rescore_cli, "probe": _vision_cli("probe"), "knn": _vision_cli("knn")}
+_TASKS = {"gsm8k": run_gsm8k_cli, "rescore": _rescore_cli, "probe": _lazy("vision_eval", "main_probe"),
+          "knn": _lazy("vision_eval", "main_knn"), "zeroshot": _lazy("clip_eval", "main_zeroshot"),
+          "retrieval": _lazy("clip_eval", "main_retrieval")}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``matrix-llm eval``: ``gsm8k``, ``rescore``, ``probe`` or ``knn``."""
+    """Entry point of ``matrix-llm eval``: ``gsm8k``, ``rescore``, ``probe``, ``knn``, ``zeroshot`` or ``retrieval``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
         sys.stdout.write(
-            "usage: matrix-llm eval {gsm8k,rescore,probe,knn} [options]\n\n"
+            "usage: matrix-llm eval {gsm8k,rescore,probe,knn,zeroshot,retrieval} [options]\n\n"
             "  gsm8k    GSM8K accuracy by greedy generation, scored like lm-evaluation-harness\n"
             "           (matrix-llm eval gsm8k --model PATH_OR_HUB_ID [--prompt qa] [--limit 50] ...)\n"
             "  rescore  recompute every score of a samples.jsonl with the current extraction code\n"
             "  probe    linear probe (logistic regression) on a vision backbone's frozen features, and at random init\n"
-            "  knn      weighted cosine kNN (DINO) on a vision backbone's frozen features, and at random init\n\n"
+            "  knn      weighted cosine kNN (DINO) on a vision backbone's frozen features, and at random init\n"
+            "  zeroshot zero-shot top-1 / top-5 of an image-text dual encoder with prompt templates\n"
+            "  retrieval image <-> text retrieval R@1/5/10 of a dual encoder (open_clip's metric names)\n\n"
             "`matrix-llm eval TASK --help` lists the options of a task with their defaults.\n"
         )
         return 0 if argv else 2

@@ -43,6 +43,7 @@ __all__ = [
     "resolve_checkpoint",
     "run_command",
     "train_and_finish",
+    "write_report",
 ]
 
 logger = logging.getLogger("matrix_llm.runner")
@@ -347,3 +348,21 @@ def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: s
             )
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def write_report(output_dir: str | Path, command: str, head: list[str], results: dict[str, Any]) -> str:
+    """``metrics.png`` (:func:`matrix_llm.plotting.plot_run`; skipped with a warning when nothing was logged) and
+    ``report.md``: the ``head`` lines, the figure and the command that reproduces the run (``results["argv"]``);
+    returns the report's text."""
+    from .plotting import plot_run
+
+    output_dir = Path(output_dir)
+    try:
+        plot_run(output_dir)
+    except ValueError as e:  # a run too short to have logged anything
+        logger.warning("no metrics.png: %s", e)
+    lines = [*head, "", "![metrics](metrics.png)", "",
+             f"Reproduce: `matrix-llm {command} " + " ".join(results.get("argv", [])) + "`"]  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    (output_dir / "report.md").write_text(text)
+    return text

@@ -28,7 +28,7 @@ from typing import Any
 from .objectives.ssl_config import SSLConfig, SSLDataArguments, SSLModelArguments
 from .parsing import ConfigError, format_help, mode_classes
 from .parsing import parse_args as parse_command_line
-from .runner import RunCard, run_command, train_and_finish
+from .runner import RunCard, run_command, train_and_finish, write_report
 
 __all__ = ["build_data", "build_model", "main", "parse_args", "probe_results", "run"]
 
@@ -149,10 +149,7 @@ def _report(output_dir: Path, args: SSLConfig, data_args: SSLDataArguments, mode
                   f"| raw pixels | {results['probe_raw_pixels']:.4f} | |", ""]  # fmt: skip
         gain = 100 * (results["probe_trained"] - results["probe_random_init"])
         lines += [f"Linear probe: {gain:+.1f} points over the random-init backbone.", ""]
-    lines += ["![metrics](metrics.png)", "", "Reproduce: `matrix-llm ssl " + " ".join(results.get("argv", [])) + "`"]
-    text = "\n".join(lines) + "\n"
-    (output_dir / "report.md").write_text(text)
-    return text
+    return write_report(output_dir, "ssl", lines, results)
 
 
 def run(model_args: SSLModelArguments, data_args: SSLDataArguments, training_args: SSLConfig,
@@ -205,12 +202,6 @@ def run(model_args: SSLModelArguments, data_args: SSLDataArguments, training_arg
                      else model_args.model_name_or_path, dataset=data_args.dataset_name),
     )  # fmt: skip
     if trainer.is_world_process_zero():
-        from .plotting import plot_run
-
-        try:
-            plot_run(output_dir)
-        except ValueError as e:  # a run too short to have logged anything
-            logger.warning("no metrics.png: %s", e)
         results = json.loads((output_dir / "results.json").read_text())
         print(_report(output_dir, training_args, data_args, model_args.model_name_or_path, results))  # noqa: T201
     del trainer, model

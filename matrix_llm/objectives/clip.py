@@ -62,6 +62,7 @@ class CLIPObjective(Objective):
     Args:
         infonce_weight, alignment_weight, mce_weight: the weights of the three terms, ``>= 0``, not all 0.
         mce_mu: the covariance shift of the MCE term, ``> 0``.
+        matrix_start_step: the matrix terms are trained from this optimizer step on (InfoNCE alone before).
         metrics_steps: the pair diagnostics every this many optimizer steps (``0``: evaluation only).
     """
 
@@ -80,14 +81,15 @@ class CLIPObjective(Objective):
     )
 
     def __init__(self, *, infonce_weight: float = 1.0, alignment_weight: float = 0.0, mce_weight: float = 0.0,
-                 mce_mu: float = 0.5, metrics_steps: int = 1) -> None:  # fmt: skip
+                 mce_mu: float = 0.5, matrix_start_step: int = 0, metrics_steps: int = 1) -> None:  # fmt: skip
         problems = self.argument_problems(infonce_weight=infonce_weight, alignment_weight=alignment_weight,
-                                          mce_weight=mce_weight, mce_mu=mce_mu, metrics_steps=metrics_steps)  # fmt: skip
+                                          mce_weight=mce_weight, mce_mu=mce_mu, metrics_steps=metrics_steps,
+                                          matrix_start_step=matrix_start_step)  # fmt: skip
         if problems:
             name, expected, got = problems[0]
             raise ValueError(f"CLIPObjective: `{name}` must be {expected}; got {got!r}")
         self.weights = {"infonce": float(infonce_weight), "alignment": float(alignment_weight), "mce": float(mce_weight)}
-        self.metrics_steps = int(metrics_steps)
+        self.metrics_steps, self.matrix_start_step = int(metrics_steps), int(matrix_start_step)
         self.infonce, self.alignment, self.mce = CLIPLoss(), CrossModalEntropyLoss(), CrossModalMCELoss(mu=mce_mu)
 
     @staticmethod
@@ -96,7 +98,7 @@ class CLIPObjective(Objective):
         out = []
         for name, value in values.items():
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if name == "metrics_steps" and not (isinstance(value, int) and number and value >= 0):
+            if name in ("metrics_steps", "matrix_start_step") and not (isinstance(value, int) and number and value >= 0):
                 out.append((name, "an integer >= 0", value))
             elif name == "mce_mu" and not (number and value > 0):
                 out.append((name, "a number > 0", value))
@@ -144,15 +146,17 @@ class CLIPObjective(Objective):
         loss = self.weights["infonce"] * parts.total
         metrics = {k: v.float() for k, v in parts.parts.items()}
         due = step is None or (self.metrics_steps > 0 and step % self.metrics_steps == 0)
+        on = step is None or step >= self.matrix_start_step  # the matrix terms join after InfoNCE's first steps
+        w_align, w_mce = (self.weights["alignment"], self.weights["mce"]) if on else (0.0, 0.0)
         metrics["logit_scale"] = scale.detach().float()
-        if self.weights["alignment"] > 0 or due:
+        if w_align > 0 or due:
             labels, first = caption_groups(inputs["input_ids"], mask)
             aligned = self.alignment(images, texts[first], labels)
-            loss = loss + self.weights["alignment"] * aligned.total
+            loss = loss + w_align * aligned.total
             metrics["alignment"] = aligned.total.detach().float()
-        if self.weights["mce"] > 0 or due:
+        if w_mce > 0 or due:
             mce = self.mce(images, texts)
-            loss = loss + self.weights["mce"] * mce.total
+            loss = loss + w_mce * mce.total
             metrics["mce"] = mce.total.detach().float()
         if due:
             metrics["image_entropy"] = diagnostics.entropy_erank(images)[0]

@@ -22,7 +22,8 @@ from .clip import CLIPObjective
 __all__ = ["CLIPConfig", "CLIPDataArguments", "CLIPModelArguments"]
 
 _FIELD_OF = {"infonce_weight": "clip_infonce_weight", "alignment_weight": "clip_alignment_weight",
-             "mce_weight": "clip_mce_weight", "mce_mu": "clip_mce_mu", "metrics_steps": "matrix_metrics_steps"}  # fmt: skip
+             "mce_weight": "clip_mce_weight", "mce_mu": "clip_mce_mu", "metrics_steps": "matrix_metrics_steps",
+             "matrix_start_step": "clip_matrix_start_step"}  # fmt: skip
 
 
 @dataclass
@@ -108,6 +109,9 @@ class CLIPConfig(MatrixTrainingArguments):
     )
     clip_mce_weight: float = field(default=0.0, metadata={"help": "Weight of MCE(text cov, image cov), both ways."})
     clip_mce_mu: float = field(default=0.5, metadata={"help": "Covariance shift of the MCE term."})
+    clip_matrix_start_step: int = field(
+        default=0, metadata={"help": "The matrix terms join the loss from this optimizer step (InfoNCE alone before)."}
+    )
 
     def problems(self) -> list[str]:
         return super().problems() + self.objective_problems("clip", CLIPObjective.argument_problems, _FIELD_OF)
@@ -115,4 +119,5 @@ class CLIPConfig(MatrixTrainingArguments):
     def objective_kwargs(self) -> dict[str, Any]:
         return dict(infonce_weight=self.clip_infonce_weight, alignment_weight=self.clip_alignment_weight,
                     mce_weight=self.clip_mce_weight, mce_mu=self.clip_mce_mu,
+                    matrix_start_step=self.clip_matrix_start_step,
                     metrics_steps=self.effective_matrix_metrics_steps)  # fmt: skip

@@ -85,6 +85,9 @@ def test_objective_terms_weights_and_the_temperature_clamp():
     assert {"image_entropy", "text_entropy", "mir", "hdr", "logit_scale"} <= set(both.metrics)
     both.batch_loss.backward()
     assert model.logit_scale.grad is not None and torch.isfinite(model.logit_scale.grad)
+    late = CLIPObjective(alignment_weight=0.5, mce_weight=0.25, matrix_start_step=5)
+    torch.testing.assert_close(late(model, batch, step=1).batch_loss.detach(), plain.batch_loss.detach())  # not yet
+    torch.testing.assert_close(late(model, batch, step=5).batch_loss.detach(), both.batch_loss.detach())
     with pytest.raises(ValueError, match="`infonce_weight` must be > 0 when the matrix weights are 0"):
         CLIPObjective(infonce_weight=0.0)
     with torch.no_grad():
@@ -108,6 +111,15 @@ def test_clip_command_trains_saves_and_measures(tmp_path):
     logged = {k for log in json.loads((out / "trainer_state.json").read_text())["log_history"] for k in log}
     assert {"infonce", "alignment", "logit_scale", "eval_infonce", "eval_mir"} <= logged
     assert (out / "report.md").is_file() and (out / "metrics.png").is_file()
+    from matrix_llm.eval_command import main as eval_main
+
+    assert eval_main(["zeroshot", "--model", str(out), "--num_samples", "48", "--output_dir", str(tmp_path / "zs")]) == 0
+    zs = json.loads((tmp_path / "zs" / "results.json").read_text())
+    assert zs["classes"] == 24 and zs["images"] == 48 and 0.0 <= zs["zeroshot_top1"] <= zs["zeroshot_top5"] <= 1.0
+    assert eval_main(["retrieval", "--model", str(out), "--num_samples", "40", "--max_length", "24",
+                      "--output_dir", str(tmp_path / "rt")]) == 0  # fmt: skip
+    rt = json.loads((tmp_path / "rt" / "results.json").read_text())
+    assert rt["pairs"] == 40 and rt["image_to_text_R@1"] <= rt["image_to_text_R@5"] <= rt["image_to_text_R@10"]
 
 
 def test_clip_config_and_data_errors(tmp_path, capsys):

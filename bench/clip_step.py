@@ -1,0 +1,102 @@
+"""`matrix-llm clip`: step time with the matrix terms against InfoNCE alone, same dual encoder and batch, same
+process, interleaved.
+
+One optimizer step (forward of both towers, loss, backward, AdamW) of a random-init ViT + BERT dual encoder
+(hidden 128, 2 layers each, 32 x 32 images, 12-token captions) for CLIPObjective with InfoNCE only, + the
+matrix-entropy alignment, + the covariance MCE (batch < projection size: the cheap side), + both; ratios to
+InfoNCE's step. Target: <= 1.1x at batch 256.
+
+Run:   .venv/bin/python bench/clip_step.py            (a couple of minutes on 2 cores)
+       .venv/bin/python bench/clip_step.py --write    (also write the section of BENCHMARKS.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks_md import write_section  # noqa: E402
+
+from matrix_llm.objectives import CLIPObjective  # noqa: E402
+
+SECTION = "## Image-text step time"
+VARIANTS = {"infonce": {}, "+ alignment": {"alignment_weight": 0.1}, "+ covariance MCE": {"mce_weight": 0.1},
+            "+ both": {"alignment_weight": 0.1, "mce_weight": 0.1}}  # fmt: skip
+
+
+def _model(projection: int):
+    from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel, ViTConfig
+
+    common = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
+    vision = ViTConfig(image_size=32, patch_size=8, **common)
+    text = BertConfig(vocab_size=512, max_position_embeddings=32, **common)
+    torch.manual_seed(0)
+    return VisionTextDualEncoderModel(config=VisionTextDualEncoderConfig.from_vision_text_configs(
+        vision, text, projection_dim=projection))  # fmt: skip
+
+
+def step_times(batch: int, projection: int, steps: int, repeats: int) -> dict[str, float]:
+    g = torch.Generator().manual_seed(0)
+    inputs = {"input_ids": torch.randint(5, 512, (batch, 12), generator=g),
+              "attention_mask": torch.ones(batch, 12, dtype=torch.long),
+              "pixel_values": torch.rand(batch, 3, 32, 32, generator=g)}  # fmt: skip
+    runs = {}
+    for name, weights in VARIANTS.items():
+        model = _model(projection)
+        runs[name] = (model, CLIPObjective(metrics_steps=0, **weights), torch.optim.AdamW(model.parameters(), lr=1e-4))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(repeats + 1):  # round 0 warms up
+        for name, (model, objective, optimizer) in runs.items():
+            t0 = time.perf_counter()
+            for s in range(steps):
+                loss = objective(model, inputs, step=s + 1).batch_loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            if r:
+                times[name].append((time.perf_counter() - t0) / steps)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args(argv)
+    started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    lines = ["| batch | projection dim | " + " | ".join(f"{n} ms (x InfoNCE)" for n in VARIANTS) + " |",
+             "|---:|---:|" + "---:|" * len(VARIANTS)]  # fmt: skip
+    for batch, projection in ((256, 512), (128, 64)):
+        t = step_times(batch, projection, args.steps, args.repeats)
+        base = t["infonce"]
+        lines.append(f"| {batch} | {projection} | " + " | ".join(f"{1e3 * v:.0f} ({v / base:.2f}x)" for v in t.values()) + " |")
+        print(lines[-1], flush=True)
+    text = "\n".join([
+        SECTION, "",
+        (f"Written by `bench/clip_step.py` on {started} UTC ({platform.machine()}, torch {torch.__version__}, "
+         f"{torch.get_num_threads()} threads). One optimizer step of CLIPObjective on a random-init ViT + BERT dual "
+         "encoder (hidden 128, 2 layers each, 32 x 32 images, 12-token captions, AdamW), median over interleaved "
+         "repeats after a warm-up; matrix weights 0.1, diagnostics off. Target: <= 1.1x InfoNCE at batch 256."),
+        "", *lines, "", "Command:", "", "```", "python bench/clip_step.py " + " ".join(argv), "```", "",
+    ])  # fmt: skip
+    if args.write:
+        write_section(SECTION, text, REPO / "BENCHMARKS.md")
+        print(f"wrote {SECTION!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
