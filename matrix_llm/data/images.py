@@ -121,12 +121,15 @@ def load_image_dataset(source: str, split: str = "train", *, config: str | None 
 
 
 def decode_image(image: Any) -> Any:
-    """An image as the collators take it: arrays and PIL images as they are; ``{"bytes", "path"}`` (an undecoded
-    ``datasets.Image``) opened with Pillow.
+    """An image as the collators take it: arrays and PIL images as they are, nested lists (an array column of a
+    ``datasets.Dataset``) as a uint8 array; ``{"bytes", "path"}`` (an undecoded ``datasets.Image``) opened with
+    Pillow.
 
     Raises:
         ValueError: naming the file (or the row's bytes) when Pillow cannot read it.
     """
+    if isinstance(image, list):  # an array stored in a datasets column comes back as nested lists
+        return np.asarray(image, dtype=np.uint8)
     if not isinstance(image, dict):
         return image
     import io

@@ -131,3 +131,30 @@ def test_clip_config_and_data_errors(tmp_path, capsys):
     (tmp_path / "pairs" / "train.jsonl").write_text('{"img": "a.png", "text": "a cat"}\n')
     with pytest.raises(ValueError, match=r"no column 'image'; the columns are \['img', 'text'\]"):
         clip.main([*TINY, "--dataset_name", str(tmp_path / "pairs"), "--output_dir", str(tmp_path / "o")])
+
+
+def test_a_dual_encoder_from_two_local_towers_with_the_vision_tower_frozen(tmp_path, tiny_tokenizer):
+    """`model_name_or_path: dual` offline: a saved ViT with its image processor + a saved BERT with its tokenizer."""
+    from transformers import AutoModel, BertConfig, BertModel, ViTConfig, ViTImageProcessor, ViTModel
+
+    vision, text = tmp_path / "vit", tmp_path / "bert"
+    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32)).save_pretrained(vision)  # fmt: skip
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vision)
+    BertModel(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, pad_token_id=tiny_tokenizer.pad_token_id)).save_pretrained(text)  # fmt: skip
+    tiny_tokenizer.save_pretrained(text)
+    before = AutoModel.from_pretrained(vision).state_dict()
+    out = tmp_path / "dual"
+    assert clip.main([*TINY, "--model_name_or_path", "dual", "--vision_model_name_or_path", str(vision),
+                      "--text_model_name_or_path", str(text), "--freeze_vision_tower", "true", "--max_steps", "2",
+                      "--output_dir", str(out), "--zeroshot_dataset", "null"]) == 0  # fmt: skip
+    model = AutoModel.from_pretrained(out)
+    after = model.vision_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k in after)  # frozen
+    results = json.loads((out / "results.json").read_text())
+    assert "image_to_text_R@1" in results and "zeroshot_top1" not in results
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(out)  # saved beside the model: image processor + tokenizer
+    assert processor.image_processor.size["height"] == 32 and len(processor.tokenizer) == len(tiny_tokenizer)
