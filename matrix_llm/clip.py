@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .objectives.clip_config import CLIPConfig, CLIPDataArguments, CLIPModelArguments
-from .parsing import format_help, mode_classes
+from .parsing import ConfigError, format_help, mode_classes
 from .parsing import parse_args as parse_command_line
-from .runner import RunCard, run_command, train_and_finish, write_report
+from .runner import RunCard, run_command, train_and_finish, uses_zero3, write_report
 
 __all__ = ["FASHION_MNIST_CLASSES", "build_model", "main", "parse_args", "run", "zeroshot_set"]
 
@@ -217,9 +217,18 @@ def _help(classes) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[CLIPModelArguments, CLIPDataArguments, CLIPConfig]:
-    """``[--config FILE.yaml] [--field value ...]`` -> the image-text mode's three dataclasses."""
+    """``[--config FILE.yaml] [--field value ...]`` -> the image-text mode's three dataclasses.
+
+    Raises:
+        ConfigError: also for DeepSpeed ZeRO-3 (refused before any model loads: it partitions ``logit_scale``,
+            which the loss reads outside the model's forward).
+    """
     classes = mode_classes(PROG, OBJECTIVES, (CLIPModelArguments, CLIPDataArguments, CLIPConfig))
-    return parse_command_line(argv, classes, prog=PROG, help_text=_help)
+    model_args, data_args, training_args = parse_command_line(argv, classes, prog=PROG, help_text=_help)
+    if uses_zero3(training_args):
+        raise ConfigError([("`deepspeed`: ZeRO-3 partitions `logit_scale`, which the contrastive loss reads outside the "
+                           "model's forward; use ZeRO-2 or DDP (the features are gathered across processes either way)")])  # fmt: skip
+    return model_args, data_args, training_args
 
 
 def main(argv: list[str] | None = None) -> int:

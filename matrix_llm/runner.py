@@ -43,6 +43,7 @@ __all__ = [
     "resolve_checkpoint",
     "run_command",
     "train_and_finish",
+    "uses_zero3",
     "write_report",
 ]
 
@@ -366,3 +367,15 @@ def write_report(output_dir: str | Path, command: str, head: list[str], results:
     text = "\n".join(lines) + "\n"
     (output_dir / "report.md").write_text(text)
     return text
+
+
+def uses_zero3(training_args: Any) -> bool:
+    """Whether a run is set up for DeepSpeed ZeRO-3 (its ``deepspeed`` config, or ``accelerate launch``'s), for the
+    modes that must refuse it before any model loads."""
+    import os
+
+    config = training_args.deepspeed
+    if isinstance(config, str) and Path(config).is_file():
+        config = json.loads(Path(config).read_text())
+    stage = (config or {}).get("zero_optimization", {}).get("stage") if isinstance(config, dict) else None
+    return str(stage) == "3" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"

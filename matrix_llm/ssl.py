@@ -20,7 +20,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 from .objectives.ssl_config import SSLConfig, SSLDataArguments, SSLModelArguments
 from .parsing import ConfigError, format_help, mode_classes
 from .parsing import parse_args as parse_command_line
-from .runner import RunCard, run_command, train_and_finish, write_report
+from .runner import RunCard, run_command, train_and_finish, uses_zero3, write_report
 
 __all__ = ["build_data", "build_model", "main", "parse_args", "probe_results", "run"]
 
@@ -104,15 +103,6 @@ def build_model(model_args: SSLModelArguments, data_args: SSLDataArguments, trai
         )  # fmt: skip
     collator = ImageCollator(image_size=data_args.image_size, channels=channels, mean=0.0, std=1.0)
     return model, collator, processor
-
-
-def _zero3(training_args: SSLConfig) -> bool:
-    """Whether this run is set up for DeepSpeed ZeRO-3 (a ``deepspeed`` config or ``accelerate launch``'s)."""
-    config = training_args.deepspeed
-    if isinstance(config, str) and Path(config).is_file():
-        config = json.loads(Path(config).read_text())
-    stage = (config or {}).get("zero_optimization", {}).get("stage") if isinstance(config, dict) else None
-    return str(stage) == "3" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
 
 
 def probe_results(backbone: Any, seed: int, train: Any, evalset: Any, collator: Any) -> dict[str, Any]:
@@ -222,7 +212,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SSLModelArguments, SSLDat
     """
     classes = mode_classes(PROG, OBJECTIVES, (SSLModelArguments, SSLDataArguments, SSLConfig))
     model_args, data_args, training_args = parse_command_line(argv, classes, prog=PROG, help_text=_help)
-    if training_args.ssl_method in ("matrix_ssl", "mec") and _zero3(training_args):
+    if training_args.ssl_method in ("matrix_ssl", "mec") and uses_zero3(training_args):
         raise ConfigError([("`deepspeed`: ZeRO-3 partitions the EMA teacher's parameters, which the teacher update "
                            "reads whole; use ZeRO-2 (or DDP) for matrix_ssl / mec, or `ssl_method: simclr`")])  # fmt: skip
     return model_args, data_args, training_args

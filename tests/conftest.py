@@ -104,3 +104,32 @@ class StepRecorder(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.executed.append(state.global_step)
+
+
+def run_two_processes(command: str, argv: list[str], out: Path, backend: str, *, use_cpu: bool = True) -> tuple[dict, dict]:
+    """`matrix-llm {command}` on 2 processes (torchrun; CPU and gloo unless ``use_cpu`` is false; ``backend``: ddp,
+    zero2 or zero3) through tests/mode_dist_worker.py, 3 steps; asserts every parameter is the same on both ranks
+    and returns their checksums."""
+    import json
+    import subprocess
+    import sys
+
+    if backend != "ddp":
+        pytest.importorskip("deepspeed")
+    extra = [] if backend == "ddp" else ["--deepspeed", str(REPO / "recipes" / "deepspeed" / f"{backend}.json")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))  # fmt: skip
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".venv" / "torch_extensions"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "tests" / "mode_dist_worker.py"), command, *argv, "--output_dir", str(out), "--max_steps", "3",
+           "--eval_split", "null", "--use_cpu", str(use_cpu).lower(), *extra]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["distributed_type"].endswith("DEEPSPEED" if backend != "ddp" else "MULTI_CPU" if use_cpu else "MULTI_GPU")
+    a, b = ranks[0]["checksums"], ranks[1]["checksums"]
+    assert a and a.keys() == b.keys()
+    for name in a:
+        assert a[name] == pytest.approx(b[name], rel=1e-6, abs=1e-6), name
+    return a, b

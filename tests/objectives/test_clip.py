@@ -158,3 +158,25 @@ def test_a_dual_encoder_from_two_local_towers_with_the_vision_tower_frozen(tmp_p
 
     processor = AutoProcessor.from_pretrained(out)  # saved beside the model: image processor + tokenizer
     assert processor.image_processor.size["height"] == 32 and len(processor.tokenizer) == len(tiny_tokenizer)
+
+
+# ZeRO-2 on CPU: DeepSpeed's initial broadcast of the parameters fails on the 0-dim `logit_scale` under gloo
+# ("self.dim() cannot be 0 to view Float as Byte", deepspeed 0.19.8): that case runs where two GPUs are.
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["ddp", pytest.param("zero2", marks=pytest.mark.multi_gpu)])
+def test_two_processes_train_the_same_dual_encoder(tmp_path, backend):
+    """2 real CPU processes: InfoNCE over the gathered batch + the matrix terms leave both ranks with the same
+    weights (the loss-level gradient equality is in tests/test_distributed.py)."""
+    from conftest import run_two_processes
+
+    a, _ = run_two_processes("clip", [*TINY, "--clip_alignment_weight", "0.1", "--clip_mce_weight", "0.1",
+                                      "--clip_matrix_start_step", "0", "--zeroshot_dataset", "null"], tmp_path / backend,
+                             backend, use_cpu=backend == "ddp")  # fmt: skip
+    assert "logit_scale" in a
+
+
+def test_zero3_is_refused_before_any_model_loads(tmp_path, capsys):
+    zero3 = tmp_path / "zero3.json"
+    zero3.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}))
+    assert clip.main([*TINY, "--deepspeed", str(zero3), "--output_dir", str(tmp_path / "z")]) == 2
+    assert "ZeRO-3 partitions `logit_scale`" in capsys.readouterr().err

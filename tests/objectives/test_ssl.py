@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import StepRecorder
+from conftest import StepRecorder, run_two_processes
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -270,31 +270,9 @@ def test_config_problems_are_listed_before_any_model_loads(tmp_path, capsys):
 def test_two_processes_keep_every_parameter_and_the_teacher_identical(tmp_path, backend):
     """2 real CPU processes (gloo): the student, its heads and the EMA teacher are the same on both ranks after
     training (the matrix loss is computed on the gathered global batch, tests/test_distributed.py)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
-    if backend != "ddp":
-        pytest.importorskip("deepspeed")
-    extra = [] if backend == "ddp" else ["--deepspeed", str(repo / "recipes" / "deepspeed" / f"{backend}.json")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p))  # fmt: skip
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(repo / ".venv" / "torch_extensions"))
     out = tmp_path / backend
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(repo / "tests" / "ssl_dist_worker.py"), *TINY, "--output_dir", str(out), "--max_steps", "3",
-           "--per_device_train_batch_size", "16", "--eval_split", "null", "--use_cpu", "true", *extra]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [r["world_size"] for r in ranks] == [2, 2]
-    assert ranks[0]["distributed_type"].endswith("DEEPSPEED" if backend != "ddp" else "MULTI_CPU")
-    a, b = ranks[0]["checksums"], ranks[1]["checksums"]
-    assert any(k.startswith("teacher_backbone.") for k in a) and a.keys() == b.keys()
-    for name in a:
-        assert a[name] == pytest.approx(b[name], rel=1e-6, abs=1e-6), name
+    a, _ = run_two_processes("ssl", [*TINY, "--per_device_train_batch_size", "16"], out, backend)
+    assert any(k.startswith("teacher_backbone.") for k in a)
     assert (out / "backbone" / "model.safetensors").is_file()
 
 

@@ -1,8 +1,8 @@
-"""Worker for the 2-process tests in tests/objectives/test_ssl.py: runs `matrix-llm ssl` under torchrun and writes,
-per rank, the world size, the distributed type and a checksum of every parameter (teacher included) after
-training to OUTPUT_DIR/rank{r}.json.
+"""Worker for the 2-process tests of tests/objectives/test_ssl.py and test_clip.py: runs `matrix-llm ssl` or
+`matrix-llm clip` under torchrun and writes, per rank, the world size, the distributed type and a checksum of every
+parameter (an EMA teacher included) after training to OUTPUT_DIR/rank{r}.json.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ssl_dist_worker.py --config ... --use_cpu true
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/mode_dist_worker.py {ssl,clip} --config ...
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import matrix_llm.trainer
-from matrix_llm import ssl
+from matrix_llm import clip, ssl
 
 RECORD: dict = {}
 
@@ -35,9 +35,10 @@ matrix_llm.trainer.MatrixTrainer = Recording
 
 
 def main() -> int:
-    argv = sys.argv[1:]
-    _, _, training_args = ssl.parse_args(argv)
-    code = ssl.main(argv)
+    command = {"ssl": ssl, "clip": clip}[sys.argv[1]]
+    argv = sys.argv[2:]
+    _, _, training_args = command.parse_args(argv)
+    code = command.main(argv)
     Path(training_args.output_dir, f"rank{int(os.environ.get('RANK', '0'))}.json").write_text(json.dumps(RECORD))
     return code
 
