@@ -1,0 +1,113 @@
+"""Experiment: does the cross-modal matrix-entropy alignment help CLIP-style training? (issue "Do the seeds' claims
+reproduce?", item 6: InfoNCE vs InfoNCE + matrix alignment on the synthetic captions.)
+
+Two arms of `matrix-llm clip --config demo/clip.yaml`, seeds 0, 1, 2 (the seed changes the initialisation, the
+data order and the rendered scenes): InfoNCE alone (`--clip_alignment_weight 0`) and InfoNCE + the alignment at
+weight 0.1 from step 125 (the demo recipe). Measured: zero-shot top-1 / top-5 over the 24 colour-shape names on
+scenes whose compositions never appear in training, and retrieval R@1 on fresh scenes. Also drawn: the learned
+temperature against the image features' matrix entropy over training, for every run.
+
+    python experiments/clip_matrix.py                 (about 10 minutes on 2 CPU cores; writes docs/experiments/clip.md)
+    python experiments/clip_matrix.py --smoke OUT     (tiny, for tests/test_experiments.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+
+from harness import markdown_table, run_grid, summarize  # noqa: E402
+
+ARMS = {"infonce": ["--clip_alignment_weight", "0"], "infonce + alignment": []}
+METRICS = ["zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1"]
+SMOKE = ["--max_train_samples", "96", "--max_eval_samples", "48", "--tiny_hidden_size", "32", "--num_train_epochs", "1",
+         "--clip_matrix_start_step", "1", "--per_device_train_batch_size", "32"]  # fmt: skip
+
+
+def figure(out: Path, path: Path, summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for i, metric in enumerate(("zeroshot_top1", "image_to_text_R@1")):
+        ax = axes[i]
+        for j, values in enumerate(summary["arms"].values()):
+            v = values[metric]
+            ax.bar(j, v["mean"], yerr=v["std"], color=f"C{j}", alpha=0.6, capsize=4)
+            ax.plot([j] * len(v["values"]), v["values"], "k.", markersize=6)
+        ax.set_xticks(range(len(summary["arms"])), list(summary["arms"]))
+        ax.set_title(metric + (" (chance 1/24)" if metric.startswith("zeroshot") else " (chance 1/1000)"))
+    ax = axes[2]
+    for j, arm in enumerate(summary["arms"]):
+        for run in sorted((out / arm).glob("seed*")):
+            history = json.loads((run / "trainer_state.json").read_text())["log_history"]
+            points = [(h["logit_scale"], h["image_entropy"]) for h in history if "image_entropy" in h and "logit_scale" in h
+                      and "eval_loss" not in h]  # fmt: skip
+            if points:
+                ax.plot(*zip(*points, strict=True), "-", color=f"C{j}", alpha=0.7, label=arm if run.name == "seed0" else None)
+    ax.set_xlabel("logit scale (log 1/temperature)")
+    ax.set_ylabel("image matrix entropy")
+    ax.set_title("temperature vs feature entropy, over training")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", type=Path, default=None, help="tiny run into this folder (no docs written)")
+    parser.add_argument("--reuse", action="store_true", help="read the runs an earlier call left")
+    args = parser.parse_args(argv)
+    out = args.smoke or REPO / "outputs" / "experiments" / "clip"
+    seeds = [0, 1] if args.smoke else [0, 1, 2]
+    base = ["--config", "demo/clip.yaml", *(SMOKE if args.smoke else [])]
+    results = run_grid("clip", base, ARMS, seeds, out, reuse=args.reuse)
+    summary = summarize(results, METRICS, baseline="infonce")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    docs = out if args.smoke else REPO / "docs" / "experiments"
+    docs.mkdir(parents=True, exist_ok=True)
+    figure(out, docs / "clip.png", summary)
+    table = markdown_table(summary, METRICS)
+    print("\n".join(table))
+    if args.smoke:
+        return 0
+    paired = summary["paired"]["infonce + alignment"]
+    text = "\n".join([
+        "# CLIP-style training: InfoNCE vs InfoNCE + matrix-entropy alignment", "",
+        ("**Question.** Does adding the cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767; "
+        "docs/formulations.md) to CLIP's InfoNCE improve zero-shot classification of unseen compositions and "
+        "retrieval, as the seed suggests?"), "",
+        ("**Setup.** `matrix-llm clip --config demo/clip.yaml` (random-init ViT + BERT dual encoder, hidden 64, "
+        "4,000 rendered captioned scenes, 8 epochs, batch 128, 2 CPU cores), seeds 0, 1, 2; the alignment arm is "
+        "the recipe as shipped (weight 0.1 from step 125 of 256: from step 0 it collapsed both towers at every "
+        "weight tried, see docs/formulations.md), the baseline adds `--clip_alignment_weight 0`. Zero-shot: 1,000 "
+        "scenes of the 6 held-out colour-shape compositions, classified among all 24 colour-shape names (chance "
+        "0.042); retrieval: 1,000 fresh scenes of the training compositions (chance R@1 0.001; captions repeat, "
+        "which caps R@1)."), "",
+        ("**Result** (mean ± sample std over seeds, per-seed values in brackets; last row: paired difference, same "
+        "seeds):"), "", *table, "", "![results](clip.png)", "",
+        (f"**Answer.** No measurable effect at this scale: the paired difference in zero-shot top-1 is "
+        f"{paired['zeroshot_top1']['mean']:+.3f} ± {paired['zeroshot_top1']['std']:.3f} and in image-to-text R@1 "
+        f"{paired['image_to_text_R@1']['mean']:+.3f} ± {paired['image_to_text_R@1']['std']:.3f} (3 seeds). "
+        "Verdict: inconclusive at this scale (not reproduced here)."), "",
+        ("**What would change it.** Pretrained towers (the seed's setting: the metric comes from trained CLIP models), "
+        "real captions with several per image, more seeds and the few-classes regime the seed points to; none of "
+        "these fit this CPU budget. Trained from the first step, the term hurts (collapse), so any benefit would be "
+        "as a late-stage or fine-tuning term."), "",
+        "**Reproduce.**", "", "```", "python experiments/clip_matrix.py", "```", "",
+    ])  # fmt: skip
+    (docs / "clip.md").write_text(text)
+    print(f"wrote {docs / 'clip.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Run an experiment through the toolkit's own commands: every arm x seed is one `matrix-llm <command>` process
+(its recipe plus the arm's and the seed's fields), whose ``results.json`` the summary reads.
+
+- :func:`run_grid` runs (or, with ``reuse``, reads what an earlier run left) ``OUT/<arm>/seed<k>/``;
+- :func:`summarize`: per arm and metric, mean, sample std and the per-seed values; per non-baseline arm, the
+  paired difference to the baseline (same seeds) with its mean and std;
+- :func:`markdown_table` renders it.
+
+Experiments are not part of ``make test``; each has a smoke test at tiny size (tests/test_experiments.py).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["markdown_table", "run_grid", "summarize"]
+
+
+def run_grid(command: str, base: Sequence[str], arms: Mapping[str, Sequence[str]], seeds: Sequence[int], out: Path, *,
+             reuse: bool = False) -> dict[str, dict[int, dict[str, Any]]]:  # fmt: skip
+    """``{arm: {seed: results.json}}`` of ``matrix-llm {command} *base *arm --seed k --output_dir OUT/arm/seedk``."""
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for arm, extra in arms.items():
+        for seed in seeds:
+            run_dir = out / arm / f"seed{seed}"
+            if not (reuse and (run_dir / "results.json").is_file()):
+                argv = [sys.executable, "-m", "matrix_llm.cli", command, *base, *extra, "--seed", str(seed),
+                        "--output_dir", str(run_dir), "--overwrite_output_dir", "true", "--disable_tqdm", "true"]  # fmt: skip
+                print(f"[{arm} seed {seed}] " + " ".join(argv[2:]), flush=True)
+                proc = subprocess.run(argv, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{arm} seed {seed} failed:\n{proc.stderr[-3000:]}")
+            results.setdefault(arm, {})[seed] = json.loads((run_dir / "results.json").read_text())
+    return results
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(results: Mapping[str, Mapping[int, Mapping[str, Any]]], metrics: Sequence[str],
+              baseline: str) -> dict[str, Any]:  # fmt: skip
+    """Means, stds, per-seed values and paired differences to ``baseline`` (module docstring)."""
+    summary: dict[str, Any] = {"arms": {}, "paired": {}}
+    for arm, runs in results.items():
+        summary["arms"][arm] = {}
+        for metric in metrics:
+            values = [float(runs[s][metric]) for s in sorted(runs)]
+            mean, std = _mean_std(values)
+            summary["arms"][arm][metric] = {"mean": mean, "std": std, "values": values}
+        if arm != baseline:
+            summary["paired"][arm] = {}
+            for metric in metrics:
+                seeds = sorted(set(runs) & set(results[baseline]))
+                diffs = [float(runs[s][metric]) - float(results[baseline][s][metric]) for s in seeds]
+                mean, std = _mean_std(diffs)
+                summary["paired"][arm][metric] = {"mean": mean, "std": std, "values": diffs, "seeds": seeds}
+    return summary
+
+
+def markdown_table(summary: Mapping[str, Any], metrics: Sequence[str]) -> list[str]:
+    """Rows ``arm | metric mean ± std (per-seed values) ...`` and, below, the paired differences."""
+    lines = ["| arm | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for arm, values in summary["arms"].items():
+        cells = [f"{v['mean']:.4f} ± {v['std']:.4f} ({', '.join(f'{x:.3f}' for x in v['values'])})"
+                 for v in (values[m] for m in metrics)]  # fmt: skip
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    for arm, values in summary["paired"].items():
+        cells = [f"{v['mean']:+.4f} ± {v['std']:.4f}" for v in (values[m] for m in metrics)]
+        lines.append(f"| {arm} - baseline (paired) | " + " | ".join(cells) + " |")
+    return lines

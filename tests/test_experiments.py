@@ -1,0 +1,44 @@
+"""Experiments (experiments/): the harness's summary, and each experiment's smoke run at tiny size through the
+toolkit's own commands.
+
+Run: .venv/bin/python -m pytest tests/test_experiments.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+
+from harness import markdown_table, summarize  # noqa: E402
+
+
+def test_summary_means_stds_and_paired_differences():
+    results = {"base": {0: {"m": 0.1}, 1: {"m": 0.3}, 2: {"m": 0.2}},
+               "new": {0: {"m": 0.2}, 1: {"m": 0.3}, 2: {"m": 0.4}}}  # fmt: skip
+    summary = summarize(results, ["m"], baseline="base")
+    assert summary["arms"]["base"]["m"]["mean"] == pytest.approx(0.2)
+    assert summary["arms"]["base"]["m"]["std"] == pytest.approx(0.1)
+    paired = summary["paired"]["new"]["m"]
+    assert paired["values"] == pytest.approx([0.1, 0.0, 0.2]) and paired["mean"] == pytest.approx(0.1)
+    assert paired["std"] == pytest.approx(0.1) and paired["seeds"] == [0, 1, 2]
+    table = markdown_table(summary, ["m"])
+    assert table[2].startswith("| base | 0.2000 ± 0.1000 (0.100, 0.300, 0.200)") and "+0.1000" in table[-1]
+
+
+@pytest.mark.slow
+def test_clip_experiment_smoke_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "clip_matrix.py"), "--smoke", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["arms"]) == {"infonce", "infonce + alignment"}
+    assert len(summary["arms"]["infonce"]["zeroshot_top1"]["values"]) == 2
+    assert (tmp_path / "clip.png").stat().st_size > 10_000
+    assert (tmp_path / "infonce + alignment" / "seed1" / "results.json").is_file()
