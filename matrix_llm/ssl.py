@@ -80,7 +80,9 @@ def build_model(model_args: SSLModelArguments, data_args: SSLDataArguments, trai
                 num_classes: int) -> tuple[Any, Any, Any]:  # fmt: skip
     """``(SSLModel or MAEModel, collator, image processor or None)``; the collator gives ``[0, 1]`` images of
     ``image_size``, which the model augments and normalises on its device."""
-    from .data.augment import MAE_VIEW, TwoViewAugment
+    from dataclasses import replace
+
+    from .data.augment import MAE_VIEW, TwoViewAugment, byol_views
     from .data.images import ImageCollator
     from .objectives.ssl_model import MAEModel, SSLModel
 
@@ -89,7 +91,9 @@ def build_model(model_args: SSLModelArguments, data_args: SSLDataArguments, trai
     mean, std = ((0.5,), (0.5,)) if processor is None else (tuple(processor.image_mean), tuple(processor.image_std))
     channels = int(getattr(network.config, "num_channels", data_args.num_channels))
     method = training_args.ssl_method
-    views = (MAE_VIEW, MAE_VIEW) if method == "mmae" else None
+    crop = dict(crop_scale=(data_args.crop_min_scale, 1.0))
+    views = (replace(MAE_VIEW, **crop),) * 2 if method == "mmae" else byol_views(
+        crop_min_scale=data_args.crop_min_scale, jitter_strength=data_args.jitter_strength)  # fmt: skip
     augment = TwoViewAugment(size=data_args.image_size, channels=channels, mean=mean, std=std,
                              seed=training_args.seed, views=views)  # fmt: skip
     if method == "mmae":

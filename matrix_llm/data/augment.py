@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..distributed import rank
 
-__all__ = ["MAE_VIEW", "TwoViewAugment", "ViewSettings", "make_view"]
+__all__ = ["MAE_VIEW", "TwoViewAugment", "ViewSettings", "byol_views", "make_view"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,19 @@ class ViewSettings:
 
 VIEW_2 = ViewSettings(blur=0.1, solarize=0.2)
 MAE_VIEW = ViewSettings(jitter=0.0, grayscale=0.0, blur=0.0)  # MAE's augmentation: crop and flip only
+
+
+def byol_views(*, crop_min_scale: float = 0.2, jitter_strength: float = 1.0) -> tuple[ViewSettings, ViewSettings]:
+    """BYOL's two views with the two knobs people tune: the smallest crop share and SimCLR's colour-jitter strength
+    ``s`` (brightness, contrast, saturation and hue amounts times ``s``)."""
+    if not 0.0 < crop_min_scale <= 1.0 or jitter_strength < 0:
+        raise ValueError(f"byol_views: needs 0 < crop_min_scale <= 1 and jitter_strength >= 0; got {crop_min_scale}, "
+                         f"{jitter_strength}")  # fmt: skip
+    base = ViewSettings()
+    changes = dict(crop_scale=(crop_min_scale, 1.0), brightness=base.brightness * jitter_strength,
+                   contrast=base.contrast * jitter_strength, saturation=base.saturation * jitter_strength,
+                   hue=base.hue * jitter_strength)  # fmt: skip
+    return replace(base, **changes), replace(VIEW_2, **changes)
 
 _GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 # RGB <-> YIQ: a hue shift is a rotation of the (I, Q) chroma plane (the form GPU pipelines use, e.g. NVIDIA DALI)

@@ -81,6 +81,10 @@ class SSLDataArguments:
     eval_split: str | None = field(default="test", metadata={"help": "Split for evaluation and the probes (null: none)."})
     image_size: int = field(default=16, metadata={"help": "Side of the augmented views (tiny backbones: also the input size)."})
     num_channels: int = field(default=1, metadata={"help": "Tiny backbones: 1 (grey) or 3 (RGB) input channels."})
+    crop_min_scale: float = field(default=0.2, metadata={"help": "Smallest share of the image a random crop keeps."})
+    jitter_strength: float = field(
+        default=1.0, metadata={"help": "Colour-jitter strength s (SimCLR): BYOL's amounts times s; 0: no jitter."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval set."})
 
@@ -90,6 +94,10 @@ class SSLDataArguments:
             out.append(problem("image_size", "an integer >= 4", self.image_size))
         if self.num_channels not in (1, 3):
             out.append(problem("num_channels", "1 or 3", self.num_channels))
+        if not 0.0 < self.crop_min_scale <= 1.0:
+            out.append(problem("crop_min_scale", "a number in (0, 1]", self.crop_min_scale))
+        if self.jitter_strength < 0:
+            out.append(problem("jitter_strength", "a number >= 0", self.jitter_strength))
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 2:

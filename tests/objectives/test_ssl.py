@@ -52,6 +52,17 @@ def test_views_are_seeded_per_step_and_leave_the_global_rng_alone():
     assert not torch.equal(a1, a2)  # the two views differ
 
 
+def test_the_views_knobs_scale_byols_settings():
+    from matrix_llm.data.augment import VIEW_2, ViewSettings, byol_views
+
+    assert byol_views() == (ViewSettings(), VIEW_2)  # the defaults are BYOL's
+    first, second = byol_views(crop_min_scale=0.5, jitter_strength=0.5)
+    assert first.crop_scale == second.crop_scale == (0.5, 1.0)
+    assert (first.brightness, second.hue, second.solarize) == (0.2, 0.05, 0.2)
+    with pytest.raises(ValueError, match="crop_min_scale"):
+        byol_views(crop_min_scale=0.0)
+
+
 def test_grey_views_and_bad_input():
     augment = TwoViewAugment(size=10, channels=1, mean=(0.5,), std=(0.5,))
     v1, v2 = augment(_images(), step=0)
@@ -253,9 +264,10 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_config_problems_are_listed_before_any_model_loads(tmp_path, capsys):
-    assert ssl.main([*TINY, "--ssl_method", "byol", "--teacher_momentum", "2", "--output_dir", str(tmp_path)]) == 2
+    assert ssl.main([*TINY, "--ssl_method", "byol", "--teacher_momentum", "2", "--crop_min_scale", "0",
+                     "--output_dir", str(tmp_path)]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "`ssl_method`" in err and "`teacher_momentum`" in err
+    assert "`ssl_method`" in err and "`teacher_momentum`" in err and "`crop_min_scale`" in err
     zero3 = tmp_path / "zero3.json"
     zero3.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}))
     assert ssl.main([*TINY, "--deepspeed", str(zero3), "--output_dir", str(tmp_path / "z")]) == 2
