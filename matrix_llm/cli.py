@@ -22,10 +22,10 @@ import sys
 
 COMMANDS = {
     "sft": ("matrix_llm.sft", "fine-tune a causal LM with LM loss + matrix loss"),
-    "ssl": ("matrix_llm.ssl", "train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR) + probes"),
+    "ssl": ("matrix_llm.ssl", "train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR, M-MAE) + probes"),
     "clip": ("matrix_llm.clip", "align image and text encoders (InfoNCE + matrix terms), zero-shot and retrieval"),
-    "classify": ("matrix_llm.classify", "train an image classifier with CE + MIR / HDR / matrix-entropy terms"),
-    "eval": ("matrix_llm.eval_command", "evaluate a model (GSM8K, lm-eval compatible scoring)"),
+    "classify": ("matrix_llm.classify", "train an image or text classifier with CE + MIR / HDR / matrix-entropy terms"),
+    "eval": ("matrix_llm.eval_command", "evaluate: GSM8K (lm-eval scoring), probe / knn (vision), zeroshot / retrieval (image-text)"),
     "analyze": ("matrix_llm.analyze", "per-layer matrix entropy / eRank / Diff-eRank / nuclear norm; `analyze lmc A B`"),
     "plot": ("matrix_llm.plotting", "draw the metrics of a run directory as PNG"),
     "demo": ("matrix_llm.demo", "the embedded default: tiny model, synthetic GSM8K, CE + MCE, offline"),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import TrainingArguments
 
@@ -28,7 +28,10 @@ __all__ = ["ConfigError", "MatrixTrainingArguments", "ModelArguments"]
 
 @dataclass
 class ModelArguments:
-    """The model to train, for every command (field names as in TRL's ``ModelConfig``)."""
+    """The model to train, for every command (field names as in TRL's ``ModelConfig``). A mode whose command does
+    not train LoRA adapters sets ``supports_peft = False`` (then ``use_peft: true`` is a configuration problem)."""
+
+    supports_peft: ClassVar[bool] = True
 
     model_name_or_path: str | None = field(
         default=None,
@@ -95,6 +98,9 @@ class ModelArguments:
         for name in ("lora_r", "lora_alpha", "tiny_hidden_size", "tiny_num_layers", "tiny_num_heads"):
             if getattr(self, name) < 1:
                 out.append(problem(name, "a positive integer", getattr(self, name)))
+        if self.use_peft and not self.supports_peft:
+            out.append(problem("use_peft", f"false ({type(self).__name__}: this command trains no LoRA adapter)",
+                               self.use_peft))  # fmt: skip
         if not 0.0 <= self.lora_dropout < 1.0:
             out.append(problem("lora_dropout", "a float in [0, 1)", self.lora_dropout))
         if self.tiny_hidden_size % max(self.tiny_num_heads, 1):

@@ -160,3 +160,15 @@ def test_help_is_short_leads_with_usage_and_points_to_the_full_list(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--help_all"])
     assert "--learning_rate" in capsys.readouterr().out
+
+
+def test_use_peft_is_refused_by_the_commands_that_train_no_adapter():
+    from matrix_llm.objectives.classification_config import ClassificationModelArguments
+    from matrix_llm.objectives.clip_config import CLIPModelArguments
+    from matrix_llm.objectives.lm_config import LMModelArguments
+    from matrix_llm.objectives.ssl_config import SSLModelArguments
+
+    for cls in (ClassificationModelArguments, SSLModelArguments, CLIPModelArguments):
+        with pytest.raises(ConfigError, match="`use_peft`.*trains no LoRA adapter"):
+            cls(model_name_or_path="tiny-vit", use_peft=True)
+    assert LMModelArguments(model_name_or_path="tiny", use_peft=True).use_peft

@@ -14,7 +14,7 @@ beside its objective (:mod:`matrix_llm.objectives.classification`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..config import ConfigError, MatrixTrainingArguments, ModelArguments
 from ..parsing import problem
@@ -38,6 +38,8 @@ class ClassificationModelArguments(ModelArguments):
     ``AutoModelForSequenceClassification`` for texts; the head resized to the data's classes), or ``tiny-vit`` /
     ``tiny-resnet`` / ``tiny-bert``: a random-init ViT / ResNet / BERT (with a tokenizer trained on the training
     texts) built from a config (offline; the ``tiny_*`` fields)."""
+
+    supports_peft: ClassVar[bool] = False
 
     @property
     def is_tiny(self) -> bool:

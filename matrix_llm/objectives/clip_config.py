@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..config import ConfigError, MatrixTrainingArguments, ModelArguments
 from ..parsing import problem
@@ -31,6 +31,7 @@ class CLIPModelArguments(ModelArguments):
     """The dual encoder: ``AutoModel`` of a Hub id / directory (``CLIPModel``, a saved dual encoder), ``dual``
     (the two tower fields), or ``tiny-dual`` (offline random init; the ``tiny_*`` fields)."""
 
+    supports_peft: ClassVar[bool] = False  # LoRA on the text tower: not yet
     vision_model_name_or_path: str | None = field(default=None, metadata={"help": "dual: the vision tower (Hub id / dir)."})
     text_model_name_or_path: str | None = field(
         default=None,
@@ -47,9 +48,6 @@ class CLIPModelArguments(ModelArguments):
             out.append(problem("text_model_name_or_path", "set, with vision_model_name_or_path, for `dual`", towers))
         if self.projection_dim < 1:
             out.append(problem("projection_dim", "a positive integer", self.projection_dim))
-        if self.use_peft:
-            out.append(problem("use_peft", "false (LoRA on the text tower is not supported by `matrix-llm clip` yet)",
-                               self.use_peft))  # fmt: skip
         return out
 
 

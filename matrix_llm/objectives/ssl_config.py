@@ -13,7 +13,7 @@ objective (:mod:`matrix_llm.objectives.ssl`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..config import ConfigError, MatrixTrainingArguments, ModelArguments
 from ..features.pooled import POOLINGS
@@ -31,6 +31,8 @@ _FIELD_OF = {"method": "ssl_method", "metrics_steps": "matrix_metrics_steps", "t
 class SSLModelArguments(ModelArguments):
     """The backbone (``AutoModel`` of a Hub id or local directory, or ``tiny-vit`` / ``tiny-resnet`` built from a
     config, offline) and the heads of the Matrix-SSL code."""
+
+    supports_peft: ClassVar[bool] = False
 
     init_from_config: bool = field(
         default=False,
