@@ -23,20 +23,23 @@ __all__ = ["markdown_table", "run_grid", "summarize"]
 
 
 def run_grid(command: str, base: Sequence[str], arms: Mapping[str, Sequence[str]], seeds: Sequence[int], out: Path, *,
-             reuse: bool = False) -> dict[str, dict[int, dict[str, Any]]]:  # fmt: skip
-    """``{arm: {seed: results.json}}`` of ``matrix-llm {command} *base *arm --seed k --output_dir OUT/arm/seedk``."""
+             reuse: bool = False, seed_fields: Sequence[str] = ("--seed",),
+             results_file: str = "results.json") -> dict[str, dict[int, dict[str, Any]]]:  # fmt: skip
+    """``{arm: {seed: results_file}}`` of ``matrix-llm {command} *base *arm --seed k --output_dir OUT/arm/seedk``
+    (every flag of ``seed_fields`` gets the seed, e.g. also ``--label_seed``)."""
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for arm, extra in arms.items():
         for seed in seeds:
             run_dir = out / arm / f"seed{seed}"
-            if not (reuse and (run_dir / "results.json").is_file()):
-                argv = [sys.executable, "-m", "matrix_llm.cli", command, *base, *extra, "--seed", str(seed),
+            if not (reuse and (run_dir / results_file).is_file()):
+                seeding = [x for flag in seed_fields for x in (flag, str(seed))]
+                argv = [sys.executable, "-m", "matrix_llm.cli", command, *base, *extra, *seeding,
                         "--output_dir", str(run_dir), "--overwrite_output_dir", "true", "--disable_tqdm", "true"]  # fmt: skip
                 print(f"[{arm} seed {seed}] " + " ".join(argv[2:]), flush=True)
                 proc = subprocess.run(argv, capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise RuntimeError(f"{arm} seed {seed} failed:\n{proc.stderr[-3000:]}")
-            results.setdefault(arm, {})[seed] = json.loads((run_dir / "results.json").read_text())
+            results.setdefault(arm, {})[seed] = json.loads((run_dir / results_file).read_text())
     return results
 
 

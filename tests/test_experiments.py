@@ -42,3 +42,16 @@ def test_clip_experiment_smoke_run(tmp_path):
     assert len(summary["arms"]["infonce"]["zeroshot_top1"]["values"]) == 2
     assert (tmp_path / "clip.png").stat().st_size > 10_000
     assert (tmp_path / "infonce + alignment" / "seed1" / "results.json").is_file()
+
+
+@pytest.mark.slow
+def test_few_labels_experiment_smoke_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "few_labels.py"), "--smoke", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    arms = summary["0.05"]["arms"]
+    assert set(arms) == {"ce", "ce + MIR/HDR"} and len(arms["ce"]["eval_accuracy"]["values"]) == 2
+    assert (tmp_path / "few_labels.png").is_file()
+    run = json.loads((tmp_path / "fraction0.05" / "ce" / "seed1" / "matrix_llm_run.json").read_text())
+    assert run["objective"] == "classification"
