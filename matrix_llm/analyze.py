@@ -60,20 +60,10 @@ def _is_vision(model: Any) -> bool:
 def model_batches(name: str, model: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The first ``--num_samples`` rows of ``--data`` as batches of ``--batch_size`` in ``model``'s input format."""
     if _is_vision(model):
-        from transformers import AutoImageProcessor
-
-        from .data.images import ImageCollator, load_image_dataset
+        from .data.images import load_image_dataset, saved_image_collator
 
         rows = load_image_dataset(args.data, args.split, config=args.data_config)
-        try:
-            processor = AutoImageProcessor.from_pretrained(name, revision=args.revision)
-        except (OSError, ValueError):  # saved without one (tiny models): the plain scaling classify trains with
-            processor = None
-        size = getattr(model.config, "image_size", None)
-        if processor is None and not isinstance(size, int):
-            raise ValueError(f"{name}: no image processor and no config.image_size; save the model's processor")
-        channels = int(getattr(model.config, "num_channels", 3))
-        collator = ImageCollator(image_size=size or 224, channels=channels, processor=processor)
+        collator = saved_image_collator(name, model.config, revision=args.revision)
     else:
         from transformers import AutoTokenizer
 

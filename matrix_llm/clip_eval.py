@@ -111,19 +111,14 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> 
 def _load(args: Any) -> tuple[Any, Any, Any]:
     """``(model, tokenizer, image collator)`` of a saved or Hub dual encoder (its image processor when it has one,
     else the tiny models' ``[-1, 1]`` scaling at ``vision_config.image_size``)."""
-    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
 
-    from .data.images import ImageCollator
+    from .data.images import saved_image_collator
 
     model = AutoModel.from_pretrained(args.model, revision=args.revision)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model, revision=args.revision)
-    try:
-        processor = AutoImageProcessor.from_pretrained(args.model, revision=args.revision)
-    except (OSError, ValueError):
-        processor = None
-    size = getattr(getattr(model.config, "vision_config", None), "image_size", 224)
-    return model, tokenizer, ImageCollator(image_size=size, channels=3, processor=processor)
+    return model, tokenizer, saved_image_collator(args.model, model.config, revision=args.revision)
 
 
 def _write(args: Any, task: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -94,24 +94,8 @@ def _load(args: argparse.Namespace, *, random_init: bool) -> torch.nn.Module:
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
 
 
-def _collator(args: argparse.Namespace, model: torch.nn.Module) -> Any:
-    from transformers import AutoImageProcessor
-
-    from .data.images import ImageCollator
-
-    try:
-        processor = AutoImageProcessor.from_pretrained(args.model, revision=args.revision)
-    except (OSError, ValueError):
-        processor = None
-    size = getattr(model.config, "image_size", None)
-    if processor is None and not isinstance(size, int):
-        raise ValueError(f"{args.model}: no image processor and no config.image_size; save the model's processor")
-    return ImageCollator(image_size=size or 224, channels=int(getattr(model.config, "num_channels", 3)),
-                         processor=processor)  # fmt: skip
-
-
 def _evaluate(args: argparse.Namespace, task: str) -> dict[str, Any]:
-    from .data.images import load_image_dataset
+    from .data.images import load_image_dataset, saved_image_collator
 
     data = {split: load_image_dataset(args.data, split, config=args.data_config, image_column=args.image_column,
                                       label_column=args.label_column)
@@ -123,7 +107,7 @@ def _evaluate(args: argparse.Namespace, task: str) -> dict[str, Any]:
                               "test_size": len(data[args.test_split])}  # fmt: skip
     for label, random_init in (("trained", False), ("random_init", True)):
         model = _load(args, random_init=random_init)
-        collator = _collator(args, model)
+        collator = saved_image_collator(args.model, model.config, revision=args.revision)
         train_x, train_y = extract_features(model, data[args.train_split], collator, desc=f"{label} train")
         test_x, test_y = extract_features(model, data[args.test_split], collator, desc=f"{label} test")
         if task == "probe":

@@ -18,7 +18,7 @@ import numpy as np
 
 from .gsm8k import IGNORE_INDEX
 
-__all__ = ["ImageCollator", "decode_image", "digits_dataset", "label_fraction_mask", "load_idx_dataset", "load_image_dataset"]
+__all__ = ["ImageCollator", "decode_image", "saved_image_collator", "digits_dataset", "label_fraction_mask", "load_idx_dataset", "load_image_dataset"]
 
 _IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}  # fmt: skip
@@ -209,3 +209,25 @@ class ImageCollator:
         if bool(((labels < 0) & (labels != IGNORE_INDEX)).any()):
             raise ValueError(f"ImageCollator: labels must be >= 0 or {IGNORE_INDEX} (unlabelled); got {labels.tolist()}")
         return {"pixel_values": pixel_values, "labels": labels}
+
+
+def saved_image_collator(name: str, config: Any, *, revision: str | None = None) -> ImageCollator:
+    """The collator that feeds a saved or Hub model its images as it was trained: through its image processor when
+    it was saved with one, else (matrix_llm's tiny models) resized to ``config.image_size`` with
+    ``config.num_channels`` and scaled to ``[-1, 1]``. A dual encoder's ``vision_config`` is read.
+
+    Raises:
+        ValueError: no image processor and no ``image_size`` in the config.
+    """
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(name, revision=revision)
+    except (OSError, ValueError):  # saved without one (tiny models)
+        processor = None
+    vision = getattr(config, "vision_config", None) or config
+    size = getattr(vision, "image_size", None)
+    if processor is None and not isinstance(size, int):
+        raise ValueError(f"{name}: no image processor and no config.image_size; save the model's processor")
+    return ImageCollator(image_size=size if isinstance(size, int) else 224,
+                         channels=int(getattr(vision, "num_channels", 3)), processor=processor)  # fmt: skip

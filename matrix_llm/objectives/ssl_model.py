@@ -120,14 +120,14 @@ class SSLModel(nn.Module):
         return pool(outputs, self.pooling or vision_pooling(outputs))
 
     def forward(self, pixel_values: Tensor, labels: Tensor | None = None, augment_step: int = 0) -> SSLOutput:
-        v1, v2 = self.augment(pixel_values, augment_step)
-        h = self.pooled(torch.cat([v1, v2]))
+        views = torch.cat(self.augment(pixel_values, augment_step))
+        h = self.pooled(views)
         z = self.predictor(self.projector(h))
         n = pixel_values.shape[0]
         out = SSLOutput(z1=z[:n], z2=z[n:], features=h[:n].detach())
         if self.has_teacher:
             with torch.no_grad():
-                p = self.teacher_projector(self.pooled(torch.cat([v1, v2]), self.teacher_backbone))
+                p = self.teacher_projector(self.pooled(views, self.teacher_backbone))
             out.p1, out.p2 = p[:n], p[n:]
         if self.probe is not None and labels is not None:
             out.probe_logits = self.probe(out.features)

@@ -50,3 +50,19 @@ def test_an_unreadable_image_in_an_imagefolder_is_named(tmp_path):
     assert collate([r for r in rows if r not in broken])["pixel_values"].shape == (2, 3, 4, 4)
     with pytest.raises(ValueError, match=r"cannot read the image .*broken\.png"):
         collate(rows)
+
+
+def test_saved_image_collator_uses_the_processor_else_the_config(tmp_path):
+    from transformers import ResNetConfig, ViTImageProcessor
+
+    from matrix_llm.data.images import saved_image_collator
+    from matrix_llm.tiny import build_image_classifier
+
+    build_image_classifier("tiny-vit", num_labels=3, image_size=8).save_pretrained(tmp_path / "tiny")
+    config = build_image_classifier("tiny-vit", num_labels=3, image_size=8).config
+    plain = saved_image_collator(str(tmp_path / "tiny"), config)
+    assert plain.processor is None and (plain.image_size, plain.channels) == (8, 1)
+    ViTImageProcessor(size={"height": 12, "width": 12}).save_pretrained(tmp_path / "tiny")
+    assert saved_image_collator(str(tmp_path / "tiny"), config).processor is not None
+    with pytest.raises(ValueError, match="no image processor and no config.image_size"):
+        saved_image_collator(str(tmp_path / "nothing"), ResNetConfig())
