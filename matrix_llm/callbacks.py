@@ -49,7 +49,7 @@ from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GSM8KEvalCallback"]
+__all__ = ["GSM8KEvalCallback", "log_eval_metrics"]
 
 METRIC_KEYS = {"strict": "strict_accuracy", "flexible": "flexible_accuracy", "no_answer": "no_answer_rate"}
 
@@ -210,16 +210,17 @@ class GSM8KEvalCallback(TrainerCallback):
         return control
 
     def _log(self, state) -> None:
-        logs = dict(self._last_logs)
-        if self.trainer is not None:
-            self.trainer.log(logs)
-            return
-        last = state.log_history[-1] if state.log_history else None
-        if (
-            last is not None
-            and last.get("step") == state.global_step
-            and any(k.startswith("eval_") for k in last)
-        ):
-            last.update(logs)
-        else:
-            state.log_history.append({**logs, "step": state.global_step})
+        log_eval_metrics(dict(self._last_logs), state, self.trainer)
+
+
+def log_eval_metrics(logs: dict[str, float], state, trainer=None) -> None:
+    """Log metrics an ``on_evaluate`` callback computed: through ``trainer.log`` when given (every reporter and
+    ``state.log_history`` get them), else merged into the evaluation's entry of ``state.log_history``."""
+    if trainer is not None:
+        trainer.log(logs)
+        return
+    last = state.log_history[-1] if state.log_history else None
+    if last is not None and last.get("step") == state.global_step and any(k.startswith("eval_") for k in last):
+        last.update(logs)
+    else:
+        state.log_history.append({**logs, "step": state.global_step})

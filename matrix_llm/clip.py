@@ -8,9 +8,11 @@
 Steps: parse (:mod:`matrix_llm.objectives.clip_config`) -> pairs (``scenes``, or a Hub / local image-caption
 dataset) -> model (``tiny-dual`` offline, a Hub ``CLIPModel``, or ``dual``: a ``VisionTextDualEncoderModel``
 from two Hub towers) -> MatrixTrainer -> the shared run tail, whose ``finish`` step saves the tokenizer /
-processor beside the model and measures retrieval on the eval split (open_clip's ``image_to_text_R@k`` ...) and
-zero-shot accuracy on the zero-shot set (``scenes``: compositions never seen in training; Fashion-MNIST with its
-class names): ``results.json``, ``report.md``, ``metrics.png``.
+processor beside the model. Retrieval on the eval split (open_clip's ``image_to_text_R@k`` ...) and zero-shot
+accuracy on the zero-shot set (``scenes``: compositions never seen in training; Fashion-MNIST with its class names)
+are measured at every evaluation (``eval_strategy`` / ``eval_steps``: logged as ``eval_zeroshot_top1`` ...,
+:class:`~matrix_llm.clip_eval.ImageTextEvalCallback`) and at the end: ``results.json``, ``report.md``,
+``metrics.png``.
 """
 
 from __future__ import annotations
@@ -115,33 +117,6 @@ def build_model(model_args: CLIPModelArguments, data_args: CLIPDataArguments, tr
     return model, tokenizer, collator, processor
 
 
-def evaluate_pairs_and_zeroshot(model: Any, tokenizer: Any, collator: Any, evalset: Any,
-                                zeroshot: tuple[Any, list[str], list[str]] | None) -> dict[str, Any]:  # fmt: skip
-    """Retrieval metrics on ``evalset`` and zero-shot accuracy (with its chance level) on ``zeroshot``."""
-    import torch
-
-    from .clip_eval import (
-        class_embeddings,
-        encode_images,
-        encode_pairs,
-        retrieval_metrics,
-        zero_shot_accuracy,
-    )
-
-    results: dict[str, Any] = {}
-    if evalset is not None:
-        image_embeds, text_embeds = encode_pairs(model, evalset, collator)
-        results.update(retrieval_metrics(image_embeds, text_embeds))
-        results["retrieval_pairs"] = len(evalset)
-    if zeroshot is not None:
-        rows, classes, templates = zeroshot
-        image_embeds = encode_images(model, rows, collator.images)
-        classes_embeds = class_embeddings(model, tokenizer, classes, templates, max_length=collator.max_length)
-        results.update(zero_shot_accuracy(image_embeds, torch.tensor(rows["label"]), classes_embeds))
-        results.update(zeroshot_images=len(rows), zeroshot_classes=len(classes), zeroshot_chance=1 / len(classes))
-    return results
-
-
 def _report(output_dir: Path, args: CLIPConfig, data_args: CLIPDataArguments, name: str, results: dict) -> str:
     lines = [(f"# Image-text run: InfoNCE x {args.clip_infonce_weight}, matrix alignment x {args.clip_alignment_weight}, "
              f"MCE x {args.clip_mce_weight}"), "",
@@ -159,6 +134,7 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
     """Everything after parsing; returns the final metrics."""
     from transformers import set_seed
 
+    from .clip_eval import ImageTextEvalCallback
     from .data.image_text import ImageTextCollator, load_image_text_dataset
     from .data.text import count_truncated
     from .trainer import MatrixTrainer
@@ -183,14 +159,17 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
                             data_collator=collator, processing_class=processor or tokenizer)  # fmt: skip
     output_dir = Path(training_args.output_dir)
     zeroshot = zeroshot_set(data_args, training_args.seed)
+    measure = None
+    if evalset is not None or zeroshot is not None:  # at every evaluation, and once more at the end
+        measure = ImageTextEvalCallback(tokenizer, collator, evalset, zeroshot, trainer=trainer)
+        trainer.add_callback(measure)
 
     def finish(trainer: Any) -> dict[str, Any]:
+        measured = measure.results(trainer.model, trainer.state.global_step) if measure is not None else {}
         if not trainer.is_world_process_zero():
             return {}
-        from .features import unwrap
-
         results: dict[str, Any] = {"argv": list(argv) if argv is not None else sys.argv[1:], "train_pairs": len(train)}
-        results.update(evaluate_pairs_and_zeroshot(unwrap(trainer.model), tokenizer, collator, evalset, zeroshot))
+        results.update(measured)
         results["captions_truncated"] = cut
         (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         numbers = {k: v for k, v in results.items() if k.startswith(("zeroshot_top", "image_to_text_R@", "text_to_image_R@"))}

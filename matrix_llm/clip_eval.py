@@ -6,6 +6,7 @@ classification with prompt templates and image <-> text retrieval, with open_cli
 - :func:`retrieval_metrics`: for paired embeddings (row ``i`` of both is a pair), the rank of the true partner
   in each direction: ``image_to_text_R@{1,5,10}``, ``text_to_image_R@{1,5,10}``, ``*_mean_rank``,
   ``*_median_rank`` (ranks from 1), as open_clip's ``get_clip_metrics``.
+- :class:`ImageTextEvalCallback`: both during training, at every evaluation (``eval_zeroshot_top1``, ...).
 
 Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``matrix-llm eval retrieval --model DIR
 [--data scenes]`` write ``results.json`` (default ``DIR/eval/<task>/``).
@@ -19,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import TrainerCallback
 
-__all__ = ["class_embeddings", "encode_images", "encode_pairs", "main_retrieval", "main_zeroshot", "retrieval_metrics",
-           "zero_shot_accuracy"]
+__all__ = ["ImageTextEvalCallback", "class_embeddings", "encode_images", "encode_pairs", "evaluate_dual_encoder",
+           "main_retrieval", "main_zeroshot", "retrieval_metrics", "zero_shot_accuracy"]
 
 
 def _features(out: Any) -> torch.Tensor:
@@ -103,6 +105,84 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> 
         for k in (1, 5, 10):
             metrics[f"{name}_R@{k}"] = float(np.mean(ranks < k))
     return metrics
+
+
+
+def evaluate_dual_encoder(model: Any, tokenizer: Any, collator: Any, evalset: Any,
+                          zeroshot: tuple[Any, Sequence[str], Sequence[str]] | None) -> dict[str, Any]:  # fmt: skip
+    """Retrieval metrics on the ``image`` / ``caption`` rows of ``evalset`` (``collator``: an
+    :class:`~matrix_llm.data.image_text.ImageTextCollator`) and zero-shot accuracy, with its chance level, on
+    ``zeroshot = (rows with image / label, class names, templates)``; either may be ``None``."""
+    results: dict[str, Any] = {}
+    if evalset is not None:
+        results.update(retrieval_metrics(*encode_pairs(model, evalset, collator)))
+        results["retrieval_pairs"] = len(evalset)
+    if zeroshot is not None:
+        rows, classes, templates = zeroshot
+        image_embeds = encode_images(model, rows, collator.images)
+        classes_embeds = class_embeddings(model, tokenizer, classes, templates, max_length=collator.max_length)
+        results.update(zero_shot_accuracy(image_embeds, torch.tensor(rows["label"]), classes_embeds))
+        results.update(zeroshot_images=len(rows), zeroshot_classes=len(classes), zeroshot_chance=1 / len(classes))
+    return results
+
+
+LOGGED = ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "image_to_text_R@5", "image_to_text_R@10",
+          "text_to_image_R@1", "text_to_image_R@5", "text_to_image_R@10", "image_to_text_median_rank",
+          "text_to_image_median_rank")  # fmt: skip
+
+
+class ImageTextEvalCallback(TrainerCallback):
+    """Zero-shot accuracy and retrieval during training: at every evaluation (``eval_steps``, and the final
+    ``trainer.evaluate()``) :func:`evaluate_dual_encoder` runs on the main process and its numbers are logged as
+    ``eval_zeroshot_top1``, ``eval_image_to_text_R@1``, ... (:data:`LOGGED`), to every reporter through
+    ``trainer.log`` when ``trainer`` is given (:func:`matrix_llm.callbacks.log_eval_metrics`), and into the
+    evaluation's ``metrics`` (so ``metric_for_best_model: eval_zeroshot_top1`` works). The other processes receive
+    the same numbers (DDP / ZeRO-2 replicas are equal). Results are cached per optimizer step:
+    :meth:`results` at the step of the last evaluation does not encode again.
+    """
+
+    def __init__(self, tokenizer: Any, collator: Any, evalset: Any = None,
+                 zeroshot: tuple[Any, Sequence[str], Sequence[str]] | None = None, *, trainer: Any = None) -> None:  # fmt: skip
+        if evalset is None and zeroshot is None:
+            raise ValueError("ImageTextEvalCallback: nothing to measure (no retrieval pairs and no zero-shot set)")
+        self.tokenizer, self.collator, self.evalset, self.zeroshot = tokenizer, collator, evalset, zeroshot
+        self.trainer = trainer
+        self._cache: tuple[int, dict[str, Any]] | None = None
+
+    def results(self, model: Any, step: int) -> dict[str, Any]:
+        """The measurements at optimizer step ``step`` (call on every process when several run)."""
+        if self._cache is not None and self._cache[0] == step:
+            return self._cache[1]
+        from . import distributed
+        from .features import unwrap
+
+        results = None
+        if distributed.rank() == 0:
+            results = evaluate_dual_encoder(unwrap(model), self.tokenizer, self.collator, self.evalset, self.zeroshot)
+        if distributed.is_distributed():
+            box = [results]
+            torch.distributed.broadcast_object_list(box, src=0)
+            results = box[0]
+        self._cache = (step, results)
+        return results
+
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
+        from .callbacks import log_eval_metrics
+
+        if model is None:
+            raise ValueError("ImageTextEvalCallback.on_evaluate needs the model (the Trainer passes it)")
+        fresh = self._cache is None or self._cache[0] != state.global_step
+        results = self.results(model, state.global_step)
+        logs = {f"eval_{k}": float(results[k]) for k in LOGGED if k in results}
+        if metrics is not None:
+            metrics.update(logs)
+        if fresh:
+            log_eval_metrics(logs, state, self.trainer)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._cache = None  # `load_best_model_at_end` may swap the weights without changing the step
+        return control
 
 
 # -- command line: matrix-llm eval zeroshot / eval retrieval -------------------------------------------------------

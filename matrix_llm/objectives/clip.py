@@ -78,6 +78,8 @@ class CLIPObjective(Objective):
         ("image matrix entropy", "image_entropy"),
         ("text matrix entropy", "text_entropy"),
         ("MIR (image vs text Gram)", "mir"),
+        ("zero-shot top-1 (eval)", "zeroshot_top1"),
+        ("image->text R@1 (eval)", "image_to_text_R@1"),
     )
 
     def __init__(self, *, infonce_weight: float = 1.0, alignment_weight: float = 0.0, mce_weight: float = 0.0,

@@ -100,8 +100,14 @@ def test_clip_command_trains_saves_and_measures(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
     out = tmp_path / "clip"
-    assert clip.main([*TINY, "--output_dir", str(out), "--num_train_epochs", "1", "--logging_steps", "2"]) == 0
+    assert clip.main([*TINY, "--output_dir", str(out), "--num_train_epochs", "1", "--logging_steps", "2",
+                      "--eval_strategy", "steps", "--eval_steps", "4"]) == 0  # fmt: skip
     results = json.loads((out / "results.json").read_text())
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    during = [(log["step"], log["eval_zeroshot_top1"], log["eval_image_to_text_R@1"]) for log in history
+              if "eval_zeroshot_top1" in log]  # fmt: skip
+    assert [step for step, *_ in during][:2] == [4, 8]  # measured at each evaluation, not only at the end
+    assert during[-1][1:] == (results["zeroshot_top1"], results["image_to_text_R@1"])
     for key in ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@10", "image_to_text_mean_rank"):
         assert key in results, key
     assert results["zeroshot_chance"] == pytest.approx(1 / 24) and results["retrieval_pairs"] == 64
@@ -113,9 +119,10 @@ def test_clip_command_trains_saves_and_measures(tmp_path):
     assert (out / "report.md").is_file() and (out / "metrics.png").is_file()
     from matrix_llm.eval_command import main as eval_main
 
-    assert eval_main(["zeroshot", "--model", str(out), "--num_samples", "48", "--output_dir", str(tmp_path / "zs")]) == 0
+    assert eval_main(["zeroshot", "--model", str(out), "--num_samples", "64", "--output_dir", str(tmp_path / "zs")]) == 0
     zs = json.loads((tmp_path / "zs" / "results.json").read_text())
-    assert zs["classes"] == 24 and zs["images"] == 48 and 0.0 <= zs["zeroshot_top1"] <= zs["zeroshot_top5"] <= 1.0
+    assert zs["classes"] == 24 and zs["images"] == 64
+    assert (zs["zeroshot_top1"], zs["zeroshot_top5"]) == (results["zeroshot_top1"], results["zeroshot_top5"])
     assert eval_main(["retrieval", "--model", str(out), "--num_samples", "40", "--max_length", "24",
                       "--output_dir", str(tmp_path / "rt")]) == 0  # fmt: skip
     rt = json.loads((tmp_path / "rt" / "results.json").read_text())
