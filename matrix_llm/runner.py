@@ -216,7 +216,9 @@ class RunCard:
     """What the model card names besides the objective: the base model, the data and extra lines; ``run_info``:
     what the command records in ``matrix_llm_run.json`` for later tools (e.g. the LM prompt template, which
     ``matrix-llm eval gsm8k`` uses as its default prompt); ``card_overrides``: fields of the objective's
-    :class:`~matrix_llm.objectives.ObjectiveCard` this run replaces (e.g. a text classifier's pipeline tag)."""
+    :class:`~matrix_llm.objectives.ObjectiveCard` this run replaces (e.g. a text classifier's pipeline tag);
+    ``adapter_dir``: with ``use_peft``, where the LoRA adapter is when the saved model has it merged (then the card
+    is a plain ``transformers`` one)."""
 
     base_model: str
     dataset: str
@@ -224,6 +226,7 @@ class RunCard:
     details: tuple[str, ...] = ()
     run_info: dict[str, Any] = field(default_factory=dict)
     card_overrides: dict[str, Any] = field(default_factory=dict)
+    adapter_dir: str | None = None  # with use_peft: the adapter's sub-directory when the saved model is merged
 
 
 def check_adapter(output_dir: str | Path) -> int:
@@ -320,7 +323,7 @@ def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: s
 
     if trainer.is_world_process_zero():
         if model_args.use_peft:
-            check_adapter(args.output_dir)
+            check_adapter(Path(args.output_dir) / (card.adapter_dir or ""))
         objective_card = replace(trainer.objective.card(args), **card.card_overrides)
         objective_card.details = list(objective_card.details) + list(card.details) + details
         hub.write_model_card(
@@ -331,7 +334,7 @@ def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: s
             eval_dataset=card.eval_dataset,
             training_args=args,
             metrics={**hub.final_metrics(trainer.state.log_history), **extra},
-            peft=model_args.use_peft,
+            peft=model_args.use_peft and card.adapter_dir is None,
             model_id=args.hub_model_id,
             command=command,
         )

