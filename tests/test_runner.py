@@ -159,3 +159,31 @@ def test_copies_keep_the_token_pickles_do_not():
     assert copy.deepcopy(args).hub_token == copy.copy(args).hub_token == "hf_secret"
     assert copy.deepcopy(args).matrix_loss_weight == 0.3
     assert pickle.loads(pickle.dumps(args)).hub_token is None
+
+
+def test_one_element_scalars_keep_the_state_dict_and_the_outputs():
+    """The DeepSpeed workaround for 0-dim parameters: same outputs, a 0-dim state_dict, loads either form."""
+    import torch
+    from torch import nn
+
+    from matrix_llm.runner import deepspeed_stage, one_element_scalars
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(3, 2)
+            self.logit_scale = nn.Parameter(torch.tensor(2.5))
+
+        def forward(self, x):
+            return self.inner(x) * self.logit_scale.exp()
+
+    model, x = Scaled(), torch.randn(4, 3)
+    before, saved = model(x), {k: v.clone() for k, v in model.state_dict().items()}
+    assert one_element_scalars(model) == ["logit_scale"] and model.logit_scale.shape == (1,)
+    torch.testing.assert_close(model(x), before)
+    assert model.state_dict()["logit_scale"].shape == ()
+    model.load_state_dict({**saved, "logit_scale": torch.tensor(1.0)})  # the usual 0-dim checkpoint
+    assert model.logit_scale.shape == (1,) and model.logit_scale.item() == 1.0
+    model.load_state_dict({**saved, "logit_scale": torch.tensor([0.5])})
+    assert model.logit_scale.item() == 0.5 and model.logit_scale.view(torch.uint8).numel() == 4  # DeepSpeed's view
+    assert deepspeed_stage(type("Args", (), {"deepspeed": {"zero_optimization": {"stage": 2}}})()) == 2
