@@ -2,11 +2,11 @@
 process, interleaved.
 
 One optimizer step (forward of both towers, loss, backward, AdamW) of a random-init ViT + BERT dual encoder
-(hidden 128, 2 layers each, 32 x 32 images, 12-token captions) for CLIPObjective with InfoNCE only, + the
+(hidden 128 x 2 layers, and MiniLM-L6's 384 x 6; 32 x 32 images, 12-token captions) for CLIPObjective with InfoNCE only, + the
 matrix-entropy alignment, + the covariance MCE (batch < projection size: the cheap side), + both; ratios to
 InfoNCE's step. Target: <= 1.1x at batch 256.
 
-Run:   .venv/bin/python bench/clip_step.py            (a couple of minutes on 2 cores)
+Run:   .venv/bin/python bench/clip_step.py            (about 2 minutes on 2 cores)
        .venv/bin/python bench/clip_step.py --write    (also write the section of BENCHMARKS.md)
 """
 
@@ -35,10 +35,10 @@ VARIANTS = {"infonce": {}, "+ alignment": {"alignment_weight": 0.1}, "+ covarian
             "+ both": {"alignment_weight": 0.1, "mce_weight": 0.1}}  # fmt: skip
 
 
-def _model(projection: int):
+def _model(projection: int, hidden: int, layers: int):
     from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel, ViTConfig
 
-    common = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
+    common = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * hidden)
     vision = ViTConfig(image_size=32, patch_size=8, **common)
     text = BertConfig(vocab_size=512, max_position_embeddings=32, **common)
     torch.manual_seed(0)
@@ -46,14 +46,14 @@ def _model(projection: int):
         vision, text, projection_dim=projection))  # fmt: skip
 
 
-def step_times(batch: int, projection: int, steps: int, repeats: int) -> dict[str, float]:
+def step_times(batch: int, projection: int, hidden: int, layers: int, steps: int, repeats: int) -> dict[str, float]:
     g = torch.Generator().manual_seed(0)
     inputs = {"input_ids": torch.randint(5, 512, (batch, 12), generator=g),
               "attention_mask": torch.ones(batch, 12, dtype=torch.long),
               "pixel_values": torch.rand(batch, 3, 32, 32, generator=g)}  # fmt: skip
     runs = {}
     for name, weights in VARIANTS.items():
-        model = _model(projection)
+        model = _model(projection, hidden, layers)
         runs[name] = (model, CLIPObjective(metrics_steps=0, **weights), torch.optim.AdamW(model.parameters(), lr=1e-4))
     times: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(repeats + 1):  # round 0 warms up
@@ -77,19 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    lines = ["| batch | projection dim | " + " | ".join(f"{n} ms (x InfoNCE)" for n in VARIANTS) + " |",
-             "|---:|---:|" + "---:|" * len(VARIANTS)]  # fmt: skip
-    for batch, projection in ((256, 512), (128, 64)):
-        t = step_times(batch, projection, args.steps, args.repeats)
+    lines = ["| batch | projection dim | towers (hidden x layers) | " + " | ".join(f"{n} ms (x InfoNCE)" for n in VARIANTS)
+             + " |", "|---:|---:|---:|" + "---:|" * len(VARIANTS)]  # fmt: skip
+    for batch, projection, hidden, layers in ((256, 512, 128, 2), (256, 512, 384, 6), (128, 64, 128, 2)):
+        t = step_times(batch, projection, hidden, layers, args.steps, args.repeats)
         base = t["infonce"]
-        lines.append(f"| {batch} | {projection} | " + " | ".join(f"{1e3 * v:.0f} ({v / base:.2f}x)" for v in t.values()) + " |")
+        lines.append(f"| {batch} | {projection} | {hidden} x {layers} | "
+                     + " | ".join(f"{1e3 * v:.0f} ({v / base:.2f}x)" for v in t.values()) + " |")  # fmt: skip
         print(lines[-1], flush=True)
     text = "\n".join([
         SECTION, "",
         (f"Written by `bench/clip_step.py` on {started} UTC ({platform.machine()}, torch {torch.__version__}, "
          f"{torch.get_num_threads()} threads). One optimizer step of CLIPObjective on a random-init ViT + BERT dual "
-         "encoder (hidden 128, 2 layers each, 32 x 32 images, 12-token captions, AdamW), median over interleaved "
-         "repeats after a warm-up; matrix weights 0.1, diagnostics off. Target: <= 1.1x InfoNCE at batch 256."),
+         "encoder (both towers of the width x depth in the table; 384 x 6 is MiniLM-L6's size; 32 x 32 images, "
+         "12-token captions, AdamW), median over interleaved repeats after a warm-up; matrix weights 0.1, "
+         "diagnostics off. Target: <= 1.1x InfoNCE at batch 256. Repeats on this machine differ by about 5% (a "
+         "matrix variant can read below 1.0x)."),
         "", *lines, "", "Command:", "", "```", "python bench/clip_step.py " + " ".join(argv), "```", "",
     ])  # fmt: skip
     if args.write:
