@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -263,6 +264,26 @@ def test_a_hub_style_clipmodel_with_its_processor(tmp_path):
     assert type(processor).__name__ == "CLIPProcessor" and processor.image_processor.crop_size["height"] == 32
     results = json.loads((out / "results.json").read_text())
     assert results["captions_truncated"] == 0 and results["zeroshot_classes"] == 24
+
+
+FASHION = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist")
+def test_fashion_mnist_is_a_zero_shot_set_with_its_class_names(tmp_path):
+    """The real zero-shot target: Fashion-MNIST's test images (grey 28 x 28, made RGB at the model's size) against
+    its 10 class names, during training and from `eval zeroshot`."""
+    from matrix_llm.eval_command import main as eval_main
+
+    out = tmp_path / "fm"
+    assert clip.main([*TINY, "--max_steps", "2", "--zeroshot_dataset", str(FASHION), "--max_eval_samples", "40",
+                      "--output_dir", str(out)]) == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert (results["zeroshot_classes"], results["zeroshot_images"], results["zeroshot_chance"]) == (10, 40, 0.1)
+    assert eval_main(["zeroshot", "--model", str(out), "--data", str(FASHION), "--num_samples", "40",
+                      "--output_dir", str(tmp_path / "zs")]) == 0  # fmt: skip
+    zs = json.loads((tmp_path / "zs" / "results.json").read_text())
+    assert zs["zeroshot_top1"] == results["zeroshot_top1"] and zs["classes"] == 10
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ddp", "zero2"])
