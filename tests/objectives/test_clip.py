@@ -285,6 +285,17 @@ def test_fashion_mnist_is_a_zero_shot_set_with_its_class_names(tmp_path):
     zs = json.loads((tmp_path / "zs" / "results.json").read_text())
     assert zs["zeroshot_top1"] == results["zeroshot_top1"] and zs["classes"] == 10
 
+
+@pytest.mark.network
+def test_pretrained_hub_clip_zero_shot_on_fashion_mnist(tmp_path):
+    """The Hub path for real: openai/clip-vit-base-patch32 with its processor, zero-shot on 200 Fashion-MNIST test
+    images with the built-in class names; a pretrained CLIP must be far above chance (0.1)."""
+    from matrix_llm.eval_command import main as eval_main
+
+    assert eval_main(["zeroshot", "--model", "openai/clip-vit-base-patch32", "--data", str(FASHION),
+                      "--num_samples", "200", "--output_dir", str(tmp_path)]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "results.json").read_text())["zeroshot_top1"] > 0.3
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ddp", "zero2"])
 def test_two_processes_train_the_same_dual_encoder(tmp_path, backend):
