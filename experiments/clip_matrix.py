@@ -13,7 +13,6 @@ temperature against the image features' matrix entropy over training, for every 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import markdown_table, run_grid, summarize  # noqa: E402
+from harness import bar_panel, experiment_args, markdown_table, run_grid, summarize, write_doc  # noqa: E402
 
 ARMS = {"infonce": ["--clip_alignment_weight", "0"], "infonce + alignment": []}
 METRICS = ["zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1"]
@@ -36,14 +35,8 @@ def figure(out: Path, path: Path, summary: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for i, metric in enumerate(("zeroshot_top1", "image_to_text_R@1")):
-        ax = axes[i]
-        for j, values in enumerate(summary["arms"].values()):
-            v = values[metric]
-            ax.bar(j, v["mean"], yerr=v["std"], color=f"C{j}", alpha=0.6, capsize=4)
-            ax.plot([j] * len(v["values"]), v["values"], "k.", markersize=6)
-        ax.set_xticks(range(len(summary["arms"])), list(summary["arms"]))
-        ax.set_title(metric + (" (chance 1/24)" if metric.startswith("zeroshot") else " (chance 1/1000)"))
+    for ax, metric in zip(axes, ("zeroshot_top1", "image_to_text_R@1"), strict=False):
+        bar_panel(ax, summary, metric, metric + (" (chance 1/24)" if metric.startswith("zeroshot") else " (chance 1/1000)"))
     ax = axes[2]
     for j, arm in enumerate(summary["arms"]):
         for run in sorted((out / arm).glob("seed*")):
@@ -62,10 +55,7 @@ def figure(out: Path, path: Path, summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", type=Path, default=None, help="tiny run into this folder (no docs written)")
-    parser.add_argument("--reuse", action="store_true", help="read the runs an earlier call left")
-    args = parser.parse_args(argv)
+    args = experiment_args(__doc__.splitlines()[0], argv)
     out = args.smoke or REPO / "outputs" / "experiments" / "clip"
     seeds = [0, 1] if args.smoke else [0, 1, 2]
     base = ["--config", "demo/clip.yaml", *(SMOKE if args.smoke else [])]
@@ -80,35 +70,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         return 0
     paired = summary["paired"]["infonce + alignment"]
-    text = "\n".join([
-        "# CLIP-style training: InfoNCE vs InfoNCE + matrix-entropy alignment", "",
-        ("**Question.** Does adding the cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767; "
-        "docs/formulations.md) to CLIP's InfoNCE improve zero-shot classification of unseen compositions and "
-        "retrieval, as the seed suggests?"), "",
-        ("**Setup.** `matrix-llm clip --config demo/clip.yaml` (random-init ViT + BERT dual encoder, hidden 64, "
-        "4,000 rendered captioned scenes, 8 epochs, batch 128, 2 CPU cores), seeds 0, 1, 2; the alignment arm is "
-        "the recipe as shipped (weight 0.1 from step 125 of 256: from step 0 it collapsed both towers at every "
-        "weight tried, see docs/formulations.md), the baseline adds `--clip_alignment_weight 0`. Zero-shot: 1,000 "
-        "scenes of the 6 held-out colour-shape compositions, classified among all 24 colour-shape names (chance "
-        "0.042); retrieval: 1,000 fresh scenes of the training compositions (chance R@1 0.001; captions repeat, "
-        "which caps R@1)."), "",
-        ("**Result** (mean ± sample std over seeds, per-seed values in brackets; last row: paired difference, same "
-        "seeds):"), "", *table, "", "![results](clip.png)", "",
-        (f"**Answer.** No gain from the matrix term at this scale. Zero-shot top-1, paired difference "
-         f"{paired['zeroshot_top1']['mean']:+.3f} ± {paired['zeroshot_top1']['std']:.3f}; image-to-text R@1 "
-         f"{paired['image_to_text_R@1']['mean']:+.3f} ± {paired['image_to_text_R@1']['std']:.3f}, lower in "
-         f"{sum(d < 0 for d in paired['image_to_text_R@1']['values'])} of {len(paired['image_to_text_R@1']['values'])} "
-         "seeds. Zero-shot accuracy on the held-out compositions depends far more on the seed than on the loss "
-         f"(InfoNCE alone: {', '.join(f'{v:.3f}' for v in summary['arms']['infonce']['zeroshot_top1']['values'])}). "
-         "Verdict: not reproduced at this scale (inconclusive for the seed's setting, pretrained CLIP)."), "",
-        ("**What would change it.** Pretrained towers (the seed's setting: the metric comes from trained CLIP models), "
-        "real captions with several per image, more seeds and the few-classes regime the seed points to; none of "
-        "these fit this CPU budget. Trained from the first step, the term hurts (collapse), so any benefit would be "
-        "as a late-stage or fine-tuning term."), "",
-        "**Reproduce.**", "", "```", "python experiments/clip_matrix.py", "```", "",
-    ])  # fmt: skip
-    (docs / "clip.md").write_text(text)
-    print(f"wrote {docs / 'clip.md'}")
+    write_doc(
+        docs / "clip.md",
+        title="CLIP-style training: InfoNCE vs InfoNCE + matrix-entropy alignment",
+        question=("Does adding the cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767; "
+                  "docs/formulations.md) to CLIP's InfoNCE improve zero-shot classification of unseen compositions and "
+                  "retrieval, as the seed suggests?"),
+        setup=("`matrix-llm clip --config demo/clip.yaml` (random-init ViT + BERT dual encoder, hidden 64, "
+               "4,000 rendered captioned scenes, 8 epochs, batch 128, 2 CPU cores), seeds 0, 1, 2; the alignment arm is "
+               "the recipe as shipped (weight 0.1 from step 125 of 256: from step 0 it collapsed both towers at every "
+               "weight tried, see docs/formulations.md), the baseline adds `--clip_alignment_weight 0`. Zero-shot: 1,000 "
+               "scenes of the 6 held-out colour-shape compositions, classified among all 24 colour-shape names (chance "
+               "0.042); retrieval: 1,000 fresh scenes of the training compositions (chance R@1 0.001; captions repeat, "
+               "which caps R@1)."),
+        result=table,
+        figure="clip.png",
+        answer=(f"No gain from the matrix term at this scale. Zero-shot top-1, paired difference "
+                f"{paired['zeroshot_top1']['mean']:+.3f} ± {paired['zeroshot_top1']['std']:.3f}; image-to-text R@1 "
+                f"{paired['image_to_text_R@1']['mean']:+.3f} ± {paired['image_to_text_R@1']['std']:.3f}, lower in "
+                f"{sum(d < 0 for d in paired['image_to_text_R@1']['values'])} of "
+                f"{len(paired['image_to_text_R@1']['values'])} seeds. Zero-shot accuracy on the held-out compositions "
+                "depends far more on the seed than on the loss (InfoNCE alone: "
+                f"{', '.join(f'{v:.3f}' for v in summary['arms']['infonce']['zeroshot_top1']['values'])}). "
+                "Verdict: not reproduced at this scale (inconclusive for the seed's setting, pretrained CLIP)."),
+        change=("Pretrained towers (the seed's setting: the metric comes from trained CLIP models), real captions "
+                "with several per image, more seeds and the few-classes regime the seed points to; none of these fit "
+                "this CPU budget. Trained from the first step, the term hurts (collapse), so any benefit would be as "
+                "a late-stage or fine-tuning term."),
+        command="python experiments/clip_matrix.py",
+    )
     return 0
 
 

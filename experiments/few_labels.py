@@ -13,7 +13,6 @@ rows of their (pseudo-)labels, unlabelled rows joining the regulariser with thei
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import markdown_table, run_grid, summarize  # noqa: E402
+from harness import experiment_args, markdown_table, run_grid, summarize, write_doc  # noqa: E402
 
 FASHION = str(REPO.parent / "shared" / "data" / "fashion-mnist")
 ARMS = {"ce": [], "ce + MIR/HDR": ["--matrix_mir_weight", "0.1", "--matrix_hdr_weight", "0.1"]}
@@ -32,10 +31,7 @@ SMOKE = ["--max_train_samples", "300", "--max_eval_samples", "100", "--num_train
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", type=Path, default=None, help="tiny run into this folder (no docs written)")
-    parser.add_argument("--reuse", action="store_true", help="read the runs an earlier call left")
-    args = parser.parse_args(argv)
+    args = experiment_args(__doc__.splitlines()[0], argv)
     out = args.smoke or REPO / "outputs" / "experiments" / "few_labels"
     seeds, fractions = ([0, 1], (0.05,)) if args.smoke else ([0, 1, 2], FRACTIONS)
     summaries = {}
@@ -82,25 +78,25 @@ def main(argv: list[str] | None = None) -> int:
                    "accuracy in every seed (its pseudo-labels come from a weak classifier), the opposite of the claim.")
     else:
         verdict = "Verdict: inconclusive: the changes are within their spread across seeds."
-    text = "\n".join([
-        "# Few labels: CE vs CE + MIR / HDR regularisers", "",
-        ("**Question.** Do the MIR / HDR regularisers (Song et al., ICML 2024; docs/formulations.md) improve a "
-         "classifier, most of all when few labels are available, as seed 000 says?"), "",
-        ("**Setup.** `matrix-llm classify --config classify/digits.yaml` on Fashion-MNIST (first 6,000 training "
-         "images, first 2,000 test images, 28 x 28), random-init tiny ViT (hidden 64, 2 layers), 10 epochs, batch "
-         "64; labelled share 1% / 5% / 10% / 100% (class-balanced, drawn with the seed); the regularised arm adds "
-         "`--matrix_mir_weight 0.1 --matrix_hdr_weight 0.1` (unlabelled rows join the regulariser with their "
-         "predicted label). Seeds 0, 1, 2 for initialisation, data order and labelled subset."), "",
-        ("**Result** (test accuracy, MIR and HDR at the end; mean ± sample std, per-seed values in brackets; last "
-        "row of each table: paired difference, same seeds):"), "", *lines, "![accuracy](few_labels.png)", "",
-        (f"**Answer.** Paired accuracy change from the regulariser: {gain_text}. {verdict} The regulariser moves its own "
-         "metric as built (MIR rises in every setting, tables above); the accuracy does not follow."), "",
-        ("**What would change it.** Full Fashion-MNIST and longer training (the 1% arm sees 60 labels), a "
-         "weight sweep (0.1 was not tuned), more seeds, a pretrained backbone."), "",
-        "**Reproduce.**", "", "```", "python experiments/few_labels.py", "```", "",
-    ])  # fmt: skip
-    (docs / "few_labels.md").write_text(text)
-    print(f"wrote {docs / 'few_labels.md'}")
+    write_doc(
+        docs / "few_labels.md",
+        title="Few labels: CE vs CE + MIR / HDR regularisers",
+        question=("Do the MIR / HDR regularisers (Song et al., ICML 2024; docs/formulations.md) improve a "
+                  "classifier, most of all when few labels are available, as seed 000 says?"),
+        setup=("`matrix-llm classify --config classify/digits.yaml` on Fashion-MNIST (first 6,000 training "
+               "images, first 2,000 test images, 28 x 28), random-init tiny ViT (hidden 64, 2 layers), 10 epochs, batch "
+               "64; labelled share 1% / 5% / 10% / 100% (class-balanced, drawn with the seed); the regularised arm adds "
+               "`--matrix_mir_weight 0.1 --matrix_hdr_weight 0.1` (unlabelled rows join the regulariser with their "
+               "predicted label). Seeds 0, 1, 2 for initialisation, data order and labelled subset. Test accuracy, "
+               "MIR and HDR at the end."),
+        result=lines,
+        figure="few_labels.png",
+        answer=(f"Paired accuracy change from the regulariser: {gain_text}. {verdict} The regulariser moves its own "
+                "metric as built (MIR rises in every setting, tables above); the accuracy does not follow."),
+        change=("Full Fashion-MNIST and longer training (the 1% arm sees 60 labels), a weight sweep (0.1 was not "
+                "tuned), more seeds, a pretrained backbone."),
+        command="python experiments/few_labels.py",
+    )
     return 0
 
 

@@ -4,13 +4,17 @@
 - :func:`run_grid` runs (or, with ``reuse``, reads what an earlier run left) ``OUT/<arm>/seed<k>/``;
 - :func:`summarize`: per arm and metric, mean, sample std and the per-seed values; per non-baseline arm, the
   paired difference to the baseline (same seeds) with its mean and std;
-- :func:`markdown_table` renders it.
+- :func:`markdown_table` renders it, :func:`bar_panel` draws one metric per arm with the per-seed points;
+- :func:`experiment_args` parses the flags every experiment takes (``--smoke OUT``, ``--reuse``) and
+  :func:`write_doc` writes ``docs/experiments/<name>.md`` in the one layout (question, setup, result, figure,
+  answer, what would change it, the command).
 
 Experiments are not part of ``make test``; each has a smoke test at tiny size (tests/test_experiments.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -19,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_table", "run_grid", "summarize"]
+__all__ = ["bar_panel", "experiment_args", "markdown_table", "run_grid", "summarize", "write_doc"]
 
 
 def run_grid(command: str, base: Sequence[str], arms: Mapping[str, Sequence[str]], seeds: Sequence[int], out: Path, *,
@@ -78,3 +82,34 @@ def markdown_table(summary: Mapping[str, Any], metrics: Sequence[str]) -> list[s
         cells = [f"{v['mean']:+.4f} ± {v['std']:.4f}" for v in (values[m] for m in metrics)]
         lines.append(f"| {arm} - baseline (paired) | " + " | ".join(cells) + " |")
     return lines
+
+
+def experiment_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``--smoke OUT`` (a tiny run into OUT, no docs written) and ``--reuse`` (read the runs an earlier call left)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--smoke", type=Path, default=None, help="tiny run into this folder (no docs written)")
+    parser.add_argument("--reuse", action="store_true", help="read the runs an earlier call left")
+    return parser.parse_args(argv)
+
+
+def bar_panel(ax: Any, summary: Mapping[str, Any], metric: str, title: str) -> None:
+    """One bar per arm (mean ± std) with its per-seed values as points."""
+    arms = list(summary["arms"])
+    for j, arm in enumerate(arms):
+        v = summary["arms"][arm][metric]
+        ax.bar(j, v["mean"], yerr=v["std"], color=f"C{j}", alpha=0.6, capsize=4)
+        ax.plot([j] * len(v["values"]), v["values"], "k.", markersize=6)
+    ax.set_xticks(range(len(arms)), arms, fontsize=8)
+    ax.set_title(title)
+
+
+def write_doc(path: Path, *, title: str, question: str, setup: str, result: Sequence[str], figure: str, answer: str,
+              change: str, command: str) -> None:  # fmt: skip
+    """``docs/experiments/<name>.md``: ``result`` is the markdown lines (tables) under the result heading."""
+    text = "\n".join([f"# {title}", "", f"**Question.** {question}", "", f"**Setup.** {setup}", "",
+                      ("**Result** (mean ± sample std over seeds, per-seed values in brackets; the paired rows: "
+                       "difference to the baseline arm, same seeds):"), "", *result, "",
+                      f"![results]({figure})", "", f"**Answer.** {answer}", "", f"**What would change it.** {change}",
+                      "", "**Reproduce.**", "", "```", command, "```", ""])  # fmt: skip
+    path.write_text(text)
+    print(f"wrote {path}")

@@ -55,3 +55,16 @@ def test_few_labels_experiment_smoke_run(tmp_path):
     assert (tmp_path / "few_labels.png").is_file()
     run = json.loads((tmp_path / "fraction0.05" / "ce" / "seed1" / "matrix_llm_run.json").read_text())
     assert run["objective"] == "classification"
+
+
+@pytest.mark.slow
+def test_ssl_methods_experiment_smoke_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "ssl_methods.py"), "--smoke", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["arms"]) == {"simclr", "matrix_ssl exact"}
+    assert len(summary["arms"]["simclr"]["probe_trained"]["values"]) == 2
+    assert (tmp_path / "ssl_methods.png").stat().st_size > 10_000
+    run = json.loads((tmp_path / "matrix_ssl exact" / "seed1" / "matrix_llm_run.json").read_text())
+    assert run["objective"] == "ssl"
