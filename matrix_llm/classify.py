@@ -126,15 +126,17 @@ def build_model(model_args: ClassificationModelArguments, data_args: Classificat
             num_layers=model_args.tiny_num_layers, num_heads=model_args.tiny_num_heads, seed=training_args.seed,
         )  # fmt: skip
         return model, ImageCollator(image_size=data_args.image_size, channels=data_args.num_channels), None
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification
+
+    from .data.images import saved_image_collator
 
     common = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
-    processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path, **common)
     model = AutoModelForImageClassification.from_pretrained(
         model_args.model_name_or_path, num_labels=num_labels, ignore_mismatched_sizes=True, **common
     )
-    channels = int(getattr(model.config, "num_channels", 3))
-    return model, ImageCollator(image_size=data_args.image_size, channels=channels, processor=processor), processor
+    # its image processor, or (an earlier `classify` run of a tiny model) its config's image size and channels
+    collator = saved_image_collator(model_args.model_name_or_path, model.config, revision=model_args.model_revision)
+    return model, collator, collator.processor
 
 
 def _accuracy(prediction: Any) -> dict[str, float]:

@@ -155,6 +155,12 @@ def test_classify_command_trains_on_digits_and_writes_the_run(tmp_path):
     assert json.loads((out / "matrix_llm_run.json").read_text())["objective"] == "classification"
     card = (out / "README.md").read_text()
     assert "matrix_mir_weight" in card and "Labelled fraction" in card
+    # a saved tiny classifier (no image processor) is a starting point: fine-tuned again from its weights
+    again = tmp_path / "again"
+    assert classify.main(["--config", "classify/digits.yaml", "--model_name_or_path", str(out), "--max_steps", "1",
+                          "--learning_rate", "1e-6", "--output_dir", str(again), "--disable_tqdm", "true"]) == 0  # fmt: skip
+    continued = json.loads((again / "all_results.json").read_text())["eval_accuracy"]
+    assert abs(continued - results["eval_accuracy"]) < 0.05  # the trained weights, not a fresh init
 
 
 def test_classify_config_errors_are_listed(capsys, tmp_path):
