@@ -68,3 +68,24 @@ def test_ssl_methods_experiment_smoke_run(tmp_path):
     assert (tmp_path / "ssl_methods.png").stat().st_size > 10_000
     run = json.loads((tmp_path / "matrix_ssl exact" / "seed1" / "matrix_llm_run.json").read_text())
     assert run["objective"] == "ssl"
+
+
+@pytest.mark.slow
+def test_neural_collapse_experiment_smoke_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "neural_collapse.py"), "--smoke", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    arms = json.loads((tmp_path / "summary.json").read_text())["arms"]
+    assert len(arms["ce"]["probe_mir"]["values"]) == 2 and 0.0 < arms["ce"]["probe_mir"]["mean"] < 1.0
+    assert (tmp_path / "neural_collapse.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_lmc_experiment_smoke_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "lmc.py"), "--smoke", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) == {"lr 1e-4", "lr 3e-3"} and len(summary["lr 3e-3"]["accuracy_barrier"]) == 1
+    path = json.loads((tmp_path / "lmc" / "lr 3e-3" / "pair12" / "lmc.json").read_text())["path"]
+    assert [q["omega"] for q in path][:2] == [0.0, 0.1] and (tmp_path / "lmc.png").is_file()
