@@ -89,3 +89,13 @@ def test_lmc_experiment_smoke_run(tmp_path):
     assert set(summary) == {"lr 1e-4", "lr 3e-3"} and len(summary["lr 3e-3"]["accuracy_barrier"]) == 1
     path = json.loads((tmp_path / "lmc" / "lr 3e-3" / "pair12" / "lmc.json").read_text())["path"]
     assert [q["omega"] for q in path][:2] == [0.0, 0.1] and (tmp_path / "lmc.png").is_file()
+
+
+@pytest.mark.slow
+def test_grokking_experiment_smoke_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "grokking.py"), "--smoke", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["arms"]["ce"]["eval_accuracy"]["values"]) == 2 and set(summary["events"]) == {"0", "1"}
+    assert "start" in summary["events"]["0"]["entropy"] and (tmp_path / "grokking.png").is_file()

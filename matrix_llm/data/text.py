@@ -1,7 +1,8 @@
 """Plain text data for the modes that read whole texts (``matrix-llm analyze`` on language models, text
 classification): loading with an optional label column, and the collator that tokenises and pads.
 
-Sources: ``synthetic`` (the offline synthetic GSM8K-style problems), a local ``.jsonl`` / ``.json`` /
+Sources: ``synthetic`` (the offline synthetic GSM8K-style problems), ``modular-addition`` (:func:`modular_addition`,
+the grokking task), a local ``.jsonl`` / ``.json`` /
 ``.parquet`` file or a directory holding ``{split}.jsonl``, or a Hub dataset. The text is the ``text_column``
 when the rows have it; otherwise rows in a training format (GSM8K / MetaMathQA, TRL prompt-completion,
 ``text``) become ``prompt + completion`` with the ``qa`` template.
@@ -16,9 +17,38 @@ from .gsm8k import IGNORE_INDEX
 from .gsm8k.loading import load_rows, standardise_fields
 from .gsm8k.prompts import format_example
 
-__all__ = ["TextCollator", "count_truncated", "load_text_dataset"]
+__all__ = ["TextCollator", "count_truncated", "load_text_dataset", "modular_addition", "number_code"]
 
 SYNTHETIC_ROWS = 512  # rows of `synthetic` per split
+MODULAR_TRAIN_FRACTION = 0.5  # Power et al. (2022, Fig. 1): the more of the table is trained on, the sooner it generalises
+
+
+def number_code(n: int) -> str:
+    """``n`` as a two-letter word (``0 -> "aa"``, ``27 -> "bb"``): the tiny tokenizers split digits, a letter code
+    becomes one token per number, the symbols of the grokking task."""
+    if not 0 <= n < 26 * 26:
+        raise ValueError(f"number_code: {n} is outside [0, 676)")
+    return chr(97 + n // 26) + chr(97 + n % 26)
+
+
+def modular_addition(split: str = "train", *, modulus: int = 113, train_fraction: float = MODULAR_TRAIN_FRACTION,
+                     seed: int = 0) -> dict[str, list]:  # fmt: skip
+    """Every pair ``(a, b)`` of ``Z_p x Z_p`` as ``{"text": "<a> plus <b>", "label": (a + b) mod p}``, split at
+    random (``seed``) into ``train_fraction`` of the table for ``train`` and the rest for ``test`` (Power et al.,
+    2022, "Grokking"). Numbers are :func:`number_code` words."""
+    import numpy as np
+
+    if split not in ("train", "test", "validation"):
+        raise ValueError(f"modular-addition: split {split!r}; it has `train` and `test`")
+    if not 2 <= modulus <= 26 * 26 or not 0 < train_fraction < 1:
+        raise ValueError(f"modular-addition: modulus in [2, 676] and train_fraction in (0, 1); got {modulus}, "
+                         f"{train_fraction}")  # fmt: skip
+    pairs = np.random.default_rng(seed).permutation(modulus * modulus)
+    cut = int(round(train_fraction * len(pairs)))
+    chosen = np.sort(pairs[:cut] if split == "train" else pairs[cut:])
+    a, b = chosen // modulus, chosen % modulus
+    return {"text": [f"{number_code(int(x))} plus {number_code(int(y))}" for x, y in zip(a, b, strict=True)],
+            "label": [int(v) for v in (a + b) % modulus]}
 
 
 def load_text_dataset(source: str, split: str = "train", *, config: str | None = None, text_column: str = "text",
@@ -35,6 +65,8 @@ def load_text_dataset(source: str, split: str = "train", *, config: str | None =
         from .synthetic import synthetic_dataset
 
         ds = synthetic_dataset(SYNTHETIC_ROWS, split="test" if split in ("test", "validation") else "train")
+    elif source == "modular-addition":  # `config`: the modulus (default 113)
+        ds = datasets.Dataset.from_dict(modular_addition(split, modulus=int(config or 113)))
     else:
         ds = load_rows(source, split, config)
     columns = list(ds.column_names)
