@@ -20,7 +20,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import bar_panel, experiment_args, markdown_table, run_grid, summarize, write_doc  # noqa: E402
+from harness import (  # noqa: E402
+    bar_panel,
+    experiment_args,
+    markdown_table,
+    pyplot,
+    run_grid,
+    save_summary,
+    summarize,
+    write_doc,
+)
 
 ARMS = {"infonce": ["--clip_alignment_weight", "0"], "infonce + alignment": []}
 METRICS = ["zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1"]
@@ -29,11 +38,7 @@ SMOKE = ["--max_train_samples", "96", "--max_eval_samples", "48", "--tiny_hidden
 
 
 def figure(out: Path, path: Path, summary: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, metric in zip(axes, ("zeroshot_top1", "image_to_text_R@1"), strict=False):
         bar_panel(ax, summary, metric, metric + (" (chance 1/24)" if metric.startswith("zeroshot") else " (chance 1/1000)"))
@@ -61,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     base = ["--config", "demo/clip.yaml", *(SMOKE if args.smoke else [])]
     results = run_grid("clip", base, ARMS, seeds, out, reuse=args.reuse)
     summary = summarize(results, METRICS, baseline="infonce")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    docs = out if args.smoke else REPO / "docs" / "experiments"
-    docs.mkdir(parents=True, exist_ok=True)
+    docs = save_summary(out, summary, bool(args.smoke), REPO)
     figure(out, docs / "clip.png", summary)
     table = markdown_table(summary, METRICS)
     print("\n".join(table))

@@ -13,14 +13,13 @@ rows of their (pseudo-)labels, unlabelled rows joining the regulariser with thei
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import experiment_args, markdown_table, run_grid, summarize, write_doc  # noqa: E402
+from harness import experiment_args, markdown_table, pyplot, run_grid, save_summary, summarize, write_doc  # noqa: E402
 
 FASHION = str(REPO.parent / "shared" / "data" / "fashion-mnist")
 ARMS = {"ce": [], "ce + MIR/HDR": ["--matrix_mir_weight", "0.1", "--matrix_hdr_weight", "0.1"]}
@@ -40,14 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         results = run_grid("classify", base, ARMS, seeds, out / f"fraction{fraction:g}", reuse=args.reuse,
                            seed_fields=("--seed", "--label_seed"), results_file="all_results.json")  # fmt: skip
         summaries[fraction] = summarize(results, ["eval_accuracy", "eval_mir", "eval_hdr"], baseline="ce")
-    (out / "summary.json").write_text(json.dumps({str(k): v for k, v in summaries.items()}, indent=2) + "\n")
-    docs = out if args.smoke else REPO / "docs" / "experiments"
-    docs.mkdir(parents=True, exist_ok=True)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    docs = save_summary(out, {str(k): v for k, v in summaries.items()}, bool(args.smoke), REPO)
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for j, arm in enumerate(ARMS):

@@ -13,7 +13,6 @@ and batch order; the split is fixed).
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -21,7 +20,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import experiment_args, markdown_table, run_grid, summarize, write_doc  # noqa: E402
+from harness import (  # noqa: E402
+    curve,
+    experiment_args,
+    log_history,
+    markdown_table,
+    pyplot,
+    run_grid,
+    save_summary,
+    summarize,
+    write_doc,
+)
 
 BASE = ["--config", "classify/grokking.yaml"]
 SMOKE = ["--max_steps", "20", "--eval_steps", "10", "--logging_steps", "5", "--matrix_metrics_steps", "10", "--max_eval_samples", "200",
@@ -30,12 +39,6 @@ ENTROPY = "probe_layer0_matrix_entropy"
 PANELS = [("accuracy", "training accuracy (batch)"), ("eval_accuracy", "held-out accuracy"),
           (ENTROPY, "matrix entropy of the block's output (probe)"), ("probe_class_mean_entropy", "class-mean entropy"),
           ("probe_head_entropy", "head matrix entropy H(W Wᵀ)"), ("eval_loss", "held-out loss")]  # fmt: skip
-
-
-def curve(log: list[dict], key: str) -> tuple[list[int], list[float]]:
-    train_only = not key.startswith("eval_")
-    points = [(h["step"], h[key]) for h in log if key in h and not (train_only and "eval_loss" in h)]
-    return [s for s, _ in points], [v for _, v in points]
 
 
 def first_step(steps: list[int], values: list[float], level: float) -> int | None:
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [0, 1] if args.smoke else [0, 1, 2]
     results = run_grid("classify", [*BASE, *(SMOKE if args.smoke else [])], {"ce": []}, seeds, out, reuse=args.reuse,
                        results_file="all_results.json")  # fmt: skip
-    logs = {s: json.loads((out / "ce" / f"seed{s}" / "trainer_state.json").read_text())["log_history"] for s in seeds}
+    logs = {s: log_history(out / "ce" / f"seed{s}") for s in seeds}
     events = {}
     for seed, log in logs.items():
         fit = first_step(*curve(log, "accuracy"), 0.99)  # memorised
@@ -60,14 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         results["ce"][seed].update(final_train_accuracy=curve(log, "accuracy")[1][-1], final_entropy=entropy[-1])
     metrics = ["final_train_accuracy", "eval_accuracy", "final_entropy"]
     summary = summarize(results, metrics, baseline="ce")
-    (out / "summary.json").write_text(json.dumps({**summary, "events": events}, indent=2) + "\n")
-    docs = out if args.smoke else REPO / "docs" / "experiments"
-    docs.mkdir(parents=True, exist_ok=True)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    docs = save_summary(out, {**summary, "events": events}, bool(args.smoke), REPO)
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 3, figsize=(14, 6.4))
     for ax, (key, title) in zip(axes.flat, PANELS, strict=True):

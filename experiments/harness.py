@@ -5,6 +5,9 @@
 - :func:`summarize`: per arm and metric, mean, sample std and the per-seed values; per non-baseline arm, the
   paired difference to the baseline (same seeds) with its mean and std;
 - :func:`markdown_table` renders it, :func:`bar_panel` draws one metric per arm with the per-seed points;
+- :func:`log_history` / :func:`curve` read a run's logged series (``trainer_state.json``);
+- :func:`save_summary` writes ``summary.json`` and says where the doc and figure go, :func:`pyplot` gives
+  matplotlib without a display;
 - :func:`experiment_args` parses the flags every experiment takes (``--smoke OUT``, ``--reuse``) and
   :func:`write_doc` writes ``docs/experiments/<name>.md`` in the one layout (question, setup, result, figure,
   answer, what would change it, the command).
@@ -23,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bar_panel", "experiment_args", "markdown_table", "run_grid", "summarize", "write_doc"]
+__all__ = ["bar_panel", "curve", "experiment_args", "log_history", "markdown_table", "pyplot", "run_grid",
+           "save_summary", "summarize", "write_doc"]
 
 
 def run_grid(command: str, base: Sequence[str], arms: Mapping[str, Sequence[str]], seeds: Sequence[int], out: Path, *,
@@ -113,3 +117,34 @@ def write_doc(path: Path, *, title: str, question: str, setup: str, result: Sequ
                       "", "**Reproduce.**", "", "```", command, "```", ""])  # fmt: skip
     path.write_text(text)
     print(f"wrote {path}")
+
+
+def log_history(run_dir: Path) -> list[dict]:
+    """The Trainer's ``log_history`` of one run."""
+    return json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+
+
+def curve(log: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """``(steps, values)`` of ``key``; a training key skips the evaluation entries (which repeat it as ``eval_``)."""
+    training = not key.startswith("eval_")
+    points = [(h["step"], h[key]) for h in log if key in h and not (training and "eval_loss" in h)]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def save_summary(out: Path, summary: Mapping[str, Any], smoke: bool, repo: Path) -> Path:
+    """Write ``out/summary.json``; returns the folder of the doc and the figure (``out`` for a smoke run, else
+    ``docs/experiments``)."""
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    docs = out if smoke else repo / "docs" / "experiments"
+    docs.mkdir(parents=True, exist_ok=True)
+    return docs
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

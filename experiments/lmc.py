@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import experiment_args, run_grid, write_doc  # noqa: E402
+from harness import experiment_args, pyplot, run_grid, save_summary, write_doc  # noqa: E402
 
 FASHION = str(REPO.parent / "shared" / "data" / "fashion-mnist")
 DATA = ["--config", "classify/digits.yaml", "--dataset_name", FASHION, "--image_size", "28", "--max_eval_samples", "1000",
@@ -69,14 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                       "endpoint_accuracy": [r["eval_accuracy"] for r in tuned[rate].values()],
                       "entropy_mid_minus_ends": [_mid_minus_ends(p["path"]) for p in runs]}
                for rate, runs in paths.items()}  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    docs = out if args.smoke else REPO / "docs" / "experiments"
-    docs.mkdir(parents=True, exist_ok=True)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    docs = save_summary(out, summary, bool(args.smoke), REPO)
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for j, (rate, runs) in enumerate(paths.items()):

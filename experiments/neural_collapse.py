@@ -14,7 +14,6 @@ split (training accuracy: is the error zero?). Seeds 0, 1, 2. At neural collapse
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
@@ -23,7 +22,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import experiment_args, markdown_table, run_grid, summarize, write_doc  # noqa: E402
+from harness import (  # noqa: E402
+    curve,
+    experiment_args,
+    log_history,
+    markdown_table,
+    pyplot,
+    run_grid,
+    save_summary,
+    summarize,
+    write_doc,
+)
 
 FASHION = str(REPO.parent / "shared" / "data" / "fashion-mnist")
 C = 10
@@ -42,33 +51,18 @@ PANELS = [("probe_mir", "MIR (features vs head rows)"), ("probe_hdr", "HDR"), ("
           ("accuracy", "training accuracy (batch)")]  # fmt: skip
 
 
-def history(run: Path) -> list[dict]:
-    return json.loads((run / "trainer_state.json").read_text())["log_history"]
-
-
-def curve(log: list[dict], key: str) -> tuple[list[int], list[float]]:
-    points = [(h["step"], h[key]) for h in log if key in h and "eval_loss" not in h]
-    return [s for s, _ in points], [v for _, v in points]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
     out = args.smoke or REPO / "outputs" / "experiments" / "neural_collapse"
     seeds = [0, 1] if args.smoke else [0, 1, 2]
     results = run_grid("classify", [*BASE, *(SMOKE if args.smoke else [])], {"ce": []}, seeds, out, reuse=args.reuse,
                        results_file="all_results.json")  # fmt: skip
-    logs = {seed: history(out / "ce" / f"seed{seed}") for seed in seeds}
+    logs = {seed: log_history(out / "ce" / f"seed{seed}") for seed in seeds}
     for seed, log in logs.items():  # the probe's last values join the run's results
         results["ce"][seed].update({k: curve(log, k)[1][-1] for k in COLLAPSE})
     summary = summarize(results, METRICS, baseline="ce")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    docs = out if args.smoke else REPO / "docs" / "experiments"
-    docs.mkdir(parents=True, exist_ok=True)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    docs = save_summary(out, summary, bool(args.smoke), REPO)
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 4, figsize=(16, 6.4))
     for ax, (key, title) in zip(axes.flat, PANELS, strict=False):

@@ -13,14 +13,22 @@ same architecture at random init (same seed) and raw pixels.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import bar_panel, experiment_args, markdown_table, run_grid, summarize, write_doc  # noqa: E402
+from harness import (  # noqa: E402
+    bar_panel,
+    experiment_args,
+    markdown_table,
+    pyplot,
+    run_grid,
+    save_summary,
+    summarize,
+    write_doc,
+)
 
 FASHION = str(REPO.parent / "shared" / "data" / "fashion-mnist")
 ARMS = {"simclr": ["--ssl_method", "simclr"], "mec": ["--ssl_method", "mec"],
@@ -39,14 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     arms = {k: ARMS[k] for k in ("simclr", "matrix_ssl exact")} if args.smoke else ARMS
     results = run_grid("ssl", [*BASE, *(SMOKE if args.smoke else [])], arms, seeds, out, reuse=args.reuse)
     summary = summarize(results, METRICS, baseline="simclr")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    docs = out if args.smoke else REPO / "docs" / "experiments"
-    docs.mkdir(parents=True, exist_ok=True)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    docs = save_summary(out, summary, bool(args.smoke), REPO)
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, (metric, random_init, name) in zip(axes, (("probe_trained", "probe_random_init", "linear probe"),

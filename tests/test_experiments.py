@@ -19,6 +19,14 @@ sys.path.insert(0, str(REPO / "experiments"))
 from harness import markdown_table, summarize  # noqa: E402
 
 
+def smoke_run(script: str, out: Path) -> dict:
+    """``python experiments/<script>.py --smoke OUT``; returns its ``summary.json``."""
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / f"{script}.py"), "--smoke", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads((out / "summary.json").read_text())
+
+
 def test_summary_means_stds_and_paired_differences():
     results = {"base": {0: {"m": 0.1}, 1: {"m": 0.3}, 2: {"m": 0.2}},
                "new": {0: {"m": 0.2}, 1: {"m": 0.3}, 2: {"m": 0.4}}}  # fmt: skip
@@ -34,10 +42,7 @@ def test_summary_means_stds_and_paired_differences():
 
 @pytest.mark.slow
 def test_clip_experiment_smoke_run(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "clip_matrix.py"), "--smoke", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = smoke_run("clip_matrix", tmp_path)
     assert set(summary["arms"]) == {"infonce", "infonce + alignment"}
     assert len(summary["arms"]["infonce"]["zeroshot_top1"]["values"]) == 2
     assert (tmp_path / "clip.png").stat().st_size > 10_000
@@ -46,10 +51,7 @@ def test_clip_experiment_smoke_run(tmp_path):
 
 @pytest.mark.slow
 def test_few_labels_experiment_smoke_run(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "few_labels.py"), "--smoke", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = smoke_run("few_labels", tmp_path)
     arms = summary["0.05"]["arms"]
     assert set(arms) == {"ce", "ce + MIR/HDR"} and len(arms["ce"]["eval_accuracy"]["values"]) == 2
     assert (tmp_path / "few_labels.png").is_file()
@@ -59,10 +61,7 @@ def test_few_labels_experiment_smoke_run(tmp_path):
 
 @pytest.mark.slow
 def test_ssl_methods_experiment_smoke_run(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "ssl_methods.py"), "--smoke", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = smoke_run("ssl_methods", tmp_path)
     assert set(summary["arms"]) == {"simclr", "matrix_ssl exact"}
     assert len(summary["arms"]["simclr"]["probe_trained"]["values"]) == 2
     assert (tmp_path / "ssl_methods.png").stat().st_size > 10_000
@@ -72,20 +71,14 @@ def test_ssl_methods_experiment_smoke_run(tmp_path):
 
 @pytest.mark.slow
 def test_neural_collapse_experiment_smoke_run(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "neural_collapse.py"), "--smoke", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    arms = json.loads((tmp_path / "summary.json").read_text())["arms"]
+    arms = smoke_run("neural_collapse", tmp_path)["arms"]
     assert len(arms["ce"]["probe_mir"]["values"]) == 2 and 0.0 < arms["ce"]["probe_mir"]["mean"] < 1.0
     assert (tmp_path / "neural_collapse.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
 def test_lmc_experiment_smoke_run(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "lmc.py"), "--smoke", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = smoke_run("lmc", tmp_path)
     assert set(summary) == {"lr 1e-4", "lr 3e-3"} and len(summary["lr 3e-3"]["accuracy_barrier"]) == 1
     path = json.loads((tmp_path / "lmc" / "lr 3e-3" / "pair12" / "lmc.json").read_text())["path"]
     assert [q["omega"] for q in path][:2] == [0.0, 0.1] and (tmp_path / "lmc.png").is_file()
@@ -93,9 +86,6 @@ def test_lmc_experiment_smoke_run(tmp_path):
 
 @pytest.mark.slow
 def test_grokking_experiment_smoke_run(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "grokking.py"), "--smoke", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = smoke_run("grokking", tmp_path)
     assert len(summary["arms"]["ce"]["eval_accuracy"]["values"]) == 2 and set(summary["events"]) == {"0", "1"}
     assert "start" in summary["events"]["0"]["entropy"] and (tmp_path / "grokking.png").is_file()
