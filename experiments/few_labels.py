@@ -19,9 +19,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import experiment_args, markdown_table, pyplot, run_grid, save_summary, summarize, write_doc  # noqa: E402
+from harness import (  # noqa: E402
+    FASHION,
+    experiment_args,
+    markdown_table,
+    pyplot,
+    run_grid,
+    save_summary,
+    summarize,
+    write_doc,
+)
 
-FASHION = str(REPO.parent / "shared" / "data" / "fashion-mnist")
 ARMS = {"ce": [], "ce + MIR/HDR": ["--matrix_mir_weight", "0.1", "--matrix_hdr_weight", "0.1"]}
 FRACTIONS = (0.01, 0.05, 0.1, 1.0)
 BASE = ["--config", "classify/digits.yaml", "--dataset_name", FASHION, "--image_size", "28", "--max_train_samples",

@@ -26,8 +26,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bar_panel", "curve", "experiment_args", "log_history", "markdown_table", "pyplot", "run_grid",
+__all__ = ["FASHION", "bar_panel", "curve", "experiment_args", "log_history", "markdown_table", "pyplot", "run_grid",
            "save_summary", "summarize", "write_doc"]
+
+FASHION = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist")  # ../shared beside the repo
 
 
 def run_grid(command: str, base: Sequence[str], arms: Mapping[str, Sequence[str]], seeds: Sequence[int], out: Path, *,

@@ -23,9 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import experiment_args, pyplot, run_grid, save_summary, write_doc  # noqa: E402
+from harness import FASHION, experiment_args, pyplot, run_grid, save_summary, write_doc  # noqa: E402
 
-FASHION = str(REPO.parent / "shared" / "data" / "fashion-mnist")
 DATA = ["--config", "classify/digits.yaml", "--dataset_name", FASHION, "--image_size", "28", "--max_eval_samples", "1000",
         "--eval_strategy", "no", "--logging_steps", "50"]  # fmt: skip
 START = ["--max_train_samples", "2000", "--num_train_epochs", "10"]

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
 from harness import (  # noqa: E402
+    FASHION,
     curve,
     experiment_args,
     log_history,
@@ -34,7 +35,6 @@ from harness import (  # noqa: E402
     write_doc,
 )
 
-FASHION = str(REPO.parent / "shared" / "data" / "fashion-mnist")
 C = 10
 COLLAPSE = {"probe_mir": 1 / (C - 1) + (C - 2) * math.log(C - 2) / ((C - 1) * math.log(C - 1)), "probe_hdr": 0.0,
             "probe_nc1": 0.0, "probe_head_entropy": math.log(C - 1), "probe_class_mean_entropy": math.log(C - 1)}  # fmt: skip

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
 from harness import (  # noqa: E402
+    FASHION,
     bar_panel,
     experiment_args,
     markdown_table,
@@ -30,7 +31,6 @@ from harness import (  # noqa: E402
     write_doc,
 )
 
-FASHION = str(REPO.parent / "shared" / "data" / "fashion-mnist")
 ARMS = {"simclr": ["--ssl_method", "simclr"], "mec": ["--ssl_method", "mec"],
         "matrix_ssl exact": ["--ssl_method", "matrix_ssl", "--ssl_preset", "exact"],
         "matrix_ssl official": ["--ssl_method", "matrix_ssl", "--ssl_preset", "official"]}  # fmt: skip
