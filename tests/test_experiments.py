@@ -89,3 +89,10 @@ def test_grokking_experiment_smoke_run(tmp_path):
     summary = smoke_run("grokking", tmp_path)
     assert len(summary["arms"]["ce"]["eval_accuracy"]["values"]) == 2 and set(summary["events"]) == {"0", "1"}
     assert "start" in summary["events"]["0"]["entropy"] and (tmp_path / "grokking.png").is_file()
+
+
+@pytest.mark.slow
+def test_lm_mce_experiment_smoke_run(tmp_path):
+    summary = smoke_run("lm_mce", tmp_path)
+    assert set(summary["arms"]) == {"ce", "head 0.1"} and len(summary["paired"]["head 0.1"]["strict"]["values"]) == 2
+    assert (tmp_path / "lm_mce.png").is_file() and (tmp_path / "ce" / "seed1" / "eval" / "results.json").is_file()
