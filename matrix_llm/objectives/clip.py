@@ -10,6 +10,11 @@ terms, on a ``CLIPModel`` or a ``VisionTextDualEncoderModel`` (docs/formulations
   ``[its images ; its text]``, so identical captions (and duplicated images) form one group;
 - ``MCE``: :class:`~matrix_llm.losses.CrossModalMCELoss` between the two modalities' feature covariances.
 
+Light augmentation, in training only: each image is a random resized crop of ``crop_min_scale`` to all of its
+area, as open_clip's training transform (scale ``(0.9, 1)``, no flip: captions name left and right), seeded per
+(seed, rank, step) (:class:`~matrix_llm.data.augment.TwoViewAugment`'s seeding); ``crop_min_scale = 1`` turns it
+off. Evaluation sees the images as they are.
+
 Logged: ``infonce``, ``contrastive_accuracy``, ``logit_scale``, the matrix terms that are trained, and every
 ``metrics_steps`` optimizer steps (always in evaluation) both matrix terms whatever their weights and the pair
 diagnostics
@@ -26,12 +31,14 @@ import torch
 from transformers import TrainerCallback
 
 from .. import diagnostics, features, info
+from ..data.augment import TwoViewAugment, ViewSettings
 from ..losses import CLIPLoss, CrossModalEntropyLoss, CrossModalMCELoss
 from .base import Objective, ObjectiveCard, ObjectiveOutput
 
 __all__ = ["CLIPObjective", "LogitScaleClamp"]
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the temperature at 1/100
+CROP_ONLY = dict(flip=0.0, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0)  # open_clip's train transform: a crop
 CARD_FIELDS = ("clip_infonce_weight", "clip_alignment_weight", "clip_mce_weight", "clip_mce_mu")
 
 
@@ -83,16 +90,28 @@ class CLIPObjective(Objective):
     )
 
     def __init__(self, *, infonce_weight: float = 1.0, alignment_weight: float = 0.0, mce_weight: float = 0.0,
-                 mce_mu: float = 0.5, matrix_start_step: int = 0, metrics_steps: int = 1) -> None:  # fmt: skip
+                 mce_mu: float = 0.5, matrix_start_step: int = 0, metrics_steps: int = 1, crop_min_scale: float = 1.0,
+                 seed: int = 0) -> None:  # fmt: skip
         problems = self.argument_problems(infonce_weight=infonce_weight, alignment_weight=alignment_weight,
                                           mce_weight=mce_weight, mce_mu=mce_mu, metrics_steps=metrics_steps,
-                                          matrix_start_step=matrix_start_step)  # fmt: skip
+                                          matrix_start_step=matrix_start_step, crop_min_scale=crop_min_scale)  # fmt: skip
         if problems:
             name, expected, got = problems[0]
             raise ValueError(f"CLIPObjective: `{name}` must be {expected}; got {got!r}")
         self.weights = {"infonce": float(infonce_weight), "alignment": float(alignment_weight), "mce": float(mce_weight)}
         self.metrics_steps, self.matrix_start_step = int(metrics_steps), int(matrix_start_step)
         self.infonce, self.alignment, self.mce = CLIPLoss(), CrossModalEntropyLoss(), CrossModalMCELoss(mu=mce_mu)
+        self.crop_min_scale, self.seed = float(crop_min_scale), int(seed)
+        self._crop: TwoViewAugment | None = None
+
+    def light_crop(self, pixel_values: torch.Tensor, step: int) -> torch.Tensor:
+        """A random resized crop (``crop_min_scale`` to 1 of the area) of each image at its own size."""
+        side = pixel_values.shape[-1]
+        if self._crop is None or self._crop.size != side:
+            view = ViewSettings(crop_scale=(self.crop_min_scale, 1.0), **CROP_ONLY)
+            self._crop = TwoViewAugment(size=side, channels=pixel_values.shape[1], mean=(0.0,), std=(1.0,),
+                                        seed=self.seed, views=(view, view))  # fmt: skip
+        return self._crop.to(pixel_values.device).views_of(pixel_values, step, 1)[0].to(pixel_values.dtype)
 
     @staticmethod
     def argument_problems(**values: Any) -> list[tuple[str, str, Any]]:
@@ -104,6 +123,8 @@ class CLIPObjective(Objective):
                 out.append((name, "an integer >= 0", value))
             elif name == "mce_mu" and not (number and value > 0):
                 out.append((name, "a number > 0", value))
+            elif name == "crop_min_scale" and not (number and 0 < value <= 1):
+                out.append((name, "a number in (0, 1] (1: no crop)", value))
             elif name.endswith("_weight") and not (number and value >= 0):
                 out.append((name, "a number >= 0", value))
         weights = [values.get(k, 0) for k in ("infonce_weight", "alignment_weight", "mce_weight")]
@@ -141,7 +162,10 @@ class CLIPObjective(Objective):
         if missing:
             raise ValueError(f"CLIPObjective: the batch has no {missing}; it has {sorted(inputs)}")
         mask = inputs.get("attention_mask")
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=mask, pixel_values=inputs["pixel_values"])
+        pixels = inputs["pixel_values"]
+        if model.training and self.crop_min_scale < 1.0:
+            pixels = self.light_crop(pixels, -1 if step is None else step)
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=mask, pixel_values=pixels)
         images, texts = outputs.image_embeds, outputs.text_embeds
         scale = features.unwrap(model).logit_scale
         parts = self.infonce(images, texts, scale)

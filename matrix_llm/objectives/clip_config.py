@@ -23,7 +23,7 @@ __all__ = ["CLIPConfig", "CLIPDataArguments", "CLIPModelArguments"]
 
 _FIELD_OF = {"infonce_weight": "clip_infonce_weight", "alignment_weight": "clip_alignment_weight",
              "mce_weight": "clip_mce_weight", "mce_mu": "clip_mce_mu", "metrics_steps": "matrix_metrics_steps",
-             "matrix_start_step": "clip_matrix_start_step"}  # fmt: skip
+             "matrix_start_step": "clip_matrix_start_step", "crop_min_scale": "clip_crop_min_scale"}  # fmt: skip
 
 
 @dataclass
@@ -117,6 +117,11 @@ class CLIPConfig(MatrixTrainingArguments):
     clip_matrix_start_step: int = field(
         default=0, metadata={"help": "The matrix terms join the loss from this optimizer step (InfoNCE alone before)."}
     )
+    clip_crop_min_scale: float = field(
+        default=0.9,
+        metadata={"help": "Training images: random resized crop of this share of the area to all of it (open_clip's "
+                  "0.9; 1: none)."},  # fmt: skip
+    )
 
     def problems(self) -> list[str]:
         return super().problems() + self.objective_problems("clip", CLIPObjective.argument_problems, _FIELD_OF)
@@ -124,5 +129,5 @@ class CLIPConfig(MatrixTrainingArguments):
     def objective_kwargs(self) -> dict[str, Any]:
         return dict(infonce_weight=self.clip_infonce_weight, alignment_weight=self.clip_alignment_weight,
                     mce_weight=self.clip_mce_weight, mce_mu=self.clip_mce_mu,
-                    matrix_start_step=self.clip_matrix_start_step,
-                    metrics_steps=self.effective_matrix_metrics_steps)  # fmt: skip
+                    matrix_start_step=self.clip_matrix_start_step, crop_min_scale=self.clip_crop_min_scale,
+                    seed=self.seed, metrics_steps=self.effective_matrix_metrics_steps)  # fmt: skip

@@ -97,6 +97,26 @@ def test_objective_terms_weights_and_the_temperature_clamp():
     assert model.logit_scale.item() == pytest.approx(MAX_LOGIT_SCALE) and MAX_LOGIT_SCALE == pytest.approx(math.log(100))
 
 
+def test_light_crop_in_training_only_seeded_per_step():
+    """open_clip's training transform (random resized crop of 90-100% of the area, no flip) on the training batches;
+    evaluation sees the images unchanged; the same step draws the same crops."""
+    model = _dual()
+    batch = {"input_ids": torch.randint(1, 40, (6, 5)), "attention_mask": torch.ones(6, 5, dtype=torch.long),
+             "pixel_values": torch.rand(6, 3, 8, 8)}  # fmt: skip
+    plain, cropped = CLIPObjective(crop_min_scale=1.0), CLIPObjective(crop_min_scale=0.5, seed=3)
+    x = batch["pixel_values"]
+    a, again, c = cropped.light_crop(x, 7), cropped.light_crop(x, 7), cropped.light_crop(x, 8)
+    assert a.shape == x.shape and not torch.allclose(a, x) and not torch.allclose(a, c)
+    assert not torch.allclose(a, again)  # a second micro-batch of the same step: other crops
+    torch.testing.assert_close(CLIPObjective(crop_min_scale=0.5, seed=3).light_crop(x, 7), a)  # a rerun: the same
+    model.train()
+    loss = cropped(model, batch, step=1).batch_loss
+    assert torch.isfinite(loss) and not torch.allclose(loss, plain(model, batch, step=1).batch_loss)
+    model.eval()
+    torch.testing.assert_close(cropped(model, batch, step=1).batch_loss, plain(model, batch, step=1).batch_loss)
+    with pytest.raises(ValueError, match="`crop_min_scale` must be a number in"):
+        CLIPObjective(crop_min_scale=0.0)
+
 def test_clip_command_trains_saves_and_measures(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
@@ -257,7 +277,7 @@ def test_a_hub_style_clipmodel_with_its_processor(tmp_path):
     CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(hub)
     out = tmp_path / "out"
     assert clip.main([*TINY, "--model_name_or_path", str(hub), "--max_length", "64", "--max_steps", "2",
-                      "--max_eval_samples", "32", "--output_dir", str(out)]) == 0  # fmt: skip
+                      "--max_eval_samples", "32", "--clip_crop_min_scale", "0.9", "--output_dir", str(out)]) == 0  # fmt: skip
     trained = CLIPModel.from_pretrained(out)
     assert not torch.equal(trained.visual_projection.weight, CLIPModel.from_pretrained(hub).visual_projection.weight)
     processor = AutoProcessor.from_pretrained(out)
