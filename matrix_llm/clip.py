@@ -37,38 +37,12 @@ from .runner import (
     write_report,
 )
 
-__all__ = ["FASHION_MNIST_CLASSES", "add_text_lora", "build_model", "main", "parse_args", "run",
-           "save_and_merge_text_lora", "zeroshot_set"]
+__all__ = ["add_text_lora", "build_model", "main", "parse_args", "run", "save_and_merge_text_lora"]
 
 logger = logging.getLogger("matrix_llm.clip")
 PROG = "matrix-llm clip"
 OBJECTIVES = ("clip",)
-FASHION_MNIST_CLASSES = ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                         "ankle boot"]  # fmt: skip  (../shared/data/fashion-mnist/README.md)
 TEXT_ADAPTER = "text_adapter"  # use_peft: the text tower's LoRA adapter, beside the merged model
-GENERIC_TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "a {}."]
-
-
-def zeroshot_set(data_args: CLIPDataArguments, seed: int) -> tuple[Any, list[str], list[str]] | None:
-    """``(rows with image / label, class names, templates)`` of the zero-shot set, or ``None``."""
-    source = data_args.zeroshot_dataset
-    if source is None:
-        return None
-    n = data_args.max_eval_samples or 1000
-    if source == "scenes":
-        from .data.image_text import CLASS_NAMES, PLACES, SIZES, scene_dataset
-
-        rows = scene_dataset("zeroshot", n, side=data_args.image_size, seed=seed)
-        templates = [f"a {size} {{}} in the {place}" for size in SIZES for place in PLACES]
-        return rows, list(data_args.zeroshot_classes or CLASS_NAMES), list(data_args.zeroshot_templates or templates)
-    from .data.images import load_image_dataset
-
-    rows = load_image_dataset(source, "test")
-    rows = rows.select(range(min(n, len(rows))))
-    classes = data_args.zeroshot_classes or (FASHION_MNIST_CLASSES if "fashion" in source.lower() else None)
-    if not classes:
-        raise ValueError(f"`zeroshot_classes`: the class names of {source} are needed for zero-shot evaluation")
-    return rows, list(classes), list(data_args.zeroshot_templates or GENERIC_TEMPLATES)
 
 
 def _tiny_sizes(model_args: CLIPModelArguments) -> dict[str, int]:
@@ -199,7 +173,7 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
     """Everything after parsing; returns the final metrics."""
     from transformers import set_seed
 
-    from .clip_eval import ImageTextEvalCallback
+    from .clip_eval import ImageTextEvalCallback, zeroshot_set
     from .data.image_text import ImageTextCollator, load_image_text_dataset
     from .data.text import count_truncated
     from .trainer import MatrixTrainer

@@ -6,6 +6,8 @@ classification with prompt templates and image <-> text retrieval, with open_cli
 - :func:`retrieval_metrics`: for paired embeddings (row ``i`` of both is a pair), the rank of the true partner
   in each direction: ``image_to_text_R@{1,5,10}``, ``text_to_image_R@{1,5,10}``, ``*_mean_rank``,
   ``*_median_rank`` (ranks from 1), as open_clip's ``get_clip_metrics``.
+- :func:`zeroshot_set`: the zero-shot images, class names and templates (``scenes``' held-out compositions,
+  Fashion-MNIST with its class names, or any labelled image set with ``zeroshot_classes``);
 - :class:`ImageTextEvalCallback`: both during training, at every evaluation (``eval_zeroshot_top1``, ...).
 
 Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``matrix-llm eval retrieval --model DIR
@@ -22,8 +24,35 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
-__all__ = ["ImageTextEvalCallback", "class_embeddings", "encode_images", "encode_pairs", "evaluate_dual_encoder",
-           "main_retrieval", "main_zeroshot", "retrieval_metrics", "zero_shot_accuracy"]
+__all__ = ["FASHION_MNIST_CLASSES", "ImageTextEvalCallback", "class_embeddings", "encode_images", "encode_pairs",
+           "evaluate_dual_encoder", "main_retrieval", "main_zeroshot", "retrieval_metrics", "zero_shot_accuracy",
+           "zeroshot_set"]
+FASHION_MNIST_CLASSES = ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                         "ankle boot"]  # fmt: skip  (../shared/data/fashion-mnist/README.md)
+GENERIC_TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "a {}."]
+
+
+def zeroshot_set(data_args: Any, seed: int) -> tuple[Any, list[str], list[str]] | None:
+    """``(rows with image / label, class names, templates)`` of the zero-shot set of ``data_args`` (a
+    :class:`~matrix_llm.objectives.clip_config.CLIPDataArguments`), or ``None``."""
+    source = data_args.zeroshot_dataset
+    if source is None:
+        return None
+    n = data_args.max_eval_samples or 1000
+    if source == "scenes":
+        from .data.image_text import CLASS_NAMES, PLACES, SIZES, scene_dataset
+
+        rows = scene_dataset("zeroshot", n, side=data_args.image_size, seed=seed)
+        templates = [f"a {size} {{}} in the {place}" for size in SIZES for place in PLACES]
+        return rows, list(data_args.zeroshot_classes or CLASS_NAMES), list(data_args.zeroshot_templates or templates)
+    from .data.images import load_image_dataset
+
+    rows = load_image_dataset(source, "test")
+    rows = rows.select(range(min(n, len(rows))))
+    classes = data_args.zeroshot_classes or (FASHION_MNIST_CLASSES if "fashion" in source.lower() else None)
+    if not classes:
+        raise ValueError(f"`zeroshot_classes`: the class names of {source} are needed for zero-shot evaluation")
+    return rows, list(classes), list(data_args.zeroshot_templates or GENERIC_TEMPLATES)
 
 
 def _features(out: Any) -> torch.Tensor:
@@ -217,7 +246,6 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     """``matrix-llm eval zeroshot --model DIR --data {scenes,IDX folder} [--classes ...] [--templates ...]``."""
     import argparse
 
-    from .clip import zeroshot_set
     from .objectives.clip_config import CLIPDataArguments
 
     parser = argparse.ArgumentParser(prog="matrix-llm eval zeroshot", description="Zero-shot top-1 / top-5 accuracy "
