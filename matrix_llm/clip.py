@@ -196,7 +196,6 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
         logger.warning("%d of %d training captions are longer than max_length %d tokens and are cut", cut,
                        len(captions), data_args.max_length)  # fmt: skip
     training_args.remove_unused_columns = False  # the collator reads the raw image / caption columns
-    training_args.label_names = []  # no labels: evaluation still runs the objective
     trainer = MatrixTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evalset,
                             data_collator=collator, processing_class=processor or tokenizer)  # fmt: skip
     output_dir = Path(training_args.output_dir)

@@ -159,8 +159,6 @@ def run(model_args: SSLModelArguments, data_args: SSLDataArguments, training_arg
     num_classes = max(int(x) for x in train["label"]) + 1 if labelled else 0
     model, collator, processor = build_model(model_args, data_args, training_args, num_classes)
     training_args.remove_unused_columns = False  # the collator reads the raw `image` column
-    if not labelled:  # evaluation runs the objective without labels (the Trainer skips the loss otherwise)
-        training_args.label_names = []
     trainer = MatrixTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evalset,
                             data_collator=collator)  # fmt: skip
     output_dir = Path(training_args.output_dir)

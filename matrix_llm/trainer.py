@@ -61,9 +61,9 @@ class MatrixTrainer(Trainer):
     evaluation) and clears them. The keys are the objective's (see its docstring); ``loss`` / ``eval_loss``
     (the weighted total that is optimised) come from the Trainer itself.
 
-    **Models without labels** (a bare vision backbone): ``evaluate()`` still runs the objective (the Trainer
-    would otherwise call the model and skip the loss), and batch keys listed in ``objective.input_names`` survive
-    ``remove_unused_columns``.
+    **Batches without labels** (a bare vision backbone, a dual encoder): ``evaluate()`` still runs the objective
+    (:meth:`prediction_step`; the Trainer would otherwise call the model and skip the loss), and batch keys listed
+    in ``objective.input_names`` survive ``remove_unused_columns``.
     """
 
     def __init__(self, *args: Any, objective: Any = None, **kwargs: Any) -> None:
@@ -133,6 +133,17 @@ class MatrixTrainer(Trainer):
         if not return_outputs:
             return loss
         return loss, (out.outputs if out.outputs is not None else {})  # the Trainer indexes what it gets
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple[torch.Tensor | None, Any, Any]:  # fmt: skip
+        """The Trainer's, when the batch has its labels; without them (self-supervised and image-text objectives),
+        the objective's loss alone, which the Trainer would otherwise skip."""
+        if any(inputs.get(name) is not None for name in self.label_names):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach().mean(), None, None
 
     def record_metrics(self, metrics: dict[str, torch.Tensor | float], mode: str | None = None) -> None:
         """Queue scalar metrics for the next ``log()`` (means over the values recorded since the last one).

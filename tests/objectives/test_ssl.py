@@ -340,3 +340,12 @@ def test_mmae_command_saves_an_encoder_that_sees_every_patch(tmp_path):
     assert type(encoder).__name__ == "ViTMAEModel" and encoder.config.mask_ratio == 0.0
     assert encoder(pixel_values=torch.zeros(1, 1, 16, 16)).last_hidden_state.shape[1] == 17  # 16 patches + CLS
     assert "probe_trained" in json.loads((out / "results.json").read_text())
+
+
+def test_unlabelled_images_are_still_evaluated_with_the_objective(tmp_path):
+    """No labels in the batches (`label_column: null`): evaluate() runs the objective (MatrixTrainer's
+    prediction_step) instead of skipping the loss, so eval_loss and the objective's terms are logged."""
+    out = tmp_path / "unlabelled"
+    assert ssl.main([*TINY, "--label_column", "null", "--max_steps", "2", "--output_dir", str(out)]) == 0
+    results = json.loads((out / "all_results.json").read_text())
+    assert math.isfinite(results["eval_loss"]) and "eval_uniformity" in results and "eval_probe_accuracy" not in results
