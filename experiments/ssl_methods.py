@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                   "at ImageNet scale?"),
         setup=("`matrix-llm ssl --config demo/ssl.yaml` on Fashion-MNIST (first 6,000 training images, 28 x 28 grey; "
                "probes on the first 2,000 test images), random-init tiny ViT (hidden 64, 2 layers, 4 x 4 patches "
-               "of 7 px), the demo's projector / predictor and EMA teacher for every method, 25 epochs, batch 128, "
-               "the same views (BYOL's recipe in plain torch); arms: `--ssl_method simclr` (baseline), `mec`, "
+               "of 7 px), the demo's projector for every method, its predictor and EMA teacher (momentum 0.99) for "
+               "Matrix-SSL and MEC (SimCLR has neither, as in its paper), 25 epochs, batch 128, the same views "
+               "(BYOL's recipe in plain torch); arms: `--ssl_method simclr` (baseline), `mec`, "
                "`matrix_ssl` with `--ssl_preset exact` and `official`. Seeds 0, 1, 2 (initialisation, data order, "
                "views). Every run also measures the same architecture at random init and raw pixels."),
         result=table,
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         answer=(f"Linear probe, best arm: {best} ({arms_probe[best]:.3f}; random init {random_init:.3f}). Paired "
                 f"change against SimCLR: {gains}. Verdict: {verdict} At this size a linear probe on raw pixels "
                 f"({summary['arms']['simclr']['probe_raw_pixels']['mean']:.3f}) is still ahead of every learned "
-                "feature."),
+                "feature; every method is well above its random-init backbone."),
         change=("A ResNet / ViT-S backbone, the full 60,000 images and hundreds of epochs (the paper's regime), "
                 "per-method tuned hyper-parameters (all arms share the demo's learning rate and views), more seeds."),
         command="python experiments/ssl_methods.py",
