@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                "held-out pairs and the probe (`matrix_probe_samples: 1000`, held-out pairs). Seeds 0, 1, 2."),
         result=[*table, "", *rows],
         figure="grokking.png",
+        result_note="mean ± sample std over seeds, per-seed values in brackets",
         answer=answer,
         change=("More steps (grokking can take 10^4-10^5 steps), no dropout (BERT's default 0.1 is on), a smaller "
                 "training fraction for the classic delayed generalisation, the embeddings' own entropy."),

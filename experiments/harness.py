@@ -109,12 +109,15 @@ def bar_panel(ax: Any, summary: Mapping[str, Any], metric: str, title: str) -> N
     ax.set_title(title)
 
 
+RESULT_NOTE = ("mean ± sample std over seeds, per-seed values in brackets; the paired rows: difference to the "
+               "baseline arm, same seeds")
+
+
 def write_doc(path: Path, *, title: str, question: str, setup: str, result: Sequence[str], figure: str, answer: str,
-              change: str, command: str) -> None:  # fmt: skip
+              change: str, command: str, result_note: str = RESULT_NOTE) -> None:  # fmt: skip
     """``docs/experiments/<name>.md``: ``result`` is the markdown lines (tables) under the result heading."""
     text = "\n".join([f"# {title}", "", f"**Question.** {question}", "", f"**Setup.** {setup}", "",
-                      ("**Result** (mean ± sample std over seeds, per-seed values in brackets; the paired rows: "
-                       "difference to the baseline arm, same seeds):"), "", *result, "",
+                      f"**Result** ({result_note}):", "", *result, "",
                       f"![results]({figure})", "", f"**Answer.** {answer}", "", f"**What would change it.** {change}",
                       "", "**Reproduce.**", "", "```", command, "```", ""])  # fmt: skip
     path.write_text(text)

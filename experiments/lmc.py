@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         return 0
     small, large = (summary[r] for r in RATES)
+    start_accuracy = json.loads((start / "all_results.json").read_text())["eval_accuracy"]
     barrier = {r: statistics.fmean(s["accuracy_barrier"]) for r, s in summary.items()}
     connected = [r for r, b in barrier.items() if b < 0.01]
     entropy = {r: statistics.fmean(s["entropy_mid_minus_ends"]) for r, s in summary.items()}
@@ -114,13 +115,20 @@ def main(argv: list[str] | None = None) -> int:
                "end points."),
         result=rows,
         figure="lmc.png",
-        answer=(f"Accuracy barrier at lr 1e-4: {statistics.fmean(small['accuracy_barrier']):.4f}, at lr 3e-3: "
+        result_note="mean ± sample std over the pairs (end points: over the 6 fine-tunes), per-pair values in brackets",
+        answer=(f"From the start model's test accuracy {start_accuracy:.3f}, the fine-tunes reach "
+                f"{statistics.fmean(small['endpoint_accuracy']):.3f} (lr 1e-4: they stay close to it) and "
+                f"{statistics.fmean(large['endpoint_accuracy']):.3f} (lr 3e-3). Accuracy barrier at lr 1e-4: {statistics.fmean(small['accuracy_barrier']):.4f}, at lr 3e-3: "
                 f"{statistics.fmean(large['accuracy_barrier']):.4f} (mean over 3 pairs). Linearly connected (barrier "
                 f"< 1 point): {', '.join(connected) or 'neither'}. Matrix entropy at the midpoint minus the mean of "
                 f"the end points: {entropy['lr 1e-4']:+.4f} (lr 1e-4), {entropy['lr 3e-3']:+.4f} (lr 3e-3): "
                 + ("the entropy rises between the end points." if min(entropy.values()) > 0
                    else "the entropy falls between the end points." if max(entropy.values()) < 0
-                   else "the sign depends on the learning rate.")),
+                   else "the sign depends on the learning rate.")
+                + (" Verdict: linearly connected at the small learning rate (little moved from the start), a barrier "
+                   "at the large one, where the last layer's matrix entropy dips along the path."
+                   if connected == ["lr 1e-4"] and entropy["lr 3e-3"] < 0 else
+                   f" Verdict: linearly connected at {', '.join(connected) or 'neither rate'}.")),
         change=("A pretrained Hub backbone (the setting where LMC of fine-tunes is reported), longer fine-tuning, a "
                 "learning-rate sweep rather than two values, more pairs."),
         command="python experiments/lmc.py",

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                "every 100 steps) on the same training images. Seeds 0, 1, 2."),
         result=[*table, "", *rows],
         figure="neural_collapse.png",
+        result_note="mean ± sample std over seeds, per-seed values in brackets",
         answer=(f"Training accuracy at the end {final['eval_accuracy']['mean']:.4f} in every seed. Share of the way "
                 "from the first probe to the collapse value covered at the end: "
                 + ", ".join(f"{k} {100 * closed[k]:.0f}%" for k in COLLAPSE)
