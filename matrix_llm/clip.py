@@ -29,8 +29,6 @@ from .parsing import ConfigError, format_help, mode_classes
 from .parsing import parse_args as parse_command_line
 from .runner import (
     RunCard,
-    deepspeed_stage,
-    one_element_scalars,
     run_command,
     train_and_finish,
     uses_zero3,
@@ -188,8 +186,6 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
     captions = [c for row in train["caption"] for c in ([row] if isinstance(row, str) else row)]
     model, tokenizer, images, processor = build_model(model_args, data_args, training_args, captions)
     text_lora = add_text_lora(model, model_args) if model_args.use_peft else None
-    if deepspeed_stage(training_args) is not None:
-        one_element_scalars(model)  # logit_scale: DeepSpeed cannot broadcast a 0-dim parameter
     collator = ImageTextCollator(tokenizer, images, max_length=data_args.max_length, seed=training_args.seed)
     cut = count_truncated(tokenizer, captions, data_args.max_length)
     if cut:

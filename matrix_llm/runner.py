@@ -27,7 +27,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,6 @@ __all__ = [
     "GracefulStop",
     "RunCard",
     "deepspeed_stage",
-    "one_element_scalars",
     "preflight",
     "resolve_checkpoint",
     "run_command",
@@ -392,36 +390,3 @@ def deepspeed_stage(training_args: Any) -> int | None:
 def uses_zero3(training_args: Any) -> bool:
     """Whether a run is set up for DeepSpeed ZeRO-3, for the modes that must refuse it before any model loads."""
     return deepspeed_stage(training_args) == 3
-
-
-def one_element_scalars(model: Any) -> list[str]:
-    """Make every 0-dim parameter of ``model`` a 1-element one, for DeepSpeed: at start-up it broadcasts each
-    parameter as ``p.data.view(torch.uint8)``, which raises for a 0-dim one ("self.dim() cannot be 0 to view Float
-    as Byte", deepspeed 0.19; CLIP's ``logit_scale`` is 0-dim). The model's arithmetic is unchanged (broadcasting);
-    its ``state_dict`` keeps the 0-dim form, so saved models and checkpoints are the usual ones, and
-    ``load_state_dict`` takes either form. Returns the names of the parameters changed."""
-    from torch import nn
-
-    changed = []
-    for prefix, module in model.named_modules():
-        names = [name for name, p in module.named_parameters(recurse=False) if p.dim() == 0]
-        for name in names:
-            old = getattr(module, name)
-            setattr(module, name, nn.Parameter(old.data.reshape(1), requires_grad=old.requires_grad))
-            changed.append(f"{prefix}.{name}" if prefix else name)
-        if names:
-            module.register_state_dict_post_hook(partial(_scalars_0d, names=names))
-            module.register_load_state_dict_pre_hook(partial(_scalars_1d, names=names))
-    return changed
-
-
-def _scalars_0d(module: Any, state_dict: dict, prefix: str, local_metadata: Any, *, names: list[str]) -> None:
-    for name in names:
-        if prefix + name in state_dict:
-            state_dict[prefix + name] = state_dict[prefix + name].reshape(())
-
-
-def _scalars_1d(module: Any, state_dict: dict, prefix: str, *args: Any, names: list[str]) -> None:
-    for name in names:
-        if prefix + name in state_dict and state_dict[prefix + name].dim() == 0:
-            state_dict[prefix + name] = state_dict[prefix + name].reshape(1)

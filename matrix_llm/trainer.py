@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from .objectives import ObjectiveOutput, build_objective
 
-__all__ = ["MatrixTrainer"]
+__all__ = ["MatrixTrainer", "one_element_scalars"]
 
 
 class MatrixTrainer(Trainer):
@@ -64,13 +66,16 @@ class MatrixTrainer(Trainer):
     **Batches without labels** (a bare vision backbone, a dual encoder): ``evaluate()`` still runs the objective
     (:meth:`prediction_step`; the Trainer would otherwise call the model and skip the loss), and batch keys listed
     in ``objective.input_names`` survive ``remove_unused_columns``.
+
+    **0-dim parameters** (CLIP's ``logit_scale``) under DeepSpeed ZeRO-0/1/2 are made 1-element
+    (:func:`one_element_scalars`), which DeepSpeed's start-up broadcast needs.
     """
 
     def __init__(self, *args: Any, objective: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.objective = objective if objective is not None else build_objective(self.args)
-        # the objective defines the loss, with or without labels: evaluate() must call compute_loss
-        self.can_return_loss = True
+        if self.is_deepspeed_enabled and not is_deepspeed_zero3_enabled():
+            one_element_scalars(self.model)  # before DeepSpeed's start-up broadcast (see there)
         self.add_callback(_DropPredictMetrics(self))
         for callback in getattr(self.objective, "callbacks", lambda trainer: [])(self):
             self.add_callback(callback)
@@ -200,3 +205,34 @@ class _DropPredictMetrics(TrainerCallback):
     def on_predict(self, args, state, control, metrics=None, **kwargs):
         self.trainer._metrics["eval"].clear()
         return control
+
+
+def one_element_scalars(model: Any) -> list[str]:
+    """Make every 0-dim parameter of ``model`` a 1-element one, for DeepSpeed: at start-up it broadcasts each
+    parameter as ``p.data.view(torch.uint8)``, which raises for a 0-dim one ("self.dim() cannot be 0 to view Float
+    as Byte", deepspeed 0.19; CLIP's ``logit_scale`` is 0-dim). The model's arithmetic is unchanged (broadcasting);
+    its ``state_dict`` keeps the 0-dim form, so saved models and checkpoints are the usual ones, and
+    ``load_state_dict`` takes either form. Returns the names of the parameters changed."""
+    changed = []
+    for prefix, module in model.named_modules():
+        names = [name for name, p in module.named_parameters(recurse=False) if p.dim() == 0]
+        for name in names:
+            old = getattr(module, name)
+            setattr(module, name, nn.Parameter(old.data.reshape(1), requires_grad=old.requires_grad))
+            changed.append(f"{prefix}.{name}" if prefix else name)
+        if names:
+            module.register_state_dict_post_hook(partial(_scalars_0d, names=names))
+            module.register_load_state_dict_pre_hook(partial(_scalars_1d, names=names))
+    return changed
+
+
+def _scalars_0d(module: Any, state_dict: dict, prefix: str, local_metadata: Any, *, names: list[str]) -> None:
+    for name in names:
+        if prefix + name in state_dict:
+            state_dict[prefix + name] = state_dict[prefix + name].reshape(())
+
+
+def _scalars_1d(module: Any, state_dict: dict, prefix: str, *args: Any, names: list[str]) -> None:
+    for name in names:
+        if prefix + name in state_dict and state_dict[prefix + name].dim() == 0:
+            state_dict[prefix + name] = state_dict[prefix + name].reshape(1)

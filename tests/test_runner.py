@@ -166,7 +166,8 @@ def test_one_element_scalars_keep_the_state_dict_and_the_outputs():
     import torch
     from torch import nn
 
-    from matrix_llm.runner import deepspeed_stage, one_element_scalars
+    from matrix_llm.runner import deepspeed_stage
+    from matrix_llm.trainer import one_element_scalars
 
     class Scaled(nn.Module):
         def __init__(self):

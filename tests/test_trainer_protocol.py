@@ -79,7 +79,7 @@ class _Logs(TrainerCallback):
 
 
 def test_evaluate_runs_the_objective_for_a_model_without_labels(tmp_path):
-    """Mutation caught: removing `self.can_return_loss = True` (Trainer.prediction_step then calls the model
+    """Mutation caught: removing MatrixTrainer.prediction_step (Trainer.prediction_step then calls the model
     without compute_loss: no eval_loss, the objective never runs in evaluation)."""
     objective = Spread()
     trainer = MatrixTrainer(model=_encoder(), args=_args(tmp_path), objective=objective, train_dataset=_data(),

@@ -174,7 +174,7 @@ class CLIPObjective(Objective):
         due = step is None or (self.metrics_steps > 0 and step % self.metrics_steps == 0)
         on = step is None or step >= self.matrix_start_step  # the matrix terms join after InfoNCE's first steps
         w_align, w_mce = (self.weights["alignment"], self.weights["mce"]) if on else (0.0, 0.0)
-        metrics["logit_scale"] = scale.detach().float().reshape(())  # 1-element under DeepSpeed (one_element_scalars)
+        metrics["logit_scale"] = scale.detach().float().reshape(())  # 1-element under DeepSpeed (MatrixTrainer)
         if w_align > 0 or due:
             labels, first = caption_groups(inputs["input_ids"], mask)
             aligned = self.alignment(images, texts[first], labels)

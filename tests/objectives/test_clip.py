@@ -321,7 +321,7 @@ def test_pretrained_hub_clip_zero_shot_on_fashion_mnist(tmp_path):
 def test_two_processes_train_the_same_dual_encoder(tmp_path, backend):
     """2 real CPU processes: InfoNCE over the gathered batch + the matrix terms leave both ranks with the same
     weights (the loss-level gradient equality is in tests/test_distributed.py). ZeRO-2 runs with the 0-dim
-    `logit_scale` made 1-element for DeepSpeed's start-up broadcast (runner.one_element_scalars)."""
+    `logit_scale` made 1-element for DeepSpeed's start-up broadcast (MatrixTrainer, trainer.one_element_scalars)."""
     from conftest import run_two_processes
 
     a, _ = run_two_processes("clip", [*TINY, "--clip_alignment_weight", "0.1", "--clip_mce_weight", "0.1",
