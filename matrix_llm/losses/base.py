@@ -70,17 +70,21 @@ def check_finite_and_range(
 ) -> None:
     """Raise ``ValueError`` naming the tensor with NaN/Inf, or labels outside ``[0, num_classes)``.
 
-    One device synchronisation in the good case (all conditions are reduced to one flag first).
+    One device synchronisation in the good case (all conditions are reduced to one flag first). The flag of a
+    tensor is its float32 (or float64) sum being non-finite: NaN and Inf always reach the sum, which costs less
+    than an elementwise ``isfinite`` (no boolean tensor); a sum that overflows from finite values is then
+    counted elementwise and passes.
     """
     bad = torch.zeros((), dtype=torch.bool)
     flags: list[tuple[str, Tensor]] = []
     for name, x in features.items():
-        flag = ~torch.isfinite(x).all()
+        flag = ~torch.isfinite(x.sum(dtype=torch.promote_types(x.dtype, torch.float32)))
         flags.append((name, flag))
         bad = bad.to(flag.device) | flag
+    label_flag = None
     if labels is not None and labels.numel() > 0:
-        flag = (labels.min() < 0) | (labels.max() >= num_classes)
-        bad = bad.to(flag.device) | flag
+        label_flag = (labels.min() < 0) | (labels.max() >= num_classes)
+        bad = bad.to(label_flag.device) | label_flag
     if not bool(bad):
         return
     for name, flag in flags:
@@ -88,9 +92,12 @@ def check_finite_and_range(
             x = features[name]
             n_nan = int(torch.isnan(x).sum())
             n_inf = int(torch.isinf(x).sum())
-            raise ValueError(
-                f"{fn}: `{name}` contains non-finite values ({n_nan} NaN, {n_inf} Inf of {x.numel()})"
-            )
+            if n_nan or n_inf:
+                raise ValueError(
+                    f"{fn}: `{name}` contains non-finite values ({n_nan} NaN, {n_inf} Inf of {x.numel()})"
+                )
+    if label_flag is None or not bool(label_flag):
+        return
     lo, hi = int(labels.min()), int(labels.max())  # type: ignore[union-attr]
     raise ValueError(
         f"{fn}: `labels` must lie in [0, {num_classes}); got values in [{lo}, {hi}]. Select the positions to use "

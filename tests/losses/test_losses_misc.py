@@ -1,4 +1,4 @@
-"""Tests for LossOutput, the LOSSES registry, CrossModalEntropyLoss, MIRHDRLoss and TCRLoss (MATH.md §5, §6.1).
+"""Tests for LossOutput, the LOSSES registry, the input check shared by every loss, CrossModalEntropyLoss, MIRHDRLoss and TCRLoss (MATH.md §5, §6.1).
 
 .venv/bin/python -m pytest tests/losses/test_losses_misc.py -q
 """
@@ -19,6 +19,31 @@ def _etf(c: int) -> torch.Tensor:
     """Rows of a C-class simplex ETF in R^C: unit vectors with pairwise inner product -1/(C-1)."""
     m = torch.eye(c, dtype=torch.float64) - torch.ones(c, c, dtype=torch.float64) / c
     return torch.nn.functional.normalize(m, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shared input check
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_finite_check_names_nan_and_inf_and_passes_overflowing_finite_sums(dtype):
+    """The check flags a tensor by its sum: NaN, Inf and +Inf/-Inf pairs (whose sum is NaN) are caught and
+    counted; finite values whose sum overflows (float32 3e38 twice; float16 sums in float32 and does not
+    overflow) pass; labels out of range are reported after the features."""
+    from matrix_llm.losses.base import check_finite_and_range
+
+    big = torch.finfo(dtype).max
+    ok = torch.full((2, 3), big, dtype=dtype)
+    check_finite_and_range("f", {"a": ok, "b": torch.zeros(2, 3, dtype=dtype)})
+    for values, counts in (([float("nan")], "1 NaN, 0 Inf"), ([float("inf"), -float("inf")], "0 NaN, 2 Inf")):
+        bad = torch.zeros(2, 3, dtype=dtype)
+        bad.view(-1)[: len(values)] = torch.tensor(values, dtype=dtype)
+        with pytest.raises(ValueError, match=rf"f: `b` contains non-finite values \({counts} of 6\)"):
+            check_finite_and_range("f", {"a": ok, "b": bad})
+    labels = torch.tensor([0, 3])
+    check_finite_and_range("f", {"a": ok}, labels, 4)
+    with pytest.raises(ValueError, match=r"`labels` must lie in \[0, 3\); got values in \[0, 3\]"):
+        check_finite_and_range("f", {"a": ok}, labels, 3)
 
 
 # ---------------------------------------------------------------------------------------------------------------
