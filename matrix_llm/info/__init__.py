@@ -8,8 +8,8 @@ bfloat16 are computed in float32 and cast back; spectral ops never run under aut
   :func:`feature_entropy` (from features, on the cheaper side), :func:`matrix_entropy_unnormalized`,
   :func:`matrix_nuclear_norm` (Matrix Nuclear-Norm of a row matrix)
 - two matrices: :func:`mce`, :func:`mkl`, :func:`matrix_log`, :func:`taylor_log`; from features on the
-  cheaper side: :func:`feature_mce`, :func:`feature_mkl`, :func:`feature_uniformity` (``O(n²d + n³)`` for
-  ``n < d`` rows)
+  cheaper side: :func:`feature_mce`, :func:`feature_mce_symmetric` (both directions at once),
+  :func:`feature_mkl`, :func:`feature_uniformity` (``O(n²d + n³)`` for ``n < d`` rows)
 - neural-collapse metrics: :func:`mutual_information`, :func:`mir`, :func:`hdr`, :func:`mir_hdr` (both at once)
 - coding rate: :func:`tcr`
 - for loss modules: :func:`work_dtype` (the upcast rule) and :func:`no_autocast` (the autocast switch)
@@ -30,7 +30,7 @@ from ._entropy import (
     matrix_entropy_unnormalized,
     matrix_nuclear_norm,
 )
-from ._feature import feature_mce, feature_mkl, feature_uniformity
+from ._feature import feature_mce, feature_mce_symmetric, feature_mkl, feature_uniformity
 from ._mutual import hdr, mir, mir_hdr, mutual_information
 from ._spectral import no_autocast, work_dtype
 
@@ -40,6 +40,7 @@ __all__ = [
     "erank",
     "feature_entropy",
     "feature_mce",
+    "feature_mce_symmetric",
     "feature_mkl",
     "feature_uniformity",
     "gram",

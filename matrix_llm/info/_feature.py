@@ -36,7 +36,7 @@ from ._spectral import (
     work_dtype,
 )
 
-__all__ = ["feature_mce", "feature_mkl", "feature_uniformity"]
+__all__ = ["feature_mce", "feature_mce_symmetric", "feature_mkl", "feature_uniformity"]
 
 _SERIES = 1e-3  # x / mu below this: φ from its power series (log1p(x)/x loses digits as x -> 0)
 _SERIES_PRIME = 1e-2  # x / mu below this: φ' from its power series
@@ -61,14 +61,26 @@ def _phi_prime(w: torch.Tensor, mu: float) -> torch.Tensor:
 
 
 def _phi_divided_differences(w: torch.Tensor, mu: float) -> torch.Tensor:
-    """``D_ij = (φ(w_i) - φ(w_j)) / (w_i - w_j)``, ``φ'`` at (near-)ties; float64, symmetric."""
-    wi, wj = w.unsqueeze(-1), w.unsqueeze(-2)
-    diff = wi - wj
-    tie = diff.abs() <= _TIE * (mu + torch.maximum(wi, wj))
+    """``D_ij = (φ(w_i) - φ(w_j)) / (w_i - w_j)``, ``φ'`` at (near-)ties; float64, symmetric (both branches are
+    exactly symmetric in floating point). ``φ'`` is evaluated at the ties only (the diagonal and repeated
+    eigenvalues), not on the whole ``n x n`` grid."""
     phi = _phi(w, mu)
-    direct = (phi.unsqueeze(-1) - phi.unsqueeze(-2)) / torch.where(tie, torch.ones_like(diff), diff)
-    out = torch.where(tie, _phi_prime((wi + wj) / 2, mu), direct)
-    return (out + out.mT) / 2
+    diff = w.unsqueeze(-1) - w.unsqueeze(-2)
+    scale = _TIE * (mu + w)  # the tie threshold of a pair is the larger of the two scales
+    tie = diff.abs() <= torch.maximum(scale.unsqueeze(-1), scale.unsqueeze(-2))
+    out = (phi.unsqueeze(-1) - phi.unsqueeze(-2)).div_(diff.masked_fill_(tie, 1.0))
+    where = tie.nonzero(as_tuple=True)
+    mid = (w.unsqueeze(-1).expand_as(out)[where] + w.unsqueeze(-2).expand_as(out)[where]) / 2
+    out[where] = _phi_prime(mid, mu)
+    return out
+
+
+def _phi_gram_gradient(w: torch.Tensor, v: torch.Tensor, m: torch.Tensor, mu: float, lamb: float) -> torch.Tensor:
+    """Gradient in ``G = V diag(w) Vᵀ`` of ``tr(N φ_μ(G)) + λ Σ log(1 + w/μ)`` given ``m = Vᵀ N V``:
+    ``V (D ∘ m + diag(λ / (μ + w))) Vᵀ`` (Daleckii–Krein, ``D`` from :func:`_phi_divided_differences`)."""
+    inner = _phi_divided_differences(w.double(), mu).to(w.dtype).mul_(_sym(m))
+    inner.diagonal(dim1=-2, dim2=-1).add_(lamb / (mu + w))
+    return v @ inner @ v.mT
 
 
 class _ThinTracePLogQ(torch.autograd.Function):
@@ -99,11 +111,50 @@ class _ThinTracePLogQ(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_n = ((v * phi.unsqueeze(-2)) @ v.mT) * g
         if ctx.needs_input_grad[1]:
-            dd = _phi_divided_differences(w.double(), ctx.mu).to(w.dtype)
-            inner = dd * _sym(m)
-            inner = inner + torch.diag_embed(ctx.lamb / (ctx.mu + w))
-            grad_g = (v @ inner @ v.mT) * g
+            grad_g = _phi_gram_gradient(w, v, m, ctx.mu, ctx.lamb) * g
         return grad_n, grad_g, None, None
+
+
+class _ThinSymmetricCross(torch.autograd.Function):
+    """``tr(Kᵀ φ_μ(G_a) K) + tr(K φ_μ(G_b) Kᵀ) + λ Σ log(1 + α/μ) + λ Σ log(1 + β/μ)`` from the thin factors
+    ``A_a``, ``A_b``: ``K = A_a A_bᵀ`` and the Grams ``G_a = A_a A_aᵀ = U diag(α) Uᵀ``, ``G_b = V diag(β) Vᵀ`` (the two
+    directions' cross terms of :func:`_cross_and_traces`). With ``B = Uᵀ K V`` both traces are
+    ``Σ_ij B_ij² (φ(α_i) + φ(β_j))`` (``U``, ``V`` orthogonal), so one ``B`` serves both directions and both
+    backward passes.
+
+    Backward: ``grad_K = 2 U (B ∘ (φ(α)_i + φ(β)_j)) Vᵀ``, ``grad_G_a`` and ``grad_G_b`` by
+    :func:`_phi_gram_gradient` with ``Uᵀ K Kᵀ U = B Bᵀ`` and ``Vᵀ Kᵀ K V = Bᵀ B``; then
+    ``grad_A_a = 2 grad_G_a A_a + grad_K A_b`` and ``grad_A_b = 2 grad_G_b A_b + grad_Kᵀ A_a`` (the Grams'
+    gradients are symmetric).
+    """
+
+    @staticmethod
+    def forward(ctx, aa: torch.Tensor, ab: torch.Tensor, mu: float, lamb: float) -> torch.Tensor:  # type: ignore[override]
+        alpha, u = torch.linalg.eigh(_sym(aa @ aa.mT))
+        beta, v = torch.linalg.eigh(_sym(ab @ ab.mT))
+        alpha, beta = alpha.clamp_min(0), beta.clamp_min(0)  # round-off below zero of PSD Grams
+        weight = _phi(alpha.double(), mu).unsqueeze(-1) + _phi(beta.double(), mu).unsqueeze(-2)
+        weight = weight.to(aa.dtype)
+        b = u.mT @ (aa @ ab.mT) @ v
+        logdets = torch.log1p(alpha / mu).sum(-1) + torch.log1p(beta / mu).sum(-1)
+        ctx.save_for_backward(aa, ab, alpha, u, beta, v, b, weight)
+        ctx.mu, ctx.lamb = mu, lamb
+        return (b.square() * weight).sum((-2, -1)) + lamb * logdets
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        aa, ab, alpha, u, beta, v, b, weight = ctx.saved_tensors
+        g = grad[..., None, None]
+        grad_k = u @ (b * weight).mul_(2) @ v.mT
+        grad_aa = grad_ab = None
+        if ctx.needs_input_grad[0]:
+            grad_ga = _phi_gram_gradient(alpha, u, b @ b.mT, ctx.mu, ctx.lamb)
+            grad_aa = (grad_ga @ aa).mul_(2).add_(grad_k @ ab).mul_(g)
+        if ctx.needs_input_grad[1]:
+            grad_gb = _phi_gram_gradient(beta, v, b.mT @ b, ctx.mu, ctx.lamb)
+            grad_ab = (grad_gb @ ab).mul_(2).add_(grad_k.mT @ aa).mul_(g)
+        return grad_aa, grad_ab, None, None
 
 
 def _check_features(fn: str, zp: object, zq: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,6 +293,52 @@ def feature_mce(
         cross, _, tr_q = _cross_and_traces(ap, aq, lamb, mu, log, order, bool(check))
         loss = -cross + tr_q if trace_term else -cross
         return loss.to(out_dtype)
+
+
+def feature_mce_symmetric(
+    za: torch.Tensor,
+    zb: torch.Tensor,
+    *,
+    lamb: float,
+    mu: float,
+    center: bool = True,
+    normalize: bool = True,
+    trace_term: bool = True,
+) -> torch.Tensor:
+    r"""``½ [feature_mce(za, zb) + feature_mce(zb, za)]`` (exact log) at about the cost of one direction's
+    backward: both directions share the cross product ``K = A_a A_bᵀ`` and one eigendecomposition per side
+    (``B = Uᵀ K V`` in the two eigenbases carries both traces, :class:`_ThinSymmetricCross`).
+
+    Args:
+        za, zb: ``(*, n_a, d)`` and ``(*, n_b, d)`` rows (``P_a = C(za) + lamb·I``, ``Q_a = C(za) + mu·I``, the
+            same for ``zb``); batch dims broadcast.
+        lamb, mu, center, normalize, trace_term: as :func:`feature_mce`.
+
+    Returns:
+        ``(*)`` tensor, dtypes as :func:`feature_mce`. When either side has ``n >= d`` rows, the two
+        :func:`feature_mce` calls (the dense path); otherwise ``O(n_a n_b d + n_a³ + n_b³)``.
+
+    Gradient: exact (Daleckii–Krein on both ``n x n`` sides), finite at repeated eigenvalues.
+    """
+    za, zb = _check_features("feature_mce_symmetric", za, zb)
+    mu = _check_positive("feature_mce_symmetric", "mu", mu)
+    lamb = _check_lamb("feature_mce_symmetric", lamb)
+    options = dict(lamb=lamb, mu=mu, center=center, normalize=normalize, trace_term=trace_term)
+    d = za.shape[-1]
+    if max(za.shape[-2], zb.shape[-2]) >= d:
+        return 0.5 * (feature_mce(za, zb, **options) + feature_mce(zb, za, **options))
+    out_dtype = _out_dtype(za.dtype, zb.dtype)
+    with no_autocast(za):
+        work = work_dtype(za.dtype, zb.dtype)
+        aa = _thin(za.to(work), center=center, normalize=normalize)
+        ab = _thin(zb.to(work), center=center, normalize=normalize)
+        batch = torch.broadcast_shapes(aa.shape[:-2], ab.shape[:-2])
+        aa, ab = aa.expand(*batch, *aa.shape[-2:]), ab.expand(*batch, *ab.shape[-2:])
+        norms = aa.square().sum((-2, -1)) + ab.square().sum((-2, -1))
+        thin = _ThinSymmetricCross.apply(aa, ab, mu, lamb)
+        cross = math.log(mu) * (norms + 2 * lamb * d) + thin  # tr(P_b log Q_a) + tr(P_a log Q_b)
+        loss = -cross + norms + 2 * mu * d if trace_term else -cross
+        return (0.5 * loss).to(out_dtype)
 
 
 def feature_mkl(

@@ -110,7 +110,8 @@ class CrossModalMCELoss(nn.Module):
     with ``C`` the centred covariance of the row-normalised features (:func:`matrix_llm.info.covariance`) and
     ``MCE(P, Q) = -tr(P log Q) + tr(Q)``, smallest at ``Q = P``: it pulls the two modalities' feature
     distributions (not individual pairs) together, from the cheaper side when the batch is smaller than the
-    dimension (:func:`matrix_llm.info.feature_mce`). [proposal] matrix_llm's term, documented in
+    dimension, both directions sharing one cross product and one eigendecomposition per modality
+    (:func:`matrix_llm.info.feature_mce_symmetric`). [proposal] matrix_llm's term, documented in
     docs/formulations.md.
 
     Args:
@@ -141,6 +142,5 @@ class CrossModalMCELoss(nn.Module):
         if min(images.shape[0], texts.shape[0]) < 2:
             raise ValueError(f"{fn}: needs at least 2 rows of each modality; got {images.shape[0]} and {texts.shape[0]}")
         with no_autocast(images):
-            total = 0.5 * (info.feature_mce(texts, images, lamb=self.mu, mu=self.mu)
-                           + info.feature_mce(images, texts, lamb=self.mu, mu=self.mu))  # fmt: skip
+            total = info.feature_mce_symmetric(images, texts, lamb=self.mu, mu=self.mu)
         return LossOutput(total=total, parts=detached_parts(mce=total))

@@ -1,4 +1,4 @@
-"""feature_mce / feature_mkl: MCE and MKL of shifted feature covariances on the cheaper (n x n) side.
+"""feature_mce / feature_mce_symmetric / feature_mkl: MCE and MKL of shifted feature covariances on the cheaper (n x n) side.
 
     .venv/bin/python -m pytest tests/info/test_info_feature.py -q
 
@@ -220,3 +220,80 @@ def test_uniformity_gradcheck_and_bad_input():
         info.feature_uniformity(zp, zq, lamb=0.3, mu=0.5, symmetric=False)
     with pytest.raises(ValueError, match="paired rows"):
         info.feature_uniformity(zp, zq[:2], lamb=0.3, mu=0.5)
+
+
+def _both_directions(za, zb, **kwargs):
+    return 0.5 * (info.feature_mce(za, zb, **kwargs) + info.feature_mce(zb, za, **kwargs))
+
+
+@pytest.mark.parametrize(("n_a", "n_b", "d"), SIZES)
+@pytest.mark.parametrize("lamb", [0.0, 0.3])
+def test_symmetric_mce_equals_both_directions_and_a_numpy_reference(n_a, n_b, d, lamb):
+    """The shared-eigenbasis form (one K, one eigh per side) against the two one-way calls (value and gradients)
+    and against the numpy transcription of both directions; (12, 12, 12) and (20, 16, 12) take the dense path."""
+    g = torch.Generator().manual_seed(n_a * 100 + n_b + 7)
+    za, zb = torch.randn(n_a, d, generator=g, dtype=F64), torch.randn(n_b, d, generator=g, dtype=F64)
+    got = info.feature_mce_symmetric(za, zb, lamb=lamb, mu=0.5)
+    assert got.dtype == F64
+    torch.testing.assert_close(got, _both_directions(za, zb, lamb=lamb, mu=0.5), rtol=1e-10, atol=1e-12)
+    ref = 0.5 * sum(_numpy_reference(p.numpy(), q.numpy(), lamb, 0.5, "mce") for p, q in ((za, zb), (zb, za)))
+    assert got.item() == pytest.approx(ref, rel=1e-9, abs=1e-12)
+    fast = _grads(lambda a, b: info.feature_mce_symmetric(a, b, lamb=lamb, mu=0.5), za, zb)
+    slow = _grads(lambda a, b: _both_directions(a, b, lamb=lamb, mu=0.5), za, zb)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-11)
+
+
+@pytest.mark.parametrize("case", ["identical_sides", "duplicated_rows", "orthogonal_equal_norm"])
+def test_symmetric_mce_gradients_are_finite_and_exact_at_ties(case):
+    """Identical modalities (every eigenvalue shared by both sides), threefold duplicated rows, and a five-fold
+    eigenvalue: finite gradients equal to the dense path's (its own Daleckii–Krein backward)."""
+    d = 16
+    g = torch.Generator().manual_seed(9)
+    if case == "identical_sides":
+        za = torch.randn(6, d, generator=g, dtype=F64)
+        zb = za.clone()
+    elif case == "duplicated_rows":
+        base = torch.randn(3, d, generator=g, dtype=F64)
+        za, zb = torch.cat([base, base, base]), torch.randn(5, d, generator=g, dtype=F64)
+    else:
+        za, zb = torch.eye(d, dtype=F64)[:6] * 2.0, torch.randn(7, d, generator=g, dtype=F64)
+
+    def dense(a, b):
+        return 0.5 * (_dense(a, b, 0.1, 0.3) + _dense(b, a, 0.1, 0.3))
+
+    fast = _grads(lambda a, b: info.feature_mce_symmetric(a, b, lamb=0.1, mu=0.3), za, zb)
+    for a, b in zip(fast, _grads(dense, za, zb), strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
+
+
+def test_symmetric_mce_gradcheck_batches_and_trace_term():
+    g = torch.Generator().manual_seed(10)
+    za = torch.randn(3, 8, generator=g, dtype=F64, requires_grad=True)
+    zb = torch.randn(5, 8, generator=g, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: info.feature_mce_symmetric(a, b, lamb=0.2, mu=0.5), (za, zb))
+    za, zb = torch.randn(3, 5, 16, generator=g, dtype=F64), torch.randn(1, 6, 16, generator=g, dtype=F64)
+    for trace_term in (True, False):
+        got = info.feature_mce_symmetric(za, zb, lamb=0.1, mu=0.4, trace_term=trace_term)
+        assert got.shape == (3,)
+        want = _both_directions(za, zb, lamb=0.1, mu=0.4, trace_term=trace_term)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_symmetric_mce_dtypes_and_bad_arguments():
+    g = torch.Generator().manual_seed(11)
+    za, zb = torch.randn(4, 32, generator=g), torch.randn(6, 32, generator=g)
+    ref = info.feature_mce_symmetric(za.double(), zb.double(), lamb=0.1, mu=0.5)
+    f32 = info.feature_mce_symmetric(za, zb, lamb=0.1, mu=0.5)
+    assert f32.dtype == torch.float32 and f32.item() == pytest.approx(ref.item(), rel=1e-5)
+    bf = info.feature_mce_symmetric(za.bfloat16(), zb.bfloat16(), lamb=0.1, mu=0.5)
+    assert bf.dtype == torch.bfloat16 and bf.float().item() == pytest.approx(ref.item(), rel=2e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert info.feature_mce_symmetric(za, zb, lamb=0.1, mu=0.5).dtype == torch.float32
+    with pytest.raises(ValueError, match="mu"):
+        info.feature_mce_symmetric(za, zb, lamb=0.1, mu=0.0)
+    with pytest.raises(ValueError, match="lamb"):
+        info.feature_mce_symmetric(za, zb, lamb=-1.0, mu=0.5)
+    with pytest.raises(ValueError, match="feature dimension"):
+        info.feature_mce_symmetric(za, torch.randn(3, 9), lamb=0.1, mu=0.5)
