@@ -4,9 +4,12 @@ process, interleaved.
 One optimizer step (forward of both towers, loss, backward, AdamW) of a random-init ViT + BERT dual encoder
 (hidden 128 x 2 layers, and MiniLM-L6's 384 x 6; 32 x 32 images, 12-token captions) for CLIPObjective with InfoNCE only, + the
 matrix-entropy alignment, + the covariance MCE (batch < projection size: the cheap side), + both; ratios to
-InfoNCE's step. Target: <= 1.1x at batch 256.
+InfoNCE's step. Target: <= 1.1x at batch 256. A second table times the covariance MCE alone (forward + backward
+of unit-normal features): `info.feature_mce_symmetric` (both directions from one cross product and one
+eigendecomposition per modality, what CrossModalMCELoss uses) against the two one-way `info.feature_mce` calls it
+equals.
 
-Run:   .venv/bin/python bench/clip_step.py            (about 2 minutes on 2 cores)
+Run:   .venv/bin/python bench/clip_step.py            (about 4 minutes on 2 cores)
        .venv/bin/python bench/clip_step.py --write    (also write the section of BENCHMARKS.md)
 """
 
@@ -69,11 +72,34 @@ def step_times(batch: int, projection: int, hidden: int, layers: int, steps: int
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def mce_times(batch: int, projection: int, repeats: int) -> dict[str, float]:
+    """Forward + backward of the covariance MCE of two (batch, projection) feature sets, interleaved."""
+    from matrix_llm import info
+
+    g = torch.Generator().manual_seed(0)
+    za = torch.randn(batch, projection, generator=g).requires_grad_()
+    zb = torch.randn(batch, projection, generator=g).requires_grad_()
+    candidates = {
+        "feature_mce_symmetric": lambda: info.feature_mce_symmetric(za, zb, lamb=0.5, mu=0.5),
+        "two feature_mce calls": lambda: 0.5 * (info.feature_mce(za, zb, lamb=0.5, mu=0.5)
+                                                + info.feature_mce(zb, za, lamb=0.5, mu=0.5)),
+    }  # fmt: skip
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for r in range(repeats + 1):  # round 0 warms up
+        for name, loss in candidates.items():
+            t0 = time.perf_counter()
+            for _ in range(10):
+                loss().backward()
+            if r:
+                times[name].append((time.perf_counter() - t0) / 10)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -85,15 +111,24 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {batch} | {projection} | {hidden} x {layers} | "
                      + " | ".join(f"{1e3 * v:.0f} ({v / base:.2f}x)" for v in t.values()) + " |")  # fmt: skip
         print(lines[-1], flush=True)
+    loss_lines = ["| batch | projection dim | feature_mce_symmetric ms | two feature_mce calls ms | ratio |",
+                  "|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for batch, projection in ((256, 512), (512, 1024)):
+        t = mce_times(batch, projection, args.repeats)
+        one, two = t["feature_mce_symmetric"], t["two feature_mce calls"]
+        loss_lines.append(f"| {batch} | {projection} | {1e3 * one:.1f} | {1e3 * two:.1f} | {one / two:.2f}x |")
+        print(loss_lines[-1], flush=True)
     text = "\n".join([
         SECTION, "",
         (f"Written by `bench/clip_step.py` on {started} UTC ({platform.machine()}, torch {torch.__version__}, "
          f"{torch.get_num_threads()} threads). One optimizer step of CLIPObjective on a random-init ViT + BERT dual "
          "encoder (both towers of the width x depth in the table; 384 x 6 is MiniLM-L6's size; 32 x 32 images, "
          "12-token captions, AdamW), median over interleaved repeats after a warm-up; matrix weights 0.1, "
-         "diagnostics off. Target: <= 1.1x InfoNCE at batch 256. Repeats on this machine differ by about 5% (a "
+         "diagnostics off. Target: <= 1.1x InfoNCE at batch 256. Repeats on this machine differ by 5-10% (a "
          "matrix variant can read below 1.0x)."),
-        "", *lines, "", "Command:", "", "```", "python bench/clip_step.py " + " ".join(argv), "```", "",
+        "", *lines, "",
+        "The covariance MCE alone, forward + backward (float32, median of interleaved rounds of 10 calls):", "",
+        *loss_lines, "", "Command:", "", "```", "python bench/clip_step.py " + " ".join(argv), "```", "",
     ])  # fmt: skip
     if args.write:
         write_section(SECTION, text, REPO / "BENCHMARKS.md")
