@@ -12,7 +12,8 @@ Writes ``layers.json``, ``layers.csv`` and ``layers.png`` (``lmc.json`` / ``lmc.
 to ``--output_dir`` and prints the table.
 
 The model class is the one its config names (``architectures``: a causal LM, an image or sequence classifier,
-an encoder), else ``AutoModel``. Images (``digits``, an IDX folder such as ``../shared/data/fashion-mnist``, a Hub
+an encoder), else ``AutoModel``. A PEFT adapter directory (``matrix-llm sft --use_peft`` saves one) is analysed as
+its base model (``base_model_name_or_path`` of ``adapter_config.json``) with the adapter merged in. Images (``digits``, an IDX folder such as ``../shared/data/fashion-mnist``, a Hub
 / local image dataset) go through the model's image processor, or, for a model saved without one (``matrix-llm
 classify``'s tiny models), are resized to ``config.image_size`` and scaled to ``[-1, 1]`` as in training; texts
 (``synthetic``, a local file, a Hub dataset; ``--text_column``) through its tokenizer.
@@ -28,15 +29,32 @@ import logging
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_any_model", "main", "model_batches"]
+__all__ = ["adapter_base", "load_any_model", "main", "model_batches"]
 
 PROG = "matrix-llm analyze"
 logger = logging.getLogger("matrix_llm.analyze")
 
 
+def adapter_base(name: str) -> str | None:
+    """The base model of a local PEFT adapter directory (``adapter_config.json`` and no ``config.json``), else
+    ``None``.
+
+    Raises:
+        ValueError: the adapter's config names no base model.
+    """
+    path = Path(name)
+    if not (path / "adapter_config.json").is_file() or (path / "config.json").is_file():
+        return None
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{name}: adapter_config.json names no `base_model_name_or_path`; pass the merged model")
+    return base
+
+
 def load_any_model(name: str, *, dtype: str = "float32", device: str | None = None, revision: str | None = None,
                    trust_remote_code: bool = False) -> Any:  # fmt: skip
-    """The model class named by the config's ``architectures`` (else ``AutoModel``), loaded in eval mode."""
+    """The model class named by the config's ``architectures`` (else ``AutoModel``), loaded in eval mode; a PEFT
+    adapter directory is loaded on its base model and merged in (:func:`adapter_base`)."""
     import torch
     import transformers
 
@@ -44,12 +62,17 @@ def load_any_model(name: str, *, dtype: str = "float32", device: str | None = No
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     common = dict(revision=revision, trust_remote_code=trust_remote_code)
-    config = transformers.AutoConfig.from_pretrained(name, **common)
+    base = adapter_base(name)
+    config = transformers.AutoConfig.from_pretrained(base or name, **common)
     architecture = (getattr(config, "architectures", None) or [None])[0]
     model_class = getattr(transformers, architecture, None) if architecture else None
     if model_class is None:
         model_class = transformers.AutoModel
-    model = model_class.from_pretrained(name, dtype=resolve_dtype(dtype, device), **common)
+    model = model_class.from_pretrained(base or name, dtype=resolve_dtype(dtype, device), **common)
+    if base is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, name).merge_and_unload()
     return model.to(device).eval()
 
 
@@ -71,7 +94,8 @@ def model_batches(name: str, model: Any, args: argparse.Namespace) -> list[dict[
 
         rows = load_text_dataset(args.data, args.split, config=args.data_config, text_column=args.text_column,
                                  label_column=args.label_column)  # fmt: skip
-        tokenizer = AutoTokenizer.from_pretrained(name, revision=args.revision)
+        own = (Path(name) / "tokenizer_config.json").is_file() or adapter_base(name) is None
+        tokenizer = AutoTokenizer.from_pretrained(name if own else adapter_base(name), revision=args.revision)
         causal = callable(getattr(model, "can_generate", None)) and model.can_generate()
         collator = TextCollator(tokenizer, max_length=args.max_length, causal=causal)
         cut = count_truncated(tokenizer, rows["text"][: args.num_samples], args.max_length)

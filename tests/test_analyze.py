@@ -1,5 +1,5 @@
 """``matrix-llm analyze`` end to end on saved models: vision (digits) and language (synthetic problems, a local
-text file), ``--compare``, ``analyze lmc``, and the text data loader / collator it uses.
+text file; a PEFT adapter directory), ``--compare``, ``analyze lmc``, and the text data loader / collator it uses.
 
 Run: .venv/bin/python -m pytest tests/test_analyze.py -q
 """
@@ -10,6 +10,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from matrix_llm import analyze
 from matrix_llm.data.text import TextCollator, count_truncated, load_text_dataset
@@ -72,6 +73,36 @@ def test_analyze_causal_lm_on_synthetic_and_an_encoder_on_a_text_file(tmp_path, 
                          "--no_random_init", "--output_dir", str(tmp_path / "out-bert")]) == 0  # fmt: skip
     table = json.loads((tmp_path / "out-bert" / "layers.json").read_text())["tables"][str(tmp_path / "bert")]
     assert [r["layer"] for r in table] == [0, 1, 2] and "diff_erank" not in table[0]
+
+
+def test_analyze_a_peft_adapter_directory_as_its_merged_model(tmp_path, tiny_tokenizer, tiny_model):
+    """An adapter directory (what `sft --use_peft` saves: no config.json) is its base model with the adapter merged
+    in: the same table as the merged model saved whole, and not the base model's table."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = tmp_path / "base"
+    tiny_model.save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
+    loaded = AutoModelForCausalLM.from_pretrained(base)  # the adapter records where its base came from
+    peft_model = get_peft_model(loaded, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:  # LoRA starts at B = 0 (no change): make the adapter matter
+            param.data.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    assert not (tmp_path / "adapter" / "config.json").exists()
+    assert analyze.adapter_base(str(tmp_path / "adapter")) == str(base) and analyze.adapter_base(str(base)) is None
+    peft_model.merge_and_unload().save_pretrained(tmp_path / "merged")
+    tiny_tokenizer.save_pretrained(tmp_path / "merged")
+    tables = {}
+    for name in ("adapter", "merged", "base"):
+        out = tmp_path / f"out-{name}"
+        assert analyze.main(["--model", str(tmp_path / name), "--data", "synthetic", "--num_samples", "6",
+                             "--no_random_init", "--output_dir", str(out)]) == 0  # fmt: skip
+        tables[name] = json.loads((out / "layers.json").read_text())["tables"][str(tmp_path / name)]
+    for got, want in zip(tables["adapter"], tables["merged"], strict=True):
+        assert got == pytest.approx(want, rel=1e-5)
+    assert tables["adapter"][-1]["matrix_entropy"] != pytest.approx(tables["base"][-1]["matrix_entropy"], rel=1e-4)
 
 
 def test_analyze_bad_input_is_a_clear_error(tmp_path):
