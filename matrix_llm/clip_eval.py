@@ -11,7 +11,7 @@ classification with prompt templates and image <-> text retrieval, with open_cli
 - :class:`ImageTextEvalCallback`: both during training, at every evaluation (``eval_zeroshot_top1``, ...).
 
 Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``matrix-llm eval retrieval --model DIR
-[--data scenes]`` write ``results.json`` (default ``DIR/eval/<task>/``).
+[--data scenes]`` (or ``scenes-classes``) write ``results.json`` (default ``DIR/eval/<task>/``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
+
+from .data.image_text import SCENE_SOURCES
 
 __all__ = ["FASHION_MNIST_CLASSES", "ImageTextEvalCallback", "class_embeddings", "encode_images", "encode_pairs",
            "evaluate_dual_encoder", "main_retrieval", "main_zeroshot", "retrieval_metrics", "zero_shot_accuracy",
@@ -39,11 +41,12 @@ def zeroshot_set(data_args: Any, seed: int) -> tuple[Any, list[str], list[str]] 
     if source is None:
         return None
     n = data_args.max_eval_samples or 1000
-    if source == "scenes":
+    if source in SCENE_SOURCES:
         from .data.image_text import CLASS_NAMES, PLACES, SIZES, scene_dataset
 
-        rows = scene_dataset("zeroshot", n, side=data_args.image_size, seed=seed)
-        templates = [f"a {size} {{}} in the {place}" for size in SIZES for place in PLACES]
+        style = SCENE_SOURCES[source]
+        rows = scene_dataset("zeroshot", n, side=data_args.image_size, seed=seed, captions=style)
+        templates = [f"a {size} {{}} in the {place}" for size in SIZES for place in PLACES] if style == "full" else ["a {}"]
         return rows, list(data_args.zeroshot_classes or CLASS_NAMES), list(data_args.zeroshot_templates or templates)
     from .data.images import load_image_dataset
 
@@ -151,7 +154,8 @@ def evaluate_dual_encoder(model: Any, tokenizer: Any, collator: Any, evalset: An
         image_embeds = encode_images(model, rows, collator.images)
         classes_embeds = class_embeddings(model, tokenizer, classes, templates, max_length=collator.max_length)
         results.update(zero_shot_accuracy(image_embeds, torch.tensor(rows["label"]), classes_embeds))
-        results.update(zeroshot_images=len(rows), zeroshot_classes=len(classes), zeroshot_chance=1 / len(classes))
+        results.update(zeroshot_images=len(rows), zeroshot_classes=len(classes), zeroshot_templates=len(templates),
+                       zeroshot_chance=1 / len(classes))  # fmt: skip
     return results
 
 
@@ -251,7 +255,7 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="matrix-llm eval zeroshot", description="Zero-shot top-1 / top-5 accuracy "
                                      "of a dual encoder with prompt templates.")  # fmt: skip
     parser.add_argument("--model", required=True, help="a saved `matrix-llm clip` model or a Hub CLIP id")
-    parser.add_argument("--data", default="scenes", help="scenes (held-out compositions) or an IDX folder")
+    parser.add_argument("--data", default="scenes", help="scenes / scenes-classes (held-out compositions) or an IDX folder")
     parser.add_argument("--classes", nargs="+", default=None, help="class names (scenes / Fashion-MNIST: built in)")
     parser.add_argument("--templates", nargs="+", default=None, help="prompt templates with {}")
     parser.add_argument("--num_samples", type=int, default=1000)
@@ -279,7 +283,7 @@ def main_retrieval(argv: Sequence[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="matrix-llm eval retrieval", description="Image <-> text retrieval "
                                      "R@1/5/10 and ranks (open_clip's names) of a dual encoder.")  # fmt: skip
     parser.add_argument("--model", required=True, help="a saved `matrix-llm clip` model or a Hub CLIP id")
-    parser.add_argument("--data", default="scenes", help="scenes, or a Hub id / local image-caption dataset")
+    parser.add_argument("--data", default="scenes", help="scenes, scenes-classes, or a Hub id / local image-caption dataset")
     parser.add_argument("--split", default="test")
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--caption_column", default="caption")

@@ -7,6 +7,9 @@ one of two sizes on a dark, lightly noisy background, and captions it ("a small 
 Some colour-shape compositions (:data:`HELD_OUT`, one per colour) never appear in the ``train`` split: the
 ``zeroshot`` split holds only them, so zero-shot classification over the 24 colour-shape names there measures
 composition, not memory. ``test`` holds fresh scenes of the training compositions (for retrieval).
+``scenes-classes`` (:data:`SCENE_SOURCES`) draws the same scenes but captions them by class only ("a red circle"):
+18 distinct training captions instead of 180, so captions repeat within a batch (several images per class, the
+few-classes regime of the matrix-entropy alignment).
 
 :func:`load_image_text_dataset` reads a Hub / local dataset with an image column and a caption column (a string
 or a list of captions per image: each image is paired with one of them per epoch), naming the columns it has
@@ -21,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLASS_NAMES", "HELD_OUT", "ImageTextCollator", "load_image_text_dataset", "render_scene", "scene_dataset"]
+__all__ = ["CLASS_NAMES", "HELD_OUT", "SCENE_SOURCES", "ImageTextCollator", "load_image_text_dataset", "render_scene",
+           "scene_dataset"]
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 220, 40),
@@ -33,6 +37,7 @@ SIZES = {"small": 0.17, "large": 0.3}
 HELD_OUT = {("red", "circle"), ("green", "square"), ("blue", "triangle"), ("yellow", "cross"), ("magenta", "circle"),
             ("cyan", "square")}  # fmt: skip
 CLASS_NAMES = [f"{colour} {shape}" for colour, shape in itertools.product(COLOURS, SHAPES)]  # zero-shot classes
+SCENE_SOURCES = {"scenes": "full", "scenes-classes": "class"}  # dataset name -> caption style of scene_dataset
 
 
 def render_scene(shape: str, colour: str, place: str, size: str, *, side: int = 32,
@@ -60,38 +65,41 @@ def render_scene(shape: str, colour: str, place: str, size: str, *, side: int = 
     return image.clip(0, 255).astype(np.uint8)
 
 
-def scene_dataset(split: str = "train", n: int = 2000, *, side: int = 32, seed: int = 0) -> Any:
+def scene_dataset(split: str = "train", n: int = 2000, *, side: int = 32, seed: int = 0, captions: str = "full") -> Any:
     """``n`` captioned scenes as a ``datasets.Dataset`` (``image``, ``caption``, ``label`` = index in
     :data:`CLASS_NAMES`). ``train`` / ``test``: the compositions outside :data:`HELD_OUT`; ``zeroshot``: only
-    those in it. Each split draws from its own seed."""
+    those in it. Each split draws from its own seed. ``captions``: ``"full"`` ("a small red circle in the top
+    left") or ``"class"`` ("a red circle"; the same images)."""
     import datasets
 
     if split not in ("train", "test", "zeroshot"):
         raise ValueError(f"scene_dataset: `split` must be 'train', 'test' or 'zeroshot'; got {split!r}")
+    if captions not in ("full", "class"):
+        raise ValueError(f"scene_dataset: `captions` must be 'full' or 'class'; got {captions!r}")
     pairs = [(c, s) for c, s in itertools.product(COLOURS, SHAPES) if ((c, s) in HELD_OUT) == (split == "zeroshot")]
     rng = np.random.default_rng([seed, ("train", "test", "zeroshot").index(split)])
-    images, captions, labels = [], [], []
+    images, texts, labels, full = [], [], [], captions == "full"
     for _ in range(n):
         colour, shape = pairs[rng.integers(len(pairs))]
         place = list(PLACES)[rng.integers(len(PLACES))]
         size = list(SIZES)[rng.integers(len(SIZES))]
         images.append(render_scene(shape, colour, place, size, side=side, rng=rng))
-        captions.append(f"a {size} {colour} {shape} in the {place}")
+        texts.append(f"a {size} {colour} {shape} in the {place}" if full else f"a {colour} {shape}")
         labels.append(CLASS_NAMES.index(f"{colour} {shape}"))
-    return datasets.Dataset.from_dict({"image": images, "caption": captions, "label": labels})
+    return datasets.Dataset.from_dict({"image": images, "caption": texts, "label": labels})
 
 
 def load_image_text_dataset(source: str, split: str = "train", *, config: str | None = None, image_column: str = "image",
                             caption_column: str = "caption", n: int | None = None, seed: int = 0) -> Any:  # fmt: skip
-    """``scenes`` (:func:`scene_dataset`, ``n`` rows), or a Hub / local dataset with ``image_column`` and
+    """``scenes`` / ``scenes-classes`` (:func:`scene_dataset`, ``n`` rows), or a Hub / local dataset with ``image_column`` and
     ``caption_column`` (renamed ``image`` / ``caption``; a caption may be a list of strings). Images stay undecoded
     until the collator (which names an unreadable file).
 
     Raises:
         ValueError: a missing column, listing the dataset's columns.
     """
-    if source == "scenes":
-        return scene_dataset(split, n or (4000 if split == "train" else 1000), seed=seed)
+    if source in SCENE_SOURCES:
+        return scene_dataset(split, n or (4000 if split == "train" else 1000), seed=seed, captions=SCENE_SOURCES[source])
     import datasets
 
     path = Path(source).expanduser()

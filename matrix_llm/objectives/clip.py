@@ -180,6 +180,7 @@ class CLIPObjective(Objective):
             aligned = self.alignment(images, texts[first], labels)
             loss = loss + w_align * aligned.total
             metrics["alignment"] = aligned.total.detach().float()
+            metrics["alignment_classes"] = aligned.parts["num_classes"].float()  # distinct captions in the batch
         if w_mce > 0 or due:
             mce = self.mce(images, texts)
             loss = loss + w_mce * mce.total

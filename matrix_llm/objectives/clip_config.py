@@ -64,7 +64,8 @@ class CLIPDataArguments:
 
     dataset_name: str = field(
         default="scenes",
-        metadata={"help": "`scenes` (rendered captioned shapes, offline) or a Hub id / local image-caption dataset."},
+        metadata={"help": "`scenes` (rendered captioned shapes, offline), `scenes-classes` (the same scenes captioned "
+                  "by class only: 'a red circle'), or a Hub id / local image-caption dataset."},  # fmt: skip
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
     image_column: str = field(default="image", metadata={"help": "Image column."})
@@ -73,7 +74,7 @@ class CLIPDataArguments:
     eval_split: str | None = field(default="test", metadata={"help": "Split for evaluation and retrieval (null: none)."})
     zeroshot_dataset: str | None = field(
         default="scenes",
-        metadata={"help": "Zero-shot set: `scenes` (its held-out compositions), an IDX folder such as "
+        metadata={"help": "Zero-shot set: `scenes` / `scenes-classes` (the held-out compositions), an IDX folder such as "
                   "../shared/data/fashion-mnist, or null."},  # fmt: skip
     )
     zeroshot_classes: list[str] | None = field(

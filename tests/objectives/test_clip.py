@@ -33,6 +33,15 @@ def test_scenes_hold_out_compositions_and_captions_describe_them():
     assert scene_dataset("train", 5)["caption"] == scene_dataset("train", 5)["caption"]  # seeded
 
 
+def test_scenes_classes_caption_the_same_scenes_by_class_only():
+    full, by_class = scene_dataset("train", 50, seed=3), scene_dataset("train", 50, seed=3, captions="class")
+    assert by_class["image"] == full["image"] and by_class["label"] == full["label"]
+    assert by_class["caption"] == [f"a {CLASS_NAMES[label]}" for label in full["label"]]
+    assert len(set(by_class["caption"])) <= 18 < len(set(scene_dataset("train", 500)["caption"]))
+    with pytest.raises(ValueError, match="`captions` must be 'full' or 'class'"):
+        scene_dataset("train", 5, captions="short")
+
+
 def test_caption_groups_and_collator(tiny_tokenizer):
     ids = torch.tensor([[5, 6, 0], [5, 6, 0], [7, 8, 9], [5, 6, 0]])
     labels, first = caption_groups(ids, (ids != 0).long())
@@ -290,6 +299,27 @@ FASHION = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fash
 
 
 @pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist")
+def test_the_few_classes_regime_trains_the_alignment_on_repeated_captions(tmp_path):
+    """`scenes-classes`: a batch of 32 holds at most 18 distinct captions, so the alignment takes its several-images-
+    per-class path (fewer classes than pairs); zero-shot uses the class-caption template, and `eval zeroshot` on the
+    same data gives the same numbers."""
+    from matrix_llm.eval_command import main as eval_main
+
+    out = tmp_path / "few"
+    assert clip.main([*TINY, "--max_steps", "3", "--dataset_name", "scenes-classes", "--zeroshot_dataset",
+                      "scenes-classes", "--clip_matrix_start_step", "0", "--logging_steps", "1",
+                      "--output_dir", str(out)]) == 0  # fmt: skip
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    classes = [log["alignment_classes"] for log in history if "alignment_classes" in log]
+    assert classes and all(c <= 18 for c in classes)
+    results = json.loads((out / "results.json").read_text())
+    assert results["zeroshot_classes"] == 24 and results["zeroshot_templates"] == 1
+    assert eval_main(["zeroshot", "--model", str(out), "--data", "scenes-classes", "--num_samples", "64",
+                      "--output_dir", str(tmp_path / "zs")]) == 0  # fmt: skip
+    zs = json.loads((tmp_path / "zs" / "results.json").read_text())
+    assert (zs["zeroshot_top1"], zs["zeroshot_top5"]) == (results["zeroshot_top1"], results["zeroshot_top5"])
+
+
 def test_fashion_mnist_is_a_zero_shot_set_with_its_class_names(tmp_path):
     """The real zero-shot target: Fashion-MNIST's test images (grey 28 x 28, made RGB at the model's size) against
     its 10 class names, during training and from `eval zeroshot`."""
