@@ -147,28 +147,30 @@ def test_phi_and_its_divided_differences_have_full_accuracy():
     assert dd[0, 2].item() == pytest.approx(direct.item(), rel=1e-9)
 
 
-def test_dtypes_and_upcast():
+@pytest.mark.parametrize("fn", [info.feature_mce, info.feature_mce_symmetric])
+def test_dtypes_and_upcast(fn):
     g = torch.Generator().manual_seed(7)
     zp, zq = torch.randn(4, 32, generator=g), torch.randn(6, 32, generator=g)
-    ref = info.feature_mce(zp.double(), zq.double(), lamb=0.1, mu=0.5)
-    f32 = info.feature_mce(zp, zq, lamb=0.1, mu=0.5)
+    ref = fn(zp.double(), zq.double(), lamb=0.1, mu=0.5)
+    f32 = fn(zp, zq, lamb=0.1, mu=0.5)
     assert f32.dtype == torch.float32 and f32.item() == pytest.approx(ref.item(), rel=1e-5)
-    bf = info.feature_mce(zp.bfloat16(), zq.bfloat16(), lamb=0.1, mu=0.5)
+    bf = fn(zp.bfloat16(), zq.bfloat16(), lamb=0.1, mu=0.5)
     assert bf.dtype == torch.bfloat16 and bf.float().item() == pytest.approx(ref.item(), rel=2e-2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert info.feature_mce(zp, zq, lamb=0.1, mu=0.5).dtype == torch.float32
+        assert fn(zp, zq, lamb=0.1, mu=0.5).dtype == torch.float32
 
 
+@pytest.mark.parametrize("fn", [info.feature_mce, info.feature_mce_symmetric])
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"lamb": 0.1, "mu": 0.0}, "mu"), ({"lamb": -1.0, "mu": 0.5}, "lamb"), ({"lamb": 0.1, "mu": -2.0}, "mu")],
 )
-def test_bad_arguments(kwargs, message):
+def test_bad_arguments(fn, kwargs, message):
     z = torch.randn(3, 8)
     with pytest.raises(ValueError, match=message):
-        info.feature_mce(z, z, **kwargs)
+        fn(z, z, **kwargs)
     with pytest.raises(ValueError, match="feature dimension"):
-        info.feature_mce(z, torch.randn(3, 9), lamb=0.1, mu=0.5)
+        fn(z, torch.randn(3, 9), lamb=0.1, mu=0.5)
 
 
 def _dense_uniformity(zp, zq, lamb, mu, symmetric, log, trace_term):
@@ -280,20 +282,3 @@ def test_symmetric_mce_gradcheck_batches_and_trace_term():
         want = _both_directions(za, zb, lamb=0.1, mu=0.4, trace_term=trace_term)
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
-
-def test_symmetric_mce_dtypes_and_bad_arguments():
-    g = torch.Generator().manual_seed(11)
-    za, zb = torch.randn(4, 32, generator=g), torch.randn(6, 32, generator=g)
-    ref = info.feature_mce_symmetric(za.double(), zb.double(), lamb=0.1, mu=0.5)
-    f32 = info.feature_mce_symmetric(za, zb, lamb=0.1, mu=0.5)
-    assert f32.dtype == torch.float32 and f32.item() == pytest.approx(ref.item(), rel=1e-5)
-    bf = info.feature_mce_symmetric(za.bfloat16(), zb.bfloat16(), lamb=0.1, mu=0.5)
-    assert bf.dtype == torch.bfloat16 and bf.float().item() == pytest.approx(ref.item(), rel=2e-2)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert info.feature_mce_symmetric(za, zb, lamb=0.1, mu=0.5).dtype == torch.float32
-    with pytest.raises(ValueError, match="mu"):
-        info.feature_mce_symmetric(za, zb, lamb=0.1, mu=0.0)
-    with pytest.raises(ValueError, match="lamb"):
-        info.feature_mce_symmetric(za, zb, lamb=-1.0, mu=0.5)
-    with pytest.raises(ValueError, match="feature dimension"):
-        info.feature_mce_symmetric(za, torch.randn(3, 9), lamb=0.1, mu=0.5)
