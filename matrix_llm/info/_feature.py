@@ -305,9 +305,9 @@ def feature_mce_symmetric(
     normalize: bool = True,
     trace_term: bool = True,
 ) -> torch.Tensor:
-    r"""``½ [feature_mce(za, zb) + feature_mce(zb, za)]`` (exact log) at about the cost of one direction's
-    backward: both directions share the cross product ``K = A_a A_bᵀ`` and one eigendecomposition per side
-    (``B = Uᵀ K V`` in the two eigenbases carries both traces, :class:`_ThinSymmetricCross`).
+    r"""``½ [feature_mce(za, zb) + feature_mce(zb, za)]`` (exact log), cheaper than the two calls: both directions
+    share the cross product ``K = A_a A_bᵀ`` and one eigendecomposition per side (``B = Uᵀ K V`` in the two
+    eigenbases carries both traces, :class:`_ThinSymmetricCross`; timed in bench/clip_step.py).
 
     Args:
         za, zb: ``(*, n_a, d)`` and ``(*, n_b, d)`` rows (``P_a = C(za) + lamb·I``, ``Q_a = C(za) + mu·I``, the
