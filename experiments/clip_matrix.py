@@ -37,11 +37,15 @@ SMOKE = ["--max_train_samples", "96", "--max_eval_samples", "48", "--tiny_hidden
          "--clip_matrix_start_step", "1", "--per_device_train_batch_size", "32"]  # fmt: skip
 
 
-def figure(out: Path, path: Path, summary: dict) -> None:
+CHANCE = {"zeroshot_top1": " (chance 1/24)", "zeroshot_top5": " (chance 5/24)", "image_to_text_R@1": " (chance 1/1000)"}
+
+
+def figure(out: Path, path: Path, summary: dict, panels: tuple[str, str] = ("zeroshot_top1", "image_to_text_R@1")) -> None:
+    """Two metrics per arm, and the learned temperature against the image features' matrix entropy of every run."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, metric in zip(axes, ("zeroshot_top1", "image_to_text_R@1"), strict=False):
-        bar_panel(ax, summary, metric, metric + (" (chance 1/24)" if metric.startswith("zeroshot") else " (chance 1/1000)"))
+    for ax, metric in zip(axes, panels, strict=False):
+        bar_panel(ax, summary, metric, metric + CHANCE[metric])
     ax = axes[2]
     for j, arm in enumerate(summary["arms"]):
         for run in sorted((out / arm).glob("seed*")):

@@ -40,6 +40,15 @@ def test_summary_means_stds_and_paired_differences():
     assert table[2].startswith("| base | 0.2000 ± 0.1000 (0.100, 0.300, 0.200)") and "+0.1000" in table[-1]
 
 
+def test_clip_few_classes_experiment_smoke_run(tmp_path):
+    summary = smoke_run("clip_few_classes", tmp_path)
+    assert set(summary["arms"]) == {"infonce", "+ align from 125", "+ align from 0"}
+    assert set(summary["paired"]) == {"+ align from 125", "+ align from 0"}
+    assert (tmp_path / "clip_few_classes.png").stat().st_size > 10_000
+    results = json.loads((tmp_path / "infonce" / "seed1" / "results.json").read_text())
+    assert results["zeroshot_templates"] == 1 and results["zeroshot_classes"] == 24  # "a {}" over the 24 names
+
+
 @pytest.mark.slow
 def test_clip_experiment_smoke_run(tmp_path):
     summary = smoke_run("clip_matrix", tmp_path)
