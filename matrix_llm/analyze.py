@@ -13,8 +13,8 @@ to ``--output_dir`` and prints the table.
 
 The model class is the one its config names (``architectures``: a causal LM, an image or sequence classifier,
 an encoder), else ``AutoModel``. A PEFT adapter directory (``matrix-llm sft --use_peft`` saves one) is analysed as
-its base model (``base_model_name_or_path`` of ``adapter_config.json``) with the adapter merged in. Images (``digits``, an IDX folder such as ``../shared/data/fashion-mnist``, a Hub
-/ local image dataset) go through the model's image processor, or, for a model saved without one (``matrix-llm
+its base model (``base_model_name_or_path`` of ``adapter_config.json``) with the adapter merged in. Images
+(``digits``, an IDX folder such as ``../shared/data/fashion-mnist``, a Hub / local image dataset) go through the model's image processor, or, for a model saved without one (``matrix-llm
 classify``'s tiny models), are resized to ``config.image_size`` and scaled to ``[-1, 1]`` as in training; texts
 (``synthetic``, a local file, a Hub dataset; ``--text_column``) through its tokenizer.
 """
@@ -94,8 +94,9 @@ def model_batches(name: str, model: Any, args: argparse.Namespace) -> list[dict[
 
         rows = load_text_dataset(args.data, args.split, config=args.data_config, text_column=args.text_column,
                                  label_column=args.label_column)  # fmt: skip
-        own = (Path(name) / "tokenizer_config.json").is_file() or adapter_base(name) is None
-        tokenizer = AutoTokenizer.from_pretrained(name if own else adapter_base(name), revision=args.revision)
+        saved_with_one = (Path(name) / "tokenizer_config.json").is_file()  # else an adapter's base model has it
+        tokenizer = AutoTokenizer.from_pretrained(name if saved_with_one else adapter_base(name) or name,
+                                                  revision=args.revision)  # fmt: skip
         causal = callable(getattr(model, "can_generate", None)) and model.can_generate()
         collator = TextCollator(tokenizer, max_length=args.max_length, causal=causal)
         cut = count_truncated(tokenizer, rows["text"][: args.num_samples], args.max_length)

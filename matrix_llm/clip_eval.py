@@ -42,11 +42,10 @@ def zeroshot_set(data_args: Any, seed: int) -> tuple[Any, list[str], list[str]] 
         return None
     n = data_args.max_eval_samples or 1000
     if source in SCENE_SOURCES:
-        from .data.image_text import CLASS_NAMES, PLACES, SIZES, scene_dataset
+        from .data.image_text import CLASS_NAMES, scene_dataset, scene_templates
 
-        style = SCENE_SOURCES[source]
-        rows = scene_dataset("zeroshot", n, side=data_args.image_size, seed=seed, captions=style)
-        templates = [f"a {size} {{}} in the {place}" for size in SIZES for place in PLACES] if style == "full" else ["a {}"]
+        rows = scene_dataset("zeroshot", n, side=data_args.image_size, seed=seed, captions=SCENE_SOURCES[source])
+        templates = scene_templates(SCENE_SOURCES[source])
         return rows, list(data_args.zeroshot_classes or CLASS_NAMES), list(data_args.zeroshot_templates or templates)
     from .data.images import load_image_dataset
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CLASS_NAMES", "HELD_OUT", "SCENE_SOURCES", "ImageTextCollator", "load_image_text_dataset", "render_scene",
-           "scene_dataset"]
+           "scene_dataset", "scene_templates"]
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 220, 40),
@@ -37,6 +37,7 @@ SIZES = {"small": 0.17, "large": 0.3}
 HELD_OUT = {("red", "circle"), ("green", "square"), ("blue", "triangle"), ("yellow", "cross"), ("magenta", "circle"),
             ("cyan", "square")}  # fmt: skip
 CLASS_NAMES = [f"{colour} {shape}" for colour, shape in itertools.product(COLOURS, SHAPES)]  # zero-shot classes
+CAPTIONS = {"full": "a {size} {name} in the {place}", "class": "a {name}"}  # caption style -> format (name: a class)
 SCENE_SOURCES = {"scenes": "full", "scenes-classes": "class"}  # dataset name -> caption style of scene_dataset
 
 
@@ -74,19 +75,26 @@ def scene_dataset(split: str = "train", n: int = 2000, *, side: int = 32, seed: 
 
     if split not in ("train", "test", "zeroshot"):
         raise ValueError(f"scene_dataset: `split` must be 'train', 'test' or 'zeroshot'; got {split!r}")
-    if captions not in ("full", "class"):
+    if captions not in CAPTIONS:
         raise ValueError(f"scene_dataset: `captions` must be 'full' or 'class'; got {captions!r}")
     pairs = [(c, s) for c, s in itertools.product(COLOURS, SHAPES) if ((c, s) in HELD_OUT) == (split == "zeroshot")]
     rng = np.random.default_rng([seed, ("train", "test", "zeroshot").index(split)])
-    images, texts, labels, full = [], [], [], captions == "full"
+    images, texts, labels = [], [], []
     for _ in range(n):
         colour, shape = pairs[rng.integers(len(pairs))]
         place = list(PLACES)[rng.integers(len(PLACES))]
         size = list(SIZES)[rng.integers(len(SIZES))]
         images.append(render_scene(shape, colour, place, size, side=side, rng=rng))
-        texts.append(f"a {size} {colour} {shape} in the {place}" if full else f"a {colour} {shape}")
+        texts.append(CAPTIONS[captions].format(size=size, name=f"{colour} {shape}", place=place))
         labels.append(CLASS_NAMES.index(f"{colour} {shape}"))
     return datasets.Dataset.from_dict({"image": images, "caption": texts, "label": labels})
+
+
+def scene_templates(captions: str = "full") -> list[str]:
+    """The zero-shot prompt templates (``{}``: a class name) of a caption style: its caption format at every size and
+    place it names (``"full"``: 10 templates, ``"class"``: one)."""
+    fmt = CAPTIONS[captions]
+    return list(dict.fromkeys(fmt.format(size=size, name="{}", place=place) for size in SIZES for place in PLACES))
 
 
 def load_image_text_dataset(source: str, split: str = "train", *, config: str | None = None, image_column: str = "image",

@@ -15,7 +15,13 @@ import torch
 
 from matrix_llm import clip
 from matrix_llm.clip_eval import retrieval_metrics, zero_shot_accuracy
-from matrix_llm.data.image_text import CLASS_NAMES, HELD_OUT, ImageTextCollator, scene_dataset
+from matrix_llm.data.image_text import (
+    CLASS_NAMES,
+    HELD_OUT,
+    ImageTextCollator,
+    scene_dataset,
+    scene_templates,
+)
 from matrix_llm.objectives import CLIPObjective
 from matrix_llm.objectives.clip import MAX_LOGIT_SCALE, LogitScaleClamp, caption_groups
 
@@ -40,6 +46,10 @@ def test_scenes_classes_caption_the_same_scenes_by_class_only():
     assert len(set(by_class["caption"])) <= 18 < len(set(scene_dataset("train", 500)["caption"]))
     with pytest.raises(ValueError, match="`captions` must be 'full' or 'class'"):
         scene_dataset("train", 5, captions="short")
+    # the zero-shot templates of a style are its captions with the class left open
+    assert scene_templates("class") == ["a {}"] and len(scene_templates("full")) == 10
+    for row in full.select(range(10)):
+        assert row["caption"] in {t.format(CLASS_NAMES[row["label"]]) for t in scene_templates("full")}
 
 
 def test_caption_groups_and_collator(tiny_tokenizer):
