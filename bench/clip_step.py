@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks_md import write_section  # noqa: E402
+from benchmarks_md import interleaved_medians, write_section  # noqa: E402
 
 from matrix_llm.objectives import CLIPObjective  # noqa: E402
 
@@ -54,22 +52,21 @@ def step_times(batch: int, projection: int, hidden: int, layers: int, steps: int
     inputs = {"input_ids": torch.randint(5, 512, (batch, 12), generator=g),
               "attention_mask": torch.ones(batch, 12, dtype=torch.long),
               "pixel_values": torch.rand(batch, 3, 32, 32, generator=g)}  # fmt: skip
-    runs = {}
-    for name, weights in VARIANTS.items():
+
+    def stepper(weights: dict):
         model = _model(projection, hidden, layers)
-        runs[name] = (model, CLIPObjective(metrics_steps=0, **weights), torch.optim.AdamW(model.parameters(), lr=1e-4))
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for r in range(repeats + 1):  # round 0 warms up
-        for name, (model, objective, optimizer) in runs.items():
-            t0 = time.perf_counter()
-            for s in range(steps):
-                loss = objective(model, inputs, step=s + 1).batch_loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            if r:
-                times[name].append((time.perf_counter() - t0) / steps)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+        objective, optimizer = CLIPObjective(metrics_steps=0, **weights), torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(i: int) -> None:
+            loss = objective(model, inputs, step=i + 1).batch_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    steppers = {name: stepper(weights) for name, weights in VARIANTS.items()}
+    return interleaved_medians(steppers, rounds=repeats, calls=steps)
 
 
 def mce_times(batch: int, projection: int, repeats: int) -> dict[str, float]:
@@ -80,19 +77,11 @@ def mce_times(batch: int, projection: int, repeats: int) -> dict[str, float]:
     za = torch.randn(batch, projection, generator=g).requires_grad_()
     zb = torch.randn(batch, projection, generator=g).requires_grad_()
     candidates = {
-        "feature_mce_symmetric": lambda: info.feature_mce_symmetric(za, zb, lamb=0.5, mu=0.5),
-        "two feature_mce calls": lambda: 0.5 * (info.feature_mce(za, zb, lamb=0.5, mu=0.5)
-                                                + info.feature_mce(zb, za, lamb=0.5, mu=0.5)),
+        "feature_mce_symmetric": lambda i: info.feature_mce_symmetric(za, zb, lamb=0.5, mu=0.5).backward(),
+        "two feature_mce calls": lambda i: (0.5 * (info.feature_mce(za, zb, lamb=0.5, mu=0.5)
+                                                   + info.feature_mce(zb, za, lamb=0.5, mu=0.5))).backward(),
     }  # fmt: skip
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for r in range(repeats + 1):  # round 0 warms up
-        for name, loss in candidates.items():
-            t0 = time.perf_counter()
-            for _ in range(10):
-                loss().backward()
-            if r:
-                times[name].append((time.perf_counter() - t0) / 10)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return interleaved_medians(candidates, rounds=repeats, calls=10)
 
 
 def main(argv: list[str] | None = None) -> int:

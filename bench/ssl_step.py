@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks_md import write_section  # noqa: E402
+from benchmarks_md import interleaved_medians, write_section  # noqa: E402
 
 from matrix_llm.data.augment import VIEW_2, TwoViewAugment, ViewSettings  # noqa: E402
 from matrix_llm.objectives import SSLObjective  # noqa: E402
@@ -53,20 +53,20 @@ def _setup(method: str, preset: str, batch: int, proj: int):
 
 
 def step_times(batch: int, proj: int, steps: int, repeats: int) -> dict[str, float]:
-    runs = {f"{m} {p}" if m == "matrix_ssl" else m: _setup(m, p, batch, proj) for m, p in METHODS}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for r in range(repeats + 1):  # round 0 warms up
-        for name, (model, objective, optimizer, images) in runs.items():
-            t0 = time.perf_counter()
-            for s in range(steps):
-                loss = objective(model, {"pixel_values": images}, step=s).batch_loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                model.update_teacher(0.99)
-            if r:
-                times[name].append((time.perf_counter() - t0) / steps)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    def stepper(method: str, preset: str):
+        model, objective, optimizer, images = _setup(method, preset, batch, proj)
+
+        def step(i: int) -> None:
+            loss = objective(model, {"pixel_values": images}, step=i).batch_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            model.update_teacher(0.99)
+
+        return step
+
+    steppers = {f"{m} {p}" if m == "matrix_ssl" else m: stepper(m, p) for m, p in METHODS}
+    return interleaved_medians(steppers, rounds=repeats, calls=steps)
 
 
 def loss_times(batch: int, proj: int, repeats: int, calls: int = 20) -> dict[str, float]:
@@ -78,16 +78,12 @@ def loss_times(batch: int, proj: int, repeats: int, calls: int = 20) -> dict[str
     losses = {"matrix_ssl exact": lambda a, b: MatrixSSLLoss(preset="exact")(a, b, p1, p2).total,
               "matrix_ssl official": lambda a, b: MatrixSSLLoss(preset="official", check=False)(a, b, p1, p2).total,
               "mec": lambda a, b: MECLoss()(a, b, p1, p2).total, "simclr": lambda a, b: NTXentLoss()(a, b).total}  # fmt: skip
-    times: dict[str, list[float]] = {name: [] for name in losses}
-    for r in range(repeats + 1):
-        for name, fn in losses.items():
-            a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn(a, b).backward()
-            if r:
-                times[name].append((time.perf_counter() - t0) / calls)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+
+    def caller(fn):
+        a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+        return lambda i: fn(a, b).backward()
+
+    return interleaved_medians({name: caller(fn) for name, fn in losses.items()}, rounds=repeats, calls=calls)
 
 
 def _pil_view(image, view: ViewSettings, size: int, rng: random.Random) -> np.ndarray:
