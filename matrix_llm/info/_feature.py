@@ -61,25 +61,31 @@ def _phi_prime(w: torch.Tensor, mu: float) -> torch.Tensor:
 
 
 def _phi_divided_differences(w: torch.Tensor, mu: float) -> torch.Tensor:
-    """``D_ij = (φ(w_i) - φ(w_j)) / (w_i - w_j)``, ``φ'`` at (near-)ties; float64, symmetric (both branches are
-    exactly symmetric in floating point). ``φ'`` is evaluated at the ties only (the diagonal and repeated
-    eigenvalues), not on the whole ``n x n`` grid."""
+    """``D_ij = (φ(w_i) - φ(w_j)) / (w_i - w_j)``, ``φ'`` at (near-)ties, for ascending ``w`` (eigh's order);
+    float64, symmetric (both branches are exactly symmetric in floating point). ``φ'`` is evaluated at the ties
+    only: the diagonal, plus the pairs within the tie threshold when two neighbouring eigenvalues are that close
+    (sorted ``w``: any tied pair has a neighbour gap below the largest threshold)."""
     phi = _phi(w, mu)
     diff = w.unsqueeze(-1) - w.unsqueeze(-2)
+    out = (phi.unsqueeze(-1) - phi.unsqueeze(-2)).div_(diff)  # 0/0 at ties, replaced below
     scale = _TIE * (mu + w)  # the tie threshold of a pair is the larger of the two scales
-    tie = diff.abs() <= torch.maximum(scale.unsqueeze(-1), scale.unsqueeze(-2))
-    out = (phi.unsqueeze(-1) - phi.unsqueeze(-2)).div_(diff.masked_fill_(tie, 1.0))
-    where = tie.nonzero(as_tuple=True)
-    mid = (w.unsqueeze(-1).expand_as(out)[where] + w.unsqueeze(-2).expand_as(out)[where]) / 2
-    out[where] = _phi_prime(mid, mu)
+    if bool((w[..., 1:] - w[..., :-1] <= scale[..., -1:]).any()):
+        tie = diff.abs() <= torch.maximum(scale.unsqueeze(-1), scale.unsqueeze(-2))
+        where = tie.nonzero(as_tuple=True)
+        mid = (w.unsqueeze(-1).expand_as(out)[where] + w.unsqueeze(-2).expand_as(out)[where]) / 2
+        out[where] = _phi_prime(mid, mu)
+    else:
+        out.diagonal(dim1=-2, dim2=-1).copy_(_phi_prime(w, mu))
     return out
 
 
-def _phi_gram_gradient(w: torch.Tensor, v: torch.Tensor, m: torch.Tensor, mu: float, lamb: float) -> torch.Tensor:
-    """Gradient in ``G = V diag(w) Vᵀ`` of ``tr(N φ_μ(G)) + λ Σ log(1 + w/μ)`` given ``m = Vᵀ N V``:
-    ``V (D ∘ m + diag(λ / (μ + w))) Vᵀ`` (Daleckii–Krein, ``D`` from :func:`_phi_divided_differences`)."""
+def _phi_gram_gradient(
+    w: torch.Tensor, v: torch.Tensor, m: torch.Tensor, mu: float, lamb: float, trace: float = 0.0
+) -> torch.Tensor:
+    """Gradient in ``G = V diag(w) Vᵀ`` of ``tr(N φ_μ(G)) + λ Σ log(1 + w/μ) + trace · tr G`` given ``m = Vᵀ N V``:
+    ``V (D ∘ m + diag(λ / (μ + w) + trace)) Vᵀ`` (Daleckii–Krein, ``D`` from :func:`_phi_divided_differences`)."""
     inner = _phi_divided_differences(w.double(), mu).to(w.dtype).mul_(_sym(m))
-    inner.diagonal(dim1=-2, dim2=-1).add_(lamb / (mu + w))
+    inner.diagonal(dim1=-2, dim2=-1).add_(lamb / (mu + w) + trace)
     return v @ inner @ v.mT
 
 
@@ -116,45 +122,47 @@ class _ThinTracePLogQ(torch.autograd.Function):
 
 
 class _ThinSymmetricCross(torch.autograd.Function):
-    """``tr(Kᵀ φ_μ(G_a) K) + tr(K φ_μ(G_b) Kᵀ) + λ Σ log(1 + α/μ) + λ Σ log(1 + β/μ)`` from the thin factors
-    ``A_a``, ``A_b``: ``K = A_a A_bᵀ`` and the Grams ``G_a = A_a A_aᵀ = U diag(α) Uᵀ``, ``G_b = V diag(β) Vᵀ`` (the two
-    directions' cross terms of :func:`_cross_and_traces`). With ``B = Uᵀ K V`` both traces are
-    ``Σ_ij B_ij² (φ(α_i) + φ(β_j))`` (``U``, ``V`` orthogonal), so one ``B`` serves both directions and both
-    backward passes.
+    """``tr(Kᵀ φ_μ(G_a) K) + tr(K φ_μ(G_b) Kᵀ) + λ Σ log(1 + α/μ) + λ Σ log(1 + β/μ) + κ (tr G_a + tr G_b)`` from
+    the thin factors ``A_a``, ``A_b``: ``K = A_a A_bᵀ`` and the Grams ``G_a = A_a A_aᵀ = U diag(α) Uᵀ``,
+    ``G_b = V diag(β) Vᵀ`` (the two directions' cross terms of :func:`_cross_and_traces`; ``tr G = ||A||²`` carries
+    the traces of ``P`` and ``Q``). With ``B = Uᵀ K V`` both cross traces are ``Σ_ij B_ij² (φ(α_i) + φ(β_j))``
+    (``U``, ``V`` orthogonal), so one ``B`` serves both directions and both backward passes.
 
     Backward: ``grad_K = 2 U (B ∘ (φ(α)_i + φ(β)_j)) Vᵀ``, ``grad_G_a`` and ``grad_G_b`` by
-    :func:`_phi_gram_gradient` with ``Uᵀ K Kᵀ U = B Bᵀ`` and ``Vᵀ Kᵀ K V = Bᵀ B``; then
+    :func:`_phi_gram_gradient` with ``Uᵀ K Kᵀ U = B Bᵀ``, ``Vᵀ Kᵀ K V = Bᵀ B`` and ``κ I`` for the traces; then
     ``grad_A_a = 2 grad_G_a A_a + grad_K A_b`` and ``grad_A_b = 2 grad_G_b A_b + grad_Kᵀ A_a`` (the Grams'
     gradients are symmetric).
     """
 
     @staticmethod
-    def forward(ctx, aa: torch.Tensor, ab: torch.Tensor, mu: float, lamb: float) -> torch.Tensor:  # type: ignore[override]
-        alpha, u = torch.linalg.eigh(_sym(aa @ aa.mT))
-        beta, v = torch.linalg.eigh(_sym(ab @ ab.mT))
+    def forward(ctx, aa: torch.Tensor, ab: torch.Tensor, mu: float, lamb: float, kappa: float) -> torch.Tensor:  # type: ignore[override]
+        ga, gb = aa @ aa.mT, ab @ ab.mT
+        traces = ga.diagonal(dim1=-2, dim2=-1).sum(-1) + gb.diagonal(dim1=-2, dim2=-1).sum(-1)
+        alpha, u = torch.linalg.eigh(ga)  # eigh reads one triangle: no symmetrising needed
+        beta, v = torch.linalg.eigh(gb)
         alpha, beta = alpha.clamp_min(0), beta.clamp_min(0)  # round-off below zero of PSD Grams
         weight = _phi(alpha.double(), mu).unsqueeze(-1) + _phi(beta.double(), mu).unsqueeze(-2)
-        weight = weight.to(aa.dtype)
         b = u.mT @ (aa @ ab.mT) @ v
+        bw = b * weight.to(aa.dtype)
         logdets = torch.log1p(alpha / mu).sum(-1) + torch.log1p(beta / mu).sum(-1)
-        ctx.save_for_backward(aa, ab, alpha, u, beta, v, b, weight)
-        ctx.mu, ctx.lamb = mu, lamb
-        return (b.square() * weight).sum((-2, -1)) + lamb * logdets
+        ctx.save_for_backward(aa, ab, alpha, u, beta, v, b, bw)
+        ctx.mu, ctx.lamb, ctx.kappa = mu, lamb, kappa
+        return (b * bw).sum((-2, -1)) + lamb * logdets + kappa * traces
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        aa, ab, alpha, u, beta, v, b, weight = ctx.saved_tensors
-        g = grad[..., None, None]
-        grad_k = u @ (b * weight).mul_(2) @ v.mT
+        aa, ab, alpha, u, beta, v, b, bw = ctx.saved_tensors
+        g2 = 2 * grad[..., None, None]
+        half_grad_k = u @ bw @ v.mT
         grad_aa = grad_ab = None
         if ctx.needs_input_grad[0]:
-            grad_ga = _phi_gram_gradient(alpha, u, b @ b.mT, ctx.mu, ctx.lamb)
-            grad_aa = (grad_ga @ aa).mul_(2).add_(grad_k @ ab).mul_(g)
+            grad_ga = _phi_gram_gradient(alpha, u, b @ b.mT, ctx.mu, ctx.lamb, ctx.kappa)
+            grad_aa = (grad_ga @ aa).add_(half_grad_k @ ab).mul_(g2)
         if ctx.needs_input_grad[1]:
-            grad_gb = _phi_gram_gradient(beta, v, b.mT @ b, ctx.mu, ctx.lamb)
-            grad_ab = (grad_gb @ ab).mul_(2).add_(grad_k.mT @ aa).mul_(g)
-        return grad_aa, grad_ab, None, None
+            grad_gb = _phi_gram_gradient(beta, v, b.mT @ b, ctx.mu, ctx.lamb, ctx.kappa)
+            grad_ab = (grad_gb @ ab).add_(half_grad_k.mT @ aa).mul_(g2)
+        return grad_aa, grad_ab, None, None, None
 
 
 def _check_features(fn: str, zp: object, zq: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,7 +193,7 @@ def _check_mu(fn: str, mu: object, log: str) -> float:
 
 
 def _thin(z: torch.Tensor, *, center: bool, normalize: bool) -> torch.Tensor:
-    return _rows(z, normalize=normalize, center=center) / math.sqrt(z.shape[-2])
+    return _rows(z, normalize=normalize, center=center, scale=1 / math.sqrt(z.shape[-2]))
 
 
 def _taylor_trace(tr_p: torch.Tensor, s: list, t: list, lamb: float, c: float, order: int) -> torch.Tensor:
@@ -334,11 +342,11 @@ def feature_mce_symmetric(
         ab = _thin(zb.to(work), center=center, normalize=normalize)
         batch = torch.broadcast_shapes(aa.shape[:-2], ab.shape[:-2])
         aa, ab = aa.expand(*batch, *aa.shape[-2:]), ab.expand(*batch, *ab.shape[-2:])
-        norms = aa.square().sum((-2, -1)) + ab.square().sum((-2, -1))
-        thin = _ThinSymmetricCross.apply(aa, ab, mu, lamb)
-        cross = math.log(mu) * (norms + 2 * lamb * d) + thin  # tr(P_b log Q_a) + tr(P_a log Q_b)
-        loss = -cross + norms + 2 * mu * d if trace_term else -cross
-        return (0.5 * loss).to(out_dtype)
+        # ½ [-(tr(P_b log Q_a) + tr(P_a log Q_b)) (+ tr Q_a + tr Q_b)]; tr(P log Q) = log μ · tr P + thin part
+        kappa = math.log(mu) - 1 if trace_term else math.log(mu)
+        value = _ThinSymmetricCross.apply(aa, ab, mu, lamb, kappa)
+        loss = -0.5 * value - lamb * d * math.log(mu) + (mu * d if trace_term else 0.0)
+        return loss.to(out_dtype)
 
 
 def feature_mkl(

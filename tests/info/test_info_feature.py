@@ -148,6 +148,40 @@ def test_phi_and_its_divided_differences_have_full_accuracy():
     assert dd[0, 2].item() == pytest.approx(direct.item(), rel=1e-9)
 
 
+def _divided_differences_pairwise(w: torch.Tensor, mu: float) -> torch.Tensor:
+    """The definition pair by pair: φ' at the midpoint within the tie threshold, the quotient elsewhere."""
+    from matrix_llm.info._feature import _TIE
+
+    phi, n = _phi(w, mu), w.shape[-1]
+    out = torch.empty(n, n, dtype=F64)
+    for i in range(n):
+        for j in range(n):
+            if abs(w[i] - w[j]) <= _TIE * (mu + max(w[i], w[j])):
+                out[i, j] = _phi_prime(((w[i] + w[j]) / 2).reshape(1), mu)[0]
+            else:
+                out[i, j] = (phi[i] - phi[j]) / (w[i] - w[j])
+    return out
+
+
+@pytest.mark.parametrize(
+    "spectrum",
+    [
+        np.sort(np.random.default_rng(0).uniform(0, 0.02, 24)).tolist(),  # distinct: only the diagonal ties
+        [0.0, 0.0, 1e-9, 0.3, 0.3 + 1e-7, 0.7],  # a zero pair, a near-zero and a near-repeated pair
+        [0.5 + 4e-6 * k for k in range(6)],  # a chain: neighbours tie, the ends do not
+    ],
+)
+def test_divided_differences_equal_the_pairwise_definition(spectrum):
+    mu = 0.5
+    w = torch.tensor(spectrum, dtype=F64)
+    dd = _phi_divided_differences(w, mu)
+    torch.testing.assert_close(dd, _divided_differences_pairwise(w, mu), rtol=1e-15, atol=0)
+    batch = torch.stack([w, torch.linspace(0.1, 0.9, len(spectrum), dtype=F64)])  # ties in one item only
+    torch.testing.assert_close(_phi_divided_differences(batch, mu)[0], dd, rtol=1e-15, atol=0)
+    torch.testing.assert_close(_phi_divided_differences(batch, mu)[1], _divided_differences_pairwise(batch[1], mu),
+                               rtol=1e-15, atol=0)  # fmt: skip
+
+
 @pytest.mark.parametrize("fn", [info.feature_mce, info.feature_mce_symmetric])
 def test_dtypes_and_upcast(fn):
     g = torch.Generator().manual_seed(7)

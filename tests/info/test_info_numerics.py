@@ -134,6 +134,47 @@ def test_gradcheck_gram_covariance():
     assert gradcheck(info.covariance, (z,))
 
 
+def _rows_by_autograd(z, normalize, center, center_first, scale):
+    if center and center_first:
+        z = z - z.mean(-2, keepdim=True)
+    if normalize:
+        z = torch.nn.functional.normalize(z, dim=-1)
+    if center and not center_first:
+        z = z - z.mean(-2, keepdim=True)
+    return z * scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize(
+    ("normalize", "center", "center_first", "scale"),
+    [(True, False, False, 1.0), (True, True, False, 0.25), (True, True, True, 1.0), (False, True, False, 0.5)],
+)
+def test_row_steps_match_autograd_of_f_normalize_and_mean(dtype, normalize, center, center_first, scale):
+    """Every feature function normalises / centres rows through one autograd node (_Rows): the value and gradient
+    of F.normalize and mean subtraction composed by autograd, including a zero row and a row below the
+    normalisation's eps (gradient g / eps there), and batch dims."""
+    from matrix_llm.info._spectral import _rows
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 6, 5, generator=g, dtype=dtype)
+    z[0, 1] = 0.0
+    z[1, 2] = 1e-14
+    weights = torch.randn(2, 6, 5, generator=g, dtype=dtype)
+    steps = dict(normalize=normalize, center=center, center_first=center_first, scale=scale)
+    results = []
+    for rows in (lambda x: _rows(x, **steps), lambda x: _rows_by_autograd(x, **steps)):
+        leaf = z.clone().requires_grad_()
+        out = rows(leaf)
+        (out * weights).sum().backward()
+        results.append((out.detach(), leaf.grad))
+    (ours, ours_grad), (ref, ref_grad) = results
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(ours_grad, ref_grad)
+    if normalize and not center_first:
+        assert ours_grad[1, 2].abs().max() > 1e10  # the clamped row: g / eps, not projected
+    assert gradcheck(lambda x: _rows(x, **steps), (z.double()[:, 3:].clone().requires_grad_(),))
+
+
 # ----------------------------------------------------------------------------------------------- dtypes / autocast
 
 
