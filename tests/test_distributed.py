@@ -65,7 +65,7 @@ def test_all_gather_with_grad_two_gloo_processes_matches_single_process(tmp_path
         torch.testing.assert_close(out["gathered"], out["full"], rtol=0, atol=0)
         torch.testing.assert_close(out["gathered_labels"], torch.tensor([0, 1, 2, 0, 3, 1, 2, 3]))
         names = ("mce_covariance", "entropy_covariance", "matrix_ssl_global", "mec_global", "nt_xent_global",
-                 "clip_global", "crossmodal_mce_global", "token_mce_global")
+                 "clip_global", "clip_caption_keys_global", "crossmodal_mce_global", "token_mce_global")
         for name in (*names, "token_mce_alignment_global"):
             case = out[name]
             torch.testing.assert_close(case["loss"], case["ref_loss"], rtol=1e-12, atol=1e-12, msg=name)

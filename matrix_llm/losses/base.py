@@ -54,14 +54,14 @@ def check_matrix(
     return x
 
 
-def check_labels(fn: str, labels: object, *, n: int) -> Tensor:
+def check_labels(fn: str, labels: object, *, n: int, name: str = "labels") -> Tensor:
     """Check that ``labels`` is an integer ``(n,)`` tensor (values are checked by :func:`check_finite_and_range`)."""
     if not isinstance(labels, Tensor):
-        raise TypeError(f"{fn}: `labels` must be a torch.Tensor; got {type(labels).__name__}")
+        raise TypeError(f"{fn}: `{name}` must be a torch.Tensor; got {type(labels).__name__}")
     if labels.dim() != 1 or labels.shape[0] != n:
-        raise ValueError(f"{fn}: `labels` must have shape ({n},); got {tuple(labels.shape)}")
+        raise ValueError(f"{fn}: `{name}` must have shape ({n},); got {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"{fn}: `labels` must be an integer (long) tensor; got {labels.dtype}")
+        raise ValueError(f"{fn}: `{name}` must be an integer (long) tensor; got {labels.dtype}")
     return labels
 
 

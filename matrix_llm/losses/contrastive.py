@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distributed import all_gather_with_grad
+from ..distributed import all_gather_no_grad, all_gather_with_grad
 from ..info import no_autocast, work_dtype
-from .base import LossOutput, check_finite_and_range, check_matrix, detached_parts
+from .base import LossOutput, check_finite_and_range, check_labels, check_matrix, detached_parts
 
 __all__ = ["CLIPLoss", "NTXentLoss"]
 
@@ -71,32 +71,45 @@ class CLIPLoss(nn.Module):
     loss of the global batch (open_clip's ``local_loss=False, gather_with_grad=True``), so data-parallel averaging
     gives the single-process gradient of the concatenated batch (tested with two processes).
 
+    With ``caption_keys`` (one integer per pair, equal for pairs with the same caption, comparable across ranks),
+    the other pairs of the same caption are left out of both softmaxes: with class-level captions an image is
+    not pushed away from its own caption's duplicates, which CLIP and open_clip count as negatives (a batch of
+    one caption per pair gives CLIP's loss).
+
     Shapes (``forward``): ``image_features (N, d)``, ``text_features (N, d)`` (row ``i`` is the caption of image
-    ``i``), ``logit_scale`` a scalar tensor (the log of the scale, as ``CLIPModel.logit_scale``).
+    ``i``), ``logit_scale`` a scalar tensor (the log of the scale, as ``CLIPModel.logit_scale``),
+    ``caption_keys (N,)`` integers or ``None``.
 
     Returns:
         :class:`LossOutput` with ``total`` and the parts ``infonce`` (the same) and ``contrastive_accuracy`` (share of
-        images whose most similar caption is their own).
+        images whose most similar caption is their own; with ``caption_keys``, among the other captions' texts).
     """
 
     def __init__(self, *, gather: bool = True) -> None:
         super().__init__()
         self.gather = bool(gather)
 
-    def forward(self, image_features: Tensor, text_features: Tensor, logit_scale: Tensor) -> LossOutput:
+    def forward(self, image_features: Tensor, text_features: Tensor, logit_scale: Tensor,
+                caption_keys: Tensor | None = None) -> LossOutput:  # fmt: skip
         fn = "CLIPLoss"
         check_matrix(fn, "image_features", image_features)
         n, d = image_features.shape
         check_matrix(fn, "text_features", text_features, rows=n, cols=d)
+        if caption_keys is not None:
+            check_labels(fn, caption_keys, n=n, name="caption_keys")
         check_finite_and_range(fn, {"image_features": image_features, "text_features": text_features})
         pairs = torch.stack([image_features, text_features], 1).to(work_dtype(image_features.dtype, text_features.dtype))
         if self.gather:
             pairs = all_gather_with_grad(pairs)
+            caption_keys = None if caption_keys is None else all_gather_no_grad(caption_keys)
         if pairs.shape[0] < 2:
             raise ValueError(f"{fn}: needs at least 2 image-text pairs in the batch; got {pairs.shape[0]}")
         with no_autocast(pairs):
             images, texts = F.normalize(pairs[:, 0], dim=-1), F.normalize(pairs[:, 1], dim=-1)
             logits = logit_scale.to(pairs.dtype).exp() * images @ texts.mT
+            if caption_keys is not None:
+                duplicate = caption_keys.unsqueeze(1) == caption_keys.unsqueeze(0)
+                logits = logits.masked_fill(duplicate.fill_diagonal_(False), float("-inf"))
             targets = torch.arange(pairs.shape[0], device=pairs.device)
             total = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.mT, targets))
             accuracy = (logits.argmax(-1) == targets).float().mean()

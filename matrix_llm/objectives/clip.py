@@ -4,7 +4,8 @@ terms, on a ``CLIPModel`` or a ``VisionTextDualEncoderModel`` (docs/formulations
     loss = infonce_weight * InfoNCE + alignment_weight * H_align + mce_weight * MCE(C(T), C(I))
 
 - InfoNCE: :class:`~matrix_llm.losses.CLIPLoss` with the model's learnable ``logit_scale`` (clamped to
-  ``[0, log 100]`` after every optimizer step, as CLIP), over the batch of all processes;
+  ``[0, log 100]`` after every optimizer step, as CLIP), over the batch of all processes; with
+  ``mask_same_captions`` the other pairs of an identical caption (:func:`caption_keys`) are not its negatives;
 - ``H_align``: the cross-modal matrix-entropy alignment of Song et al. (MATH.md 5.3,
   :class:`~matrix_llm.losses.CrossModalEntropyLoss`): for each distinct caption of the batch, the entropy of
   ``[its images ; its text]``, so identical captions (and duplicated images) form one group;
@@ -39,7 +40,9 @@ __all__ = ["CLIPObjective", "LogitScaleClamp"]
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the temperature at 1/100
 CROP_ONLY = dict(flip=0.0, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0)  # open_clip's train transform: a crop
-CARD_FIELDS = ("clip_infonce_weight", "clip_alignment_weight", "clip_mce_weight", "clip_mce_mu")
+CARD_FIELDS = ("clip_infonce_weight", "clip_alignment_weight", "clip_mce_weight", "clip_mce_mu", "clip_mask_same_captions")
+_KEY_PRIME = 2**31 - 1  # caption_keys: two polynomial hashes modulo this prime
+_KEY_BASES = (131_071, 1_000_003)
 
 
 class LogitScaleClamp(TrainerCallback):
@@ -63,6 +66,21 @@ def caption_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor | None)
     return labels, first.scatter_reduce(0, labels, rows, reduce="amin")
 
 
+def caption_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """``(N,)`` int64 keys, equal for rows with the same caption tokens on any rank and at any padding (either
+    side): two polynomial hashes modulo ``2^31 - 1`` of the unpadded tokens in order, one key. Two different
+    captions of up to 77 tokens share a key by chance about once in ``10^15`` pairs."""
+    ids = input_ids.long()
+    valid = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    tokens = (ids % _KEY_PRIME + 1).masked_fill_(~valid, 0)  # 0 adds nothing: padding is ignored
+    position = (valid.long().cumsum(-1) - 1).clamp_min_(0)  # index among the caption's own tokens
+    key = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+    for base in _KEY_BASES:
+        powers = torch.tensor([pow(base, k, _KEY_PRIME) for k in range(ids.shape[1])], device=ids.device)
+        key = key * _KEY_PRIME + (tokens * powers[position] % _KEY_PRIME).sum(-1) % _KEY_PRIME
+    return key
+
+
 class CLIPObjective(Objective):
     """The image-text objective (module docstring).
 
@@ -70,6 +88,8 @@ class CLIPObjective(Objective):
         infonce_weight, alignment_weight, mce_weight: the weights of the three terms, ``>= 0``, not all 0.
         mce_mu: the covariance shift of the MCE term, ``> 0``.
         matrix_start_step: the matrix terms are trained from this optimizer step on (InfoNCE alone before).
+        mask_same_captions: InfoNCE leaves the other pairs of an identical caption out of its softmaxes (CLIP
+            and open_clip count them as negatives).
         metrics_steps: the pair diagnostics every this many optimizer steps (``0``: evaluation only).
     """
 
@@ -91,17 +111,18 @@ class CLIPObjective(Objective):
 
     def __init__(self, *, infonce_weight: float = 1.0, alignment_weight: float = 0.0, mce_weight: float = 0.0,
                  mce_mu: float = 0.5, matrix_start_step: int = 0, metrics_steps: int = 1, crop_min_scale: float = 1.0,
-                 seed: int = 0) -> None:  # fmt: skip
+                 mask_same_captions: bool = False, seed: int = 0) -> None:  # fmt: skip
         problems = self.argument_problems(infonce_weight=infonce_weight, alignment_weight=alignment_weight,
                                           mce_weight=mce_weight, mce_mu=mce_mu, metrics_steps=metrics_steps,
-                                          matrix_start_step=matrix_start_step, crop_min_scale=crop_min_scale)  # fmt: skip
+                                          matrix_start_step=matrix_start_step, crop_min_scale=crop_min_scale,
+                                          mask_same_captions=mask_same_captions)  # fmt: skip
         if problems:
             name, expected, got = problems[0]
             raise ValueError(f"CLIPObjective: `{name}` must be {expected}; got {got!r}")
         self.weights = {"infonce": float(infonce_weight), "alignment": float(alignment_weight), "mce": float(mce_weight)}
         self.metrics_steps, self.matrix_start_step = int(metrics_steps), int(matrix_start_step)
         self.infonce, self.alignment, self.mce = CLIPLoss(), CrossModalEntropyLoss(), CrossModalMCELoss(mu=mce_mu)
-        self.crop_min_scale, self.seed = float(crop_min_scale), int(seed)
+        self.crop_min_scale, self.seed, self.mask_same_captions = float(crop_min_scale), int(seed), mask_same_captions
         self._crop: TwoViewAugment | None = None
 
     def light_crop(self, pixel_values: torch.Tensor, step: int) -> torch.Tensor:
@@ -125,6 +146,8 @@ class CLIPObjective(Objective):
                 out.append((name, "a number > 0", value))
             elif name == "crop_min_scale" and not (number and 0 < value <= 1):
                 out.append((name, "a number in (0, 1] (1: no crop)", value))
+            elif name == "mask_same_captions" and not isinstance(value, bool):
+                out.append((name, "true or false", value))
             elif name.endswith("_weight") and not (number and value >= 0):
                 out.append((name, "a number >= 0", value))
         weights = [values.get(k, 0) for k in ("infonce_weight", "alignment_weight", "mce_weight")]
@@ -168,7 +191,8 @@ class CLIPObjective(Objective):
         outputs = model(input_ids=inputs["input_ids"], attention_mask=mask, pixel_values=pixels)
         images, texts = outputs.image_embeds, outputs.text_embeds
         scale = features.unwrap(model).logit_scale
-        parts = self.infonce(images, texts, scale)
+        keys = caption_keys(inputs["input_ids"], mask) if self.mask_same_captions else None
+        parts = self.infonce(images, texts, scale, keys)
         loss = self.weights["infonce"] * parts.total
         metrics = {k: v.float() for k, v in parts.parts.items()}
         due = step is None or (self.metrics_steps > 0 and step % self.metrics_steps == 0)

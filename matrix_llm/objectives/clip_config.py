@@ -23,7 +23,8 @@ __all__ = ["CLIPConfig", "CLIPDataArguments", "CLIPModelArguments"]
 
 _FIELD_OF = {"infonce_weight": "clip_infonce_weight", "alignment_weight": "clip_alignment_weight",
              "mce_weight": "clip_mce_weight", "mce_mu": "clip_mce_mu", "metrics_steps": "matrix_metrics_steps",
-             "matrix_start_step": "clip_matrix_start_step", "crop_min_scale": "clip_crop_min_scale"}  # fmt: skip
+             "matrix_start_step": "clip_matrix_start_step", "crop_min_scale": "clip_crop_min_scale",
+             "mask_same_captions": "clip_mask_same_captions"}  # fmt: skip
 
 
 @dataclass
@@ -124,6 +125,12 @@ class CLIPConfig(MatrixTrainingArguments):
                   "0.9; 1: none)."},  # fmt: skip
     )
 
+    clip_mask_same_captions: bool = field(
+        default=False,
+        metadata={"help": "InfoNCE: the other pairs of an identical caption are not negatives (CLIP / open_clip: "
+                  "they are; class-level captions repeat in a batch)."},  # fmt: skip
+    )
+
     def problems(self) -> list[str]:
         return super().problems() + self.objective_problems("clip", CLIPObjective.argument_problems, _FIELD_OF)
 
@@ -131,4 +138,4 @@ class CLIPConfig(MatrixTrainingArguments):
         return dict(infonce_weight=self.clip_infonce_weight, alignment_weight=self.clip_alignment_weight,
                     mce_weight=self.clip_mce_weight, mce_mu=self.clip_mce_mu,
                     matrix_start_step=self.clip_matrix_start_step, crop_min_scale=self.clip_crop_min_scale,
-                    seed=self.seed, metrics_steps=self.effective_matrix_metrics_steps)  # fmt: skip
+                    mask_same_captions=self.clip_mask_same_captions, seed=self.seed, metrics_steps=self.effective_matrix_metrics_steps)  # fmt: skip

@@ -58,6 +58,28 @@ def test_clip_loss_gradients_reach_both_towers_and_the_temperature_and_ties_stay
         CLIPLoss()(images[:1].detach(), texts[:1].detach(), scale)
 
 
+def test_clip_loss_with_caption_keys_leaves_same_caption_pairs_out_of_both_softmaxes():
+    images, texts = _pairs()
+    scale = torch.tensor(math.log(1 / 0.07), dtype=F64)
+    keys = torch.tensor([0, 1, 0, 2, 1, 0])
+    i = (images / images.norm(dim=1, keepdim=True)).numpy()
+    t = (texts / texts.norm(dim=1, keepdim=True)).numpy()
+    logits, k = math.exp(scale.item()) * i @ t.T, keys.numpy()
+    kept = [[j for j in range(6) if j == row or k[j] != k[row]] for row in range(6)]  # own pair + other captions
+    loss_i = -np.mean([logits[r, r] - math.log(np.exp(logits[r, kept[r]]).sum()) for r in range(6)])
+    loss_t = -np.mean([logits[r, r] - math.log(np.exp(logits[kept[r], r]).sum()) for r in range(6)])
+    out = CLIPLoss()(images, texts, scale, keys)
+    assert out.total.item() == pytest.approx((loss_i + loss_t) / 2, rel=1e-10)
+    assert out.total < CLIPLoss()(images, texts, scale).total  # fewer negatives
+    distinct = CLIPLoss()(images, texts, scale, torch.tensor([5, 1, 0, 2, 9, 3]))  # one caption per pair: CLIP's loss
+    torch.testing.assert_close(distinct.total, CLIPLoss()(images, texts, scale).total, rtol=0, atol=0)
+    same = CLIPLoss()(images, texts, scale, torch.zeros(6, dtype=torch.long))  # one caption: nothing to contrast
+    assert same.total.item() == 0.0 and same.parts["contrastive_accuracy"].item() == 1.0
+    for bad, match in ((keys.float(), "integer"), (keys[:5], r"shape \(6,\)"), (keys.tolist(), "torch.Tensor")):
+        with pytest.raises((ValueError, TypeError), match=f"caption_keys.*{match}"):
+            CLIPLoss()(images, texts, scale, bad)
+
+
 def test_crossmodal_mce_is_the_symmetric_covariance_mce_and_smallest_for_matching_distributions():
     images, texts = _pairs(n=10, d=4)
     eye = torch.eye(4, dtype=F64)

@@ -22,8 +22,9 @@ from matrix_llm.data.image_text import (
     scene_dataset,
     scene_templates,
 )
+from matrix_llm.losses import CLIPLoss
 from matrix_llm.objectives import CLIPObjective
-from matrix_llm.objectives.clip import MAX_LOGIT_SCALE, LogitScaleClamp, caption_groups
+from matrix_llm.objectives.clip import MAX_LOGIT_SCALE, LogitScaleClamp, caption_groups, caption_keys
 
 TINY = ["--config", "demo/clip.yaml", "--tiny_hidden_size", "32", "--projection_dim", "16", "--max_train_samples", "256",
         "--max_eval_samples", "64", "--per_device_train_batch_size", "32", "--disable_tqdm", "true"]  # fmt: skip
@@ -68,6 +69,23 @@ def test_caption_groups_and_collator(tiny_tokenizer):
         collate(rows)
 
 
+def test_caption_keys_match_identical_captions_at_any_padding():
+    """Keys are compared across ranks, whose batches pad to different lengths (and some tokenizers pad left)."""
+    right = torch.tensor([[5, 6, 0, 0], [5, 6, 9, 0], [7, 8, 9, 4], [6, 5, 0, 0]])
+    keys = caption_keys(right, (right != 0).long())
+    assert keys[0] != keys[1] and len(set(keys.tolist())) == 4  # prefix, other order: other captions
+    left = torch.tensor([[0, 0, 0, 5, 6], [0, 0, 7, 8, 9]])  # other length, padded on the left
+    assert caption_keys(left, (left != 0).long()).tolist() == [keys[0].item(), caption_keys(
+        torch.tensor([[7, 8, 9]]), None).item()]  # fmt: skip
+    ids = torch.randint(1, 50_000, (2000, 12), generator=torch.Generator().manual_seed(0))
+    distinct = torch.unique(ids, dim=0).shape[0]
+    assert torch.unique(caption_keys(ids, None)).shape[0] == distinct  # no collision among 2,000 captions
+    ids[7] = ids[3]
+    labels, _ = caption_groups(ids, None)
+    keys = caption_keys(ids, None)
+    assert torch.equal(keys.unsqueeze(0) == keys.unsqueeze(1), labels.unsqueeze(0) == labels.unsqueeze(1))
+
+
 def test_retrieval_and_zero_shot_metrics_on_known_embeddings():
     e = torch.eye(12)
     perfect = retrieval_metrics(e, e)
@@ -105,6 +123,17 @@ def test_objective_terms_weights_and_the_temperature_clamp():
     assert {"image_entropy", "text_entropy", "mir", "hdr", "logit_scale"} <= set(both.metrics)
     both.batch_loss.backward()
     assert model.logit_scale.grad is not None and torch.isfinite(model.logit_scale.grad)
+    masked = CLIPObjective(mask_same_captions=True)(model, batch, step=1)  # rows 2 and 3: one caption
+    keys = torch.arange(6)
+    keys[3] = 2
+    scale = model.logit_scale
+    with torch.no_grad():
+        out = model(**batch)
+        expected_masked = CLIPLoss()(out.image_embeds, out.text_embeds, scale, keys).total
+    torch.testing.assert_close(masked.batch_loss.detach(), expected_masked)
+    assert masked.batch_loss < plain.batch_loss
+    with pytest.raises(ValueError, match="`mask_same_captions` must be true or false"):
+        CLIPObjective(mask_same_captions="yes")
     late = CLIPObjective(alignment_weight=0.5, mce_weight=0.25, matrix_start_step=5)
     torch.testing.assert_close(late(model, batch, step=1).batch_loss.detach(), plain.batch_loss.detach())  # not yet
     torch.testing.assert_close(late(model, batch, step=5).batch_loss.detach(), both.batch_loss.detach())
@@ -318,7 +347,8 @@ def test_the_few_classes_regime_trains_the_alignment_on_repeated_captions(tmp_pa
     out = tmp_path / "few"
     assert clip.main([*TINY, "--max_steps", "3", "--dataset_name", "scenes-classes", "--zeroshot_dataset",
                       "scenes-classes", "--clip_matrix_start_step", "0", "--logging_steps", "1",
-                      "--output_dir", str(out)]) == 0  # fmt: skip
+                      "--clip_mask_same_captions", "true", "--output_dir", str(out)]) == 0  # fmt: skip
+    assert "| `clip_mask_same_captions` | True |" in (out / "README.md").read_text()  # reached the objective's card
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     classes = [log["alignment_classes"] for log in history if "alignment_classes" in log]
     assert classes and all(c <= 18 for c in classes)
