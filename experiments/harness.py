@@ -105,7 +105,8 @@ def bar_panel(ax: Any, summary: Mapping[str, Any], metric: str, title: str) -> N
         v = summary["arms"][arm][metric]
         ax.bar(j, v["mean"], yerr=v["std"], color=f"C{j}", alpha=0.6, capsize=4)
         ax.plot([j] * len(v["values"]), v["values"], "k.", markersize=6)
-    ax.set_xticks(range(len(arms)), arms, fontsize=8)
+    crowded = len(arms) > 3  # long arm names overlap side by side
+    ax.set_xticks(range(len(arms)), arms, fontsize=8, rotation=25 if crowded else 0, ha="right" if crowded else "center")
     ax.set_title(title)
 
 

@@ -42,8 +42,10 @@ def test_summary_means_stds_and_paired_differences():
 
 def test_clip_few_classes_experiment_smoke_run(tmp_path):
     summary = smoke_run("clip_few_classes", tmp_path)
-    assert set(summary["arms"]) == {"infonce", "+ align from 125", "+ align from 0"}
-    assert set(summary["paired"]) == {"+ align from 125", "+ align from 0"}
+    arms = {"infonce", "infonce, masked", "+ align from 125", "+ align from 0", "+ align from 0, masked"}
+    assert set(summary["arms"]) == arms and set(summary["paired"]) == arms - {"infonce"}
+    card = (tmp_path / "+ align from 0, masked" / "seed0" / "README.md").read_text()
+    assert "| `clip_mask_same_captions` | True |" in card and "| `clip_alignment_weight` | 0.1 |" in card
     assert (tmp_path / "clip_few_classes.png").stat().st_size > 10_000
     results = json.loads((tmp_path / "infonce" / "seed1" / "results.json").read_text())
     assert results["zeroshot_templates"] == 1 and results["zeroshot_classes"] == 24  # "a {}" over the 24 names

@@ -147,7 +147,7 @@ class _Rows(torch.autograd.Function):
     autograd node. Backward in reverse order: ``scale · g``, centring ``g - mean(g)`` (``H`` is symmetric), and
     ``(g - u (u·g)) / ||z||`` per row for the normalisation (``u`` the unit row; ``g / eps`` for a row below
     ``eps``, whose norm is clamped): a few elementwise passes instead of autograd's chain through norm, clamp,
-    division and mean (a third of its time at 256 x 512, bench/clip_step.py's loss table)."""
+    division and mean."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, normalize: bool, center: bool, center_first: bool, scale: float) -> torch.Tensor:  # type: ignore[override]
