@@ -30,6 +30,7 @@ from harness import (  # noqa: E402
     experiment_args,
     log_history,
     markdown_table,
+    mean_std,
     run_grid,
     save_summary,
     summarize,
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         """Mean ± std of the per-seed differences, the paired t test's two-sided p (Bonferroni-corrected for
         ``comparisons`` arms against one baseline)."""
         diffs = [a - b for a, b in zip(top1[arm], top1[baseline], strict=True)]
-        mean, std = statistics.mean(diffs), statistics.stdev(diffs)
+        mean, std = mean_std(diffs)
         t = mean / (std / len(diffs) ** 0.5) if std > 0 else float("inf")
         p = 2 * stats.t.sf(abs(t), df=len(diffs) - 1)
         corrected = f", {min(1.0, comparisons * p):.2f} corrected for {comparisons} arms" if comparisons > 1 else ""

@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FASHION", "bar_panel", "curve", "experiment_args", "log_history", "markdown_table", "pyplot", "run_grid",
-           "save_summary", "summarize", "write_doc"]
+__all__ = ["FASHION", "bar_panel", "curve", "experiment_args", "log_history", "markdown_table", "mean_std", "pyplot",
+           "run_grid", "save_summary", "summarize", "write_doc"]
 
 FASHION = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist")  # ../shared beside the repo
 
@@ -53,7 +53,8 @@ def run_grid(command: str, base: Sequence[str], arms: Mapping[str, Sequence[str]
     return results
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -65,14 +66,14 @@ def summarize(results: Mapping[str, Mapping[int, Mapping[str, Any]]], metrics: S
         summary["arms"][arm] = {}
         for metric in metrics:
             values = [float(runs[s][metric]) for s in sorted(runs)]
-            mean, std = _mean_std(values)
+            mean, std = mean_std(values)
             summary["arms"][arm][metric] = {"mean": mean, "std": std, "values": values}
         if arm != baseline:
             summary["paired"][arm] = {}
             for metric in metrics:
                 seeds = sorted(set(runs) & set(results[baseline]))
                 diffs = [float(runs[s][metric]) - float(results[baseline][s][metric]) for s in seeds]
-                mean, std = _mean_std(diffs)
+                mean, std = mean_std(diffs)
                 summary["paired"][arm][metric] = {"mean": mean, "std": std, "values": diffs, "seeds": seeds}
     return summary
 

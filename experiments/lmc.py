@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import FASHION, experiment_args, pyplot, run_grid, save_summary, write_doc  # noqa: E402
+from harness import FASHION, experiment_args, mean_std, pyplot, run_grid, save_summary, write_doc  # noqa: E402
 
 DATA = ["--config", "classify/digits.yaml", "--dataset_name", FASHION, "--image_size", "28", "--max_eval_samples", "1000",
         "--eval_strategy", "no", "--logging_steps", "50"]  # fmt: skip
@@ -46,8 +46,8 @@ def lmc(a: Path, b: Path, out: Path, num_samples: int, reuse: bool) -> dict:
 
 
 def _stat(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.4f} ± {std:.4f} ({', '.join(f'{v:.3f}' for v in values)})"
+    mean, std = mean_std(values)
+    return f"{mean:.4f} ± {std:.4f} ({', '.join(f'{v:.3f}' for v in values)})"
 
 
 def main(argv: list[str] | None = None) -> int:
