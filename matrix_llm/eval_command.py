@@ -49,6 +49,7 @@ import importlib.util
 import json
 import logging
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -292,7 +293,7 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
         "generation_seconds": result.seconds,
         "questions_per_second": len(items) / result.seconds if result.seconds > 0 else None,
         "versions": package_versions(),
-        "command": "matrix-llm eval gsm8k " + " ".join(argv),
+        "command": shlex.join(["matrix-llm", "eval", "gsm8k", *argv]),
     }
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
     write_jsonl(out_dir / "samples.jsonl", result.samples)

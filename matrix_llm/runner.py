@@ -22,6 +22,7 @@ import gc
 import json
 import logging
 import math
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -367,7 +368,7 @@ def write_report(output_dir: str | Path, command: str, head: list[str], results:
     except ValueError as e:  # a run too short to have logged anything
         logger.warning("no metrics.png: %s", e)
     lines = [*head, "", "![metrics](metrics.png)", "",
-             f"Reproduce: `matrix-llm {command} " + " ".join(results.get("argv", [])) + "`"]  # fmt: skip
+             f"Reproduce: `{shlex.join(['matrix-llm', command, *results.get('argv', [])])}`"]  # fmt: skip
     text = "\n".join(lines) + "\n"
     (output_dir / "report.md").write_text(text)
     return text
