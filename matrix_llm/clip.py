@@ -5,8 +5,9 @@
     matrix-llm clip --config demo/clip.yaml --clip_alignment_weight 0 --output_dir outputs/clip-infonce
     accelerate launch -m matrix_llm.clip --config recipes/....yaml
 
-Steps: parse (:mod:`matrix_llm.objectives.clip_config`) -> pairs (``scenes``, or a Hub / local image-caption
-dataset) -> model (``tiny-dual`` offline, a Hub ``CLIPModel``, or ``dual``: a ``VisionTextDualEncoderModel``
+Steps: parse (:mod:`matrix_llm.objectives.clip_config`) -> pairs (``scenes``, a Hub / local image-caption
+dataset, or a labelled image dataset captioned by class with ``caption_templates``, ``exclude_classes`` left out
+for zero-shot on classes never seen) -> model (``tiny-dual`` offline, a Hub ``CLIPModel``, or ``dual``: a ``VisionTextDualEncoderModel``
 from two Hub towers) -> MatrixTrainer -> the shared run tail, whose ``finish`` step saves the tokenizer /
 processor beside the model. Retrieval on the eval split (open_clip's ``image_to_text_R@k`` ...) and zero-shot
 accuracy on the zero-shot set (``scenes``: compositions never seen in training; Fashion-MNIST with its class names)
@@ -159,7 +160,10 @@ def _report(output_dir: Path, args: CLIPConfig, data_args: CLIPDataArguments, na
              f"MCE x {args.clip_mce_weight}"), "",
              (f"Model `{name}`, data `{data_args.dataset_name}`, {results.get('train_pairs')} training pairs, seed "
              f"{args.seed}."), "", "| metric | value |", "|---|---|"]  # fmt: skip
-    for key in ("zeroshot_top1", "zeroshot_top5", "zeroshot_chance", "image_to_text_R@1", "image_to_text_R@5",
+    if data_args.exclude_classes:
+        lines[2] += f" Classes left out of training: {', '.join(data_args.exclude_classes)}."
+    for key in ("zeroshot_top1", "zeroshot_top5", "zeroshot_chance", "zeroshot_top1_seen", "zeroshot_top1_unseen",
+                "zeroshot_top1_harmonic", "zeroshot_top1_unseen_only", "image_to_text_R@1", "image_to_text_R@5",
                 "text_to_image_R@1", "text_to_image_R@5", "image_to_text_median_rank", "retrieval_pairs"):  # fmt: skip
         if key in results:
             lines.append(f"| {key} | {results[key]:.4f} |" if isinstance(results[key], float) else f"| {key} | {results[key]} |")
@@ -177,9 +181,11 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
     from .trainer import MatrixTrainer
 
     set_seed(training_args.seed)
-    load = dict(config=data_args.dataset_config, image_column=data_args.image_column,
-                caption_column=data_args.caption_column, seed=training_args.seed)  # fmt: skip
-    train = load_image_text_dataset(data_args.dataset_name, data_args.train_split, n=data_args.max_train_samples, **load)
+    load = dict(config=data_args.dataset_config, image_column=data_args.image_column, caption_column=data_args.caption_column,
+                seed=training_args.seed, caption_templates=data_args.caption_templates, class_names=data_args.class_names)  # fmt: skip
+    unseen = tuple(data_args.exclude_classes or ())
+    train = load_image_text_dataset(data_args.dataset_name, data_args.train_split, n=data_args.max_train_samples,
+                                    exclude_classes=unseen, **load)  # fmt: skip
     evalset = None
     if data_args.eval_split:
         evalset = load_image_text_dataset(data_args.dataset_name, data_args.eval_split, n=data_args.max_eval_samples, **load)
@@ -198,7 +204,9 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
     zeroshot = zeroshot_set(data_args, training_args.seed)
     measure = None
     if evalset is not None or zeroshot is not None:  # at every evaluation, and once more at the end
-        measure = ImageTextEvalCallback(tokenizer, collator, evalset, zeroshot, trainer=trainer)
+        if unseen and zeroshot is not None and not set(unseen) & set(zeroshot[1]):
+            logger.warning("exclude_classes %s are not classes of the zero-shot set: no seen / unseen split", list(unseen))
+        measure = ImageTextEvalCallback(tokenizer, collator, evalset, zeroshot, unseen=unseen, trainer=trainer)
         trainer.add_callback(measure)
 
     def finish(trainer: Any) -> dict[str, Any]:

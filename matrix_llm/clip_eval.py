@@ -7,7 +7,8 @@ classification with prompt templates and image <-> text retrieval, with open_cli
   in each direction: ``image_to_text_R@{1,5,10}``, ``text_to_image_R@{1,5,10}``, ``*_mean_rank``,
   ``*_median_rank`` (ranks from 1), as open_clip's ``get_clip_metrics``.
 - :func:`zeroshot_set`: the zero-shot images, class names and templates (``scenes``' held-out compositions,
-  Fashion-MNIST with its class names, or any labelled image set with ``zeroshot_classes``);
+  Fashion-MNIST with its class names, or any labelled image set with ``zeroshot_classes``); with classes left out
+  of training, the seen / unseen split of generalised zero-shot learning (:func:`zero_shot_accuracy`);
 - :class:`ImageTextEvalCallback`: both during training, at every evaluation (``eval_zeroshot_top1``, ...).
 
 Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``matrix-llm eval retrieval --model DIR
@@ -16,7 +17,8 @@ Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``mat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -26,17 +28,17 @@ from transformers import TrainerCallback
 
 from .data.image_text import SCENE_SOURCES
 
-__all__ = ["FASHION_MNIST_CLASSES", "ImageTextEvalCallback", "class_embeddings", "encode_images", "encode_pairs",
+__all__ = ["ImageTextEvalCallback", "class_embeddings", "encode_images", "encode_pairs",
            "evaluate_dual_encoder", "main_retrieval", "main_zeroshot", "retrieval_metrics", "zero_shot_accuracy",
            "zeroshot_set"]
-FASHION_MNIST_CLASSES = ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                         "ankle boot"]  # fmt: skip  (../shared/data/fashion-mnist/README.md)
 GENERIC_TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "a {}."]
 
 
 def zeroshot_set(data_args: Any, seed: int) -> tuple[Any, list[str], list[str]] | None:
     """``(rows with image / label, class names, templates)`` of the zero-shot set of ``data_args`` (a
-    :class:`~matrix_llm.objectives.clip_config.CLIPDataArguments`), or ``None``."""
+    :class:`~matrix_llm.objectives.clip_config.CLIPDataArguments`), or ``None``. Class names: ``zeroshot_classes``,
+    else (the training set itself) ``class_names``, else the dataset's own; templates: ``zeroshot_templates``,
+    else (the training set itself) ``caption_templates``, else generic ones."""
     source = data_args.zeroshot_dataset
     if source is None:
         return None
@@ -47,14 +49,16 @@ def zeroshot_set(data_args: Any, seed: int) -> tuple[Any, list[str], list[str]] 
         rows = scene_dataset("zeroshot", n, side=data_args.image_size, seed=seed, captions=SCENE_SOURCES[source])
         templates = scene_templates(SCENE_SOURCES[source])
         return rows, list(data_args.zeroshot_classes or CLASS_NAMES), list(data_args.zeroshot_templates or templates)
-    from .data.images import load_image_dataset
+    from .data.images import class_names_of, load_image_dataset
 
     rows = load_image_dataset(source, "test")
     rows = rows.select(range(min(n, len(rows))))
-    classes = data_args.zeroshot_classes or (FASHION_MNIST_CLASSES if "fashion" in source.lower() else None)
+    trained_on = getattr(data_args, "dataset_name", None) == source  # the training set's names and templates
+    classes = data_args.zeroshot_classes or (trained_on and data_args.class_names) or class_names_of(source, rows)
     if not classes:
         raise ValueError(f"`zeroshot_classes`: the class names of {source} are needed for zero-shot evaluation")
-    return rows, list(classes), list(data_args.zeroshot_templates or GENERIC_TEMPLATES)
+    templates = data_args.zeroshot_templates or (trained_on and data_args.caption_templates) or GENERIC_TEMPLATES
+    return rows, list(classes), list(templates)
 
 
 def _features(out: Any) -> torch.Tensor:
@@ -63,38 +67,39 @@ def _features(out: Any) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
+@contextmanager
+def _evaluating(model: Any) -> Iterator[torch.device]:
+    """``model`` in eval mode (no dropout) inside, its own mode restored after; yields its device."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield next(model.parameters()).device
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def encode_pairs(model: Any, rows: Any, collator: Any, *, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised ``(image_embeds, text_embeds)`` of the ``image`` / ``caption`` rows, in order (float32, CPU)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     images, texts = [], []
-    try:
+    with _evaluating(model) as device:
         for start in range(0, len(rows), batch_size):
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             images.append(_features(model.get_image_features(pixel_values=batch["pixel_values"])).float().cpu())
             texts.append(_features(model.get_text_features(input_ids=batch["input_ids"],
                                                            attention_mask=batch["attention_mask"])).float().cpu())  # fmt: skip
-    finally:
-        model.train(was_training)
     return F.normalize(torch.cat(images), dim=-1), F.normalize(torch.cat(texts), dim=-1)
 
 
 @torch.no_grad()
 def encode_images(model: Any, rows: Any, collator: Any, *, batch_size: int = 256) -> torch.Tensor:
     """Normalised image embeddings of the ``image`` rows (``collator``: an image collator), float32 on the CPU."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     out = []
-    try:
+    with _evaluating(model) as device:
         for start in range(0, len(rows), batch_size):
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
             out.append(_features(model.get_image_features(pixel_values=batch["pixel_values"].to(device))).float().cpu())
-    finally:
-        model.train(was_training)
     return F.normalize(torch.cat(out), dim=-1)
 
 
@@ -102,23 +107,45 @@ def encode_images(model: Any, rows: Any, collator: Any, *, batch_size: int = 256
 def class_embeddings(model: Any, tokenizer: Any, class_names: Sequence[str], templates: Sequence[str], *,
                      max_length: int = 77) -> torch.Tensor:  # fmt: skip
     """``(C, d)``: per class, the normalised mean of the normalised embeddings of ``template.format(name)``."""
-    device = next(model.parameters()).device
     out = []
-    for name in class_names:
-        text = tokenizer([t.format(name) for t in templates], padding=True, truncation=True, max_length=max_length,
-                         return_tensors="pt").to(device)  # fmt: skip
-        embeds = F.normalize(_features(model.get_text_features(input_ids=text["input_ids"],
-                                                                attention_mask=text["attention_mask"])).float(), dim=-1)  # fmt: skip
-        out.append(F.normalize(embeds.mean(0), dim=-1).cpu())
+    with _evaluating(model) as device:
+        for name in class_names:
+            text = tokenizer([t.format(name) for t in templates], padding=True, truncation=True, max_length=max_length,
+                             return_tensors="pt").to(device)  # fmt: skip
+            embeds = F.normalize(_features(model.get_text_features(input_ids=text["input_ids"],
+                                                                    attention_mask=text["attention_mask"])).float(), dim=-1)  # fmt: skip
+            out.append(F.normalize(embeds.mean(0), dim=-1).cpu())
     return torch.stack(out)
 
 
-def zero_shot_accuracy(image_embeds: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor) -> dict[str, float]:
-    """Top-1 / top-5 accuracy of the nearest class embedding (cosine) for each image."""
+def zero_shot_accuracy(image_embeds: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor,
+                       unseen: Sequence[int] = ()) -> dict[str, float]:  # fmt: skip
+    """Top-1 / top-5 accuracy of the nearest class embedding (cosine) for each image.
+
+    With ``unseen`` (indices of classes left out of training), also generalised zero-shot learning's numbers
+    (Xian et al., 2018): ``zeroshot_top1_seen`` / ``zeroshot_top1_unseen``, the mean over the seen / unseen
+    classes of each class's top-1 accuracy against all the classes, their harmonic mean
+    ``zeroshot_top1_harmonic``, and ``zeroshot_top1_unseen_only``: the same mean for the unseen classes when only
+    they are candidates (classic zero-shot). Classes without images do not count.
+    """
     scores = image_embeds @ classes.T
     top = scores.topk(min(5, classes.shape[0]), dim=1).indices
     hit = top == labels.view(-1, 1)
-    return {"zeroshot_top1": float(hit[:, 0].float().mean()), "zeroshot_top5": float(hit.any(1).float().mean())}
+    out = {"zeroshot_top1": float(hit[:, 0].float().mean()), "zeroshot_top5": float(hit.any(1).float().mean())}
+    unseen = sorted(set(int(c) for c in unseen))
+    if not unseen:
+        return out
+
+    def per_class_mean(correct: torch.Tensor, among: Sequence[int]) -> float:
+        means = [correct[labels == c].float().mean() for c in among if bool((labels == c).any())]
+        return float(torch.stack(means).mean()) if means else float("nan")
+
+    seen = [c for c in range(classes.shape[0]) if c not in unseen]
+    s, u = per_class_mean(hit[:, 0], seen), per_class_mean(hit[:, 0], unseen)
+    only = torch.tensor(unseen)[scores[:, unseen].argmax(1)] == labels  # candidates: the unseen classes only
+    out.update(zeroshot_top1_seen=s, zeroshot_top1_unseen=u, zeroshot_top1_harmonic=2 * s * u / (s + u) if s + u else 0.0,
+               zeroshot_top1_unseen_only=per_class_mean(only, unseen))  # fmt: skip
+    return out
 
 
 def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> dict[str, float]:
@@ -140,10 +167,12 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> 
 
 
 def evaluate_dual_encoder(model: Any, tokenizer: Any, collator: Any, evalset: Any,
-                          zeroshot: tuple[Any, Sequence[str], Sequence[str]] | None) -> dict[str, Any]:  # fmt: skip
+                          zeroshot: tuple[Any, Sequence[str], Sequence[str]] | None,
+                          unseen: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     """Retrieval metrics on the ``image`` / ``caption`` rows of ``evalset`` (``collator``: an
     :class:`~matrix_llm.data.image_text.ImageTextCollator`) and zero-shot accuracy, with its chance level, on
-    ``zeroshot = (rows with image / label, class names, templates)``; either may be ``None``."""
+    ``zeroshot = (rows with image / label, class names, templates)``; either may be ``None``. ``unseen``: names of
+    classes left out of training (:func:`zero_shot_accuracy`'s seen / unseen split)."""
     results: dict[str, Any] = {}
     if evalset is not None:
         results.update(retrieval_metrics(*encode_pairs(model, evalset, collator)))
@@ -152,13 +181,15 @@ def evaluate_dual_encoder(model: Any, tokenizer: Any, collator: Any, evalset: An
         rows, classes, templates = zeroshot
         image_embeds = encode_images(model, rows, collator.images)
         classes_embeds = class_embeddings(model, tokenizer, classes, templates, max_length=collator.max_length)
-        results.update(zero_shot_accuracy(image_embeds, torch.tensor(rows["label"]), classes_embeds))
+        held_out = [classes.index(name) for name in unseen if name in classes]
+        results.update(zero_shot_accuracy(image_embeds, torch.tensor(rows["label"]), classes_embeds, held_out))
         results.update(zeroshot_images=len(rows), zeroshot_classes=len(classes), zeroshot_templates=len(templates),
                        zeroshot_chance=1 / len(classes))  # fmt: skip
     return results
 
 
-LOGGED = ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "image_to_text_R@5", "image_to_text_R@10",
+LOGGED = ("zeroshot_top1", "zeroshot_top5", "zeroshot_top1_seen", "zeroshot_top1_unseen", "zeroshot_top1_harmonic",
+          "zeroshot_top1_unseen_only", "image_to_text_R@1", "image_to_text_R@5", "image_to_text_R@10",
           "text_to_image_R@1", "text_to_image_R@5", "text_to_image_R@10", "image_to_text_median_rank",
           "text_to_image_median_rank")  # fmt: skip
 
@@ -174,10 +205,12 @@ class ImageTextEvalCallback(TrainerCallback):
     """
 
     def __init__(self, tokenizer: Any, collator: Any, evalset: Any = None,
-                 zeroshot: tuple[Any, Sequence[str], Sequence[str]] | None = None, *, trainer: Any = None) -> None:  # fmt: skip
+                 zeroshot: tuple[Any, Sequence[str], Sequence[str]] | None = None, *, unseen: Sequence[str] = (),
+                 trainer: Any = None) -> None:  # fmt: skip
         if evalset is None and zeroshot is None:
             raise ValueError("ImageTextEvalCallback: nothing to measure (no retrieval pairs and no zero-shot set)")
         self.tokenizer, self.collator, self.evalset, self.zeroshot = tokenizer, collator, evalset, zeroshot
+        self.unseen = tuple(unseen)
         self.trainer = trainer
         self._cache: tuple[int, dict[str, Any]] | None = None
 
@@ -190,7 +223,8 @@ class ImageTextEvalCallback(TrainerCallback):
 
         results = None
         if distributed.rank() == 0:
-            results = evaluate_dual_encoder(unwrap(model), self.tokenizer, self.collator, self.evalset, self.zeroshot)
+            results = evaluate_dual_encoder(unwrap(model), self.tokenizer, self.collator, self.evalset, self.zeroshot,
+                                            self.unseen)  # fmt: skip
         if distributed.is_distributed():
             box = [results]
             torch.distributed.broadcast_object_list(box, src=0)
@@ -257,6 +291,8 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     parser.add_argument("--data", default="scenes", help="scenes / scenes-classes (held-out compositions) or an IDX folder")
     parser.add_argument("--classes", nargs="+", default=None, help="class names (scenes / Fashion-MNIST: built in)")
     parser.add_argument("--templates", nargs="+", default=None, help="prompt templates with {}")
+    parser.add_argument("--unseen", nargs="+", default=(), help="classes left out of training: also report the "
+                        "seen / unseen / harmonic accuracies")  # fmt: skip
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--image_size", type=int, default=32, help="scenes: rendered side")
     parser.add_argument("--seed", type=int, default=0)
@@ -267,8 +303,12 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     data = CLIPDataArguments(zeroshot_dataset=args.data, zeroshot_classes=args.classes, zeroshot_templates=args.templates,
                              max_eval_samples=args.num_samples, image_size=args.image_size)  # fmt: skip
     rows, classes, templates = zeroshot_set(data, args.seed)
+    unknown = [name for name in args.unseen if name not in classes]
+    if unknown:
+        parser.error(f"--unseen: {unknown} are not among the classes {classes}")
     result = zero_shot_accuracy(encode_images(model, rows, images), torch.tensor(rows["label"]),
-                                class_embeddings(model, tokenizer, classes, templates))  # fmt: skip
+                                class_embeddings(model, tokenizer, classes, templates),
+                                [classes.index(name) for name in args.unseen])  # fmt: skip
     result.update(chance=1 / len(classes), images=len(rows), classes=len(classes), model=args.model, data=args.data)
     return _write(args, "zeroshot", result)
 

@@ -13,7 +13,9 @@ few-classes regime of the matrix-entropy alignment).
 
 :func:`load_image_text_dataset` reads a Hub / local dataset with an image column and a caption column (a string
 or a list of captions per image: each image is paired with one of them per epoch), naming the columns it has
-when one is missing.
+when one is missing; or, with caption templates, a labelled image dataset (an IDX folder such as Fashion-MNIST,
+an ``imagefolder``, a Hub classification set) captioned from its class names (:func:`class_captions`), optionally
+without some classes, so that zero-shot evaluation on them measures classes never seen in training.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLASS_NAMES", "HELD_OUT", "SCENE_SOURCES", "ImageTextCollator", "load_image_text_dataset", "render_scene",
-           "scene_dataset", "scene_templates"]
+__all__ = ["CLASS_NAMES", "HELD_OUT", "SCENE_SOURCES", "ImageTextCollator", "class_captions", "load_image_text_dataset",
+           "render_scene", "scene_dataset", "scene_templates"]
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 220, 40),
@@ -97,17 +99,59 @@ def scene_templates(captions: str = "full") -> list[str]:
     return list(dict.fromkeys(fmt.format(size=size, name="{}", place=place) for size in SIZES for place in PLACES))
 
 
-def load_image_text_dataset(source: str, split: str = "train", *, config: str | None = None, image_column: str = "image",
-                            caption_column: str = "caption", n: int | None = None, seed: int = 0) -> Any:  # fmt: skip
-    """``scenes`` / ``scenes-classes`` (:func:`scene_dataset`, ``n`` rows), or a Hub / local dataset with ``image_column`` and
-    ``caption_column`` (renamed ``image`` / ``caption``; a caption may be a list of strings). Images stay undecoded
-    until the collator (which names an unreadable file).
+def class_captions(rows: Any, class_names: list[str], templates: list[str], *, exclude: tuple[str, ...] = ()) -> Any:
+    """``image`` / ``label`` rows captioned by class: each row's ``caption`` is every template filled with its class
+    name (a list: the collator pairs the image with one of them per epoch; one template: a string). Rows of the
+    ``exclude`` classes are left out.
 
     Raises:
-        ValueError: a missing column, listing the dataset's columns.
+        ValueError: a label without a name, or an excluded class that is not one of ``class_names`` (listing them),
+            or every class excluded.
+    """
+    unknown = [c for c in exclude if c not in class_names]
+    if unknown:
+        raise ValueError(f"exclude_classes: {unknown} are not classes of this dataset; its classes are {class_names}")
+    if len(set(exclude)) == len(class_names):
+        raise ValueError(f"exclude_classes: every class ({class_names}) would be left out of training")
+    labels = np.asarray(rows["label"])
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise ValueError(f"labels run from {labels.min()} to {labels.max()}, but there are {len(class_names)} class "
+                         f"names ({class_names})")  # fmt: skip
+    keep = ~np.isin(labels, [class_names.index(c) for c in exclude])
+    rows = rows.select(np.flatnonzero(keep)) if not keep.all() else rows
+    filled = [[t.format(name) for t in templates] for name in class_names]
+    captions = [filled[y] if len(templates) > 1 else filled[y][0] for y in labels[keep]]
+    return rows.add_column("caption", captions)
+
+
+def load_image_text_dataset(source: str, split: str = "train", *, config: str | None = None, image_column: str = "image",
+                            caption_column: str = "caption", n: int | None = None, seed: int = 0,
+                            caption_templates: list[str] | None = None, class_names: list[str] | None = None,
+                            exclude_classes: tuple[str, ...] = ()) -> Any:  # fmt: skip
+    """``scenes`` / ``scenes-classes`` (:func:`scene_dataset`, ``n`` rows), or a Hub / local dataset with ``image_column`` and
+    ``caption_column`` (renamed ``image`` / ``caption``; a caption may be a list of strings). With
+    ``caption_templates``: a labelled image dataset (:func:`~matrix_llm.data.images.load_image_dataset`) captioned
+    by :func:`class_captions` with ``class_names`` (default: the dataset's own,
+    :func:`~matrix_llm.data.images.class_names_of`), without ``exclude_classes``; ``n`` rows of what is left.
+    Images stay undecoded until the collator (which names an unreadable file).
+
+    Raises:
+        ValueError: a missing column, listing the dataset's columns; class names that are unknown or missing.
     """
     if source in SCENE_SOURCES:
+        if caption_templates:
+            raise ValueError(f"{source}: the scenes are captioned already; caption_templates are for labelled datasets")
         return scene_dataset(split, n or (4000 if split == "train" else 1000), seed=seed, captions=SCENE_SOURCES[source])
+    if caption_templates:
+        from .images import class_names_of, load_image_dataset
+
+        rows = load_image_dataset(source, split, config=config, image_column=image_column)
+        names = class_names or class_names_of(source, rows)
+        if not names:
+            raise ValueError(f"{source}: its class names are not in the data; give them as `class_names`")
+        rows = class_captions(rows, list(names), list(caption_templates), exclude=tuple(exclude_classes))
+        rows = rows.select_columns(["image", "caption"])
+        return rows.select(range(min(n, len(rows)))) if n else rows
     import datasets
 
     path = Path(source).expanduser()

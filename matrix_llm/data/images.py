@@ -18,10 +18,13 @@ import numpy as np
 
 from .gsm8k import IGNORE_INDEX
 
-__all__ = ["ImageCollator", "decode_image", "saved_image_collator", "digits_dataset", "label_fraction_mask", "load_idx_dataset", "load_image_dataset"]
+__all__ = ["FASHION_MNIST_CLASSES", "ImageCollator", "class_names_of", "decode_image", "saved_image_collator",
+           "digits_dataset", "label_fraction_mask", "load_idx_dataset", "load_image_dataset"]  # fmt: skip
 
 _IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}  # fmt: skip
+FASHION_MNIST_CLASSES = ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                         "ankle boot"]  # fmt: skip  (../shared/data/fashion-mnist/README.md)
 
 
 def _read_idx(path: Path, *, offset: int) -> bytes:
@@ -118,6 +121,20 @@ def load_image_dataset(source: str, split: str = "train", *, config: str | None 
 
         ds = ds.cast_column("image", datasets.Image(decode=False))
     return ds
+
+
+def class_names_of(source: str, rows: Any) -> list[str] | None:
+    """The class names of a dataset from :func:`load_image_dataset` (label ``i`` is name ``i``): its ``label``
+    column's ``datasets.ClassLabel`` names, Fashion-MNIST's (:data:`FASHION_MNIST_CLASSES`) for a source that names
+    it (the IDX files carry no names), ``digits``' ``0``..``9``; else ``None``."""
+    feature = rows.features.get("label")
+    if type(feature).__name__ == "ClassLabel":
+        return list(feature.names)
+    if "fashion" in source.lower():
+        return list(FASHION_MNIST_CLASSES)
+    if source == "digits":
+        return [str(i) for i in range(10)]
+    return None
 
 
 def decode_image(image: Any) -> Any:

@@ -6,7 +6,8 @@
   offline all-MiniLM-L6-v2 package), or ``tiny-dual``: a random-init ViT + BERT with a tokenizer trained on the
   captions (offline); projection size and frozen towers.
 - :class:`CLIPDataArguments`: ``scenes`` (rendered, captioned, with held-out compositions: the embedded
-  default) or a Hub / local image-caption dataset; the zero-shot set and its class names.
+  default), a Hub / local image-caption dataset, or a labelled image dataset captioned by class (some classes
+  possibly held out of training); the zero-shot set and its class names.
 - :class:`CLIPConfig`: :class:`~matrix_llm.config.MatrixTrainingArguments` plus the weights of the three terms.
 """
 
@@ -71,6 +72,22 @@ class CLIPDataArguments:
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
     image_column: str = field(default="image", metadata={"help": "Image column."})
     caption_column: str = field(default="caption", metadata={"help": "Caption column (a string or a list of them)."})
+    caption_templates: list[str] | None = field(
+        default=None,
+        metadata={"help": "Caption a labelled image dataset (an IDX folder such as ../shared/data/fashion-mnist, an "
+                  "imagefolder, a Hub classification set) by class: each template with `{}` for the class name; "
+                  "an image gets one of them per epoch."},  # fmt: skip
+    )
+    class_names: list[str] | None = field(
+        default=None,
+        metadata={"help": "With caption_templates: the class names, label order (default: the dataset's ClassLabel "
+                  "names; built in for Fashion-MNIST)."},  # fmt: skip
+    )
+    exclude_classes: list[str] | None = field(
+        default=None,
+        metadata={"help": "With caption_templates: classes left out of training; zero-shot results then also give "
+                  "the seen / unseen accuracies."},  # fmt: skip
+    )
     train_split: str = field(default="train", metadata={"help": "Split used for training."})
     eval_split: str | None = field(default="test", metadata={"help": "Split for evaluation and retrieval (null: none)."})
     zeroshot_dataset: str | None = field(
@@ -99,8 +116,14 @@ class CLIPDataArguments:
             value = getattr(self, name)
             if value is not None and value < 2:
                 out.append(problem(name, "an integer >= 2 or null", value))
-        if self.zeroshot_templates and not all("{}" in t for t in self.zeroshot_templates):
-            out.append(problem("zeroshot_templates", "templates that each contain `{}`", self.zeroshot_templates))
+        for name in ("zeroshot_templates", "caption_templates"):
+            templates = getattr(self, name)
+            if templates and not all("{}" in t for t in templates):
+                out.append(problem(name, "templates that each contain `{}`", templates))
+        for name in ("class_names", "exclude_classes"):
+            if getattr(self, name) and not self.caption_templates:
+                out.append(problem(name, "set only with caption_templates (a labelled dataset captioned by class)",
+                                   getattr(self, name)))  # fmt: skip
         if out:
             raise ConfigError(out)
 

@@ -98,6 +98,66 @@ def test_retrieval_and_zero_shot_metrics_on_known_embeddings():
     labels = torch.tensor([0, 1, 2, 2])
     accuracy = zero_shot_accuracy(e[:4, :3] + 0.0, labels, torch.eye(3))
     assert accuracy["zeroshot_top1"] == 0.75 and accuracy["zeroshot_top5"] == 1.0
+    assert "zeroshot_top1_unseen" not in accuracy  # no classes left out of training: no split
+
+
+def test_generalised_zero_shot_splits_seen_and_unseen_classes_per_class():
+    """Classes 2 and 3 unseen. Images (label -> nearest class): 0->0, 0->2, 1->1 (seen: per class 1/2 and 1, mean
+    3/4); 2->2, 2->0, 2->0, 3->2 (unseen against all classes: 1/3 and 0, mean 1/6)."""
+    classes = torch.eye(4)
+    rows = {0: [1.0, 0, 0.0, 0], 1: [0.2, 0, 1.0, 0], 2: [0, 1.0, 0, 0], 3: [0, 0, 1.0, 0], 4: [1.0, 0, 0, 0.5],
+            5: [1.0, 0, 0.3, 0.1], 6: [0, 0, 1.0, 0.2]}  # fmt: skip
+    images = torch.tensor([rows[i] for i in range(7)])
+    labels = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    out = zero_shot_accuracy(images, labels, classes, unseen=[3, 2, 3])
+    assert out["zeroshot_top1"] == pytest.approx(3 / 7)  # over images, as before
+    assert out["zeroshot_top1_seen"] == pytest.approx((0.5 + 1.0) / 2)
+    assert out["zeroshot_top1_unseen"] == pytest.approx((1 / 3 + 0.0) / 2)
+    s, u = 0.75, 1 / 6
+    assert out["zeroshot_top1_harmonic"] == pytest.approx(2 * s * u / (s + u))
+    # unseen only (columns 2, 3): image 3 -> 2 ok, image 4 -> 3 wrong, image 5 -> 2 ok, image 6 -> 2 wrong
+    assert out["zeroshot_top1_unseen_only"] == pytest.approx((2 / 3 + 0.0) / 2)
+    nothing = zero_shot_accuracy(images[:3], labels[:3], classes, unseen=[2])  # no image of the unseen class
+    assert math.isnan(nothing["zeroshot_top1_unseen"]) and nothing["zeroshot_top1_seen"] == pytest.approx(0.75)
+
+
+def test_a_labelled_dataset_is_captioned_by_class_without_the_excluded_classes(tmp_path):
+    """`caption_templates`: digits (bundled, labels 0..9 named "0".."9") and an imagefolder (class names from its
+    ClassLabel) become image-caption pairs, one caption per template, in the dataset's order, without the excluded
+    classes; bad names are errors that list the classes."""
+    import numpy as np
+    from PIL import Image
+
+    from matrix_llm.data.image_text import load_image_text_dataset
+    from matrix_llm.data.images import load_image_dataset
+
+    labels = load_image_dataset("digits", "train")["label"]
+    pairs = load_image_text_dataset("digits", caption_templates=["a {}", "the digit {}"], exclude_classes=("3", "7"))
+    kept = [y for y in labels if y not in (3, 7)]
+    assert pairs.column_names == ["image", "caption"] and len(pairs) == len(kept)
+    assert pairs["caption"] == [[f"a {y}", f"the digit {y}"] for y in kept]
+    one = load_image_text_dataset("digits", caption_templates=["a {}"], class_names=list("abcdefghij"), n=5)
+    assert one["caption"] == [f"a {'abcdefghij'[y]}" for y in labels[:5]]  # one template: a plain string
+    for cls, label in (("cat", 0), ("dog", 1)):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8, 3), 40 * i + label, np.uint8)).save(tmp_path / "train" / cls / f"{i}.png")
+    folder = load_image_text_dataset(str(tmp_path), caption_templates=["a photo of a {}."], exclude_classes=("cat",))
+    assert folder["caption"] == ["a photo of a dog."] * 2
+    with pytest.raises(ValueError, match=r"\['bird'\] are not classes of this dataset; its classes are \['cat', 'dog'\]"):
+        load_image_text_dataset(str(tmp_path), caption_templates=["a {}"], exclude_classes=("bird",))
+    with pytest.raises(ValueError, match="every class"):
+        load_image_text_dataset(str(tmp_path), caption_templates=["a {}"], exclude_classes=("cat", "dog"))
+    with pytest.raises(ValueError, match="3 class names"):
+        load_image_text_dataset("digits", caption_templates=["a {}"], class_names=["x", "y", "z"])
+    with pytest.raises(ValueError, match="captioned already"):
+        load_image_text_dataset("scenes", caption_templates=["a {}"])
+    from datasets import Dataset
+
+    (tmp_path / "plain").mkdir()  # integer labels without names
+    Dataset.from_dict({"image": [np.zeros((8, 8), np.uint8)] * 2, "label": [0, 1]}).to_parquet(tmp_path / "plain" / "train.parquet")
+    with pytest.raises(ValueError, match="give them as `class_names`"):
+        load_image_text_dataset(str(tmp_path / "plain"), caption_templates=["a {}"])
 
 
 def _dual():
@@ -109,6 +169,39 @@ def _dual():
     torch.manual_seed(0)
     config = VisionTextDualEncoderConfig.from_vision_text_configs(vision, text, projection_dim=8)
     return VisionTextDualEncoderModel(config=config).eval()  # no dropout: two calls see the same features
+
+
+def test_evaluation_embeddings_are_taken_without_dropout_from_a_training_model():
+    """During training the model is in train mode (BERT's dropout 0.1): the class, image and pair embeddings must be
+    the eval-mode ones all the same, and the model handed back in train mode (class embeddings once ran with
+    dropout, so zero-shot numbers at the end of `matrix-llm clip` differed from `eval zeroshot` on the saved model)."""
+    from matrix_llm.clip_eval import class_embeddings, encode_images, encode_pairs
+    from matrix_llm.data.images import ImageCollator
+
+    class Tokenizer:  # words -> ids (1..39), padded with 0
+        pad_token = "[PAD]"
+
+        def __call__(self, texts, **kwargs):
+            ids = [[1 + sum(map(ord, w)) % 39 for w in t.split()] for t in texts]
+            width = max(map(len, ids))
+            pad = torch.tensor([i + [0] * (width - len(i)) for i in ids])
+            return __import__("transformers").BatchEncoding({"input_ids": pad, "attention_mask": (pad > 0).long()})
+
+    model = _dual()  # BertConfig's default dropout: 0.1
+    rows = [{"image": torch.randint(0, 255, (8, 8, 3), dtype=torch.uint8).numpy(), "caption": f"a red {c}"}
+            for c in ("circle", "square", "cross")]  # fmt: skip
+    images = ImageCollator(image_size=8, channels=3)
+    collator = ImageTextCollator(Tokenizer(), images, max_length=8)
+    reference = (class_embeddings(model, Tokenizer(), ["circle", "square"], ["a {}", "the {} here"]),
+                 encode_images(model, rows, images), *encode_pairs(model, rows, collator))  # eval mode  # fmt: skip
+    model.train()
+    assert any(m.p > 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    for _ in range(2):
+        again = (class_embeddings(model, Tokenizer(), ["circle", "square"], ["a {}", "the {} here"]),
+                 encode_images(model, rows, images), *encode_pairs(model, rows, collator))  # fmt: skip
+        for a, b in zip(again, reference, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert model.training
 
 
 def test_objective_terms_weights_and_the_temperature_clamp():
@@ -374,6 +467,45 @@ def test_fashion_mnist_is_a_zero_shot_set_with_its_class_names(tmp_path):
                       "--output_dir", str(tmp_path / "zs")]) == 0  # fmt: skip
     zs = json.loads((tmp_path / "zs" / "results.json").read_text())
     assert zs["zeroshot_top1"] == results["zeroshot_top1"] and zs["classes"] == 10
+
+
+@pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist")
+def test_fashion_mnist_captioned_by_class_with_two_classes_never_seen_in_training(tmp_path, capsys):
+    """Fashion-MNIST as image-caption pairs from its class names (`caption_templates`), shirts and ankle boots left
+    out of training: the zero-shot results add the seen / unseen split, `eval zeroshot --unseen` gives the same
+    numbers, and the report's reproduce line (templates with spaces) parses back to the run's arguments."""
+    import shlex
+
+    from matrix_llm.eval_command import main as eval_main
+
+    out = tmp_path / "fm"
+    argv = [*TINY, "--max_steps", "2", "--dataset_name", str(FASHION), "--caption_templates", "a photo of a {}.",
+            "a {}.", "--exclude_classes", "shirt", "ankle boot", "--zeroshot_dataset", str(FASHION), "--eval_split",
+            "null", "--max_eval_samples", "200", "--output_dir", str(out)]  # fmt: skip
+    assert clip.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["train_pairs"] == 256 and results["zeroshot_templates"] == 2  # the caption templates
+    for key in ("seen", "unseen", "harmonic", "unseen_only"):
+        assert 0.0 <= results[f"zeroshot_top1_{key}"] <= 1.0
+    report = (out / "report.md").read_text()
+    assert "Classes left out of training: shirt, ankle boot." in report
+    command = next(line for line in report.splitlines() if line.startswith("Reproduce: "))
+    assert shlex.split(command.removeprefix("Reproduce: ").strip("`")) == ["matrix-llm", "clip", *argv]
+    assert eval_main(["zeroshot", "--model", str(out), "--data", str(FASHION), "--num_samples", "200", "--templates",
+                      "a photo of a {}.", "a {}.", "--unseen", "shirt", "ankle boot", "--output_dir", str(tmp_path / "zs")]) == 0  # fmt: skip
+    zs = json.loads((tmp_path / "zs" / "results.json").read_text())
+    for key in ("zeroshot_top1", "zeroshot_top1_unseen", "zeroshot_top1_unseen_only", "zeroshot_top1_harmonic"):
+        assert zs[key] == results[key]
+    with pytest.raises(SystemExit):
+        eval_main(["zeroshot", "--model", str(out), "--data", str(FASHION), "--unseen", "boot"])
+    assert "--unseen: ['boot'] are not among the classes" in capsys.readouterr().err
+
+
+def test_class_caption_fields_need_caption_templates(capsys):
+    assert clip.main([*TINY, "--exclude_classes", "red circle"]) == 2
+    assert "`exclude_classes`: expected set only with caption_templates" in capsys.readouterr().err
+    assert clip.main([*TINY, "--caption_templates", "a photo"]) == 2
+    assert "`caption_templates`: expected templates that each contain `{}`" in capsys.readouterr().err
 
 
 @pytest.mark.network
