@@ -90,19 +90,14 @@ def layer_table(model: nn.Module, batches: Iterable[Mapping[str, Any]], *, layer
     Raises:
         ValueError: no batches, a layer index out of range, or a model whose block stack cannot be found.
     """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     sums: dict[int, _LayerSums] = {}
-    try:
+    with features.evaluating(model) as device:
         for batch in tqdm(list(batches), desc=desc or "layers", disable=desc is None, leave=False):
             batch = _to(batch, device)
             with features.capture_layers(model, layers) as hidden:
                 model(**_forward_inputs(batch))
             for index, states in hidden.items():
                 sums.setdefault(index, _LayerSums()).add(states, batch.get("attention_mask"))
-    finally:
-        model.train(was_training)
     if not sums:
         raise ValueError("layer_table: no batches (the data gave no examples)")
     return [sums[i].row(i) for i in sorted(sums)]

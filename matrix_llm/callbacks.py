@@ -155,23 +155,19 @@ class GSM8KEvalCallback(TrainerCallback):
         self, model, args=None, *, is_main: bool = True
     ) -> tuple[list[dict[str, Any]], dict[str, float]]:
         """Generate and score on the subset (all ranks take part when a process group is up)."""
-        from matrix_llm import distributed
+        from matrix_llm import distributed, features
         from matrix_llm.evaluation import evaluate_gsm8k, score_samples
 
         world, rank = distributed.world_size(), distributed.rank()
         mine = list(range(rank, len(self.items), world))
         shots = [self.fewshot_examples] * len(mine) if self.fewshot_examples is not None else None
-        was_training = model.training
-        model.eval()
-        try:
+        with features.evaluating(model):
             result = evaluate_gsm8k(
                 model, self.tokenizer, [self.items[i] for i in mine], prompt=self.prompt, fewshot_examples=shots,
                 max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
                 synced_gpus=self._use_synced_gpus(world, model, args), autocast_dtype=self._autocast_dtype(args, model),
                 progress=is_main, indices=mine, score=False,
             )  # fmt: skip
-        finally:
-            model.train(was_training)
         samples = result.samples
         if world > 1:
             gathered: list[list[dict[str, Any]] | None] = [None] * world

@@ -17,8 +17,7 @@ Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``mat
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from transformers import TrainerCallback
 
 from .data.image_text import SCENE_SOURCES
+from .features import evaluating
 
 __all__ = ["ImageTextEvalCallback", "class_embeddings", "encode_images", "encode_pairs",
            "evaluate_dual_encoder", "main_retrieval", "main_zeroshot", "retrieval_metrics", "zero_shot_accuracy",
@@ -67,22 +67,11 @@ def _features(out: Any) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-@contextmanager
-def _evaluating(model: Any) -> Iterator[torch.device]:
-    """``model`` in eval mode (no dropout) inside, its own mode restored after; yields its device."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield next(model.parameters()).device
-    finally:
-        model.train(was_training)
-
-
 @torch.no_grad()
 def encode_pairs(model: Any, rows: Any, collator: Any, *, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised ``(image_embeds, text_embeds)`` of the ``image`` / ``caption`` rows, in order (float32, CPU)."""
     images, texts = [], []
-    with _evaluating(model) as device:
+    with evaluating(model) as device:
         for start in range(0, len(rows), batch_size):
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
@@ -96,7 +85,7 @@ def encode_pairs(model: Any, rows: Any, collator: Any, *, batch_size: int = 256)
 def encode_images(model: Any, rows: Any, collator: Any, *, batch_size: int = 256) -> torch.Tensor:
     """Normalised image embeddings of the ``image`` rows (``collator``: an image collator), float32 on the CPU."""
     out = []
-    with _evaluating(model) as device:
+    with evaluating(model) as device:
         for start in range(0, len(rows), batch_size):
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
             out.append(_features(model.get_image_features(pixel_values=batch["pixel_values"].to(device))).float().cpu())
@@ -108,7 +97,7 @@ def class_embeddings(model: Any, tokenizer: Any, class_names: Sequence[str], tem
                      max_length: int = 77) -> torch.Tensor:  # fmt: skip
     """``(C, d)``: per class, the normalised mean of the normalised embeddings of ``template.format(name)``."""
     out = []
-    with _evaluating(model) as device:
+    with evaluating(model) as device:
         for name in class_names:
             text = tokenizer([t.format(name) for t in templates], padding=True, truncation=True, max_length=max_length,
                              return_tensors="pt").to(device)  # fmt: skip

@@ -93,13 +93,10 @@ class MatrixMetricsCallback(TrainerCallback):
     @torch.no_grad()
     def compute(self, model: torch.nn.Module) -> dict[str, float]:
         """The probe metrics of ``model`` now (``probe_``-prefixed floats)."""
-        device = next(model.parameters()).device
-        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.batch.items()}
-        labels = batch.pop("labels", None)
-        was_training = model.training
-        model.eval()
         out: dict[str, Tensor] = {}
-        try:
+        with features.evaluating(model) as device:
+            batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.batch.items()}
+            labels = batch.pop("labels", None)
             head = self._head(model)
             layers = features.capture_layers(model, self.layers) if self.layers != () else contextlib.nullcontext()
             mask = batch.get("attention_mask")
@@ -121,8 +118,6 @@ class MatrixMetricsCallback(TrainerCallback):
                 if tokens.targets.numel() >= 2:
                     mir, hdr = info.mir_hdr(info.gram(tokens.hidden.double()), info.gram(weight.double()[tokens.targets]))
                     out.update(mir=mir, hdr=hdr)
-        finally:
-            model.train(was_training)
         return {f"probe_{k}": float(v) for k, v in out.items()}
 
     @staticmethod

@@ -30,14 +30,11 @@ __all__ = ["extract_features", "knn_accuracy", "linear_probe_accuracy", "main_kn
 def extract_features(backbone: torch.nn.Module, rows: Any, collator: Any, *, batch_size: int = 256,
                      pooling: str | None = None, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """``(features (N, d) float32, labels (N,))`` of the ``image`` / ``label`` rows through ``backbone``."""
-    from .features import pool
+    from .features import evaluating, pool
     from .objectives.ssl_model import vision_pooling
 
-    was_training = backbone.training
-    backbone.eval()
-    device = next(backbone.parameters()).device
     feats, labels = [], []
-    try:
+    with evaluating(backbone) as device:
         for start in tqdm(range(0, len(rows), batch_size), desc=desc or "features", disable=desc is None, leave=False):
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
             outputs = backbone(pixel_values=batch["pixel_values"].to(device))
@@ -45,8 +42,6 @@ def extract_features(backbone: torch.nn.Module, rows: Any, collator: Any, *, bat
             if "labels" not in batch:
                 raise ValueError("extract_features: the rows have no labels; the probes need a label column")
             labels.append(batch["labels"].numpy())
-    finally:
-        backbone.train(was_training)
     return np.concatenate(feats), np.concatenate(labels)
 
 

@@ -8,12 +8,13 @@ The one seam between Hugging Face models and :mod:`matrix_llm.losses`, split by 
   ``pooler``), any Hub vision or text model.
 - :mod:`.layers`: hidden states of several layers in one forward pass.
 - :mod:`.heads`: the classifier head of a classification model and the features it is applied to.
-- :mod:`.modules`: finding modules through PEFT / DDP / DeepSpeed / ``torch.compile`` wrappers.
+- :mod:`.modules`: finding modules through PEFT / DDP / DeepSpeed / ``torch.compile`` wrappers; eval mode for
+  a measurement.
 """
 
 from .heads import CapturedHeadInput, capture_head_input, classifier_head
 from .layers import capture_layers
-from .modules import decoder_layers, first_tensor, full_weight, output_embedding, unwrap
+from .modules import decoder_layers, evaluating, first_tensor, full_weight, output_embedding, unwrap
 from .pooled import POOLINGS, default_pooling, pool
 from .tokens import (
     CapturedHidden,
@@ -34,6 +35,7 @@ __all__ = [
     "capture_layers",
     "classifier_head",
     "decoder_layers",
+    "evaluating",
     "default_pooling",
     "first_tensor",
     "full_weight",

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
 from torch import Tensor, nn
 
-__all__ = ["decoder_layers", "first_tensor", "full_weight", "output_embedding", "unwrap"]
+__all__ = ["decoder_layers", "evaluating", "first_tensor", "full_weight", "output_embedding", "unwrap"]
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[torch.device]:
+    """``model`` in eval mode (no dropout) inside, its own mode restored after, also on an error; yields its device
+    (of its first parameter). For measurements taken during training."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield next(model.parameters()).device
+    finally:
+        model.train(was_training)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
