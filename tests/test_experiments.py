@@ -51,6 +51,21 @@ def test_clip_few_classes_experiment_smoke_run(tmp_path):
     assert results["zeroshot_templates"] == 1 and results["zeroshot_classes"] == 24  # "a {}" over the 24 names
 
 
+FASHION = REPO.parent / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist")
+def test_clip_fashion_experiment_smoke_run(tmp_path):
+    summary = smoke_run("clip_fashion", tmp_path)
+    assert set(summary["arms"]) == {"infonce", "+ alignment", "infonce, masked"}
+    assert (tmp_path / "clip_fashion.png").stat().st_size > 10_000
+    results = json.loads((tmp_path / "+ alignment" / "seed0" / "results.json").read_text())
+    assert results["zeroshot_classes"] == 10 and results["zeroshot_templates"] == 3  # the recipe's caption templates
+    assert 0.0 <= results["zeroshot_top1_unseen_only"] <= 1.0
+    card = (tmp_path / "+ alignment" / "seed0" / "README.md").read_text()
+    assert "| `clip_alignment_weight` | 0.1 |" in card
+
+
 @pytest.mark.slow
 def test_clip_experiment_smoke_run(tmp_path):
     summary = smoke_run("clip_matrix", tmp_path)

@@ -174,7 +174,8 @@ def _dual():
 def test_evaluation_embeddings_are_taken_without_dropout_from_a_training_model():
     """During training the model is in train mode (BERT's dropout 0.1): the class, image and pair embeddings must be
     the eval-mode ones all the same, and the model handed back in train mode (class embeddings once ran with
-    dropout, so zero-shot numbers at the end of `matrix-llm clip` differed from `eval zeroshot` on the saved model)."""
+    dropout when no eval split had put the model in eval mode first: zero-shot at the end of `matrix-llm clip
+    --eval_split null` differed from `eval zeroshot` on the saved model)."""
     from matrix_llm.clip_eval import class_embeddings, encode_images, encode_pairs
     from matrix_llm.data.images import ImageCollator
 

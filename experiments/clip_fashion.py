@@ -1,0 +1,153 @@
+"""Experiment: zero-shot on Fashion-MNIST classes never seen in training, InfoNCE vs InfoNCE + matrix-entropy
+alignment (issue "Do the seeds' claims reproduce?", item 6: "... and on Fashion-MNIST zero-shot").
+
+Offline stand-in for a pretrained CLIP: `matrix-llm clip --config clip/fashion-unseen.yaml`, a random-init ViT
+trained to meet a frozen pretrained text tower (all-MiniLM-L6-v2, through its projection) on Fashion-MNIST
+captioned by class, with shirts and ankle boots left out of training. Only the pretrained text tower can place
+the two unseen class names. Arms: InfoNCE alone, + the alignment at 0.1 from the first step (the few-classes
+regime: 8 classes, about 16 images per class in a batch of 128), and InfoNCE with a caption's other images left
+out of its negatives (`masked`, the control of docs/experiments/clip_few_classes.md); seeds 0-2. Measured on
+1,000 test images among all 10 class names: per-class top-1 on the seen and the unseen classes, their harmonic
+mean, and the unseen classes among themselves.
+
+    python experiments/clip_fashion.py               (about 20 minutes on 2 CPU cores; writes docs/experiments/clip_fashion.md)
+    python experiments/clip_fashion.py --smoke OUT   (tiny, for tests/test_experiments.py)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+
+from harness import (  # noqa: E402
+    FASHION,
+    bar_panel,
+    curve,
+    experiment_args,
+    log_history,
+    markdown_table,
+    mean_std,
+    pyplot,
+    run_grid,
+    save_summary,
+    summarize,
+    write_doc,
+)
+from scipy import stats  # noqa: E402
+
+ARMS = {"infonce": [], "+ alignment": ["--clip_alignment_weight", "0.1"],
+        "infonce, masked": ["--clip_mask_same_captions", "true"]}  # fmt: skip
+METRICS = ["zeroshot_top1_seen", "zeroshot_top1_unseen", "zeroshot_top1_harmonic", "zeroshot_top1_unseen_only",
+           "zeroshot_top1"]  # fmt: skip
+TITLES = {"zeroshot_top1_seen": "seen classes, among all 10 (chance 0.1)",
+          "zeroshot_top1_unseen": "unseen classes, among all 10 (chance 0.1)",
+          "zeroshot_top1_unseen_only": "unseen classes, between the 2 (chance 0.5)"}  # fmt: skip
+SMOKE = ["--max_train_samples", "128", "--max_eval_samples", "64", "--tiny_hidden_size", "32", "--projection_dim", "16",
+         "--num_train_epochs", "1", "--per_device_train_batch_size", "32"]  # fmt: skip
+
+
+def figure(out: Path, path: Path, summary: dict) -> None:
+    """Three accuracies per arm, and the image features' matrix entropy over training for every run."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    for ax, (metric, title) in zip(axes, TITLES.items(), strict=False):
+        bar_panel(ax, summary, metric, title)
+    ax = axes[3]
+    for j, arm in enumerate(summary["arms"]):
+        for run in sorted((out / arm).glob("seed*")):
+            steps, values = curve(log_history(run), "image_entropy")
+            ax.plot(steps, values, "-", color=f"C{j}", alpha=0.7, label=arm if run.name == "seed0" else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("image matrix entropy")
+    ax.set_title("image features over training")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = experiment_args(__doc__.splitlines()[0], argv)
+    out = args.smoke or REPO / "outputs" / "experiments" / "clip_fashion"
+    seeds = [0] if args.smoke else [0, 1, 2]
+    base = ["--config", "clip/fashion-unseen.yaml", "--dataset_name", FASHION, "--zeroshot_dataset", FASHION,
+            *(SMOKE if args.smoke else [])]  # fmt: skip
+    results = run_grid("clip", base, ARMS, seeds, out, reuse=args.reuse)
+    summary = summarize(results, METRICS, baseline="infonce")
+    docs = save_summary(out, summary, bool(args.smoke), REPO)
+    figure(out, docs / "clip_fashion.png", summary)
+    table = markdown_table(summary, METRICS)
+    print("\n".join(table))
+    if args.smoke:
+        return 0
+    arms = summary["arms"]
+
+    def mean(arm: str, metric: str) -> str:
+        m, s = mean_std(arms[arm][metric]["values"])
+        return f"{m:.3f} ± {s:.3f}"
+
+    def entropy(arm: str) -> str:  # the image features' matrix entropy at the last logged step
+        m, sd = mean_std([curve(log_history(out / arm / f"seed{seed}"), "image_entropy")[1][-1] for seed in seeds])
+        return f"{m:.2f} ± {sd:.2f}"
+
+    def paired(arm: str, metric: str) -> str:
+        """Mean ± std of the per-seed differences to InfoNCE and the paired t test's two-sided p."""
+        diffs = summary["paired"][arm][metric]["values"]
+        m, s = mean_std(diffs)
+        t = m / (s / len(diffs) ** 0.5) if s > 0 else float("inf")
+        p = 2 * stats.t.sf(abs(t), df=len(diffs) - 1)
+        return f"{m:+.3f} ± {s:.3f} (higher in {sum(d > 0 for d in diffs)} of {len(diffs)} seeds, p = {p:.2f})"
+
+    write_doc(
+        docs / "clip_fashion.md",
+        title="Zero-shot on unseen Fashion-MNIST classes: InfoNCE vs InfoNCE + matrix-entropy alignment",
+        question=("The seed says the cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767) helps "
+                  "CLIP-style training, most with few classes. On real images captioned by class, with two classes "
+                  "never seen in training, does adding it to InfoNCE improve zero-shot classification of the "
+                  "unseen classes (and keep the seen ones)?"),
+        setup=("`matrix-llm clip --config clip/fashion-unseen.yaml` (the recipe: a random-init ViT, hidden 128 x 2 "
+               "layers, on 28 x 28 Fashion-MNIST images, and the pretrained all-MiniLM-L6-v2 text tower, frozen, "
+               "through a trained projection to 128 dimensions; captions \"a photo of a {}.\", \"a picture of a "
+               "{}.\", \"a {}.\" with the class name, one per image per epoch; shirts and ankle boots left out of "
+               "training, so the first 12,000 of the other 8 classes' training images; 3 epochs, batch 128, about "
+               "16 images per class in a batch; 2 CPU cores), seeds 0-2. Arms: InfoNCE alone, + the alignment at "
+               "0.1 from the first step (`--clip_alignment_weight 0.1`), and InfoNCE with a caption's other "
+               "images left out of its negatives (`--clip_mask_same_captions true`). Zero-shot: the first 1,000 "
+               "test images among all 10 class names with the three templates (prompt ensembling); generalised "
+               "zero-shot learning's numbers (Xian et al., 2018): per-class top-1 averaged over the 8 seen and "
+               "the 2 unseen classes, their harmonic mean, and the 2 unseen classes against each other only. "
+               "Why shirts and ankle boots: each has a seen class whose name lies near it in the text tower "
+               "(T-shirt, sneaker), so the pretrained text side can carry them; chosen before any run."),
+        result=table,
+        figure="clip_fashion.png",
+        answer=(f"Seen classes: InfoNCE {mean('infonce', 'zeroshot_top1_seen')}, + alignment "
+                f"{mean('+ alignment', 'zeroshot_top1_seen')} (paired {paired('+ alignment', 'zeroshot_top1_seen')}). "
+                f"Unseen classes among all 10: InfoNCE {mean('infonce', 'zeroshot_top1_unseen')}, + alignment "
+                f"{mean('+ alignment', 'zeroshot_top1_unseen')} (paired "
+                f"{paired('+ alignment', 'zeroshot_top1_unseen')}); between the two unseen classes only: InfoNCE "
+                f"{mean('infonce', 'zeroshot_top1_unseen_only')}, + alignment "
+                f"{mean('+ alignment', 'zeroshot_top1_unseen_only')} (paired "
+                f"{paired('+ alignment', 'zeroshot_top1_unseen_only')}); masked InfoNCE: seen "
+                f"{mean('infonce, masked', 'zeroshot_top1_seen')}, unseen "
+                f"{mean('infonce, masked', 'zeroshot_top1_unseen')}, unseen only "
+                f"{mean('infonce, masked', 'zeroshot_top1_unseen_only')}. The frozen pretrained text tower does carry "
+                "the unseen names: between shirts and ankle boots the image tower, which never saw either, is "
+                "nearly always right. Among all 10 names the unseen classes fall to about chance in every arm "
+                "(generalised zero-shot learning's known bias to the seen "
+                "classes). The alignment's only movement in accuracy is there, within the seed spread; what it does "
+                f"change is the image features' matrix entropy at the end: {entropy('+ alignment')} with it, "
+                f"{entropy('infonce')} without ({entropy('infonce, masked')} masked). Masked InfoNCE changes "
+                "nothing measurable. Verdict: no measurable effect of the alignment at this scale (not reproduced)."),
+        change=("A pretrained CLIP fine-tuned with each loss (the Hub: `eval zeroshot --model "
+                "openai/clip-vit-base-patch32 --data ../shared/data/fashion-mnist` measures the starting point), "
+                "other held-out classes, a trained text tower (LoRA), more seeds."),
+        command="python experiments/clip_fashion.py",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
