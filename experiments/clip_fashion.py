@@ -30,13 +30,13 @@ from harness import (  # noqa: E402
     log_history,
     markdown_table,
     mean_std,
+    paired_test,
     pyplot,
     run_grid,
     save_summary,
     summarize,
     write_doc,
 )
-from scipy import stats  # noqa: E402
 
 ARMS = {"infonce": [], "+ alignment": ["--clip_alignment_weight", "0.1"],
         "infonce, masked": ["--clip_mask_same_captions", "true"]}  # fmt: skip
@@ -93,13 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         m, sd = mean_std([curve(log_history(out / arm / f"seed{seed}"), "image_entropy")[1][-1] for seed in seeds])
         return f"{m:.2f} ± {sd:.2f}"
 
-    def paired(arm: str, metric: str) -> str:
-        """Mean ± std of the per-seed differences to InfoNCE and the paired t test's two-sided p."""
-        diffs = summary["paired"][arm][metric]["values"]
-        m, s = mean_std(diffs)
-        t = m / (s / len(diffs) ** 0.5) if s > 0 else float("inf")
-        p = 2 * stats.t.sf(abs(t), df=len(diffs) - 1)
-        return f"{m:+.3f} ± {s:.3f} (higher in {sum(d > 0 for d in diffs)} of {len(diffs)} seeds, p = {p:.2f})"
+    def paired(arm: str, metric: str) -> str:  # the per-seed differences to InfoNCE
+        return paired_test(summary["paired"][arm][metric]["values"])
 
     write_doc(
         docs / "clip_fashion.md",

@@ -30,13 +30,12 @@ from harness import (  # noqa: E402
     experiment_args,
     log_history,
     markdown_table,
-    mean_std,
+    paired_test,
     run_grid,
     save_summary,
     summarize,
     write_doc,
 )
-from scipy import stats  # noqa: E402
 
 MASKED = ["--clip_mask_same_captions", "true"]
 ARMS = {"infonce": ["--clip_alignment_weight", "0"], "infonce, masked": ["--clip_alignment_weight", "0", *MASKED],
@@ -68,13 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     def paired(arm: str, baseline: str = "infonce", comparisons: int = 1) -> str:
         """Mean ± std of the per-seed differences, the paired t test's two-sided p (Bonferroni-corrected for
         ``comparisons`` arms against one baseline)."""
-        diffs = [a - b for a, b in zip(top1[arm], top1[baseline], strict=True)]
-        mean, std = mean_std(diffs)
-        t = mean / (std / len(diffs) ** 0.5) if std > 0 else float("inf")
-        p = 2 * stats.t.sf(abs(t), df=len(diffs) - 1)
-        corrected = f", {min(1.0, comparisons * p):.2f} corrected for {comparisons} arms" if comparisons > 1 else ""
-        return (f"{mean:+.3f} ± {std:.3f} (higher in {sum(v > 0 for v in diffs)} of {len(diffs)} seeds, "
-                f"paired t = {t:.1f}, p = {p:.2f}{corrected})")
+        return paired_test([a - b for a, b in zip(top1[arm], top1[baseline], strict=True)], comparisons)
 
     def moved(arm: str) -> str:
         change = [abs(a - b) for a, b in zip(top1[arm], PREVIOUS[arm], strict=True)]

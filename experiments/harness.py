@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FASHION", "bar_panel", "curve", "experiment_args", "log_history", "markdown_table", "mean_std", "pyplot",
-           "run_grid", "save_summary", "summarize", "write_doc"]
+__all__ = ["FASHION", "bar_panel", "curve", "experiment_args", "log_history", "markdown_table", "mean_std",
+           "paired_test", "pyplot", "run_grid", "save_summary", "summarize", "write_doc"]
 
 FASHION = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist")  # ../shared beside the repo
 
@@ -56,6 +56,19 @@ def run_grid(command: str, base: Sequence[str], arms: Mapping[str, Sequence[str]
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def paired_test(diffs: Sequence[float], comparisons: int = 1) -> str:
+    """``mean ± std (higher in k of n seeds, paired t = t, p = p)`` of per-seed differences: the paired t test's
+    two-sided p, Bonferroni-corrected when ``comparisons`` arms are tested against one baseline."""
+    from scipy import stats
+
+    mean, std = mean_std(diffs)
+    t = mean / (std / len(diffs) ** 0.5) if std > 0 else float("inf")
+    p = 2 * stats.t.sf(abs(t), df=len(diffs) - 1)
+    corrected = f", {min(1.0, comparisons * p):.2f} corrected for {comparisons} arms" if comparisons > 1 else ""
+    return (f"{mean:+.3f} ± {std:.3f} (higher in {sum(v > 0 for v in diffs)} of {len(diffs)} seeds, "
+            f"paired t = {t:.1f}, p = {p:.2f}{corrected})")
 
 
 def summarize(results: Mapping[str, Mapping[int, Mapping[str, Any]]], metrics: Sequence[str],

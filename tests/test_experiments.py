@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import markdown_table, summarize  # noqa: E402
+from harness import markdown_table, paired_test, summarize  # noqa: E402
 
 
 def smoke_run(script: str, out: Path) -> dict:
@@ -38,6 +38,16 @@ def test_summary_means_stds_and_paired_differences():
     assert paired["std"] == pytest.approx(0.1) and paired["seeds"] == [0, 1, 2]
     table = markdown_table(summary, ["m"])
     assert table[2].startswith("| base | 0.2000 ± 0.1000 (0.100, 0.300, 0.200)") and "+0.1000" in table[-1]
+
+
+def test_paired_test_is_scipys_paired_t_test_with_bonferroni():
+    from scipy import stats
+
+    a, b = [0.30, 0.25, 0.41, 0.28], [0.20, 0.27, 0.30, 0.21]
+    ref = stats.ttest_rel(a, b)
+    text = paired_test([x - y for x, y in zip(a, b, strict=True)], comparisons=3)
+    assert text.startswith("+0.065 ± 0.059 (higher in 3 of 4 seeds, ")
+    assert f"paired t = {ref.statistic:.1f}, p = {ref.pvalue:.2f}, {min(1, 3 * ref.pvalue):.2f} corrected for 3 arms)" in text
 
 
 def test_clip_few_classes_experiment_smoke_run(tmp_path):
