@@ -502,6 +502,24 @@ def test_fashion_mnist_captioned_by_class_with_two_classes_never_seen_in_trainin
     assert "--unseen: ['boot'] are not among the classes" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist")
+def test_the_zero_shot_set_takes_the_training_sets_names_and_templates_only_when_it_is_that_set():
+    from matrix_llm.clip_eval import GENERIC_TEMPLATES, zeroshot_set
+    from matrix_llm.data.images import FASHION_MNIST_CLASSES
+    from matrix_llm.objectives.clip_config import CLIPDataArguments
+
+    names = [f"class {i}" for i in range(10)]
+    same = CLIPDataArguments(dataset_name=str(FASHION), caption_templates=["an image of a {}"], class_names=names,
+                             zeroshot_dataset=str(FASHION), max_eval_samples=8)  # fmt: skip
+    rows, classes, templates = zeroshot_set(same, 0)
+    assert (len(rows), classes, templates) == (8, names, ["an image of a {}"])
+    given = CLIPDataArguments(**{**vars(same), "zeroshot_classes": list("abcdefghij"), "zeroshot_templates": ["{}!"]})
+    assert zeroshot_set(given, 0)[1:] == (list("abcdefghij"), ["{}!"])  # the zero-shot fields win
+    other = CLIPDataArguments(dataset_name="digits", caption_templates=["a {}"], zeroshot_dataset=str(FASHION),
+                              max_eval_samples=8)  # fmt: skip
+    assert zeroshot_set(other, 0)[1:] == (FASHION_MNIST_CLASSES, GENERIC_TEMPLATES)  # another set: its own names
+
+
 def test_class_caption_fields_need_caption_templates(capsys):
     assert clip.main([*TINY, "--exclude_classes", "red circle"]) == 2
     assert "`exclude_classes`: expected set only with caption_templates" in capsys.readouterr().err
