@@ -17,6 +17,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
+from . import features
 from .objectives import ObjectiveOutput, build_objective
 
 __all__ = ["MatrixTrainer", "one_element_scalars"]
@@ -66,6 +67,10 @@ class MatrixTrainer(Trainer):
     **Batches without labels** (a bare vision backbone, a dual encoder): ``evaluate()`` still runs the objective
     (:meth:`prediction_step`; the Trainer would otherwise call the model and skip the loss), and batch keys listed
     in ``objective.input_names`` survive ``remove_unused_columns``.
+
+    **Evaluation does not change the training run**: :meth:`evaluate` leaves torch's random state as it found it
+    (the evaluation DataLoader draws its base seed from torch's generator, so evaluating every ``eval_steps`` would
+    otherwise change the dropout masks of every step after it).
 
     **0-dim parameters** (CLIP's ``logit_scale``) under DeepSpeed ZeRO-0/1/2 are made 1-element
     (:func:`one_element_scalars`), which DeepSpeed's start-up broadcast needs.
@@ -138,6 +143,11 @@ class MatrixTrainer(Trainer):
         if not return_outputs:
             return loss
         return loss, (out.outputs if out.outputs is not None else {})  # the Trainer indexes what it gets
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """``Trainer.evaluate``, with torch's random state (CPU and this process's device) restored after."""
+        with features.random_state_kept(self.args.device):
+            return super().evaluate(*args, **kwargs)
 
     def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None) -> tuple[torch.Tensor | None, Any, Any]:  # fmt: skip

@@ -394,3 +394,21 @@ def test_the_objective_does_not_compute_the_loss_s_own_entropy_parts():
     from matrix_llm.objectives import LMObjective
 
     assert LMObjective(loss_type="alignment").matrix_loss.diagnostics is False
+
+
+def test_evaluating_every_step_does_not_change_the_training_run(tiny_model, tiny_tokenizer, tmp_path):
+    """With dropout on, training with an evaluation after every step ends at the same weights as without
+    (each evaluation's DataLoader draws its base seed from torch's generator; the trainer restores the state)."""
+    for module in tiny_model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.5
+    data = _dataset(tiny_tokenizer, n=8)
+    kw = dict(max_steps=4, per_device_train_batch_size=2, learning_rate=0.1, matrix_loss_weight=0.3)
+    deltas = {}
+    for strategy in ("no", "steps"):
+        model = copy.deepcopy(tiny_model)
+        args = _args(tmp_path / strategy, eval_strategy=strategy, eval_steps=1, per_device_eval_batch_size=4, **kw)
+        trainer, deltas[strategy] = _run(model, tiny_tokenizer, data, args, eval_dataset=data[:4])
+    assert sum(1 for e in trainer.state.log_history if "eval_loss" in e) == 4
+    assert _max_abs(deltas["no"]) > 1e-4
+    assert _max_abs_diff(deltas["no"], deltas["steps"]) == 0.0

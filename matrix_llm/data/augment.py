@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import rank
+from ..features import random_state_kept
 
 __all__ = ["MAE_VIEW", "TwoViewAugment", "ViewSettings", "byol_views", "make_view"]
 
@@ -233,8 +234,7 @@ class TwoViewAugment(nn.Module):
     def views_of(self, images: Tensor, step: int, count: int) -> list[Tensor]:
         """The first ``count`` views (normalised) of ``images`` for ``step``, drawn from the seeded generator."""
         seed = self._seed(images, step)
-        devices = [images.device.index or 0] if images.is_cuda else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with random_state_kept(images.device), torch.no_grad():
             torch.manual_seed(seed)
             images = images.float()
             return [(make_view(images, view, self.size) - self.mean) / self.std for view in self.views[:count]]

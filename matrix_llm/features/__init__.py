@@ -14,7 +14,15 @@ The one seam between Hugging Face models and :mod:`matrix_llm.losses`, split by 
 
 from .heads import CapturedHeadInput, capture_head_input, classifier_head
 from .layers import capture_layers
-from .modules import decoder_layers, evaluating, first_tensor, full_weight, output_embedding, unwrap
+from .modules import (
+    decoder_layers,
+    evaluating,
+    first_tensor,
+    full_weight,
+    output_embedding,
+    random_state_kept,
+    unwrap,
+)
 from .pooled import POOLINGS, default_pooling, pool
 from .tokens import (
     CapturedHidden,
@@ -43,6 +51,7 @@ __all__ = [
     "output_embedding",
     "packed_segments",
     "pool",
+    "random_state_kept",
     "token_features",
     "unwrap",
 ]

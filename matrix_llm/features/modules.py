@@ -12,13 +12,33 @@ __all__ = ["decoder_layers", "evaluating", "first_tensor", "full_weight", "outpu
 
 
 @contextmanager
+def random_state_kept(device: torch.device) -> Iterator[None]:
+    """torch's random state (the CPU generator, and ``device``'s when it is an accelerator) as it was on entry
+    again on exit: random draws inside (a DataLoader's base seed, seeded augmentations) leave the ones after
+    unchanged."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        devices, device_type = [], None
+    else:
+        index = (
+            torch.get_device_module(device.type).current_device() if device.index is None else device.index
+        )
+        devices, device_type = [index], device.type
+    with torch.random.fork_rng(devices=devices, device_type=device_type):
+        yield
+
+
+@contextmanager
 def evaluating(model: nn.Module) -> Iterator[torch.device]:
-    """``model`` in eval mode (no dropout) inside, its own mode restored after, also on an error; yields its device
-    (of its first parameter). For measurements taken during training."""
+    """``model`` in eval mode (no dropout) inside, its own mode and torch's random state (:func:`random_state_kept`)
+    restored after, also on an error; yields its device (of its first parameter). For measurements taken during
+    training: they do not change the training run."""
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     try:
-        yield next(model.parameters()).device
+        with random_state_kept(device):
+            yield device
     finally:
         model.train(was_training)
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -106,3 +108,21 @@ def test_diagnostics_of_identical_rows_have_rank_one():
     assert ent.item() == pytest.approx(0.0, abs=1e-5) and erank.item() == pytest.approx(1.0, abs=1e-4)
     ent, erank = diagnostics.entropy_erank(torch.eye(4))
     assert erank.item() == pytest.approx(4.0, rel=1e-4)
+
+
+def test_evaluating_restores_the_mode_and_torch_s_random_state():
+    """A measurement inside ``evaluating`` (eval mode, random draws) leaves the model's mode and the draws after it
+    as they were, also when it raises."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5))
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    for fails in (False, True):
+        torch.manual_seed(0)
+        with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+            with features.evaluating(model) as device:
+                assert device == torch.device("cpu") and not model.training
+                torch.rand(100)
+                if fails:
+                    raise RuntimeError("measurement failed")
+        assert model.training
+        assert torch.equal(torch.rand(4), expected)
