@@ -1,7 +1,8 @@
 """Run an experiment through the toolkit's own commands: every arm x seed is one `matrix-llm <command>` process
 (its recipe plus the arm's and the seed's fields), whose ``results.json`` the summary reads.
 
-- :func:`run_grid` runs (or, with ``reuse``, reads what an earlier run left) ``OUT/<arm>/seed<k>/``;
+- :func:`run_grid` runs (or, with ``reuse``, reads what an earlier run left) ``OUT/<arm>/seed<k>/``, through
+  :func:`run_toolkit`, which runs any other command (an evaluation of a saved run) the same way;
 - :func:`summarize`: per arm and metric, mean, sample std and the per-seed values; per non-baseline arm, the
   paired difference to the baseline (same seeds) with its mean and std;
 - :func:`markdown_table` renders it, :func:`bar_panel` draws one metric per arm with the per-seed points;
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FASHION", "bar_panel", "curve", "experiment_args", "log_history", "markdown_table", "mean_std",
-           "paired_test", "pyplot", "run_grid", "save_summary", "summarize", "write_doc"]
+           "paired_test", "pyplot", "run_grid", "run_toolkit", "save_summary", "summarize", "write_doc"]
 
 FASHION = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist")  # ../shared beside the repo
 
@@ -41,16 +42,24 @@ def run_grid(command: str, base: Sequence[str], arms: Mapping[str, Sequence[str]
     for arm, extra in arms.items():
         for seed in seeds:
             run_dir = out / arm / f"seed{seed}"
-            if not (reuse and (run_dir / results_file).is_file()):
-                seeding = [x for flag in seed_fields for x in (flag, str(seed))]
-                argv = [sys.executable, "-m", "matrix_llm.cli", command, *base, *extra, *seeding,
-                        "--output_dir", str(run_dir), "--overwrite_output_dir", "true", "--disable_tqdm", "true"]  # fmt: skip
-                print(f"[{arm} seed {seed}] " + " ".join(argv[2:]), flush=True)
-                proc = subprocess.run(argv, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{arm} seed {seed} failed:\n{proc.stderr[-3000:]}")
-            results.setdefault(arm, {})[seed] = json.loads((run_dir / results_file).read_text())
+            seeding = [x for flag in seed_fields for x in (flag, str(seed))]
+            argv = [command, *base, *extra, *seeding, "--output_dir", str(run_dir), "--overwrite_output_dir", "true",
+                    "--disable_tqdm", "true"]  # fmt: skip
+            results.setdefault(arm, {})[seed] = run_toolkit(argv, run_dir / results_file, reuse=reuse,
+                                                            label=f"{arm} seed {seed}")  # fmt: skip
     return results
+
+
+def run_toolkit(argv: Sequence[str], result: Path, *, reuse: bool, label: str) -> dict:
+    """``matrix-llm ARGV`` in its own process (with ``reuse``, not again when ``result`` exists), then its JSON
+    ``result``; a failure raises with the end of the process's stderr."""
+    if not (reuse and result.is_file()):
+        full = [sys.executable, "-m", "matrix_llm.cli", *argv]
+        print(f"[{label}] " + " ".join(full[2:]), flush=True)
+        proc = subprocess.run(full, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{label} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(result.read_text())
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import FASHION, experiment_args, mean_std, pyplot, run_grid, save_summary, write_doc  # noqa: E402
+from harness import FASHION, experiment_args, mean_std, pyplot, run_grid, run_toolkit, save_summary, write_doc  # noqa: E402
 
 DATA = ["--config", "classify/digits.yaml", "--dataset_name", FASHION, "--image_size", "28", "--max_eval_samples", "1000",
         "--eval_strategy", "no", "--logging_steps", "50"]  # fmt: skip
@@ -35,14 +34,9 @@ SMOKE = ["--max_train_samples", "200", "--max_eval_samples", "100", "--num_train
 
 def lmc(a: Path, b: Path, out: Path, num_samples: int, reuse: bool) -> dict:
     """``matrix-llm analyze lmc A B`` (its ``lmc.json``)."""
-    if not (reuse and (out / "lmc.json").is_file()):
-        argv = [sys.executable, "-m", "matrix_llm.cli", "analyze", "lmc", str(a), str(b), "--data", FASHION,
-                "--num_samples", str(num_samples), "--batch_size", "250", "--output_dir", str(out)]  # fmt: skip
-        print(" ".join(argv[2:]), flush=True)
-        proc = subprocess.run(argv, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"analyze lmc {a} {b} failed:\n{proc.stderr[-3000:]}")
-    return json.loads((out / "lmc.json").read_text())
+    argv = ["analyze", "lmc", str(a), str(b), "--data", FASHION, "--num_samples", str(num_samples), "--batch_size",
+            "250", "--output_dir", str(out)]  # fmt: skip
+    return run_toolkit(argv, out / "lmc.json", reuse=reuse, label=f"analyze lmc {a.name} {b.name}")
 
 
 def _stat(values: list[float]) -> str:

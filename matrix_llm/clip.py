@@ -163,7 +163,7 @@ def _report(output_dir: Path, args: CLIPConfig, data_args: CLIPDataArguments, na
     if data_args.exclude_classes:
         lines[2] += f" Classes left out of training: {', '.join(data_args.exclude_classes)}."
     for key in ("zeroshot_top1", "zeroshot_top5", "zeroshot_chance", "zeroshot_top1_seen", "zeroshot_top1_unseen",
-                "zeroshot_top1_harmonic", "zeroshot_top1_unseen_only", "image_to_text_R@1", "image_to_text_R@5",
+                "zeroshot_top1_harmonic", "zeroshot_top1_unseen_only", "zeroshot_ausuc", "image_to_text_R@1", "image_to_text_R@5",
                 "text_to_image_R@1", "text_to_image_R@5", "image_to_text_median_rank", "retrieval_pairs"):  # fmt: skip
         if key in results:
             lines.append(f"| {key} | {results[key]:.4f} |" if isinstance(results[key], float) else f"| {key} | {results[key]} |")

@@ -17,7 +17,9 @@ Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``mat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +31,8 @@ from .data.image_text import SCENE_SOURCES
 from .features import evaluating
 
 __all__ = ["ImageTextEvalCallback", "class_embeddings", "encode_images", "encode_pairs",
-           "evaluate_dual_encoder", "main_retrieval", "main_zeroshot", "retrieval_metrics", "zero_shot_accuracy",
-           "zeroshot_set"]
+           "evaluate_dual_encoder", "main_retrieval", "main_zeroshot", "retrieval_metrics", "seen_unseen_curve",
+           "zero_shot_accuracy", "zeroshot_set"]
 GENERIC_TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "a {}."]
 
 
@@ -114,8 +116,10 @@ def zero_shot_accuracy(image_embeds: torch.Tensor, labels: torch.Tensor, classes
     With ``unseen`` (indices of classes left out of training), also generalised zero-shot learning's numbers
     (Xian et al., 2018): ``zeroshot_top1_seen`` / ``zeroshot_top1_unseen``, the mean over the seen / unseen
     classes of each class's top-1 accuracy against all the classes, their harmonic mean
-    ``zeroshot_top1_harmonic``, and ``zeroshot_top1_unseen_only``: the same mean for the unseen classes when only
-    they are candidates (classic zero-shot). Classes without images do not count.
+    ``zeroshot_top1_harmonic``, ``zeroshot_top1_unseen_only``: the same mean for the unseen classes when only
+    they are candidates (classic zero-shot), and ``zeroshot_ausuc``: the area under the seen-unseen curve of
+    :func:`seen_unseen_curve` (Chao et al., 2016), which no single calibration decides. Classes without images
+    do not count.
     """
     scores = image_embeds @ classes.T
     top = scores.topk(min(5, classes.shape[0]), dim=1).indices
@@ -124,17 +128,57 @@ def zero_shot_accuracy(image_embeds: torch.Tensor, labels: torch.Tensor, classes
     unseen = sorted(set(int(c) for c in unseen))
     if not unseen:
         return out
-
-    def per_class_mean(correct: torch.Tensor, among: Sequence[int]) -> float:
-        means = [correct[labels == c].float().mean() for c in among if bool((labels == c).any())]
-        return float(torch.stack(means).mean()) if means else float("nan")
-
     seen = [c for c in range(classes.shape[0]) if c not in unseen]
-    s, u = per_class_mean(hit[:, 0], seen), per_class_mean(hit[:, 0], unseen)
+    s, u = _per_class_mean(hit[:, 0], labels, seen), _per_class_mean(hit[:, 0], labels, unseen)
     only = torch.tensor(unseen)[scores[:, unseen].argmax(1)] == labels  # candidates: the unseen classes only
+    both = bool(torch.isin(labels, torch.tensor(unseen)).any()) and bool(torch.isin(labels, torch.tensor(seen)).any())
+    ausuc = float(torch.trapezoid(*reversed(seen_unseen_curve(scores, labels, unseen)))) if both else float("nan")
     out.update(zeroshot_top1_seen=s, zeroshot_top1_unseen=u, zeroshot_top1_harmonic=2 * s * u / (s + u) if s + u else 0.0,
-               zeroshot_top1_unseen_only=per_class_mean(only, unseen))  # fmt: skip
+               zeroshot_top1_unseen_only=_per_class_mean(only, labels, unseen), zeroshot_ausuc=ausuc)  # fmt: skip
     return out
+
+
+def _per_class_mean(values: torch.Tensor, labels: torch.Tensor, among: Sequence[int]) -> float:
+    """Mean over the classes ``among`` that have images of each class's mean of ``values`` (NaN if none has)."""
+    means = [values[labels == c].float().mean() for c in among if bool((labels == c).any())]
+    return float(torch.stack(means).mean()) if means else float("nan")
+
+
+def seen_unseen_curve(scores: torch.Tensor, labels: torch.Tensor, unseen: Sequence[int]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Calibrated stacking's trade-off (Chao et al., 2016): a constant ``γ`` subtracted from every seen class's
+    score moves predictions from the seen to the unseen classes. Returns the curve's vertices as ``γ`` goes from
+    -∞ to +∞: ``(unseen, seen)``, the per-class top-1 accuracy (as in :func:`zero_shot_accuracy`) of the unseen
+    and of the seen classes among all the classes, float64, from ``(0, seen classes among themselves)`` to
+    ``(unseen classes among themselves, 0)``; its area is AUSUC.
+
+    Exact, not sampled: image ``i`` goes from its best seen class to its best unseen class when ``γ`` passes
+    ``t_i`` = (best seen score - best unseen score), so the vertices are the distinct ``t_i`` in order (images
+    with equal ``t_i`` switch together)."""
+    unseen = sorted(set(int(c) for c in unseen))
+    seen = [c for c in range(scores.shape[1]) if c not in unseen]
+    if not seen or not unseen:
+        raise ValueError(f"seen_unseen_curve: needs seen and unseen classes; got unseen {unseen} of {scores.shape[1]}")
+    scores, labels = scores.double(), labels.long()
+    best_seen, seen_pick = scores[:, seen].max(1)
+    best_unseen, unseen_pick = scores[:, unseen].max(1)
+    is_unseen = torch.isin(labels, torch.tensor(unseen))
+    # each image's share of its group's per-class mean: 1 / (images of its class x classes of its group with images)
+    count = torch.bincount(labels, minlength=scores.shape[1]).double()
+    groups = torch.where(is_unseen, float(len(set(labels[is_unseen].tolist()))),
+                         float(len(set(labels[~is_unseen].tolist()))))  # fmt: skip
+    share = 1 / (count[labels] * groups)
+    right_seen = (~is_unseen & (torch.tensor(seen)[seen_pick] == labels)).double() * share  # lost when it switches
+    right_unseen = (is_unseen & (torch.tensor(unseen)[unseen_pick] == labels)).double() * share  # won when it switches
+    order = torch.argsort(best_seen - best_unseen)
+    t = (best_seen - best_unseen)[order]
+    last = torch.ones_like(t, dtype=torch.bool)
+    last[:-1] = t[1:] != t[:-1]  # the last image of each group of equal thresholds
+    switched = torch.cat([torch.zeros(1, dtype=torch.long), last.nonzero().squeeze(1) + 1])  # images switched so far
+    zero = torch.zeros(1, dtype=torch.float64)
+    won = torch.cat([zero, right_unseen[order].cumsum(0)])  # prefix sums: the unseen images' switched so far
+    kept = torch.cat([right_seen[order].flip(0).cumsum(0).flip(0), zero])  # suffix sums: the seen not yet switched
+    return won[switched], kept[switched]
 
 
 def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> dict[str, float]:
@@ -178,7 +222,7 @@ def evaluate_dual_encoder(model: Any, tokenizer: Any, collator: Any, evalset: An
 
 
 LOGGED = ("zeroshot_top1", "zeroshot_top5", "zeroshot_top1_seen", "zeroshot_top1_unseen", "zeroshot_top1_harmonic",
-          "zeroshot_top1_unseen_only", "image_to_text_R@1", "image_to_text_R@5", "image_to_text_R@10",
+          "zeroshot_top1_unseen_only", "zeroshot_ausuc", "image_to_text_R@1", "image_to_text_R@5", "image_to_text_R@10",
           "text_to_image_R@1", "text_to_image_R@5", "text_to_image_R@10", "image_to_text_median_rank",
           "text_to_image_median_rank")  # fmt: skip
 
@@ -256,12 +300,16 @@ def _load(args: Any) -> tuple[Any, Any, Any]:
     return model, tokenizer, saved_image_collator(args.model, model.config, revision=args.revision)
 
 
-def _write(args: Any, task: str, result: dict[str, Any]) -> dict[str, Any]:
-    import json
-    from pathlib import Path
-
+def _output_dir(args: Any, task: str) -> Path:
     out = Path(args.output_dir or Path(args.model) / "eval" / task)
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write(args: Any, task: str, result: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    out = _output_dir(args, task)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float))
     print(f"{task}: {shown}; wrote {out / 'results.json'}")  # noqa: T201 - CLI output
@@ -281,7 +329,8 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     parser.add_argument("--classes", nargs="+", default=None, help="class names (scenes / Fashion-MNIST: built in)")
     parser.add_argument("--templates", nargs="+", default=None, help="prompt templates with {}")
     parser.add_argument("--unseen", nargs="+", default=(), help="classes left out of training: also report the "
-                        "seen / unseen / harmonic accuracies")  # fmt: skip
+                        "seen / unseen / harmonic accuracies and AUSUC, and plot the seen-unseen curve "
+                        "(seen_unseen.png)")  # fmt: skip
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--image_size", type=int, default=32, help="scenes: rendered side")
     parser.add_argument("--seed", type=int, default=0)
@@ -295,10 +344,21 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     unknown = [name for name in args.unseen if name not in classes]
     if unknown:
         parser.error(f"--unseen: {unknown} are not among the classes {classes}")
-    result = zero_shot_accuracy(encode_images(model, rows, images), torch.tensor(rows["label"]),
-                                class_embeddings(model, tokenizer, classes, templates),
-                                [classes.index(name) for name in args.unseen])  # fmt: skip
+    image_embeds, labels = encode_images(model, rows, images), torch.tensor(rows["label"])
+    class_embeds = class_embeddings(model, tokenizer, classes, templates)
+    unseen = [classes.index(name) for name in args.unseen]
+    result: dict[str, Any] = zero_shot_accuracy(image_embeds, labels, class_embeds, unseen)
     result.update(chance=1 / len(classes), images=len(rows), classes=len(classes), model=args.model, data=args.data)
+    if unseen and not math.isnan(result["zeroshot_ausuc"]):
+        from .plotting import plot_lines
+
+        xs, ys = seen_unseen_curve(image_embeds @ class_embeds.T, labels, unseen)
+        result["seen_unseen_curve"] = {"unseen": xs.tolist(), "seen": ys.tolist()}
+        point = {"no calibration": ([result["zeroshot_top1_unseen"]], [result["zeroshot_top1_seen"]])}
+        plot_lines([(f"seen vs unseen classes' top-1 (AUSUC {result['zeroshot_ausuc']:.3f})",
+                     {Path(args.model).name: (xs.tolist(), ys.tolist()), **point})],
+                   _output_dir(args, "zeroshot") / "seen_unseen.png", xlabel="unseen classes' top-1 among all",
+                   title=f"calibrated stacking, unseen: {', '.join(args.unseen)}")  # fmt: skip
     return _write(args, "zeroshot", result)
 
 

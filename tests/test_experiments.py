@@ -72,6 +72,9 @@ def test_clip_fashion_experiment_smoke_run(tmp_path):
     results = json.loads((tmp_path / "+ alignment" / "seed0" / "results.json").read_text())
     assert results["zeroshot_classes"] == 10 and results["zeroshot_templates"] == 3  # the recipe's caption templates
     assert 0.0 <= results["zeroshot_top1_unseen_only"] <= 1.0
+    evaluated = json.loads((tmp_path / "+ alignment" / "seed0" / "eval" / "zeroshot" / "results.json").read_text())
+    assert evaluated["zeroshot_ausuc"] == results["zeroshot_ausuc"]  # `eval zeroshot` on the saved run agrees
+    assert summary["arms"]["+ alignment"]["best_harmonic"]["values"][0] >= results["zeroshot_top1_harmonic"]
     card = (tmp_path / "+ alignment" / "seed0" / "README.md").read_text()
     assert "| `clip_alignment_weight` | 0.1 |" in card
 

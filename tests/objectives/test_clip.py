@@ -10,11 +10,12 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from matrix_llm import clip
-from matrix_llm.clip_eval import retrieval_metrics, zero_shot_accuracy
+from matrix_llm.clip_eval import retrieval_metrics, seen_unseen_curve, zero_shot_accuracy
 from matrix_llm.data.image_text import (
     CLASS_NAMES,
     HELD_OUT,
@@ -117,8 +118,47 @@ def test_generalised_zero_shot_splits_seen_and_unseen_classes_per_class():
     assert out["zeroshot_top1_harmonic"] == pytest.approx(2 * s * u / (s + u))
     # unseen only (columns 2, 3): image 3 -> 2 ok, image 4 -> 3 wrong, image 5 -> 2 ok, image 6 -> 2 wrong
     assert out["zeroshot_top1_unseen_only"] == pytest.approx((2 / 3 + 0.0) / 2)
+    # seen-unseen curve, thresholds best seen - best unseen: images 3, 6 at -1 (3 right: +1/6 unseen), 1 at -0.8
+    # (-1/4 seen), 4 at 0.5 (wrong either way), 5 at 0.7 (+1/6 unseen), 0 and 2 at 1 (-1/4 - 1/2 seen)
+    xs, ys = seen_unseen_curve(images @ classes.T, labels, [2, 3])
+    torch.testing.assert_close(xs, torch.tensor([0, 1 / 6, 1 / 6, 1 / 6, 1 / 3, 1 / 3], dtype=torch.float64))
+    torch.testing.assert_close(ys, torch.tensor([1, 1, 3 / 4, 3 / 4, 3 / 4, 0], dtype=torch.float64))
+    assert out["zeroshot_ausuc"] == pytest.approx(1 / 6 * 1 + 1 / 6 * 3 / 4)  # γ = 0 is the vertex (u, s)
     nothing = zero_shot_accuracy(images[:3], labels[:3], classes, unseen=[2])  # no image of the unseen class
     assert math.isnan(nothing["zeroshot_top1_unseen"]) and nothing["zeroshot_top1_seen"] == pytest.approx(0.75)
+    assert math.isnan(nothing["zeroshot_ausuc"])
+    with pytest.raises(ValueError, match="needs seen and unseen classes"):
+        seen_unseen_curve(images @ classes.T, labels, [0, 1, 2, 3])
+
+
+def test_seen_unseen_curve_is_calibrated_stacking_at_every_calibration():
+    """Each vertex equals per-class accuracies of argmax(scores - γ · [seen class]) for a γ between two switching
+    values, from γ below all of them to above all; duplicated images switch together (one vertex)."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(60, 7, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 7, (60,), generator=g)
+    scores[40:50], labels[40:50] = scores[30:40], labels[30:40]  # ties of the switching value
+    unseen = [1, 4, 6]
+    seen_mask = torch.ones(7, dtype=torch.float64)
+    seen_mask[unseen] = 0
+
+    def accuracies(gamma: float) -> tuple[float, float]:
+        right = (scores - gamma * seen_mask).argmax(1) == labels
+        per_class = {c: right[labels == c].double().mean().item() for c in range(7) if (labels == c).any()}
+        return (np.mean([per_class[c] for c in unseen if c in per_class]),
+                np.mean([per_class[c] for c in per_class if c not in unseen]))  # fmt: skip
+
+    seen_scores, unseen_scores = scores[:, seen_mask.bool()].max(1).values, scores[:, unseen].max(1).values
+    t = torch.unique(seen_scores - unseen_scores)
+    gammas = [t[0].item() - 1, *((t[1:] + t[:-1]) / 2).tolist(), t[-1].item() + 1]
+    expected = torch.tensor([accuracies(gamma) for gamma in gammas], dtype=torch.float64)
+    xs, ys = seen_unseen_curve(scores, labels, unseen)
+    assert len(xs) == len(gammas) < 60  # the duplicated rows added no vertices
+    torch.testing.assert_close(xs, expected[:, 0])
+    torch.testing.assert_close(ys, expected[:, 1])
+    out = zero_shot_accuracy(scores, labels, torch.eye(7, dtype=torch.float64), unseen)
+    assert xs[-1].item() == pytest.approx(out["zeroshot_top1_unseen_only"])
+    assert (xs[1:] >= xs[:-1]).all() and (ys[1:] <= ys[:-1]).all()
 
 
 def test_a_labelled_dataset_is_captioned_by_class_without_the_excluded_classes(tmp_path):
@@ -495,8 +535,13 @@ def test_fashion_mnist_captioned_by_class_with_two_classes_never_seen_in_trainin
     assert eval_main(["zeroshot", "--model", str(out), "--data", str(FASHION), "--num_samples", "200", "--templates",
                       "a photo of a {}.", "a {}.", "--unseen", "shirt", "ankle boot", "--output_dir", str(tmp_path / "zs")]) == 0  # fmt: skip
     zs = json.loads((tmp_path / "zs" / "results.json").read_text())
-    for key in ("zeroshot_top1", "zeroshot_top1_unseen", "zeroshot_top1_unseen_only", "zeroshot_top1_harmonic"):
+    for key in ("zeroshot_top1", "zeroshot_top1_unseen", "zeroshot_top1_unseen_only", "zeroshot_top1_harmonic",
+                "zeroshot_ausuc"):
         assert zs[key] == results[key]
+    assert "| zeroshot_ausuc |" in report and (tmp_path / "zs" / "seen_unseen.png").is_file()
+    curve = zs["seen_unseen_curve"]
+    assert curve["unseen"][0] == 0.0 and curve["seen"][-1] == 0.0
+    assert curve["unseen"][-1] == pytest.approx(results["zeroshot_top1_unseen_only"])
     with pytest.raises(SystemExit):
         eval_main(["zeroshot", "--model", str(out), "--data", str(FASHION), "--unseen", "boot"])
     assert "--unseen: ['boot'] are not among the classes" in capsys.readouterr().err
