@@ -13,7 +13,7 @@ processor beside the model. Retrieval on the eval split (open_clip's ``image_to_
 accuracy on the zero-shot set (``scenes``: compositions never seen in training; Fashion-MNIST with its class names)
 are measured at every evaluation (``eval_strategy`` / ``eval_steps``: logged as ``eval_zeroshot_top1`` ...,
 :class:`~matrix_llm.clip_eval.ImageTextEvalCallback`) and at the end: ``results.json``, ``report.md``,
-``metrics.png``.
+``metrics.png``, and with ``exclude_classes`` the seen-unseen curve ``seen_unseen.png``.
 """
 
 from __future__ import annotations
@@ -167,6 +167,11 @@ def _report(output_dir: Path, args: CLIPConfig, data_args: CLIPDataArguments, na
                 "text_to_image_R@1", "text_to_image_R@5", "image_to_text_median_rank", "retrieval_pairs"):  # fmt: skip
         if key in results:
             lines.append(f"| {key} | {results[key]:.4f} |" if isinstance(results[key], float) else f"| {key} | {results[key]} |")
+    if "seen_unseen_curve" in results:
+        from .plotting import plot_seen_unseen
+
+        plot_seen_unseen(results, output_dir / "seen_unseen.png", unseen=data_args.exclude_classes)
+        lines += ["", "![seen-unseen curve](seen_unseen.png)"]
     return write_report(output_dir, "clip", lines, results)
 
 
@@ -222,7 +227,7 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
             save_and_merge_text_lora(text_lora, output_dir / TEXT_ADAPTER)
             unwrap(trainer.model).save_pretrained(output_dir)
         (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        numbers = {k: v for k, v in results.items() if k.startswith(("zeroshot_top", "image_to_text_R@", "text_to_image_R@"))}
+        numbers = {k: v for k, v in results.items() if k.startswith(("zeroshot_top", "zeroshot_ausuc", "image_to_text_R@", "text_to_image_R@"))}
         details = [", ".join(f"{k} {v:.4f}" for k, v in numbers.items())] if numbers else []
         return {**numbers, "details": details}
 

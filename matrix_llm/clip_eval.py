@@ -8,7 +8,8 @@ classification with prompt templates and image <-> text retrieval, with open_cli
   ``*_median_rank`` (ranks from 1), as open_clip's ``get_clip_metrics``.
 - :func:`zeroshot_set`: the zero-shot images, class names and templates (``scenes``' held-out compositions,
   Fashion-MNIST with its class names, or any labelled image set with ``zeroshot_classes``); with classes left out
-  of training, the seen / unseen split of generalised zero-shot learning (:func:`zero_shot_accuracy`);
+  of training, the seen / unseen split of generalised zero-shot learning (:func:`zero_shot_accuracy`) and the
+  seen-unseen curve of calibrated stacking (:func:`seen_unseen_curve`);
 - :class:`ImageTextEvalCallback`: both during training, at every evaluation (``eval_zeroshot_top1``, ...).
 
 Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``matrix-llm eval retrieval --model DIR
@@ -17,7 +18,6 @@ Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``mat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -110,16 +110,18 @@ def class_embeddings(model: Any, tokenizer: Any, class_names: Sequence[str], tem
 
 
 def zero_shot_accuracy(image_embeds: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor,
-                       unseen: Sequence[int] = ()) -> dict[str, float]:  # fmt: skip
+                       unseen: Sequence[int] = ()) -> dict[str, Any]:  # fmt: skip
     """Top-1 / top-5 accuracy of the nearest class embedding (cosine) for each image.
 
     With ``unseen`` (indices of classes left out of training), also generalised zero-shot learning's numbers
     (Xian et al., 2018): ``zeroshot_top1_seen`` / ``zeroshot_top1_unseen``, the mean over the seen / unseen
     classes of each class's top-1 accuracy against all the classes, their harmonic mean
     ``zeroshot_top1_harmonic``, ``zeroshot_top1_unseen_only``: the same mean for the unseen classes when only
-    they are candidates (classic zero-shot), and ``zeroshot_ausuc``: the area under the seen-unseen curve of
-    :func:`seen_unseen_curve` (Chao et al., 2016), which no single calibration decides. Classes without images
-    do not count.
+    they are candidates (classic zero-shot), ``zeroshot_ausuc``: the area under the seen-unseen curve of
+    :func:`seen_unseen_curve` (Chao et al., 2016), which no single calibration decides, and the curve itself,
+    ``seen_unseen_curve = {"unseen": [...], "seen": [...]}`` (drawn by :func:`matrix_llm.plotting.plot_seen_unseen`).
+    Classes without images do not count; without images of the seen or of the unseen classes, AUSUC is NaN and
+    there is no curve.
     """
     scores = image_embeds @ classes.T
     top = scores.topk(min(5, classes.shape[0]), dim=1).indices
@@ -131,10 +133,12 @@ def zero_shot_accuracy(image_embeds: torch.Tensor, labels: torch.Tensor, classes
     seen = [c for c in range(classes.shape[0]) if c not in unseen]
     s, u = _per_class_mean(hit[:, 0], labels, seen), _per_class_mean(hit[:, 0], labels, unseen)
     only = torch.tensor(unseen)[scores[:, unseen].argmax(1)] == labels  # candidates: the unseen classes only
-    both = bool(torch.isin(labels, torch.tensor(unseen)).any()) and bool(torch.isin(labels, torch.tensor(seen)).any())
-    ausuc = float(torch.trapezoid(*reversed(seen_unseen_curve(scores, labels, unseen)))) if both else float("nan")
     out.update(zeroshot_top1_seen=s, zeroshot_top1_unseen=u, zeroshot_top1_harmonic=2 * s * u / (s + u) if s + u else 0.0,
-               zeroshot_top1_unseen_only=_per_class_mean(only, labels, unseen), zeroshot_ausuc=ausuc)  # fmt: skip
+               zeroshot_top1_unseen_only=_per_class_mean(only, labels, unseen), zeroshot_ausuc=float("nan"))  # fmt: skip
+    if torch.isin(labels, torch.tensor(unseen)).any() and torch.isin(labels, torch.tensor(seen)).any():
+        xs, ys = seen_unseen_curve(scores, labels, unseen)
+        out.update(zeroshot_ausuc=float(torch.trapezoid(ys, xs)), seen_unseen_curve={"unseen": xs.tolist(),
+                                                                                     "seen": ys.tolist()})  # fmt: skip
     return out
 
 
@@ -349,16 +353,10 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     unseen = [classes.index(name) for name in args.unseen]
     result: dict[str, Any] = zero_shot_accuracy(image_embeds, labels, class_embeds, unseen)
     result.update(chance=1 / len(classes), images=len(rows), classes=len(classes), model=args.model, data=args.data)
-    if unseen and not math.isnan(result["zeroshot_ausuc"]):
-        from .plotting import plot_lines
+    if "seen_unseen_curve" in result:
+        from .plotting import plot_seen_unseen
 
-        xs, ys = seen_unseen_curve(image_embeds @ class_embeds.T, labels, unseen)
-        result["seen_unseen_curve"] = {"unseen": xs.tolist(), "seen": ys.tolist()}
-        point = {"no calibration": ([result["zeroshot_top1_unseen"]], [result["zeroshot_top1_seen"]])}
-        plot_lines([(f"seen vs unseen classes' top-1 (AUSUC {result['zeroshot_ausuc']:.3f})",
-                     {Path(args.model).name: (xs.tolist(), ys.tolist()), **point})],
-                   _output_dir(args, "zeroshot") / "seen_unseen.png", xlabel="unseen classes' top-1 among all",
-                   title=f"calibrated stacking, unseen: {', '.join(args.unseen)}")  # fmt: skip
+        plot_seen_unseen(result, _output_dir(args, "zeroshot") / "seen_unseen.png", unseen=args.unseen)
     return _write(args, "zeroshot", result)
 
 

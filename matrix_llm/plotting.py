@@ -205,6 +205,33 @@ def plot_lines(panels: list[tuple[str, dict[str, tuple[list[float], list[float]]
     return Path(output)
 
 
+def plot_seen_unseen(result: dict, output: str | Path, *, unseen: list[str] | tuple[str, ...]) -> Path:
+    """Generalised zero-shot's trade-off: ``result``'s seen-unseen curve of calibrated stacking (from
+    :func:`matrix_llm.clip_eval.zero_shot_accuracy`), its area, the uncalibrated point and the straight line between
+    the curve's ends (trading one point of seen accuracy for one of unseen); written to ``output`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = result["seen_unseen_curve"]
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot(curve["unseen"], curve["seen"], "-", color="C0", label=f"calibrated stacking (AUSUC {result['zeroshot_ausuc']:.3f})")
+    ax.plot([0, curve["unseen"][-1]], [curve["seen"][0], 0], ":", color="grey", label="straight line between the ends")
+    ax.plot(result["zeroshot_top1_unseen"], result["zeroshot_top1_seen"], "o", color="C3", label="no calibration")
+    ax.set_xlabel("unseen classes' top-1 among all")
+    ax.set_ylabel("seen classes' top-1 among all")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"unseen: {', '.join(unseen)}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return Path(output)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="matrix-llm plot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -124,9 +124,10 @@ def test_generalised_zero_shot_splits_seen_and_unseen_classes_per_class():
     torch.testing.assert_close(xs, torch.tensor([0, 1 / 6, 1 / 6, 1 / 6, 1 / 3, 1 / 3], dtype=torch.float64))
     torch.testing.assert_close(ys, torch.tensor([1, 1, 3 / 4, 3 / 4, 3 / 4, 0], dtype=torch.float64))
     assert out["zeroshot_ausuc"] == pytest.approx(1 / 6 * 1 + 1 / 6 * 3 / 4)  # γ = 0 is the vertex (u, s)
+    assert out["seen_unseen_curve"] == {"unseen": xs.tolist(), "seen": ys.tolist()}
     nothing = zero_shot_accuracy(images[:3], labels[:3], classes, unseen=[2])  # no image of the unseen class
     assert math.isnan(nothing["zeroshot_top1_unseen"]) and nothing["zeroshot_top1_seen"] == pytest.approx(0.75)
-    assert math.isnan(nothing["zeroshot_ausuc"])
+    assert math.isnan(nothing["zeroshot_ausuc"]) and "seen_unseen_curve" not in nothing
     with pytest.raises(ValueError, match="needs seen and unseen classes"):
         seen_unseen_curve(images @ classes.T, labels, [0, 1, 2, 3])
 
@@ -538,7 +539,9 @@ def test_fashion_mnist_captioned_by_class_with_two_classes_never_seen_in_trainin
     for key in ("zeroshot_top1", "zeroshot_top1_unseen", "zeroshot_top1_unseen_only", "zeroshot_top1_harmonic",
                 "zeroshot_ausuc"):
         assert zs[key] == results[key]
-    assert "| zeroshot_ausuc |" in report and (tmp_path / "zs" / "seen_unseen.png").is_file()
+    assert "| zeroshot_ausuc |" in report and "![seen-unseen curve](seen_unseen.png)" in report
+    assert (out / "seen_unseen.png").is_file() and (tmp_path / "zs" / "seen_unseen.png").is_file()
+    assert zs["seen_unseen_curve"] == results["seen_unseen_curve"]  # the training run's curve, measured again
     curve = zs["seen_unseen_curve"]
     assert curve["unseen"][0] == 0.0 and curve["seen"][-1] == 0.0
     assert curve["unseen"][-1] == pytest.approx(results["zeroshot_top1_unseen_only"])
