@@ -27,10 +27,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FASHION", "bar_panel", "curve", "experiment_args", "log_history", "markdown_table", "mean_std",
+__all__ = ["FASHION", "GSM8K", "bar_panel", "curve", "experiment_args", "log_history", "markdown_table", "mean_std",
            "paired_test", "pyplot", "run_grid", "run_toolkit", "save_summary", "summarize", "write_doc"]
 
-FASHION = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist")  # ../shared beside the repo
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the repo
+FASHION, GSM8K = str(SHARED_DATA / "fashion-mnist"), str(SHARED_DATA / "gsm8k")
 
 
 def run_grid(command: str, base: Sequence[str], arms: Mapping[str, Sequence[str]], seeds: Sequence[int], out: Path, *,

@@ -135,3 +135,14 @@ def test_lm_mce_experiment_smoke_run(tmp_path):
     summary = smoke_run("lm_mce", tmp_path)
     assert set(summary["arms"]) == {"ce", "head 0.1"} and len(summary["paired"]["head 0.1"]["strict"]["values"]) == 2
     assert (tmp_path / "lm_mce.png").is_file() and (tmp_path / "ce" / "seed1" / "eval" / "results.json").is_file()
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl").is_file(), reason="../shared/data/gsm8k")
+def test_lm_gsm8k_experiment_smoke_run(tmp_path):
+    summary = smoke_run("lm_gsm8k", tmp_path)
+    assert set(summary["arms"]) == {"ce", "head 0.1"} and set(summary["paired"]) == {"head 0.1"}
+    results = json.loads((tmp_path / "head 0.1" / "seed0" / "all_results.json").read_text())
+    assert results["eval_lm_loss"] == summary["arms"]["head 0.1"]["lm_loss"]["values"][0] > 0
+    assert 0.0 <= results["eval_gsm8k_strict"] <= 1.0 and (tmp_path / "lm_gsm8k.png").is_file()
+    run = json.loads((tmp_path / "ce" / "seed0" / "matrix_llm_run.json").read_text())
+    assert run["objective"] == "lm" and json.loads((tmp_path / "ce" / "seed0" / "config.json").read_text())["vocab_size"] >= 2048
