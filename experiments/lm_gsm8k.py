@@ -3,12 +3,12 @@ reproduce?", item 1, the real-data half; Matrix-SSL's GSM8K claim: 72.3 vs 69.2 
 
 `matrix-llm sft --config demo/mce.yaml --dataset_name ../shared/data/gsm8k` (the demo's tiny Llama from scratch, its
 byte-level BPE tokenizer trained on the GSM8K training problems, 2,048 tokens; sequences up to 384 tokens) for CE
-alone and CE + 0.1 MCE (`head`, the default), 1,000 steps of batch 16 (about 2 epochs of the 7,218 problems that
-fit), one evaluation at the end: the language-model loss on the 1,271 test problems that fit and greedy
-strict-match / flexible-extract accuracy on the first 200 test problems (256 new tokens, lm-evaluation-harness's
-filters). Seeds 0, 1, 2 (initialisation and data order).
+alone and CE + 0.1 MCE in each formulation (`head`, the default; `relation`; `alignment`), 1,000 steps of batch 16
+(about 2 epochs of the 7,218 problems that fit), one evaluation at the end: the language-model loss on the 1,271
+test problems that fit and greedy strict-match / flexible-extract accuracy on the first 200 test problems (256 new
+tokens, lm-evaluation-harness's filters). Seeds 0, 1, 2 (initialisation and data order).
 
-    python experiments/lm_gsm8k.py               (about 45 minutes on 2 CPU cores; writes docs/experiments/lm_gsm8k.md)
+    python experiments/lm_gsm8k.py               (about 75 minutes on 2 CPU cores; writes docs/experiments/lm_gsm8k.md)
     python experiments/lm_gsm8k.py --smoke OUT   (tiny, for tests/test_experiments.py)
 """
 
@@ -35,7 +35,8 @@ from harness import (  # noqa: E402
     write_doc,
 )
 
-ARMS = {"ce": ["--matrix_loss_type", "none"], "head 0.1": []}
+ARMS = {"ce": ["--matrix_loss_type", "none"], "head 0.1": [], "relation 0.1": ["--matrix_loss_type", "relation"],
+        "alignment 0.1": ["--matrix_loss_type", "alignment"]}  # fmt: skip
 METRICS = ["strict", "flexible", "lm_loss", "matrix_entropy", "effective_rank"]
 STEPS = 1000
 BASE = ["--config", "demo/mce.yaml", "--dataset_name", GSM8K, "--tiny_vocab_size", "2048", "--max_length", "384",
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
     out = args.smoke or REPO / "outputs" / "experiments" / "lm_gsm8k"
     seeds = [0] if args.smoke else [0, 1, 2]
-    runs = run_grid("sft", [*BASE, *(SMOKE if args.smoke else [])], ARMS, seeds, out, reuse=args.reuse,
+    arms = {k: ARMS[k] for k in ("ce", "head 0.1")} if args.smoke else ARMS
+    runs = run_grid("sft", [*BASE, *(SMOKE if args.smoke else [])], arms, seeds, out, reuse=args.reuse,
                     seed_fields=("--seed", "--data_seed"), results_file="all_results.json")  # fmt: skip
     results = {arm: {seed: flat(r) for seed, r in by_seed.items()} for arm, by_seed in runs.items()}
     summary = summarize(results, METRICS, baseline="ce")
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     bar_panel(axes[0], summary, "lm_loss", "held-out LM loss (1,271 test problems)")
     for ax, key, title in ((axes[1], "lm_loss", "training LM loss"),
                            (axes[2], "matrix_entropy", "matrix entropy of the token representations")):  # fmt: skip
-        for j, arm in enumerate(ARMS):
+        for j, arm in enumerate(arms):
             for seed in seeds:
                 steps, values = curve(log_history(out / arm / f"seed{seed}"), key)
                 ax.plot(steps, values, color=f"C{j}", alpha=0.7, label=arm if seed == seeds[0] else None)
@@ -80,21 +82,29 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(table))
     if args.smoke:
         return 0
-    arms, paired = summary["arms"], summary["paired"]["head 0.1"]
+    stats, matrix_arms = summary["arms"], [arm for arm in arms if arm != "ce"]
 
     def solved(arm: str) -> str:  # strict-match problems per seed, of 200
-        return ", ".join(str(round(200 * v)) for v in arms[arm]["strict"]["values"])
+        return ", ".join(str(round(200 * v)) for v in stats[arm]["strict"]["values"])
 
     def mean(arm: str, metric: str, digits: int = 3) -> str:
-        return f"{arms[arm][metric]['mean']:.{digits}f} ± {arms[arm][metric]['std']:.{digits}f}"
+        return f"{stats[arm][metric]['mean']:.{digits}f} ± {stats[arm][metric]['std']:.{digits}f}"
+
+    def paired(arm: str, metric: str) -> str:  # against CE, Bonferroni over the matrix arms
+        return paired_test(summary["paired"][arm][metric]["values"], comparisons=len(matrix_arms))
+
+    def per_arm(metric: str, digits: int = 3) -> str:
+        return f"CE {mean('ce', metric, digits)}; " + "; ".join(
+            f"{arm} {mean(arm, metric, digits)}" + (f" (paired {paired(arm, metric)})" if metric != "matrix_entropy" else "")
+            for arm in matrix_arms)  # fmt: skip
 
     write_doc(
         docs / "lm_gsm8k.md",
-        title="Language model on real GSM8K: CE vs CE + MCE",
+        title="Language model on real GSM8K: CE vs CE + MCE, per formulation",
         question=("Trained on the real GSM8K training problems, does adding the matrix cross-entropy of the token "
-                  "representations (the default, `head` at 0.1) to the LM loss improve held-out GSM8K "
-                  "(Matrix-SSL: 72.3 vs 69.2 at 7B)? The synthetic-problem half of this question is "
-                  "[lm_mce.md](lm_mce.md)."),
+                  "representations to the LM loss (each formulation at the default weight 0.1) improve held-out "
+                  "GSM8K (Matrix-SSL: 72.3 vs 69.2 at 7B)? The synthetic-problem half of this question, with the "
+                  "weight sweep, is [lm_mce.md](lm_mce.md)."),
         setup=(f"`matrix-llm sft --config demo/mce.yaml --dataset_name ../shared/data/gsm8k --tiny_vocab_size 2048 "
                f"--max_length 384 --max_steps {STEPS}` (tiny Llama, hidden 128, 2 layers, from scratch; its "
                "byte-level BPE tokenizer trained on the training problems; the 7,218 of 7,473 training problems "
@@ -103,18 +113,16 @@ def main(argv: list[str] | None = None) -> int:
                "flexible-extract on the first 200 test problems with 256 new tokens "
                "(`--gsm8k_eval_samples 200 --gsm8k_eval_max_new_tokens 256`), and the matrix entropy / effective "
                "rank of the last layer's token representations on the test problems. Arms: `--matrix_loss_type "
-               "none` (CE) and the default `head` 0.1. Seeds 0, 1, 2 (`--seed` and `--data_seed`)."),
+               "none` (CE), the default `head` 0.1, `relation` 0.1 and `alignment` 0.1. Seeds 0, 1, 2 (`--seed` "
+               "and `--data_seed`)."),
         result=table,
         figure="lm_gsm8k.png",
-        answer=(f"Held-out accuracy: strict-match CE {mean('ce', 'strict')}, + MCE {mean('head 0.1', 'strict')} "
-                f"(paired {paired_test(paired['strict']['values'])}); flexible-extract CE "
-                f"{mean('ce', 'flexible')}, + MCE {mean('head 0.1', 'flexible')}. Held-out LM loss: CE "
-                f"{mean('ce', 'lm_loss')}, + MCE {mean('head 0.1', 'lm_loss')} (paired "
-                f"{paired_test(paired['lm_loss']['values'])}). Matrix entropy of the test problems' token "
-                f"representations: CE {mean('ce', 'matrix_entropy', 2)}, + MCE {mean('head 0.1', 'matrix_entropy', 2)}."
-                f" A model this small trained from scratch on 7k problems solves almost none of the test problems ({solved('ce')} "
-                f"of 200 per seed with CE, {solved('head 0.1')} with MCE), so accuracy cannot separate the arms; the "
-                "LM loss on held-out problems can. Verdict: " + verdict(paired)),
+        answer=(f"Held-out strict-match: {per_arm('strict')}. Held-out LM loss: {per_arm('lm_loss')}. Matrix "
+                f"entropy of the test problems' token representations: {per_arm('matrix_entropy', 2)}. A model "
+                "this small trained from scratch on 7k problems solves almost none of the test problems (of 200 per "
+                f"seed: CE {solved('ce')}; " + "; ".join(f"{arm} {solved(arm)}" for arm in matrix_arms) + "), so "
+                "accuracy cannot separate the arms; the LM loss on held-out problems can. Verdict: "
+                + " ".join(f"{arm}: {verdict(summary['paired'][arm])}" for arm in matrix_arms)),
         change=("A pretrained model (the claim's setting: Llemma-7B fine-tuned on GSM8K / MetaMathQA, which needs a "
                 "GPU), more steps, more seeds."),
         command="python experiments/lm_gsm8k.py",
@@ -123,17 +131,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def verdict(paired: dict) -> str:
-    """From the paired differences (MCE - CE): higher accuracy in every seed is the claim's direction; otherwise
-    the held-out LM loss says whether MCE changed anything measurable."""
+    """From the paired differences (matrix arm - CE): higher accuracy in every seed is the claim's direction;
+    otherwise the held-out LM loss says whether the term changed anything measurable."""
     loss, strict = paired["lm_loss"]["values"], paired["strict"]["values"]
     if min(strict) > 0:
-        return "higher held-out accuracy with MCE in every seed (the claim's direction, at this scale)."
+        return "higher held-out accuracy than CE in every seed (the claim's direction, at this scale)."
     if max(loss) < 0:
-        return ("inconclusive for accuracy, which is near 0 in both arms; MCE lowers the held-out LM loss in every "
-                "seed (better modelling of GSM8K solutions at this scale, not more problems solved).")
+        return ("accuracy near 0 as with CE (inconclusive); lower held-out LM loss than CE in every seed (better "
+                "modelling of GSM8K solutions, not more problems solved).")
     if min(loss) > 0:
-        return "inconclusive for accuracy, which is near 0 in both arms; MCE raises the held-out LM loss in every seed."
-    return "no measurable effect at this scale (not reproduced)."
+        return "accuracy near 0 as with CE (inconclusive); higher held-out LM loss than CE in every seed."
+    return "no measurable effect (not reproduced)."
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                "`--data_seed`). Trained on these synthetic problems, the seed-0 models score 0.005 (CE) and 0.030 "
                "(`head` 0.1) on the first 200 real GSM8K test problems (`matrix-llm eval gsm8k --data "
                "../shared/data/gsm8k --limit 200`), too close to 0 to compare arms; [lm_gsm8k.md](lm_gsm8k.md) "
-               "trains CE and `head` 0.1 on real GSM8K."),
+               "trains CE and each formulation at 0.1 on real GSM8K."),
         result=table,
         figure="lm_mce.png",
         answer=("Paired strict-match change against CE: "
