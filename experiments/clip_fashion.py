@@ -17,7 +17,6 @@ seen-unseen curve of calibrated stacking with its area (AUSUC) and its best harm
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -54,15 +53,14 @@ SMOKE = ["--max_train_samples", "128", "--max_eval_samples", "64", "--tiny_hidde
          "--num_train_epochs", "1", "--per_device_train_batch_size", "32"]  # fmt: skip
 
 
-def seen_unseen(run: Path, num_samples: int, reuse: bool) -> dict:
-    """``matrix-llm eval zeroshot --unseen ...`` of a saved run (the recipe's templates are the command's default);
-    its zero-shot top-1 must be the run's own."""
+def seen_unseen(run: Path, own: dict, reuse: bool) -> dict:
+    """``matrix-llm eval zeroshot --unseen ...`` of a saved run on the images it measured (the recipe's templates
+    are the command's default); its zero-shot top-1 must be the run's own (``own``: the run's results)."""
     argv = ["eval", "zeroshot", "--model", str(run), "--data", FASHION, "--unseen", *UNSEEN, "--num_samples",
-            str(num_samples)]  # fmt: skip
+            str(own["zeroshot_images"])]  # fmt: skip
     result = run_toolkit(argv, run / "eval" / "zeroshot" / "results.json", reuse=reuse, label=f"eval zeroshot {run}")
-    own = json.loads((run / "results.json").read_text())["zeroshot_top1"]
-    if result["zeroshot_top1"] != own:
-        raise RuntimeError(f"{run}: eval zeroshot gives top-1 {result['zeroshot_top1']}, the run {own}")
+    if result["zeroshot_top1"] != own["zeroshot_top1"]:
+        raise RuntimeError(f"{run}: eval zeroshot gives top-1 {result['zeroshot_top1']}, the run {own['zeroshot_top1']}")
     return result
 
 
@@ -109,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     base = ["--config", "clip/fashion-unseen.yaml", "--dataset_name", FASHION, "--zeroshot_dataset", FASHION,
             *(SMOKE if args.smoke else [])]  # fmt: skip
     results = run_grid("clip", base, ARMS, seeds, out, reuse=args.reuse)
-    num_samples = 64 if args.smoke else 1000  # the runs' max_eval_samples
-    curves = {arm: {seed: seen_unseen(out / arm / f"seed{seed}", num_samples, args.reuse) for seed in seeds}
+    curves = {arm: {seed: seen_unseen(out / arm / f"seed{seed}", results[arm][seed], args.reuse) for seed in seeds}
               for arm in ARMS}  # fmt: skip
     for arm, runs in curves.items():
         for seed, result in runs.items():
