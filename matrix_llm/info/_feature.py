@@ -43,21 +43,33 @@ _SERIES_PRIME = 1e-2  # x / mu below this: φ' from its power series
 _TIE = 1e-5  # |a - b| <= _TIE * (mu + max(a, b)): divided difference = φ'(midpoint) (error ~ _TIE², relative)
 
 
+def _series(x: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
+    """``Σ_k c_k x^k`` by Horner's rule, in place on one buffer (two elementwise ops per coefficient)."""
+    out = torch.full_like(x, coefficients[-1])
+    for c in reversed(coefficients[:-1]):
+        out.mul_(x).add_(c)
+    return out
+
+
+_PHI_SERIES = tuple((-1) ** k / (k + 1) for k in range(5))  # log(1 + x) / x = Σ (-x)^k / (k + 1)
+_PHI_PRIME_SERIES = tuple((-1) ** (k + 1) * (k + 1) / (k + 2) for k in range(9))  # its derivative, term by term
+
+
 def _phi(w: torch.Tensor, mu: float) -> torch.Tensor:
     """``φ_μ(w) = log(1 + w/μ) / w`` for ``w >= 0``, ``1/μ`` at 0, full relative accuracy."""
     x = w / mu
-    series = (1 - x / 2 + x**2 / 3 - x**3 / 4 + x**4 / 5) / mu
-    direct = torch.log1p(x) / torch.where(x < _SERIES, torch.ones_like(w), w)
-    return torch.where(x < _SERIES, series, direct)
+    small = x < _SERIES
+    direct = torch.log1p(x).div_(w.masked_fill(small, 1.0))
+    return torch.where(small, _series(x, _PHI_SERIES).div_(mu), direct)
 
 
 def _phi_prime(w: torch.Tensor, mu: float) -> torch.Tensor:
     """``φ_μ'(w) = (w/(μ+w) - log(1 + w/μ)) / w²``; ``-1/(2μ²)`` at 0."""
     x = w / mu
-    series = sum((-1) ** k * k * x ** (k - 1) / (k + 1) for k in range(1, 10)) / mu**2
-    safe = torch.where(x < _SERIES_PRIME, torch.ones_like(w), w)
-    direct = (safe / (mu + safe) - torch.log1p(safe / mu)) / safe**2
-    return torch.where(x < _SERIES_PRIME, series, direct)
+    small = x < _SERIES_PRIME
+    safe = w.masked_fill(small, 1.0)
+    direct = (safe / (safe + mu)).sub_(torch.log1p(safe / mu)).div_(safe.square())
+    return torch.where(small, _series(x, _PHI_PRIME_SERIES).div_(mu**2), direct)
 
 
 def _phi_divided_differences(w: torch.Tensor, mu: float) -> torch.Tensor:
