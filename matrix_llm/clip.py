@@ -209,8 +209,6 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
     zeroshot = zeroshot_set(data_args, training_args.seed)
     measure = None
     if evalset is not None or zeroshot is not None:  # at every evaluation, and once more at the end
-        if unseen and zeroshot is not None and not set(unseen) & set(zeroshot[1]):
-            logger.warning("exclude_classes %s are not classes of the zero-shot set: no seen / unseen split", list(unseen))
         measure = ImageTextEvalCallback(tokenizer, collator, evalset, zeroshot, unseen=unseen, trainer=trainer)
         trainer.add_callback(measure)
 

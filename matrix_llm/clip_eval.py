@@ -18,6 +18,7 @@ Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``mat
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from transformers import TrainerCallback
 
 from .data.image_text import SCENE_SOURCES
 from .features import evaluating
+
+logger = logging.getLogger("matrix_llm.clip_eval")
 
 __all__ = ["ImageTextEvalCallback", "class_embeddings", "encode_images", "encode_pairs",
            "evaluate_dual_encoder", "main_retrieval", "main_zeroshot", "retrieval_metrics", "seen_unseen_curve",
@@ -203,14 +206,25 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> 
 
 
 
+def _class_indices(classes: Sequence[str], names: Sequence[str]) -> tuple[list[int], list[str]]:
+    """The indices in ``classes`` of the ``names`` that are classes, and the ``names`` that are not."""
+    return [classes.index(n) for n in names if n in classes], [n for n in names if n not in classes]
+
+
 def evaluate_dual_encoder(model: Any, tokenizer: Any, collator: Any, evalset: Any,
                           zeroshot: tuple[Any, Sequence[str], Sequence[str]] | None,
                           unseen: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     """Retrieval metrics on the ``image`` / ``caption`` rows of ``evalset`` (``collator``: an
     :class:`~matrix_llm.data.image_text.ImageTextCollator`) and zero-shot accuracy, with its chance level, on
     ``zeroshot = (rows with image / label, class names, templates)``; either may be ``None``. ``unseen``: names of
-    classes left out of training (:func:`zero_shot_accuracy`'s seen / unseen split)."""
+    classes left out of training (:func:`zero_shot_accuracy`'s seen / unseen split), classes of the zero-shot set
+    (``ValueError`` otherwise)."""
     results: dict[str, Any] = {}
+    if zeroshot is not None:
+        held_out, unknown = _class_indices(zeroshot[1], unseen)
+        if unknown:
+            raise ValueError(f"evaluate_dual_encoder: unseen {unknown} are not classes of the zero-shot set "
+                             f"{list(zeroshot[1])}")  # fmt: skip
     if evalset is not None:
         results.update(retrieval_metrics(*encode_pairs(model, evalset, collator)))
         results["retrieval_pairs"] = len(evalset)
@@ -218,7 +232,6 @@ def evaluate_dual_encoder(model: Any, tokenizer: Any, collator: Any, evalset: An
         rows, classes, templates = zeroshot
         image_embeds = encode_images(model, rows, collator.images)
         classes_embeds = class_embeddings(model, tokenizer, classes, templates, max_length=collator.max_length)
-        held_out = [classes.index(name) for name in unseen if name in classes]
         results.update(zero_shot_accuracy(image_embeds, torch.tensor(rows["label"]), classes_embeds, held_out))
         results.update(zeroshot_images=len(rows), zeroshot_classes=len(classes), zeroshot_templates=len(templates),
                        zeroshot_chance=1 / len(classes))  # fmt: skip
@@ -248,6 +261,13 @@ class ImageTextEvalCallback(TrainerCallback):
             raise ValueError("ImageTextEvalCallback: nothing to measure (no retrieval pairs and no zero-shot set)")
         self.tokenizer, self.collator, self.evalset, self.zeroshot = tokenizer, collator, evalset, zeroshot
         self.unseen = tuple(unseen)
+        if zeroshot is not None and self.unseen:  # the zero-shot set may be another dataset than the training one
+            _, missing = _class_indices(zeroshot[1], self.unseen)
+            if missing:
+                logger.warning("classes left out of training %s are not classes of the zero-shot set %s: %s", missing,
+                               list(zeroshot[1]), "no seen / unseen split" if len(missing) == len(self.unseen)
+                               else "the seen / unseen split counts the others")  # fmt: skip
+                self.unseen = tuple(n for n in self.unseen if n not in missing)
         self.trainer = trainer
         self._cache: tuple[int, dict[str, Any]] | None = None
 
@@ -345,12 +365,11 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     data = CLIPDataArguments(zeroshot_dataset=args.data, zeroshot_classes=args.classes, zeroshot_templates=args.templates,
                              max_eval_samples=args.num_samples, image_size=args.image_size)  # fmt: skip
     rows, classes, templates = zeroshot_set(data, args.seed)
-    unknown = [name for name in args.unseen if name not in classes]
+    unseen, unknown = _class_indices(classes, args.unseen)
     if unknown:
         parser.error(f"--unseen: {unknown} are not among the classes {classes}")
     image_embeds, labels = encode_images(model, rows, images), torch.tensor(rows["label"])
     class_embeds = class_embeddings(model, tokenizer, classes, templates)
-    unseen = [classes.index(name) for name in args.unseen]
     result: dict[str, Any] = zero_shot_accuracy(image_embeds, labels, class_embeds, unseen)
     result.update(chance=1 / len(classes), images=len(rows), classes=len(classes), model=args.model, data=args.data)
     if "seen_unseen_curve" in result:

@@ -132,6 +132,29 @@ def test_generalised_zero_shot_splits_seen_and_unseen_classes_per_class():
         seen_unseen_curve(images @ classes.T, labels, [0, 1, 2, 3])
 
 
+def test_unseen_names_outside_the_zero_shot_set_are_warned_about_during_training_and_rejected_by_evaluation(caplog):
+    """The zero-shot set of a training run may be another dataset than the training one: names of `exclude_classes`
+    it lacks are named in a warning and left out of its split (all of them: no split), not dropped silently;
+    evaluate_dual_encoder itself takes only classes of its zero-shot set."""
+    from matrix_llm.clip_eval import ImageTextEvalCallback, evaluate_dual_encoder
+
+    zeroshot = ([], ["shirt", "sneaker", "bag"], ["a {}."])
+    with caplog.at_level("WARNING", logger="matrix_llm.clip_eval"):
+        some = ImageTextEvalCallback(None, None, None, zeroshot, unseen=["bag", "boot", "shirt"])
+    assert some.unseen == ("bag", "shirt")
+    assert "['boot'] are not classes of the zero-shot set ['shirt', 'sneaker', 'bag']: the seen / unseen split counts the others" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="matrix_llm.clip_eval"):
+        none = ImageTextEvalCallback(None, None, None, zeroshot, unseen=["red circle"])
+    assert none.unseen == () and "no seen / unseen split" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="matrix_llm.clip_eval"):
+        assert ImageTextEvalCallback(None, None, None, zeroshot, unseen=["bag"]).unseen == ("bag",)
+    assert not caplog.text
+    with pytest.raises(ValueError, match=r"unseen \['boot'\] are not classes of the zero-shot set"):
+        evaluate_dual_encoder(None, None, None, None, zeroshot, unseen=["bag", "boot"])
+
+
 def test_seen_unseen_curve_is_calibrated_stacking_at_every_calibration():
     """Each vertex equals per-class accuracies of argmax(scores - γ · [seen class]) for a γ between two switching
     values, from γ below all of them to above all; duplicated images switch together (one vertex)."""
