@@ -122,12 +122,17 @@ def experiment_args(description: str, argv: Sequence[str] | None = None) -> argp
     return parser.parse_args(argv)
 
 
-def bar_panel(ax: Any, summary: Mapping[str, Any], metric: str, title: str) -> None:
-    """One bar per arm (mean ± std) with its per-seed values as points."""
+def bar_panel(ax: Any, summary: Mapping[str, Any], metric: str, title: str, *, from_zero: bool = True) -> None:
+    """One bar per arm (mean ± std) with its per-seed values as points. ``from_zero=False`` (for values whose
+    differences are small beside their size, such as a loss): the mean as a bar-less marker with its error bar, on
+    an axis fitted to the values."""
     arms = list(summary["arms"])
     for j, arm in enumerate(arms):
         v = summary["arms"][arm][metric]
-        ax.bar(j, v["mean"], yerr=v["std"], color=f"C{j}", alpha=0.6, capsize=4)
+        if from_zero:
+            ax.bar(j, v["mean"], yerr=v["std"], color=f"C{j}", alpha=0.6, capsize=4)
+        else:
+            ax.errorbar(j, v["mean"], yerr=v["std"], color=f"C{j}", marker="_", markersize=24, capsize=4, lw=2)
         ax.plot([j] * len(v["values"]), v["values"], "k.", markersize=6)
     crowded = len(arms) > 3  # long arm names overlap side by side
     ax.set_xticks(range(len(arms)), arms, fontsize=8, rotation=25 if crowded else 0, ha="right" if crowded else "center")

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     docs = save_summary(out, summary, bool(args.smoke), REPO)
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
-    bar_panel(axes[0], summary, "lm_loss", "held-out LM loss (1,271 test problems)")
+    bar_panel(axes[0], summary, "lm_loss", "held-out LM loss (1,271 test problems)", from_zero=False)
     for ax, key, title in ((axes[1], "lm_loss", "training LM loss"),
                            (axes[2], "matrix_entropy", "matrix entropy of the token representations")):  # fmt: skip
         for j, arm in enumerate(arms):
