@@ -201,7 +201,8 @@ class ImageCollator:
             if hasattr(im, "convert"):  # PIL: palette / alpha / grey / RGB -> this collator's channels
                 im = im.convert("RGB" if self.channels == 3 else "L")
             a = np.asarray(im)
-            x = torch.from_numpy(a if a.ndim == 3 else a[..., None]).float().permute(2, 0, 1) / 255.0
+            # astype copies: PIL's arrays are read-only, which torch.from_numpy warns about
+            x = torch.from_numpy((a if a.ndim == 3 else a[..., None]).astype(np.float32)).permute(2, 0, 1) / 255.0
             if x.shape[0] != self.channels:  # arrays: grey <-> RGB (an alpha channel is dropped)
                 x = x[:3].mean(0, keepdim=True).expand(self.channels, -1, -1)
             if x.shape[-2:] != (self.image_size, self.image_size):

@@ -18,6 +18,7 @@ def _pil(mode: str, size: tuple[int, int], value: int) -> Image.Image:
     return rgb.convert(mode)
 
 
+@pytest.mark.filterwarnings("error")  # PIL's read-only arrays must not reach torch.from_numpy (it warns)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_mixed_sizes_and_modes_are_converted(channels):
     rows = [{"image": _pil("L", (10, 7), 200), "label": 0}, {"image": _pil("RGBA", (20, 20), 100), "label": 1},
