@@ -1,7 +1,10 @@
 """Matrix analysis of trained models (the library behind ``matrix-llm analyze``): per-layer tables and the
 linear-mode-connectivity path between two checkpoints.
 
-Per layer (:func:`layer_table`), over a fixed set of batches, for each block of the model's layer stack:
+Per layer (:func:`layer_table`), over a fixed set of batches, for each block of the model's layer stack
+(``output: block``, rows ``0 .. n-1``; the last block's output comes before the model's final norm) and, when all
+blocks are measured and the model has a final norm, for that norm's output (``output: final norm``, row ``n``:
+the model's last hidden state, what Diff-eRank reports for an LLM):
 
 - ``matrix_entropy`` / ``effective_rank``: Diff-eRank's dataset-level quantities (Wei et al., NeurIPS 2024;
   docs/formulations.md): the tokens (patches, spatial positions) of one example form an ``(L, d)`` matrix,
@@ -84,8 +87,9 @@ def _forward_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
 
 @torch.no_grad()
 def layer_table(model: nn.Module, batches: Iterable[Mapping[str, Any]], *, layers: Sequence[int] | None = None,
-                desc: str | None = None) -> list[dict[str, float]]:  # fmt: skip
-    """The per-layer metrics (module docstring) of ``model`` over ``batches``: one dict per block, in order.
+                desc: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The per-layer metrics (module docstring) of ``model`` over ``batches``: one dict per block, in order, then
+    the final norm's (``layers=None`` only).
 
     Raises:
         ValueError: no batches, a layer index out of range, or a model whose block stack cannot be found.
@@ -94,13 +98,14 @@ def layer_table(model: nn.Module, batches: Iterable[Mapping[str, Any]], *, layer
     with features.evaluating(model) as device:
         for batch in tqdm(list(batches), desc=desc or "layers", disable=desc is None, leave=False):
             batch = _to(batch, device)
-            with features.capture_layers(model, layers) as hidden:
+            with features.capture_layers(model, layers, final_norm=layers is None) as hidden:
                 model(**_forward_inputs(batch))
             for index, states in hidden.items():
                 sums.setdefault(index, _LayerSums()).add(states, batch.get("attention_mask"))
     if not sums:
         raise ValueError("layer_table: no batches (the data gave no examples)")
-    return [sums[i].row(i) for i in sorted(sums)]
+    blocks = len(features.decoder_layers(model))
+    return [{**sums[i].row(i), "output": "final norm" if i == blocks else "block"} for i in sorted(sums)]
 
 
 def with_diff_erank(table: list[dict[str, float]], reference: list[dict[str, float]]) -> list[dict[str, float]]:

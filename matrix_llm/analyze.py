@@ -8,6 +8,10 @@ linear-mode-connectivity probe between two checkpoints.
 Per layer (definitions in :mod:`matrix_llm.analysis`): Diff-eRank's matrix entropy and effective rank of the
 per-example token matrices, ``diff_erank`` against the same architecture at random initialisation (seeded;
 ``--no_random_init`` skips it), the Matrix Nuclear-Norm, and the effective rank of the mean-pooled examples.
+Rows ``0 .. n-1`` (``output: block``) are the blocks' outputs, the last one before the model's final norm; row
+``n`` (``output: final norm``, without ``--layers``) is the model's last hidden state after it, the
+representation Diff-eRank's paper reports for an LLM, where the model has such a norm (Llama, GPT-2, ViT; BERT
+has none).
 Writes ``layers.json``, ``layers.csv`` and ``layers.png`` (``lmc.json`` / ``lmc.csv`` / ``lmc.png`` for ``lmc``)
 to ``--output_dir`` and prints the table.
 
@@ -181,7 +185,7 @@ def run_layers(args: argparse.Namespace) -> dict[str, Any]:
     panels = [(metric, {name: ([r["layer"] for r in rows], [r[metric] for r in rows])
                         for name, rows in tables.items() if metric in rows[0]}) for metric in metrics]  # fmt: skip
     plot_lines(panels, out / "layers.png", xlabel="layer", title=f"{args.data} ({args.split})")
-    _print_table(flat, ["model", "layer", *metrics])
+    _print_table(flat, ["model", "layer", "output", *metrics])
     print(f"wrote {out / 'layers.json'}, layers.csv, layers.png")  # noqa: T201 - CLI output
     return result
 

@@ -51,10 +51,13 @@ def test_layer_table_matches_numpy_on_hidden_states():
     model, batch = _vit(), _images()
     table = analysis.layer_table(model, [batch])
     with torch.no_grad():
-        hidden = model(pixel_values=batch["pixel_values"], output_hidden_states=True).hidden_states
-    assert [row["layer"] for row in table] == [0, 1]
+        out = model.vit(pixel_values=batch["pixel_values"], output_hidden_states=True)
+    # hidden_states[0] is the embedding output, [1:] the blocks' (before ViT's final layernorm); after it: the
+    # last_hidden_state, the final-norm row
+    hidden = [*out.hidden_states[1:], out.last_hidden_state]
+    assert [(row["layer"], row["output"]) for row in table] == [(0, "block"), (1, "block"), (2, "final norm")]
     for row in table:
-        states = hidden[row["layer"] + 1].double().numpy()  # hidden_states[0] is the embedding output
+        states = hidden[row["layer"]].double().numpy()
         expected = _reference_row(list(states))
         for key, value in expected.items():
             assert row[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key

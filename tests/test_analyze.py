@@ -32,12 +32,12 @@ def test_analyze_vision_model_with_compare_writes_json_csv_png(tmp_path, capsys)
     assert list(result["tables"]) == [a, f"{a} (random init)", b]
     for name in (a, b):
         rows = result["tables"][name]
-        assert [r["layer"] for r in rows] == [0, 1]
+        assert [(r["layer"], r["output"]) for r in rows] == [(0, "block"), (1, "block"), (2, "final norm")]
         for row, ref in zip(rows, result["tables"][f"{a} (random init)"], strict=True):
             assert row["diff_erank"] == pytest.approx(ref["effective_rank"] - row["effective_rank"])
             assert 1.0 <= row["effective_rank"] and 0.0 < row["nuclear_norm"] <= 1.0
     with open(out / "layers.csv") as f:
-        assert len(list(csv.DictReader(f))) == 6
+        assert len(list(csv.DictReader(f))) == 9
     assert (out / "layers.png").stat().st_size > 10_000
     assert "diff_erank" in capsys.readouterr().out
 
@@ -101,7 +101,7 @@ def test_analyze_a_peft_adapter_directory_as_its_merged_model(tmp_path, tiny_tok
                              "--no_random_init", "--output_dir", str(out)]) == 0  # fmt: skip
         tables[name] = json.loads((out / "layers.json").read_text())["tables"][str(tmp_path / name)]
     for got, want in zip(tables["adapter"], tables["merged"], strict=True):
-        assert got == pytest.approx(want, rel=1e-5)
+        assert got.pop("output") == want.pop("output") and got == pytest.approx(want, rel=1e-5)
     assert tables["adapter"][-1]["matrix_entropy"] != pytest.approx(tables["base"][-1]["matrix_entropy"], rel=1e-4)
 
 
@@ -139,3 +139,61 @@ def test_load_text_dataset_formats_labels_and_errors(tmp_path, gsm8k_dir, tiny_t
     assert batch["input_ids"].shape[1] == 4 and count_truncated(tiny_tokenizer, texts, 4) == 1
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
     assert TextCollator(tiny_tokenizer)([{"text": "a", "label": 2}])["labels"].tolist() == [2]
+
+
+def test_diff_erank_is_measured_against_a_fresh_random_init_not_the_model(tmp_path):
+    """Two models of one architecture with different weights: each run's random-init table is the same (it
+    depends on the architecture and seed only), differs from the model's own, and diff_erank is the difference."""
+    from matrix_llm.analysis import random_init
+
+    a = tmp_path / "a"
+    model = build_image_classifier("tiny-vit", num_labels=10, image_size=8, hidden_size=32, num_layers=2, seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("query.weight"):
+                p.mul_(8.0)  # sharper attention: other token matrices than any init
+    model.save_pretrained(a)
+    b = _save_vit(tmp_path / "b", 5)
+    tables = {}
+    for path in (str(a), b):
+        out = tmp_path / f"out-{len(tables)}"
+        assert analyze.main(["--model", path, "--data", "digits", "--num_samples", "40", "--batch_size", "16",
+                             "--seed", "3", "--output_dir", str(out)]) == 0  # fmt: skip
+        tables[path] = json.loads((out / "layers.json").read_text())["tables"]
+    reference = tables[str(a)][f"{a} (random init)"]
+    assert reference == tables[b][f"{b} (random init)"]
+    fresh = random_init(type(model), model.config, seed=3)
+    assert not torch.equal(fresh.vit.embeddings.patch_embeddings.projection.weight,
+                           model.vit.embeddings.patch_embeddings.projection.weight)  # fmt: skip
+    for path in (str(a), b):
+        rows = tables[path][path]
+        assert [r["effective_rank"] for r in rows] != [r["effective_rank"] for r in reference]
+        for row, ref in zip(rows, reference, strict=True):
+            assert row["diff_erank"] == pytest.approx(ref["effective_rank"] - row["effective_rank"])
+        assert any(abs(r["diff_erank"]) > 1e-3 for r in rows)
+
+
+def test_the_last_row_is_the_last_hidden_state_after_the_final_norm(tmp_path, tiny_tokenizer, tiny_model):
+    """Diff-eRank's paper measures an LLM's last hidden state, after the final norm: row n (`final norm`) is
+    exactly that (hidden_states[-1] of a Llama, computed here directly), and differs from the last block's row
+    (n - 1, before the norm). A BERT encoder has no final norm, so no such row."""
+    from matrix_llm import info
+    from matrix_llm.analysis import layer_table
+
+    batch = tiny_tokenizer(["Tom has 12 apples and buys 35 more.", "A box holds 6 pens. How many pens?"],
+                           return_tensors="pt", padding=True)  # fmt: skip
+    rows = layer_table(tiny_model, [dict(batch)])
+    assert [(r["layer"], r["output"]) for r in rows] == [(0, "block"), (1, "block"), (2, "final norm")]
+    with torch.no_grad():
+        states = tiny_model(**batch, output_hidden_states=True).hidden_states
+    entropies = [float(info.feature_entropy(h[m.bool()].double(), center=True))
+                 for h, m in zip(states[-1], batch["attention_mask"], strict=True)]  # fmt: skip
+    assert rows[2]["matrix_entropy"] == pytest.approx(sum(entropies) / len(entropies), rel=1e-9)
+    assert rows[2]["effective_rank"] != pytest.approx(rows[1]["effective_rank"], rel=1e-4)
+    assert [r["layer"] for r in layer_table(tiny_model, [dict(batch)], layers=[-1])] == [1]  # asked-for blocks only
+
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=64))  # fmt: skip
+    assert [r["output"] for r in layer_table(bert, [dict(batch)])] == ["block", "block"]

@@ -4,6 +4,9 @@
 layers of BERT / ViT / CLIP towers, ...; found by :func:`~matrix_llm.features.modules.decoder_layers`) and
 records each block's output during the forward passes run inside the ``with`` block, without
 ``output_hidden_states=True`` (which keeps every layer of every position alive) and without a second forward.
+With ``final_norm`` it also records the output of the model's final norm: the normalisation layer that takes
+the last block's output itself (Llama's ``model.norm``, GPT-2's ``ln_f``, ViT's ``layernorm``), i.e. the
+model's last hidden state, which models without one (BERT, whose blocks end in their own norm) do not have.
 """
 
 from __future__ import annotations
@@ -18,12 +21,18 @@ from .modules import decoder_layers, first_tensor
 __all__ = ["capture_layers"]
 
 
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.LayerNorm, nn.GroupNorm)) or type(module).__name__.endswith("Norm")
+
+
 @contextlib.contextmanager
-def capture_layers(model: nn.Module, layers: Sequence[int] | None = None) -> Iterator[dict[int, Tensor]]:
+def capture_layers(model: nn.Module, layers: Sequence[int] | None = None, *, final_norm: bool = False
+                   ) -> Iterator[dict[int, Tensor]]:  # fmt: skip
     """Record the outputs of blocks ``layers`` (``None``: all; negative indices count from the end).
 
-    Yields a dict filled during the forward pass: ``{block index (non-negative): (N, L, d) output}``. The hooks
-    are removed on exit (also on error); the last call of a block wins.
+    Yields a dict filled during the forward pass: ``{block index (non-negative): (N, L, d) output}``, and with
+    ``final_norm`` the final norm's output (module docstring) at index ``len(blocks)`` when the model has one
+    (and the last block's output, which identifies it, whether asked for or not). The hooks are removed on exit (also on error); the last call of a block wins.
 
     Raises:
         ValueError: an index outside the stack, or a model whose layer stack cannot be found.
@@ -48,8 +57,18 @@ def capture_layers(model: nn.Module, layers: Sequence[int] | None = None) -> Ite
 
         return hook
 
+    if final_norm and n - 1 not in indices:
+        indices.append(n - 1)  # its output identifies the final norm's input
     for index in dict.fromkeys(indices):
         handles.append(stack[index].register_forward_hook(make_hook(index)))
+    if final_norm:
+        inside = {id(m) for m in stack.modules()}
+
+        def norm_hook(_module, args, output):
+            if args and args[0] is captured.get(n - 1) and isinstance(output, Tensor):
+                captured[n] = output
+
+        handles += [m.register_forward_hook(norm_hook) for m in model.modules() if _is_norm(m) and id(m) not in inside]
     try:
         yield captured
     finally:

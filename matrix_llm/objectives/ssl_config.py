@@ -127,7 +127,11 @@ class SSLConfig(MatrixTrainingArguments):
     ssl_order: int = field(default=4, metadata={"help": "matrix_ssl official: Taylor order."})
     ssl_eps_sq: float = field(default=64.0, metadata={"help": "mec: distortion ε² (code default 64)."})
     ssl_temperature: float = field(default=0.2, metadata={"help": "simclr: NT-Xent temperature."})
-    ssl_tcr_weight: float = field(default=0.01, metadata={"help": "mmae: weight λ of -TCR (M-MAE README: 1e-2; 0: MAE)."})
+    ssl_tcr_weight: float = field(
+        default=0.01,
+        metadata={"help": "mmae: weight λ of -TCR (0: MAE). The single-process gradient on any number of processes: "
+                  "the official code's lamb on W processes is ssl_tcr_weight = lamb / W (docs/formulations.md)."},  # fmt: skip
+    )
     ssl_tcr_mu: float = field(
         default=3.0, metadata={"help": "mmae: the M-MAE code's uniformity_mu (TCR shift d / ssl_tcr_mu; README: 3)."}
     )

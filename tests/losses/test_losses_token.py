@@ -355,3 +355,40 @@ def test_diagnostics_off_skips_the_entropy_parts_and_taylor_warns_for_token_gram
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TokenMCELoss(formulation="alignment", log="taylor")
+
+
+def _tiny_llama_tokens(model, tokenizer):
+    """Completion-token hidden states, targets and logits of the test corpus through a tiny Llama at init."""
+    from conftest import _CORPUS
+
+    batch = tokenizer(_CORPUS, return_tensors="pt", padding=True)
+    out = model(**batch, output_hidden_states=True)
+    keep = batch["attention_mask"][:, 1:] == 1
+    return (out.hidden_states[-1][:, :-1][keep], batch["input_ids"][:, 1:][keep], out.logits[:, :-1][keep])
+
+
+def _grad_norm(model, loss):
+    grads = torch.autograd.grad(loss, list(model.parameters()), retain_graph=True, allow_unused=True)
+    return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
+
+
+def test_alignment_at_the_matrix_ssl_shift_is_a_weak_term_and_a_small_shift_strengthens_it(tiny_model, tiny_tokenizer):
+    """docs/formulations.md, `alignment`: at a random init the predictions are near uniform, so the expected
+    embeddings z_t = Wᵀ softmax(logits_t) nearly coincide and C(z) has a tiny trace. At the Matrix-SSL shift
+    mu = lamb = 0.5 the value is then the shift's constant tr(A) log(1/mu) + d mu to 0.1 %, and the gradient
+    reaching the model is under 2 % of `head`'s at the same weight (a no-op at weight 0.1); `matrix_mu: 0.01`
+    (lamb follows) brings it above 10 %. Not a detach: the gradient equals finite differences
+    (test_relation_and_alignment_gradcheck_float64) and reaches the logits and the head weight."""
+    hidden, targets, logits = _tiny_llama_tokens(tiny_model, tiny_tokenizer)
+    weight = tiny_model.get_output_embeddings().weight
+    head = _grad_norm(tiny_model, TokenMCELoss(formulation="head")(hidden, targets, weight, logits).total)
+    loss = TokenMCELoss(formulation="alignment")(hidden, targets, weight, logits).total
+    d = weight.shape[1]
+    target = info.covariance(weight.detach()[targets]) + 0.5 * torch.eye(d)
+    constant = float(torch.trace(target)) * torch.log(torch.tensor(2.0)).item() + 0.5 * d
+    assert loss.item() == pytest.approx(constant, rel=1e-3)
+    weak = _grad_norm(tiny_model, loss)
+    strong = _grad_norm(tiny_model, TokenMCELoss(formulation="alignment", mu=0.01)(hidden, targets, weight, logits).total)
+    assert 0 < weak < 0.02 * head and strong > 0.1 * head and strong > 10 * weak
+    grads = torch.autograd.grad(loss, [logits, weight], retain_graph=True)
+    assert all(g.abs().sum() > 0 for g in grads)
