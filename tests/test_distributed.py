@@ -74,3 +74,28 @@ def test_all_gather_with_grad_two_gloo_processes_matches_single_process(tmp_path
                 torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-12, msg=name)
         for g, ref in zip(out["rank_weighted"]["grads"], out["rank_weighted"]["ref_grads"], strict=True):
             torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_the_objectives_the_commands_build_give_the_single_process_gradient(tmp_path):
+    """Not the loss classes but the objectives `matrix-llm ssl` (matrix_ssl, mec, simclr, mmae's TCR) and
+    `matrix-llm clip` (InfoNCE, + covariance MCE) build from their configs: on 2 gloo processes holding 7 and 5
+    rows, each rank's loss is the loss of the whole batch and its gradient the single-process gradient of its rows
+    (the two-process training tests compare the ranks with each other only, which DDP makes equal whatever the
+    loss). For M-MAE this is why `ssl_tcr_weight = w` on W processes equals the official code's `lamb = W w`
+    (docs/formulations.md)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(REPO / "tests" / "objective_gather_worker.py"), str(tmp_path)], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    for r in range(2):
+        out = torch.load(tmp_path / f"rank{r}.pt", weights_only=False)
+        assert out["world_size"] == 2
+        names = [k for k in out if k != "world_size"]
+        assert sorted(names) == ["clip_infonce", "clip_mce", "ssl_matrix_ssl", "ssl_mec", "ssl_mmae", "ssl_simclr"]
+        for name in names:
+            case = out[name]
+            torch.testing.assert_close(case["loss"], case["ref_loss"], rtol=1e-9, atol=1e-10, msg=name)
+            for g, ref in zip(case["grads"], case["ref_grads"], strict=True):
+                torch.testing.assert_close(g, ref, rtol=1e-7, atol=1e-10, msg=name)

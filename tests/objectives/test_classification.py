@@ -243,3 +243,29 @@ def test_tiny_models_and_text_columns_must_agree(capsys):
     assert "tiny-bert classifies texts: set `text_column`" in capsys.readouterr().err
     assert classify.main(["--config", "classify/digits.yaml", "--text_column", "text"]) == 2
     assert "tiny-vit classifies images" in capsys.readouterr().err
+
+
+def test_the_command_trains_on_the_labelled_fraction_only(tmp_path, monkeypatch):
+    """`--label_fraction 0.05`: the batches the objective sees over one epoch carry exactly the class-balanced 5 %
+    of the training labels that label_fraction_mask keeps (seeded), each its own label; the rest are -100."""
+    import matrix_llm.trainer
+    from matrix_llm import classify
+    from matrix_llm.data.images import load_image_dataset
+
+    seen = []
+
+    class Recording(matrix_llm.trainer.MatrixTrainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            seen.append(inputs["labels"].clone())
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Recording)
+    assert classify.main(["--config", "classify/digits.yaml", "--output_dir", str(tmp_path / "run"), "--max_train_samples",
+                          "400", "--num_train_epochs", "1", "--label_fraction", "0.05", "--label_seed", "2",
+                          "--eval_strategy", "no", "--eval_split", "null", "--dataloader_drop_last", "false",
+                          "--disable_tqdm", "true"]) == 0  # fmt: skip
+    labels = np.asarray(load_image_dataset("digits", "train")["label"][:400])
+    keep = label_fraction_mask(labels, 0.05, seed=2)
+    batches = torch.cat(seen).numpy()
+    assert len(batches) == 400 and (batches != -100).sum() == keep.sum() == 20  # 2 of about 40 per class
+    assert sorted(batches[batches != -100].tolist()) == sorted(labels[keep].tolist())

@@ -224,6 +224,20 @@ def test_a_labelled_dataset_is_captioned_by_class_without_the_excluded_classes(t
         load_image_text_dataset(str(tmp_path / "plain"), caption_templates=["a {}"])
 
 
+class _WordTokenizer:
+    """Words -> ids (1..39), padded with 0 (for :func:`_dual`'s BERT)."""
+
+    pad_token = "[PAD]"
+
+    def __call__(self, texts, **kwargs):
+        from transformers import BatchEncoding
+
+        ids = [[1 + sum(map(ord, w)) % 39 for w in t.split()] for t in texts]
+        width = max(map(len, ids))
+        pad = torch.tensor([i + [0] * (width - len(i)) for i in ids])
+        return BatchEncoding({"input_ids": pad, "attention_mask": (pad > 0).long()})
+
+
 def _dual():
     from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel, ViTConfig
 
@@ -243,26 +257,17 @@ def test_evaluation_embeddings_are_taken_without_dropout_from_a_training_model()
     from matrix_llm.clip_eval import class_embeddings, encode_images, encode_pairs
     from matrix_llm.data.images import ImageCollator
 
-    class Tokenizer:  # words -> ids (1..39), padded with 0
-        pad_token = "[PAD]"
-
-        def __call__(self, texts, **kwargs):
-            ids = [[1 + sum(map(ord, w)) % 39 for w in t.split()] for t in texts]
-            width = max(map(len, ids))
-            pad = torch.tensor([i + [0] * (width - len(i)) for i in ids])
-            return __import__("transformers").BatchEncoding({"input_ids": pad, "attention_mask": (pad > 0).long()})
-
     model = _dual()  # BertConfig's default dropout: 0.1
     rows = [{"image": torch.randint(0, 255, (8, 8, 3), dtype=torch.uint8).numpy(), "caption": f"a red {c}"}
             for c in ("circle", "square", "cross")]  # fmt: skip
     images = ImageCollator(image_size=8, channels=3)
-    collator = ImageTextCollator(Tokenizer(), images, max_length=8)
-    reference = (class_embeddings(model, Tokenizer(), ["circle", "square"], ["a {}", "the {} here"]),
+    collator = ImageTextCollator(_WordTokenizer(), images, max_length=8)
+    reference = (class_embeddings(model, _WordTokenizer(), ["circle", "square"], ["a {}", "the {} here"]),
                  encode_images(model, rows, images), *encode_pairs(model, rows, collator))  # eval mode  # fmt: skip
     model.train()
     assert any(m.p > 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
     for _ in range(2):
-        again = (class_embeddings(model, Tokenizer(), ["circle", "square"], ["a {}", "the {} here"]),
+        again = (class_embeddings(model, _WordTokenizer(), ["circle", "square"], ["a {}", "the {} here"]),
                  encode_images(model, rows, images), *encode_pairs(model, rows, collator))  # fmt: skip
         for a, b in zip(again, reference, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -335,6 +340,8 @@ def test_clip_command_trains_saves_and_measures(tmp_path):
               if "eval_zeroshot_top1" in log]  # fmt: skip
     assert [step for step, *_ in during][:2] == [4, 8]  # measured at each evaluation, not only at the end
     assert during[-1][1:] == (results["zeroshot_top1"], results["image_to_text_R@1"])
+    final = json.loads((out / "all_results.json").read_text())  # what trainer.evaluate() returned
+    assert (final["eval_zeroshot_top1"], final["eval_image_to_text_R@1"]) == during[-1][1:]
     for key in ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@10", "image_to_text_mean_rank"):
         assert key in results, key
     assert results["zeroshot_chance"] == pytest.approx(1 / 24) and results["retrieval_pairs"] == 64
@@ -495,7 +502,6 @@ def test_a_hub_style_clipmodel_with_its_processor(tmp_path):
 FASHION = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion-mnist"
 
 
-@pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist")
 def test_the_few_classes_regime_trains_the_alignment_on_repeated_captions(tmp_path):
     """`scenes-classes`: a batch of 32 holds at most 18 distinct captions, so the alignment takes its several-images-
     per-class path (fewer classes than pairs); zero-shot uses the class-caption template, and `eval zeroshot` on the
@@ -625,8 +631,82 @@ def test_two_processes_train_the_same_dual_encoder(tmp_path, backend):
     assert AutoModel.from_pretrained(tmp_path / backend).logit_scale.shape == ()  # saved as the usual 0-dim parameter
 
 
-def test_zero3_is_refused_before_any_model_loads(tmp_path, capsys):
+def test_the_command_builds_its_contrastive_and_mce_losses_over_every_process():
+    """`gather`: InfoNCE and the covariance MCE see the features of every rank (checked by value on two processes
+    in tests/test_distributed.py)."""
+    _, _, args = clip.parse_args([*TINY, "--output_dir", "unused", "--clip_mce_weight", "0.5"])
+    objective = CLIPObjective.from_args(args)
+    assert objective.infonce.gather is True and objective.mce.gather is True
+
+
+def test_retrieval_ranks_images_for_texts_and_texts_for_images():
+    """Similarities (image rows, text columns) [[1, 0], [0.9, 0.5]]: image 1 finds text 0 first (image->text R@1
+    1/2), while each text finds its own image first (text->image R@1 1)."""
+    images = torch.eye(2)
+    texts = torch.tensor([[1.0, 0.9], [0.0, 0.5]])  # row j is text j: images @ texts.T = the matrix above
+    out = retrieval_metrics(images, texts)
+    assert out["image_to_text_R@1"] == 0.5 and out["text_to_image_R@1"] == 1.0
+    assert out["image_to_text_mean_rank"] == 1.5 and out["text_to_image_mean_rank"] == 1.0
+
+
+def test_a_class_embedding_is_the_renormalised_mean_of_its_prompts():
+    """Two prompts per class: the mean of two unit vectors is shorter than 1; the class embedding is that mean
+    scaled back to unit length (CLIP's prompt ensembling)."""
+    import torch.nn.functional as F
+
+    from matrix_llm.clip_eval import class_embeddings
+
+    model, tokenizer = _dual(), _WordTokenizer()
+    templates = ["a {}", "the {} here"]
+    classes = class_embeddings(model, tokenizer, ["circle", "square"], templates)
+    for row, name in zip(classes, ["circle", "square"], strict=True):
+        text = tokenizer([t.format(name) for t in templates])
+        with torch.no_grad():
+            out = model.get_text_features(input_ids=text["input_ids"], attention_mask=text["attention_mask"])
+        prompts = F.normalize(out if isinstance(out, torch.Tensor) else out.pooler_output, dim=-1)
+        assert prompts.mean(0).norm() < 0.99  # the two prompts differ
+        torch.testing.assert_close(row, F.normalize(prompts.mean(0), dim=-1))
+
+
+def test_zero3_is_refused_by_its_own_message_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    """The refusal names logit_scale and comes from parse_args: no model is built (without the refusal, building
+    one under ZeRO-3 fails on this machine for another reason, DeepSpeed's missing mpi4py)."""
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(clip, "build_model", no_model)
     zero3 = tmp_path / "zero3.json"
     zero3.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}))
     assert clip.main([*TINY, "--deepspeed", str(zero3), "--output_dir", str(tmp_path / "z")]) == 2
     assert "ZeRO-3 partitions `logit_scale`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("field", "value", "reads"), [
+    ("clip_infonce_weight", "0.5", lambda o: o.weights["infonce"] == 0.5),
+    ("clip_alignment_weight", "0.3", lambda o: o.weights["alignment"] == 0.3),
+    ("clip_mce_weight", "0.2", lambda o: o.weights["mce"] == 0.2),
+    ("clip_mce_mu", "0.7", lambda o: o.mce.mu == 0.7),
+    ("clip_matrix_start_step", "9", lambda o: o.matrix_start_step == 9),
+    ("clip_crop_min_scale", "0.6", lambda o: o.crop_min_scale == 0.6),
+    ("clip_mask_same_captions", "true", lambda o: o.mask_same_captions is True),
+    ("seed", "11", lambda o: o.seed == 11),
+])  # fmt: skip
+def test_each_clip_setting_reaches_the_objective_the_command_builds(field, value, reads):
+    """The config -> objective step of `matrix-llm clip` (what each setting then does to the loss is tested on the
+    objective above: terms and weights, the start step, the crops, the caption mask)."""
+    def objective(*fields):
+        return CLIPObjective.from_args(clip.parse_args([*TINY, "--output_dir", "unused", *fields])[2])
+
+    assert not reads(objective()) and reads(objective("--" + field, value))
+
+
+def test_the_training_crops_never_flip_and_the_temperature_clamp_runs_after_every_step():
+    """Captions name left and right: the light crop keeps each image's orientation (dark left half, bright right
+    half stays so in every crop); the clamp is among the callbacks the objective adds to the trainer."""
+    image = torch.zeros(16, 3, 16, 16)
+    image[..., 8:] = 1.0
+    crops = CLIPObjective(crop_min_scale=0.5, seed=1).light_crop(image, 3)
+    left, right = crops[..., :4].mean(dim=(1, 2, 3)), crops[..., -4:].mean(dim=(1, 2, 3))
+    assert (left < right).all()
+    assert any(isinstance(c, LogitScaleClamp) for c in CLIPObjective().callbacks(trainer=None))

@@ -22,7 +22,7 @@ from matrix_llm.data.augment import TwoViewAugment
 from matrix_llm.objectives import SSLObjective
 from matrix_llm.objectives.ssl_model import SSLModel, cosine_momentum
 from matrix_llm.tiny import build_image_backbone
-from matrix_llm.vision_eval import knn_accuracy, linear_probe_accuracy
+from matrix_llm.vision_eval import extract_features, knn_accuracy, linear_probe_accuracy
 
 TINY = ["--config", "demo/ssl.yaml", "--tiny_hidden_size", "32", "--projector_hidden", "64", "--projector_dim", "32",
         "--predictor_hidden", "16", "--max_train_samples", "128", "--max_eval_samples", "64",
@@ -50,6 +50,19 @@ def test_views_are_seeded_per_step_and_leave_the_global_rng_alone():
     d1, _ = augment(x, step=6)  # a second micro-batch of the same step (gradient accumulation): new views
     assert not torch.equal(c1, d1)
     assert not torch.equal(a1, a2)  # the two views differ
+
+
+def test_each_process_draws_its_own_views(monkeypatch):
+    """The seed includes the rank: two processes with the same images at the same step get different views (each
+    reproducible), so data-parallel training does not see one set of crops twice."""
+    from matrix_llm.data import augment as A
+
+    x = _images(channels=3)
+    rank0 = TwoViewAugment(size=16, channels=3, seed=1)(x, step=5)
+    monkeypatch.setattr(A, "rank", lambda: 1)
+    rank1 = TwoViewAugment(size=16, channels=3, seed=1)(x, step=5)
+    assert not torch.equal(rank0[0], rank1[0]) and not torch.equal(rank0[1], rank1[1])
+    torch.testing.assert_close(TwoViewAugment(size=16, channels=3, seed=1)(x, step=5)[0], rank1[0], rtol=0, atol=0)
 
 
 def test_the_views_knobs_scale_byols_settings():
@@ -228,7 +241,6 @@ def _losses(out):
     return {log["step"]: log["loss"] for log in state["log_history"] if "loss" in log}
 
 
-@pytest.mark.slow
 def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
     """The EMA teacher (in the checkpoint) and the views (seeded by step) resume exactly."""
     argv = [*TINY, "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1",
@@ -268,13 +280,26 @@ def test_config_problems_are_listed_before_any_model_loads(tmp_path, capsys):
                      "--output_dir", str(tmp_path)]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "`ssl_method`" in err and "`teacher_momentum`" in err and "`crop_min_scale`" in err
-    zero3 = tmp_path / "zero3.json"
-    zero3.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}))
-    assert ssl.main([*TINY, "--deepspeed", str(zero3), "--output_dir", str(tmp_path / "z")]) == 2
-    assert "ZeRO-3 partitions the EMA teacher" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"no image column 'pixels'; the columns are \['image', 'label'\]"):
         ssl.main([*TINY, "--image_column", "pixels", "--output_dir", str(tmp_path / "c")])
     assert math.isfinite(cosine_momentum(0, 0, 0.99))
+
+
+def test_zero3_with_a_teacher_is_refused_by_its_own_message_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    """matrix_ssl / mec under ZeRO-3: refused by parse_args, no model built (without the refusal, building one under
+    ZeRO-3 fails on this machine for another reason, DeepSpeed's missing mpi4py); simclr has no teacher."""
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(ssl, "build_model", no_model)
+    zero3 = tmp_path / "zero3.json"
+    zero3.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}))
+    for method in ("matrix_ssl", "mec"):
+        assert ssl.main([*TINY, "--deepspeed", str(zero3), "--ssl_method", method, "--output_dir", str(tmp_path)]) == 2
+        assert "ZeRO-3 partitions the EMA teacher" in capsys.readouterr().err
+    with pytest.raises(AssertionError, match="a model was built"):
+        ssl.main([*TINY, "--deepspeed", str(zero3), "--ssl_method", "simclr", "--output_dir", str(tmp_path)])
 
 
 @pytest.mark.slow
@@ -349,3 +374,234 @@ def test_unlabelled_images_are_still_evaluated_with_the_objective(tmp_path):
     assert ssl.main([*TINY, "--label_column", "null", "--max_steps", "2", "--output_dir", str(out)]) == 0
     results = json.loads((out / "all_results.json").read_text())
     assert math.isfinite(results["eval_loss"]) and "eval_uniformity" in results and "eval_probe_accuracy" not in results
+
+
+# -- what the command builds: each claim against the behaviour (tests/mutations/README.md) -------------------------
+
+
+class _Snapshots(TrainerCallback):
+    """The student (backbone + projector), teacher and logged momentum after every optimizer step; runs after
+    the objective's own callbacks (added later), so the EMA update of the step is done."""
+
+    def __init__(self):
+        self.init, self.students, self.teachers = None, [], []
+
+    @staticmethod
+    def _state(model, *names):
+        return {f"{n}.{k}": v.detach().clone() for n in names for k, v in getattr(model, n).state_dict().items()}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.init = self._state(model, "backbone", "projector")
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.students.append(self._state(model, "backbone", "projector"))
+        self.teachers.append(self._state(model, "teacher_backbone", "teacher_projector"))
+
+
+def _watched(monkeypatch, callback):
+    original = matrix_llm.trainer.MatrixTrainer
+
+    class Watched(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(callback)
+
+    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Watched)
+
+
+def test_the_teacher_is_the_ema_of_the_student_with_the_logged_cosine_momenta(tmp_path, monkeypatch):
+    """3 steps, base momentum 0.5: the momenta are BYOL's cosine schedule (0.625, 0.875, 1), logged per step, and
+    the saved teacher is init -> m·teacher + (1-m)·student after each step; its BatchNorm statistics are the
+    student's (copied)."""
+    snaps = _Snapshots()
+    _watched(monkeypatch, snaps)
+    out = tmp_path / "run"
+    assert ssl.main([*TINY, "--output_dir", str(out), "--max_steps", "3", "--logging_steps", "1", "--eval_split",
+                     "null", "--teacher_momentum", "0.5", "--learning_rate", "1e-2"]) == 0  # fmt: skip
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    momenta = [log["teacher_momentum"] for log in history if "teacher_momentum" in log]
+    expected = [cosine_momentum(step, 3, 0.5) for step in (1, 2, 3)]
+    assert momenta == pytest.approx(expected) and expected == pytest.approx([0.625, 0.875, 1.0])
+    teacher = {k.replace("backbone.", "teacher_backbone.", 1).replace("projector.", "teacher_projector.", 1): v
+               for k, v in snaps.init.items()}  # fmt: skip
+    for m, student in zip(expected, snaps.students, strict=True):
+        for k, v in student.items():
+            t = k.replace("backbone.", "teacher_backbone.", 1).replace("projector.", "teacher_projector.", 1)
+            teacher[t] = m * teacher[t] + (1 - m) * v if v.is_floating_point() and "running_" not in k else v
+    saved = load_file(str(out / "model.safetensors"))
+    moved = 0
+    for k, v in teacher.items():
+        if k in saved:
+            torch.testing.assert_close(saved[k], v.to(saved[k].dtype), rtol=1e-5, atol=1e-6, msg=k)
+            init = snaps.init[k.replace("teacher_", "", 1)]
+            moved += int(init.is_floating_point() and not torch.allclose(saved[k], init))
+    assert moved > 10  # the teacher left its init (it is not the student either: momentum < 1 at steps 1, 2)
+    last = snaps.students[-1]
+    assert any(not torch.allclose(saved[k.replace("backbone.", "teacher_backbone.", 1)], v) for k, v in last.items()
+               if k.startswith("backbone.") and v.is_floating_point())  # fmt: skip
+
+
+def test_the_targets_come_from_the_teacher_not_the_student():
+    model = _model()
+    with torch.no_grad():
+        for p in (*model.teacher_backbone.parameters(), *model.teacher_projector.parameters()):
+            p.mul_(-1.5)  # a teacher that differs from the student (as after any training step)
+    model.eval()  # BatchNorm statistics do not move between the calls below
+    x = _images()
+    out = model(pixel_values=x, augment_step=2)
+    model.augment._step = None  # the same views again
+    views = torch.cat(model.augment(x, 2))
+    with torch.no_grad():
+        teacher = model.teacher_projector(model.pooled(views, model.teacher_backbone))
+        student = model.projector(model.pooled(views))
+    torch.testing.assert_close(torch.cat([out.p1, out.p2]), teacher)
+    assert not torch.allclose(teacher, student)
+
+
+@pytest.mark.parametrize("mae", [False, True])
+def test_the_online_probe_never_trains_the_backbone(mae):
+    """Labels change only the probe's gradient: the backbone's gradient of the objective is the same with and
+    without labels, and the probe's cross-entropy alone sends nothing into the backbone."""
+    import copy
+
+    from matrix_llm.data.augment import MAE_VIEW
+    from matrix_llm.objectives.ssl_model import MAEModel
+    from matrix_llm.tiny import build_mae
+
+    if mae:
+        model = MAEModel(build_mae(image_size=12, hidden_size=32),
+                         TwoViewAugment(size=12, channels=1, views=(MAE_VIEW,) * 2), num_classes=3)  # fmt: skip
+        objective = SSLObjective(method="mmae")
+    else:
+        model, objective = _model(), SSLObjective(method="matrix_ssl")
+    twin = copy.deepcopy(model)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    torch.manual_seed(0)  # ViT-MAE's mask
+    objective(model, {"pixel_values": _images(), "labels": labels}, step=1).batch_loss.backward()
+    torch.manual_seed(0)
+    objective(twin, {"pixel_values": _images()}, step=1).batch_loss.backward()
+    for (name, a), b in zip(model.backbone.named_parameters(), twin.backbone.parameters(), strict=True):
+        if a.grad is not None or b.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, msg=name)
+    assert twin.probe[-1].weight.grad is None and model.probe[-1].weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(0)
+    out = model(pixel_values=_images(), labels=labels, augment_step=1)
+    torch.nn.functional.cross_entropy(out.probe_logits, labels).backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.backbone.parameters())
+
+
+class _Outputs(torch.nn.Module):
+    """A stand-in network that returns fixed projections (the objective's losses on known inputs)."""
+
+    def __init__(self, teacher=True, mae=False):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.z1, self.z2, self.p1, self.p2 = (torch.randn(12, 8, generator=g, dtype=torch.float64) for _ in range(4))
+        self.teacher, self.mae = teacher, mae
+
+    def forward(self, pixel_values, labels=None, augment_step=0):
+        from matrix_llm.objectives.ssl_model import MAEOutput, SSLOutput
+
+        if self.mae:
+            return MAEOutput(reconstruction_loss=torch.tensor(0.0, dtype=torch.float64), features=self.z1)
+        extra = dict(p1=self.p1, p2=self.p2) if self.teacher else {}
+        return SSLOutput(z1=self.z1, z2=self.z2, features=self.z1, **extra)
+
+
+def _command_loss(*fields):
+    """The objective `matrix-llm ssl` builds from these fields (through the config), on _Outputs' projections."""
+    _, _, args = ssl.parse_args([*TINY, "--output_dir", "unused", *fields])
+    objective = SSLObjective.from_args(args)
+    method = args.ssl_method
+    net = _Outputs(teacher=method in ("matrix_ssl", "mec"), mae=method == "mmae")
+    return objective(net, {"pixel_values": torch.zeros(12, 1, 4, 4)}, step=0).batch_loss, net
+
+
+def _reference(net, method, **settings):
+    from matrix_llm.losses import MatrixSSLLoss, MECLoss, NTXentLoss, TCRLoss
+
+    if method == "matrix_ssl":
+        return MatrixSSLLoss(**settings)(net.z1, net.z2, net.p1, net.p2).total
+    if method == "mec":
+        return MECLoss(**settings)(net.z1, net.z2, net.p1, net.p2).total
+    if method == "simclr":
+        return NTXentLoss(gather=False, **settings)(net.z1, net.z2).total
+    mu, form = settings.pop("tcr_mu", 3.0), settings.pop("tcr_form", "logdet")
+    return TCRLoss(mu=8 / mu, second_order=form == "second_order", **settings)(net.z1).total
+
+
+@pytest.mark.parametrize(("method", "field", "value", "setting"), [
+    ("matrix_ssl", "ssl_preset", "official", {"preset": "official", "check": False}),
+    ("matrix_ssl", "ssl_gamma", "0.3", {"gamma": 0.3}),
+    ("matrix_ssl", "ssl_lamb", "0.2", {"lamb": 0.2}),
+    ("matrix_ssl", "ssl_mu", "0.9", {"mu": 0.9}),
+    ("mec", "ssl_eps_sq", "8", {"eps_sq": 8.0}),
+    ("simclr", "ssl_temperature", "0.5", {"temperature": 0.5}),
+    ("mmae", "ssl_tcr_weight", "0.5", {"weight": 0.5}),
+    ("mmae", "ssl_tcr_mu", "1.5", {"tcr_mu": 1.5, "weight": 0.01}),
+    ("mmae", "ssl_tcr_form", "second_order", {"tcr_form": "second_order", "weight": 0.01}),
+])  # fmt: skip
+def test_each_ssl_setting_reaches_the_loss_the_command_builds(method, field, value, setting):
+    default, net = _command_loss("--ssl_method", method)
+    changed, _ = _command_loss("--ssl_method", method, "--" + field, value)
+    base = {"weight": 0.01} if method == "mmae" else {}
+    torch.testing.assert_close(default, _reference(net, method, **base))
+    torch.testing.assert_close(changed, _reference(net, method, **setting))
+    assert not torch.allclose(changed, default), field
+
+
+def test_the_taylor_order_reaches_the_official_preset():
+    official = ("--ssl_method", "matrix_ssl", "--ssl_preset", "official")
+    four, net = _command_loss(*official)
+    two, _ = _command_loss(*official, "--ssl_order", "2")
+    torch.testing.assert_close(two, _reference(net, "matrix_ssl", preset="official", order=2, check=False))
+    assert not torch.allclose(two, four)
+
+
+@pytest.mark.parametrize("method", ["matrix_ssl", "mec", "simclr", "mmae"])
+def test_the_command_builds_its_loss_over_every_process(method):
+    """`gather`: the projections of every rank enter the loss (what the two-process test in
+    tests/test_distributed.py checks by value)."""
+    _, _, args = ssl.parse_args([*TINY, "--output_dir", "unused", "--ssl_method", method])
+    assert SSLObjective.from_args(args).loss.gather is True
+
+
+def test_the_views_the_command_builds_follow_crop_min_scale_and_jitter_strength():
+    from matrix_llm.data.augment import MAE_VIEW, byol_views
+
+    def views(*fields):
+        model_args, data_args, args = ssl.parse_args([*TINY, "--output_dir", "unused", *fields])
+        return ssl.build_model(model_args, data_args, args, num_classes=0)[0].augment.views
+
+    assert views() == byol_views()
+    assert views("--crop_min_scale", "0.5", "--jitter_strength", "0.3") == byol_views(crop_min_scale=0.5,
+                                                                                       jitter_strength=0.3)  # fmt: skip
+    mae = views("--ssl_method", "mmae", "--crop_min_scale", "0.6")
+    assert mae[0].crop_scale == (0.6, 1.0) and mae[0].flip == MAE_VIEW.flip and MAE_VIEW.crop_scale != (0.6, 1.0)
+
+
+def test_the_end_of_run_baseline_is_a_fresh_random_init_and_pixels_are_raw():
+    """`probe_results` (what `matrix-llm ssl` reports): a backbone with all weights 0 (constant features) scores
+    near one class; the random-init row is a fresh seeded init of its architecture, not the backbone."""
+    from matrix_llm.analysis import random_init
+    from matrix_llm.data.images import ImageCollator, load_image_dataset
+
+    dead = build_image_backbone("tiny-vit", image_size=8, num_channels=1, hidden_size=32, seed=1)
+    with torch.no_grad():
+        for p in dead.parameters():
+            p.zero_()
+    train = load_image_dataset("digits", "train").select(range(300))
+    test = load_image_dataset("digits", "test").select(range(200))
+    collator = ImageCollator(image_size=8, channels=1)
+    results = ssl.probe_results(dead, 3, train, test, collator)
+    fresh = random_init(type(dead), dead.config, seed=3)
+    features = [*extract_features(fresh, train, collator), *extract_features(fresh, test, collator)]
+    assert results["probe_random_init"] == pytest.approx(linear_probe_accuracy(*features))
+    assert results["knn_random_init"] == pytest.approx(knn_accuracy(*features))
+    assert results["probe_random_init"] > results["probe_trained"] + 0.3
+    assert results["knn_random_init"] > results["knn_trained"] + 0.1
+    pixels = [collator([rows[i] for i in range(len(rows))]) for rows in (train, test)]
+    raw = linear_probe_accuracy(pixels[0]["pixel_values"].flatten(1).numpy(), pixels[0]["labels"].numpy(),
+                                pixels[1]["pixel_values"].flatten(1).numpy(), pixels[1]["labels"].numpy())  # fmt: skip
+    assert results["probe_raw_pixels"] == pytest.approx(raw) and raw > 0.8

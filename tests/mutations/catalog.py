@@ -1,0 +1,286 @@
+"""The mutation catalogue: each entry a claim of the README or the docs, a one-line break of the code that makes
+the claim false, and the tests that fail on it. ``check.py`` applies each break in a scratch copy and runs its
+tests; ``tests/test_mutations.py`` keeps every entry's text present in its file (so the catalogue cannot rot
+silently) and the README table in step with this list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["MUTATIONS", "Mutation", "markdown"]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    claim: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+SSL_TESTS = "tests/objectives/test_ssl.py"
+CLIP_TESTS = "tests/objectives/test_clip.py"
+VISION_TESTS = "tests/test_vision_eval.py"
+
+
+def _ssl(name: str) -> str:
+    return f"{SSL_TESTS}::{name}"
+
+
+def _clip(name: str) -> str:
+    return f"{CLIP_TESTS}::{name}"
+
+
+MUTATIONS: list[Mutation] = [
+    # -- ssl --------------------------------------------------------------------------------------------------------
+    Mutation("ema-never-updates", "the EMA teacher follows the student after every optimizer step",
+             "matrix_llm/objectives/ssl.py",
+             "features.unwrap(model if model is not None else self.trainer.model).update_teacher(momentum)",
+             "features.unwrap(model if model is not None else self.trainer.model)",
+             (_ssl("test_the_teacher_is_the_ema_of_the_student_with_the_logged_cosine_momenta"),)),
+    Mutation("ema-momentum-not-scheduled", "the teacher momentum rises from `teacher_momentum` to 1 on a cosine",
+             "matrix_llm/objectives/ssl.py",
+             "momentum = cosine_momentum(state.global_step, state.max_steps, self.base)", "momentum = self.base",
+             (_ssl("test_the_teacher_is_the_ema_of_the_student_with_the_logged_cosine_momenta"),)),
+    Mutation("teacher-statistics-not-copied", "the teacher's BatchNorm statistics are the student's",
+             "matrix_llm/objectives/ssl_model.py", "                t.copy_(s)", "                pass",
+             (_ssl("test_the_teacher_is_the_ema_of_the_student_with_the_logged_cosine_momenta"),)),
+    Mutation("targets-from-the-student", "the targets p1, p2 are the EMA teacher's projections",
+             "matrix_llm/objectives/ssl_model.py",
+             "p = self.teacher_projector(self.pooled(views, self.teacher_backbone))",
+             "p = self.projector(self.pooled(views))",
+             (_ssl("test_the_targets_come_from_the_teacher_not_the_student"),)),
+    Mutation("probe-trains-the-backbone", "the online probe sees detached features (labels never train the backbone)",
+             "matrix_llm/objectives/ssl_model.py", "features=h[:n].detach())", "features=h[:n])",
+             (_ssl("test_the_online_probe_never_trains_the_backbone"),)),
+    Mutation("mae-probe-trains-the-encoder", "M-MAE's online probe sees detached features",
+             "matrix_llm/objectives/ssl_model.py", "self.probe(features.detach())", "self.probe(features)",
+             (_ssl("test_the_online_probe_never_trains_the_backbone"),)),
+    Mutation("gather-matrix-ssl", "the Matrix-SSL loss is computed on the projections of every process",
+             "matrix_llm/objectives/ssl.py", "order=order, gather=True,", "order=order, gather=False,",
+             (_ssl("test_the_command_builds_its_loss_over_every_process"),
+              "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient")),
+    Mutation("gather-mec", "MEC is computed on the projections of every process",
+             "matrix_llm/objectives/ssl.py", "MECLoss(eps_sq=eps_sq, gather=True)", "MECLoss(eps_sq=eps_sq, gather=False)",
+             (_ssl("test_the_command_builds_its_loss_over_every_process"),
+              "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient")),
+    Mutation("gather-simclr", "NT-Xent scores against the projections of every process",
+             "matrix_llm/objectives/ssl.py", "NTXentLoss(temperature=temperature, gather=True)",
+             "NTXentLoss(temperature=temperature, gather=False)",
+             (_ssl("test_the_command_builds_its_loss_over_every_process"),
+              "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient")),
+    Mutation("gather-infonce", "CLIP's InfoNCE is over the batch of all processes",
+             "matrix_llm/objectives/clip.py", "CLIPLoss(), CrossModalEntropyLoss(), CrossModalMCELoss(mu=mce_mu)",
+             "CLIPLoss(gather=False), CrossModalEntropyLoss(), CrossModalMCELoss(mu=mce_mu)",
+             (_clip("test_the_command_builds_its_contrastive_and_mce_losses_over_every_process"),
+              "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient")),
+    Mutation("gather-clip-mce", "the image-text covariance MCE is computed on the features of every process",
+             "matrix_llm/objectives/clip.py", "CLIPLoss(), CrossModalEntropyLoss(), CrossModalMCELoss(mu=mce_mu)",
+             "CLIPLoss(), CrossModalEntropyLoss(), CrossModalMCELoss(mu=mce_mu, gather=False)",
+             (_clip("test_the_command_builds_its_contrastive_and_mce_losses_over_every_process"),
+              "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient")),
+    Mutation("gather-tcr", "M-MAE's TCR is computed on the class tokens of every process",
+             "matrix_llm/objectives/ssl.py", "TCRLoss(weight=tcr_weight, gather=True,", "TCRLoss(weight=tcr_weight, gather=False,",
+             (_ssl("test_the_command_builds_its_loss_over_every_process"),
+              "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient")),
+    Mutation("preset-official-runs-exact", "`ssl_preset: official` runs the original code's Taylor-log loss",
+             "matrix_llm/objectives/ssl.py", "self.loss = MatrixSSLLoss(preset=preset,",
+             'self.loss = MatrixSSLLoss(preset="exact",',
+             (_ssl("test_each_ssl_setting_reaches_the_loss_the_command_builds"),)),
+    Mutation("temperature-not-reaching-nt-xent", "`ssl_temperature` is NT-Xent's temperature",
+             "matrix_llm/objectives/ssl.py", "NTXentLoss(temperature=temperature, gather=True)",
+             "NTXentLoss(gather=True)", (_ssl("test_each_ssl_setting_reaches_the_loss_the_command_builds"),)),
+    Mutation("gamma-not-reaching-the-loss", "`ssl_gamma` weights the matrix alignment",
+             "matrix_llm/objectives/ssl_config.py", "gamma=self.ssl_gamma,", "gamma=1.0,",
+             (_ssl("test_each_ssl_setting_reaches_the_loss_the_command_builds"),)),
+    Mutation("order-not-reaching-the-loss", "`ssl_order` is the official preset's Taylor order",
+             "matrix_llm/objectives/ssl_config.py", "order=self.ssl_order,", "order=4,",
+             (_ssl("test_the_taylor_order_reaches_the_official_preset"),)),
+    Mutation("tcr-mu-ignored", "`ssl_tcr_mu` sets the TCR shift d / ssl_tcr_mu",
+             "matrix_llm/objectives/ssl.py", "self.loss.mu = out.features.shape[-1] / self.tcr_mu",
+             "self.loss.mu = out.features.shape[-1] / 3.0",
+             (_ssl("test_each_ssl_setting_reaches_the_loss_the_command_builds"),)),
+    Mutation("crop-min-scale-not-reaching-the-views", "`crop_min_scale` sets the crops of the views the command builds",
+             "matrix_llm/ssl.py", "crop = dict(crop_scale=(data_args.crop_min_scale, 1.0))", "crop = dict()",
+             (_ssl("test_the_views_the_command_builds_follow_crop_min_scale_and_jitter_strength"),)),
+    Mutation("jitter-strength-not-reaching-the-views", "`jitter_strength` scales the colour jitter of the views",
+             "matrix_llm/ssl.py", "crop_min_scale=data_args.crop_min_scale, jitter_strength=data_args.jitter_strength)",
+             "crop_min_scale=data_args.crop_min_scale)",
+             (_ssl("test_the_views_the_command_builds_follow_crop_min_scale_and_jitter_strength"),)),
+    Mutation("views-not-seeded-per-rank", "each process draws its own views (the seed includes the rank)",
+             "matrix_llm/data/augment.py", "seed = hash((self.seed, rank(), int(step), self.calls))",
+             "seed = hash((self.seed, 0, int(step), self.calls))",
+             (_ssl("test_each_process_draws_its_own_views"),)),
+    Mutation("views-not-seeded-per-step", "the views are drawn anew at every step, the same ones on a resumed run",
+             "matrix_llm/data/augment.py", "seed = hash((self.seed, rank(), int(step), self.calls))",
+             "seed = hash((self.seed, rank(), 0, self.calls))",
+             (_ssl("test_views_are_seeded_per_step_and_leave_the_global_rng_alone"),)),
+    Mutation("ssl-zero3-not-refused", "`ssl` refuses ZeRO-3 with an EMA teacher before any model loads",
+             "matrix_llm/ssl.py", 'if training_args.ssl_method in ("matrix_ssl", "mec") and uses_zero3(training_args):',
+             "if False:", (_ssl("test_zero3_with_a_teacher_is_refused_by_its_own_message_before_any_model_loads"),)),
+    Mutation("ssl-baseline-is-the-backbone", "`ssl`'s random-init row is a fresh init of the backbone's architecture",
+             "matrix_llm/ssl.py", "fresh = random_init(type(backbone), backbone.config, seed=seed, device=device)",
+             "fresh = backbone",
+             (_ssl("test_the_end_of_run_baseline_is_a_fresh_random_init_and_pixels_are_raw"),)),
+    # -- eval probe / knn ------------------------------------------------------------------------------------------
+    Mutation("eval-baseline-is-the-model", "`eval probe` / `eval knn` measure a fresh random init beside the model",
+             "matrix_llm/vision_eval.py", "model = fresh(type(model), model.config, seed=args.seed)", "model = model",
+             (f"{VISION_TESTS}::test_eval_measures_the_model_and_a_fresh_random_init_of_its_architecture",)),
+    Mutation("probe-scored-on-its-training-rows", "the linear probe is scored on the held-out rows",
+             "matrix_llm/vision_eval.py", "return float((probe.predict(test_x) == test_y).mean())",
+             "return float((probe.predict(train_x) == train_y).mean())",
+             (f"{VISION_TESTS}::test_the_linear_probe_is_scored_on_the_held_out_rows",)),
+    Mutation("probe-fitted-on-the-test-rows", "the linear probe is fitted on the training rows only",
+             "matrix_llm/vision_eval.py", "probe.fit(train_x, train_y)", "probe.fit(test_x, test_y)",
+             (f"{VISION_TESTS}::test_the_linear_probe_is_scored_on_the_held_out_rows",)),
+    Mutation("knn-ignores-k", "kNN votes with its k nearest neighbours",
+             "matrix_llm/vision_eval.py", "topk(min(k, len(train)), dim=1)", "topk(1, dim=1)",
+             (f"{VISION_TESTS}::test_knn_votes_with_its_k_nearest_neighbours",)),
+    Mutation("probe-features-mean-pooled", "frozen-feature probes read a ViT's class token",
+             "matrix_llm/objectives/ssl_model.py", 'return "pooler" if outputs.last_hidden_state.dim() == 4 else "cls"',
+             'return "pooler" if outputs.last_hidden_state.dim() == 4 else "mean"',
+             (f"{VISION_TESTS}::test_frozen_features_are_the_class_token_of_a_vit",)),
+    # -- clip ------------------------------------------------------------------------------------------------------
+    Mutation("retrieval-directions-swapped", "image->text ranks texts for each image, text->image images for each text",
+             "matrix_llm/clip_eval.py", '(("image_to_text", logits), ("text_to_image", logits.T))',
+             '(("image_to_text", logits.T), ("text_to_image", logits))',
+             (_clip("test_retrieval_ranks_images_for_texts_and_texts_for_images"),)),
+    Mutation("prompt-mean-not-renormalised", "a class embedding is the renormalised mean of its prompts' embeddings",
+             "matrix_llm/clip_eval.py", "out.append(F.normalize(embeds.mean(0), dim=-1).cpu())",
+             "out.append(embeds.mean(0).cpu())",
+             (_clip("test_a_class_embedding_is_the_renormalised_mean_of_its_prompts"),)),
+    Mutation("zeroshot-missing-from-evaluate", "zero-shot and retrieval are in evaluate()'s metrics "
+             "(`metric_for_best_model: eval_zeroshot_top1`)", "matrix_llm/clip_eval.py",
+             "            metrics.update(logs)", "            pass",
+             (_clip("test_clip_command_trains_saves_and_measures"),)),
+    Mutation("identical-captions-not-grouped", "identical captions form one group of the alignment",
+             "matrix_llm/objectives/clip.py", "aligned = self.alignment(images, texts[first], labels)",
+             "aligned = self.alignment(images, texts, torch.arange(len(texts), device=texts.device))",
+             (_clip("test_the_few_classes_regime_trains_the_alignment_on_repeated_captions"),)),
+    Mutation("clip-crop-not-reaching-the-objective", "`clip_crop_min_scale` sets the training crops",
+             "matrix_llm/objectives/clip_config.py", "crop_min_scale=self.clip_crop_min_scale,", "crop_min_scale=1.0,",
+             (_clip("test_each_clip_setting_reaches_the_objective_the_command_builds"),)),
+    Mutation("clip-mce-mu-not-reaching-the-objective", "`clip_mce_mu` is the MCE term's covariance shift",
+             "matrix_llm/objectives/clip_config.py", "mce_mu=self.clip_mce_mu,", "mce_mu=0.5,",
+             (_clip("test_each_clip_setting_reaches_the_objective_the_command_builds"),)),
+    Mutation("clip-zero3-not-refused", "`clip` refuses ZeRO-3 before any model loads", "matrix_llm/clip.py",
+             "    if uses_zero3(training_args):", "    if False:",
+             (_clip("test_zero3_is_refused_by_its_own_message_before_any_model_loads"),)),
+    # -- classify / analyze ----------------------------------------------------------------------------------------
+    Mutation("label-fraction-not-applied", "`classify --label_fraction f` trains on that fraction of the labels",
+             "matrix_llm/classify.py",
+             'train = train.map(lambda row, i: {"label": row["label"] if keep[i] else IGNORE_INDEX}, with_indices=True)',
+             "train = train", ("tests/objectives/test_classification.py::test_the_command_trains_on_the_labelled_fraction_only",)),
+    Mutation("diff-erank-against-the-model", "`analyze`'s diff_erank is against the architecture at random init",
+             "matrix_llm/analyze.py", "fresh = analysis.random_init(model_class, config, seed=args.seed, dtype=dtype, device=device)",
+             "fresh = load_any_model(name, dtype=args.dtype, revision=args.revision, trust_remote_code=args.trust_remote_code)",
+             ("tests/test_analyze.py::test_diff_erank_is_measured_against_a_fresh_random_init_not_the_model",)),
+    Mutation("clip-crops-flip", "CLIP's training crops never flip (captions name left and right)",
+             "matrix_llm/objectives/clip.py", "CROP_ONLY = dict(flip=0.0,", "CROP_ONLY = dict(flip=0.5,",
+             (_clip("test_the_training_crops_never_flip_and_the_temperature_clamp_runs_after_every_step"),)),
+    Mutation("temperature-clamp-not-added", "`logit_scale` is clamped to [0, log 100] after every optimizer step",
+             "matrix_llm/objectives/clip.py", "        return [LogitScaleClamp()]", "        return []",
+             (_clip("test_the_training_crops_never_flip_and_the_temperature_clamp_runs_after_every_step"),)),
+    Mutation("final-norm-row-before-the-norm", "`analyze`'s last row is the last hidden state after the final norm",
+             "matrix_llm/features/layers.py", "                captured[n] = output", "                captured[n] = args[0]",
+             ("tests/test_analyze.py::test_the_last_row_is_the_last_hidden_state_after_the_final_norm",
+              "tests/test_analysis.py::test_layer_table_matches_numpy_on_hidden_states")),
+    Mutation("alignment-gradient-cut", "the LM `alignment` term's gradient reaches the logits and the head weight",
+             "matrix_llm/losses/token.py", "        z = F.softmax(logits.to(dtype), dim=-1) @ w\n",
+             "        z = (F.softmax(logits.to(dtype), dim=-1) @ w).detach()\n",
+             ("tests/losses/test_losses_token.py::test_alignment_at_the_matrix_ssl_shift_is_a_weak_term_and_a_small_shift_strengthens_it",)),
+    Mutation("evaluation-moves-the-rng", "evaluating during training leaves the run as it is (dropout masks after)",
+             "matrix_llm/trainer.py", "        with features.random_state_kept(self.args.device):\n            return super().evaluate(",
+             "        if True:\n            return super().evaluate(",
+             ("tests/test_trainer.py::test_evaluating_every_step_does_not_change_the_training_run",)),
+    Mutation("measurements-move-the-rng", "a measurement during training (probe, GSM8K, zero-shot) keeps torch's "
+             "random state", "matrix_llm/features/modules.py",
+             "        with random_state_kept(device):\n            yield device", "        if True:\n            yield device",
+             ("tests/features/test_features.py::test_evaluating_restores_the_mode_and_torch_s_random_state",)),
+    # -- the one loop, the run tail, sft, data (the first rows of this catalogue, when it was prose) ----------------
+    Mutation("matrix-term-times-world-size", "the matrix term is the micro-batch mean under multi-process training",
+             "matrix_llm/trainer.py", "batch_term = out.batch_loss / ga",
+             "batch_term = out.batch_loss / ga * self.accelerator.num_processes",
+             ("tests/test_sft.py::test_two_ranks_with_accumulation_equal_one_process",)),
+    Mutation("trainer-always-scales-for-ga", "the matrix term is divided for gradient accumulation only when the "
+             "Trainer does not divide the loss itself", "matrix_llm/trainer.py",
+             '        forced = getattr(self, "loss_is_scaled_for_ga", None)', "        return True",
+             ("tests/test_trainer.py::test_when_the_trainer_divides_the_loss_itself_the_matrix_term_is_still_the_micro_batch_mean",)),
+    Mutation("evaluate-skips-an-unlabelled-objective", "evaluate() runs the objective for a model without labels",
+             "matrix_llm/trainer.py", "        if any(inputs.get(name) is not None for name in self.label_names):",
+             "        if True:", ("tests/test_trainer_protocol.py::test_evaluate_runs_the_objective_for_a_model_without_labels",)),
+    Mutation("input-names-dropped", "an objective's input names survive `remove_unused_columns`",
+             "matrix_llm/trainer.py", "            if name not in self._signature_columns:", "            if False:",
+             ("tests/test_trainer_protocol.py::test_input_names_survive_remove_unused_columns",)),
+    Mutation("callback-entry-merged-with-the-step-log", "the step's queued metrics go to the Trainer's own log entry",
+             "matrix_llm/trainer.py", "        if not own:  # a callback's own entry", "        if False:  # a callback's own entry",
+             ("tests/test_metrics_callback.py::test_per_layer_and_pair_metrics_are_logged_and_training_is_unchanged",)),
+    Mutation("metrics-callback-eats-the-step-log", "the metrics callback leaves the Trainer's own step log in place",
+             "matrix_llm/metrics_callback.py", "        control.should_log = pending", "        pass",
+             ("tests/test_metrics_callback.py::test_per_layer_and_pair_metrics_are_logged_and_training_is_unchanged",)),
+    Mutation("resume-ignored", "`--resume_from_checkpoint` continues the run from its checkpoint",
+             "matrix_llm/runner.py", "result = trainer.train(resume_from_checkpoint=checkpoint)",
+             "result = trainer.train(resume_from_checkpoint=None)",
+             ("tests/test_runner.py::test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupted_one",
+              "tests/test_resume.py::test_resume_matches_uninterrupted_run")),
+    Mutation("ssl-resume-ignored", "a killed `ssl` run resumes with its teacher and views", "matrix_llm/runner.py",
+             "result = trainer.train(resume_from_checkpoint=checkpoint)",
+             "result = trainer.train(resume_from_checkpoint=None)",
+             (_ssl("test_kill_and_resume_ends_like_an_uninterrupted_run"),)),
+    Mutation("sigterm-handler-dropped", "SIGTERM saves a checkpoint and exits cleanly", "matrix_llm/runner.py",
+             "previous = signal.signal(signal.SIGTERM, handler)", "previous = signal.getsignal(signal.SIGTERM)",
+             ("tests/test_runner.py::test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupted_one",)),
+    Mutation("finished-run-overwritten", "a finished run is not overwritten", "matrix_llm/runner.py",
+             "elif _holds_finished_run(output_dir) and not training_args.overwrite_output_dir:", "elif False:",
+             ("tests/test_runner.py::test_a_finished_run_is_not_overwritten",)),
+    Mutation("hub-token-pickled", "the Hub token never reaches disk", "matrix_llm/config.py",
+             '        state["hub_token"] = None', "        pass", ("tests/test_runner.py::test_hub_token_never_reaches_disk",)),
+    Mutation("weight-zero-builds-the-matrix-loss", "`matrix_loss_weight: 0` is plain CE", "matrix_llm/objectives/lm.py",
+             'if loss_type != "none" and self.weight > 0:', 'if loss_type != "none":',
+             ("tests/test_trainer.py::test_weight_zero_is_plain_ce",)),
+    Mutation("packed-rows-use-the-cache", "packed rows do not attend to each other (`use_cache=False`)",
+             "matrix_llm/objectives/lm.py", 'inputs = {**inputs, "use_cache": False}', "inputs = dict(inputs)",
+             ("tests/features/test_packing.py::test_matrix_term_of_packed_rows_is_the_mean_of_per_example_terms",)),
+    Mutation("packed-segments-ignored", "the matrix term of packed rows is the mean of per-example terms",
+             "matrix_llm/objectives/lm.py", "if self.matrix_loss is not None and tokens.segments is not None:",
+             "if False:", ("tests/features/test_packing.py::test_matrix_term_of_packed_rows_is_the_mean_of_per_example_terms",)),
+    Mutation("taylor-order-ignored", "the Taylor `order` of the token MCE reaches the series", "matrix_llm/losses/token.py",
+             "loss = info.mce(a, b, log=self.log, order=self.order, trace_term=True)",
+             "loss = info.mce(a, b, log=self.log, order=4, trace_term=True)",
+             ("tests/losses/test_losses_token.py::test_taylor_log_option_converges_to_eigh_with_the_order",)),
+    Mutation("labels-padded-with-the-pad-id", "labels are padded with -100", "matrix_llm/data/collator.py",
+             "[self._pad(lab, length, IGNORE_INDEX) for lab in labels]",
+             "[self._pad(lab, length, self.pad_token_id) for lab in labels]",
+             ("tests/data/test_collator.py::test_batch_trains_a_tiny_model",)),
+    Mutation("strict-regex-without-the-comma", "GSM8K's strict-match filter equals lm-eval's",
+             "matrix_llm/data/gsm8k/scoring.py", r'"strict": (re.compile(r"#### (\-?[0-9\.\,]+)"), 0),',
+             r'"strict": (re.compile(r"#### (\-?[0-9\.]+)"), 0),',
+             ("tests/data/test_lm_eval_parity.py::test_filters_equal_lm_eval",)),
+    Mutation("fewshot-first-draw-skipped", "the few-shot examples are lm-eval's sampler's", "matrix_llm/data/gsm8k/prompts.py",
+             "return [rnd.sample(range(num_train), k) for _ in range(num_docs)]",
+             "return [rnd.sample(range(num_train), k) for _ in range(num_docs + 1)][1:]",
+             ("tests/data/test_lm_eval_parity.py::test_fewshot_indices_equal_lm_eval_sampler",)),
+    Mutation("adapter-not-loaded-for-eval", "`eval gsm8k --adapter` generates with the adapter",
+             "matrix_llm/eval_command.py", "        model = PeftModel.from_pretrained(model, adapter)", "        pass",
+             ("tests/test_evaluation.py::test_eval_gsm8k_with_an_adapter_generates_like_the_merged_model",)),
+    Mutation("recipes-not-packaged", "the wheel ships the recipes", "pyproject.toml",
+             'matrix_llm = ["recipes/**/*.yaml"]', "",
+             ("tests/test_packaging.py::test_wheel_ships_the_demo_recipes_and_they_resolve_outside_the_checkout",)),
+]
+
+
+def markdown() -> str:
+    """The table of tests/mutations/README.md: one row per mutation."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rows = ["| id | claim | break (in the file, replace the first text with the second) | fails |", "|---|---|---|---|"]
+    for m in MUTATIONS:
+        tests = "<br>".join(f"`{t}`" for t in m.tests)
+        rows.append(f"| `{m.id}` | {cell(m.claim)} | `{m.file}`: `{cell(m.old.strip())}` -> `{cell(m.new.strip()) or '(nothing)'}` "
+                    f"| {tests} |")
+    return "\n".join(rows)
