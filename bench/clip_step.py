@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks_md import interleaved_medians, write_section  # noqa: E402
 
-from matrix_llm.objectives import CLIPObjective  # noqa: E402
+from matrix_llm.modes import CLIPObjective  # noqa: E402
 
 SECTION = "## Image-text step time"
 VARIANTS = {"infonce": {}, "+ alignment": {"alignment_weight": 0.1}, "+ covariance MCE": {"mce_weight": 0.1},

@@ -30,10 +30,10 @@ if str(REPO) not in sys.path:
 
 from benchmarks_md import write_section  # noqa: E402
 
+from matrix_llm.callbacks import MatrixMetricsCallback  # noqa: E402
 from matrix_llm.data.images import ImageCollator, digits_dataset  # noqa: E402
-from matrix_llm.metrics_callback import MatrixMetricsCallback  # noqa: E402
-from matrix_llm.objectives import ClassificationConfig  # noqa: E402
-from matrix_llm.tiny import build_image_classifier  # noqa: E402
+from matrix_llm.models.tiny import build_image_classifier  # noqa: E402
+from matrix_llm.modes import ClassificationConfig  # noqa: E402
 from matrix_llm.trainer import MatrixTrainer  # noqa: E402
 
 SECTION = "## MatrixMetricsCallback overhead"

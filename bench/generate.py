@@ -1,6 +1,6 @@
 """Benchmark GSM8K generation: batched (left padded, longest first) vs one question at a time, same model/items.
 
-Model: a randomly initialised Llama from :func:`matrix_llm.tiny.build_llama` (default hidden 256, 4 layers,
+Model: a randomly initialised Llama from :func:`matrix_llm.models.tiny.build_llama` (default hidden 256, 4 layers,
 4 heads, a 1024-token byte-level BPE trained on GSM8K train text), float32, on the CPU (or the GPU when one is
 there; ``--device``). Items: the first ``--n`` questions of the real GSM8K test split, ``qa`` prompt (lm-eval's
 ``Question: ...\\nAnswer:``) with its stop strings, greedy, ``--max_new_tokens`` tokens. Random weights rarely
@@ -39,9 +39,9 @@ if str(REPO) not in sys.path:
 from benchmarks_md import write_section  # noqa: E402
 
 from matrix_llm.data.gsm8k import get_eval_prompt  # noqa: E402
-from matrix_llm.evaluation import build_prompts  # noqa: E402
-from matrix_llm.generation import generate  # noqa: E402
-from matrix_llm.tiny import build_llama, build_tokenizer  # noqa: E402
+from matrix_llm.models.tiny import build_llama, build_tokenizer  # noqa: E402
+from matrix_llm.modes.lm.evaluate import build_prompts  # noqa: E402
+from matrix_llm.modes.lm.generation import generate  # noqa: E402
 
 SECTION = "## GSM8K generation"
 GSM8K = REPO.parent / "shared" / "data" / "gsm8k"

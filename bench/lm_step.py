@@ -68,7 +68,7 @@ def build_model_and_batch(cfg: dict):
 
 
 def build_trainer(cfg: dict, variant: str, model):
-    from matrix_llm.objectives.lm_config import LMConfig
+    from matrix_llm.modes.lm.config import LMConfig
     from matrix_llm.trainer import MatrixTrainer
 
     args = LMConfig(

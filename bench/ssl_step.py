@@ -34,9 +34,9 @@ if str(REPO) not in sys.path:
 from benchmarks_md import interleaved_medians, write_section  # noqa: E402
 
 from matrix_llm.data.augment import VIEW_2, TwoViewAugment, ViewSettings  # noqa: E402
-from matrix_llm.objectives import SSLObjective  # noqa: E402
-from matrix_llm.objectives.ssl_model import SSLModel  # noqa: E402
-from matrix_llm.tiny import build_image_backbone  # noqa: E402
+from matrix_llm.models.ssl import SSLModel  # noqa: E402
+from matrix_llm.models.tiny import build_image_backbone  # noqa: E402
+from matrix_llm.modes import SSLObjective  # noqa: E402
 
 SECTION = "## Self-supervised step time and augmentation throughput"
 METHODS = (("matrix_ssl", "exact"), ("matrix_ssl", "official"), ("mec", "exact"), ("simclr", "exact"))

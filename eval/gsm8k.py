@@ -9,7 +9,7 @@ Offline with the shared GSM8K copy and a local model directory:
         --output_dir outputs/eval/demo-fewshot5
 
 Same as ``matrix-llm eval gsm8k ...``: this leaf only forwards its arguments to
-:func:`matrix_llm.eval_command.main` (writes ``samples.jsonl`` and ``results.json``; ``matrix-llm eval rescore
+:func:`matrix_llm.modes.lm.eval_gsm8k.main` (writes ``samples.jsonl`` and ``results.json``; ``matrix-llm eval rescore
 DIR/samples.jsonl`` recomputes the metrics).
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from matrix_llm.eval_command import main as eval_main
+from matrix_llm.tools.eval import main as eval_main
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ weight 0.1 from step 125 (the demo recipe). Measured: zero-shot top-1 / top-5 ov
 scenes whose compositions never appear in training, and retrieval R@1 on fresh scenes. Also drawn: the learned
 temperature against the image features' matrix entropy over training, for every run.
 
-    python experiments/clip_matrix.py                 (about 10 minutes on 2 CPU cores; writes docs/experiments/clip.md)
+    python experiments/clip_matrix.py                 (about 10 minutes on 2 CPU cores; writes docs/experiments/clip_matrix.md)
     python experiments/clip_matrix.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
@@ -73,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     results = run_grid("clip", base, ARMS, seeds, out, reuse=args.reuse)
     summary = summarize(results, METRICS, baseline="infonce")
     docs = save_summary(out, summary, bool(args.smoke), REPO)
-    figure(out, docs / "clip.png", summary)
+    figure(out, docs / "clip_matrix.png", summary)
     table = markdown_table(summary, METRICS)
     print("\n".join(table))
     if args.smoke:
         return 0
     paired = summary["paired"]["infonce + alignment"]
     write_doc(
-        docs / "clip.md",
+        docs / "clip_matrix.md",
         title="CLIP-style training: InfoNCE vs InfoNCE + matrix-entropy alignment",
         question=("Does adding the cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767; "
                   "docs/formulations.md) to CLIP's InfoNCE improve zero-shot classification of unseen compositions and "

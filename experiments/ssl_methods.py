@@ -1,13 +1,14 @@
-"""Experiment: Matrix-SSL vs MEC vs SimCLR on Fashion-MNIST, same backbone and budget (issue "Do the seeds' claims
+"""Experiment: Matrix-SSL vs MEC vs SimCLR vs Barlow Twins on Fashion-MNIST, same backbone and budget (issue "Do the seeds' claims
 reproduce?", item 5; Matrix-SSL, Zhang et al. 2023, reports it above SimCLR / MEC at ImageNet scale).
 
-Four arms of `matrix-llm ssl --config demo/ssl.yaml` on Fashion-MNIST (../shared/data/fashion-mnist; the first
+Five arms of `matrix-llm ssl --config demo/ssl.yaml` on Fashion-MNIST (../shared/data/fashion-mnist; the first
 6,000 training images, 2,000 test images for the probes, 28 x 28 grey), random-init tiny ViT, 25 epochs, batch
-128: SimCLR (NT-Xent, the baseline), MEC, Matrix-SSL `exact` (the demo's preset) and Matrix-SSL `official`.
+128: SimCLR (NT-Xent, the baseline), MEC, Matrix-SSL `exact` (the demo's preset), Matrix-SSL `official` and Barlow
+Twins (off-diagonal weight 5e-3, the paper's).
 Seeds 0, 1, 2. Measured by the command itself: linear probe and weighted kNN on the frozen backbone's features, the
 same architecture at random init (same seed) and raw pixels.
 
-    python experiments/ssl_methods.py                 (about 25 minutes on 2 CPU cores; writes docs/experiments/ssl_methods.md)
+    python experiments/ssl_methods.py                 (about 35 minutes on 2 CPU cores; writes docs/experiments/ssl_methods.md)
     python experiments/ssl_methods.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
@@ -33,7 +34,8 @@ from harness import (  # noqa: E402
 
 ARMS = {"simclr": ["--ssl_method", "simclr"], "mec": ["--ssl_method", "mec"],
         "matrix_ssl exact": ["--ssl_method", "matrix_ssl", "--ssl_preset", "exact"],
-        "matrix_ssl official": ["--ssl_method", "matrix_ssl", "--ssl_preset", "official"]}  # fmt: skip
+        "matrix_ssl official": ["--ssl_method", "matrix_ssl", "--ssl_preset", "official"],
+        "barlow_twins": ["--ssl_method", "barlow_twins"]}  # fmt: skip
 METRICS = ["probe_trained", "knn_trained", "probe_random_init", "knn_random_init", "probe_raw_pixels"]
 BASE = ["--config", "demo/ssl.yaml", "--dataset_name", FASHION, "--image_size", "28", "--max_train_samples", "6000",
         "--max_eval_samples", "2000", "--num_train_epochs", "25", "--logging_steps", "20"]  # fmt: skip
@@ -82,16 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     random_init = summary["arms"]["simclr"]["probe_random_init"]["mean"]
     write_doc(
         docs / "ssl_methods.md",
-        title="Self-supervised vision: Matrix-SSL vs MEC vs SimCLR",
+        title="Self-supervised vision: Matrix-SSL vs MEC vs SimCLR vs Barlow Twins",
         question=("Does Matrix-SSL (matrix-entropy uniformity + matrix cross-entropy alignment; Zhang et al., 2023) "
                   "learn better features than SimCLR and MEC with the same backbone and budget, as its paper reports "
                   "at ImageNet scale?"),
         setup=("`matrix-llm ssl --config demo/ssl.yaml` on Fashion-MNIST (first 6,000 training images, 28 x 28 grey; "
                "probes on the first 2,000 test images), random-init tiny ViT (hidden 64, 2 layers, 4 x 4 patches "
                "of 7 px), the demo's projector for every method, its predictor and EMA teacher (momentum 0.99) for "
-               "Matrix-SSL and MEC (SimCLR has neither, as in its paper), 25 epochs, batch 128, the same views "
-               "(BYOL's recipe in plain torch); arms: `--ssl_method simclr` (baseline), `mec`, "
-               "`matrix_ssl` with `--ssl_preset exact` and `official`. Seeds 0, 1, 2 (initialisation, data order, "
+               "Matrix-SSL and MEC (SimCLR and Barlow Twins have neither, as in their papers), 25 epochs, batch 128, "
+               "the same views (BYOL's recipe in plain torch); arms: `--ssl_method simclr` (baseline), `mec`, "
+               "`matrix_ssl` with `--ssl_preset exact` and `official`, `barlow_twins` (off-diagonal weight 5e-3, the "
+               "paper's; every dimension standardised over the batch). Seeds 0, 1, 2 (initialisation, data order, "
                "views). Every run also measures the same architecture at random init and raw pixels."),
         result=table,
         figure="ssl_methods.png",

@@ -1,212 +1,157 @@
-"""GSM8K accuracy by generation inside the training loop (any ``transformers.Trainer``).
+"""Callbacks for any ``transformers.Trainer``: :func:`log_eval_metrics` (the one way an ``on_evaluate`` callback
+logs what it measured) and ``MatrixMetricsCallback``: matrix diagnostics of a model on a fixed probe batch, during training with any
+``transformers.Trainer`` (plain, :class:`~matrix_llm.trainer.MatrixTrainer`, TRL's).
 
-``compute_metrics`` only sees teacher-forced argmax tokens; :class:`GSM8KEvalCallback` instead *generates* on a
-fixed subset at every evaluation (``on_evaluate``, i.e. every ``eval_steps``) with the same prompt, stop strings,
-generation and scoring code as ``matrix-llm eval gsm8k`` (:func:`matrix_llm.evaluation.evaluate_gsm8k` and
-:func:`~matrix_llm.evaluation.score_samples`), and logs::
+Every ``every`` optimizer steps the probe batch (the same rows on every rank) goes through the model once, in
+eval mode and without gradients, and the callback logs through ``trainer.log`` (so every reporter and
+``trainer_state.json`` get them), with the prefix ``probe_``:
 
-    eval_gsm8k_strict     lm-eval strict-match exact match (``#### N``; ``The answer is N.`` for cot8)
-    eval_gsm8k_flexible   lm-eval flexible-extract exact match (last number)
-    eval_gsm8k_no_answer  fraction of completions with no strict answer
+- per layer ``i`` of the model's block stack: ``probe_layer{i}_matrix_entropy`` / ``probe_layer{i}_effective_rank``
+  of the layer's output pooled per example (mean over the attended tokens or patches);
+- for a classifier (a head mapping to ``config.num_labels`` and labels in the batch): ``probe_mir`` and
+  ``probe_hdr`` between the features the head sees and the head rows of their labels, ``probe_head_entropy``
+  (``W Wᵀ``), ``probe_class_mean_entropy`` (Gram of the class means) and ``probe_nc1``
+  (``tr(Σ_W Σ_B⁺) / C``, within- over between-class scatter), whose neural-collapse values are the closed
+  forms of docs/formulations.md and 0;
+- for a causal LM (an LM head and ``labels``): ``probe_mir`` / ``probe_hdr`` between the hidden states the LM
+  head sees at the completion positions and the head rows of their next tokens.
 
-Usage::
-
-    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val, ...)
-    trainer.add_callback(GSM8KEvalCallback(tokenizer, load_gsm8k(split="test"), prompt="qa", num_samples=200,
-                                           trainer=trainer))
-
-Where the numbers go:
-
-- always into the ``metrics`` dict of the evaluation (what ``trainer.evaluate()`` returns, and what
-  ``metric_for_best_model="eval_gsm8k_strict"`` / ``load_best_model_at_end`` look at);
-- with ``trainer=`` given: through ``trainer.log`` as their own log entry, so every reporter (TensorBoard, W&B,
-  the console) and ``state.log_history`` get them (the pattern of TRL's ``LogCompletionsCallback``). Without it,
-  they are merged into the evaluation's entry of ``state.log_history`` (hence ``trainer_state.json``), but the
-  reporters have already received that entry (the Trainer logs before it calls ``on_evaluate``) and do not
-  see them.
-
-Multi-process (DDP, DeepSpeed): each rank generates a strided shard of the subset, the samples are gathered
-with ``all_gather_object`` and every rank scores the same full list, so all ranks log identical values, equal to
-a single-process run on the same items. Under DeepSpeed ZeRO-3 the weights are sharded, so generation runs with
-``synced_gpus=True`` (every rank runs the same number of batches and forward passes); this is chosen
-automatically (``synced_gpus=None``), also for FSDP (GPU only, untested here: FSDP does not run on CPU). PEFT models work as they are. The model is put in eval mode for
-generation and back into its previous mode afterwards. With ``bf16=True`` and float32 weights on a GPU,
-generation runs under bf16 autocast.
-
-Samples are written to ``{output_dir}/gsm8k_samples/step-{global_step}.jsonl`` on the main process
-(``save_samples=False`` to turn off). Several ``on_evaluate`` calls at one step (a dict of eval datasets) reuse
-the first result.
+Every rank runs the probe (under ZeRO-3 the forward is a collective) and computes the same values, so nothing
+is gathered. The model's mode is restored afterwards and no random state is drawn: training is unchanged
+(tested). ``matrix_probe_samples: N`` in a recipe attaches it with the first ``N`` evaluation rows.
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
 from transformers import TrainerCallback
 
-logger = logging.getLogger(__name__)
+from matrix_llm import features, info
+from matrix_llm.data.labels import IGNORE_INDEX
+from matrix_llm.features import diagnostics
 
-__all__ = ["GSM8KEvalCallback", "log_eval_metrics"]
-
-METRIC_KEYS = {"strict": "strict_accuracy", "flexible": "flexible_accuracy", "no_answer": "no_answer_rate"}
+__all__ = ["MatrixMetricsCallback", "classification_pair_metrics", "log_eval_metrics"]
 
 
-class GSM8KEvalCallback(TrainerCallback):
-    """Generate on a fixed GSM8K subset at each evaluation and log strict/flexible accuracy and no-answer rate.
+def classification_pair_metrics(feats: Tensor, head: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """MIR / HDR / head and class-mean entropies / NC1 of features ``(N, d)``, head rows ``(C, d)``, labels ``(N,)``.
+
+    Raises:
+        ValueError: fewer than 2 classes among ``labels`` (MIR is 0/0 there).
+    """
+    classes = torch.unique(labels)
+    if classes.numel() < 2:
+        raise ValueError(f"MatrixMetricsCallback: the probe batch needs at least 2 classes; got {classes.tolist()}")
+    feats, head = feats.double(), head.double()
+    mir, hdr = info.mir_hdr(info.gram(feats), info.gram(head[labels]))
+    means = torch.stack([feats[labels == c].mean(0) for c in classes])
+    centred_means = means - feats.mean(0)
+    within = sum((feats[labels == c] - m).mT @ (feats[labels == c] - m) for c, m in zip(classes, means, strict=True))
+    within = within / feats.shape[0]
+    between = centred_means.mT @ centred_means / classes.numel()
+    nc1 = torch.trace(within @ torch.linalg.pinv(between, hermitian=True)) / classes.numel()
+    return {
+        "mir": mir,
+        "hdr": hdr,
+        "head_entropy": info.entropy(info.gram(head)),
+        "class_mean_entropy": info.entropy(info.gram(centred_means)),
+        "nc1": nc1,
+    }
+
+
+class MatrixMetricsCallback(TrainerCallback):
+    """Matrix diagnostics on a fixed probe batch every ``every`` optimizer steps (module docstring).
 
     Args:
-        tokenizer: the model's tokenizer.
-        dataset: rows with ``question`` and ``answer`` (a ``datasets.Dataset`` or a list of dicts, e.g.
-            ``load_gsm8k(split="test")``); the first ``num_samples`` rows are used, the same every time (and the
-            same rows as ``matrix-llm eval gsm8k --limit num_samples``).
-        prompt: evaluation prompt (``matrix_llm.data.gsm8k.EVAL_PROMPTS``); default ``"qa"``, the default
-            training template, zero-shot.
-        num_samples: size of the subset (``None``: all rows).
-        max_new_tokens: generation budget (default 512).
-        batch_size: prompts per ``generate`` call on each rank.
-        fewshot_examples: for ``fewshot5``: one list of 5 train rows used for every question.
-        trainer: the trainer, to log through ``trainer.log`` (see the module docstring).
-        synced_gpus: ``None`` = on when several processes hold sharded weights (DeepSpeed ZeRO-3, FSDP).
-        metric_prefix: key prefix of the logged metrics.
-        save_samples: write each evaluation's samples as JSON lines under ``output_dir``.
+        probe: rows (a list of dicts or a ``datasets.Dataset``), collated once with ``collator``.
+        trainer: the trainer to log through (``trainer.log``); its ``data_collator`` is the default ``collator``.
+        collator: turns the probe rows into a batch (default: the trainer's).
+        every: cadence in optimizer steps (default: ``args.matrix_metrics_steps`` when the arguments have it,
+            else ``logging_steps``); the probe also runs at every evaluation.
+        layers: block indices to report (default: all; ``()`` for none).
     """
 
-    def __init__(
-        self,
-        tokenizer,
-        dataset: Sequence[Mapping[str, str]] | Any,
-        *,
-        prompt: str = "qa",
-        num_samples: int | None = 100,
-        max_new_tokens: int = 512,
-        batch_size: int = 16,
-        fewshot_examples: Sequence[Mapping[str, str]] | None = None,
-        trainer=None,
-        synced_gpus: bool | None = None,
-        metric_prefix: str = "eval_gsm8k",
-        save_samples: bool = True,
-    ):
-        from matrix_llm.data.gsm8k import get_eval_prompt
-
-        get_eval_prompt(prompt)  # validates the name
-        if num_samples is not None and num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1 or None; got {num_samples}")
-        n = len(dataset) if num_samples is None else min(num_samples, len(dataset))
-        items = []
-        for i in range(n):
-            row = dataset[i]
-            if not isinstance(row, Mapping) or not {"question", "answer"} <= set(row):
-                raise ValueError(
-                    f"dataset row {i} must have the fields 'question' and 'answer'; got {row!r:.120}"
-                )
-            items.append({"question": row["question"], "answer": row["answer"]})
-        if not items:
-            raise ValueError("GSM8KEvalCallback got an empty dataset")
-        if prompt == "fewshot5" and fewshot_examples is None:
-            raise ValueError(
-                "prompt='fewshot5' needs fewshot_examples (5 train rows with 'question' and 'answer')"
-            )
-        self.tokenizer = tokenizer
-        self.items = items
-        self.prompt = prompt
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-        self.fewshot_examples = list(fewshot_examples) if fewshot_examples is not None else None
+    def __init__(self, probe: Sequence[Mapping[str, Any]] | Any, *, trainer: Any, collator: Any = None,
+                 every: int | None = None, layers: Sequence[int] | None = None) -> None:  # fmt: skip
+        rows = [probe[i] for i in range(len(probe))]
+        if len(rows) < 2:
+            raise ValueError(f"MatrixMetricsCallback: the probe needs at least 2 rows; got {len(rows)}")
         self.trainer = trainer
-        self.synced_gpus = synced_gpus
-        self.metric_prefix = metric_prefix
-        self.save_samples = save_samples
-        self.last_samples: list[dict[str, Any]] = []
-        self.last_metrics: dict[str, float] = {}
-        self._last_step: int | None = None
-        self._last_logs: dict[str, float] = {}
+        self.batch = (collator or trainer.data_collator)(rows)
+        self.every = every
+        self.layers = layers
 
-    # -- helpers ---------------------------------------------------------------------------------------------
+    def _cadence(self, args: Any) -> int:
+        if self.every is not None:
+            return int(self.every)
+        steps = getattr(args, "effective_matrix_metrics_steps", None)
+        return int(steps) if steps is not None else max(1, int(args.logging_steps))
 
-    def _use_synced_gpus(self, world_size: int, model=None, args=None) -> bool:
-        """``synced_gpus`` unless set: on when several processes share sharded weights (ZeRO-3 or FSDP)."""
-        if self.synced_gpus is not None:
-            return self.synced_gpus
-        if world_size < 2:
-            return False
-        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-
-        if is_deepspeed_zero3_enabled() or bool(getattr(args, "fsdp", None)):
-            return True
-        try:
-            from transformers.distributed.fsdp import is_fsdp_managed_module
-        except ImportError:  # older layouts
-            return False
-        return model is not None and is_fsdp_managed_module(model)
+    @torch.no_grad()
+    def compute(self, model: torch.nn.Module) -> dict[str, float]:
+        """The probe metrics of ``model`` now (``probe_``-prefixed floats)."""
+        out: dict[str, Tensor] = {}
+        with features.evaluating(model) as device:
+            batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.batch.items()}
+            labels = batch.pop("labels", None)
+            head = self._head(model)
+            layers = features.capture_layers(model, self.layers) if self.layers != () else contextlib.nullcontext()
+            mask = batch.get("attention_mask")
+            capture = (features.capture_head_input(model, mask) if head is not None
+                       else features.capture_hidden(model, -1))  # fmt: skip
+            with layers as hidden, capture as captured:
+                model(**batch)
+            for index, states in sorted((hidden or {}).items()):
+                pooled = features.pool(states, "mean", attention_mask=mask) if states.dim() == 3 else states.flatten(1)
+                ent, erank = diagnostics.entropy_erank(pooled)
+                out[f"layer{index}_matrix_entropy"], out[f"layer{index}_effective_rank"] = ent, erank
+            if labels is not None and head is not None:
+                keep = labels != IGNORE_INDEX
+                weight = features.full_weight(head.weight)
+                out.update(classification_pair_metrics(captured.features[keep], weight, labels[keep]))
+            elif labels is not None and captured.hidden is not None:
+                tokens = features.token_features(captured.hidden, labels)
+                weight = features.head_weight(model)
+                if tokens.targets.numel() >= 2:
+                    mir, hdr = info.mir_hdr(info.gram(tokens.hidden.double()), info.gram(weight.double()[tokens.targets]))
+                    out.update(mir=mir, hdr=hdr)
+        return {f"probe_{k}": float(v) for k, v in out.items()}
 
     @staticmethod
-    def _autocast_dtype(args, model):
-        import torch
+    def _head(model: torch.nn.Module) -> Any:
+        """The classifier head, or None for a model without ``config.num_labels`` heads (e.g. a causal LM)."""
+        try:
+            if features.unwrap(model).get_output_embeddings() is not None:
+                return None
+        except (AttributeError, NotImplementedError):
+            pass
+        return features.classifier_head(model)
 
-        param = next(model.parameters())
-        if getattr(args, "bf16", False) and param.device.type == "cuda" and param.dtype == torch.float32:
-            return torch.bfloat16
-        return None
+    def _log(self, control: Any, values: dict[str, float]) -> None:
+        """``trainer.log`` without cancelling a log the Trainer is about to write: its ``on_log`` clears
+        ``control.should_log``, which ``on_step_end`` set for the Trainer's own step log."""
+        pending = control.should_log
+        self.trainer.log(dict(values))
+        control.should_log = pending
 
-    def evaluate(
-        self, model, args=None, *, is_main: bool = True
-    ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-        """Generate and score on the subset (all ranks take part when a process group is up)."""
-        from matrix_llm import distributed, features
-        from matrix_llm.evaluation import evaluate_gsm8k, score_samples
-
-        world, rank = distributed.world_size(), distributed.rank()
-        mine = list(range(rank, len(self.items), world))
-        shots = [self.fewshot_examples] * len(mine) if self.fewshot_examples is not None else None
-        with features.evaluating(model):
-            result = evaluate_gsm8k(
-                model, self.tokenizer, [self.items[i] for i in mine], prompt=self.prompt, fewshot_examples=shots,
-                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                synced_gpus=self._use_synced_gpus(world, model, args), autocast_dtype=self._autocast_dtype(args, model),
-                progress=is_main, indices=mine, score=False,
-            )  # fmt: skip
-        samples = result.samples
-        if world > 1:
-            gathered: list[list[dict[str, Any]] | None] = [None] * world
-            import torch.distributed as dist
-
-            dist.all_gather_object(gathered, samples)
-            samples = sorted((s for part in gathered for s in part), key=lambda s: s["index"])
-        return samples, score_samples(samples)
-
-    # -- TrainerCallback -------------------------------------------------------------------------------------
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        every = self._cadence(args)
+        if model is not None and every > 0 and state.global_step % every == 0:
+            self._log(control, self.compute(model))
+        return control
 
     def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
-        if model is None:
-            raise ValueError("GSM8KEvalCallback.on_evaluate needs the model (the Trainer passes it)")
-        if self._last_step != state.global_step:
-            samples, scores = self.evaluate(model, args, is_main=state.is_world_process_zero)
-            self.last_samples, self.last_metrics = samples, scores
-            self._last_logs = {f"{self.metric_prefix}_{k}": float(scores[v]) for k, v in METRIC_KEYS.items()}
-            self._last_step = state.global_step
-            if self.save_samples and state.is_world_process_zero and args is not None and args.output_dir:
-                from matrix_llm.evaluation import write_jsonl
-
-                out = Path(args.output_dir) / "gsm8k_samples"
-                out.mkdir(parents=True, exist_ok=True)
-                write_jsonl(out / f"step-{state.global_step}.jsonl", samples)
-            self._log(state)
-        if metrics is not None:
-            metrics.update(self._last_logs)
+        if model is not None:
+            values = {f"eval_{k}": v for k, v in self.compute(model).items()}
+            if metrics is not None:
+                metrics.update(values)  # what evaluate() returns
+            self._log(control, values)  # what the reporters and trainer_state.json see
         return control
-
-    def on_train_end(self, args, state, control, **kwargs):
-        # results are cached per global step (an evaluate right after the last eval step does not generate
-        # again); at the end of training `load_best_model_at_end` may have swapped the weights without changing
-        # the step, so the next evaluate must generate anew
-        self._last_step = None
-        return control
-
-    def _log(self, state) -> None:
-        log_eval_metrics(dict(self._last_logs), state, self.trainer)
 
 
 def log_eval_metrics(logs: dict[str, float], state, trainer=None) -> None:

@@ -3,7 +3,7 @@
 - :class:`ModelArguments`: which model to load (TRL's names: ``model_name_or_path``, ``use_peft``, ``lora_r``,
   ...). A mode subclasses it for its own model options (e.g. the offline tiny model of ``sft``).
 - :class:`MatrixTrainingArguments`: ``transformers.TrainingArguments`` plus what every mode shares: the
-  ``objective`` a recipe picks (a key of :data:`matrix_llm.objectives.OBJECTIVES`), the cadence of scheduled
+  ``objective`` a recipe picks (a key of :data:`matrix_llm.modes.OBJECTIVES`), the cadence of scheduled
   matrix diagnostics and ``overwrite_output_dir``. Each objective's own config subclasses it beside the
   objective (``objectives/lm_config.py`` holds the ``matrix_*`` fields of the LM loss), the pairing of TRL's
   ``<algo>_config.py`` / ``<algo>_trainer.py``.
@@ -122,7 +122,7 @@ class MatrixTrainingArguments(TrainingArguments):
     objective: str = field(
         default="lm",
         metadata={
-            "help": "The training objective, i.e. the mode (a key of matrix_llm.objectives.OBJECTIVES: lm = causal "
+            "help": "The training objective, i.e. the mode (a key of matrix_llm.modes.OBJECTIVES: lm = causal "
             "LM fine-tuning with a matrix loss). A command accepts the objectives it runs; each objective's "
             "config class checks that it is the one named here."
         },
@@ -164,7 +164,7 @@ class MatrixTrainingArguments(TrainingArguments):
         """Validation of the matrix_llm fields (all problems, not only the first); subclasses extend it."""
         out = []
         if not self.objective:
-            out.append(problem("objective", "a key of matrix_llm.objectives.OBJECTIVES (e.g. lm)", self.objective))
+            out.append(problem("objective", "a key of matrix_llm.modes.OBJECTIVES (e.g. lm)", self.objective))
         if self.matrix_probe_samples < 0 or self.matrix_probe_samples == 1:
             out.append(problem("matrix_probe_samples", "0 (off) or an integer >= 2", self.matrix_probe_samples))
         if self.matrix_metrics_steps is not None and self.matrix_metrics_steps < 0:

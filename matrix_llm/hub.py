@@ -3,7 +3,7 @@
 - :func:`model_card` / :func:`write_model_card`: ``README.md`` with YAML metadata (``base_model``, ``datasets``,
   ``tags: [matrix-llm, matrix-entropy, <the objective's tags>]``, ``library_name: transformers`` or ``peft``) and a
   body with the base model, the data, what the objective says about itself
-  (:class:`~matrix_llm.objectives.ObjectiveCard`: the loss, its settings, a note such as "the LM formulation is
+  (:class:`~matrix_llm.modes.ObjectiveCard`: the loss, its settings, a note such as "the LM formulation is
   matrix_llm's documented derivation"), the training hyper-parameters, the final metrics, how to load the
   result and the Matrix-SSL citation.
 - :func:`push_to_hub`: upload ``output_dir`` (weights or adapter, tokenizer, card; not the ``checkpoint-*``
@@ -93,7 +93,7 @@ def model_card(
 ) -> str:
     """The text of ``README.md`` (YAML front matter + markdown body).
 
-    ``objective_card``: an :class:`~matrix_llm.objectives.ObjectiveCard` (``objective.card(training_args)``).
+    ``objective_card``: an :class:`~matrix_llm.modes.ObjectiveCard` (``objective.card(training_args)``).
     """
     card = objective_card
     tags = ["matrix-llm", "matrix-entropy", *card.tags, "generated_from_trainer"]

@@ -207,7 +207,7 @@ def plot_lines(panels: list[tuple[str, dict[str, tuple[list[float], list[float]]
 
 def plot_seen_unseen(result: dict, output: str | Path, *, unseen: list[str] | tuple[str, ...]) -> Path:
     """Generalised zero-shot's trade-off: ``result``'s seen-unseen curve of calibrated stacking (from
-    :func:`matrix_llm.clip_eval.zero_shot_accuracy`), its area, the uncalibrated point and the straight line between
+    :func:`matrix_llm.modes.clip.evaluate.zero_shot_accuracy`), its area, the uncalibrated point and the straight line between
     the curve's ends (trading one point of seen accuracy for one of unseen); written to ``output`` (PNG)."""
     import matplotlib
 

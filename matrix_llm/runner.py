@@ -218,7 +218,7 @@ class RunCard:
     """What the model card names besides the objective: the base model, the data and extra lines; ``run_info``:
     what the command records in ``matrix_llm_run.json`` for later tools (e.g. the LM prompt template, which
     ``matrix-llm eval gsm8k`` uses as its default prompt); ``card_overrides``: fields of the objective's
-    :class:`~matrix_llm.objectives.ObjectiveCard` this run replaces (e.g. a text classifier's pipeline tag);
+    :class:`~matrix_llm.modes.ObjectiveCard` this run replaces (e.g. a text classifier's pipeline tag);
     ``adapter_dir``: with ``use_peft``, where the LoRA adapter is when the saved model has it merged (then the card
     is a plain ``transformers`` one)."""
 
@@ -289,7 +289,7 @@ def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: s
     if checkpoint is not None:
         logger.info("resuming from %s (step %s)", checkpoint, _checkpoint_step(checkpoint))
     if getattr(args, "matrix_probe_samples", 0):
-        from .metrics_callback import MatrixMetricsCallback
+        from matrix_llm.callbacks import MatrixMetricsCallback
 
         source = trainer.eval_dataset if trainer.eval_dataset is not None else trainer.train_dataset
         rows = source.select(range(min(len(source), args.matrix_probe_samples)))

@@ -17,20 +17,21 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
+from matrix_llm.modes import ObjectiveOutput, build_objective
+
 from . import features
-from .objectives import ObjectiveOutput, build_objective
 
 __all__ = ["MatrixTrainer", "one_element_scalars"]
 
 
 class MatrixTrainer(Trainer):
-    """A ``transformers.Trainer`` whose loss is ``objective(model, batch)`` (:mod:`matrix_llm.objectives`): for
-    the LM objective, ``loss = lm_loss + matrix_loss_weight * matrix_loss`` (:mod:`matrix_llm.objectives.lm`).
+    """A ``transformers.Trainer`` whose loss is ``objective(model, batch)`` (:mod:`matrix_llm.modes`): for
+    the LM objective, ``loss = lm_loss + matrix_loss_weight * matrix_loss`` (:mod:`matrix_llm.modes.lm.objective`).
 
     Args:
         objective: a callable ``(model, inputs, *, base_loss, step) -> ObjectiveOutput``. ``None``: built from
             ``args`` (``OBJECTIVES[args.objective]``; ``args`` is then that objective's config class, e.g.
-            :class:`~matrix_llm.objectives.LMConfig`). The objective's ``callbacks(trainer)`` (if any) are added.
+            :class:`~matrix_llm.modes.LMConfig`). The objective's ``callbacks(trainer)`` (if any) are added.
         Everything else: as ``transformers.Trainer``.
 
     **Gradient accumulation and multi-process scaling.** The returned loss is

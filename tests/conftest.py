@@ -42,14 +42,14 @@ def gsm8k_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from matrix_llm.tiny import build_tokenizer
+    from matrix_llm.models.tiny import build_tokenizer
 
     return build_tokenizer(_CORPUS * 20, vocab_size=320)
 
 
 @pytest.fixture
 def tiny_model(tiny_tokenizer):
-    from matrix_llm.tiny import build_llama
+    from matrix_llm.models.tiny import build_llama
 
     return build_llama(tiny_tokenizer, hidden_size=64, num_layers=2, num_heads=4, seed=0)
 

@@ -49,6 +49,7 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
     from matrix_llm import info
     from matrix_llm.distributed import all_gather_no_grad, all_gather_with_grad, rank, world_size
     from matrix_llm.losses import (
+        BarlowTwinsLoss,
         CLIPLoss,
         CrossModalMCELoss,
         MatrixSSLLoss,
@@ -88,6 +89,7 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
 
     mec_global, mec_local = MECLoss(gather=True), MECLoss(gather=False)
     simclr_global, simclr_local = NTXentLoss(gather=True), NTXentLoss(gather=False)
+    barlow_global, barlow_local = BarlowTwinsLoss(gather=True), BarlowTwinsLoss(gather=False)
     clip_global, clip_local = CLIPLoss(gather=True), CLIPLoss(gather=False)
     xmce_global, xmce_local = CrossModalMCELoss(gather=True), CrossModalMCELoss(gather=False)
     scale = torch.tensor(2.0, dtype=torch.float64)
@@ -107,6 +109,7 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
             [z, z2],
         ),
         "nt_xent_global": (lambda a, b: simclr_global(a, b).total, lambda a, b: simclr_local(a, b).total, [z, z2]),
+        "barlow_twins_global": (lambda a, b: barlow_global(a, b).total, lambda a, b: barlow_local(a, b).total, [z, z2]),
         "clip_global": (lambda a, b: clip_global(a, b, scale).total, lambda a, b: clip_local(a, b, scale).total, [z, z2]),
         "clip_caption_keys_global": (  # same-caption pairs on both ranks: keys gathered with the features
             lambda a, b: clip_global(a, b, scale, _slice(labels, r)).total,

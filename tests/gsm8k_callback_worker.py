@@ -32,11 +32,11 @@ def main(mode: str, out_dir: str) -> None:
     from test_evaluation import make_scorable_items
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from matrix_llm.callbacks import GSM8KEvalCallback
     from matrix_llm.data.gsm8k import tokenize_dataset
     from matrix_llm.data.synthetic import synthetic_dataset
-    from matrix_llm.evaluation import evaluate_gsm8k
-    from matrix_llm.tiny import build_llama, build_tokenizer
+    from matrix_llm.models.tiny import build_llama, build_tokenizer
+    from matrix_llm.modes.lm.callback import GSM8KEvalCallback
+    from matrix_llm.modes.lm.evaluate import evaluate_gsm8k
 
     torch.manual_seed(0)
     deepspeed = None

@@ -1,4 +1,4 @@
-"""Worker for the 2-process tests of tests/objectives/test_ssl.py and test_clip.py: runs `matrix-llm ssl` or
+"""Worker for the 2-process tests of tests/modes/test_ssl.py and test_clip.py: runs `matrix-llm ssl` or
 `matrix-llm clip` under torchrun and writes, per rank, the world size, the distributed type and a checksum of every
 parameter (an EMA teacher included) after training to OUTPUT_DIR/rank{r}.json.
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 import matrix_llm.trainer
-from matrix_llm import clip, ssl
+from matrix_llm.modes.clip import command as clip
+from matrix_llm.modes.ssl import command as ssl
 
 RECORD: dict = {}
 

@@ -20,9 +20,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from matrix_llm import clip, ssl
-from matrix_llm.objectives import CLIPObjective, SSLObjective
-from matrix_llm.objectives.ssl_model import MAEOutput, SSLOutput
+from matrix_llm.models.ssl import MAEOutput, SSLOutput
+from matrix_llm.modes import CLIPObjective, SSLObjective
+from matrix_llm.modes.clip import command as clip
+from matrix_llm.modes.ssl import command as ssl
 
 SIZES = (7, 5)  # rows per rank: uneven
 D = 6
@@ -66,7 +67,7 @@ def _cases() -> dict:
     z1, z2, p1, p2, images, texts = (torch.randn(n, D, dtype=torch.float64) for _ in range(6))
     ids = torch.arange(1, n + 1).view(-1, 1).repeat(1, 3)
     cases = {}
-    for method in ("matrix_ssl", "mec", "simclr"):
+    for method in ("matrix_ssl", "mec", "simclr", "barlow_twins"):
         objective = SSLObjective.from_args(ssl.parse_args([*SSL, "--ssl_method", method])[2])
         cases[f"ssl_{method}"] = (objective, lambda rows, t: SSLNet(*t), [z1, z2], [p1, p2], lambda rows: {})
     mmae = SSLObjective.from_args(ssl.parse_args([*SSL, "--ssl_method", "mmae", "--ssl_tcr_weight", "0.5"])[2])

@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 
 import matrix_llm.trainer
-from matrix_llm import features, sft
+from matrix_llm import features
 from matrix_llm.losses.token import TokenMCELoss
-from matrix_llm.sft import parse_args
+from matrix_llm.modes.lm import command as sft
+from matrix_llm.modes.lm.command import parse_args
 
 RECORD: dict = {"calls": [], "checksums": {}}
 

@@ -1,4 +1,4 @@
-"""matrix_llm.analysis: per-layer tables (Diff-eRank, Matrix Nuclear-Norm, pooled eRank) against an
+"""matrix_llm.tools.analysis: per-layer tables (Diff-eRank, Matrix Nuclear-Norm, pooled eRank) against an
 independent numpy computation on ``output_hidden_states``, padding invariance, random-init references, weight
 interpolation and the linear-mode-connectivity path.
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from matrix_llm import analysis
-from matrix_llm.tiny import build_image_classifier
+from matrix_llm.models.tiny import build_image_classifier, random_init
+from matrix_llm.tools import analysis
 
 
 def _vit(seed: int = 0):
@@ -82,9 +82,9 @@ def test_layer_table_ignores_padding_and_batching(tiny_tokenizer, tiny_model):
 
 def test_random_init_is_seeded_and_diff_erank_is_the_difference():
     model = _vit(seed=3)
-    a = analysis.random_init(type(model), model.config, seed=0)
-    b = analysis.random_init(type(model), model.config, seed=0)
-    c = analysis.random_init(type(model), model.config, seed=1)
+    a = random_init(type(model), model.config, seed=0)
+    b = random_init(type(model), model.config, seed=0)
+    c = random_init(type(model), model.config, seed=1)
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     assert not all(torch.equal(a.state_dict()[k], c.state_dict()[k]) for k in a.state_dict())
     batch = _images()

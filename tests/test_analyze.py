@@ -12,9 +12,9 @@ import json
 import pytest
 import torch
 
-from matrix_llm import analyze
 from matrix_llm.data.text import TextCollator, count_truncated, load_text_dataset
-from matrix_llm.tiny import build_image_classifier
+from matrix_llm.models.tiny import build_image_classifier
+from matrix_llm.tools import analyze
 
 
 def _save_vit(path, seed):
@@ -144,7 +144,7 @@ def test_load_text_dataset_formats_labels_and_errors(tmp_path, gsm8k_dir, tiny_t
 def test_diff_erank_is_measured_against_a_fresh_random_init_not_the_model(tmp_path):
     """Two models of one architecture with different weights: each run's random-init table is the same (it
     depends on the architecture and seed only), differs from the model's own, and diff_erank is the difference."""
-    from matrix_llm.analysis import random_init
+    from matrix_llm.models.tiny import random_init
 
     a = tmp_path / "a"
     model = build_image_classifier("tiny-vit", num_labels=10, image_size=8, hidden_size=32, num_layers=2, seed=0)
@@ -178,7 +178,7 @@ def test_the_last_row_is_the_last_hidden_state_after_the_final_norm(tmp_path, ti
     exactly that (hidden_states[-1] of a Llama, computed here directly), and differs from the last block's row
     (n - 1, before the norm). A BERT encoder has no final norm, so no such row."""
     from matrix_llm import info
-    from matrix_llm.analysis import layer_table
+    from matrix_llm.tools.analysis import layer_table
 
     batch = tiny_tokenizer(["Tom has 12 apples and buys 35 more.", "A box holds 6 pens. How many pens?"],
                            return_tensors="pt", padding=True)  # fmt: skip

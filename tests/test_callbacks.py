@@ -1,4 +1,4 @@
-"""Tests for matrix_llm.callbacks.GSM8KEvalCallback: plain Trainer, CLI consistency, DDP and ZeRO-3 (2 processes).
+"""Tests for matrix_llm.modes.lm.callback.GSM8KEvalCallback: plain Trainer, CLI consistency, DDP and ZeRO-3 (2 processes).
 
     .venv/bin/python -m pytest tests/test_callbacks.py -q              # all (the 2-process ones are `slow`)
     .venv/bin/python -m pytest tests/test_callbacks.py -q -m "not slow"
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from test_evaluation import make_scorable_items
 
-from matrix_llm.callbacks import GSM8KEvalCallback
-from matrix_llm.evaluation import evaluate_gsm8k, read_jsonl, write_jsonl
+from matrix_llm.modes.lm.callback import GSM8KEvalCallback
+from matrix_llm.modes.lm.evaluate import evaluate_gsm8k, read_jsonl, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "gsm8k_callback_worker.py"
@@ -116,7 +116,7 @@ def test_bad_arguments_raise(tiny_tokenizer):
 
 
 def test_cli_eval_and_callback_agree_on_the_same_items(tmp_path, tiny_model, tiny_tokenizer, items):
-    from matrix_llm.eval_command import main
+    from matrix_llm.tools.eval import main
 
     model_dir = tmp_path / "model"
     tiny_model.save_pretrained(model_dir)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from matrix_llm.objectives.lm_config import LMConfig
+from matrix_llm.modes.lm.command import parse_args
+from matrix_llm.modes.lm.config import LMConfig
 from matrix_llm.parsing import ConfigError
-from matrix_llm.sft import parse_args
 
 BASE = """\
 model_name_or_path: tiny
@@ -163,10 +163,10 @@ def test_help_is_short_leads_with_usage_and_points_to_the_full_list(capsys):
 
 
 def test_use_peft_is_refused_by_the_commands_that_train_no_adapter():
-    from matrix_llm.objectives.classification_config import ClassificationModelArguments
-    from matrix_llm.objectives.clip_config import CLIPModelArguments
-    from matrix_llm.objectives.lm_config import LMModelArguments
-    from matrix_llm.objectives.ssl_config import SSLModelArguments
+    from matrix_llm.modes.classify.config import ClassificationModelArguments
+    from matrix_llm.modes.clip.config import CLIPModelArguments
+    from matrix_llm.modes.lm.config import LMModelArguments
+    from matrix_llm.modes.ssl.config import SSLModelArguments
 
     for cls in (ClassificationModelArguments, SSLModelArguments):
         with pytest.raises(ConfigError, match="`use_peft`.*trains no LoRA adapter"):

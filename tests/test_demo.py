@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from matrix_llm.cli import main as cli_main
-from matrix_llm.evaluation import read_jsonl
+from matrix_llm.modes.lm.evaluate import read_jsonl
 
 RECIPES = Path(__file__).resolve().parents[1] / "matrix_llm" / "recipes" / "demo"  # package data
 

@@ -65,6 +65,7 @@ def test_all_gather_with_grad_two_gloo_processes_matches_single_process(tmp_path
         torch.testing.assert_close(out["gathered"], out["full"], rtol=0, atol=0)
         torch.testing.assert_close(out["gathered_labels"], torch.tensor([0, 1, 2, 0, 3, 1, 2, 3]))
         names = ("mce_covariance", "entropy_covariance", "matrix_ssl_global", "mec_global", "nt_xent_global",
+                 "barlow_twins_global",
                  "clip_global", "clip_caption_keys_global", "crossmodal_mce_global", "token_mce_global")
         for name in (*names, "token_mce_alignment_global"):
             case = out[name]
@@ -78,7 +79,7 @@ def test_all_gather_with_grad_two_gloo_processes_matches_single_process(tmp_path
 
 @pytest.mark.slow
 def test_the_objectives_the_commands_build_give_the_single_process_gradient(tmp_path):
-    """Not the loss classes but the objectives `matrix-llm ssl` (matrix_ssl, mec, simclr, mmae's TCR) and
+    """Not the loss classes but the objectives `matrix-llm ssl` (matrix_ssl, mec, simclr, barlow_twins, mmae's TCR) and
     `matrix-llm clip` (InfoNCE, + covariance MCE) build from their configs: on 2 gloo processes holding 7 and 5
     rows, each rank's loss is the loss of the whole batch and its gradient the single-process gradient of its rows
     (the two-process training tests compare the ranks with each other only, which DDP makes equal whatever the
@@ -93,7 +94,8 @@ def test_the_objectives_the_commands_build_give_the_single_process_gradient(tmp_
         out = torch.load(tmp_path / f"rank{r}.pt", weights_only=False)
         assert out["world_size"] == 2
         names = [k for k in out if k != "world_size"]
-        assert sorted(names) == ["clip_infonce", "clip_mce", "ssl_matrix_ssl", "ssl_mec", "ssl_mmae", "ssl_simclr"]
+        assert sorted(names) == ["clip_infonce", "clip_mce", "ssl_barlow_twins", "ssl_matrix_ssl", "ssl_mec",
+                                 "ssl_mmae", "ssl_simclr"]
         for name in names:
             case = out[name]
             torch.testing.assert_close(case["loss"], case["ref_loss"], rtol=1e-9, atol=1e-10, msg=name)

@@ -4,7 +4,7 @@ import torch
 import transformers
 
 from matrix_llm.cli import main as cli_main
-from matrix_llm.env import collect
+from matrix_llm.tools.env import collect
 
 
 def test_collect_reports_installed_versions():

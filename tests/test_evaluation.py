@@ -1,4 +1,4 @@
-"""Tests for matrix_llm.evaluation: scoring, `matrix-llm eval gsm8k` on a saved tiny model, `rescore`.
+"""Tests for matrix_llm.modes.lm.evaluate: scoring, `matrix-llm eval gsm8k` on a saved tiny model, `rescore`.
 
     .venv/bin/python -m pytest tests/test_evaluation.py -q
 """
@@ -10,8 +10,9 @@ import math
 
 import pytest
 
-from matrix_llm.eval_command import main, package_versions, rescore
-from matrix_llm.evaluation import N_BOOT, evaluate_gsm8k, read_jsonl, score_samples, write_jsonl
+from matrix_llm.modes.lm.eval_gsm8k import package_versions, rescore
+from matrix_llm.modes.lm.evaluate import N_BOOT, evaluate_gsm8k, read_jsonl, score_samples, write_jsonl
+from matrix_llm.tools.eval import main
 
 
 def make_scorable_items(model, tokenizer, n: int, *, prompt: str = "qa", max_new_tokens: int = 16):

@@ -84,7 +84,7 @@ def test_clip_experiment_smoke_run(tmp_path):
     summary = smoke_run("clip_matrix", tmp_path)
     assert set(summary["arms"]) == {"infonce", "infonce + alignment"}
     assert len(summary["arms"]["infonce"]["zeroshot_top1"]["values"]) == 2
-    assert (tmp_path / "clip.png").stat().st_size > 10_000
+    assert (tmp_path / "clip_matrix.png").stat().st_size > 10_000
     assert (tmp_path / "infonce + alignment" / "seed1" / "results.json").is_file()
 
 

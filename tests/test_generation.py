@@ -1,4 +1,4 @@
-"""Tests for matrix_llm.generation: batched greedy generation == one-at-a-time, stop strings, EOS, PEFT.
+"""Tests for matrix_llm.modes.lm.generation: batched greedy generation == one-at-a-time, stop strings, EOS, PEFT.
 
     .venv/bin/python -m pytest tests/test_generation.py -q
 """
@@ -11,7 +11,7 @@ import inspect
 import pytest
 import torch
 
-from matrix_llm.generation import (
+from matrix_llm.modes.lm.generation import (
     StopOnStrings,
     generate,
     generate_vllm,

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from matrix_llm import hub
-from matrix_llm.objectives import LMObjective
+from matrix_llm.modes import LMObjective
 
 ARGS = SimpleNamespace(
     matrix_loss_type="head",
@@ -146,7 +146,7 @@ def test_push_to_hub_uploads_the_folder(tmp_path, fake_hub):
 def test_sft_push_to_hub_uploads_model_and_our_card(tmp_path, fake_hub):
     from test_sft import TINY  # tests/ is on sys.path (pytest prepend import mode)
 
-    from matrix_llm import sft
+    from matrix_llm.modes.lm import command as sft
 
     out = tmp_path / "run"
     argv = [*TINY, "--output_dir", str(out), "--max_steps", "1", "--push_to_hub", "true",

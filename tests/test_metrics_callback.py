@@ -17,10 +17,10 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
+from matrix_llm.callbacks import MatrixMetricsCallback, classification_pair_metrics
 from matrix_llm.data.images import ImageCollator, digits_dataset
-from matrix_llm.metrics_callback import MatrixMetricsCallback, classification_pair_metrics
-from matrix_llm.objectives import ClassificationConfig
-from matrix_llm.tiny import build_image_classifier
+from matrix_llm.models.tiny import build_image_classifier
+from matrix_llm.modes import ClassificationConfig
 from matrix_llm.trainer import MatrixTrainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +111,7 @@ def test_bad_probes_are_named(tmp_path):
 
 def _classify(out, nproc, batch, *extra):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "matrix_llm.classify"] if nproc > 1 else [sys.executable, "-m", "matrix_llm.classify"]  # fmt: skip
+           "-m", "matrix_llm.modes.classify.command"] if nproc > 1 else [sys.executable, "-m", "matrix_llm.modes.classify.command"]  # fmt: skip
     cmd += ["--config", "classify/digits.yaml", "--output_dir", str(out), "--max_steps", "4", "--logging_steps", "2",
             "--per_device_train_batch_size", str(batch), "--matrix_probe_samples", "48", "--max_train_samples", "512",
             "--eval_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true", *extra]

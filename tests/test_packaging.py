@@ -17,11 +17,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 _PROBE = """
-import matrix_llm, matrix_llm.demo, matrix_llm.parsing
+import matrix_llm, matrix_llm.tools.demo, matrix_llm.parsing
 from pathlib import Path
 assert Path(matrix_llm.__file__).is_relative_to(Path({site!r})), matrix_llm.__file__  # the installed copy
-assert matrix_llm.demo.DEFAULT_CONFIG.is_file(), matrix_llm.demo.DEFAULT_CONFIG
-from matrix_llm.sft import parse_args
+assert matrix_llm.tools.demo.DEFAULT_CONFIG.is_file(), matrix_llm.tools.demo.DEFAULT_CONFIG
+from matrix_llm.modes.lm.command import parse_args
 m, d, t = parse_args(["--config", "demo/ce.yaml", "--output_dir", "out", "--use_cpu", "true"])
 assert m.model_name_or_path == "tiny" and d.dataset_name == "synthetic" and t.matrix_loss_type == "none"
 print("ok")

@@ -53,7 +53,7 @@ def test_title_panels_and_log_scale_from_the_objective(tmp_path, monkeypatch):
     """The suptitle is the `title` argument (mutation caught: the panel loop's variable shadowing it, which titled
     every plot "GSM8K strict-match"); panels, order and titles come from the objective's matrix_llm_run.json;
     a loss spanning > 10x gets a log axis; every panel has a y label."""
-    from matrix_llm.objectives import LMObjective
+    from matrix_llm.modes import LMObjective
     from matrix_llm.runner import write_run_info
 
     history = [{"step": s, "lm_loss": 50.0 / s, "matrix_entropy": 2.0 + s / 100, "learning_rate": 0.1}

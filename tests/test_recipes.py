@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from matrix_llm import classify, clip, sft, ssl
+from matrix_llm.modes.classify import command as classify
+from matrix_llm.modes.clip import command as clip
+from matrix_llm.modes.lm import command as sft
+from matrix_llm.modes.ssl import command as ssl
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"

@@ -16,7 +16,7 @@ from test_sft import TINY  # tests/ is on sys.path (pytest prepend import mode)
 from transformers import TrainerCallback
 
 import matrix_llm.trainer
-from matrix_llm import sft
+from matrix_llm.modes.lm import command as sft
 
 
 class Interrupted(RuntimeError):

@@ -18,7 +18,8 @@ from test_sft import TINY  # tests/ is on sys.path (pytest prepend import mode)
 from transformers import TrainerCallback
 
 import matrix_llm.trainer
-from matrix_llm import runner, sft
+from matrix_llm import runner
+from matrix_llm.modes.lm import command as sft
 
 
 def _no_loading(monkeypatch):
@@ -153,7 +154,7 @@ def test_copies_keep_the_token_pickles_do_not():
     import copy
     import pickle
 
-    from matrix_llm.objectives import LMConfig
+    from matrix_llm.modes import LMConfig
 
     args = LMConfig(output_dir="x", report_to="none", hub_token="hf_secret", matrix_loss_weight=0.3)
     assert copy.deepcopy(args).hub_token == copy.copy(args).hub_token == "hf_secret"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from matrix_llm import runner, sft
+from matrix_llm import runner
+from matrix_llm.modes.lm import command as sft
 
 TINY = [
     "--model_name_or_path", "tiny",
@@ -109,7 +110,7 @@ def test_sft_peft_saves_a_non_empty_loadable_adapter(tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from matrix_llm.tiny import build_llama
+    from matrix_llm.models.tiny import build_llama
 
     out = tmp_path / "lora"
     argv = [*TINY, "--output_dir", str(out), "--use_peft", "true", "--lora_r", "4", "--lora_target_modules",

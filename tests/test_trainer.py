@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from matrix_llm.features import token_features
 from matrix_llm.losses.token import TokenMCELoss
-from matrix_llm.objectives.lm_config import LMConfig
+from matrix_llm.modes.lm.config import LMConfig
 from matrix_llm.trainer import MatrixTrainer
 
 SEQ = 24
@@ -336,7 +336,7 @@ def test_objective_skips_the_matrix_term_below_two_tokens(tiny_model, tiny_token
     """... but still fetches the head weight: under ZeRO-3 that is a collective every rank must join in every
     step, also a rank whose micro-batch has fewer than 2 completion tokens."""
     from matrix_llm import features
-    from matrix_llm.objectives import LMObjective
+    from matrix_llm.modes import LMObjective
 
     calls = []
     real = features.head_weight
@@ -391,7 +391,7 @@ def test_predict_does_not_leak_into_the_next_evaluation_logs(tiny_model, tiny_to
 
 
 def test_the_objective_does_not_compute_the_loss_s_own_entropy_parts():
-    from matrix_llm.objectives import LMObjective
+    from matrix_llm.modes import LMObjective
 
     assert LMObjective(loss_type="alignment").matrix_loss.diagnostics is False
 

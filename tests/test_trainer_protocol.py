@@ -12,7 +12,7 @@ from datasets import Dataset
 from transformers import LlamaConfig, LlamaModel, TrainerCallback
 
 from matrix_llm.config import MatrixTrainingArguments
-from matrix_llm.objectives import Objective, ObjectiveOutput
+from matrix_llm.modes import Objective, ObjectiveOutput
 from matrix_llm.trainer import MatrixTrainer
 
 

@@ -1,4 +1,4 @@
-"""matrix_llm.vision_eval: the linear probe scores held-out rows, kNN votes with its k nearest, the features are
+"""matrix_llm.modes.ssl.evaluate: the linear probe scores held-out rows, kNN votes with its k nearest, the features are
 the class token of a ViT, and `eval probe` / `eval knn` measure a random-init reference that is not the model.
 
 Run: .venv/bin/python -m pytest tests/test_vision_eval.py -q
@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from matrix_llm.analysis import random_init
 from matrix_llm.data.images import ImageCollator, load_image_dataset
-from matrix_llm.tiny import build_image_backbone
-from matrix_llm.vision_eval import extract_features, knn_accuracy, linear_probe_accuracy
+from matrix_llm.models.tiny import build_image_backbone, random_init
+from matrix_llm.modes.ssl.evaluate import extract_features, knn_accuracy, linear_probe_accuracy
 
 
 def test_the_linear_probe_is_scored_on_the_held_out_rows():
@@ -64,8 +63,8 @@ def _dead_backbone(path):
 
 @pytest.mark.parametrize("task", ["probe", "knn"])
 def test_eval_measures_the_model_and_a_fresh_random_init_of_its_architecture(tmp_path, task):
-    from matrix_llm.eval_command import main as eval_main
-    from matrix_llm.vision_eval import knn_accuracy as knn
+    from matrix_llm.modes.ssl.evaluate import knn_accuracy as knn
+    from matrix_llm.tools.eval import main as eval_main
 
     dead = _dead_backbone(tmp_path / "dead")
     assert eval_main([task, "--model", str(tmp_path / "dead"), "--data", "digits", "--max_train_samples", "300",

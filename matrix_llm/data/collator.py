@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .gsm8k import IGNORE_INDEX
+from .labels import IGNORE_INDEX
 
 __all__ = ["CompletionCollator"]
 

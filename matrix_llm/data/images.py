@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .gsm8k import IGNORE_INDEX
+from .labels import IGNORE_INDEX
 
 __all__ = ["FASHION_MNIST_CLASSES", "ImageCollator", "class_names_of", "decode_image", "saved_image_collator",
-           "digits_dataset", "label_fraction_mask", "load_idx_dataset", "load_image_dataset"]  # fmt: skip
+           "digits_dataset", "load_idx_dataset", "load_image_dataset"]  # fmt: skip
 
 _IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}  # fmt: skip
@@ -160,19 +160,6 @@ def decode_image(image: Any) -> Any:
     except Exception as e:  # Pillow raises several types (UnidentifiedImageError, OSError, SyntaxError)
         raise ValueError(f"cannot read the image {source}: {type(e).__name__}: {e}") from None
     return pil
-
-
-def label_fraction_mask(labels: Sequence[int], fraction: float, *, seed: int = 0) -> np.ndarray:
-    """Which examples keep their label: ``fraction`` of each class (at least one), drawn with ``seed``."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"label_fraction_mask: `fraction` must be in (0, 1]; got {fraction!r}")
-    labels = np.asarray(labels)
-    keep = np.zeros(len(labels), dtype=bool)
-    rng = np.random.default_rng(seed)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        keep[rng.choice(idx, size=max(1, round(fraction * len(idx))), replace=False)] = True
-    return keep
 
 
 class ImageCollator:

@@ -18,7 +18,7 @@ split)``. A problem's split is a function of its question text (an MD5 hash buck
 buckets are "test"), so ``split="train"`` and ``split="test"`` are disjoint *by construction*, whatever the
 seeds; within one call, problems are de-duplicated by question.
 
-Learnability, measured (CPU, 1 contended thread, 0.76M-parameter Llama from ``matrix_llm.tiny``, ``qa``
+Learnability, measured (CPU, 1 contended thread, 0.76M-parameter Llama from ``matrix_llm.models.tiny``, ``qa``
 template, batch 32, lr 3e-3, 3 minutes = ~300 steps; ~53 tokens per example, ~20 of them completion):
 1-step problems reach 8 % strict accuracy with ``max_value=50`` and 20 % with ``max_value=12``; the outputs
 already have the right shape (worked line, ``#### N``, EOS), the arithmetic is what needs more steps. Lower

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .gsm8k import IGNORE_INDEX
 from .gsm8k.loading import load_rows, standardise_fields
 from .gsm8k.prompts import format_example
+from .labels import IGNORE_INDEX
 
 __all__ = ["TextCollator", "count_truncated", "load_text_dataset", "modular_addition", "number_code"]
 

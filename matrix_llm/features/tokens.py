@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..data import IGNORE_INDEX
+from ..data.labels import IGNORE_INDEX
 from .modules import decoder_layers, first_tensor, full_weight, output_embedding
 
 __all__ = ["CapturedHidden", "TokenFeatures", "capture_hidden", "head_weight", "packed_segments", "token_features"]

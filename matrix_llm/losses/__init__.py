@@ -9,6 +9,7 @@ name                   class                            forward
 ``matrix_ssl``         :class:`MatrixSSLLoss`           ``(z1, z2, p1, p2)``
 ``mec``                :class:`MECLoss`                 ``(z1, z2, p1, p2)``
 ``nt_xent``            :class:`NTXentLoss`              ``(z1, z2)``
+``barlow_twins``       :class:`BarlowTwinsLoss`         ``(z1, z2)``
 ``clip``               :class:`CLIPLoss`                ``(image_features, text_features, logit_scale)``
 ``crossmodal_mce``     :class:`CrossModalMCELoss`       ``(image_features, text_features)``
 ``token_mce``          :class:`TokenMCELoss`            ``(hidden, labels, head_weight, logits=None)``
@@ -26,7 +27,7 @@ from torch import nn
 
 from .base import LossOutput
 from .coding import TCRLoss
-from .contrastive import CLIPLoss, NTXentLoss
+from .contrastive import BarlowTwinsLoss, CLIPLoss, NTXentLoss
 from .crossmodal import CrossModalEntropyLoss, CrossModalMCELoss
 from .neural_collapse import MIRHDRLoss
 from .ssl import MatrixSSLLoss, MECLoss
@@ -34,6 +35,7 @@ from .token import TokenMCELoss
 
 __all__ = [
     "LOSSES",
+    "BarlowTwinsLoss",
     "CLIPLoss",
     "CrossModalEntropyLoss",
     "CrossModalMCELoss",
@@ -50,6 +52,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "matrix_ssl": MatrixSSLLoss,
     "mec": MECLoss,
     "nt_xent": NTXentLoss,
+    "barlow_twins": BarlowTwinsLoss,
     "clip": CLIPLoss,
     "crossmodal_mce": CrossModalMCELoss,
     "token_mce": TokenMCELoss,

@@ -114,3 +114,57 @@ class CLIPLoss(nn.Module):
             total = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.mT, targets))
             accuracy = (logits.argmax(-1) == targets).float().mean()
         return LossOutput(total=total, parts=detached_parts(infonce=total, contrastive_accuracy=accuracy))
+
+
+class BarlowTwinsLoss(nn.Module):
+    r"""Barlow Twins (Zbontar et al., ICML 2021): the cross-correlation matrix of the two views' projections,
+    each dimension standardised over the (global) batch, pushed to the identity:
+
+    ``C = ẑ1ᵀ ẑ2 / M`` with ``ẑ = (z - mean) / sqrt(var + eps)`` per dimension over the ``M`` rows (a BatchNorm
+    without affine parameters, biased variance, as the paper's code), and
+    ``L = Σ_i (1 - C_ii)² + λ Σ_i Σ_{j≠i} C_ij²``.
+
+    Not a matrix-information loss itself: the SSL mode runs it beside Matrix-SSL and MEC as a method whose
+    redundancy-reduction term the matrix-entropy view explains. With ``gather`` (default) the projections of every rank are gathered with
+    gradients first, so the standardisation and ``C`` are those of the global batch (the paper's code gets the
+    same with SyncBatchNorm and an all-reduce of ``C``) and data-parallel training takes the single-process step.
+
+    Args:
+        lamb: ``λ >= 0``, the weight of the off-diagonal (redundancy-reduction) term; the paper's 5e-3.
+        eps: added to the variance (BatchNorm's 1e-5).
+        gather: standardise and correlate over the global batch.
+
+    Returns:
+        :class:`LossOutput` with ``total`` and the parts ``on_diagonal`` / ``off_diagonal`` (the two sums, the
+        latter before ``λ``).
+    """
+
+    def __init__(self, *, lamb: float = 5e-3, eps: float = 1e-5, gather: bool = True) -> None:
+        super().__init__()
+        for name, value, ok in (("lamb", lamb, lambda v: v >= 0), ("eps", eps, lambda v: v > 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                bound = ">= 0" if name == "lamb" else "> 0"
+                raise ValueError(f"BarlowTwinsLoss: `{name}` must be a number {bound}; got {value!r}")
+        self.lamb, self.eps, self.gather = float(lamb), float(eps), bool(gather)
+
+    def forward(self, z1: Tensor, z2: Tensor) -> LossOutput:
+        fn = "BarlowTwinsLoss"
+        check_matrix(fn, "z1", z1)
+        m, d = z1.shape
+        check_matrix(fn, "z2", z2, rows=m, cols=d)
+        check_finite_and_range(fn, {"z1": z1, "z2": z2})
+        pairs = torch.stack([z1, z2], 1).to(work_dtype(z1.dtype, z2.dtype))  # (m, 2, d)
+        if self.gather:
+            pairs = all_gather_with_grad(pairs)
+        big_m = pairs.shape[0]
+        if big_m < 2:
+            raise ValueError(f"{fn}: needs at least 2 images in the batch to standardise over it; got {big_m}")
+        with no_autocast(pairs):
+            centred = pairs - pairs.mean(0, keepdim=True)
+            standard = centred / (centred.square().mean(0, keepdim=True) + self.eps).sqrt()
+            c = standard[:, 0].mT @ standard[:, 1] / big_m  # (d, d)
+            diagonal = c.diagonal()
+            on = (1 - diagonal).square().sum()
+            off = c.square().sum() - diagonal.square().sum()
+            total = on + self.lamb * off
+        return LossOutput(total=total, parts=detached_parts(on_diagonal=on, off_diagonal=off))

@@ -89,7 +89,7 @@ class TokenMCELoss(nn.Module):
         gram: ``"cosine"`` or ``"raw"``: Gram of the predicted distributions for ``"relation"``.
         diagnostics: compute the ``entropy`` / ``erank`` parts (an extra eigendecomposition per call: ``T x T``,
             or ``d x d`` for ``alignment``). Off when the caller computes its own diagnostics on a schedule
-            (:class:`~matrix_llm.objectives.LMObjective`).
+            (:class:`~matrix_llm.modes.LMObjective`).
 
     ``log="taylor"`` is meaningful for ``alignment`` only: the trace-normalised ``T x T`` matrices of ``head`` and
     ``relation`` have eigenvalues near ``1/T``, inside the convergence region (so nothing is raised) but where

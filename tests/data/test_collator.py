@@ -27,7 +27,7 @@ def _features(tok, template="qa"):
 def fresh_tokenizer():
     from conftest import _CORPUS
 
-    from matrix_llm.tiny import build_tokenizer
+    from matrix_llm.models.tiny import build_tokenizer
 
     return build_tokenizer(_CORPUS * 20, vocab_size=320)
 

@@ -106,7 +106,7 @@ def test_sft_trains_on_each_format(tmp_path, kind):
     template, CE + MCE)."""
     from test_sft import TINY
 
-    from matrix_llm import sft
+    from matrix_llm.modes.lm import command as sft
 
     rows = ROWS[kind] * 8
     path = tmp_path / "train.jsonl"

@@ -35,7 +35,7 @@ def fresh_tokenizer():
     """A tiny tokenizer that tests may modify (the conftest one is session-scoped)."""
     from conftest import _CORPUS
 
-    from matrix_llm.tiny import build_tokenizer
+    from matrix_llm.models.tiny import build_tokenizer
 
     return build_tokenizer(_CORPUS * 20, vocab_size=320)
 

@@ -57,7 +57,7 @@ def test_saved_image_collator_uses_the_processor_else_the_config(tmp_path):
     from transformers import ResNetConfig, ViTImageProcessor
 
     from matrix_llm.data.images import saved_image_collator
-    from matrix_llm.tiny import build_image_classifier
+    from matrix_llm.models.tiny import build_image_classifier
 
     build_image_classifier("tiny-vit", num_labels=3, image_size=8).save_pretrained(tmp_path / "tiny")
     config = build_image_classifier("tiny-vit", num_labels=3, image_size=8).config

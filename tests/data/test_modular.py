@@ -27,7 +27,7 @@ def test_the_table_is_split_once_and_every_label_is_the_sum_mod_p():
 
 
 def test_each_number_is_one_token_of_the_tiny_tokenizer():
-    from matrix_llm.tiny import build_tokenizer
+    from matrix_llm.models.tiny import build_tokenizer
 
     rows = load_text_dataset("modular-addition", "train", config="113", text_column="text", label_column="label")
     assert len(rows) == round(0.5 * 113 * 113) and set(rows["label"]) == set(range(113))

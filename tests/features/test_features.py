@@ -10,7 +10,8 @@ import contextlib
 import pytest
 import torch
 
-from matrix_llm import diagnostics, features
+from matrix_llm import features
+from matrix_llm.features import diagnostics
 
 
 def _batch(tok, n=2, length=10):

@@ -13,7 +13,7 @@ from transformers import DataCollatorWithFlattening
 from matrix_llm.data import CompletionCollator
 from matrix_llm.features import packed_segments, token_features
 from matrix_llm.losses.token import TokenMCELoss
-from matrix_llm.objectives import LMObjective
+from matrix_llm.modes import LMObjective
 
 
 def _rows(tokenizer, n=3):
@@ -94,7 +94,7 @@ def test_sft_with_packing(tmp_path):
 
     from test_sft import TINY
 
-    from matrix_llm import sft
+    from matrix_llm.modes.lm import command as sft
 
     out = tmp_path / "packed"
     assert sft.main([*TINY, "--output_dir", str(out), "--packing", "true", "--eval_split", "null"]) == 0

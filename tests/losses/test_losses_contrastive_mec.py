@@ -83,3 +83,38 @@ def test_nt_xent_identical_views_are_found_and_small_batches_refused():
         NTXentLoss()(z1[:1], z1[:1])
     with pytest.raises(ValueError, match="`temperature` must be a number > 0"):
         NTXentLoss(temperature=0.0)
+
+
+def _barlow_twins_reference(z1: np.ndarray, z2: np.ndarray, lamb: float, eps: float = 1e-5) -> float:
+    """Zbontar et al. 2021 in float64, as their code computes it: each view through a BatchNorm without affine
+    parameters (batch mean, biased variance + eps), c = bn(z1)ᵀ bn(z2) / N, then on-diagonal (1 - c_ii)² plus
+    lamb times the off-diagonal c_ij²."""
+    def bn(z):
+        return (z - z.mean(0)) / np.sqrt(z.var(0) + eps)
+
+    c = bn(z1).T @ bn(z2) / z1.shape[0]
+    on = ((1 - np.diag(c)) ** 2).sum()
+    off = (c**2).sum() - (np.diag(c) ** 2).sum()
+    return on + lamb * off
+
+
+@pytest.mark.parametrize("lamb", [5e-3, 0.5])
+def test_barlow_twins_equals_the_papers_formula_and_is_zero_at_decorrelated_identical_views(lamb):
+    from matrix_llm.losses import BarlowTwinsLoss
+
+    assert LOSSES["barlow_twins"] is BarlowTwinsLoss
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(24, 6, generator=g, dtype=torch.float64), torch.randn(24, 6, generator=g, dtype=torch.float64)
+    z2 = z2 + z1  # correlated views
+    out = BarlowTwinsLoss(lamb=lamb)(z1, z2)
+    assert out.total.item() == pytest.approx(_barlow_twins_reference(z1.numpy(), z2.numpy(), lamb), rel=1e-12)
+    assert out.total.item() == pytest.approx(out.parts["on_diagonal"].item() + lamb * out.parts["off_diagonal"].item())
+    signs = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]], dtype=torch.float64)
+    z = signs.repeat(3, 1)[:, 1:]  # 3 columns, each mean 0, variance 1 and orthogonal to the others
+    assert BarlowTwinsLoss(lamb=lamb, eps=1e-12)(z, z).total.item() == pytest.approx(0.0, abs=1e-9)
+    leaves = (z1.clone().requires_grad_(True), z2.clone().requires_grad_(True))
+    assert torch.autograd.gradcheck(lambda a, b: BarlowTwinsLoss(lamb=lamb)(a, b).total, leaves)
+    with pytest.raises(ValueError, match="`lamb` must be a number >= 0"):
+        BarlowTwinsLoss(lamb=-1.0)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        BarlowTwinsLoss()(z1[:1], z2[:1])

@@ -61,7 +61,7 @@ def test_loss_output_is_frozen_and_checks_scalars():
 
 
 def test_registry_lists_every_loss_and_all_is_complete():
-    assert set(LOSSES) == {"matrix_ssl", "mec", "nt_xent", "clip", "crossmodal_mce", "token_mce", "crossmodal_entropy",
+    assert set(LOSSES) == {"matrix_ssl", "mec", "nt_xent", "barlow_twins", "clip", "crossmodal_mce", "token_mce", "crossmodal_entropy",
                            "mir_hdr", "tcr"}  # fmt: skip
     for name in losses.__all__:
         assert hasattr(losses, name)

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # heavy imports stay out of the scoring path
     from datasets import Dataset
 
+from ..labels import IGNORE_INDEX
 from .prompts import ROW_FORMATS, check_template, format_example, row_format
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100  # the label of positions no loss sees (prompt, padding)
 
 # --------------------------------------------------------------------------------------------------------------
 # Loading

@@ -1,0 +1,1 @@
+"""Networks shared by modes, tools, benchmarks and tests: the tiny offline builders and the SSL wrappers."""

@@ -1,0 +1,1 @@
+"""The classification mode (`matrix-llm classify`): CE + MIR / HDR / matrix-entropy terms."""

@@ -1,0 +1,130 @@
+"""The classification mode's configuration (``objective: classification``, command ``matrix-llm classify``),
+beside its objective (:mod:`matrix_llm.modes.classify.objective`).
+
+- :class:`ClassificationModelArguments`: a Hub / local ``AutoModelForImageClassification`` or (with a
+  ``text_column``) ``AutoModelForSequenceClassification``, or an offline random-init ``tiny-vit`` /
+  ``tiny-resnet`` / ``tiny-bert`` (the ``tiny_*`` fields).
+- :class:`ClassificationDataArguments`: ``digits`` (scikit-learn, the embedded default), an IDX folder such as
+  ``../shared/data/fashion-mnist``, or a Hub / local dataset with ``image`` / ``label`` columns, or texts
+  (``text_column``, ``label_column``); the labelled fraction.
+- :class:`ClassificationConfig`: :class:`~matrix_llm.config.MatrixTrainingArguments` plus the regulariser weights,
+  checked by :meth:`ClassificationObjective.argument_problems` under the field names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from matrix_llm.config import ConfigError, MatrixTrainingArguments, ModelArguments
+from matrix_llm.modes.classify.objective import ClassificationObjective
+from matrix_llm.parsing import problem
+
+__all__ = ["TINY_CLASSIFIERS", "TINY_TEXT_CLASSIFIERS", "ClassificationConfig", "ClassificationDataArguments", "ClassificationModelArguments"]
+
+TINY_CLASSIFIERS = ("tiny-vit", "tiny-resnet", "tiny-bert")
+TINY_TEXT_CLASSIFIERS = ("tiny-bert",)
+_FIELD_OF = {
+    "mir_weight": "matrix_mir_weight",
+    "hdr_weight": "matrix_hdr_weight",
+    "entropy_weight": "matrix_entropy_weight",
+    "metrics_steps": "matrix_metrics_steps",
+}
+
+
+@dataclass
+class ClassificationModelArguments(ModelArguments):
+    """The classifier: a Hub id or local directory (``AutoModelForImageClassification``, or
+    ``AutoModelForSequenceClassification`` for texts; the head resized to the data's classes), or ``tiny-vit`` /
+    ``tiny-resnet`` / ``tiny-bert``: a random-init ViT / ResNet / BERT (with a tokenizer trained on the training
+    texts) built from a config (offline; the ``tiny_*`` fields)."""
+
+    supports_peft: ClassVar[bool] = False
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model_name_or_path in TINY_CLASSIFIERS
+
+
+@dataclass
+class ClassificationDataArguments:
+    """The images and how many of their labels training sees."""
+
+    dataset_name: str = field(
+        default="digits",
+        metadata={
+            "help": "`digits` (scikit-learn's 8x8 digits, offline), an IDX folder (e.g. ../shared/data/fashion-mnist), "
+            "or a Hub id / local dataset (imagefolder) with image and label columns."
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
+    text_column: str | None = field(
+        default=None,
+        metadata={"help": "Texts: the column to classify (a text classifier then; null: images)."},
+    )
+    label_column: str = field(default="label", metadata={"help": "Texts: the label column (integers)."})
+    max_length: int = field(default=128, metadata={"help": "Texts: tokens per example (longer ones are cut, counted)."})
+    train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    eval_split: str | None = field(default="test", metadata={"help": "Split used for evaluation (null: none)."})
+    image_size: int = field(default=16, metadata={"help": "Tiny models: images are resized to this size."})
+    num_channels: int = field(default=1, metadata={"help": "Tiny models: 1 (grey) or 3 (RGB) input channels."})
+    label_fraction: float = field(
+        default=1.0,
+        metadata={
+            "help": "Fraction of the training labels kept (class-balanced, seeded by label_seed); the other rows "
+            "are unlabelled (no CE; in the regulariser with pseudo-labels when matrix_pseudo_labels)."
+        },
+    )
+    label_seed: int = field(default=0, metadata={"help": "Seed of the labelled subset."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval set."})
+
+    def __post_init__(self) -> None:
+        out = []
+        if not 0.0 < self.label_fraction <= 1.0:
+            out.append(problem("label_fraction", "a number in (0, 1]", self.label_fraction))
+        if self.image_size < 4:
+            out.append(problem("image_size", "an integer >= 4", self.image_size))
+        if self.max_length < 2:
+            out.append(problem("max_length", "an integer >= 2", self.max_length))
+        if self.num_channels not in (1, 3):
+            out.append(problem("num_channels", "1 or 3", self.num_channels))
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                out.append(problem(name, "a positive integer or null", value))
+        if out:
+            raise ConfigError(out)
+
+
+@dataclass
+class ClassificationConfig(MatrixTrainingArguments):
+    """``MatrixTrainingArguments`` plus the matrix regularisers of classification (docs/formulations.md, MIR/HDR):
+    ``loss = CE + matrix_mir_weight * (-MIR) + matrix_hdr_weight * HDR - matrix_entropy_weight * H(F Fᵀ)``."""
+
+    objective: str = field(
+        default="classification",
+        metadata={"help": "The training objective; `classification` for this command."},
+    )
+    matrix_mir_weight: float = field(default=0.0, metadata={"help": "Weight of -MIR(features, head rows)."})
+    matrix_hdr_weight: float = field(default=0.0, metadata={"help": "Weight of HDR(features, head rows)."})
+    matrix_entropy_weight: float = field(
+        default=0.0, metadata={"help": "Weight of -H(F Fᵀ): the features' matrix entropy pushed up."}
+    )
+    matrix_pseudo_labels: bool = field(
+        default=True, metadata={"help": "Unlabelled rows join the regulariser with their predicted label."}
+    )
+
+    def problems(self) -> list[str]:
+        return super().problems() + self.objective_problems(
+            "classification", ClassificationObjective.argument_problems, _FIELD_OF, skip=("pseudo_labels",)
+        )
+
+    def objective_kwargs(self) -> dict[str, Any]:
+        return dict(
+            mir_weight=self.matrix_mir_weight,
+            hdr_weight=self.matrix_hdr_weight,
+            entropy_weight=self.matrix_entropy_weight,
+            pseudo_labels=self.matrix_pseudo_labels,
+            metrics_steps=self.effective_matrix_metrics_steps,
+        )

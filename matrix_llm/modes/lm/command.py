@@ -1,0 +1,294 @@
+"""``matrix-llm sft``: supervised fine-tuning of a causal LM with ``loss = lm_loss + matrix_loss_weight * MCE``.
+
+    matrix-llm sft --config demo/mce.yaml
+    accelerate launch --config_file recipes/accelerate/multi_gpu.yaml -m matrix_llm.cli sft \\
+        --config recipes/llemma-7b/gsm8k/mce.yaml
+    python -m torch.distributed.run --nproc_per_node 2 -m matrix_llm.cli sft --config ... --use_cpu true
+
+Steps: parse and validate the configuration (:mod:`matrix_llm.parsing`; the LM mode's dataclasses are in
+:mod:`matrix_llm.modes.lm.config`; every problem reported at once, before any model or data is loaded)
+-> load the raw data -> tokenizer and model (LoRA if ``use_peft``) -> tokenise (completion-only labels, EOS
+learned) -> :class:`~matrix_llm.trainer.MatrixTrainer` -> the shared run tail
+(:func:`matrix_llm.runner.train_and_finish`: resume, train, save, evaluate, model card, push).
+
+Pad token: a tokenizer without one (Llama, Llemma) gets a new, distinct ``<pad>`` special token and the
+model's embeddings are resized by one row (new rows are initialised by transformers from the mean of the old
+ones). The pad token is never set to EOS: padding is masked out of the labels, and a model that never sees
+EOS as a target never learns to stop (trl#1623). When training a LoRA adapter on such a tokenizer, load it
+later with the saved tokenizer and ``model.resize_token_embeddings(len(tokenizer))`` before attaching it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from pathlib import Path
+from typing import Any
+
+from matrix_llm.modes.lm.config import LMConfig, LMDataArguments, LMModelArguments
+from matrix_llm.parsing import format_help, mode_classes
+from matrix_llm.parsing import parse_args as parse_command_line
+from matrix_llm.runner import RunCard, resolve_checkpoint, run_command, train_and_finish
+
+__all__ = ["build_datasets", "build_model_and_tokenizer", "ensure_pad_token", "main", "parse_args", "run"]
+
+PROG = "matrix-llm sft"
+OBJECTIVES = ("lm",)  # the recipes `matrix-llm sft` runs
+
+logger = logging.getLogger("matrix_llm.modes.lm.command")
+PAD_TOKEN = "<pad>"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------------------
+
+
+def load_raw_datasets(data_args: LMDataArguments, training_args: LMConfig) -> tuple[Any, Any]:
+    """``(train, eval)`` as ``datasets.Dataset`` s in one of the row formats (GSM8K ``question``/``answer``,
+    ``messages``, ``prompt``/``completion``, ``text``); eval may be ``None``."""
+    from matrix_llm.data import load_sft_data, synthetic_dataset
+
+    if data_args.is_synthetic:
+        options = {"steps": tuple(range(1, data_args.synthetic_steps + 1)), "max_value": data_args.synthetic_max_value}
+        train = synthetic_dataset(
+            data_args.synthetic_train_size, seed=data_args.synthetic_seed, split="train", **options
+        )
+        needs_eval = data_args.eval_split is not None or training_args.eval_strategy != "no"
+        evalset = (
+            synthetic_dataset(
+                data_args.synthetic_eval_size, seed=data_args.synthetic_seed + 1, split="test", **options
+            )
+            if needs_eval
+            else None
+        )
+    else:
+        train = load_sft_data(
+            data_args.dataset_name, split=data_args.train_split, config=data_args.dataset_config
+        )
+        evalset = None
+        if data_args.eval_split is not None:
+            source = data_args.eval_dataset_name or data_args.dataset_name
+            config = (
+                data_args.eval_dataset_config if data_args.eval_dataset_name else data_args.dataset_config
+            )
+            evalset = load_sft_data(source, split=data_args.eval_split, config=config)
+    if data_args.max_train_samples is not None:
+        train = train.select(range(min(len(train), data_args.max_train_samples)))
+    if evalset is not None and data_args.max_eval_samples is not None:
+        evalset = evalset.select(range(min(len(evalset), data_args.max_eval_samples)))
+    return train, evalset
+
+
+def build_datasets(raw_train: Any, raw_eval: Any, tokenizer: Any, data_args: LMDataArguments, training_args):
+    """Tokenise with completion-only labels (prompt masked, answer + EOS learned)."""
+    from matrix_llm.data import tokenize_dataset
+
+    options = dict(template=data_args.template, max_length=data_args.max_length,
+                   drop_truncated=data_args.drop_truncated)  # fmt: skip
+    with training_args.main_process_first(desc="tokenizing"):
+        train, stats = tokenize_dataset(raw_train, tokenizer, **options)
+        logger.info("train: %s", stats.summary())
+        evalset = None
+        if raw_eval is not None:
+            evalset, estats = tokenize_dataset(raw_eval, tokenizer, **options)
+            logger.info("eval: %s", estats.summary())
+    if len(train) == 0:
+        raise ValueError(
+            f"no training example left after tokenising with max_length={data_args.max_length}: "
+            "every example was longer (raise max_length) or had an empty completion"
+        )
+    return train, evalset
+
+
+# ----------------------------------------------------------------------------------------------------------
+# model
+# ----------------------------------------------------------------------------------------------------------
+
+
+def ensure_pad_token(tokenizer: Any, model: Any = None) -> bool:
+    """Give ``tokenizer`` a pad token distinct from EOS (module docstring); returns True if one was added."""
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return False
+    if tokenizer.pad_token is not None:
+        logger.warning(
+            "pad_token == eos_token (%r): adding a distinct %r so that EOS stays a training target",
+            tokenizer.eos_token,
+            PAD_TOKEN,
+        )
+    tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    if model is not None:
+        if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+        model.config.pad_token_id = tokenizer.pad_token_id
+        gen = getattr(model, "generation_config", None)
+        if gen is not None:
+            gen.pad_token_id = tokenizer.pad_token_id
+    return True
+
+
+def _tiny_texts(raw_train: Any) -> list[str]:
+    """The texts the tiny model's tokenizer is trained on: every row in each template it may be trained with."""
+    from matrix_llm.data.gsm8k import format_example, row_format
+
+    kind = row_format(raw_train.column_names)
+    if kind == "messages":  # rendered by the chat template later: train on the contents
+        return ["\n".join(m["content"] for m in row["messages"]) for row in raw_train]
+    templates = ("qa", "alpaca") if kind == "question_answer" else ("qa",)
+    return ["".join(format_example(row, template=t)) for row in raw_train for t in templates]
+
+
+def build_model_and_tokenizer(
+    model_args: LMModelArguments,
+    data_args: LMDataArguments,
+    training_args: LMConfig,
+    raw_train: Any = None,
+) -> tuple[Any, Any]:
+    """The tokenizer and the (possibly LoRA-wrapped) model."""
+    import torch
+
+    resume = training_args.resume_from_checkpoint
+    if model_args.is_tiny:
+        from transformers import AutoTokenizer
+
+        from matrix_llm.models.tiny import build_llama, build_tokenizer
+
+        ckpt = resolve_checkpoint(resume, training_args.output_dir) if resume else None
+        if ckpt is not None and (Path(ckpt) / "tokenizer_config.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(
+                ckpt
+            )  # the exact vocabulary the checkpoint was trained with
+        else:
+            tokenizer = build_tokenizer(_tiny_texts(raw_train), vocab_size=model_args.tiny_vocab_size)
+        model = build_llama(
+            tokenizer,
+            hidden_size=model_args.tiny_hidden_size,
+            num_layers=model_args.tiny_num_layers,
+            num_heads=model_args.tiny_num_heads,
+            max_position_embeddings=max(512, data_args.max_length),
+            seed=training_args.seed,
+        )
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        common = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, **common)
+        dtype = model_args.dtype
+        kwargs: dict[str, Any] = dict(common)
+        if dtype not in (None, "auto"):
+            kwargs["dtype"] = getattr(torch, dtype)
+        elif dtype == "auto":
+            kwargs["dtype"] = "auto"
+        if model_args.attn_implementation:
+            kwargs["attn_implementation"] = model_args.attn_implementation
+        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    ensure_pad_token(tokenizer, model)
+    if model_args.use_peft:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout,
+            target_modules=model_args.peft_target_modules,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, config)
+        if training_args.gradient_checkpointing or getattr(training_args, "activation_checkpointing", False):
+            model.enable_input_require_grads()
+    return tokenizer, model
+
+
+def run(model_args: LMModelArguments, data_args: LMDataArguments, training_args: LMConfig) -> dict:
+    """Everything after parsing; returns the final metrics."""
+    from transformers import set_seed
+
+    from matrix_llm.trainer import MatrixTrainer
+
+    set_seed(training_args.seed)
+    raw_train, raw_eval = load_raw_datasets(data_args, training_args)
+    tokenizer, model = build_model_and_tokenizer(model_args, data_args, training_args, raw_train)
+    train_ds, eval_ds = build_datasets(raw_train, raw_eval, tokenizer, data_args, training_args)
+    if eval_ds is None and training_args.eval_strategy != "no":
+        raise ValueError(
+            f"`eval_strategy`: {training_args.eval_strategy} needs an eval set; set `eval_split` (e.g. test)"
+        )
+    if data_args.gsm8k_eval_samples and eval_ds is None:
+        raise ValueError("`gsm8k_eval_samples` > 0 needs an eval set; set `eval_split` (e.g. test)")
+    if data_args.gsm8k_eval_samples and "answer" not in raw_eval.column_names:
+        raise ValueError(f"`gsm8k_eval_samples` > 0 scores GSM8K answers (`#### N`): the eval set needs question/answer "
+                         f"rows; found the columns {raw_eval.column_names}")  # fmt: skip
+
+    trainer = MatrixTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        data_collator=_collator(tokenizer, data_args),
+    )
+    if data_args.gsm8k_eval_samples:
+        from matrix_llm.modes.lm.callback import GSM8KEvalCallback
+
+        trainer.add_callback(
+            GSM8KEvalCallback(
+                tokenizer,
+                raw_eval,
+                prompt=data_args.gsm8k_eval_prompt or data_args.template,
+                num_samples=data_args.gsm8k_eval_samples,
+                max_new_tokens=data_args.gsm8k_eval_max_new_tokens,
+                batch_size=training_args.per_device_eval_batch_size,
+                trainer=trainer,
+            )
+        )
+    metrics = train_and_finish(
+        trainer,
+        model_args=model_args,
+        command="sft",
+        card=RunCard(
+            base_model="tiny (offline random init)" if model_args.is_tiny else model_args.model_name_or_path,
+            dataset=data_args.dataset_name,
+            eval_dataset=data_args.eval_dataset_name,
+            details=(f"Prompt template: `{data_args.template}`.",),
+            run_info={"template": data_args.template},
+        ),
+    )
+    del trainer, model
+    gc.collect()
+    return metrics
+
+
+def _collator(tokenizer: Any, data_args: LMDataArguments) -> Any:
+    """Padding to the longest row (:class:`~matrix_llm.data.CompletionCollator`), or padding-free packing."""
+    from matrix_llm.data import CompletionCollator
+
+    if data_args.packing:
+        from transformers import DataCollatorWithFlattening
+
+        return DataCollatorWithFlattening()
+    return CompletionCollator(tokenizer)
+
+
+def _help(classes) -> str:
+    return format_help(
+        PROG,
+        classes,
+        example=f"{PROG} --config demo/mce.yaml --max_steps 20 --matrix_loss_type relation",
+        summary="Fine-tune a causal LM with loss = lm_loss + matrix_loss_weight * MCE(token representations).",
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[LMModelArguments, LMDataArguments, LMConfig]:
+    """``[--config FILE.yaml] [--field value ...]`` -> the LM mode's three dataclasses
+    (:func:`matrix_llm.parsing.parse_args`; raises :class:`~matrix_llm.parsing.ConfigError`)."""
+    classes = mode_classes(PROG, OBJECTIVES, (LMModelArguments, LMDataArguments, LMConfig))
+    return parse_command_line(argv, classes, prog=PROG, help_text=_help)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``matrix-llm sft [--config FILE.yaml] [--field value ...]``; returns the exit status."""
+    return run_command(argv, prog=PROG, parse=parse_args, run=run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The self-supervised vision mode (`matrix-llm ssl`): the methods of methods.py, frozen-feature probes."""

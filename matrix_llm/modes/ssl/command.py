@@ -1,0 +1,234 @@
+"""``matrix-llm ssl``: a vision backbone trained self-supervised (Matrix-SSL, MEC, SimCLR, Barlow Twins or M-MAE) through
+:class:`~matrix_llm.trainer.MatrixTrainer`, then measured with frozen-feature probes.
+
+    matrix-llm ssl --config demo/ssl.yaml
+    matrix-llm ssl --config demo/ssl.yaml --ssl_method simclr --output_dir outputs/ssl-simclr
+    matrix-llm ssl --config demo/ssl.yaml --ssl_method mmae --output_dir outputs/ssl-mmae
+    matrix-llm ssl --config demo/ssl.yaml --dataset_name ../shared/data/fashion-mnist --image_size 28
+    accelerate launch -m matrix_llm.cli ssl --config recipes/....yaml
+
+Steps: parse (:mod:`matrix_llm.modes.ssl.config`) -> data (``digits``, an IDX folder, or a Hub / local image
+dataset; labels optional) -> :class:`~matrix_llm.models.ssl.SSLModel` around a ``tiny-vit`` /
+``tiny-resnet`` or any Hub ``AutoModel`` backbone -> MatrixTrainer -> the shared run tail, whose ``finish`` step
+saves ``OUTPUT_DIR/backbone/`` (``save_pretrained``, with the Hub backbone's image processor) and, with labels and
+an eval split, runs the linear probe and kNN on frozen features for the trained backbone, the same architecture
+at random init and (probe) raw pixels: ``results.json``, ``report.md`` and ``metrics.png`` in ``OUTPUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from matrix_llm.modes.ssl.config import SSLConfig, SSLDataArguments, SSLModelArguments
+from matrix_llm.modes.ssl.methods import METHODS
+from matrix_llm.parsing import ConfigError, format_help, mode_classes
+from matrix_llm.parsing import parse_args as parse_command_line
+from matrix_llm.runner import RunCard, run_command, train_and_finish, uses_zero3, write_report
+
+__all__ = ["build_data", "build_model", "main", "parse_args", "probe_results", "run"]
+
+logger = logging.getLogger("matrix_llm.modes.ssl.command")
+PROG = "matrix-llm ssl"
+OBJECTIVES = ("ssl",)
+
+
+def build_data(data_args: SSLDataArguments) -> tuple[Any, Any]:
+    """``(train, eval)`` with an ``image`` column (and ``label`` when ``label_column`` is set)."""
+    from matrix_llm.data.images import load_image_dataset
+
+    def load(split: str, limit: int | None) -> Any:
+        ds = load_image_dataset(data_args.dataset_name, split, config=data_args.dataset_config,
+                                image_column=data_args.image_column, label_column=data_args.label_column)  # fmt: skip
+        return ds.select(range(min(len(ds), limit))) if limit is not None else ds
+
+    train = load(data_args.train_split, data_args.max_train_samples)
+    evalset = load(data_args.eval_split, data_args.max_eval_samples) if data_args.eval_split else None
+    return train, evalset
+
+
+def _network(model_args: SSLModelArguments, data_args: SSLDataArguments, training_args: SSLConfig) -> tuple[Any, Any]:
+    """``(network, image processor or None)``: the backbone (``ViTMAEForPreTraining`` for ``mmae``), tiny or Hub."""
+    mae = METHODS[training_args.ssl_method].inputs == "mae"
+    if model_args.is_tiny:
+        from matrix_llm.models.tiny import build_image_backbone, build_mae
+
+        size = dict(image_size=data_args.image_size, num_channels=data_args.num_channels,
+                    hidden_size=model_args.tiny_hidden_size, num_layers=model_args.tiny_num_layers,
+                    num_heads=model_args.tiny_num_heads, seed=training_args.seed)  # fmt: skip
+        if mae:
+            if model_args.model_name_or_path != "tiny-vit":
+                raise ConfigError(["`model_name_or_path`: ssl_method mmae needs a ViT (tiny-vit or a Hub ViT-MAE)"])
+            return build_mae(**size), None
+        return build_image_backbone(model_args.model_name_or_path, **size), None
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTMAEForPreTraining
+
+    common = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
+    auto = ViTMAEForPreTraining if mae else AutoModel
+    if model_args.init_from_config:
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, **common)
+        network = auto.from_config(config, trust_remote_code=model_args.trust_remote_code) if not mae else auto(config)
+    else:
+        network = auto.from_pretrained(model_args.model_name_or_path, **common)
+    return network, AutoImageProcessor.from_pretrained(model_args.model_name_or_path, **common)
+
+
+def build_model(model_args: SSLModelArguments, data_args: SSLDataArguments, training_args: SSLConfig,
+                num_classes: int) -> tuple[Any, Any, Any]:  # fmt: skip
+    """``(SSLModel or MAEModel, collator, image processor or None)``; the collator gives ``[0, 1]`` images of
+    ``image_size``, which the model augments and normalises on its device."""
+    from dataclasses import replace
+
+    from matrix_llm.data.augment import MAE_VIEW, TwoViewAugment, byol_views
+    from matrix_llm.data.images import ImageCollator
+    from matrix_llm.models.ssl import MAEModel, SSLModel
+
+    network, processor = _network(model_args, data_args, training_args)
+    # tiny models: the [-1, 1] scaling the collators of classify / analyze / eval use
+    mean, std = ((0.5,), (0.5,)) if processor is None else (tuple(processor.image_mean), tuple(processor.image_std))
+    channels = int(getattr(network.config, "num_channels", data_args.num_channels))
+    method = training_args.ssl_method
+    crop = dict(crop_scale=(data_args.crop_min_scale, 1.0))
+    views = (replace(MAE_VIEW, **crop),) * 2 if METHODS[method].inputs == "mae" else byol_views(
+        crop_min_scale=data_args.crop_min_scale, jitter_strength=data_args.jitter_strength)  # fmt: skip
+    augment = TwoViewAugment(size=data_args.image_size, channels=channels, mean=mean, std=std,
+                             seed=training_args.seed, views=views)  # fmt: skip
+    spec = METHODS[method]
+    if spec.inputs == "mae":
+        model = MAEModel(network, augment, num_classes=num_classes)
+    else:
+        model = SSLModel(
+            network, augment, pooling=model_args.pooling, projector_hidden=model_args.projector_hidden,
+            projector_dim=model_args.projector_dim,
+            predictor_hidden=model_args.predictor_hidden if spec.predictor else 0,
+            teacher=spec.teacher, num_classes=num_classes,
+        )  # fmt: skip
+    collator = ImageCollator(image_size=data_args.image_size, channels=channels, mean=0.0, std=1.0)
+    return model, collator, processor
+
+
+def probe_results(backbone: Any, seed: int, train: Any, evalset: Any, collator: Any) -> dict[str, Any]:
+    """Linear probe and kNN accuracy on frozen features: the trained backbone, the same architecture at random
+    init (seeded), and the linear probe on raw pixels."""
+    import numpy as np
+
+    from matrix_llm.models.tiny import random_init
+    from matrix_llm.modes.ssl.evaluate import extract_features, knn_accuracy, linear_probe_accuracy
+
+    out: dict[str, Any] = {}
+    device = next(backbone.parameters()).device
+    fresh = random_init(type(backbone), backbone.config, seed=seed, device=device)
+    for name, model in (("trained", backbone), ("random_init", fresh)):
+        train_x, train_y = extract_features(model, train, collator)
+        test_x, test_y = extract_features(model, evalset, collator)
+        out[f"probe_{name}"] = linear_probe_accuracy(train_x, train_y, test_x, test_y)
+        out[f"knn_{name}"] = knn_accuracy(train_x, train_y, test_x, test_y)
+    pixels = [collator([rows[i] for i in range(len(rows))]) for rows in (train, evalset)]
+    flat = [np.asarray(p["pixel_values"].flatten(1)) for p in pixels]
+    out["probe_raw_pixels"] = linear_probe_accuracy(flat[0], np.asarray(pixels[0]["labels"]), flat[1],
+                                                    np.asarray(pixels[1]["labels"]))  # fmt: skip
+    return out
+
+
+def _report(output_dir: Path, args: SSLConfig, data_args: SSLDataArguments, model_name: str, results: dict) -> str:
+    lines = [f"# Self-supervised run: {args.ssl_method}" + (f" ({args.ssl_preset})" if args.ssl_method == "matrix_ssl" else ""),
+             "", (f"Backbone `{model_name}`, data `{data_args.dataset_name}` ({data_args.train_split} -> "
+             f"{data_args.eval_split}), {results.get('train_size')} training images, seed {args.seed}."), ""]  # fmt: skip
+    if "probe_trained" in results:
+        lines += ["| frozen features | linear probe | kNN (k=20) |", "|---|---|---|"]
+        lines += [f"| trained backbone | {results['probe_trained']:.4f} | {results['knn_trained']:.4f} |",
+                  f"| same architecture, random init | {results['probe_random_init']:.4f} | {results['knn_random_init']:.4f} |",
+                  f"| raw pixels | {results['probe_raw_pixels']:.4f} | |", ""]  # fmt: skip
+        gain = 100 * (results["probe_trained"] - results["probe_random_init"])
+        lines += [f"Linear probe: {gain:+.1f} points over the random-init backbone.", ""]
+    return write_report(output_dir, "ssl", lines, results)
+
+
+def run(model_args: SSLModelArguments, data_args: SSLDataArguments, training_args: SSLConfig,
+        argv: list[str] | None = None) -> dict:  # fmt: skip
+    """Everything after parsing; returns the final metrics."""
+    from transformers import set_seed
+
+    from matrix_llm.trainer import MatrixTrainer
+
+    set_seed(training_args.seed)
+    train, evalset = build_data(data_args)
+    labelled = data_args.label_column is not None
+    num_classes = max(int(x) for x in train["label"]) + 1 if labelled else 0
+    model, collator, processor = build_model(model_args, data_args, training_args, num_classes)
+    training_args.remove_unused_columns = False  # the collator reads the raw `image` column
+    trainer = MatrixTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evalset,
+                            data_collator=collator)  # fmt: skip
+    output_dir = Path(training_args.output_dir)
+
+    def finish(trainer: Any) -> dict[str, Any]:
+        if not trainer.is_world_process_zero():
+            return {}
+        from matrix_llm.features import unwrap
+
+        backbone = unwrap(trainer.model).backbone
+        if hasattr(backbone.config, "mask_ratio"):  # a ViT-MAE encoder: keep every patch when used as a backbone
+            backbone.config.mask_ratio = 0.0
+        backbone.save_pretrained(output_dir / "backbone")
+        if processor is not None:
+            processor.save_pretrained(output_dir / "backbone")
+        command = list(argv) if argv is not None else sys.argv[1:]
+        results: dict[str, Any] = {"argv": command, "train_size": len(train)}
+        if labelled and evalset is not None:
+            from matrix_llm.data.images import ImageCollator
+
+            plain = ImageCollator(image_size=data_args.image_size, channels=collator.channels, mean=0.5, std=0.5,
+                                  processor=processor)  # fmt: skip
+            results.update(probe_results(backbone, training_args.seed, train, evalset, plain))
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        numbers = {k: v for k, v in results.items() if k.startswith(("probe_", "knn_"))}
+        details = [f"Frozen-feature accuracy on `{data_args.eval_split}`: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in numbers.items())] if numbers else []  # fmt: skip
+        return {**numbers, "details": details}
+
+    metrics = train_and_finish(
+        trainer, model_args=model_args, command="ssl", finish=finish,
+        card=RunCard(base_model=f"{model_args.model_name_or_path} (offline random init)" if model_args.is_tiny
+                     else model_args.model_name_or_path, dataset=data_args.dataset_name),
+    )  # fmt: skip
+    if trainer.is_world_process_zero():
+        results = json.loads((output_dir / "results.json").read_text())
+        print(_report(output_dir, training_args, data_args, model_args.model_name_or_path, results))  # noqa: T201
+    del trainer, model
+    gc.collect()
+    return metrics
+
+
+def _help(classes) -> str:
+    return format_help(PROG, classes, example=f"{PROG} --config demo/ssl.yaml --ssl_method mec",
+                       summary="Train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR, Barlow Twins or M-MAE).")  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[SSLModelArguments, SSLDataArguments, SSLConfig]:
+    """``[--config FILE.yaml] [--field value ...]`` -> the self-supervised mode's three dataclasses.
+
+    Raises:
+        ConfigError: also for DeepSpeed ZeRO-3 with an EMA teacher (refused before any model loads).
+    """
+    classes = mode_classes(PROG, OBJECTIVES, (SSLModelArguments, SSLDataArguments, SSLConfig))
+    model_args, data_args, training_args = parse_command_line(argv, classes, prog=PROG, help_text=_help)
+    if METHODS[training_args.ssl_method].teacher and uses_zero3(training_args):
+        with_teacher = " / ".join(m.name for m in METHODS.values() if m.teacher)
+        without = ", ".join(m.name for m in METHODS.values() if not m.teacher)
+        raise ConfigError([(f"`deepspeed`: ZeRO-3 partitions the EMA teacher's parameters, which the teacher update "
+                            f"reads whole; use ZeRO-2 (or DDP) for {with_teacher}, or a method without a teacher "
+                            f"({without})")])  # fmt: skip
+    return model_args, data_args, training_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``matrix-llm ssl [--config FILE.yaml] [--field value ...]``; returns the exit status."""
+    return run_command(argv, prog=PROG, parse=parse_args, run=lambda *parsed: run(*parsed, argv=argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
