@@ -14,6 +14,17 @@ from .base import LossOutput, check_finite_and_range, check_labels, check_matrix
 __all__ = ["CLIPLoss", "NTXentLoss"]
 
 
+def _view_pairs(fn: str, z1: Tensor, z2: Tensor, gather: bool) -> Tensor:
+    """``(M, 2, d)``: the two views' projections row by row in the work dtype, checked, and with ``gather`` those of
+    every rank (with gradients, any row counts per rank)."""
+    check_matrix(fn, "z1", z1)
+    m, d = z1.shape
+    check_matrix(fn, "z2", z2, rows=m, cols=d)
+    check_finite_and_range(fn, {"z1": z1, "z2": z2})
+    pairs = torch.stack([z1, z2], 1).to(work_dtype(z1.dtype, z2.dtype))
+    return all_gather_with_grad(pairs) if gather else pairs
+
+
 class NTXentLoss(nn.Module):
     r"""NT-Xent: for each of the ``2m`` projections, the other view of the same image is the positive and the
     ``2m - 2`` other projections of the (global) batch are the negatives:
@@ -42,13 +53,7 @@ class NTXentLoss(nn.Module):
 
     def forward(self, z1: Tensor, z2: Tensor) -> LossOutput:
         fn = "NTXentLoss"
-        check_matrix(fn, "z1", z1)
-        m, d = z1.shape
-        check_matrix(fn, "z2", z2, rows=m, cols=d)
-        check_finite_and_range(fn, {"z1": z1, "z2": z2})
-        pairs = torch.stack([z1, z2], 1).to(work_dtype(z1.dtype, z2.dtype))  # (m, 2, d)
-        if self.gather:
-            pairs = all_gather_with_grad(pairs)  # (M, 2, d): every rank's images, any sizes
+        pairs = _view_pairs(fn, z1, z2, self.gather)
         big_m = pairs.shape[0]
         if big_m < 2:
             raise ValueError(f"{fn}: needs at least 2 images (4 views) in the batch; got {big_m}")
@@ -149,13 +154,7 @@ class BarlowTwinsLoss(nn.Module):
 
     def forward(self, z1: Tensor, z2: Tensor) -> LossOutput:
         fn = "BarlowTwinsLoss"
-        check_matrix(fn, "z1", z1)
-        m, d = z1.shape
-        check_matrix(fn, "z2", z2, rows=m, cols=d)
-        check_finite_and_range(fn, {"z1": z1, "z2": z2})
-        pairs = torch.stack([z1, z2], 1).to(work_dtype(z1.dtype, z2.dtype))  # (m, 2, d)
-        if self.gather:
-            pairs = all_gather_with_grad(pairs)
+        pairs = _view_pairs(fn, z1, z2, self.gather)
         big_m = pairs.shape[0]
         if big_m < 2:
             raise ValueError(f"{fn}: needs at least 2 images in the batch to standardise over it; got {big_m}")
