@@ -22,7 +22,7 @@ __all__ = ["capture_layers"]
 
 
 def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, (nn.LayerNorm, nn.GroupNorm)) or type(module).__name__.endswith("Norm")
+    return type(module).__name__.endswith("Norm")  # LayerNorm, GroupNorm, LlamaRMSNorm, ...
 
 
 @contextlib.contextmanager
@@ -32,7 +32,8 @@ def capture_layers(model: nn.Module, layers: Sequence[int] | None = None, *, fin
 
     Yields a dict filled during the forward pass: ``{block index (non-negative): (N, L, d) output}``, and with
     ``final_norm`` the final norm's output (module docstring) at index ``len(blocks)`` when the model has one
-    (and the last block's output, which identifies it, whether asked for or not). The hooks are removed on exit (also on error); the last call of a block wins.
+    (and the last block's output, which identifies it, whether asked for or not). The hooks are removed on exit
+    (also on error); the last call of a block wins.
 
     Raises:
         ValueError: an index outside the stack, or a model whose layer stack cannot be found.

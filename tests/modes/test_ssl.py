@@ -24,6 +24,7 @@ from matrix_llm.modes import SSLObjective
 from matrix_llm.modes.ssl import command as ssl
 from matrix_llm.modes.ssl.evaluate import extract_features, knn_accuracy, linear_probe_accuracy
 
+_TRAINER = matrix_llm.trainer.MatrixTrainer  # the real one, before any test replaces it
 TINY = ["--config", "demo/ssl.yaml", "--tiny_hidden_size", "32", "--projector_hidden", "64", "--projector_dim", "32",
         "--predictor_hidden", "16", "--max_train_samples", "128", "--max_eval_samples", "64",
         "--per_device_train_batch_size", "32", "--disable_tqdm", "true"]  # fmt: skip
@@ -247,24 +248,11 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
     argv = [*TINY, "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1",
             "--eval_split", "null"]  # fmt: skip
     assert ssl.main([*argv, "--output_dir", str(tmp_path / "full")]) == 0
-    original = matrix_llm.trainer.MatrixTrainer
-
-    class Killed(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.add_callback(_StopAfterSave())
-
-    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Killed)
+    _watched(monkeypatch, _StopAfterSave())
     with pytest.raises(_Interrupted):
         ssl.main([*argv, "--output_dir", str(tmp_path / "cut")])
     steps = StepRecorder()
-
-    class Watched(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.add_callback(steps)
-
-    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Watched)
+    _watched(monkeypatch, steps)  # replaces the killing trainer: both subclass the real one
     assert ssl.main([*argv, "--output_dir", str(tmp_path / "cut"), "--resume_from_checkpoint", "true"]) == 0
     assert steps.start == 2 and steps.executed == [3, 4]
     full, cut = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
@@ -402,9 +390,9 @@ class _Snapshots(TrainerCallback):
 
 
 def _watched(monkeypatch, callback):
-    original = matrix_llm.trainer.MatrixTrainer
+    """`matrix-llm ssl` runs a MatrixTrainer with ``callback`` added (after the objective's own)."""
 
-    class Watched(original):
+    class Watched(_TRAINER):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.add_callback(callback)
