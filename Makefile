@@ -27,11 +27,12 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -m "not gpu and not multi_gpu and not network" -q
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check matrix_llm
+	$(VENV)/bin/ruff format --check .
 
 bench: install
 	$(PY) bench/info.py

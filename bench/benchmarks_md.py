@@ -26,7 +26,9 @@ def write_section(section: str, text: str, path: Path = BENCHMARKS_MD) -> None:
     path.write_text(new.rstrip("\n") + "\n")
 
 
-def interleaved_medians(candidates: Mapping[str, Callable[[int], object]], *, rounds: int, calls: int) -> dict[str, float]:
+def interleaved_medians(
+    candidates: Mapping[str, Callable[[int], object]], *, rounds: int, calls: int
+) -> dict[str, float]:
     """Median seconds per call of each candidate over ``rounds`` timed rounds after one warm-up round; a round runs
     every candidate ``calls`` times in turn (``fn(i)``, ``i`` the call's index in the round), so a slow spell of the
     machine falls on all of them."""

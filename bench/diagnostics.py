@@ -40,12 +40,25 @@ SECTION = "## MatrixMetricsCallback overhead"
 
 
 def _trainer(out: str, hidden: int, layers: int, steps: int, logging_steps: int, train):
-    model = build_image_classifier("tiny-vit", num_labels=10, image_size=16, hidden_size=hidden, num_layers=layers,
-                                   num_heads=4)  # fmt: skip
-    args = ClassificationConfig(output_dir=out, report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True,
-                                logging_steps=logging_steps, max_steps=steps, per_device_train_batch_size=64,
-                                learning_rate=3e-3, seed=0, remove_unused_columns=False)  # fmt: skip
-    return MatrixTrainer(model=model, args=args, train_dataset=train, data_collator=ImageCollator(image_size=16))
+    model = build_image_classifier(
+        "tiny-vit", num_labels=10, image_size=16, hidden_size=hidden, num_layers=layers, num_heads=4
+    )
+    args = ClassificationConfig(
+        output_dir=out,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=logging_steps,
+        max_steps=steps,
+        per_device_train_batch_size=64,
+        learning_rate=3e-3,
+        seed=0,
+        remove_unused_columns=False,
+    )
+    return MatrixTrainer(
+        model=model, args=args, train_dataset=train, data_collator=ImageCollator(image_size=16)
+    )
 
 
 def measure(hidden: int, layers: int, steps: int, logging_steps: int, probe: int, repeats: int) -> dict:
@@ -71,22 +84,34 @@ def measure(hidden: int, layers: int, steps: int, logging_steps: int, probe: int
                 base.append(times[False])
                 watched.append(times[True])
                 step_s.append(times[False] / steps)
-    row = {"hidden": hidden, "layers": layers, "steps": steps, "logging_steps": logging_steps, "probe": probe,
-           "base_s": statistics.median(base), "cb_s": statistics.median(watched),
-           "ratio": statistics.median(w / b for w, b in zip(watched, base, strict=True)),
-           "probe_ms": 1e3 * statistics.median(probe_s[1:] or probe_s), "step_ms": 1e3 * statistics.median(step_s)}  # fmt: skip
+    row = {
+        "hidden": hidden,
+        "layers": layers,
+        "steps": steps,
+        "logging_steps": logging_steps,
+        "probe": probe,
+        "base_s": statistics.median(base),
+        "cb_s": statistics.median(watched),
+        "ratio": statistics.median(w / b for w, b in zip(watched, base, strict=True)),
+        "probe_ms": 1e3 * statistics.median(probe_s[1:] or probe_s),
+        "step_ms": 1e3 * statistics.median(step_s),
+    }
     print(_fmt(row), flush=True)
     return row
 
 
-HEADER = ("| model | steps | logging_steps | probe rows | train s (no callback) | train s (callback) | overhead | "
-          "one probe ms | one step ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+HEADER = (
+    "| model | steps | logging_steps | probe rows | train s (no callback) | train s (callback) | overhead | "
+    "one probe ms | one step ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
 
 
 def _fmt(r: dict) -> str:
-    return (f"| ViT hidden {r['hidden']}, {r['layers']} layers | {r['steps']} | {r['logging_steps']} | {r['probe']} | "
-            f"{r['base_s']:.2f} | {r['cb_s']:.2f} | {100 * (r['ratio'] - 1):+.1f}% | {r['probe_ms']:.0f} | "
-            f"{r['step_ms']:.0f} |")  # fmt: skip
+    return (
+        f"| ViT hidden {r['hidden']}, {r['layers']} layers | {r['steps']} | {r['logging_steps']} | {r['probe']} | "
+        f"{r['base_s']:.2f} | {r['cb_s']:.2f} | {100 * (r['ratio'] - 1):+.1f}% | {r['probe_ms']:.0f} | "
+        f"{r['step_ms']:.0f} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,17 +126,33 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     print(HEADER, flush=True)
-    rows = [measure(h, n, args.steps, args.logging_steps, args.probe, args.repeats) for h, n in ((64, 2), (256, 4))]
-    text = "\n".join([
-        SECTION, "",
-        (f"Written by `bench/diagnostics.py` on {started} UTC ({platform.machine()}, torch {torch.__version__}, 1 "
-        "thread). Training time of the classify digits set-up with and without MatrixMetricsCallback at its default "
-        "cadence (every logging step: per-layer entropy / effective rank and the classification pair metrics of the "
-        "probe rows), interleaved in one process, median of the repeats after a warm-up; 'one probe' is a single "
-        "`compute` call, 'one step' the mean optimizer step without the callback. Target: <= 2% overhead."),
-        "", HEADER, *[_fmt(r) for r in rows], "", "Command:", "", "```",
-        "python bench/diagnostics.py " + " ".join(argv), "```", "",
-    ])  # fmt: skip
+    rows = [
+        measure(h, n, args.steps, args.logging_steps, args.probe, args.repeats)
+        for h, n in ((64, 2), (256, 4))
+    ]
+    text = "\n".join(
+        [
+            SECTION,
+            "",
+            (
+                f"Written by `bench/diagnostics.py` on {started} UTC ({platform.machine()}, torch {torch.__version__}, 1 "
+                "thread). Training time of the classify digits set-up with and without MatrixMetricsCallback at its default "
+                "cadence (every logging step: per-layer entropy / effective rank and the classification pair metrics of the "
+                "probe rows), interleaved in one process, median of the repeats after a warm-up; 'one probe' is a single "
+                "`compute` call, 'one step' the mean optimizer step without the callback. Target: <= 2% overhead."
+            ),
+            "",
+            HEADER,
+            *[_fmt(r) for r in rows],
+            "",
+            "Command:",
+            "",
+            "```",
+            "python bench/diagnostics.py " + " ".join(argv),
+            "```",
+            "",
+        ]
+    )
     if args.write:
         write_section(SECTION, text, REPO / "BENCHMARKS.md")
         print(f"wrote {SECTION!r}")

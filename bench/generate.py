@@ -97,8 +97,17 @@ def _setup(args):
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     items, corpus = _load_questions(args.n)
     tok = build_tokenizer(corpus, vocab_size=args.vocab_size)
-    model = build_llama(tok, hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
-                        max_position_embeddings=1024).to(device).eval()  # fmt: skip
+    model = (
+        build_llama(
+            tok,
+            hidden_size=args.hidden_size,
+            num_layers=args.num_layers,
+            num_heads=args.num_heads,
+            max_position_embeddings=1024,
+        )
+        .to(device)
+        .eval()
+    )
     prompts = build_prompts([it["question"] for it in items], prompt="qa")
     return device, tok, model, prompts, get_eval_prompt("qa").stop
 
@@ -112,11 +121,20 @@ def run(args, argv: list[str]) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         with CudaPeak(device) as mem:
-            out = generate(model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=batch_size,
-                           stop_strings=stop, progress=False)  # fmt: skip
+            out = generate(
+                model,
+                tok,
+                prompts,
+                max_new_tokens=args.max_new_tokens,
+                batch_size=batch_size,
+                stop_strings=stop,
+                progress=False,
+            )
         return out, mem.peak
 
-    generate(model, tok, prompts[: min(4, len(prompts))], max_new_tokens=8, batch_size=2, progress=False)  # warm-up
+    generate(
+        model, tok, prompts[: min(4, len(prompts))], max_new_tokens=8, batch_size=2, progress=False
+    )  # warm-up
     runs = {1: [], args.batch_size: []}
     outputs = {}
     for _ in range(args.repeats):
@@ -137,15 +155,22 @@ def run(args, argv: list[str]) -> dict:
     def summary(bs: int) -> dict:
         secs = statistics.median(r[0] for r in runs[bs])
         toks = runs[bs][0][1]
-        return {"batch_size": bs, "seconds": secs, "questions_per_s": len(prompts) / secs,
-                "tokens_per_s": toks / secs, "new_tokens": toks, "peak_mem_mb": peaks[bs] / 2**20,
-                "extra_mem_mb": (peaks[bs] - base[bs]) / 2**20}  # fmt: skip
+        return {
+            "batch_size": bs,
+            "seconds": secs,
+            "questions_per_s": len(prompts) / secs,
+            "tokens_per_s": toks / secs,
+            "new_tokens": toks,
+            "peak_mem_mb": peaks[bs] / 2**20,
+            "extra_mem_mb": (peaks[bs] - base[bs]) / 2**20,
+        }
 
     single, batched = summary(1), summary(args.batch_size)
     return {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "n_params": n_params,
@@ -153,7 +178,9 @@ def run(args, argv: list[str]) -> dict:
         "batched": batched,
         "speedup": batched["questions_per_s"] / single["questions_per_s"],
         "mem_ratio": batched["peak_mem_mb"] / single["peak_mem_mb"],
-        "extra_mem_ratio": batched["extra_mem_mb"] / single["extra_mem_mb"] if single["extra_mem_mb"] > 0 else None,
+        "extra_mem_ratio": batched["extra_mem_mb"] / single["extra_mem_mb"]
+        if single["extra_mem_mb"] > 0
+        else None,
         "identical": identical,
         "load_average": (load_start, os.getloadavg()[0]),
         "args": vars(args),
@@ -174,29 +201,41 @@ def render(res: dict, command: str) -> str:
     lines = [
         SECTION,
         "",
-        (f"Written by `bench/generate.py` on {_dt.date.today().isoformat()} (torch {torch.__version__}, "
-        f"{res['device']}: {res['device_name']}, {res['threads']} torch threads, {res['cpus']} CPUs)."),
+        (
+            f"Written by `bench/generate.py` on {_dt.date.today().isoformat()} (torch {torch.__version__}, "
+            f"{res['device']}: {res['device_name']}, {res['threads']} torch threads, {res['cpus']} CPUs)."
+        ),
         "",
-        (f"Model: randomly initialised Llama ({res['n_params'] / 1e6:.1f} M parameters: hidden {a['hidden_size']}, "
-        f"{a['num_layers']} layers, {a['num_heads']} heads, byte-level BPE vocabulary {a['vocab_size']}), "
-        "float32. Items: the first "
-        f"{a['n']} GSM8K test questions, `qa` prompt and stop strings, greedy, max_new_tokens={a['max_new_tokens']} "
-        "(random weights: almost every completion runs to the limit in both modes, so both do the same work). "
-        f"Median of {a['repeats']} interleaved runs after a warm-up, in one process."),
+        (
+            f"Model: randomly initialised Llama ({res['n_params'] / 1e6:.1f} M parameters: hidden {a['hidden_size']}, "
+            f"{a['num_layers']} layers, {a['num_heads']} heads, byte-level BPE vocabulary {a['vocab_size']}), "
+            "float32. Items: the first "
+            f"{a['n']} GSM8K test questions, `qa` prompt and stop strings, greedy, max_new_tokens={a['max_new_tokens']} "
+            "(random weights: almost every completion runs to the limit in both modes, so both do the same work). "
+            f"Median of {a['repeats']} interleaved runs after a warm-up, in one process."
+        ),
         "",
         "| mode | questions/s | generated tokens/s | peak memory (MB) | of which generation (MB) |",
         "|---|---|---|---|---|",
-        (f"| one at a time (batch 1) | {s['questions_per_s']:.2f} | {s['tokens_per_s']:.0f} | "
-         f"{s['peak_mem_mb']:.0f} | {s['extra_mem_mb']:+.0f} |"),
-        (f"| batched (batch {b['batch_size']}, left padded, longest first) | {b['questions_per_s']:.2f} | "
-         f"{b['tokens_per_s']:.0f} | {b['peak_mem_mb']:.0f} | {b['extra_mem_mb']:+.0f} |"),
+        (
+            f"| one at a time (batch 1) | {s['questions_per_s']:.2f} | {s['tokens_per_s']:.0f} | "
+            f"{s['peak_mem_mb']:.0f} | {s['extra_mem_mb']:+.0f} |"
+        ),
+        (
+            f"| batched (batch {b['batch_size']}, left padded, longest first) | {b['questions_per_s']:.2f} | "
+            f"{b['tokens_per_s']:.0f} | {b['peak_mem_mb']:.0f} | {b['extra_mem_mb']:+.0f} |"
+        ),
         "",
-        (f"- Batched / one at a time: **{res['speedup']:.2f}x** questions per second; peak memory "
-         f"{res['mem_ratio']:.2f}x, generation's share {_ratio(res['extra_mem_ratio'])} ({mem_kind})."),
+        (
+            f"- Batched / one at a time: **{res['speedup']:.2f}x** questions per second; peak memory "
+            f"{res['mem_ratio']:.2f}x, generation's share {_ratio(res['extra_mem_ratio'])} ({mem_kind})."
+        ),
         f"- Completions identical between the two modes: **{'yes' if res['identical'] else 'NO'}**.",
-        (f"- The machine is shared with other jobs and noisy (1-minute load average {res['load_average'][0]:.1f} at "
-         f"the start, {res['load_average'][1]:.1f} at the end, on {res['cpus']} CPUs): "
-         "the ratio is the figure to read, absolute CPU throughputs are indicative only."),
+        (
+            f"- The machine is shared with other jobs and noisy (1-minute load average {res['load_average'][0]:.1f} at "
+            f"the start, {res['load_average'][1]:.1f} at the end, on {res['cpus']} CPUs): "
+            "the ratio is the figure to read, absolute CPU throughputs are indicative only."
+        ),
         "",
         "Command:",
         "",
@@ -220,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num_heads", type=int, default=4)
     p.add_argument("--vocab_size", type=int, default=1024)
     p.add_argument("--device", default=None)
-    p.add_argument("--write", action="store_true", help="update the GSM8K generation section of BENCHMARKS.md")
+    p.add_argument(
+        "--write", action="store_true", help="update the GSM8K generation section of BENCHMARKS.md"
+    )
     p.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
     p.add_argument("--_child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -228,8 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         device, tok, model, prompts, stop = _setup(args)
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
         rss = _status_kb("VmRSS")
-        generate(model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=args._child,
-                 stop_strings=stop, progress=False)  # fmt: skip
+        generate(
+            model,
+            tok,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args._child,
+            stop_strings=stop,
+            progress=False,
+        )
         print(json.dumps({"rss_kb": rss, "hwm_kb": _status_kb("VmHWM")}))
         return 0
     write, output = args.write, args.output

@@ -214,7 +214,9 @@ def bench_feature_mce(n: int, d: int, repeats: int, slow_s: float, seed: int = 0
 
     if d <= 4096:
         e64 = torch.eye(d, dtype=torch.float64)
-        ref = float(info.mce(info.covariance(z2.double()) + MU_MCE * e64, info.covariance(z0.double()) + MU_MCE * e64))
+        ref = float(
+            info.mce(info.covariance(z2.double()) + MU_MCE * e64, info.covariance(z0.double()) + MU_MCE * e64)
+        )
         ref_kind = "dense float64"
     else:
         ref = float(info.feature_mce(z2.double(), z0.double(), lamb=MU_MCE, mu=MU_MCE))
@@ -251,10 +253,12 @@ def render_feature(rows: list[dict], argv: list[str], started: str) -> str:
     lines = [
         FEATURE_SECTION,
         "",
-        (f"Written by `bench/info.py --feature-mce` on {started} UTC ({platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s); {_load_info()}). Forward + backward of MCE(C(z2) + mu I, C(z) + mu I), "
-        f"mu = {MU_MCE}, float32, gradient wrt z; both candidates in this process, interleaved (median; a case "
-        "slower than --slow-s runs once). Relative error of the float32 value against the reference column."),
+        (
+            f"Written by `bench/info.py --feature-mce` on {started} UTC ({platform.machine()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread(s); {_load_info()}). Forward + backward of MCE(C(z2) + mu I, C(z) + mu I), "
+            f"mu = {MU_MCE}, float32, gradient wrt z; both candidates in this process, interleaved (median; a case "
+            "slower than --slow-s runs once). Relative error of the float32 value against the reference column."
+        ),
         "",
         FEATURE_HEADER,
         *[_fmt_feature_row(r) for r in rows],

@@ -55,10 +55,14 @@ def build_model_and_batch(cfg: dict):
     torch.manual_seed(0)
     heads = max(1, cfg["hidden"] // 64)
     config = LlamaConfig(
-        vocab_size=cfg["vocab"], hidden_size=cfg["hidden"], intermediate_size=4 * cfg["hidden"],
-        num_hidden_layers=cfg["layers"], num_attention_heads=heads, num_key_value_heads=heads,
+        vocab_size=cfg["vocab"],
+        hidden_size=cfg["hidden"],
+        intermediate_size=4 * cfg["hidden"],
+        num_hidden_layers=cfg["layers"],
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=cfg["seq"],
-    )  # fmt: skip
+    )
     model = LlamaForCausalLM(config).to(device=cfg["device"], dtype=getattr(torch, cfg["dtype"]))
     model.train()
     ids = torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["seq"]), device=cfg["device"])
@@ -72,10 +76,14 @@ def build_trainer(cfg: dict, variant: str, model):
     from matrix_llm.trainer import MatrixTrainer
 
     args = LMConfig(
-        output_dir=str(REPO / "outputs" / "bench_lm_step"), report_to="none", use_cpu=cfg["device"] == "cpu",
-        matrix_loss_weight=0.1, matrix_max_tokens=cfg["max_tokens"], bf16=cfg["dtype"] == "bfloat16",
+        output_dir=str(REPO / "outputs" / "bench_lm_step"),
+        report_to="none",
+        use_cpu=cfg["device"] == "cpu",
+        matrix_loss_weight=0.1,
+        matrix_max_tokens=cfg["max_tokens"],
+        bf16=cfg["dtype"] == "bfloat16",
         **VARIANTS[variant],
-    )  # fmt: skip
+    )
     return MatrixTrainer(model=model, args=args)
 
 
@@ -115,8 +123,11 @@ def peak_memory(cfg: dict, variant: str) -> float:
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     out = subprocess.run(
         [sys.executable, __file__, "--_memory_child", json.dumps({**cfg, "variant": variant})],
-        check=True, capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -147,8 +158,9 @@ def time_loss_alone(cfg: dict, variant: str, repeats: int = 15) -> float:
     step-to-step noise of a whole training step."""
     from matrix_llm.losses.token import TokenMCELoss
 
-    loss = TokenMCELoss(formulation=VARIANTS[variant]["matrix_loss_type"], max_tokens=cfg["max_tokens"],
-                        diagnostics=False)  # as the LM objective builds it
+    loss = TokenMCELoss(
+        formulation=VARIANTS[variant]["matrix_loss_type"], max_tokens=cfg["max_tokens"], diagnostics=False
+    )  # as the LM objective builds it
     dtype, device = getattr(torch, cfg["dtype"]), cfg["device"]
     tokens = cfg["batch"] * (cfg["seq"] * 3 // 4 - 1)
     weight = torch.randn(cfg["vocab"], cfg["hidden"], device=device, dtype=dtype)
@@ -170,31 +182,47 @@ def run_config(cfg: dict, repeats: int) -> list[dict]:
     rows = []
     for name, seconds in times.items():
         alone = time_loss_alone(cfg, name) if name != "ce" else 0.0
-        rows.append({"variant": name, "ms": 1000 * seconds, "ratio": seconds / times["ce"],
-                     "loss_ms": 1000 * alone, "loss_share": alone / times["ce"], "mem_mb": peak_memory(cfg, name)})
+        rows.append(
+            {
+                "variant": name,
+                "ms": 1000 * seconds,
+                "ratio": seconds / times["ce"],
+                "loss_ms": 1000 * alone,
+                "loss_share": alone / times["ce"],
+                "mem_mb": peak_memory(cfg, name),
+            }
+        )
     return rows
 
 
 def table(cfg: dict, rows: list[dict]) -> str:
     base_mem = rows[0]["mem_mb"]
     lines = [
-        (f"Model: Llama, hidden {cfg['hidden']}, {cfg['layers']} layers, vocab {cfg['vocab']}, {cfg['dtype']}; batch "
-        f"{cfg['batch']} x {cfg['seq']} tokens (last 3/4 are completion: T = {cfg['batch'] * (cfg['seq'] * 3 // 4 - 1)} "
-        f"tokens, sub-sampled to matrix_max_tokens={cfg['max_tokens']}); {cfg['repeats']} interleaved repeats."),
+        (
+            f"Model: Llama, hidden {cfg['hidden']}, {cfg['layers']} layers, vocab {cfg['vocab']}, {cfg['dtype']}; batch "
+            f"{cfg['batch']} x {cfg['seq']} tokens (last 3/4 are completion: T = {cfg['batch'] * (cfg['seq'] * 3 // 4 - 1)} "
+            f"tokens, sub-sampled to matrix_max_tokens={cfg['max_tokens']}); {cfg['repeats']} interleaved repeats."
+        ),
         "",
-        ("| variant | step ms (median) | step time vs CE | matrix loss alone ms | matrix loss alone / CE step "
-        "| peak memory MB | memory vs CE |"),
+        (
+            "| variant | step ms (median) | step time vs CE | matrix loss alone ms | matrix loss alone / CE step "
+            "| peak memory MB | memory vs CE |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         mem_ratio = r["mem_mb"] / base_mem if base_mem > 0 else float("nan")
-        lines.append(f"| {r['variant']} | {r['ms']:.0f} | {r['ratio']:.3f}x | {r['loss_ms']:.0f} | "
-                     f"{100 * r['loss_share']:.1f}% | {r['mem_mb']:.0f} | {mem_ratio:.2f}x |")
+        lines.append(
+            f"| {r['variant']} | {r['ms']:.0f} | {r['ratio']:.3f}x | {r['loss_ms']:.0f} | "
+            f"{100 * r['loss_share']:.1f}% | {r['mem_mb']:.0f} | {mem_ratio:.2f}x |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--hidden", type=int, nargs="*", default=None)
@@ -212,26 +240,43 @@ def main(argv: list[str] | None = None) -> int:
         _memory_child(args._memory_child)
         return 0
     # CPU default: a small model at 4 layers and the hidden size of the target (2048) at 2 layers
-    plans = [(h, args.layers or (4 if h < 1024 else 2)) for h in (args.hidden or ([128] if args.quick else [256, 2048]))]
+    plans = [
+        (h, args.layers or (4 if h < 1024 else 2))
+        for h in (args.hidden or ([128] if args.quick else [256, 2048]))
+    ]
     repeats = 2 if args.quick else args.repeats
     sections = [
-        SECTION, "",
-        (f"Written by `bench/lm_step.py` on {datetime.date.today()} ({platform.machine()}, torch {torch.__version__}, "
-        f"device {args.device}, {torch.get_num_threads()} threads). Timed: `MatrixTrainer.training_step` "
-        "(forward + hook + LM loss + matrix loss + backward) per variant on the same model and batch, interleaved; "
-        "ratios are against CE only in the same process. The CPU is shared and noisy: read the ratios, not the "
-        "absolute times."
-        + WHOLE_STEP_CAVEAT), "",
-    ]  # fmt: skip
+        SECTION,
+        "",
+        (
+            f"Written by `bench/lm_step.py` on {datetime.date.today()} ({platform.machine()}, torch {torch.__version__}, "
+            f"device {args.device}, {torch.get_num_threads()} threads). Timed: `MatrixTrainer.training_step` "
+            "(forward + hook + LM loss + matrix loss + backward) per variant on the same model and batch, interleaved; "
+            "ratios are against CE only in the same process. The CPU is shared and noisy: read the ratios, not the "
+            "absolute times." + WHOLE_STEP_CAVEAT
+        ),
+        "",
+    ]
     for hidden, layers in plans:
-        cfg = {"device": args.device, "dtype": args.dtype, "hidden": hidden, "layers": layers, "vocab": args.vocab,
-               "seq": args.seq, "batch": args.batch, "max_tokens": args.max_tokens, "repeats": repeats}
+        cfg = {
+            "device": args.device,
+            "dtype": args.dtype,
+            "hidden": hidden,
+            "layers": layers,
+            "vocab": args.vocab,
+            "seq": args.seq,
+            "batch": args.batch,
+            "max_tokens": args.max_tokens,
+            "repeats": repeats,
+        }
         rows = run_config(cfg, repeats)
         text = table(cfg, rows)
         if hidden >= 2048 and cfg["max_tokens"] == 512:
             head = next(r for r in rows if r["variant"] == "ce+head")
-            text += (f"\n\nTarget (`head`, max_tokens 512, hidden >= 2048: at most +5% step time): whole step "
-                     f"{100 * (head['ratio'] - 1):+.1f}%, the loss alone {100 * head['loss_share']:.1f}% of the CE step.")
+            text += (
+                f"\n\nTarget (`head`, max_tokens 512, hidden >= 2048: at most +5% step time): whole step "
+                f"{100 * (head['ratio'] - 1):+.1f}%, the loss alone {100 * head['loss_share']:.1f}% of the CE step."
+            )
         print(text + "\n", flush=True)
         sections += [text, ""]
     command = "python bench/lm_step.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))

@@ -44,8 +44,14 @@ METHODS = (("matrix_ssl", "exact"), ("matrix_ssl", "official"), ("mec", "exact")
 
 def _setup(method: str, preset: str, batch: int, proj: int):
     backbone = build_image_backbone("tiny-vit", image_size=32, num_channels=3, hidden_size=128, num_layers=4)
-    model = SSLModel(backbone, TwoViewAugment(size=32, channels=3), projector_hidden=512, projector_dim=proj,
-                     predictor_hidden=128 if method != "simclr" else 0, teacher=method != "simclr")  # fmt: skip
+    model = SSLModel(
+        backbone,
+        TwoViewAugment(size=32, channels=3),
+        projector_hidden=512,
+        projector_dim=proj,
+        predictor_hidden=128 if method != "simclr" else 0,
+        teacher=method != "simclr",
+    )
     objective = SSLObjective(method=method, preset=preset, metrics_steps=0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -75,9 +81,12 @@ def loss_times(batch: int, proj: int, repeats: int, calls: int = 20) -> dict[str
 
     g = torch.Generator().manual_seed(0)
     z1, z2, p1, p2 = (torch.randn(batch, proj, generator=g) for _ in range(4))
-    losses = {"matrix_ssl exact": lambda a, b: MatrixSSLLoss(preset="exact")(a, b, p1, p2).total,
-              "matrix_ssl official": lambda a, b: MatrixSSLLoss(preset="official", check=False)(a, b, p1, p2).total,
-              "mec": lambda a, b: MECLoss()(a, b, p1, p2).total, "simclr": lambda a, b: NTXentLoss()(a, b).total}  # fmt: skip
+    losses = {
+        "matrix_ssl exact": lambda a, b: MatrixSSLLoss(preset="exact")(a, b, p1, p2).total,
+        "matrix_ssl official": lambda a, b: MatrixSSLLoss(preset="official", check=False)(a, b, p1, p2).total,
+        "mec": lambda a, b: MECLoss()(a, b, p1, p2).total,
+        "simclr": lambda a, b: NTXentLoss()(a, b).total,
+    }
 
     def caller(fn):
         a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
@@ -103,8 +112,11 @@ def _pil_view(image, view: ViewSettings, size: int, rng: random.Random) -> np.nd
     if rng.random() < view.flip:
         image = ImageOps.mirror(image)
     if rng.random() < view.jitter:
-        for enhance, amount in ((ImageEnhance.Brightness, view.brightness), (ImageEnhance.Contrast, view.contrast),
-                                (ImageEnhance.Color, view.saturation)):  # fmt: skip
+        for enhance, amount in (
+            (ImageEnhance.Brightness, view.brightness),
+            (ImageEnhance.Contrast, view.contrast),
+            (ImageEnhance.Color, view.saturation),
+        ):
             image = enhance(image).enhance(rng.uniform(1 - amount, 1 + amount))
         hsv = np.array(image.convert("HSV"))
         hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(rng.uniform(-view.hue, view.hue) * 255)) % 256
@@ -151,36 +163,72 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    lines = ["| batch | projection dim | " + " | ".join(f"{n} ms (x SimCLR)" for n in
-             ("matrix_ssl exact", "matrix_ssl official", "mec", "simclr")) + " |", "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| batch | projection dim | "
+        + " | ".join(
+            f"{n} ms (x SimCLR)" for n in ("matrix_ssl exact", "matrix_ssl official", "mec", "simclr")
+        )
+        + " |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     loss_lines = [lines[0].replace(" ms (x SimCLR)", " loss ms (x SimCLR)"), lines[1]]
     for batch, proj in ((64, 256), (256, 128)):
-        for table, t, unit in ((lines, step_times(batch, proj, args.steps, args.repeats), 1e3),
-                               (loss_lines, loss_times(batch, proj, args.repeats), 1e3)):  # fmt: skip
+        for table, t, unit in (
+            (lines, step_times(batch, proj, args.steps, args.repeats), 1e3),
+            (loss_lines, loss_times(batch, proj, args.repeats), 1e3),
+        ):
             base = t["simclr"]
-            table.append(f"| {batch} | {proj} | " + " | ".join(f"{unit * v:.1f} ({v / base:.2f}x)" for v in t.values()) + " |")
+            table.append(
+                f"| {batch} | {proj} | "
+                + " | ".join(f"{unit * v:.1f} ({v / base:.2f}x)" for v in t.values())
+                + " |"
+            )
             print(table[-1], flush=True)
-    aug = ["| images | side | batched (torch) img/s | Pillow per image img/s | ratio |", "|---:|---:|---:|---:|---:|"]
+    aug = [
+        "| images | side | batched (torch) img/s | Pillow per image img/s | ratio |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for n, size in ((512, 32), (256, 96)):
         k, p = augmentation_throughput(n, size, args.repeats)
         aug.append(f"| {n} | {size} | {k:.0f} | {p:.0f} | {k / p:.1f}x |")
         print(aug[-1], flush=True)
-    text = "\n".join([
-        SECTION, "",
-        (f"Written by `bench/ssl_step.py` on {started} UTC ({platform.machine()}, torch {torch.__version__}, "
-         f"{torch.get_num_threads()} threads). One optimizer step of SSLModel + SSLObjective (random-init ViT, hidden "
-         "128, 4 layers, 32 x 32 RGB, projector 512, two views, student + EMA teacher, AdamW), median over "
-         "interleaved repeats after a warm-up; ratios to SimCLR's step. Target: `exact` <= 1.2x SimCLR."),
-        "", *lines, "",
-        ("The losses alone (forward + backward on random projections of the same shapes, no network): the step "
-         "ratios above come mostly from the EMA teacher's forward pass and the predictor, which SimCLR does not "
-         "have, not from the matrix logarithms."),
-        "", *loss_lines, "",
-        ("Two-view augmentation (both of BYOL's views) of random RGB images: TwoViewAugment (plain torch, one batched "
-         "call) vs the same operations one image at a time with Pillow, converted to normalised tensors. Target: "
-         ">= 3x."),
-        "", *aug, "", "Command:", "", "```", "python bench/ssl_step.py " + " ".join(argv), "```", "",
-    ])  # fmt: skip
+    text = "\n".join(
+        [
+            SECTION,
+            "",
+            (
+                f"Written by `bench/ssl_step.py` on {started} UTC ({platform.machine()}, torch {torch.__version__}, "
+                f"{torch.get_num_threads()} threads). One optimizer step of SSLModel + SSLObjective (random-init ViT, hidden "
+                "128, 4 layers, 32 x 32 RGB, projector 512, two views, student + EMA teacher, AdamW), median over "
+                "interleaved repeats after a warm-up; ratios to SimCLR's step. Target: `exact` <= 1.2x SimCLR."
+            ),
+            "",
+            *lines,
+            "",
+            (
+                "The losses alone (forward + backward on random projections of the same shapes, no network): the step "
+                "ratios above come mostly from the EMA teacher's forward pass and the predictor, which SimCLR does not "
+                "have, not from the matrix logarithms."
+            ),
+            "",
+            *loss_lines,
+            "",
+            (
+                "Two-view augmentation (both of BYOL's views) of random RGB images: TwoViewAugment (plain torch, one batched "
+                "call) vs the same operations one image at a time with Pillow, converted to normalised tensors. Target: "
+                ">= 3x."
+            ),
+            "",
+            *aug,
+            "",
+            "Command:",
+            "",
+            "```",
+            "python bench/ssl_step.py " + " ".join(argv),
+            "```",
+            "",
+        ]
+    )
     if args.write:
         write_section(SECTION, text, REPO / "BENCHMARKS.md")
         print(f"wrote {SECTION!r}")

@@ -41,26 +41,64 @@ from harness import (  # noqa: E402
     write_doc,
 )
 
-ARMS = {"infonce": [], "+ alignment": ["--clip_alignment_weight", "0.1"],
-        "infonce, masked": ["--clip_mask_same_captions", "true"]}  # fmt: skip
-METRICS = ["zeroshot_top1_seen", "zeroshot_top1_unseen", "zeroshot_top1_harmonic", "zeroshot_top1_unseen_only",
-           "zeroshot_top1", "zeroshot_ausuc", "best_harmonic"]  # fmt: skip
+ARMS = {
+    "infonce": [],
+    "+ alignment": ["--clip_alignment_weight", "0.1"],
+    "infonce, masked": ["--clip_mask_same_captions", "true"],
+}
+METRICS = [
+    "zeroshot_top1_seen",
+    "zeroshot_top1_unseen",
+    "zeroshot_top1_harmonic",
+    "zeroshot_top1_unseen_only",
+    "zeroshot_top1",
+    "zeroshot_ausuc",
+    "best_harmonic",
+]
 UNSEEN = ["shirt", "ankle boot"]  # the recipe's exclude_classes
-TITLES = {"zeroshot_top1_seen": "seen classes, among all 10 (chance 0.1)",
-          "zeroshot_top1_unseen": "unseen classes, among all 10 (chance 0.1)",
-          "zeroshot_top1_unseen_only": "unseen classes, between the 2 (chance 0.5)"}  # fmt: skip
-SMOKE = ["--max_train_samples", "128", "--max_eval_samples", "64", "--tiny_hidden_size", "32", "--projection_dim", "16",
-         "--num_train_epochs", "1", "--per_device_train_batch_size", "32"]  # fmt: skip
+TITLES = {
+    "zeroshot_top1_seen": "seen classes, among all 10 (chance 0.1)",
+    "zeroshot_top1_unseen": "unseen classes, among all 10 (chance 0.1)",
+    "zeroshot_top1_unseen_only": "unseen classes, between the 2 (chance 0.5)",
+}
+SMOKE = [
+    "--max_train_samples",
+    "128",
+    "--max_eval_samples",
+    "64",
+    "--tiny_hidden_size",
+    "32",
+    "--projection_dim",
+    "16",
+    "--num_train_epochs",
+    "1",
+    "--per_device_train_batch_size",
+    "32",
+]
 
 
 def seen_unseen(run: Path, own: dict, reuse: bool) -> dict:
     """``matrix-llm eval zeroshot --unseen ...`` of a saved run on the images it measured (the recipe's templates
     are the command's default); its zero-shot top-1 must be the run's own (``own``: the run's results)."""
-    argv = ["eval", "zeroshot", "--model", str(run), "--data", FASHION, "--unseen", *UNSEEN, "--num_samples",
-            str(own["zeroshot_images"])]  # fmt: skip
-    result = run_toolkit(argv, run / "eval" / "zeroshot" / "results.json", reuse=reuse, label=f"eval zeroshot {run}")
+    argv = [
+        "eval",
+        "zeroshot",
+        "--model",
+        str(run),
+        "--data",
+        FASHION,
+        "--unseen",
+        *UNSEEN,
+        "--num_samples",
+        str(own["zeroshot_images"]),
+    ]
+    result = run_toolkit(
+        argv, run / "eval" / "zeroshot" / "results.json", reuse=reuse, label=f"eval zeroshot {run}"
+    )
     if result["zeroshot_top1"] != own["zeroshot_top1"]:
-        raise RuntimeError(f"{run}: eval zeroshot gives top-1 {result['zeroshot_top1']}, the run {own['zeroshot_top1']}")
+        raise RuntimeError(
+            f"{run}: eval zeroshot gives top-1 {result['zeroshot_top1']}, the run {own['zeroshot_top1']}"
+        )
     return result
 
 
@@ -80,8 +118,17 @@ def figure(out: Path, path: Path, summary: dict, curves: dict) -> None:
     for j, arm in enumerate(summary["arms"]):
         for seed, result in curves[arm].items():
             points = result["seen_unseen_curve"]
-            ax.plot(points["unseen"], points["seen"], "-", color=f"C{j}", alpha=0.7, label=arm if seed == 0 else None)
-            ax.plot(result["zeroshot_top1_unseen"], result["zeroshot_top1_seen"], "o", color=f"C{j}", markersize=4)
+            ax.plot(
+                points["unseen"],
+                points["seen"],
+                "-",
+                color=f"C{j}",
+                alpha=0.7,
+                label=arm if seed == 0 else None,
+            )
+            ax.plot(
+                result["zeroshot_top1_unseen"], result["zeroshot_top1_seen"], "o", color=f"C{j}", markersize=4
+            )
     ax.set_xlabel("unseen classes' top-1 among all")
     ax.set_ylabel("seen classes' top-1 among all")
     ax.set_title("calibrated stacking (dots: no calibration)")
@@ -104,15 +151,26 @@ def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
     out = args.smoke or REPO / "outputs" / "experiments" / "clip_fashion"
     seeds = [0] if args.smoke else [0, 1, 2]
-    base = ["--config", "clip/fashion-unseen.yaml", "--dataset_name", FASHION, "--zeroshot_dataset", FASHION,
-            *(SMOKE if args.smoke else [])]  # fmt: skip
+    base = [
+        "--config",
+        "clip/fashion-unseen.yaml",
+        "--dataset_name",
+        FASHION,
+        "--zeroshot_dataset",
+        FASHION,
+        *(SMOKE if args.smoke else []),
+    ]
     results = run_grid("clip", base, ARMS, seeds, out, reuse=args.reuse)
-    curves = {arm: {seed: seen_unseen(out / arm / f"seed{seed}", results[arm][seed], args.reuse) for seed in seeds}
-              for arm in ARMS}  # fmt: skip
+    curves = {
+        arm: {seed: seen_unseen(out / arm / f"seed{seed}", results[arm][seed], args.reuse) for seed in seeds}
+        for arm in ARMS
+    }
     for arm, runs in curves.items():
         for seed, result in runs.items():
-            results[arm][seed].update(zeroshot_ausuc=result["zeroshot_ausuc"],
-                                      best_harmonic=best_harmonic(result["seen_unseen_curve"]))  # fmt: skip
+            results[arm][seed].update(
+                zeroshot_ausuc=result["zeroshot_ausuc"],
+                best_harmonic=best_harmonic(result["seen_unseen_curve"]),
+            )
     summary = summarize(results, METRICS, baseline="infonce")
     docs = save_summary(out, summary, bool(args.smoke), REPO)
     figure(out, docs / "clip_fashion.png", summary, curves)
@@ -127,11 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         return f"{m:.3f} ± {s:.3f}"
 
     def entropy(arm: str) -> str:  # the image features' matrix entropy at the last logged step
-        m, sd = mean_std([curve(log_history(out / arm / f"seed{seed}"), "image_entropy")[1][-1] for seed in seeds])
+        m, sd = mean_std(
+            [curve(log_history(out / arm / f"seed{seed}"), "image_entropy")[1][-1] for seed in seeds]
+        )
         return f"{m:.2f} ± {sd:.2f}"
 
     def chord(arm: str) -> str:  # area under the straight line between the curve's ends (trading 1 for 1)
-        ends = [(c["seen_unseen_curve"]["seen"][0], c["seen_unseen_curve"]["unseen"][-1]) for c in curves[arm].values()]
+        ends = [
+            (c["seen_unseen_curve"]["seen"][0], c["seen_unseen_curve"]["unseen"][-1])
+            for c in curves[arm].values()
+        ]
         return f"{statistics.fmean(s * u / 2 for s, u in ends):.3f}"
 
     def paired(arm: str, metric: str) -> str:  # the per-seed differences to InfoNCE
@@ -140,60 +203,68 @@ def main(argv: list[str] | None = None) -> int:
     write_doc(
         docs / "clip_fashion.md",
         title="Zero-shot on unseen Fashion-MNIST classes: InfoNCE vs InfoNCE + matrix-entropy alignment",
-        question=("The seed says the cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767) helps "
-                  "CLIP-style training, most with few classes. On real images captioned by class, with two classes "
-                  "never seen in training, does adding it to InfoNCE improve zero-shot classification of the "
-                  "unseen classes (and keep the seen ones)?"),
-        setup=("`matrix-llm clip --config clip/fashion-unseen.yaml` (the recipe: a random-init ViT, hidden 128 x 2 "
-               "layers, on 28 x 28 Fashion-MNIST images, and the pretrained all-MiniLM-L6-v2 text tower, frozen, "
-               "through a trained projection to 128 dimensions; captions \"a photo of a {}.\", \"a picture of a "
-               "{}.\", \"a {}.\" with the class name, one per image per epoch; shirts and ankle boots left out of "
-               "training, so the first 12,000 of the other 8 classes' training images; 3 epochs, batch 128, about "
-               "16 images per class in a batch; 2 CPU cores), seeds 0-2. Arms: InfoNCE alone, + the alignment at "
-               "0.1 from the first step (`--clip_alignment_weight 0.1`), and InfoNCE with a caption's other "
-               "images left out of its negatives (`--clip_mask_same_captions true`). Zero-shot: the first 1,000 "
-               "test images among all 10 class names with the three templates (prompt ensembling); generalised "
-               "zero-shot learning's numbers (Xian et al., 2018): per-class top-1 averaged over the 8 seen and "
-               "the 2 unseen classes, their harmonic mean, and the 2 unseen classes against each other only; "
-               "then `matrix-llm eval zeroshot --unseen shirt \"ankle boot\"` on each saved run: the seen-unseen "
-               "curve of calibrated stacking, its area (AUSUC) and its best harmonic mean. "
-               "Why shirts and ankle boots: each has a seen class whose name lies near it in the text tower "
-               "(T-shirt, sneaker), so the pretrained text side can carry them; chosen before any run."),
+        question=(
+            "The seed says the cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767) helps "
+            "CLIP-style training, most with few classes. On real images captioned by class, with two classes "
+            "never seen in training, does adding it to InfoNCE improve zero-shot classification of the "
+            "unseen classes (and keep the seen ones)?"
+        ),
+        setup=(
+            "`matrix-llm clip --config clip/fashion-unseen.yaml` (the recipe: a random-init ViT, hidden 128 x 2 "
+            "layers, on 28 x 28 Fashion-MNIST images, and the pretrained all-MiniLM-L6-v2 text tower, frozen, "
+            'through a trained projection to 128 dimensions; captions "a photo of a {}.", "a picture of a '
+            '{}.", "a {}." with the class name, one per image per epoch; shirts and ankle boots left out of '
+            "training, so the first 12,000 of the other 8 classes' training images; 3 epochs, batch 128, about "
+            "16 images per class in a batch; 2 CPU cores), seeds 0-2. Arms: InfoNCE alone, + the alignment at "
+            "0.1 from the first step (`--clip_alignment_weight 0.1`), and InfoNCE with a caption's other "
+            "images left out of its negatives (`--clip_mask_same_captions true`). Zero-shot: the first 1,000 "
+            "test images among all 10 class names with the three templates (prompt ensembling); generalised "
+            "zero-shot learning's numbers (Xian et al., 2018): per-class top-1 averaged over the 8 seen and "
+            "the 2 unseen classes, their harmonic mean, and the 2 unseen classes against each other only; "
+            'then `matrix-llm eval zeroshot --unseen shirt "ankle boot"` on each saved run: the seen-unseen '
+            "curve of calibrated stacking, its area (AUSUC) and its best harmonic mean. "
+            "Why shirts and ankle boots: each has a seen class whose name lies near it in the text tower "
+            "(T-shirt, sneaker), so the pretrained text side can carry them; chosen before any run."
+        ),
         result=table,
         figure="clip_fashion.png",
-        answer=(f"Seen classes: InfoNCE {mean('infonce', 'zeroshot_top1_seen')}, + alignment "
-                f"{mean('+ alignment', 'zeroshot_top1_seen')} (paired {paired('+ alignment', 'zeroshot_top1_seen')}). "
-                f"Unseen classes among all 10: InfoNCE {mean('infonce', 'zeroshot_top1_unseen')}, + alignment "
-                f"{mean('+ alignment', 'zeroshot_top1_unseen')} (paired "
-                f"{paired('+ alignment', 'zeroshot_top1_unseen')}); between the two unseen classes only: InfoNCE "
-                f"{mean('infonce', 'zeroshot_top1_unseen_only')}, + alignment "
-                f"{mean('+ alignment', 'zeroshot_top1_unseen_only')} (paired "
-                f"{paired('+ alignment', 'zeroshot_top1_unseen_only')}); masked InfoNCE: seen "
-                f"{mean('infonce, masked', 'zeroshot_top1_seen')}, unseen "
-                f"{mean('infonce, masked', 'zeroshot_top1_unseen')}, unseen only "
-                f"{mean('infonce, masked', 'zeroshot_top1_unseen_only')}. The frozen pretrained text tower does carry "
-                "the unseen names: between shirts and ankle boots the image tower, which never saw either, is "
-                "nearly always right. Among all 10 names the unseen classes fall to about chance in every arm "
-                "(generalised zero-shot learning's known bias to the seen "
-                "classes). Calibration does not rescue them: calibrated stacking (Chao et al., 2016: a constant "
-                "subtracted from the seen classes' scores, every value of it) traces a seen-unseen curve close to "
-                "the straight line between its ends, whose area (AUSUC) is InfoNCE "
-                f"{mean('infonce', 'zeroshot_ausuc')}, + alignment {mean('+ alignment', 'zeroshot_ausuc')} (paired "
-                f"{paired('+ alignment', 'zeroshot_ausuc')}), against {chord('infonce')} and "
-                f"{chord('+ alignment')} under that line: each point of unseen accuracy gained costs about one point of "
-                "seen accuracy, so the image tower barely tells an unseen class's image from a seen one, although "
-                "between the two unseen names it is nearly always right. The curve's best harmonic mean is "
-                f"{mean('infonce', 'best_harmonic')} and {mean('+ alignment', 'best_harmonic')} (paired "
-                f"{paired('+ alignment', 'best_harmonic')}; the constant chosen on the test images themselves, so an "
-                f"upper bound) against {mean('infonce', 'zeroshot_top1_harmonic')} and "
-                f"{mean('+ alignment', 'zeroshot_top1_harmonic')} uncalibrated. "
-                "The alignment's only movement in accuracy is among all 10, within the seed spread; what it does "
-                f"change is the image features' matrix entropy at the end: {entropy('+ alignment')} with it, "
-                f"{entropy('infonce')} without ({entropy('infonce, masked')} masked). Masked InfoNCE changes "
-                "nothing measurable. Verdict: no measurable effect of the alignment at this scale (not reproduced)."),
-        change=("A pretrained CLIP fine-tuned with each loss (the Hub: `eval zeroshot --model "
-                "openai/clip-vit-base-patch32 --data ../shared/data/fashion-mnist` measures the starting point), "
-                "other held-out classes, a trained text tower (LoRA), more seeds."),
+        answer=(
+            f"Seen classes: InfoNCE {mean('infonce', 'zeroshot_top1_seen')}, + alignment "
+            f"{mean('+ alignment', 'zeroshot_top1_seen')} (paired {paired('+ alignment', 'zeroshot_top1_seen')}). "
+            f"Unseen classes among all 10: InfoNCE {mean('infonce', 'zeroshot_top1_unseen')}, + alignment "
+            f"{mean('+ alignment', 'zeroshot_top1_unseen')} (paired "
+            f"{paired('+ alignment', 'zeroshot_top1_unseen')}); between the two unseen classes only: InfoNCE "
+            f"{mean('infonce', 'zeroshot_top1_unseen_only')}, + alignment "
+            f"{mean('+ alignment', 'zeroshot_top1_unseen_only')} (paired "
+            f"{paired('+ alignment', 'zeroshot_top1_unseen_only')}); masked InfoNCE: seen "
+            f"{mean('infonce, masked', 'zeroshot_top1_seen')}, unseen "
+            f"{mean('infonce, masked', 'zeroshot_top1_unseen')}, unseen only "
+            f"{mean('infonce, masked', 'zeroshot_top1_unseen_only')}. The frozen pretrained text tower does carry "
+            "the unseen names: between shirts and ankle boots the image tower, which never saw either, is "
+            "nearly always right. Among all 10 names the unseen classes fall to about chance in every arm "
+            "(generalised zero-shot learning's known bias to the seen "
+            "classes). Calibration does not rescue them: calibrated stacking (Chao et al., 2016: a constant "
+            "subtracted from the seen classes' scores, every value of it) traces a seen-unseen curve close to "
+            "the straight line between its ends, whose area (AUSUC) is InfoNCE "
+            f"{mean('infonce', 'zeroshot_ausuc')}, + alignment {mean('+ alignment', 'zeroshot_ausuc')} (paired "
+            f"{paired('+ alignment', 'zeroshot_ausuc')}), against {chord('infonce')} and "
+            f"{chord('+ alignment')} under that line: each point of unseen accuracy gained costs about one point of "
+            "seen accuracy, so the image tower barely tells an unseen class's image from a seen one, although "
+            "between the two unseen names it is nearly always right. The curve's best harmonic mean is "
+            f"{mean('infonce', 'best_harmonic')} and {mean('+ alignment', 'best_harmonic')} (paired "
+            f"{paired('+ alignment', 'best_harmonic')}; the constant chosen on the test images themselves, so an "
+            f"upper bound) against {mean('infonce', 'zeroshot_top1_harmonic')} and "
+            f"{mean('+ alignment', 'zeroshot_top1_harmonic')} uncalibrated. "
+            "The alignment's only movement in accuracy is among all 10, within the seed spread; what it does "
+            f"change is the image features' matrix entropy at the end: {entropy('+ alignment')} with it, "
+            f"{entropy('infonce')} without ({entropy('infonce, masked')} masked). Masked InfoNCE changes "
+            "nothing measurable. Verdict: no measurable effect of the alignment at this scale (not reproduced)."
+        ),
+        change=(
+            "A pretrained CLIP fine-tuned with each loss (the Hub: `eval zeroshot --model "
+            "openai/clip-vit-base-patch32 --data ../shared/data/fashion-mnist` measures the starting point), "
+            "other held-out classes, a trained text tower (LoRA), more seeds."
+        ),
         command="python experiments/clip_fashion.py",
     )
     return 0

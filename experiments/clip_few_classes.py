@@ -38,15 +38,21 @@ from harness import (  # noqa: E402
 )
 
 MASKED = ["--clip_mask_same_captions", "true"]
-ARMS = {"infonce": ["--clip_alignment_weight", "0"], "infonce, masked": ["--clip_alignment_weight", "0", *MASKED],
-        "+ align from 125": [], "+ align from 0": ["--clip_matrix_start_step", "0"],
-        "+ align from 0, masked": ["--clip_matrix_start_step", "0", *MASKED]}  # fmt: skip
+ARMS = {
+    "infonce": ["--clip_alignment_weight", "0"],
+    "infonce, masked": ["--clip_alignment_weight", "0", *MASKED],
+    "+ align from 125": [],
+    "+ align from 0": ["--clip_matrix_start_step", "0"],
+    "+ align from 0, masked": ["--clip_matrix_start_step", "0", *MASKED],
+}
 METRICS = ["zeroshot_top1", "zeroshot_top5", "image_to_text_R@1"]
 DATA = ["--dataset_name", "scenes-classes", "--zeroshot_dataset", "scenes-classes"]
 # zero-shot top-1 per seed of the previous run of this command (commit 5fd97d1, docs/experiments/clip_few_classes.md
 # there), whose gradients differ from today's by float32 round-off in the row normalisation (~1e-7 relative)
-PREVIOUS = {"+ align from 125": [0.072, 0.077, 0.261, 0.000, 0.000, 0.178],
-            "+ align from 0": [0.163, 0.281, 0.158, 0.146, 0.083, 0.293]}  # fmt: skip
+PREVIOUS = {
+    "+ align from 125": [0.072, 0.077, 0.261, 0.000, 0.000, 0.178],
+    "+ align from 0": [0.163, 0.281, 0.158, 0.146, 0.083, 0.293],
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,55 +77,67 @@ def main(argv: list[str] | None = None) -> int:
 
     def moved(arm: str) -> str:
         change = [abs(a - b) for a, b in zip(top1[arm], PREVIOUS[arm], strict=True)]
-        return (f"`{arm}` {statistics.mean(PREVIOUS[arm]):.3f} then, {statistics.mean(top1[arm]):.3f} now, seeds "
-                f"moving by up to {max(change):.2f}")
+        return (
+            f"`{arm}` {statistics.mean(PREVIOUS[arm]):.3f} then, {statistics.mean(top1[arm]):.3f} now, seeds "
+            f"moving by up to {max(change):.2f}"
+        )
 
     def count(arm: str, test) -> int:
         return sum(test(v) for v in summary["arms"][arm]["zeroshot_top1"]["values"])
 
     def collapsed(arm: str) -> int:  # image features' matrix entropy below 0.1 at the last logged step
-        return sum(curve(log_history(out / arm / f"seed{seed}"), "image_entropy")[1][-1] < 0.1 for seed in seeds)
+        return sum(
+            curve(log_history(out / arm / f"seed{seed}"), "image_entropy")[1][-1] < 0.1 for seed in seeds
+        )
 
     write_doc(
         docs / "clip_few_classes.md",
         title="CLIP-style training with few classes: InfoNCE vs InfoNCE + matrix-entropy alignment",
-        question=("The seed says the cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767) helps most "
-                  "when there are few classes. With captions that name only the class, so that a batch holds several "
-                  "images per caption, does adding it to InfoNCE improve zero-shot classification of unseen "
-                  "compositions, and is a gain more than InfoNCE no longer counting a caption's other images as "
-                  "negatives?"),
-        setup=("`matrix-llm clip --config demo/clip.yaml --dataset_name scenes-classes --zeroshot_dataset "
-               "scenes-classes` (random-init ViT + BERT dual encoder, hidden 64, 4,000 rendered scenes captioned "
-               "\"a red circle\": 18 training classes, about 7 images per caption in a batch of 128; 8 epochs, 2 CPU "
-               "cores), seeds 0-5 (zero-shot accuracy swings by seed). Arms: InfoNCE alone (`--clip_alignment_weight 0`), + the alignment at 0.1 "
-               "from step 125 of 256 (the recipe as shipped), + the alignment at 0.1 from the first step "
-               "(`--clip_matrix_start_step 0`). InfoNCE treats the other images of the same caption in a batch as "
-               "negatives (as CLIP and open_clip do); the two `masked` arms (InfoNCE alone, and + the alignment from "
-               "the first step) leave them out of its softmaxes (`--clip_mask_same_captions true`). Zero-shot: 1,000 scenes of the 6 held-out colour-shape "
-               "compositions, classified among all 24 names with the template \"a {}\" (chance 0.042); retrieval "
-               "R@1 on 1,000 fresh scenes is capped by the repeated captions (about 1/55) and reported only for "
-               "completeness."),
+        question=(
+            "The seed says the cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767) helps most "
+            "when there are few classes. With captions that name only the class, so that a batch holds several "
+            "images per caption, does adding it to InfoNCE improve zero-shot classification of unseen "
+            "compositions, and is a gain more than InfoNCE no longer counting a caption's other images as "
+            "negatives?"
+        ),
+        setup=(
+            "`matrix-llm clip --config demo/clip.yaml --dataset_name scenes-classes --zeroshot_dataset "
+            "scenes-classes` (random-init ViT + BERT dual encoder, hidden 64, 4,000 rendered scenes captioned "
+            '"a red circle": 18 training classes, about 7 images per caption in a batch of 128; 8 epochs, 2 CPU '
+            "cores), seeds 0-5 (zero-shot accuracy swings by seed). Arms: InfoNCE alone (`--clip_alignment_weight 0`), + the alignment at 0.1 "
+            "from step 125 of 256 (the recipe as shipped), + the alignment at 0.1 from the first step "
+            "(`--clip_matrix_start_step 0`). InfoNCE treats the other images of the same caption in a batch as "
+            "negatives (as CLIP and open_clip do); the two `masked` arms (InfoNCE alone, and + the alignment from "
+            "the first step) leave them out of its softmaxes (`--clip_mask_same_captions true`). Zero-shot: 1,000 scenes of the 6 held-out colour-shape "
+            'compositions, classified among all 24 names with the template "a {}" (chance 0.042); retrieval '
+            "R@1 on 1,000 fresh scenes is capped by the repeated captions (about 1/55) and reported only for "
+            "completeness."
+        ),
         result=table,
         figure="clip_few_classes.png",
-        answer=(f"Weakly yes at this scale: trained from the first step, the alignment raises zero-shot top-1 on the "
-                f"unseen compositions by {paired('+ align from 0', comparisons=len(ARMS) - 1)}. "
-                f"Its clearer effect is on collapse of the image features (matrix entropy below 0.1 at the "
-                f"end): in {collapsed('+ align from 0')} of {len(seeds)} seeds with it, {collapsed('infonce')} with "
-                f"InfoNCE alone; it is above chance in {count('+ align from 0', lambda v: v > chance)} of "
-                f"{len(seeds)} seeds, InfoNCE alone in {count('infonce', lambda v: v > chance)}. Removing the "
-                f"same-caption negatives does not do the same: masked InfoNCE collapses in "
-                f"{collapsed('infonce, masked')} of {len(seeds)} seeds (zero-shot {paired('infonce, masked')} vs "
-                f"InfoNCE), and the alignment on top of it keeps collapse to {collapsed('+ align from 0, masked')} "
-                f"of {len(seeds)} (zero-shot {paired('+ align from 0, masked', 'infonce, masked')} vs masked InfoNCE). Started at step "
-                f"125 the alignment changes little: {paired('+ align from 125')}. Single seeds are chaotic here: the "
-                f"previous run of this command differed from this one only by float32 round-off in the row "
-                f"normalisation's gradient, and gave {moved('+ align from 0')} ({moved('+ align from 125')}; the "
-                "InfoNCE arm, which does not use it, reproduced exactly), so only counts and means over seeds carry "
-                "information. With full captions (about one image per caption) the same term from the first step "
-                "collapsed both towers (docs/formulations.md, one seed, every weight tried), so the regime matters, "
-                "as the seed says; verdict: consistent with the claim, not established."),
-        change=("Pretrained towers and real class-level data (the seed's setting), more seeds, and batches that "
-                "hold fewer classes still (the alignment's per-class groups grow as the classes per batch shrink)."),
+        answer=(
+            f"Weakly yes at this scale: trained from the first step, the alignment raises zero-shot top-1 on the "
+            f"unseen compositions by {paired('+ align from 0', comparisons=len(ARMS) - 1)}. "
+            f"Its clearer effect is on collapse of the image features (matrix entropy below 0.1 at the "
+            f"end): in {collapsed('+ align from 0')} of {len(seeds)} seeds with it, {collapsed('infonce')} with "
+            f"InfoNCE alone; it is above chance in {count('+ align from 0', lambda v: v > chance)} of "
+            f"{len(seeds)} seeds, InfoNCE alone in {count('infonce', lambda v: v > chance)}. Removing the "
+            f"same-caption negatives does not do the same: masked InfoNCE collapses in "
+            f"{collapsed('infonce, masked')} of {len(seeds)} seeds (zero-shot {paired('infonce, masked')} vs "
+            f"InfoNCE), and the alignment on top of it keeps collapse to {collapsed('+ align from 0, masked')} "
+            f"of {len(seeds)} (zero-shot {paired('+ align from 0, masked', 'infonce, masked')} vs masked InfoNCE). Started at step "
+            f"125 the alignment changes little: {paired('+ align from 125')}. Single seeds are chaotic here: the "
+            f"previous run of this command differed from this one only by float32 round-off in the row "
+            f"normalisation's gradient, and gave {moved('+ align from 0')} ({moved('+ align from 125')}; the "
+            "InfoNCE arm, which does not use it, reproduced exactly), so only counts and means over seeds carry "
+            "information. With full captions (about one image per caption) the same term from the first step "
+            "collapsed both towers (docs/formulations.md, one seed, every weight tried), so the regime matters, "
+            "as the seed says; verdict: consistent with the claim, not established."
+        ),
+        change=(
+            "Pretrained towers and real class-level data (the seed's setting), more seeds, and batches that "
+            "hold fewer classes still (the alignment's per-class groups grow as the classes per batch shrink)."
+        ),
         command="python experiments/clip_few_classes.py",
     )
     return 0

@@ -33,16 +33,34 @@ from harness import (  # noqa: E402
 
 ARMS = {"infonce": ["--clip_alignment_weight", "0"], "infonce + alignment": []}
 METRICS = ["zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1"]
-SMOKE = ["--max_train_samples", "96", "--max_eval_samples", "48", "--tiny_hidden_size", "32", "--num_train_epochs", "1",
-         "--clip_matrix_start_step", "1", "--per_device_train_batch_size", "32"]  # fmt: skip
+SMOKE = [
+    "--max_train_samples",
+    "96",
+    "--max_eval_samples",
+    "48",
+    "--tiny_hidden_size",
+    "32",
+    "--num_train_epochs",
+    "1",
+    "--clip_matrix_start_step",
+    "1",
+    "--per_device_train_batch_size",
+    "32",
+]
 
 
 # the alignment arm's per-seed numbers in the first run of this command (commit 2722361); the InfoNCE arm's reproduce
 FIRST_RUN = {"zeroshot_top1": [0.171, 0.031, 0.051], "image_to_text_R@1": [0.017, 0.007, 0.021]}
-CHANCE = {"zeroshot_top1": " (chance 1/24)", "zeroshot_top5": " (chance 5/24)", "image_to_text_R@1": " (chance 1/1000)"}
+CHANCE = {
+    "zeroshot_top1": " (chance 1/24)",
+    "zeroshot_top5": " (chance 5/24)",
+    "image_to_text_R@1": " (chance 1/1000)",
+}
 
 
-def figure(out: Path, path: Path, summary: dict, panels: tuple[str, str] = ("zeroshot_top1", "image_to_text_R@1")) -> None:
+def figure(
+    out: Path, path: Path, summary: dict, panels: tuple[str, str] = ("zeroshot_top1", "image_to_text_R@1")
+) -> None:
     """Two metrics per arm, and the learned temperature against the image features' matrix entropy of every run."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -52,10 +70,19 @@ def figure(out: Path, path: Path, summary: dict, panels: tuple[str, str] = ("zer
     for j, arm in enumerate(summary["arms"]):
         for run in sorted((out / arm).glob("seed*")):
             history = json.loads((run / "trainer_state.json").read_text())["log_history"]
-            points = [(h["logit_scale"], h["image_entropy"]) for h in history if "image_entropy" in h and "logit_scale" in h
-                      and "eval_loss" not in h]  # fmt: skip
+            points = [
+                (h["logit_scale"], h["image_entropy"])
+                for h in history
+                if "image_entropy" in h and "logit_scale" in h and "eval_loss" not in h
+            ]
             if points:
-                ax.plot(*zip(*points, strict=True), "-", color=f"C{j}", alpha=0.7, label=arm if run.name == "seed0" else None)
+                ax.plot(
+                    *zip(*points, strict=True),
+                    "-",
+                    color=f"C{j}",
+                    alpha=0.7,
+                    label=arm if run.name == "seed0" else None,
+                )
     ax.set_xlabel("logit scale (log 1/temperature)")
     ax.set_ylabel("image matrix entropy")
     ax.set_title("temperature vs feature entropy, over training")
@@ -82,36 +109,44 @@ def main(argv: list[str] | None = None) -> int:
     write_doc(
         docs / "clip_matrix.md",
         title="CLIP-style training: InfoNCE vs InfoNCE + matrix-entropy alignment",
-        question=("Does adding the cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767; "
-                  "docs/formulations.md) to CLIP's InfoNCE improve zero-shot classification of unseen compositions and "
-                  "retrieval, as the seed suggests?"),
-        setup=("`matrix-llm clip --config demo/clip.yaml` (random-init ViT + BERT dual encoder, hidden 64, "
-               "4,000 rendered captioned scenes, 8 epochs, batch 128, 2 CPU cores), seeds 0, 1, 2; the alignment arm is "
-               "the recipe as shipped (weight 0.1 from step 125 of 256: from step 0 it collapsed both towers at every "
-               "weight tried, see docs/formulations.md), the baseline adds `--clip_alignment_weight 0`. Zero-shot: 1,000 "
-               "scenes of the 6 held-out colour-shape compositions, classified among all 24 colour-shape names (chance "
-               "0.042); retrieval: 1,000 fresh scenes of the training compositions (chance R@1 0.001; captions repeat, "
-               "which caps R@1)."),
+        question=(
+            "Does adding the cross-modal matrix-entropy alignment (Song et al., arXiv 2409.16767; "
+            "docs/formulations.md) to CLIP's InfoNCE improve zero-shot classification of unseen compositions and "
+            "retrieval, as the seed suggests?"
+        ),
+        setup=(
+            "`matrix-llm clip --config demo/clip.yaml` (random-init ViT + BERT dual encoder, hidden 64, "
+            "4,000 rendered captioned scenes, 8 epochs, batch 128, 2 CPU cores), seeds 0, 1, 2; the alignment arm is "
+            "the recipe as shipped (weight 0.1 from step 125 of 256: from step 0 it collapsed both towers at every "
+            "weight tried, see docs/formulations.md), the baseline adds `--clip_alignment_weight 0`. Zero-shot: 1,000 "
+            "scenes of the 6 held-out colour-shape compositions, classified among all 24 colour-shape names (chance "
+            "0.042); retrieval: 1,000 fresh scenes of the training compositions (chance R@1 0.001; captions repeat, "
+            "which caps R@1)."
+        ),
         result=table,
         figure="clip.png",
-        answer=(f"No gain from the matrix term at this scale. Zero-shot top-1, paired difference "
-                f"{paired['zeroshot_top1']['mean']:+.3f} ± {paired['zeroshot_top1']['std']:.3f}; image-to-text R@1 "
-                f"{paired['image_to_text_R@1']['mean']:+.3f} ± {paired['image_to_text_R@1']['std']:.3f}, lower in "
-                f"{sum(d < 0 for d in paired['image_to_text_R@1']['values'])} of "
-                f"{len(paired['image_to_text_R@1']['values'])} seeds. Zero-shot accuracy on the held-out compositions "
-                "depends far more on the seed than on the loss (InfoNCE alone: "
-                f"{', '.join(f'{v:.3f}' for v in summary['arms']['infonce']['zeroshot_top1']['values'])}). "
-                "Verdict: not reproduced at this scale (inconclusive for the seed's setting, pretrained CLIP). "
-                "Against the first run of this command (commit 2722361) the InfoNCE arm reproduces exactly; the "
-                "alignment arm moved (zero-shot top-1 then "
-                f"{', '.join(f'{v:.3f}' for v in FIRST_RUN['zeroshot_top1'])}, image-to-text R@1 then "
-                f"{', '.join(f'{v:.3f}' for v in FIRST_RUN['image_to_text_R@1'])}) after changes in how the matrix "
-                "term's gradient is computed that agree to float32 round-off (tests/info): at this scale single "
-                "seeds are that sensitive (docs/experiments/clip_few_classes.md measures it)."),
-        change=("Pretrained towers (the seed's setting: the metric comes from trained CLIP models), real captions "
-                "with several per image, more seeds and the few-classes regime the seed points to; none of these fit "
-                "this CPU budget. Trained from the first step, the term hurts (collapse), so any benefit would be as "
-                "a late-stage or fine-tuning term."),
+        answer=(
+            f"No gain from the matrix term at this scale. Zero-shot top-1, paired difference "
+            f"{paired['zeroshot_top1']['mean']:+.3f} ± {paired['zeroshot_top1']['std']:.3f}; image-to-text R@1 "
+            f"{paired['image_to_text_R@1']['mean']:+.3f} ± {paired['image_to_text_R@1']['std']:.3f}, lower in "
+            f"{sum(d < 0 for d in paired['image_to_text_R@1']['values'])} of "
+            f"{len(paired['image_to_text_R@1']['values'])} seeds. Zero-shot accuracy on the held-out compositions "
+            "depends far more on the seed than on the loss (InfoNCE alone: "
+            f"{', '.join(f'{v:.3f}' for v in summary['arms']['infonce']['zeroshot_top1']['values'])}). "
+            "Verdict: not reproduced at this scale (inconclusive for the seed's setting, pretrained CLIP). "
+            "Against the first run of this command (commit 2722361) the InfoNCE arm reproduces exactly; the "
+            "alignment arm moved (zero-shot top-1 then "
+            f"{', '.join(f'{v:.3f}' for v in FIRST_RUN['zeroshot_top1'])}, image-to-text R@1 then "
+            f"{', '.join(f'{v:.3f}' for v in FIRST_RUN['image_to_text_R@1'])}) after changes in how the matrix "
+            "term's gradient is computed that agree to float32 round-off (tests/info): at this scale single "
+            "seeds are that sensitive (docs/experiments/clip_few_classes.md measures it)."
+        ),
+        change=(
+            "Pretrained towers (the seed's setting: the metric comes from trained CLIP models), real captions "
+            "with several per image, more seeds and the few-classes regime the seed points to; none of these fit "
+            "this CPU budget. Trained from the first step, the term hurts (collapse), so any benefit would be as "
+            "a late-stage or fine-tuning term."
+        ),
         command="python experiments/clip_matrix.py",
     )
     return 0

@@ -32,9 +32,32 @@ from harness import (  # noqa: E402
 
 ARMS = {"ce": [], "ce + MIR/HDR": ["--matrix_mir_weight", "0.1", "--matrix_hdr_weight", "0.1"]}
 FRACTIONS = (0.01, 0.05, 0.1, 1.0)
-BASE = ["--config", "classify/digits.yaml", "--dataset_name", FASHION, "--image_size", "28", "--max_train_samples",
-        "6000", "--max_eval_samples", "2000", "--num_train_epochs", "10", "--logging_steps", "50"]  # fmt: skip
-SMOKE = ["--max_train_samples", "300", "--max_eval_samples", "100", "--num_train_epochs", "1", "--tiny_hidden_size", "32"]
+BASE = [
+    "--config",
+    "classify/digits.yaml",
+    "--dataset_name",
+    FASHION,
+    "--image_size",
+    "28",
+    "--max_train_samples",
+    "6000",
+    "--max_eval_samples",
+    "2000",
+    "--num_train_epochs",
+    "10",
+    "--logging_steps",
+    "50",
+]
+SMOKE = [
+    "--max_train_samples",
+    "300",
+    "--max_eval_samples",
+    "100",
+    "--num_train_epochs",
+    "1",
+    "--tiny_hidden_size",
+    "32",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     summaries = {}
     for fraction in fractions:
         base = [*BASE, *(SMOKE if args.smoke else []), "--label_fraction", str(fraction)]
-        results = run_grid("classify", base, ARMS, seeds, out / f"fraction{fraction:g}", reuse=args.reuse,
-                           seed_fields=("--seed", "--label_seed"), results_file="all_results.json")  # fmt: skip
+        results = run_grid(
+            "classify",
+            base,
+            ARMS,
+            seeds,
+            out / f"fraction{fraction:g}",
+            reuse=args.reuse,
+            seed_fields=("--seed", "--label_seed"),
+            results_file="all_results.json",
+        )
         summaries[fraction] = summarize(results, ["eval_accuracy", "eval_mir", "eval_hdr"], baseline="ce")
     docs = save_summary(out, {str(k): v for k, v in summaries.items()}, bool(args.smoke), REPO)
     plt = pyplot()
@@ -54,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     for j, arm in enumerate(ARMS):
         means = [summaries[f]["arms"][arm]["eval_accuracy"]["mean"] for f in fractions]
         stds = [summaries[f]["arms"][arm]["eval_accuracy"]["std"] for f in fractions]
-        ax.errorbar([100 * f for f in fractions], means, yerr=stds, marker="o", capsize=3, label=arm, color=f"C{j}")
+        ax.errorbar(
+            [100 * f for f in fractions], means, yerr=stds, marker="o", capsize=3, label=arm, color=f"C{j}"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("labelled share of the training images (%)")
     ax.set_ylabel("test accuracy")
@@ -65,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     plt.close(fig)
     lines = []
     for fraction in fractions:
-        lines += [f"**{100 * fraction:g}% of the labels**", "", *markdown_table(summaries[fraction], ["eval_accuracy", "eval_mir", "eval_hdr"]), ""]
+        lines += [
+            f"**{100 * fraction:g}% of the labels**",
+            "",
+            *markdown_table(summaries[fraction], ["eval_accuracy", "eval_mir", "eval_hdr"]),
+            "",
+        ]
     print("\n".join(lines))
     if args.smoke:
         return 0
@@ -75,27 +113,37 @@ def main(argv: list[str] | None = None) -> int:
     if fewest["mean"] > fewest["std"] and fewest["mean"] > most["mean"]:
         verdict = "Verdict: reproduced at this scale: the gain is largest with the fewest labels."
     elif fewest["mean"] < -fewest["std"]:
-        verdict = (f"Verdict: not reproduced: with {100 * fractions[0]:g}% of the labels the regulariser lowers the "
-                   "accuracy in every seed (its pseudo-labels come from a weak classifier), the opposite of the claim.")
+        verdict = (
+            f"Verdict: not reproduced: with {100 * fractions[0]:g}% of the labels the regulariser lowers the "
+            "accuracy in every seed (its pseudo-labels come from a weak classifier), the opposite of the claim."
+        )
     else:
         verdict = "Verdict: inconclusive: the changes are within their spread across seeds."
     write_doc(
         docs / "few_labels.md",
         title="Few labels: CE vs CE + MIR / HDR regularisers",
-        question=("Do the MIR / HDR regularisers (Song et al., ICML 2024; docs/formulations.md) improve a "
-                  "classifier, most of all when few labels are available, as seed 000 says?"),
-        setup=("`matrix-llm classify --config classify/digits.yaml` on Fashion-MNIST (first 6,000 training "
-               "images, first 2,000 test images, 28 x 28), random-init tiny ViT (hidden 64, 2 layers), 10 epochs, batch "
-               "64; labelled share 1% / 5% / 10% / 100% (class-balanced, drawn with the seed); the regularised arm adds "
-               "`--matrix_mir_weight 0.1 --matrix_hdr_weight 0.1` (unlabelled rows join the regulariser with their "
-               "predicted label). Seeds 0, 1, 2 for initialisation, data order and labelled subset. Test accuracy, "
-               "MIR and HDR at the end."),
+        question=(
+            "Do the MIR / HDR regularisers (Song et al., ICML 2024; docs/formulations.md) improve a "
+            "classifier, most of all when few labels are available, as seed 000 says?"
+        ),
+        setup=(
+            "`matrix-llm classify --config classify/digits.yaml` on Fashion-MNIST (first 6,000 training "
+            "images, first 2,000 test images, 28 x 28), random-init tiny ViT (hidden 64, 2 layers), 10 epochs, batch "
+            "64; labelled share 1% / 5% / 10% / 100% (class-balanced, drawn with the seed); the regularised arm adds "
+            "`--matrix_mir_weight 0.1 --matrix_hdr_weight 0.1` (unlabelled rows join the regulariser with their "
+            "predicted label). Seeds 0, 1, 2 for initialisation, data order and labelled subset. Test accuracy, "
+            "MIR and HDR at the end."
+        ),
         result=lines,
         figure="few_labels.png",
-        answer=(f"Paired accuracy change from the regulariser: {gain_text}. {verdict} The regulariser moves its own "
-                "metric as built (MIR rises in every setting, tables above); the accuracy does not follow."),
-        change=("Full Fashion-MNIST and longer training (the 1% arm sees 60 labels), a weight sweep (0.1 was not "
-                "tuned), more seeds, a pretrained backbone."),
+        answer=(
+            f"Paired accuracy change from the regulariser: {gain_text}. {verdict} The regulariser moves its own "
+            "metric as built (MIR rises in every setting, tables above); the accuracy does not follow."
+        ),
+        change=(
+            "Full Fashion-MNIST and longer training (the 1% arm sees 60 labels), a weight sweep (0.1 was not "
+            "tuned), more seeds, a pretrained backbone."
+        ),
         command="python experiments/few_labels.py",
     )
     return 0

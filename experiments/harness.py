@@ -27,16 +27,39 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FASHION", "GSM8K", "bar_panel", "curve", "experiment_args", "log_history", "markdown_table", "mean_std",
-           "paired_test", "pyplot", "run_grid", "run_toolkit", "save_summary", "summarize", "write_doc"]
+__all__ = [
+    "FASHION",
+    "GSM8K",
+    "bar_panel",
+    "curve",
+    "experiment_args",
+    "log_history",
+    "markdown_table",
+    "mean_std",
+    "paired_test",
+    "pyplot",
+    "run_grid",
+    "run_toolkit",
+    "save_summary",
+    "summarize",
+    "write_doc",
+]
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the repo
 FASHION, GSM8K = str(SHARED_DATA / "fashion-mnist"), str(SHARED_DATA / "gsm8k")
 
 
-def run_grid(command: str, base: Sequence[str], arms: Mapping[str, Sequence[str]], seeds: Sequence[int], out: Path, *,
-             reuse: bool = False, seed_fields: Sequence[str] = ("--seed",),
-             results_file: str = "results.json") -> dict[str, dict[int, dict[str, Any]]]:  # fmt: skip
+def run_grid(
+    command: str,
+    base: Sequence[str],
+    arms: Mapping[str, Sequence[str]],
+    seeds: Sequence[int],
+    out: Path,
+    *,
+    reuse: bool = False,
+    seed_fields: Sequence[str] = ("--seed",),
+    results_file: str = "results.json",
+) -> dict[str, dict[int, dict[str, Any]]]:
     """``{arm: {seed: results_file}}`` of ``matrix-llm {command} *base *arm --seed k --output_dir OUT/arm/seedk``
     (every flag of ``seed_fields`` gets the seed, e.g. also ``--label_seed``)."""
     results: dict[str, dict[int, dict[str, Any]]] = {}
@@ -44,10 +67,21 @@ def run_grid(command: str, base: Sequence[str], arms: Mapping[str, Sequence[str]
         for seed in seeds:
             run_dir = out / arm / f"seed{seed}"
             seeding = [x for flag in seed_fields for x in (flag, str(seed))]
-            argv = [command, *base, *extra, *seeding, "--output_dir", str(run_dir), "--overwrite_output_dir", "true",
-                    "--disable_tqdm", "true"]  # fmt: skip
-            results.setdefault(arm, {})[seed] = run_toolkit(argv, run_dir / results_file, reuse=reuse,
-                                                            label=f"{arm} seed {seed}")  # fmt: skip
+            argv = [
+                command,
+                *base,
+                *extra,
+                *seeding,
+                "--output_dir",
+                str(run_dir),
+                "--overwrite_output_dir",
+                "true",
+                "--disable_tqdm",
+                "true",
+            ]
+            results.setdefault(arm, {})[seed] = run_toolkit(
+                argv, run_dir / results_file, reuse=reuse, label=f"{arm} seed {seed}"
+            )
     return results
 
 
@@ -76,13 +110,18 @@ def paired_test(diffs: Sequence[float], comparisons: int = 1) -> str:
     mean, std = mean_std(diffs)
     t = mean / (std / len(diffs) ** 0.5) if std > 0 else float("inf")
     p = 2 * stats.t.sf(abs(t), df=len(diffs) - 1)
-    corrected = f", {min(1.0, comparisons * p):.2f} corrected for {comparisons} arms" if comparisons > 1 else ""
-    return (f"{mean:+.3f} ± {std:.3f} (higher in {sum(v > 0 for v in diffs)} of {len(diffs)} seeds, "
-            f"paired t = {t:.1f}, p = {p:.2f}{corrected})")
+    corrected = (
+        f", {min(1.0, comparisons * p):.2f} corrected for {comparisons} arms" if comparisons > 1 else ""
+    )
+    return (
+        f"{mean:+.3f} ± {std:.3f} (higher in {sum(v > 0 for v in diffs)} of {len(diffs)} seeds, "
+        f"paired t = {t:.1f}, p = {p:.2f}{corrected})"
+    )
 
 
-def summarize(results: Mapping[str, Mapping[int, Mapping[str, Any]]], metrics: Sequence[str],
-              baseline: str) -> dict[str, Any]:  # fmt: skip
+def summarize(
+    results: Mapping[str, Mapping[int, Mapping[str, Any]]], metrics: Sequence[str], baseline: str
+) -> dict[str, Any]:
     """Means, stds, per-seed values and paired differences to ``baseline`` (module docstring)."""
     summary: dict[str, Any] = {"arms": {}, "paired": {}}
     for arm, runs in results.items():
@@ -105,8 +144,10 @@ def markdown_table(summary: Mapping[str, Any], metrics: Sequence[str]) -> list[s
     """Rows ``arm | metric mean ± std (per-seed values) ...`` and, below, the paired differences."""
     lines = ["| arm | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for arm, values in summary["arms"].items():
-        cells = [f"{v['mean']:.4f} ± {v['std']:.4f} ({', '.join(f'{x:.3f}' for x in v['values'])})"
-                 for v in (values[m] for m in metrics)]  # fmt: skip
+        cells = [
+            f"{v['mean']:.4f} ± {v['std']:.4f} ({', '.join(f'{x:.3f}' for x in v['values'])})"
+            for v in (values[m] for m in metrics)
+        ]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     for arm, values in summary["paired"].items():
         cells = [f"{v['mean']:+.4f} ± {v['std']:.4f}" for v in (values[m] for m in metrics)]
@@ -117,12 +158,16 @@ def markdown_table(summary: Mapping[str, Any], metrics: Sequence[str]) -> list[s
 def experiment_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """``--smoke OUT`` (a tiny run into OUT, no docs written) and ``--reuse`` (read the runs an earlier call left)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--smoke", type=Path, default=None, help="tiny run into this folder (no docs written)")
+    parser.add_argument(
+        "--smoke", type=Path, default=None, help="tiny run into this folder (no docs written)"
+    )
     parser.add_argument("--reuse", action="store_true", help="read the runs an earlier call left")
     return parser.parse_args(argv)
 
 
-def bar_panel(ax: Any, summary: Mapping[str, Any], metric: str, title: str, *, from_zero: bool = True) -> None:
+def bar_panel(
+    ax: Any, summary: Mapping[str, Any], metric: str, title: str, *, from_zero: bool = True
+) -> None:
     """One bar per arm (mean ± std) with its per-seed values as points. ``from_zero=False`` (for values whose
     differences are small beside their size, such as a loss): the mean as a bar-less marker with its error bar, on
     an axis fitted to the values."""
@@ -132,24 +177,63 @@ def bar_panel(ax: Any, summary: Mapping[str, Any], metric: str, title: str, *, f
         if from_zero:
             ax.bar(j, v["mean"], yerr=v["std"], color=f"C{j}", alpha=0.6, capsize=4)
         else:
-            ax.errorbar(j, v["mean"], yerr=v["std"], color=f"C{j}", marker="_", markersize=24, capsize=4, lw=2)
+            ax.errorbar(
+                j, v["mean"], yerr=v["std"], color=f"C{j}", marker="_", markersize=24, capsize=4, lw=2
+            )
         ax.plot([j] * len(v["values"]), v["values"], "k.", markersize=6)
     crowded = len(arms) > 3  # long arm names overlap side by side
-    ax.set_xticks(range(len(arms)), arms, fontsize=8, rotation=25 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_xticks(
+        range(len(arms)), arms, fontsize=8, rotation=25 if crowded else 0, ha="right" if crowded else "center"
+    )
     ax.set_title(title)
 
 
-RESULT_NOTE = ("mean ± sample std over seeds, per-seed values in brackets; the paired rows: difference to the "
-               "baseline arm, same seeds")
+RESULT_NOTE = (
+    "mean ± sample std over seeds, per-seed values in brackets; the paired rows: difference to the "
+    "baseline arm, same seeds"
+)
 
 
-def write_doc(path: Path, *, title: str, question: str, setup: str, result: Sequence[str], figure: str, answer: str,
-              change: str, command: str, result_note: str = RESULT_NOTE) -> None:  # fmt: skip
+def write_doc(
+    path: Path,
+    *,
+    title: str,
+    question: str,
+    setup: str,
+    result: Sequence[str],
+    figure: str,
+    answer: str,
+    change: str,
+    command: str,
+    result_note: str = RESULT_NOTE,
+) -> None:
     """``docs/experiments/<name>.md``: ``result`` is the markdown lines (tables) under the result heading."""
-    text = "\n".join([f"# {title}", "", f"**Question.** {question}", "", f"**Setup.** {setup}", "",
-                      f"**Result** ({result_note}):", "", *result, "",
-                      f"![results]({figure})", "", f"**Answer.** {answer}", "", f"**What would change it.** {change}",
-                      "", "**Reproduce.**", "", "```", command, "```", ""])  # fmt: skip
+    text = "\n".join(
+        [
+            f"# {title}",
+            "",
+            f"**Question.** {question}",
+            "",
+            f"**Setup.** {setup}",
+            "",
+            f"**Result** ({result_note}):",
+            "",
+            *result,
+            "",
+            f"![results]({figure})",
+            "",
+            f"**Answer.** {answer}",
+            "",
+            f"**What would change it.** {change}",
+            "",
+            "**Reproduce.**",
+            "",
+            "```",
+            command,
+            "```",
+            "",
+        ]
+    )
     path.write_text(text)
     print(f"wrote {path}")
 

@@ -35,22 +35,59 @@ from harness import (  # noqa: E402
     write_doc,
 )
 
-ARMS = {"ce": ["--matrix_loss_type", "none"], "head 0.1": [], "relation 0.1": ["--matrix_loss_type", "relation"],
-        "alignment 0.1": ["--matrix_loss_type", "alignment"]}  # fmt: skip
+ARMS = {
+    "ce": ["--matrix_loss_type", "none"],
+    "head 0.1": [],
+    "relation 0.1": ["--matrix_loss_type", "relation"],
+    "alignment 0.1": ["--matrix_loss_type", "alignment"],
+}
 METRICS = ["strict", "flexible", "lm_loss", "matrix_entropy", "effective_rank"]
 STEPS = 1000
-BASE = ["--config", "demo/mce.yaml", "--dataset_name", GSM8K, "--tiny_vocab_size", "2048", "--max_length", "384",
-        "--max_steps", str(STEPS), "--eval_strategy", "no", "--gsm8k_eval_samples", "200",
-        "--gsm8k_eval_max_new_tokens", "256", "--logging_steps", "50"]  # fmt: skip
-SMOKE = ["--max_steps", "4", "--logging_steps", "1", "--max_train_samples", "64", "--max_eval_samples", "16",
-         "--gsm8k_eval_samples", "4", "--gsm8k_eval_max_new_tokens", "8"]  # fmt: skip
+BASE = [
+    "--config",
+    "demo/mce.yaml",
+    "--dataset_name",
+    GSM8K,
+    "--tiny_vocab_size",
+    "2048",
+    "--max_length",
+    "384",
+    "--max_steps",
+    str(STEPS),
+    "--eval_strategy",
+    "no",
+    "--gsm8k_eval_samples",
+    "200",
+    "--gsm8k_eval_max_new_tokens",
+    "256",
+    "--logging_steps",
+    "50",
+]
+SMOKE = [
+    "--max_steps",
+    "4",
+    "--logging_steps",
+    "1",
+    "--max_train_samples",
+    "64",
+    "--max_eval_samples",
+    "16",
+    "--gsm8k_eval_samples",
+    "4",
+    "--gsm8k_eval_max_new_tokens",
+    "8",
+]
 
 
 def flat(results: dict) -> dict[str, float]:
     """The numbers of a run's ``all_results.json`` the summary compares (all from the final evaluation)."""
-    return {"strict": results["eval_gsm8k_strict"], "flexible": results["eval_gsm8k_flexible"],
-            "lm_loss": results["eval_lm_loss"], "matrix_entropy": results["eval_matrix_entropy"],
-            "effective_rank": results["eval_effective_rank"]}  # fmt: skip
+    return {
+        "strict": results["eval_gsm8k_strict"],
+        "flexible": results["eval_gsm8k_flexible"],
+        "lm_loss": results["eval_lm_loss"],
+        "matrix_entropy": results["eval_matrix_entropy"],
+        "effective_rank": results["eval_effective_rank"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,16 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     out = args.smoke or REPO / "outputs" / "experiments" / "lm_gsm8k"
     seeds = [0] if args.smoke else [0, 1, 2]
     arms = {k: ARMS[k] for k in ("ce", "head 0.1")} if args.smoke else ARMS
-    runs = run_grid("sft", [*BASE, *(SMOKE if args.smoke else [])], arms, seeds, out, reuse=args.reuse,
-                    seed_fields=("--seed", "--data_seed"), results_file="all_results.json")  # fmt: skip
+    runs = run_grid(
+        "sft",
+        [*BASE, *(SMOKE if args.smoke else [])],
+        arms,
+        seeds,
+        out,
+        reuse=args.reuse,
+        seed_fields=("--seed", "--data_seed"),
+        results_file="all_results.json",
+    )
     results = {arm: {seed: flat(r) for seed, r in by_seed.items()} for arm, by_seed in runs.items()}
     summary = summarize(results, METRICS, baseline="ce")
     docs = save_summary(out, summary, bool(args.smoke), REPO)
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
     bar_panel(axes[0], summary, "lm_loss", "held-out LM loss (1,271 test problems)", from_zero=False)
-    for ax, key, title in ((axes[1], "lm_loss", "training LM loss"),
-                           (axes[2], "matrix_entropy", "matrix entropy of the token representations")):  # fmt: skip
+    for ax, key, title in (
+        (axes[1], "lm_loss", "training LM loss"),
+        (axes[2], "matrix_entropy", "matrix entropy of the token representations"),
+    ):
         for j, arm in enumerate(arms):
             for seed in seeds:
                 steps, values = curve(log_history(out / arm / f"seed{seed}"), key)
@@ -95,36 +142,46 @@ def main(argv: list[str] | None = None) -> int:
 
     def per_arm(metric: str, digits: int = 3) -> str:
         return f"CE {mean('ce', metric, digits)}; " + "; ".join(
-            f"{arm} {mean(arm, metric, digits)}" + (f" (paired {paired(arm, metric)})" if metric != "matrix_entropy" else "")
-            for arm in matrix_arms)  # fmt: skip
+            f"{arm} {mean(arm, metric, digits)}"
+            + (f" (paired {paired(arm, metric)})" if metric != "matrix_entropy" else "")
+            for arm in matrix_arms
+        )
 
     write_doc(
         docs / "lm_gsm8k.md",
         title="Language model on real GSM8K: CE vs CE + MCE, per formulation",
-        question=("Trained on the real GSM8K training problems, does adding the matrix cross-entropy of the token "
-                  "representations to the LM loss (each formulation at the default weight 0.1) improve held-out "
-                  "GSM8K (Matrix-SSL: 72.3 vs 69.2 at 7B)? The synthetic-problem half of this question, with the "
-                  "weight sweep, is [lm_mce.md](lm_mce.md)."),
-        setup=(f"`matrix-llm sft --config demo/mce.yaml --dataset_name ../shared/data/gsm8k --tiny_vocab_size 2048 "
-               f"--max_length 384 --max_steps {STEPS}` (tiny Llama, hidden 128, 2 layers, from scratch; its "
-               "byte-level BPE tokenizer trained on the training problems; the 7,218 of 7,473 training problems "
-               "that fit in 384 tokens, batch 16, lr 3e-3 cosine, about 2 epochs), evaluated once at the end: the "
-               "LM loss (per answer token) on the 1,271 test problems that fit, greedy strict-match / "
-               "flexible-extract on the first 200 test problems with 256 new tokens "
-               "(`--gsm8k_eval_samples 200 --gsm8k_eval_max_new_tokens 256`), and the matrix entropy / effective "
-               "rank of the last layer's token representations on the test problems. Arms: `--matrix_loss_type "
-               "none` (CE), the default `head` 0.1, `relation` 0.1 and `alignment` 0.1. Seeds 0, 1, 2 (`--seed` "
-               "and `--data_seed`)."),
+        question=(
+            "Trained on the real GSM8K training problems, does adding the matrix cross-entropy of the token "
+            "representations to the LM loss (each formulation at the default weight 0.1) improve held-out "
+            "GSM8K (Matrix-SSL: 72.3 vs 69.2 at 7B)? The synthetic-problem half of this question, with the "
+            "weight sweep, is [lm_mce.md](lm_mce.md)."
+        ),
+        setup=(
+            f"`matrix-llm sft --config demo/mce.yaml --dataset_name ../shared/data/gsm8k --tiny_vocab_size 2048 "
+            f"--max_length 384 --max_steps {STEPS}` (tiny Llama, hidden 128, 2 layers, from scratch; its "
+            "byte-level BPE tokenizer trained on the training problems; the 7,218 of 7,473 training problems "
+            "that fit in 384 tokens, batch 16, lr 3e-3 cosine, about 2 epochs), evaluated once at the end: the "
+            "LM loss (per answer token) on the 1,271 test problems that fit, greedy strict-match / "
+            "flexible-extract on the first 200 test problems with 256 new tokens "
+            "(`--gsm8k_eval_samples 200 --gsm8k_eval_max_new_tokens 256`), and the matrix entropy / effective "
+            "rank of the last layer's token representations on the test problems. Arms: `--matrix_loss_type "
+            "none` (CE), the default `head` 0.1, `relation` 0.1 and `alignment` 0.1. Seeds 0, 1, 2 (`--seed` "
+            "and `--data_seed`)."
+        ),
         result=table,
         figure="lm_gsm8k.png",
-        answer=(f"Held-out strict-match: {per_arm('strict')}. Held-out LM loss: {per_arm('lm_loss')}. Matrix "
-                f"entropy of the test problems' token representations: {per_arm('matrix_entropy', 2)}. A model "
-                "this small trained from scratch on 7k problems solves almost none of the test problems (of 200 per "
-                f"seed: CE {solved('ce')}; " + "; ".join(f"{arm} {solved(arm)}" for arm in matrix_arms) + "), so "
-                "accuracy cannot separate the arms; the LM loss on held-out problems can. Verdict: "
-                + " ".join(f"{arm}: {verdict(summary['paired'][arm])}" for arm in matrix_arms)),
-        change=("A pretrained model (the claim's setting: Llemma-7B fine-tuned on GSM8K / MetaMathQA, which needs a "
-                "GPU), more steps, more seeds."),
+        answer=(
+            f"Held-out strict-match: {per_arm('strict')}. Held-out LM loss: {per_arm('lm_loss')}. Matrix "
+            f"entropy of the test problems' token representations: {per_arm('matrix_entropy', 2)}. A model "
+            "this small trained from scratch on 7k problems solves almost none of the test problems (of 200 per "
+            f"seed: CE {solved('ce')}; " + "; ".join(f"{arm} {solved(arm)}" for arm in matrix_arms) + "), so "
+            "accuracy cannot separate the arms; the LM loss on held-out problems can. Verdict: "
+            + " ".join(f"{arm}: {verdict(summary['paired'][arm])}" for arm in matrix_arms)
+        ),
+        change=(
+            "A pretrained model (the claim's setting: Llemma-7B fine-tuned on GSM8K / MetaMathQA, which needs a "
+            "GPU), more steps, more seeds."
+        ),
         command="python experiments/lm_gsm8k.py",
     )
     return 0
@@ -137,8 +194,10 @@ def verdict(paired: dict) -> str:
     if min(strict) > 0:
         return "higher held-out accuracy than CE in every seed (the claim's direction, at this scale)."
     if max(loss) < 0:
-        return ("accuracy near 0 as with CE (inconclusive); lower held-out LM loss than CE in every seed (better "
-                "modelling of GSM8K solutions, not more problems solved).")
+        return (
+            "accuracy near 0 as with CE (inconclusive); lower held-out LM loss than CE in every seed (better "
+            "modelling of GSM8K solutions, not more problems solved)."
+        )
     if min(loss) > 0:
         return "accuracy near 0 as with CE (inconclusive); higher held-out LM loss than CE in every seed."
     return "no measurable effect (not reproduced)."

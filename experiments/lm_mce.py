@@ -29,20 +29,49 @@ from harness import (  # noqa: E402
     write_doc,
 )
 
-ARMS = {"ce": ["--matrix_loss_type", "none"],
-        "head 0.1": [], "head 0.3": ["--matrix_loss_weight", "0.3"],
-        "relation 0.1": ["--matrix_loss_type", "relation"], "alignment 0.1": ["--matrix_loss_type", "alignment"]}  # fmt: skip
+ARMS = {
+    "ce": ["--matrix_loss_type", "none"],
+    "head 0.1": [],
+    "head 0.3": ["--matrix_loss_weight", "0.3"],
+    "relation 0.1": ["--matrix_loss_type", "relation"],
+    "alignment 0.1": ["--matrix_loss_type", "alignment"],
+}
 METRICS = ["strict", "flexible", "matrix_entropy", "effective_rank"]
-BASE = ["--config", "demo/mce.yaml", "--max_steps", "1000", "--eval_strategy", "no", "--matrix_metrics_steps", "10"]
-SMOKE = ["--max_steps", "4", "--logging_steps", "1", "--matrix_metrics_steps", "1", "--synthetic_train_size", "64",
-         "--eval_size", "8", "--max_new_tokens", "16"]  # fmt: skip
+BASE = [
+    "--config",
+    "demo/mce.yaml",
+    "--max_steps",
+    "1000",
+    "--eval_strategy",
+    "no",
+    "--matrix_metrics_steps",
+    "10",
+]
+SMOKE = [
+    "--max_steps",
+    "4",
+    "--logging_steps",
+    "1",
+    "--matrix_metrics_steps",
+    "1",
+    "--synthetic_train_size",
+    "64",
+    "--eval_size",
+    "8",
+    "--max_new_tokens",
+    "16",
+]
 
 
 def flat(metrics: dict) -> dict[str, float]:
     """The numbers of the demo's ``metrics.json`` the summary compares."""
     last = metrics["train"]["last"]
-    return {"strict": metrics["eval"]["strict_accuracy"], "flexible": metrics["eval"]["flexible_accuracy"],
-            "matrix_entropy": last["matrix_entropy"], "effective_rank": last["effective_rank"]}  # fmt: skip
+    return {
+        "strict": metrics["eval"]["strict_accuracy"],
+        "flexible": metrics["eval"]["flexible_accuracy"],
+        "matrix_entropy": last["matrix_entropy"],
+        "effective_rank": last["effective_rank"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     out = args.smoke or REPO / "outputs" / "experiments" / "lm_mce"
     seeds = [0, 1] if args.smoke else [0, 1, 2]
     arms = {k: ARMS[k] for k in ("ce", "head 0.1")} if args.smoke else ARMS
-    runs = run_grid("demo", [*BASE, *(SMOKE if args.smoke else [])], arms, seeds, out, reuse=args.reuse,
-                    seed_fields=("--seed", "--data_seed"), results_file="metrics.json")  # fmt: skip
+    runs = run_grid(
+        "demo",
+        [*BASE, *(SMOKE if args.smoke else [])],
+        arms,
+        seeds,
+        out,
+        reuse=args.reuse,
+        seed_fields=("--seed", "--data_seed"),
+        results_file="metrics.json",
+    )
     results = {arm: {seed: flat(m) for seed, m in by_seed.items()} for arm, by_seed in runs.items()}
     summary = summarize(results, METRICS, baseline="ce")
     docs = save_summary(out, summary, bool(args.smoke), REPO)
@@ -71,35 +108,47 @@ def main(argv: list[str] | None = None) -> int:
     helped = [a for a, p in paired.items() if p["mean"] > p["std"] and min(p["values"]) > 0]
     hurt = [a for a, p in paired.items() if p["mean"] < -p["std"] and max(p["values"]) < 0]
     ahead = [a for a, p in paired.items() if p["mean"] > 0]
-    verdict = (f"reproduced at this scale for {', '.join(helped)} (higher in every seed)." if helped
-               else f"inconclusive: {', '.join(ahead)} are higher on average, but not in every seed, and the spread "
-               "across seeds is larger than the differences." if ahead
-               else "not reproduced: no arm is ahead of CE.")  # fmt: skip
+    verdict = (
+        f"reproduced at this scale for {', '.join(helped)} (higher in every seed)."
+        if helped
+        else f"inconclusive: {', '.join(ahead)} are higher on average, but not in every seed, and the spread "
+        "across seeds is larger than the differences."
+        if ahead
+        else "not reproduced: no arm is ahead of CE."
+    )
     write_doc(
         docs / "lm_mce.md",
         title="Language model: CE vs CE + MCE, per formulation and weight",
-        question=("Does adding the matrix cross-entropy of the token representations to the LM loss raise held-out "
-                  "accuracy on GSM8K-style problems (Matrix-SSL: 72.3 vs 69.2 on GSM8K at 7B), and which formulation "
-                  "and weight should be the default?"),
-        setup=("`matrix-llm demo --config demo/mce.yaml --max_steps 1000 --eval_strategy no` (tiny Llama, hidden "
-               "128, 2 layers, 0.66M parameters, from scratch; 6,000 synthetic problems of 2 steps with inputs "
-               "2..10; batch 16, lr 3e-3 cosine), held-out greedy strict-match / flexible-extract on 200 "
-               "test-split problems (disjoint by construction). Arms: `--matrix_loss_type none` (CE), `head` at "
-               "weight 0.1 / 0.3, `relation` and `alignment` at 0.1. Seeds 0, 1, 2 (`--seed` and "
-               "`--data_seed`). Trained on these synthetic problems, the seed-0 models score 0.005 (CE) and 0.030 "
-               "(`head` 0.1) on the first 200 real GSM8K test problems (`matrix-llm eval gsm8k --data "
-               "../shared/data/gsm8k --limit 200`), too close to 0 to compare arms; [lm_gsm8k.md](lm_gsm8k.md) "
-               "trains CE and each formulation at 0.1 on real GSM8K."),
+        question=(
+            "Does adding the matrix cross-entropy of the token representations to the LM loss raise held-out "
+            "accuracy on GSM8K-style problems (Matrix-SSL: 72.3 vs 69.2 on GSM8K at 7B), and which formulation "
+            "and weight should be the default?"
+        ),
+        setup=(
+            "`matrix-llm demo --config demo/mce.yaml --max_steps 1000 --eval_strategy no` (tiny Llama, hidden "
+            "128, 2 layers, 0.66M parameters, from scratch; 6,000 synthetic problems of 2 steps with inputs "
+            "2..10; batch 16, lr 3e-3 cosine), held-out greedy strict-match / flexible-extract on 200 "
+            "test-split problems (disjoint by construction). Arms: `--matrix_loss_type none` (CE), `head` at "
+            "weight 0.1 / 0.3, `relation` and `alignment` at 0.1. Seeds 0, 1, 2 (`--seed` and "
+            "`--data_seed`). Trained on these synthetic problems, the seed-0 models score 0.005 (CE) and 0.030 "
+            "(`head` 0.1) on the first 200 real GSM8K test problems (`matrix-llm eval gsm8k --data "
+            "../shared/data/gsm8k --limit 200`), too close to 0 to compare arms; [lm_gsm8k.md](lm_gsm8k.md) "
+            "trains CE and each formulation at 0.1 on real GSM8K."
+        ),
         result=table,
         figure="lm_mce.png",
-        answer=("Paired strict-match change against CE: "
-                + "; ".join(f"{a} {p['mean']:+.3f} ± {p['std']:.3f}" for a, p in paired.items())
-                + f". Best arm: {best}. Lower than CE in every seed: {', '.join(hurt) or 'none'}. Spread of the "
-                f"strict-match across seeds: CE {summary['arms']['ce']['strict']['std']:.3f}, "
-                + ", ".join(f"{a} {v['strict']['std']:.3f}" for a, v in summary["arms"].items() if a != "ce")
-                + f". Verdict: {verdict}"),
-        change=("A pretrained model on real GSM8K / MetaMathQA (the claim's setting: Llemma-7B), full training "
-                "length, more seeds (the per-run standard error at n = 200 is about 0.03)."),
+        answer=(
+            "Paired strict-match change against CE: "
+            + "; ".join(f"{a} {p['mean']:+.3f} ± {p['std']:.3f}" for a, p in paired.items())
+            + f". Best arm: {best}. Lower than CE in every seed: {', '.join(hurt) or 'none'}. Spread of the "
+            f"strict-match across seeds: CE {summary['arms']['ce']['strict']['std']:.3f}, "
+            + ", ".join(f"{a} {v['strict']['std']:.3f}" for a, v in summary["arms"].items() if a != "ce")
+            + f". Verdict: {verdict}"
+        ),
+        change=(
+            "A pretrained model on real GSM8K / MetaMathQA (the claim's setting: Llemma-7B), full training "
+            "length, more seeds (the per-run standard error at n = 200 is about 0.03)."
+        ),
         command="python experiments/lm_mce.py",
     )
     return 0

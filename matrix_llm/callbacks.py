@@ -46,12 +46,16 @@ def classification_pair_metrics(feats: Tensor, head: Tensor, labels: Tensor) -> 
     """
     classes = torch.unique(labels)
     if classes.numel() < 2:
-        raise ValueError(f"MatrixMetricsCallback: the probe batch needs at least 2 classes; got {classes.tolist()}")
+        raise ValueError(
+            f"MatrixMetricsCallback: the probe batch needs at least 2 classes; got {classes.tolist()}"
+        )
     feats, head = feats.double(), head.double()
     mir, hdr = info.mir_hdr(info.gram(feats), info.gram(head[labels]))
     means = torch.stack([feats[labels == c].mean(0) for c in classes])
     centred_means = means - feats.mean(0)
-    within = sum((feats[labels == c] - m).mT @ (feats[labels == c] - m) for c, m in zip(classes, means, strict=True))
+    within = sum(
+        (feats[labels == c] - m).mT @ (feats[labels == c] - m) for c, m in zip(classes, means, strict=True)
+    )
     within = within / feats.shape[0]
     between = centred_means.mT @ centred_means / classes.numel()
     nc1 = torch.trace(within @ torch.linalg.pinv(between, hermitian=True)) / classes.numel()
@@ -76,8 +80,15 @@ class MatrixMetricsCallback(TrainerCallback):
         layers: block indices to report (default: all; ``()`` for none).
     """
 
-    def __init__(self, probe: Sequence[Mapping[str, Any]] | Any, *, trainer: Any, collator: Any = None,
-                 every: int | None = None, layers: Sequence[int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        probe: Sequence[Mapping[str, Any]] | Any,
+        *,
+        trainer: Any,
+        collator: Any = None,
+        every: int | None = None,
+        layers: Sequence[int] | None = None,
+    ) -> None:
         rows = [probe[i] for i in range(len(probe))]
         if len(rows) < 2:
             raise ValueError(f"MatrixMetricsCallback: the probe needs at least 2 rows; got {len(rows)}")
@@ -100,14 +111,23 @@ class MatrixMetricsCallback(TrainerCallback):
             batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.batch.items()}
             labels = batch.pop("labels", None)
             head = self._head(model)
-            layers = features.capture_layers(model, self.layers) if self.layers != () else contextlib.nullcontext()
+            layers = (
+                features.capture_layers(model, self.layers) if self.layers != () else contextlib.nullcontext()
+            )
             mask = batch.get("attention_mask")
-            capture = (features.capture_head_input(model, mask) if head is not None
-                       else features.capture_hidden(model, -1))  # fmt: skip
+            capture = (
+                features.capture_head_input(model, mask)
+                if head is not None
+                else features.capture_hidden(model, -1)
+            )
             with layers as hidden, capture as captured:
                 model(**batch)
             for index, states in sorted((hidden or {}).items()):
-                pooled = features.pool(states, "mean", attention_mask=mask) if states.dim() == 3 else states.flatten(1)
+                pooled = (
+                    features.pool(states, "mean", attention_mask=mask)
+                    if states.dim() == 3
+                    else states.flatten(1)
+                )
                 ent, erank = diagnostics.entropy_erank(pooled)
                 out[f"layer{index}_matrix_entropy"], out[f"layer{index}_effective_rank"] = ent, erank
             if labels is not None and head is not None:
@@ -118,7 +138,9 @@ class MatrixMetricsCallback(TrainerCallback):
                 tokens = features.token_features(captured.hidden, labels)
                 weight = features.head_weight(model)
                 if tokens.targets.numel() >= 2:
-                    mir, hdr = info.mir_hdr(info.gram(tokens.hidden.double()), info.gram(weight.double()[tokens.targets]))
+                    mir, hdr = info.mir_hdr(
+                        info.gram(tokens.hidden.double()), info.gram(weight.double()[tokens.targets])
+                    )
                     out.update(mir=mir, hdr=hdr)
         return {f"probe_{k}": float(v) for k, v in out.items()}
 
@@ -161,7 +183,11 @@ def log_eval_metrics(logs: dict[str, float], state, trainer=None) -> None:
         trainer.log(logs)
         return
     last = state.log_history[-1] if state.log_history else None
-    if last is not None and last.get("step") == state.global_step and any(k.startswith("eval_") for k in last):
+    if (
+        last is not None
+        and last.get("step") == state.global_step
+        and any(k.startswith("eval_") for k in last)
+    ):
         last.update(logs)
     else:
         state.log_history.append({**logs, "step": state.global_step})

@@ -22,14 +22,32 @@ import sys
 
 COMMANDS = {
     "sft": ("matrix_llm.modes.lm.command", "fine-tune a causal LM with LM loss + matrix loss"),
-    "ssl": ("matrix_llm.modes.ssl.command", "train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR, Barlow Twins, M-MAE) + probes"),
-    "clip": ("matrix_llm.modes.clip.command", "align image and text encoders (InfoNCE + matrix terms), zero-shot and retrieval"),
-    "classify": ("matrix_llm.modes.classify.command", "train an image or text classifier with CE + MIR / HDR / matrix-entropy terms"),
-    "eval": ("matrix_llm.tools.eval", "evaluate: GSM8K (lm-eval scoring), probe / knn (vision), zeroshot / retrieval (image-text)"),
-    "analyze": ("matrix_llm.tools.analyze", "per-layer matrix entropy / eRank / Diff-eRank / nuclear norm; `analyze lmc A B`"),
+    "ssl": (
+        "matrix_llm.modes.ssl.command",
+        "train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR, Barlow Twins, M-MAE) + probes",
+    ),
+    "clip": (
+        "matrix_llm.modes.clip.command",
+        "align image and text encoders (InfoNCE + matrix terms), zero-shot and retrieval",
+    ),
+    "classify": (
+        "matrix_llm.modes.classify.command",
+        "train an image or text classifier with CE + MIR / HDR / matrix-entropy terms",
+    ),
+    "eval": (
+        "matrix_llm.tools.eval",
+        "evaluate: GSM8K (lm-eval scoring), probe / knn (vision), zeroshot / retrieval (image-text)",
+    ),
+    "analyze": (
+        "matrix_llm.tools.analyze",
+        "per-layer matrix entropy / eRank / Diff-eRank / nuclear norm; `analyze lmc A B`",
+    ),
     "plot": ("matrix_llm.plotting", "draw the metrics of a run directory as PNG"),
     "demo": ("matrix_llm.tools.demo", "the embedded default: tiny model, synthetic GSM8K, CE + MCE, offline"),
-    "env": ("matrix_llm.tools.env", "print versions of torch/CUDA/transformers/... and the accelerate config"),
+    "env": (
+        "matrix_llm.tools.env",
+        "print versions of torch/CUDA/transformers/... and the accelerate config",
+    ),
 }
 
 

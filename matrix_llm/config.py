@@ -71,7 +71,8 @@ class ModelArguments:
     )
 
     tiny_hidden_size: int = field(
-        default=64, metadata={"help": "Offline tiny model (each command's `tiny*` model_name_or_path): width."}
+        default=64,
+        metadata={"help": "Offline tiny model (each command's `tiny*` model_name_or_path): width."},
     )
     tiny_num_layers: int = field(default=2, metadata={"help": "Tiny model: number of layers."})
     tiny_num_heads: int = field(default=4, metadata={"help": "Tiny model: attention heads."})
@@ -99,13 +100,23 @@ class ModelArguments:
             if getattr(self, name) < 1:
                 out.append(problem(name, "a positive integer", getattr(self, name)))
         if self.use_peft and not self.supports_peft:
-            out.append(problem("use_peft", f"false ({type(self).__name__}: this command trains no LoRA adapter)",
-                               self.use_peft))  # fmt: skip
+            out.append(
+                problem(
+                    "use_peft",
+                    f"false ({type(self).__name__}: this command trains no LoRA adapter)",
+                    self.use_peft,
+                )
+            )
         if not 0.0 <= self.lora_dropout < 1.0:
             out.append(problem("lora_dropout", "a float in [0, 1)", self.lora_dropout))
         if self.tiny_hidden_size % max(self.tiny_num_heads, 1):
-            out.append(problem("tiny_hidden_size", f"a multiple of tiny_num_heads={self.tiny_num_heads}",
-                               self.tiny_hidden_size))  # fmt: skip
+            out.append(
+                problem(
+                    "tiny_hidden_size",
+                    f"a multiple of tiny_num_heads={self.tiny_num_heads}",
+                    self.tiny_hidden_size,
+                )
+            )
         mods = self.lora_target_modules
         if mods is not None and "all-linear" in mods and len(mods) > 1:
             out.append(problem("lora_target_modules", "`all-linear` alone or a list of module names", mods))
@@ -166,20 +177,27 @@ class MatrixTrainingArguments(TrainingArguments):
         if not self.objective:
             out.append(problem("objective", "a key of matrix_llm.modes.OBJECTIVES (e.g. lm)", self.objective))
         if self.matrix_probe_samples < 0 or self.matrix_probe_samples == 1:
-            out.append(problem("matrix_probe_samples", "0 (off) or an integer >= 2", self.matrix_probe_samples))
+            out.append(
+                problem("matrix_probe_samples", "0 (off) or an integer >= 2", self.matrix_probe_samples)
+            )
         if self.matrix_metrics_steps is not None and self.matrix_metrics_steps < 0:
             out.append(problem("matrix_metrics_steps", "an integer >= 0 or null", self.matrix_metrics_steps))
         return out
 
-    def objective_problems(self, name: str, argument_problems: Any, field_of: dict[str, str],
-                           skip: tuple[str, ...] = ()) -> list[str]:  # fmt: skip
+    def objective_problems(
+        self, name: str, argument_problems: Any, field_of: dict[str, str], skip: tuple[str, ...] = ()
+    ) -> list[str]:
         """For a subclass that configures objective ``name``: the objective field must name it, and the
         objective's own ``argument_problems(**self.objective_kwargs())`` are reported under the config's field
         names (``field_of``: argument -> field), so that the values are validated once, by the objective.
         The subclass provides ``objective_kwargs()``."""
         out = []
         if self.objective != name:
-            out.append(problem("objective", f"`{name}` ({type(self).__name__} configures that objective)", self.objective))
+            out.append(
+                problem(
+                    "objective", f"`{name}` ({type(self).__name__} configures that objective)", self.objective
+                )
+            )
         kwargs = {k: v for k, v in self.objective_kwargs().items() if k not in skip}  # type: ignore[attr-defined]
         kwargs["metrics_steps"] = max(0, kwargs["metrics_steps"])  # checked above, under its own name
         for arg, expected, got in argument_problems(**kwargs):

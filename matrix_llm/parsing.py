@@ -25,7 +25,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ConfigError", "format_help", "looks_like_path", "mode_classes", "parse_args", "problem", "resolve_config"]
+__all__ = [
+    "ConfigError",
+    "format_help",
+    "looks_like_path",
+    "mode_classes",
+    "parse_args",
+    "problem",
+    "resolve_config",
+]
 
 _UNSET = object()
 
@@ -262,7 +270,9 @@ def _load_yaml(path: str) -> tuple[dict[str, Any], list[str]]:
 
     p = resolve_config(path)
     if p is None:
-        return {}, [problem("config", "an existing YAML file or a shipped recipe (e.g. demo/mce.yaml)", str(path))]
+        return {}, [
+            problem("config", "an existing YAML file or a shipped recipe (e.g. demo/mce.yaml)", str(path))
+        ]
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -295,7 +305,9 @@ def _default_text(f: dataclasses.Field) -> str:
     return "required"
 
 
-def mode_classes(prog: str, objectives: Sequence[str], classes: Sequence[type]) -> Callable[[Any], Sequence[type]]:
+def mode_classes(
+    prog: str, objectives: Sequence[str], classes: Sequence[type]
+) -> Callable[[Any], Sequence[type]]:
     """The ``classes`` argument of :func:`parse_args` for a command that runs ``objectives``: its dataclasses, or a
     :class:`ConfigError` naming the command when a recipe's ``objective`` is another mode's."""
 

@@ -51,12 +51,16 @@ def series(log_history: list[dict], key: str) -> tuple[list[int], list[float]]:
 _PER_LAYER = re.compile(r"^probe_layer(\d+)_(matrix_entropy|effective_rank)$")
 # probe pair metrics (MatrixMetricsCallback) and their neural-collapse values for C classes
 _PROBE_PAIRS = (
-    ("probe: MIR (features vs head rows)", "probe_mir", lambda c: 1 / (c - 1) + (c - 2) * math.log(c - 2) / ((c - 1) * math.log(c - 1))),
+    (
+        "probe: MIR (features vs head rows)",
+        "probe_mir",
+        lambda c: 1 / (c - 1) + (c - 2) * math.log(c - 2) / ((c - 1) * math.log(c - 1)),
+    ),
     ("probe: HDR", "probe_hdr", lambda c: 0.0),
     ("probe: NC1 (within / between)", "probe_nc1", lambda c: 0.0),
     ("probe: head matrix entropy", "probe_head_entropy", lambda c: math.log(c - 1)),
     ("probe: class-mean matrix entropy", "probe_class_mean_entropy", lambda c: math.log(c - 1)),
-)  # fmt: skip
+)
 
 
 def read_run_info(*folders: str | Path | None) -> tuple[dict, Path] | None:
@@ -80,14 +84,20 @@ def _declared_panels(state_path: Path) -> list[tuple[str, str]] | None:
     return None if info is None else [(str(t), str(k)) for t, k in info.get("plot_panels", [])]
 
 
-def probe_panels(history: list[dict], num_classes: int | None) -> list[tuple[str, list[tuple[str, str]], float | None]]:
+def probe_panels(
+    history: list[dict], num_classes: int | None
+) -> list[tuple[str, list[tuple[str, str]], float | None]]:
     """Panels of the MatrixMetricsCallback metrics: one line per layer for the per-layer entropy / effective rank,
     and the pair metrics with their neural-collapse value as a reference line when the class count is known."""
     keys = _logged_keys(history)
     out = []
-    for metric, title in (("matrix_entropy", "probe: matrix entropy per layer"),
-                          ("effective_rank", "probe: effective rank per layer")):  # fmt: skip
-        layers = sorted({int(m.group(1)) for k in keys if (m := _PER_LAYER.match(k)) and m.group(2) == metric})
+    for metric, title in (
+        ("matrix_entropy", "probe: matrix entropy per layer"),
+        ("effective_rank", "probe: effective rank per layer"),
+    ):
+        layers = sorted(
+            {int(m.group(1)) for k in keys if (m := _PER_LAYER.match(k)) and m.group(2) == metric}
+        )
         if layers:
             out.append((title, [(f"probe_layer{i}_{metric}", f"layer {i}") for i in layers], None))
     for title, key, closed_form in _PROBE_PAIRS:
@@ -136,7 +146,10 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, *, title: st
     state_path = find_trainer_state(run_dir)
     history = json.loads(state_path.read_text())["log_history"]
     num_classes = (_run_info(state_path) or {}).get("num_classes")
-    panels = [(title, [(key, "train"), (f"eval_{key}", "eval")], None) for title, key in panels_for(state_path, history)]
+    panels = [
+        (title, [(key, "train"), (f"eval_{key}", "eval")], None)
+        for title, key in panels_for(state_path, history)
+    ]
     panels += probe_panels(history, num_classes)
     if not panels:
         raise ValueError(f"{state_path} has no metric to plot (only the Trainer's bookkeeping was logged)")
@@ -170,8 +183,13 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, *, title: st
     return output
 
 
-def plot_lines(panels: list[tuple[str, dict[str, tuple[list[float], list[float]]]]], output: str | Path, *,
-               xlabel: str, title: str) -> Path:  # fmt: skip
+def plot_lines(
+    panels: list[tuple[str, dict[str, tuple[list[float], list[float]]]]],
+    output: str | Path,
+    *,
+    xlabel: str,
+    title: str,
+) -> Path:
     """One panel per ``(title, {line label: (xs, ys)})``, lines with markers (a label containing ``random init``
     is drawn dashed); written to ``output`` (PNG). Used by ``matrix-llm analyze`` for per-layer tables and
     interpolation paths."""
@@ -188,8 +206,14 @@ def plot_lines(panels: list[tuple[str, dict[str, tuple[list[float], list[float]]
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax, (panel_title, lines) in zip(axes.flat, panels, strict=False):
         for label, (xs, ys) in lines.items():
-            ax.plot(xs, ys, "o--" if "random init" in label else "o-", label=label, markersize=3,
-                    color=colours[label])  # fmt: skip
+            ax.plot(
+                xs,
+                ys,
+                "o--" if "random init" in label else "o-",
+                label=label,
+                markersize=3,
+                color=colours[label],
+            )
             if all(float(x).is_integer() for x in xs):
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(panel_title)
@@ -216,9 +240,23 @@ def plot_seen_unseen(result: dict, output: str | Path, *, unseen: list[str] | tu
 
     curve = result["seen_unseen_curve"]
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    ax.plot(curve["unseen"], curve["seen"], "-", color="C0", label=f"calibrated stacking (AUSUC {result['zeroshot_ausuc']:.3f})")
-    ax.plot([0, curve["unseen"][-1]], [curve["seen"][0], 0], ":", color="grey", label="straight line between the ends")
-    ax.plot(result["zeroshot_top1_unseen"], result["zeroshot_top1_seen"], "o", color="C3", label="no calibration")
+    ax.plot(
+        curve["unseen"],
+        curve["seen"],
+        "-",
+        color="C0",
+        label=f"calibrated stacking (AUSUC {result['zeroshot_ausuc']:.3f})",
+    )
+    ax.plot(
+        [0, curve["unseen"][-1]],
+        [curve["seen"][0], 0],
+        ":",
+        color="grey",
+        label="straight line between the ends",
+    )
+    ax.plot(
+        result["zeroshot_top1_unseen"], result["zeroshot_top1_seen"], "o", color="C3", label="no calibration"
+    )
     ax.set_xlabel("unseen classes' top-1 among all")
     ax.set_ylabel("seen classes' top-1 among all")
     ax.set_xlim(0, 1.02)

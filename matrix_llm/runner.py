@@ -54,9 +54,18 @@ logger = logging.getLogger("matrix_llm.runner")
 EXIT_PREEMPTED = 128 + signal.SIGTERM  # 143, the shell's status for a process ended by SIGTERM
 _FINISHED_RUN_FILES = ("trainer_state.json", "train_results.json", "all_results.json")
 _TRUE = ("true", "last", "latest", "yes", "1")
-_INSTALL = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet-ml",
-            "trackio": "trackio", "swanlab": "swanlab", "clearml": "clearml", "neptune": "neptune",
-            "dvclive": "dvclive", "codecarbon": "codecarbon"}  # fmt: skip
+_INSTALL = {
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "comet_ml": "comet-ml",
+    "trackio": "trackio",
+    "swanlab": "swanlab",
+    "clearml": "clearml",
+    "neptune": "neptune",
+    "dvclive": "dvclive",
+    "codecarbon": "codecarbon",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -92,28 +101,38 @@ def preflight(model_args: Any, training_args: Any) -> list[str]:
     out = []
     name = getattr(model_args, "model_name_or_path", None) or ""
     if looks_like_path(name) and not Path(name).expanduser().is_dir():
-        out.append(problem("model_name_or_path", "a Hub id or an existing local directory", name)
-                   + ": no such directory")  # fmt: skip
+        out.append(
+            problem("model_name_or_path", "a Hub id or an existing local directory", name)
+            + ": no such directory"
+        )
     resume = training_args.resume_from_checkpoint
     output_dir = Path(training_args.output_dir)
     if resume is not None:
         try:
             if resolve_checkpoint(resume, training_args.output_dir) is None:
-                out.append(problem("resume_from_checkpoint", f"a checkpoint-* folder in output_dir={output_dir}",
-                                   resume) + ": there is none; drop the flag to start from scratch")  # fmt: skip
+                out.append(
+                    problem(
+                        "resume_from_checkpoint", f"a checkpoint-* folder in output_dir={output_dir}", resume
+                    )
+                    + ": there is none; drop the flag to start from scratch"
+                )
         except ValueError as e:
             out.append(f"{e}: no such directory")
     elif _holds_finished_run(output_dir) and not training_args.overwrite_output_dir:
-        out.append(problem("output_dir", "a new or empty folder", str(output_dir))
-                   + ": it holds a finished run; pass --overwrite_output_dir to replace it, "
-                   "--resume_from_checkpoint true to continue it, or choose another output_dir")  # fmt: skip
+        out.append(
+            problem("output_dir", "a new or empty folder", str(output_dir))
+            + ": it holds a finished run; pass --overwrite_output_dir to replace it, "
+            "--resume_from_checkpoint true to continue it, or choose another output_dir"
+        )
     available = set(get_available_reporting_integrations())
     for integration in training_args.report_to or []:
         if integration not in available and integration in _INSTALL:
             extra = " (or `pip install 'matrix-llm[logging]'`)" if integration == "tensorboard" else ""
-            out.append(problem("report_to", "installed integrations", integration)
-                       + f": {integration} is not installed; `pip install {_INSTALL[integration]}`{extra}, "
-                       "or drop it from report_to")  # fmt: skip
+            out.append(
+                problem("report_to", "installed integrations", integration)
+                + f": {integration} is not installed; `pip install {_INSTALL[integration]}`{extra}, "
+                "or drop it from report_to"
+            )
     return out
 
 
@@ -228,7 +247,9 @@ class RunCard:
     details: tuple[str, ...] = ()
     run_info: dict[str, Any] = field(default_factory=dict)
     card_overrides: dict[str, Any] = field(default_factory=dict)
-    adapter_dir: str | None = None  # with use_peft: the adapter's sub-directory when the saved model is merged
+    adapter_dir: str | None = (
+        None  # with use_peft: the adapter's sub-directory when the saved model is merged
+    )
 
 
 def check_adapter(output_dir: str | Path) -> int:
@@ -270,8 +291,14 @@ def write_run_info(output_dir: str | Path, objective: Any, extra: dict[str, Any]
     return path
 
 
-def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: str,
-                     finish: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, float]:  # fmt: skip
+def train_and_finish(
+    trainer: Any,
+    *,
+    model_args: Any,
+    card: RunCard,
+    command: str,
+    finish: Callable[[Any], dict[str, Any]] | None = None,
+) -> dict[str, float]:
     """Resume target -> train -> save -> evaluate -> ``finish`` -> state -> card -> push; returns the final
     metrics.
 
@@ -295,9 +322,15 @@ def train_and_finish(trainer: Any, *, model_args: Any, card: RunCard, command: s
         rows = source.select(range(min(len(source), args.matrix_probe_samples)))
         trainer.add_callback(MatrixMetricsCallback(rows, trainer=trainer))
     if trainer.is_world_process_zero():
-        write_run_info(args.output_dir, trainer.objective,
-                       {**card.run_info, "world_size": trainer.accelerator.num_processes,
-                        "distributed_type": str(trainer.accelerator.distributed_type)})  # fmt: skip
+        write_run_info(
+            args.output_dir,
+            trainer.objective,
+            {
+                **card.run_info,
+                "world_size": trainer.accelerator.num_processes,
+                "distributed_type": str(trainer.accelerator.distributed_type),
+            },
+        )
     stop = GracefulStop()
     trainer.add_callback(stop)
     with stop.installed():
@@ -367,8 +400,13 @@ def write_report(output_dir: str | Path, command: str, head: list[str], results:
         plot_run(output_dir)
     except ValueError as e:  # a run too short to have logged anything
         logger.warning("no metrics.png: %s", e)
-    lines = [*head, "", "![metrics](metrics.png)", "",
-             f"Reproduce: `{shlex.join(['matrix-llm', command, *results.get('argv', [])])}`"]  # fmt: skip
+    lines = [
+        *head,
+        "",
+        "![metrics](metrics.png)",
+        "",
+        f"Reproduce: `{shlex.join(['matrix-llm', command, *results.get('argv', [])])}`",
+    ]
     text = "\n".join(lines) + "\n"
     (output_dir / "report.md").write_text(text)
     return text

@@ -150,8 +150,13 @@ class MatrixTrainer(Trainer):
         with features.random_state_kept(self.args.device):
             return super().evaluate(*args, **kwargs)
 
-    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
-                        ignore_keys: list[str] | None = None) -> tuple[torch.Tensor | None, Any, Any]:  # fmt: skip
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, Any, Any]:
         """The Trainer's, when the batch has its labels; without them (self-supervised and image-text objectives),
         the objective's loss alone, which the Trainer would otherwise skip."""
         if any(inputs.get(name) is not None for name in self.label_names):

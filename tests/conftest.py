@@ -18,12 +18,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_GSM8K = REPO.parent / "shared" / "data" / "gsm8k"
 
 _CORPUS = [
-    ("Question: Tom has 12 apples and buys 35 more. How many apples does he have?\n"
-    "Answer: Tom has 12 + 35 = 47 apples.\n#### 47"),
+    (
+        "Question: Tom has 12 apples and buys 35 more. How many apples does he have?\n"
+        "Answer: Tom has 12 + 35 = 47 apples.\n#### 47"
+    ),
     "Question: A box holds 6 pens. How many pens are in 4 boxes?\nAnswer: 6 * 4 = 24 pens.\n#### 24",
-    ("Below is an instruction that describes a task. Write a response that appropriately completes the request."
-    "\n\n### Instruction:\nSara had 90 dollars and spent 15. How much is left?\n\n### Response:"
-    " 90 - 15 = 75\n#### 75"),
+    (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+        "\n\n### Instruction:\nSara had 90 dollars and spent 15. How much is left?\n\n### Response:"
+        " 90 - 15 = 75\n#### 75"
+    ),
 ]
 
 
@@ -65,7 +69,9 @@ def pytest_collection_modifyitems(config, items):
         if "multi_gpu" in item.keywords and gpus < 2:
             item.add_marker(pytest.mark.skip(reason="needs two CUDA GPUs"))
         if "network" in item.keywords and not network:
-            item.add_marker(pytest.mark.skip(reason="needs the Hugging Face Hub: set MATRIX_LLM_TEST_NETWORK=1"))
+            item.add_marker(
+                pytest.mark.skip(reason="needs the Hugging Face Hub: set MATRIX_LLM_TEST_NETWORK=1")
+            )
 
 
 def nonzero_lora(model, seed=0, scale=0.3):
@@ -76,7 +82,9 @@ def nonzero_lora(model, seed=0, scale=0.3):
 
     from peft import LoraConfig, get_peft_model
 
-    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"]))
+    peft_model = get_peft_model(
+        copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"])
+    )
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
@@ -106,7 +114,9 @@ class StepRecorder(TrainerCallback):
         self.executed.append(state.global_step)
 
 
-def run_two_processes(command: str, argv: list[str], out: Path, backend: str, *, use_cpu: bool = True) -> tuple[dict, dict]:
+def run_two_processes(
+    command: str, argv: list[str], out: Path, backend: str, *, use_cpu: bool = True
+) -> tuple[dict, dict]:
     """`matrix-llm {command}` on 2 processes (torchrun; CPU and gloo unless ``use_cpu`` is false; ``backend``: ddp,
     zero2 or zero3) through tests/mode_dist_worker.py, 3 steps; asserts every parameter is the same on both ranks
     and returns their checksums."""
@@ -116,18 +126,44 @@ def run_two_processes(command: str, argv: list[str], out: Path, backend: str, *,
 
     if backend != "ddp":
         pytest.importorskip("deepspeed")
-    extra = [] if backend == "ddp" else ["--deepspeed", str(REPO / "recipes" / "deepspeed" / f"{backend}.json")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))  # fmt: skip
+    extra = (
+        [] if backend == "ddp" else ["--deepspeed", str(REPO / "recipes" / "deepspeed" / f"{backend}.json")]
+    )
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+    )
     env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".venv" / "torch_extensions"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "mode_dist_worker.py"), command, *argv, "--output_dir", str(out), "--max_steps", "3",
-           "--eval_split", "null", "--use_cpu", str(use_cpu).lower(), *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tests" / "mode_dist_worker.py"),
+        command,
+        *argv,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "3",
+        "--eval_split",
+        "null",
+        "--use_cpu",
+        str(use_cpu).lower(),
+        *extra,
+    ]
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
-    assert ranks[0]["distributed_type"].endswith("DEEPSPEED" if backend != "ddp" else "MULTI_CPU" if use_cpu else "MULTI_GPU")
+    assert ranks[0]["distributed_type"].endswith(
+        "DEEPSPEED" if backend != "ddp" else "MULTI_CPU" if use_cpu else "MULTI_GPU"
+    )
     a, b = ranks[0]["checksums"], ranks[1]["checksums"]
     assert a and a.keys() == b.keys()
     for name in a:

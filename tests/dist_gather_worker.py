@@ -108,15 +108,31 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
             lambda a, b: mec_local(a, b, p1, p2).total,
             [z, z2],
         ),
-        "nt_xent_global": (lambda a, b: simclr_global(a, b).total, lambda a, b: simclr_local(a, b).total, [z, z2]),
-        "barlow_twins_global": (lambda a, b: barlow_global(a, b).total, lambda a, b: barlow_local(a, b).total, [z, z2]),
-        "clip_global": (lambda a, b: clip_global(a, b, scale).total, lambda a, b: clip_local(a, b, scale).total, [z, z2]),
+        "nt_xent_global": (
+            lambda a, b: simclr_global(a, b).total,
+            lambda a, b: simclr_local(a, b).total,
+            [z, z2],
+        ),
+        "barlow_twins_global": (
+            lambda a, b: barlow_global(a, b).total,
+            lambda a, b: barlow_local(a, b).total,
+            [z, z2],
+        ),
+        "clip_global": (
+            lambda a, b: clip_global(a, b, scale).total,
+            lambda a, b: clip_local(a, b, scale).total,
+            [z, z2],
+        ),
         "clip_caption_keys_global": (  # same-caption pairs on both ranks: keys gathered with the features
             lambda a, b: clip_global(a, b, scale, _slice(labels, r)).total,
             lambda a, b: clip_local(a, b, scale, labels).total,
             [z, z2],
         ),
-        "crossmodal_mce_global": (lambda a, b: xmce_global(a, b).total, lambda a, b: xmce_local(a, b).total, [z, z2]),
+        "crossmodal_mce_global": (
+            lambda a, b: xmce_global(a, b).total,
+            lambda a, b: xmce_local(a, b).total,
+            [z, z2],
+        ),
         "token_mce_global": (
             lambda h: tok_global(h, _slice(labels, r), head).total,
             lambda h: tok_local(h, labels, head).total,

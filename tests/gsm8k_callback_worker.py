@@ -48,22 +48,40 @@ def main(mode: str, out_dir: str) -> None:
             "train_batch_size": "auto",
         }
     args = TrainingArguments(
-        output_dir=out_dir, use_cpu=True, max_steps=2, learning_rate=0.0, per_device_train_batch_size=2,
-        per_device_eval_batch_size=2, eval_strategy="steps", eval_steps=2, save_strategy="no", report_to="none",
-        logging_steps=1, deepspeed=deepspeed, disable_tqdm=True, seed=0,
-    )  # fmt: skip
+        output_dir=out_dir,
+        use_cpu=True,
+        max_steps=2,
+        learning_rate=0.0,
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=1,
+        deepspeed=deepspeed,
+        disable_tqdm=True,
+        seed=0,
+    )
     tok = build_tokenizer(_CORPUS * 20, vocab_size=320)
     model = build_llama(tok, hidden_size=64, num_layers=2, num_heads=4, seed=0)
     items = make_scorable_items(model, tok, NUM_ITEMS, max_new_tokens=12)
-    reference = evaluate_gsm8k(model.eval(), tok, items, prompt="qa", max_new_tokens=12, batch_size=3,
-                               progress=False)  # fmt: skip
+    reference = evaluate_gsm8k(
+        model.eval(), tok, items, prompt="qa", max_new_tokens=12, batch_size=3, progress=False
+    )
     model.train()
 
     train, _ = tokenize_dataset(synthetic_dataset(8, seed=0), tok, template="qa", max_length=256)
     callback = GSM8KEvalCallback(tok, items, prompt="qa", num_samples=None, max_new_tokens=12, batch_size=3)
-    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=train.select(range(2)),
-                      data_collator=DataCollatorForSeq2Seq(tok, padding=True), processing_class=tok,
-                      callbacks=[callback])  # fmt: skip
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=train.select(range(2)),
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True),
+        processing_class=tok,
+        callbacks=[callback],
+    )
     callback.trainer = trainer
     trainer.train()
 

@@ -24,8 +24,10 @@ RECORD: dict = {}
 class Recording(matrix_llm.trainer.MatrixTrainer):
     def train(self, *args, **kwargs):
         result = super().train(*args, **kwargs)
-        RECORD["checksums"] = {n: [float(p.detach().double().sum()), float(p.detach().double().square().sum())]
-                               for n, p in self.model.named_parameters()}  # fmt: skip
+        RECORD["checksums"] = {
+            n: [float(p.detach().double().sum()), float(p.detach().double().square().sum())]
+            for n, p in self.model.named_parameters()
+        }
         RECORD["world_size"] = self.accelerator.num_processes
         RECORD["rank"] = self.accelerator.process_index
         RECORD["distributed_type"] = str(self.accelerator.distributed_type)
@@ -40,7 +42,9 @@ def main() -> int:
     argv = sys.argv[2:]
     _, _, training_args = command.parse_args(argv)
     code = command.main(argv)
-    Path(training_args.output_dir, f"rank{int(os.environ.get('RANK', '0'))}.json").write_text(json.dumps(RECORD))
+    Path(training_args.output_dir, f"rank{int(os.environ.get('RANK', '0'))}.json").write_text(
+        json.dumps(RECORD)
+    )
     return code
 
 

@@ -70,12 +70,27 @@ def _cases() -> dict:
     for method in ("matrix_ssl", "mec", "simclr", "barlow_twins"):
         objective = SSLObjective.from_args(ssl.parse_args([*SSL, "--ssl_method", method])[2])
         cases[f"ssl_{method}"] = (objective, lambda rows, t: SSLNet(*t), [z1, z2], [p1, p2], lambda rows: {})
-    mmae = SSLObjective.from_args(ssl.parse_args([*SSL, "--ssl_method", "mmae", "--ssl_tcr_weight", "0.5"])[2])
+    mmae = SSLObjective.from_args(
+        ssl.parse_args([*SSL, "--ssl_method", "mmae", "--ssl_tcr_weight", "0.5"])[2]
+    )
     cases["ssl_mmae"] = (mmae, lambda rows, t: MAENet(*t), [z1], [], lambda rows: {})
-    for name, weights in (("infonce", []), ("mce", ["--clip_mce_weight", "0.5", "--clip_alignment_weight", "0", "--clip_matrix_start_step", "0"])):
-        objective = CLIPObjective.from_args(clip.parse_args([*CLIP, "--clip_crop_min_scale", "1", *weights])[2])
-        cases[f"clip_{name}"] = (objective, lambda rows, t: CLIPNet(*t), [images, texts], [],
-                                 lambda rows: {"input_ids": ids[rows], "attention_mask": torch.ones_like(ids[rows])})
+    for name, weights in (
+        ("infonce", []),
+        (
+            "mce",
+            ["--clip_mce_weight", "0.5", "--clip_alignment_weight", "0", "--clip_matrix_start_step", "0"],
+        ),
+    ):
+        objective = CLIPObjective.from_args(
+            clip.parse_args([*CLIP, "--clip_crop_min_scale", "1", *weights])[2]
+        )
+        cases[f"clip_{name}"] = (
+            objective,
+            lambda rows, t: CLIPNet(*t),
+            [images, texts],
+            [],
+            lambda rows: {"input_ids": ids[rows], "attention_mask": torch.ones_like(ids[rows])},
+        )
     return cases
 
 

@@ -18,7 +18,9 @@ from matrix_llm.tools import analysis
 
 
 def _vit(seed: int = 0):
-    return build_image_classifier("tiny-vit", num_labels=3, image_size=8, hidden_size=32, num_layers=2, seed=seed).eval()
+    return build_image_classifier(
+        "tiny-vit", num_labels=3, image_size=8, hidden_size=32, num_layers=2, seed=seed
+    ).eval()
 
 
 def _images(n: int = 12, seed: int = 0) -> dict:
@@ -43,8 +45,12 @@ def _reference_row(tokens_per_example: list[np.ndarray]) -> dict[str, float]:
         pooled.append(z.mean(0))
     p = np.stack(pooled)
     p = p / np.linalg.norm(p, axis=1, keepdims=True)
-    return {"matrix_entropy": float(np.mean(entropies)), "effective_rank": math.exp(np.mean(entropies)),
-            "nuclear_norm": float(np.mean(nuclear)), "pooled_effective_rank": math.exp(_entropy(np.linalg.eigvalsh(p @ p.T)))}  # fmt: skip
+    return {
+        "matrix_entropy": float(np.mean(entropies)),
+        "effective_rank": math.exp(np.mean(entropies)),
+        "nuclear_norm": float(np.mean(nuclear)),
+        "pooled_effective_rank": math.exp(_entropy(np.linalg.eigvalsh(p @ p.T))),
+    }
 
 
 def test_layer_table_matches_numpy_on_hidden_states():
@@ -105,8 +111,12 @@ def test_interpolate_states_end_points_midpoint_and_architecture_check():
     key = next(k for k in a if a[k].is_floating_point())
     torch.testing.assert_close(mid[key], (a[key] + b[key]) / 2)
     ints = {"n": torch.tensor(3)}
-    assert analysis.interpolate_states(ints, {"n": torch.tensor(7)}, 0.5)["n"].item() == 3  # from A, not averaged
-    wider = build_image_classifier("tiny-vit", num_labels=3, image_size=8, hidden_size=64, num_layers=2).state_dict()
+    assert (
+        analysis.interpolate_states(ints, {"n": torch.tensor(7)}, 0.5)["n"].item() == 3
+    )  # from A, not averaged
+    wider = build_image_classifier(
+        "tiny-vit", num_labels=3, image_size=8, hidden_size=64, num_layers=2
+    ).state_dict()
     with pytest.raises(ValueError, match="not the same architecture"):
         analysis.interpolate_states(a, wider, 0.5)
 
@@ -139,7 +149,9 @@ def test_lmc_path_end_points_are_the_two_models_and_a_model_with_itself_has_no_b
 
 
 def test_lmc_path_on_a_causal_lm_uses_next_token_targets(tiny_tokenizer, tiny_model):
-    batch = dict(tiny_tokenizer(["Question: Tom has 12 apples.", "#### 47"], padding=True, return_tensors="pt"))
+    batch = dict(
+        tiny_tokenizer(["Question: Tom has 12 apples.", "#### 47"], padding=True, return_tensors="pt")
+    )
     batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     out = analysis.lmc_path(tiny_model, tiny_model, [batch], grid=[0.0, 1.0])
     with torch.no_grad():

@@ -18,15 +18,34 @@ from matrix_llm.tools import analyze
 
 
 def _save_vit(path, seed):
-    build_image_classifier("tiny-vit", num_labels=10, image_size=8, hidden_size=32, num_layers=2, seed=seed).save_pretrained(path)
+    build_image_classifier(
+        "tiny-vit", num_labels=10, image_size=8, hidden_size=32, num_layers=2, seed=seed
+    ).save_pretrained(path)
     return str(path)
 
 
 def test_analyze_vision_model_with_compare_writes_json_csv_png(tmp_path, capsys):
     a, b = _save_vit(tmp_path / "a", 0), _save_vit(tmp_path / "b", 1)
     out = tmp_path / "out"
-    assert analyze.main(["--model", a, "--compare", b, "--data", "digits", "--num_samples", "40",
-                         "--batch_size", "16", "--output_dir", str(out)]) == 0  # fmt: skip
+    assert (
+        analyze.main(
+            [
+                "--model",
+                a,
+                "--compare",
+                b,
+                "--data",
+                "digits",
+                "--num_samples",
+                "40",
+                "--batch_size",
+                "16",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "layers.json").read_text())
     # one random-init reference: b has a's architecture, so it is reused
     assert list(result["tables"]) == [a, f"{a} (random init)", b]
@@ -45,8 +64,12 @@ def test_analyze_vision_model_with_compare_writes_json_csv_png(tmp_path, capsys)
 def test_analyze_lmc_writes_the_path_and_barriers(tmp_path):
     a, b = _save_vit(tmp_path / "a", 0), _save_vit(tmp_path / "b", 1)
     out = tmp_path / "lmc"
-    assert analyze.main(["lmc", a, b, "--data", "digits", "--num_samples", "30", "--grid", "3",
-                         "--output_dir", str(out)]) == 0  # fmt: skip
+    assert (
+        analyze.main(
+            ["lmc", a, b, "--data", "digits", "--num_samples", "30", "--grid", "3", "--output_dir", str(out)]
+        )
+        == 0
+    )
     result = json.loads((out / "lmc.json").read_text())
     assert [p["omega"] for p in result["path"]] == [0.0, 0.5, 1.0]
     assert {"loss", "accuracy", "matrix_entropy", "effective_rank"} <= set(result["path"][0])
@@ -57,20 +80,58 @@ def test_analyze_lmc_writes_the_path_and_barriers(tmp_path):
 def test_analyze_causal_lm_on_synthetic_and_an_encoder_on_a_text_file(tmp_path, tiny_tokenizer, tiny_model):
     tiny_model.save_pretrained(tmp_path / "lm")
     tiny_tokenizer.save_pretrained(tmp_path / "lm")
-    assert analyze.main(["--model", str(tmp_path / "lm"), "--data", "synthetic", "--num_samples", "8",
-                         "--output_dir", str(tmp_path / "out-lm"), "--layers", "-1"]) == 0  # fmt: skip
+    assert (
+        analyze.main(
+            [
+                "--model",
+                str(tmp_path / "lm"),
+                "--data",
+                "synthetic",
+                "--num_samples",
+                "8",
+                "--output_dir",
+                str(tmp_path / "out-lm"),
+                "--layers",
+                "-1",
+            ]
+        )
+        == 0
+    )
     table = json.loads((tmp_path / "out-lm" / "layers.json").read_text())["tables"][str(tmp_path / "lm")]
     assert [r["layer"] for r in table] == [1]
 
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(tmp_path / "bert")  # fmt: skip
+    BertModel(
+        BertConfig(
+            vocab_size=len(tiny_tokenizer),
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    ).save_pretrained(tmp_path / "bert")
     tiny_tokenizer.save_pretrained(tmp_path / "bert")
     data = tmp_path / "texts.jsonl"
-    data.write_text("".join(json.dumps({"sentence": f"Tom has {i} apples and {i + 3} pens."}) + "\n" for i in range(6)))
-    assert analyze.main(["--model", str(tmp_path / "bert"), "--data", str(data), "--text_column", "sentence",
-                         "--no_random_init", "--output_dir", str(tmp_path / "out-bert")]) == 0  # fmt: skip
+    data.write_text(
+        "".join(json.dumps({"sentence": f"Tom has {i} apples and {i + 3} pens."}) + "\n" for i in range(6))
+    )
+    assert (
+        analyze.main(
+            [
+                "--model",
+                str(tmp_path / "bert"),
+                "--data",
+                str(data),
+                "--text_column",
+                "sentence",
+                "--no_random_init",
+                "--output_dir",
+                str(tmp_path / "out-bert"),
+            ]
+        )
+        == 0
+    )
     table = json.loads((tmp_path / "out-bert" / "layers.json").read_text())["tables"][str(tmp_path / "bert")]
     assert [r["layer"] for r in table] == [0, 1, 2] and "diff_erank" not in table[0]
 
@@ -91,18 +152,37 @@ def test_analyze_a_peft_adapter_directory_as_its_merged_model(tmp_path, tiny_tok
             param.data.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
     peft_model.save_pretrained(tmp_path / "adapter")
     assert not (tmp_path / "adapter" / "config.json").exists()
-    assert analyze.adapter_base(str(tmp_path / "adapter")) == str(base) and analyze.adapter_base(str(base)) is None
+    assert (
+        analyze.adapter_base(str(tmp_path / "adapter")) == str(base)
+        and analyze.adapter_base(str(base)) is None
+    )
     peft_model.merge_and_unload().save_pretrained(tmp_path / "merged")
     tiny_tokenizer.save_pretrained(tmp_path / "merged")
     tables = {}
     for name in ("adapter", "merged", "base"):
         out = tmp_path / f"out-{name}"
-        assert analyze.main(["--model", str(tmp_path / name), "--data", "synthetic", "--num_samples", "6",
-                             "--no_random_init", "--output_dir", str(out)]) == 0  # fmt: skip
+        assert (
+            analyze.main(
+                [
+                    "--model",
+                    str(tmp_path / name),
+                    "--data",
+                    "synthetic",
+                    "--num_samples",
+                    "6",
+                    "--no_random_init",
+                    "--output_dir",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         tables[name] = json.loads((out / "layers.json").read_text())["tables"][str(tmp_path / name)]
     for got, want in zip(tables["adapter"], tables["merged"], strict=True):
         assert got.pop("output") == want.pop("output") and got == pytest.approx(want, rel=1e-5)
-    assert tables["adapter"][-1]["matrix_entropy"] != pytest.approx(tables["base"][-1]["matrix_entropy"], rel=1e-4)
+    assert tables["adapter"][-1]["matrix_entropy"] != pytest.approx(
+        tables["base"][-1]["matrix_entropy"], rel=1e-4
+    )
 
 
 def test_analyze_bad_input_is_a_clear_error(tmp_path):
@@ -110,9 +190,13 @@ def test_analyze_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="outside the model's 2 blocks"):
         analyze.main(["--model", a, "--data", "digits", "--layers", "5", "--output_dir", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="comma-separated integers"):
-        analyze.main(["--model", a, "--data", "digits", "--layers", "first", "--output_dir", str(tmp_path / "o")])
+        analyze.main(
+            ["--model", a, "--data", "digits", "--layers", "first", "--output_dir", str(tmp_path / "o")]
+        )
     wider = tmp_path / "w"
-    build_image_classifier("tiny-vit", num_labels=10, image_size=8, hidden_size=64, num_layers=2).save_pretrained(wider)
+    build_image_classifier(
+        "tiny-vit", num_labels=10, image_size=8, hidden_size=64, num_layers=2
+    ).save_pretrained(wider)
     with pytest.raises(ValueError, match="not the same architecture"):
         analyze.main(["lmc", a, str(wider), "--data", "digits", "--output_dir", str(tmp_path / "o")])
 
@@ -147,7 +231,9 @@ def test_diff_erank_is_measured_against_a_fresh_random_init_not_the_model(tmp_pa
     from matrix_llm.models.tiny import random_init
 
     a = tmp_path / "a"
-    model = build_image_classifier("tiny-vit", num_labels=10, image_size=8, hidden_size=32, num_layers=2, seed=0)
+    model = build_image_classifier(
+        "tiny-vit", num_labels=10, image_size=8, hidden_size=32, num_layers=2, seed=0
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("query.weight"):
@@ -157,14 +243,33 @@ def test_diff_erank_is_measured_against_a_fresh_random_init_not_the_model(tmp_pa
     tables = {}
     for path in (str(a), b):
         out = tmp_path / f"out-{len(tables)}"
-        assert analyze.main(["--model", path, "--data", "digits", "--num_samples", "40", "--batch_size", "16",
-                             "--seed", "3", "--output_dir", str(out)]) == 0  # fmt: skip
+        assert (
+            analyze.main(
+                [
+                    "--model",
+                    path,
+                    "--data",
+                    "digits",
+                    "--num_samples",
+                    "40",
+                    "--batch_size",
+                    "16",
+                    "--seed",
+                    "3",
+                    "--output_dir",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         tables[path] = json.loads((out / "layers.json").read_text())["tables"]
     reference = tables[str(a)][f"{a} (random init)"]
     assert reference == tables[b][f"{b} (random init)"]
     fresh = random_init(type(model), model.config, seed=3)
-    assert not torch.equal(fresh.vit.embeddings.patch_embeddings.projection.weight,
-                           model.vit.embeddings.patch_embeddings.projection.weight)  # fmt: skip
+    assert not torch.equal(
+        fresh.vit.embeddings.patch_embeddings.projection.weight,
+        model.vit.embeddings.patch_embeddings.projection.weight,
+    )
     for path in (str(a), b):
         rows = tables[path][path]
         assert [r["effective_rank"] for r in rows] != [r["effective_rank"] for r in reference]
@@ -180,20 +285,34 @@ def test_the_last_row_is_the_last_hidden_state_after_the_final_norm(tmp_path, ti
     from matrix_llm import info
     from matrix_llm.tools.analysis import layer_table
 
-    batch = tiny_tokenizer(["Tom has 12 apples and buys 35 more.", "A box holds 6 pens. How many pens?"],
-                           return_tensors="pt", padding=True)  # fmt: skip
+    batch = tiny_tokenizer(
+        ["Tom has 12 apples and buys 35 more.", "A box holds 6 pens. How many pens?"],
+        return_tensors="pt",
+        padding=True,
+    )
     rows = layer_table(tiny_model, [dict(batch)])
     assert [(r["layer"], r["output"]) for r in rows] == [(0, "block"), (1, "block"), (2, "final norm")]
     with torch.no_grad():
         states = tiny_model(**batch, output_hidden_states=True).hidden_states
-    entropies = [float(info.feature_entropy(h[m.bool()].double(), center=True))
-                 for h, m in zip(states[-1], batch["attention_mask"], strict=True)]  # fmt: skip
+    entropies = [
+        float(info.feature_entropy(h[m.bool()].double(), center=True))
+        for h, m in zip(states[-1], batch["attention_mask"], strict=True)
+    ]
     assert rows[2]["matrix_entropy"] == pytest.approx(sum(entropies) / len(entropies), rel=1e-9)
     assert rows[2]["effective_rank"] != pytest.approx(rows[1]["effective_rank"], rel=1e-4)
-    assert [r["layer"] for r in layer_table(tiny_model, [dict(batch)], layers=[-1])] == [1]  # asked-for blocks only
+    assert [r["layer"] for r in layer_table(tiny_model, [dict(batch)], layers=[-1])] == [
+        1
+    ]  # asked-for blocks only
 
     from transformers import BertConfig, BertModel
 
-    bert = BertModel(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=2, intermediate_size=64))  # fmt: skip
+    bert = BertModel(
+        BertConfig(
+            vocab_size=len(tiny_tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    )
     assert [r["output"] for r in layer_table(bert, [dict(batch)])] == ["block", "block"]

@@ -1,7 +1,7 @@
 """Tests for matrix_llm.modes.lm.callback.GSM8KEvalCallback: plain Trainer, CLI consistency, DDP and ZeRO-3 (2 processes).
 
-    .venv/bin/python -m pytest tests/test_callbacks.py -q              # all (the 2-process ones are `slow`)
-    .venv/bin/python -m pytest tests/test_callbacks.py -q -m "not slow"
+.venv/bin/python -m pytest tests/test_callbacks.py -q              # all (the 2-process ones are `slow`)
+.venv/bin/python -m pytest tests/test_callbacks.py -q -m "not slow"
 """
 
 from __future__ import annotations
@@ -31,12 +31,24 @@ def _trainer(model, tok, tmp_path, callbacks=(), **kw):
 
     ds, _ = tokenize_dataset(synthetic_dataset(4, seed=0), tok, template="qa", max_length=256)
     args = TrainingArguments(
-        output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", per_device_train_batch_size=2,
-        per_device_eval_batch_size=2, save_strategy="no", disable_tqdm=True, **kw,
-    )  # fmt: skip
-    return Trainer(model=model, args=args, train_dataset=ds, eval_dataset=ds,
-                   data_collator=DataCollatorForSeq2Seq(tok, padding=True), processing_class=tok,
-                   callbacks=list(callbacks))  # fmt: skip
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        save_strategy="no",
+        disable_tqdm=True,
+        **kw,
+    )
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        eval_dataset=ds,
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True),
+        processing_class=tok,
+        callbacks=list(callbacks),
+    )
 
 
 @pytest.fixture
@@ -46,18 +58,33 @@ def items(tiny_model, tiny_tokenizer):
 
 @pytest.mark.parametrize("pass_trainer", [True, False])
 def test_logged_values_equal_a_direct_evaluation(tmp_path, tiny_model, tiny_tokenizer, items, pass_trainer):
-    direct = evaluate_gsm8k(tiny_model.eval(), tiny_tokenizer, items, prompt="qa", max_new_tokens=MAX_NEW,
-                            batch_size=6, progress=False)  # fmt: skip
+    direct = evaluate_gsm8k(
+        tiny_model.eval(),
+        tiny_tokenizer,
+        items,
+        prompt="qa",
+        max_new_tokens=MAX_NEW,
+        batch_size=6,
+        progress=False,
+    )
     assert 0 < direct.metrics["flexible_accuracy"] < 1
-    cb = GSM8KEvalCallback(tiny_tokenizer, items, prompt="qa", num_samples=5, max_new_tokens=MAX_NEW,
-                           batch_size=2)  # fmt: skip
+    cb = GSM8KEvalCallback(
+        tiny_tokenizer, items, prompt="qa", num_samples=5, max_new_tokens=MAX_NEW, batch_size=2
+    )
     trainer = _trainer(tiny_model, tiny_tokenizer, tmp_path, [cb])
     if pass_trainer:
         cb.trainer = trainer
     tiny_model.train()
     metrics = trainer.evaluate()
-    subset = evaluate_gsm8k(tiny_model.eval(), tiny_tokenizer, items[:5], prompt="qa", max_new_tokens=MAX_NEW,
-                            batch_size=5, progress=False)  # fmt: skip
+    subset = evaluate_gsm8k(
+        tiny_model.eval(),
+        tiny_tokenizer,
+        items[:5],
+        prompt="qa",
+        max_new_tokens=MAX_NEW,
+        batch_size=5,
+        progress=False,
+    )
     expected = {
         "eval_gsm8k_strict": subset.metrics["strict_accuracy"],
         "eval_gsm8k_flexible": subset.metrics["flexible_accuracy"],
@@ -98,8 +125,16 @@ def test_model_is_in_eval_mode_while_generating_and_restored(tmp_path, tiny_mode
 
 def test_metrics_during_training_every_eval_steps(tmp_path, tiny_model, tiny_tokenizer, items):
     cb = GSM8KEvalCallback(tiny_tokenizer, items, num_samples=3, max_new_tokens=4, batch_size=3)
-    trainer = _trainer(tiny_model, tiny_tokenizer, tmp_path, [cb], max_steps=2, eval_strategy="steps",
-                       eval_steps=1, logging_steps=1)  # fmt: skip
+    trainer = _trainer(
+        tiny_model,
+        tiny_tokenizer,
+        tmp_path,
+        [cb],
+        max_steps=2,
+        eval_strategy="steps",
+        eval_steps=1,
+        logging_steps=1,
+    )
     cb.trainer = trainer
     trainer.train()
     steps = [e["step"] for e in trainer.state.log_history if "eval_gsm8k_strict" in e]
@@ -123,13 +158,34 @@ def test_cli_eval_and_callback_agree_on_the_same_items(tmp_path, tiny_model, tin
     tiny_tokenizer.save_pretrained(model_dir)
     data = tmp_path / "synthetic.jsonl"
     write_jsonl(data, items)
-    assert main(["gsm8k", "--model", str(model_dir), "--prompt", "qa", "--data", str(data), "--limit", "5",
-                 "--max_new_tokens", str(MAX_NEW), "--batch_size", "3", "--output_dir", str(tmp_path / "run"),
-                 "--no_progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "gsm8k",
+                "--model",
+                str(model_dir),
+                "--prompt",
+                "qa",
+                "--data",
+                str(data),
+                "--limit",
+                "5",
+                "--max_new_tokens",
+                str(MAX_NEW),
+                "--batch_size",
+                "3",
+                "--output_dir",
+                str(tmp_path / "run"),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     cli = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]
 
-    cb = GSM8KEvalCallback(tiny_tokenizer, items, prompt="qa", num_samples=5, max_new_tokens=MAX_NEW,
-                           batch_size=2)  # fmt: skip
+    cb = GSM8KEvalCallback(
+        tiny_tokenizer, items, prompt="qa", num_samples=5, max_new_tokens=MAX_NEW, batch_size=2
+    )
     metrics = _trainer(tiny_model, tiny_tokenizer, tmp_path, [cb]).evaluate()
     assert metrics["eval_gsm8k_strict"] == cli["strict_accuracy"]
     assert metrics["eval_gsm8k_flexible"] == cli["flexible_accuracy"]
@@ -142,7 +198,16 @@ def _run_worker(mode: str, out: Path, timeout: int) -> list[dict]:
     env = dict(os.environ)
     env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".venv" / "torch_extensions"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(WORKER), mode, str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        mode,
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
@@ -179,8 +244,15 @@ def test_peft_model_in_the_trainer(tmp_path, tiny_model, tiny_tokenizer, items):
     from conftest import merged_copy, nonzero_lora
 
     def completions(model):
-        out = evaluate_gsm8k(model.eval(), tiny_tokenizer, items[:4], prompt="qa", max_new_tokens=MAX_NEW,
-                             batch_size=4, progress=False)  # fmt: skip
+        out = evaluate_gsm8k(
+            model.eval(),
+            tiny_tokenizer,
+            items[:4],
+            prompt="qa",
+            max_new_tokens=MAX_NEW,
+            batch_size=4,
+            progress=False,
+        )
         return [s["completion"] for s in out.samples], out.metrics
 
     base, _ = completions(tiny_model)
@@ -195,8 +267,9 @@ def test_peft_model_in_the_trainer(tmp_path, tiny_model, tiny_tokenizer, items):
 def test_results_are_cached_per_step_until_training_ends(tmp_path, tiny_model, tiny_tokenizer, items):
     """A second evaluate at the same step reuses the generations; after training ends (when
     `load_best_model_at_end` may have swapped the weights) the next evaluate generates again."""
-    cb = GSM8KEvalCallback(tiny_tokenizer, items, prompt="qa", num_samples=2, max_new_tokens=MAX_NEW,
-                           batch_size=2)  # fmt: skip
+    cb = GSM8KEvalCallback(
+        tiny_tokenizer, items, prompt="qa", num_samples=2, max_new_tokens=MAX_NEW, batch_size=2
+    )
     trainer = _trainer(tiny_model, tiny_tokenizer, tmp_path, [cb])
     runs = []
     real = cb.evaluate

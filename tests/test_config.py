@@ -172,6 +172,8 @@ def test_use_peft_is_refused_by_the_commands_that_train_no_adapter():
         with pytest.raises(ConfigError, match="`use_peft`.*trains no LoRA adapter"):
             cls(model_name_or_path="tiny-vit", use_peft=True)
     assert LMModelArguments(model_name_or_path="tiny", use_peft=True).use_peft
-    assert CLIPModelArguments(model_name_or_path="tiny-dual", use_peft=True).use_peft  # LoRA on the text tower
+    assert CLIPModelArguments(
+        model_name_or_path="tiny-dual", use_peft=True
+    ).use_peft  # LoRA on the text tower
     with pytest.raises(ConfigError, match="`freeze_text_tower`"):
         CLIPModelArguments(model_name_or_path="tiny-dual", use_peft=True, freeze_text_tower=True)

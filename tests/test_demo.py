@@ -18,12 +18,38 @@ RECIPES = Path(__file__).resolve().parents[1] / "matrix_llm" / "recipes" / "demo
 @pytest.mark.parametrize("method", ["mce", "ce"])
 def test_demo_writes_model_eval_plot_and_report(tmp_path, method):
     out = tmp_path / "demo"
-    argv = ["demo", "--config", str(RECIPES / f"{method}.yaml"), "--output_dir", str(out), "--eval_size", "12", "--max_new_tokens", "24",
-            "--max_steps", "30", "--eval_steps", "30", "--gsm8k_eval_samples", "4", "--synthetic_train_size", "300",
-            "--disable_tqdm", "true"]  # fmt: skip
+    argv = [
+        "demo",
+        "--config",
+        str(RECIPES / f"{method}.yaml"),
+        "--output_dir",
+        str(out),
+        "--eval_size",
+        "12",
+        "--max_new_tokens",
+        "24",
+        "--max_steps",
+        "30",
+        "--eval_steps",
+        "30",
+        "--gsm8k_eval_samples",
+        "4",
+        "--synthetic_train_size",
+        "300",
+        "--disable_tqdm",
+        "true",
+    ]
     assert cli_main(argv) == 0
-    for name in ("report.md", "metrics.json", "metrics.png", "heldout.jsonl", "eval/results.json",
-                 "eval/samples.jsonl", "model/model.safetensors", "model/README.md"):  # fmt: skip
+    for name in (
+        "report.md",
+        "metrics.json",
+        "metrics.png",
+        "heldout.jsonl",
+        "eval/results.json",
+        "eval/samples.jsonl",
+        "model/model.safetensors",
+        "model/README.md",
+    ):
         assert (out / name).is_file(), name
     summary = json.loads((out / "metrics.json").read_text())
     results = json.loads((out / "eval" / "results.json").read_text())

@@ -64,9 +64,18 @@ def test_all_gather_with_grad_two_gloo_processes_matches_single_process(tmp_path
         assert out["world_size"] == 2 and out["rank"] == r
         torch.testing.assert_close(out["gathered"], out["full"], rtol=0, atol=0)
         torch.testing.assert_close(out["gathered_labels"], torch.tensor([0, 1, 2, 0, 3, 1, 2, 3]))
-        names = ("mce_covariance", "entropy_covariance", "matrix_ssl_global", "mec_global", "nt_xent_global",
-                 "barlow_twins_global",
-                 "clip_global", "clip_caption_keys_global", "crossmodal_mce_global", "token_mce_global")
+        names = (
+            "mce_covariance",
+            "entropy_covariance",
+            "matrix_ssl_global",
+            "mec_global",
+            "nt_xent_global",
+            "barlow_twins_global",
+            "clip_global",
+            "clip_caption_keys_global",
+            "crossmodal_mce_global",
+            "token_mce_global",
+        )
         for name in (*names, "token_mce_alignment_global"):
             case = out[name]
             torch.testing.assert_close(case["loss"], case["ref_loss"], rtol=1e-12, atol=1e-12, msg=name)
@@ -85,17 +94,40 @@ def test_the_objectives_the_commands_build_give_the_single_process_gradient(tmp_
     (the two-process training tests compare the ranks with each other only, which DDP makes equal whatever the
     loss). For M-MAE this is why `ssl_tcr_weight = w` on W processes equals the official code's `lamb = W w`
     (docs/formulations.md)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(REPO / "tests" / "objective_gather_worker.py"), str(tmp_path)], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", HF_HUB_OFFLINE="1"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(REPO / "tests" / "objective_gather_worker.py"),
+            str(tmp_path),
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     for r in range(2):
         out = torch.load(tmp_path / f"rank{r}.pt", weights_only=False)
         assert out["world_size"] == 2
         names = [k for k in out if k != "world_size"]
-        assert sorted(names) == ["clip_infonce", "clip_mce", "ssl_barlow_twins", "ssl_matrix_ssl", "ssl_mec",
-                                 "ssl_mmae", "ssl_simclr"]
+        assert sorted(names) == [
+            "clip_infonce",
+            "clip_mce",
+            "ssl_barlow_twins",
+            "ssl_matrix_ssl",
+            "ssl_mec",
+            "ssl_mmae",
+            "ssl_simclr",
+        ]
         for name in names:
             case = out[name]
             torch.testing.assert_close(case["loss"], case["ref_loss"], rtol=1e-9, atol=1e-10, msg=name)

@@ -1,6 +1,6 @@
 """Tests for matrix_llm.modes.lm.evaluate: scoring, `matrix-llm eval gsm8k` on a saved tiny model, `rescore`.
 
-    .venv/bin/python -m pytest tests/test_evaluation.py -q
+.venv/bin/python -m pytest tests/test_evaluation.py -q
 """
 
 from __future__ import annotations
@@ -24,8 +24,15 @@ def make_scorable_items(model, tokenizer, n: int, *, prompt: str = "qa", max_new
     from matrix_llm.data.synthetic import synthetic_dataset
 
     items = [dict(r) for r in synthetic_dataset(n, seed=1)]
-    probe = evaluate_gsm8k(model.eval(), tokenizer, items, prompt=prompt, max_new_tokens=max_new_tokens,
-                           batch_size=4, progress=False)  # fmt: skip
+    probe = evaluate_gsm8k(
+        model.eval(),
+        tokenizer,
+        items,
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        batch_size=4,
+        progress=False,
+    )
     for i, s in enumerate(probe.samples):
         if i % 2 == 0 and s["extracted_flexible"] is not None:
             items[i]["answer"] = items[i]["answer"].rsplit("#### ", 1)[0] + "#### " + s["extracted_flexible"]
@@ -33,8 +40,12 @@ def make_scorable_items(model, tokenizer, n: int, *, prompt: str = "qa", max_new
 
 
 def _sample(completion, reference="18", strict_mode="strict", finish_reason="eos"):
-    return {"completion": completion, "reference": reference, "strict_mode": strict_mode,
-            "finish_reason": finish_reason}  # fmt: skip
+    return {
+        "completion": completion,
+        "reference": reference,
+        "strict_mode": strict_mode,
+        "finish_reason": finish_reason,
+    }
 
 
 def test_score_samples_lm_eval_filters_numeric_and_no_answer():
@@ -69,7 +80,10 @@ def test_bootstrap_stderr_is_seeded_and_close_to_the_analytic_value():
     assert a["strict_accuracy"] == p
     assert a["strict_accuracy_stderr_clt"] == pytest.approx(math.sqrt(p * (1 - p) / 299))
     assert a["strict_accuracy_stderr"] == pytest.approx(a["strict_accuracy_stderr_clt"], rel=0.05)
-    assert score_samples([dict(s) for s in samples], seed=1)["strict_accuracy_stderr"] != a["strict_accuracy_stderr"]
+    assert (
+        score_samples([dict(s) for s in samples], seed=1)["strict_accuracy_stderr"]
+        != a["strict_accuracy_stderr"]
+    )
 
 
 def test_score_samples_errors():
@@ -96,16 +110,41 @@ def test_eval_gsm8k_cli_writes_samples_and_results_and_rescore_reproduces_them(
     data = tmp_path / "problems.jsonl"
     write_jsonl(data, items)
     out = tmp_path / "run"
-    rc = cli_main(["eval", "gsm8k", "--model", str(saved_model), "--prompt", "qa", "--data", str(data),
-                   "--max_new_tokens", "16", "--batch_size", "4", "--output_dir", str(out), "--no_progress"])
+    rc = cli_main(
+        [
+            "eval",
+            "gsm8k",
+            "--model",
+            str(saved_model),
+            "--prompt",
+            "qa",
+            "--data",
+            str(data),
+            "--max_new_tokens",
+            "16",
+            "--batch_size",
+            "4",
+            "--output_dir",
+            str(out),
+            "--no_progress",
+        ]
+    )
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     samples = read_jsonl(out / "samples.jsonl")
     m = results["metrics"]
     assert m["n"] == len(samples) == 6
     assert 0 < m["flexible_accuracy"] < 1  # the references were built so
-    for key in ("question", "prompt", "completion", "extracted_strict", "extracted_flexible", "reference",
-                "correct", "finish_reason"):  # fmt: skip
+    for key in (
+        "question",
+        "prompt",
+        "completion",
+        "extracted_strict",
+        "extracted_flexible",
+        "reference",
+        "correct",
+        "finish_reason",
+    ):
         assert key in samples[0]
     assert [s["question"] for s in samples] == [it["question"] for it in items]
     assert results["model"] == str(saved_model) and results["adapter"] is None and results["prompt"] == "qa"
@@ -115,8 +154,9 @@ def test_eval_gsm8k_cli_writes_samples_and_results_and_rescore_reproduces_them(
     assert results["versions"] == package_versions()
 
     # the same numbers as a direct in-process evaluation
-    direct = evaluate_gsm8k(tiny_model.eval(), tiny_tokenizer, items, prompt="qa", max_new_tokens=16,
-                            batch_size=2, progress=False)  # fmt: skip
+    direct = evaluate_gsm8k(
+        tiny_model.eval(), tiny_tokenizer, items, prompt="qa", max_new_tokens=16, batch_size=2, progress=False
+    )
     assert direct.metrics == m
     assert [s["completion"] for s in direct.samples] == [s["completion"] for s in samples]
 
@@ -135,8 +175,27 @@ def test_eval_gsm8k_fewshot5_uses_lm_eval_draw_from_train_split(tmp_path, saved_
     from matrix_llm.data.gsm8k import lm_eval_fewshot_indices, load_gsm8k
 
     out = tmp_path / "run"
-    assert main(["gsm8k", "--model", str(saved_model), "--prompt", "fewshot5", "--data", str(gsm8k_dir),
-                 "--limit", "2", "--max_new_tokens", "4", "--output_dir", str(out), "--no_progress"]) == 0
+    assert (
+        main(
+            [
+                "gsm8k",
+                "--model",
+                str(saved_model),
+                "--prompt",
+                "fewshot5",
+                "--data",
+                str(gsm8k_dir),
+                "--limit",
+                "2",
+                "--max_new_tokens",
+                "4",
+                "--output_dir",
+                str(out),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     samples = read_jsonl(out / "samples.jsonl")
     results = json.loads((out / "results.json").read_text())
     assert results["fewshot_sampler"] == "lm_eval" and results["num_fewshot"] == 5
@@ -157,8 +216,25 @@ def test_eval_main_rejects_unknown_task(capsys):
 
 @pytest.mark.network
 def test_eval_gsm8k_from_the_hub(tmp_path, saved_model):  # pragma: no cover - needs the Hub
-    assert main(["gsm8k", "--model", str(saved_model), "--prompt", "qa", "--limit", "2", "--max_new_tokens", "4",
-                 "--output_dir", str(tmp_path), "--no_progress"]) == 0
+    assert (
+        main(
+            [
+                "gsm8k",
+                "--model",
+                str(saved_model),
+                "--prompt",
+                "qa",
+                "--limit",
+                "2",
+                "--max_new_tokens",
+                "4",
+                "--output_dir",
+                str(tmp_path),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "results.json").read_text())["metrics"]["n"] == 2
 
 
@@ -170,8 +246,26 @@ def test_eval_leaf_script_forwards_to_matrix_llm_eval_gsm8k(tmp_path, saved_mode
     spec = importlib.util.spec_from_file_location("eval_gsm8k_script", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--model", str(saved_model), "--prompt", "qa", "--data", str(gsm8k_dir), "--limit", "2",
-                        "--max_new_tokens", "4", "--output_dir", str(tmp_path), "--no_progress"]) == 0
+    assert (
+        module.main(
+            [
+                "--model",
+                str(saved_model),
+                "--prompt",
+                "qa",
+                "--data",
+                str(gsm8k_dir),
+                "--limit",
+                "2",
+                "--max_new_tokens",
+                "4",
+                "--output_dir",
+                str(tmp_path),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "results.json").read_text())["metrics"]["n"] == 2
 
 
@@ -196,9 +290,26 @@ def test_eval_gsm8k_in_bfloat16_on_cpu(tmp_path, saved_model, tiny_model, tiny_t
     items = make_scorable_items(tiny_model, tiny_tokenizer, 6)
     write_jsonl(tmp_path / "problems.jsonl", items)
     out = tmp_path / "bf16"
-    rc = main(["gsm8k", "--model", str(saved_model), "--prompt", "qa", "--data", str(tmp_path / "problems.jsonl"),
-               "--max_new_tokens", "16", "--output_dir", str(out), "--dtype", "bfloat16", "--device", "cpu",
-               "--no_progress"])  # fmt: skip
+    rc = main(
+        [
+            "gsm8k",
+            "--model",
+            str(saved_model),
+            "--prompt",
+            "qa",
+            "--data",
+            str(tmp_path / "problems.jsonl"),
+            "--max_new_tokens",
+            "16",
+            "--output_dir",
+            str(out),
+            "--dtype",
+            "bfloat16",
+            "--device",
+            "cpu",
+            "--no_progress",
+        ]
+    )
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     assert results["decoding"]["dtype"] == "bfloat16" and results["metrics"]["n"] == 6
@@ -214,8 +325,24 @@ def test_eval_gsm8k_on_gpu_uses_bf16_and_scores(tmp_path, saved_model, tiny_mode
     items = make_scorable_items(tiny_model, tiny_tokenizer, 6)
     write_jsonl(tmp_path / "problems.jsonl", items)
     out = tmp_path / "gpu"
-    rc = main(["gsm8k", "--model", str(saved_model), "--prompt", "qa", "--data", str(tmp_path / "problems.jsonl"),
-               "--max_new_tokens", "16", "--output_dir", str(out), "--dtype", "auto", "--no_progress"])  # fmt: skip
+    rc = main(
+        [
+            "gsm8k",
+            "--model",
+            str(saved_model),
+            "--prompt",
+            "qa",
+            "--data",
+            str(tmp_path / "problems.jsonl"),
+            "--max_new_tokens",
+            "16",
+            "--output_dir",
+            str(out),
+            "--dtype",
+            "auto",
+            "--no_progress",
+        ]
+    )
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     expected = "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
@@ -227,8 +354,18 @@ def test_eval_defaults_to_the_trained_template_and_the_model_folder(saved_model,
     which scores 0 on a qa-trained model); no --output_dir: under the model, never a shared fixed folder; a second
     run does not overwrite the first without --overwrite."""
     (saved_model / "matrix_llm_run.json").write_text(json.dumps({"objective": "lm", "template": "qa"}))
-    argv = ["gsm8k", "--model", str(saved_model), "--data", str(gsm8k_dir), "--limit", "2", "--max_new_tokens", "4",
-            "--no_progress"]  # fmt: skip
+    argv = [
+        "gsm8k",
+        "--model",
+        str(saved_model),
+        "--data",
+        str(gsm8k_dir),
+        "--limit",
+        "2",
+        "--max_new_tokens",
+        "4",
+        "--no_progress",
+    ]
     assert main(argv) == 0
     assert "prompt 'qa'" in capsys.readouterr().err
     results = json.loads((saved_model / "eval" / "gsm8k-qa" / "results.json").read_text())
@@ -241,20 +378,35 @@ def test_eval_defaults_to_the_trained_template_and_the_model_folder(saved_model,
 def test_eval_missing_local_model_says_so_and_leaves_nothing(tmp_path, gsm8k_dir):
     out = tmp_path / "out"
     with pytest.raises(SystemExit, match="no such directory"):
-        main(["gsm8k", "--model", str(tmp_path / "no" / "model"), "--data", str(gsm8k_dir), "--output_dir", str(out)])
+        main(
+            [
+                "gsm8k",
+                "--model",
+                str(tmp_path / "no" / "model"),
+                "--data",
+                str(gsm8k_dir),
+                "--output_dir",
+                str(out),
+            ]
+        )
     assert not out.exists()
 
 
 def test_metamath_accuracy_only_where_the_format_is_used():
-    samples = [{"completion": "so #### 4", "reference": "4", "strict_mode": "strict"},
-               {"completion": "so #### 5", "reference": "6", "strict_mode": "strict"}]  # fmt: skip
-    assert "metamath_accuracy" not in score_samples(samples) and score_samples(samples)["strict_accuracy"] == 0.5
+    samples = [
+        {"completion": "so #### 4", "reference": "4", "strict_mode": "strict"},
+        {"completion": "so #### 5", "reference": "6", "strict_mode": "strict"},
+    ]
+    assert (
+        "metamath_accuracy" not in score_samples(samples) and score_samples(samples)["strict_accuracy"] == 0.5
+    )
     samples[1]["completion"] = "The answer is: 6"
     assert score_samples(samples)["metamath_accuracy"] == 0.5
 
 
-def test_eval_gsm8k_with_an_adapter_generates_like_the_merged_model(tmp_path, saved_model, tiny_model,
-                                                                     tiny_tokenizer, gsm8k_dir):  # fmt: skip
+def test_eval_gsm8k_with_an_adapter_generates_like_the_merged_model(
+    tmp_path, saved_model, tiny_model, tiny_tokenizer, gsm8k_dir
+):
     """`--adapter` loads a PEFT adapter on top of `--model`: completions equal the merged model's and differ
     from the base model's (non-zero LoRA B). Mutation caught: ignoring --adapter."""
     from conftest import merged_copy, nonzero_lora
@@ -262,17 +414,44 @@ def test_eval_gsm8k_with_an_adapter_generates_like_the_merged_model(tmp_path, sa
     peft_model = nonzero_lora(tiny_model)
     adapter = tmp_path / "adapter"
     peft_model.save_pretrained(adapter)
-    items = [{"question": r["question"], "answer": r["answer"]} for r in read_jsonl(gsm8k_dir / "test.jsonl")[:3]]
+    items = [
+        {"question": r["question"], "answer": r["answer"]} for r in read_jsonl(gsm8k_dir / "test.jsonl")[:3]
+    ]
 
     def completions(model):
-        out = evaluate_gsm8k(model, tiny_tokenizer, items, prompt="qa", max_new_tokens=8, batch_size=3,
-                             progress=False)  # fmt: skip
+        out = evaluate_gsm8k(
+            model, tiny_tokenizer, items, prompt="qa", max_new_tokens=8, batch_size=3, progress=False
+        )
         return [s["completion"] for s in out.samples]
 
     out = tmp_path / "eval"
-    assert main(["gsm8k", "--model", str(saved_model), "--adapter", str(adapter), "--prompt", "qa", "--data",
-                 str(gsm8k_dir), "--limit", "3", "--max_new_tokens", "8", "--batch_size", "3", "--output_dir",
-                 str(out), "--no_progress", "--dtype", "float32"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "gsm8k",
+                "--model",
+                str(saved_model),
+                "--adapter",
+                str(adapter),
+                "--prompt",
+                "qa",
+                "--data",
+                str(gsm8k_dir),
+                "--limit",
+                "3",
+                "--max_new_tokens",
+                "8",
+                "--batch_size",
+                "3",
+                "--output_dir",
+                str(out),
+                "--no_progress",
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 0
+    )
     got = [s["completion"] for s in read_jsonl(out / "samples.jsonl")]
     assert got == completions(merged_copy(peft_model))
     assert got != completions(tiny_model.eval())

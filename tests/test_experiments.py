@@ -21,15 +21,22 @@ from harness import markdown_table, paired_test, summarize  # noqa: E402
 
 def smoke_run(script: str, out: Path) -> dict:
     """``python experiments/<script>.py --smoke OUT``; returns its ``summary.json``."""
-    proc = subprocess.run([sys.executable, str(REPO / "experiments" / f"{script}.py"), "--smoke", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / f"{script}.py"), "--smoke", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return json.loads((out / "summary.json").read_text())
 
 
 def test_summary_means_stds_and_paired_differences():
-    results = {"base": {0: {"m": 0.1}, 1: {"m": 0.3}, 2: {"m": 0.2}},
-               "new": {0: {"m": 0.2}, 1: {"m": 0.3}, 2: {"m": 0.4}}}  # fmt: skip
+    results = {
+        "base": {0: {"m": 0.1}, 1: {"m": 0.3}, 2: {"m": 0.2}},
+        "new": {0: {"m": 0.2}, 1: {"m": 0.3}, 2: {"m": 0.4}},
+    }
     summary = summarize(results, ["m"], baseline="base")
     assert summary["arms"]["base"]["m"]["mean"] == pytest.approx(0.2)
     assert summary["arms"]["base"]["m"]["std"] == pytest.approx(0.1)
@@ -47,7 +54,10 @@ def test_paired_test_is_scipys_paired_t_test_with_bonferroni():
     ref = stats.ttest_rel(a, b)
     text = paired_test([x - y for x, y in zip(a, b, strict=True)], comparisons=3)
     assert text.startswith("+0.065 ± 0.059 (higher in 3 of 4 seeds, ")
-    assert f"paired t = {ref.statistic:.1f}, p = {ref.pvalue:.2f}, {min(1, 3 * ref.pvalue):.2f} corrected for 3 arms)" in text
+    assert (
+        f"paired t = {ref.statistic:.1f}, p = {ref.pvalue:.2f}, {min(1, 3 * ref.pvalue):.2f} corrected for 3 arms)"
+        in text
+    )
 
 
 def test_clip_few_classes_experiment_smoke_run(tmp_path):
@@ -58,21 +68,29 @@ def test_clip_few_classes_experiment_smoke_run(tmp_path):
     assert "| `clip_mask_same_captions` | True |" in card and "| `clip_alignment_weight` | 0.1 |" in card
     assert (tmp_path / "clip_few_classes.png").stat().st_size > 10_000
     results = json.loads((tmp_path / "infonce" / "seed1" / "results.json").read_text())
-    assert results["zeroshot_templates"] == 1 and results["zeroshot_classes"] == 24  # "a {}" over the 24 names
+    assert (
+        results["zeroshot_templates"] == 1 and results["zeroshot_classes"] == 24
+    )  # "a {}" over the 24 names
 
 
 FASHION = REPO.parent / "shared" / "data" / "fashion-mnist"
 
 
-@pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist")
+@pytest.mark.skipif(
+    not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist"
+)
 def test_clip_fashion_experiment_smoke_run(tmp_path):
     summary = smoke_run("clip_fashion", tmp_path)
     assert set(summary["arms"]) == {"infonce", "+ alignment", "infonce, masked"}
     assert (tmp_path / "clip_fashion.png").stat().st_size > 10_000
     results = json.loads((tmp_path / "+ alignment" / "seed0" / "results.json").read_text())
-    assert results["zeroshot_classes"] == 10 and results["zeroshot_templates"] == 3  # the recipe's caption templates
+    assert (
+        results["zeroshot_classes"] == 10 and results["zeroshot_templates"] == 3
+    )  # the recipe's caption templates
     assert 0.0 <= results["zeroshot_top1_unseen_only"] <= 1.0
-    evaluated = json.loads((tmp_path / "+ alignment" / "seed0" / "eval" / "zeroshot" / "results.json").read_text())
+    evaluated = json.loads(
+        (tmp_path / "+ alignment" / "seed0" / "eval" / "zeroshot" / "results.json").read_text()
+    )
     assert evaluated["zeroshot_ausuc"] == results["zeroshot_ausuc"]  # `eval zeroshot` on the saved run agrees
     assert summary["arms"]["+ alignment"]["best_harmonic"]["values"][0] >= results["zeroshot_top1_harmonic"]
     card = (tmp_path / "+ alignment" / "seed0" / "README.md").read_text()
@@ -133,11 +151,18 @@ def test_grokking_experiment_smoke_run(tmp_path):
 @pytest.mark.slow
 def test_lm_mce_experiment_smoke_run(tmp_path):
     summary = smoke_run("lm_mce", tmp_path)
-    assert set(summary["arms"]) == {"ce", "head 0.1"} and len(summary["paired"]["head 0.1"]["strict"]["values"]) == 2
-    assert (tmp_path / "lm_mce.png").is_file() and (tmp_path / "ce" / "seed1" / "eval" / "results.json").is_file()
+    assert (
+        set(summary["arms"]) == {"ce", "head 0.1"}
+        and len(summary["paired"]["head 0.1"]["strict"]["values"]) == 2
+    )
+    assert (tmp_path / "lm_mce.png").is_file() and (
+        tmp_path / "ce" / "seed1" / "eval" / "results.json"
+    ).is_file()
 
 
-@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl").is_file(), reason="../shared/data/gsm8k")
+@pytest.mark.skipif(
+    not (REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl").is_file(), reason="../shared/data/gsm8k"
+)
 def test_lm_gsm8k_experiment_smoke_run(tmp_path):
     summary = smoke_run("lm_gsm8k", tmp_path)
     assert set(summary["arms"]) == {"ce", "head 0.1"} and set(summary["paired"]) == {"head 0.1"}
@@ -145,4 +170,7 @@ def test_lm_gsm8k_experiment_smoke_run(tmp_path):
     assert results["eval_lm_loss"] == summary["arms"]["head 0.1"]["lm_loss"]["values"][0] > 0
     assert 0.0 <= results["eval_gsm8k_strict"] <= 1.0 and (tmp_path / "lm_gsm8k.png").is_file()
     run = json.loads((tmp_path / "ce" / "seed0" / "matrix_llm_run.json").read_text())
-    assert run["objective"] == "lm" and json.loads((tmp_path / "ce" / "seed0" / "config.json").read_text())["vocab_size"] >= 2048
+    assert (
+        run["objective"] == "lm"
+        and json.loads((tmp_path / "ce" / "seed0" / "config.json").read_text())["vocab_size"] >= 2048
+    )

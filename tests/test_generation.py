@@ -1,6 +1,6 @@
 """Tests for matrix_llm.modes.lm.generation: batched greedy generation == one-at-a-time, stop strings, EOS, PEFT.
 
-    .venv/bin/python -m pytest tests/test_generation.py -q
+.venv/bin/python -m pytest tests/test_generation.py -q
 """
 
 from __future__ import annotations
@@ -38,8 +38,14 @@ def _gen(model, tok, **kw):
 def _direct_ids(model, tok, prompt, max_new_tokens):
     """Plain ``model.generate`` on one unpadded prompt (BOS + text): the generated ids."""
     ids = torch.tensor([[tok.bos_token_id, *tok(prompt, add_special_tokens=False)["input_ids"]]])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     return out[0, ids.shape[1] :].tolist()
 
 
@@ -54,8 +60,10 @@ def test_batched_equals_one_at_a_time_in_prompt_order(tiny_model, tiny_tokenizer
     assert batched.completions == single.completions
     assert batched.num_new_tokens == single.num_new_tokens
     # the prompts differ in length, so left padding was exercised; results are in prompt order
-    direct = [tiny_tokenizer.decode(_direct_ids(model, tiny_tokenizer, p, 20), skip_special_tokens=True)
-              for p in PROMPTS]
+    direct = [
+        tiny_tokenizer.decode(_direct_ids(model, tiny_tokenizer, p, 20), skip_special_tokens=True)
+        for p in PROMPTS
+    ]
     assert single.completions == direct
 
 

@@ -85,7 +85,11 @@ def test_card_metadata_and_body():
 def test_card_for_a_peft_adapter_and_a_local_base(tmp_path):
     args = SimpleNamespace(**{**vars(ARGS), "matrix_loss_type": "none"})
     card = hub.model_card(
-        base_model=str(tmp_path), dataset="synthetic", training_args=args, objective_card=_card(args), metrics={},
+        base_model=str(tmp_path),
+        dataset="synthetic",
+        training_args=args,
+        objective_card=_card(args),
+        metrics={},
         peft=True,
     )
     meta = _front_matter(card)
@@ -149,8 +153,19 @@ def test_sft_push_to_hub_uploads_model_and_our_card(tmp_path, fake_hub):
     from matrix_llm.modes.lm import command as sft
 
     out = tmp_path / "run"
-    argv = [*TINY, "--output_dir", str(out), "--max_steps", "1", "--push_to_hub", "true",
-            "--hub_model_id", "me/tiny-mce", "--hub_token", "t"]  # fmt: skip
+    argv = [
+        *TINY,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+        "--push_to_hub",
+        "true",
+        "--hub_model_id",
+        "me/tiny-mce",
+        "--hub_token",
+        "t",
+    ]
     assert sft.main(argv) == 0
     assert fake_hub["create_repo"] and all(r[0] == "me/tiny-mce" for r in fake_hub["create_repo"])
     final = fake_hub["upload_folder"][-1]
@@ -166,8 +181,13 @@ def test_real_push(tmp_path):
     if not token or not repo:
         pytest.skip("set HF_TOKEN and MATRIX_LLM_TEST_REPO (a scratch repo you own) to run the real upload")
     (tmp_path / "README.md").write_text(
-        hub.model_card(base_model="tiny", dataset="synthetic", training_args=ARGS, objective_card=_card(ARGS),
-                       metrics={"loss": 1.0})
+        hub.model_card(
+            base_model="tiny",
+            dataset="synthetic",
+            training_args=ARGS,
+            objective_card=_card(ARGS),
+            metrics={"loss": 1.0},
+        )
     )
     info = hub.push_to_hub(
         tmp_path, repo_id=repo, token=token, private=True, commit_message="matrix_llm test"

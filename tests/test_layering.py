@@ -57,14 +57,24 @@ FORBIDDEN_EDGES = {
     "data": ("matrix_llm.losses", "matrix_llm.models", "matrix_llm.modes", *TOP),
     "data/labels.py": ("matrix_llm",),  # a leaf: every layer may use it
     # features sit below data: of it they may use the shared labels only
-    "features": ("matrix_llm.losses", "matrix_llm.models", "matrix_llm.modes", *TOP,
-                 *(f"matrix_llm.data.{m}" for m in ("gsm8k", "images", "augment", "collator", "text", "synthetic",
-                                                   "image_text"))),
+    "features": (
+        "matrix_llm.losses",
+        "matrix_llm.models",
+        "matrix_llm.modes",
+        *TOP,
+        *(
+            f"matrix_llm.data.{m}"
+            for m in ("gsm8k", "images", "augment", "collator", "text", "synthetic", "image_text")
+        ),
+    ),
     "models": ("matrix_llm.modes", *TOP),
     "modes/base.py": ("matrix_llm.modes.", *TOP),
     # a mode never imports another mode (only its own folder, the layers below and the run tail)
-    **{f"modes/{m.rsplit('.', 1)[1]}": tuple(o for o in MODES if o != m) + ("matrix_llm.tools", "matrix_llm.cli")
-       for m in MODES},
+    **{
+        f"modes/{m.rsplit('.', 1)[1]}": tuple(o for o in MODES if o != m)
+        + ("matrix_llm.tools", "matrix_llm.cli")
+        for m in MODES
+    },
     # analysis of saved models: measures, never trains
     "tools/analysis.py": ("matrix_llm.trainer", "matrix_llm.modes", "matrix_llm.losses", "matrix_llm.runner"),
 }
@@ -95,8 +105,12 @@ def test_no_forbidden_import_direction(package):
     for path in [root] if root.is_file() else sorted(root.rglob("*.py")):
         module_package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
         for name in _imports(path.read_text(encoding="utf-8"), module_package):
-            if any(name == bad.rstrip(".") and not bad.endswith(".") or name.startswith(bad if bad.endswith(".") else bad + ".")
-                   for bad in FORBIDDEN_EDGES[package]):
+            if any(
+                name == bad.rstrip(".")
+                and not bad.endswith(".")
+                or name.startswith(bad if bad.endswith(".") else bad + ".")
+                for bad in FORBIDDEN_EDGES[package]
+            ):
                 offenders.append(f"{path.relative_to(REPO)} imports {name}")
     assert offenders == []
 
@@ -110,8 +124,11 @@ def test_the_static_check_sees_relative_and_function_level_imports():
 
 def test_no_module_over_500_lines():
     """One concern per file: a module that grows past 500 lines is split (as data/gsm8k/ was)."""
-    long = {str(p.relative_to(REPO)): n for p in (REPO / "matrix_llm").rglob("*.py")
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}  # fmt: skip
+    long = {
+        str(p.relative_to(REPO)): n
+        for p in (REPO / "matrix_llm").rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500
+    }
     assert long == {}
 
 

@@ -42,19 +42,34 @@ def test_pair_metrics_at_neural_collapse_equal_the_closed_forms(c):
     assert m["head_entropy"].item() == pytest.approx(math.log(c - 1), abs=1e-9)
     assert m["class_mean_entropy"].item() == pytest.approx(math.log(c - 1), abs=1e-9)
     assert m["nc1"].item() == pytest.approx(0.0, abs=1e-9)
-    noisy = etf[labels] + 0.1 * torch.randn(len(labels), c, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noisy = etf[labels] + 0.1 * torch.randn(
+        len(labels), c, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     assert classification_pair_metrics(noisy, etf, labels)["nc1"].item() > 1e-3  # within-class spread counts
 
 
 def _digits_trainer(tmp_path, callbacks=(), trainer_cls=MatrixTrainer, args_cls=ClassificationConfig, **kw):
     train = digits_dataset("train").select(range(256))
-    model = build_image_classifier("tiny-vit", num_labels=10, image_size=16, hidden_size=32, num_layers=2, num_heads=2)
-    base = dict(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True,
-                logging_steps=2, max_steps=4, per_device_train_batch_size=32, learning_rate=3e-3, seed=0,
-                remove_unused_columns=False)  # fmt: skip
+    model = build_image_classifier(
+        "tiny-vit", num_labels=10, image_size=16, hidden_size=32, num_layers=2, num_heads=2
+    )
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=2,
+        max_steps=4,
+        per_device_train_batch_size=32,
+        learning_rate=3e-3,
+        seed=0,
+        remove_unused_columns=False,
+    )
     base.update(kw)
-    trainer = trainer_cls(model=model, args=args_cls(**base), train_dataset=train,
-                          data_collator=ImageCollator(image_size=16))  # fmt: skip
+    trainer = trainer_cls(
+        model=model, args=args_cls(**base), train_dataset=train, data_collator=ImageCollator(image_size=16)
+    )
     return trainer, train
 
 
@@ -67,30 +82,47 @@ def test_per_layer_and_pair_metrics_are_logged_and_training_is_unchanged(tmp_pat
     cb = MatrixMetricsCallback([train[i] for i in range(64)], trainer=watched, every=1)
     watched.add_callback(cb)
     watched.train()
-    losses = [[(e["step"], e["loss"], e["ce_loss"]) for e in t.state.log_history if "loss" in e] for t in (plain, watched)]
+    losses = [
+        [(e["step"], e["loss"], e["ce_loss"]) for e in t.state.log_history if "loss" in e]
+        for t in (plain, watched)
+    ]
     assert len(losses[0]) == 2 and losses[0] == losses[1]  # same trajectory, the Trainer's own logs intact
     probe = [e for e in watched.state.log_history if "probe_mir" in e]
     assert [e["step"] for e in probe] == [1, 2, 3, 4]
     keys = set(probe[-1])
-    assert {"probe_layer0_matrix_entropy", "probe_layer1_effective_rank", "probe_hdr", "probe_nc1",
-            "probe_head_entropy", "probe_class_mean_entropy"} <= keys  # fmt: skip
+    assert {
+        "probe_layer0_matrix_entropy",
+        "probe_layer1_effective_rank",
+        "probe_hdr",
+        "probe_nc1",
+        "probe_head_entropy",
+        "probe_class_mean_entropy",
+    } <= keys
     assert watched.model.training  # mode restored
 
 
 def test_works_with_a_plain_transformers_trainer(tmp_path):
     trainer, train = _digits_trainer(tmp_path, trainer_cls=Trainer, args_cls=TrainingArguments)
-    trainer.add_callback(MatrixMetricsCallback([train[i] for i in range(32)], trainer=trainer, every=2, layers=[-1]))
+    trainer.add_callback(
+        MatrixMetricsCallback([train[i] for i in range(32)], trainer=trainer, every=2, layers=[-1])
+    )
     trainer.train()
     logged = [e for e in trainer.state.log_history if "probe_mir" in e]
-    assert len(logged) == 2 and "probe_layer1_matrix_entropy" in logged[0] and "probe_layer0_matrix_entropy" not in logged[0]
+    assert (
+        len(logged) == 2
+        and "probe_layer1_matrix_entropy" in logged[0]
+        and "probe_layer0_matrix_entropy" not in logged[0]
+    )
 
 
 def test_lm_pair_metrics(tiny_model, tiny_tokenizer):
     ids = torch.randint(4, len(tiny_tokenizer), (3, 12), generator=torch.Generator().manual_seed(0))
     labels = ids.clone()
     labels[:, :4] = -100
-    rows = [{"input_ids": ids[i], "attention_mask": torch.ones(12, dtype=torch.long), "labels": labels[i]}
-            for i in range(3)]  # fmt: skip
+    rows = [
+        {"input_ids": ids[i], "attention_mask": torch.ones(12, dtype=torch.long), "labels": labels[i]}
+        for i in range(3)
+    ]
     collate = lambda rs: {k: torch.stack([r[k] for r in rs]) for k in rs[0]}  # noqa: E731
     cb = MatrixMetricsCallback(rows, trainer=None, collator=collate)
     m = cb.compute(tiny_model)
@@ -104,17 +136,51 @@ def test_bad_probes_are_named(tmp_path):
     with pytest.raises(ValueError, match="at least 2 classes"):
         MatrixMetricsCallback(one_class, trainer=trainer).compute(trainer.model)
     with pytest.raises(ValueError, match="outside"):
-        MatrixMetricsCallback([train[i] for i in range(8)], trainer=trainer, layers=[7]).compute(trainer.model)
+        MatrixMetricsCallback([train[i] for i in range(8)], trainer=trainer, layers=[7]).compute(
+            trainer.model
+        )
     with pytest.raises(ValueError, match="at least 2 rows"):
         MatrixMetricsCallback([train[0]], trainer=trainer)
 
 
 def _classify(out, nproc, batch, *extra):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "matrix_llm.modes.classify.command"] if nproc > 1 else [sys.executable, "-m", "matrix_llm.modes.classify.command"]  # fmt: skip
-    cmd += ["--config", "classify/digits.yaml", "--output_dir", str(out), "--max_steps", "4", "--logging_steps", "2",
-            "--per_device_train_batch_size", str(batch), "--matrix_probe_samples", "48", "--max_train_samples", "512",
-            "--eval_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true", *extra]
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(nproc),
+            "-m",
+            "matrix_llm.modes.classify.command",
+        ]
+        if nproc > 1
+        else [sys.executable, "-m", "matrix_llm.modes.classify.command"]
+    )
+    cmd += [
+        "--config",
+        "classify/digits.yaml",
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "4",
+        "--logging_steps",
+        "2",
+        "--per_device_train_batch_size",
+        str(batch),
+        "--matrix_probe_samples",
+        "48",
+        "--max_train_samples",
+        "512",
+        "--eval_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--use_cpu",
+        "true",
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".venv" / "torch_extensions"))
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -26,7 +26,9 @@ def test_ids_are_unique():
 @pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.id)
 def test_each_break_applies_once_and_names_existing_tests(mutation):
     text = (REPO / mutation.file).read_text()
-    assert text.count(mutation.old) == 1, f"{mutation.file}: the text to break occurs {text.count(mutation.old)} times"
+    assert text.count(mutation.old) == 1, (
+        f"{mutation.file}: the text to break occurs {text.count(mutation.old)} times"
+    )
     assert mutation.new != mutation.old and mutation.tests
     for test in mutation.tests:
         path, _, name = test.partition("::")

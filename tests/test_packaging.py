@@ -1,6 +1,6 @@
 """The built wheel carries what an installed user needs: the demo recipes (package data), found from any folder.
 
-    .venv/bin/python -m pytest tests/test_packaging.py -q
+.venv/bin/python -m pytest tests/test_packaging.py -q
 """
 
 from __future__ import annotations
@@ -38,19 +38,47 @@ def test_wheel_ships_the_demo_recipes_and_they_resolve_outside_the_checkout(tmp_
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "matrix_llm", source / "matrix_llm", ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(source)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = wheels.glob("matrix_llm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"matrix_llm/recipes/demo/mce.yaml", "matrix_llm/recipes/demo/ce.yaml",
-            "matrix_llm/recipes/classify/digits.yaml"} <= set(names)  # fmt: skip
+    assert {
+        "matrix_llm/recipes/demo/mce.yaml",
+        "matrix_llm/recipes/demo/ce.yaml",
+        "matrix_llm/recipes/classify/digits.yaml",
+    } <= set(names)
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
-    proc = subprocess.run([sys.executable, "-c", _PROBE.format(site=str(site))], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(site=str(site))],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")

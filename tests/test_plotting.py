@@ -14,15 +14,25 @@ def _write_state(path, history):
 
 
 def test_series_skips_missing_and_nan():
-    history = [{"step": 1, "lm_loss": 2.0}, {"step": 2}, {"step": 3, "lm_loss": float("nan")}, {"step": 4, "lm_loss": 1.0}]
+    history = [
+        {"step": 1, "lm_loss": 2.0},
+        {"step": 2},
+        {"step": 3, "lm_loss": float("nan")},
+        {"step": 4, "lm_loss": 1.0},
+    ]
     assert series(history, "lm_loss") == ([1, 4], [2.0, 1.0])
 
 
 def test_plot_run_writes_png_from_latest_checkpoint(tmp_path):
     _write_state(tmp_path / "checkpoint-5", [{"step": 5, "lm_loss": 3.0}])
-    _write_state(tmp_path / "checkpoint-10", [{"step": s, "lm_loss": 3.0 - s / 10, "matrix_loss": 1.5,
-                                                "matrix_entropy": 2.0 + s / 100} for s in range(1, 11)]
-                 + [{"step": 10, "eval_lm_loss": 2.5, "eval_gsm8k_strict": 0.4}])
+    _write_state(
+        tmp_path / "checkpoint-10",
+        [
+            {"step": s, "lm_loss": 3.0 - s / 10, "matrix_loss": 1.5, "matrix_entropy": 2.0 + s / 100}
+            for s in range(1, 11)
+        ]
+        + [{"step": 10, "eval_lm_loss": 2.5, "eval_gsm8k_strict": 0.4}],
+    )
     assert find_trainer_state(tmp_path).parent.name == "checkpoint-10"
     out = plot_run(tmp_path, tmp_path / "m.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -56,8 +66,10 @@ def test_title_panels_and_log_scale_from_the_objective(tmp_path, monkeypatch):
     from matrix_llm.modes import LMObjective
     from matrix_llm.runner import write_run_info
 
-    history = [{"step": s, "lm_loss": 50.0 / s, "matrix_entropy": 2.0 + s / 100, "learning_rate": 0.1}
-               for s in range(1, 21)] + [{"step": 20, "eval_lm_loss": 2.5, "eval_gsm8k_strict": 0.4}]
+    history = [
+        {"step": s, "lm_loss": 50.0 / s, "matrix_entropy": 2.0 + s / 100, "learning_rate": 0.1}
+        for s in range(1, 21)
+    ] + [{"step": 20, "eval_lm_loss": 2.5, "eval_gsm8k_strict": 0.4}]
     _write_state(tmp_path, history)
     write_run_info(tmp_path, LMObjective(loss_type="none"))
     saved = _figure_of(monkeypatch)
@@ -84,10 +96,21 @@ def test_probe_metrics_per_layer_and_neural_collapse_references(tmp_path, monkey
     neural-collapse value of the run's class count as a reference line."""
     import math
 
-    history = [{"step": s, "loss": 1.0 / s, "probe_layer0_matrix_entropy": 1.0 + s, "probe_layer1_matrix_entropy": 2.0,
-                "probe_mir": 0.3, "probe_hdr": 0.2} for s in range(1, 5)]  # fmt: skip
+    history = [
+        {
+            "step": s,
+            "loss": 1.0 / s,
+            "probe_layer0_matrix_entropy": 1.0 + s,
+            "probe_layer1_matrix_entropy": 2.0,
+            "probe_mir": 0.3,
+            "probe_hdr": 0.2,
+        }
+        for s in range(1, 5)
+    ]
     _write_state(tmp_path, history)
-    (tmp_path / "matrix_llm_run.json").write_text(json.dumps({"plot_panels": [["total loss", "loss"]], "num_classes": 10}))
+    (tmp_path / "matrix_llm_run.json").write_text(
+        json.dumps({"plot_panels": [["total loss", "loss"]], "num_classes": 10})
+    )
     saved = _figure_of(monkeypatch)
     plot_run(tmp_path)
     axes = {ax.get_title(): ax for ax in saved[0].axes if ax.axison}
@@ -95,5 +118,7 @@ def test_probe_metrics_per_layer_and_neural_collapse_references(tmp_path, monkey
     assert [line.get_label() for line in layers.get_lines()] == ["layer 0", "layer 1"]
     mir_lines = axes["probe: MIR (features vs head rows)"].get_lines()
     closed = 1 / 9 + 8 * math.log(8) / (9 * math.log(9))
-    assert any(line.get_ydata()[0] == closed for line in mir_lines if line.get_label().startswith("neural collapse"))
+    assert any(
+        line.get_ydata()[0] == closed for line in mir_lines if line.get_label().startswith("neural collapse")
+    )
     assert layers.get_ylabel() == "matrix_entropy"

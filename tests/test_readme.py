@@ -1,6 +1,6 @@
 """The README's Python blocks run as they are (offline, in seconds), in a fresh process from a scratch folder.
 
-    .venv/bin/python -m pytest tests/test_readme.py -q
+.venv/bin/python -m pytest tests/test_readme.py -q
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ def test_the_readme_has_python_blocks():
 def test_readme_python_block_runs(index, tmp_path):
     """Mutation caught: a snippet naming something that does not exist (the old `MatrixTrainingArguments(...,
     matrix_loss_type=...)` with undefined `model`, `train`, `collator`)."""
-    proc = subprocess.run([sys.executable, "-c", BLOCKS[index]], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                                            "PATH": "/usr/bin:/bin"})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKS[index]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]

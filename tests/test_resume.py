@@ -33,8 +33,23 @@ class _StopAfterSave(TrainerCallback):
 
 
 def _argv(out):
-    return [*TINY, "--output_dir", str(out), "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2",
-            "--matrix_max_tokens", "16", "--data_seed", "3", "--eval_split", "null"]  # fmt: skip
+    return [
+        *TINY,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "6",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--matrix_max_tokens",
+        "16",
+        "--data_seed",
+        "3",
+        "--eval_split",
+        "null",
+    ]
 
 
 def _losses(out):

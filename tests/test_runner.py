@@ -80,14 +80,30 @@ class _SigtermAt(TrainerCallback):
 
 
 def _argv(out):
-    return [*TINY, "--output_dir", str(out), "--max_steps", "6", "--save_strategy", "no", "--data_seed", "3",
-            "--eval_split", "null", "--matrix_max_tokens", "16"]  # fmt: skip
+    return [
+        *TINY,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "6",
+        "--save_strategy",
+        "no",
+        "--data_seed",
+        "3",
+        "--eval_split",
+        "null",
+        "--matrix_max_tokens",
+        "16",
+    ]
 
 
 def _losses(out):
     state = json.loads((Path(out) / "trainer_state.json").read_text())
-    return {log["step"]: (log["loss"], log["lm_loss"], log["matrix_loss"]) for log in state["log_history"]
-            if "loss" in log}  # fmt: skip
+    return {
+        log["step"]: (log["loss"], log["lm_loss"], log["matrix_loss"])
+        for log in state["log_history"]
+        if "loss" in log
+    }
 
 
 def test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupted_one(
@@ -134,8 +150,22 @@ def test_hub_token_never_reaches_disk(tmp_path):
     Mutation caught: removing MatrixTrainingArguments.__getstate__."""
     out = tmp_path / "out"
     token = "hf_secretTOKEN1234567890"
-    assert sft.main([*TINY, "--output_dir", str(out), "--hub_token", token, "--save_strategy", "steps",
-                     "--save_steps", "2"]) == 0  # fmt: skip
+    assert (
+        sft.main(
+            [
+                *TINY,
+                "--output_dir",
+                str(out),
+                "--hub_token",
+                token,
+                "--save_strategy",
+                "steps",
+                "--save_steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     files = [p for p in out.rglob("*") if p.is_file()]
     assert any(p.name == "training_args.bin" for p in files) and any("checkpoint-2" in str(p) for p in files)
     leaked = [str(p) for p in files if token.encode() in p.read_bytes()]
@@ -187,5 +217,7 @@ def test_one_element_scalars_keep_the_state_dict_and_the_outputs():
     model.load_state_dict({**saved, "logit_scale": torch.tensor(1.0)})  # the usual 0-dim checkpoint
     assert model.logit_scale.shape == (1,) and model.logit_scale.item() == 1.0
     model.load_state_dict({**saved, "logit_scale": torch.tensor([0.5])})
-    assert model.logit_scale.item() == 0.5 and model.logit_scale.view(torch.uint8).numel() == 4  # DeepSpeed's view
+    assert (
+        model.logit_scale.item() == 0.5 and model.logit_scale.view(torch.uint8).numel() == 4
+    )  # DeepSpeed's view
     assert deepspeed_stage(type("Args", (), {"deepspeed": {"zero_optimization": {"stage": 2}}})()) == 2

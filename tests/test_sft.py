@@ -15,29 +15,51 @@ from matrix_llm import runner
 from matrix_llm.modes.lm import command as sft
 
 TINY = [
-    "--model_name_or_path", "tiny",
-    "--tiny_hidden_size", "32",
-    "--tiny_num_layers", "2",
-    "--tiny_num_heads", "2",
-    "--tiny_vocab_size", "320",
-    "--dataset_name", "synthetic",
-    "--synthetic_train_size", "24",
-    "--synthetic_eval_size", "8",
-    "--eval_split", "test",
-    "--max_length", "192",
-    "--per_device_train_batch_size", "4",
-    "--per_device_eval_batch_size", "8",
-    "--max_steps", "3",
-    "--logging_steps", "1",
-    "--learning_rate", "1e-3",
-    "--save_strategy", "no",
-    "--report_to", "none",
-    "--use_cpu", "true",
-    "--disable_tqdm", "true",
-    "--matrix_loss_weight", "0.5",
-    "--matrix_max_tokens", "64",
-    "--seed", "0",
-]  # fmt: skip
+    "--model_name_or_path",
+    "tiny",
+    "--tiny_hidden_size",
+    "32",
+    "--tiny_num_layers",
+    "2",
+    "--tiny_num_heads",
+    "2",
+    "--tiny_vocab_size",
+    "320",
+    "--dataset_name",
+    "synthetic",
+    "--synthetic_train_size",
+    "24",
+    "--synthetic_eval_size",
+    "8",
+    "--eval_split",
+    "test",
+    "--max_length",
+    "192",
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "8",
+    "--max_steps",
+    "3",
+    "--logging_steps",
+    "1",
+    "--learning_rate",
+    "1e-3",
+    "--save_strategy",
+    "no",
+    "--report_to",
+    "none",
+    "--use_cpu",
+    "true",
+    "--disable_tqdm",
+    "true",
+    "--matrix_loss_weight",
+    "0.5",
+    "--matrix_max_tokens",
+    "64",
+    "--seed",
+    "0",
+]
 
 
 def test_bad_config_fails_before_anything_loads(monkeypatch, capsys, tmp_path):
@@ -87,8 +109,19 @@ def test_sft_trains_saves_and_writes_the_card(tmp_path):
 
 def test_sft_logs_generation_based_gsm8k_accuracy_when_asked(tmp_path):
     out = tmp_path / "run"
-    argv = [*TINY, "--output_dir", str(out), "--eval_strategy", "steps", "--eval_steps", "3",
-            "--gsm8k_eval_samples", "4", "--gsm8k_eval_max_new_tokens", "8"]  # fmt: skip
+    argv = [
+        *TINY,
+        "--output_dir",
+        str(out),
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "3",
+        "--gsm8k_eval_samples",
+        "4",
+        "--gsm8k_eval_max_new_tokens",
+        "8",
+    ]
     assert sft.main(argv) == 0
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     logged = [log for log in history if "eval_gsm8k_strict" in log]
@@ -113,8 +146,20 @@ def test_sft_peft_saves_a_non_empty_loadable_adapter(tmp_path):
     from matrix_llm.models.tiny import build_llama
 
     out = tmp_path / "lora"
-    argv = [*TINY, "--output_dir", str(out), "--use_peft", "true", "--lora_r", "4", "--lora_target_modules",
-            "q_proj", "v_proj", "--learning_rate", "1e-2"]  # fmt: skip
+    argv = [
+        *TINY,
+        "--output_dir",
+        str(out),
+        "--use_peft",
+        "true",
+        "--lora_r",
+        "4",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+        "--learning_rate",
+        "1e-2",
+    ]
     assert sft.main(argv) == 0
     assert not (out / "model.safetensors").exists()
     weights = load_file(str(out / "adapter_model.safetensors"))
@@ -170,16 +215,39 @@ def _torchrun(out, *extra, timeout=600, launcher=None, use_cpu=True):
     import subprocess
     import sys
 
-    launcher = launcher or [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    launcher = launcher or [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    ]
     env = dict(os.environ)
     env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".venv" / "torch_extensions"))
     env.update(
-        OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),  # this checkout's code
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(REPO), env.get("PYTHONPATH", "")) if p
+        ),  # this checkout's code
     )
-    cmd = [*launcher, str(REPO / "tests" / "sft_dist_worker.py"), *TINY, "--output_dir", str(out),
-           "--use_cpu", str(use_cpu).lower(), "--per_device_train_batch_size", "2", "--eval_split", "null",
-           *extra]  # fmt: skip
+    cmd = [
+        *launcher,
+        str(REPO / "tests" / "sft_dist_worker.py"),
+        *TINY,
+        "--output_dir",
+        str(out),
+        "--use_cpu",
+        str(use_cpu).lower(),
+        "--per_device_train_batch_size",
+        "2",
+        "--eval_split",
+        "null",
+        *extra,
+    ]
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -206,8 +274,12 @@ def test_sft_bf16_autocast_on_cpu(tmp_path):
     computed in float32 outside autocast), a saved model. The GPU version below adds the CUDA path."""
     out = tmp_path / "bf16"
     assert sft.main([*TINY, "--output_dir", str(out), "--bf16", "true", "--eval_split", "null"]) == 0
-    logs = [log for log in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in log]
-    assert len(logs) == 3 and all(math.isfinite(log["matrix_loss"]) and math.isfinite(log["lm_loss"]) for log in logs)
+    logs = [
+        log for log in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in log
+    ]
+    assert len(logs) == 3 and all(
+        math.isfinite(log["matrix_loss"]) and math.isfinite(log["lm_loss"]) for log in logs
+    )
     assert (out / "model.safetensors").is_file()
 
 
@@ -215,7 +287,9 @@ def test_sft_bf16_autocast_on_cpu(tmp_path):
 def test_sft_bf16_on_one_gpu(tmp_path):
     out = tmp_path / "gpu"
     assert sft.main([*TINY, "--output_dir", str(out), "--use_cpu", "false", "--bf16", "true"]) == 0
-    logs = [log for log in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in log]
+    logs = [
+        log for log in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in log
+    ]
     assert logs and all(math.isfinite(log["matrix_loss"]) and math.isfinite(log["lm_loss"]) for log in logs)
 
 
@@ -225,8 +299,15 @@ def test_fsdp2_recipe_on_two_gpus(tmp_path):
     import sys
 
     out = tmp_path / "fsdp2"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                str(REPO / "recipes" / "accelerate" / "fsdp2.yaml"), "--num_processes", "2"]  # fmt: skip
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "recipes" / "accelerate" / "fsdp2.yaml"),
+        "--num_processes",
+        "2",
+    ]
     ranks = _torchrun(out, "--bf16", "true", launcher=launcher, use_cpu=False)
     assert ranks[0]["distributed_type"].endswith("FSDP")
     _check_ranks(out, ranks)
@@ -287,17 +368,40 @@ def _one_sgd_step(out, *extra, world_size=1, batch=4):
     """Parameters after one SGD step at lr 1 (1 process x batch ``batch``, or 2 processes x batch 2)."""
     from safetensors.torch import load_file
 
-    step = [*extra, "--optim", "sgd", "--learning_rate", "1.0", "--max_grad_norm", "0",
-            "--lr_scheduler_type", "constant", "--max_steps", "1", "--data_seed", "0"]  # fmt: skip
+    step = [
+        *extra,
+        "--optim",
+        "sgd",
+        "--learning_rate",
+        "1.0",
+        "--max_grad_norm",
+        "0",
+        "--lr_scheduler_type",
+        "constant",
+        "--max_steps",
+        "1",
+        "--data_seed",
+        "0",
+    ]
     if world_size == 2:
         ranks = _torchrun(out, *step)
         assert [r["world_size"] for r in ranks] == [2, 2]  # one 2-process job, not two 1-process jobs
     else:
-        argv = [*TINY, "--output_dir", str(out), "--eval_split", "null", "--per_device_train_batch_size", str(batch),
-                *step]  # fmt: skip
+        argv = [
+            *TINY,
+            "--output_dir",
+            str(out),
+            "--eval_split",
+            "null",
+            "--per_device_train_batch_size",
+            str(batch),
+            *step,
+        ]
         assert sft.main(argv) == 0
         state = json.loads((out / "trainer_state.json").read_text())
-        assert next(log["grad_norm"] for log in state["log_history"] if "grad_norm" in log) > 1e-3  # a real update
+        assert (
+            next(log["grad_norm"] for log in state["log_history"] if "grad_norm" in log) > 1e-3
+        )  # a real update
     return load_file(str(out / "model.safetensors"))
 
 
@@ -337,7 +441,12 @@ def test_two_processes_global_matrix_loss_equals_one_process(tmp_path):
 def single_process_ga4(tmp_path_factory):
     """1 process x batch 2 x GA 4: the reference update, with and without the (local-scope) matrix term."""
     root = tmp_path_factory.mktemp("ga4")
-    ga4 = ["--gradient_accumulation_steps", "4", "--matrix_max_tokens", "null"]  # no sub-sampling: no RNG stream
+    ga4 = [
+        "--gradient_accumulation_steps",
+        "4",
+        "--matrix_max_tokens",
+        "null",
+    ]  # no sub-sampling: no RNG stream
     with_matrix = _one_sgd_step(root / "mce", "--matrix_loss_weight", "0.5", *ga4, batch=2)
     ce = _one_sgd_step(root / "ce", "--matrix_loss_weight", "0", *ga4, batch=2)
     return with_matrix, ce
@@ -355,10 +464,21 @@ def test_two_ranks_with_accumulation_equal_one_process(tmp_path, backend, single
 
     if backend != "ddp":
         pytest.importorskip("deepspeed")
-    extra = [] if backend == "ddp" else ["--deepspeed", str(REPO / "recipes" / "deepspeed" / f"{backend}.json")]
+    extra = (
+        [] if backend == "ddp" else ["--deepspeed", str(REPO / "recipes" / "deepspeed" / f"{backend}.json")]
+    )
     ranks_out = tmp_path / backend
-    ddp = _one_sgd_step(ranks_out, "--matrix_loss_weight", "0.5", "--gradient_accumulation_steps", "2",
-                        "--matrix_max_tokens", "null", *extra, world_size=2)  # fmt: skip
+    ddp = _one_sgd_step(
+        ranks_out,
+        "--matrix_loss_weight",
+        "0.5",
+        "--gradient_accumulation_steps",
+        "2",
+        "--matrix_max_tokens",
+        "null",
+        *extra,
+        world_size=2,
+    )
     single, ce = single_process_ga4
 
     def norm(a, b):

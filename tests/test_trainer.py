@@ -162,18 +162,22 @@ def test_when_the_trainer_divides_the_loss_itself_the_matrix_term_is_still_the_m
     data = _dataset(tiny_tokenizer)
     weight = 0.5
     model = copy.deepcopy(tiny_model)
-    args = _args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2, matrix_loss_weight=weight)
+    args = _args(
+        tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2, matrix_loss_weight=weight
+    )
     trainer = MatrixTrainer(model=model, args=args, train_dataset=data, processing_class=tiny_tokenizer)
     trainer.model_accepts_loss_kwargs = False  # as for a model whose forward takes no **kwargs
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.train()
     delta = {n: p.detach() - before[n] for n, p in model.named_parameters()}
     order = _order(data)
-    ref = _reference_update(tiny_model, data, weight=weight, micro_batches=[order[:2], order[2:]],
-                            ce="micro_batch_mean")  # fmt: skip
+    ref = _reference_update(
+        tiny_model, data, weight=weight, micro_batches=[order[:2], order[2:]], ce="micro_batch_mean"
+    )
     assert _max_abs_diff(delta, ref) < 2e-5
-    halved = _reference_update(tiny_model, data, weight=weight / 2, micro_batches=[order[:2], order[2:]],
-                               ce="micro_batch_mean")  # fmt: skip
+    halved = _reference_update(
+        tiny_model, data, weight=weight / 2, micro_batches=[order[:2], order[2:]], ce="micro_batch_mean"
+    )
     assert _max_abs_diff(delta, halved) > 1e-4
 
 
@@ -363,9 +367,16 @@ def test_weight_zero_is_plain_ce(tiny_model, tiny_tokenizer, tmp_path, monkeypat
     calls = []
     monkeypatch.setattr(TokenMCELoss, "forward", lambda self, *a, **k: calls.append(1))
     cb = _Logs()
-    args = _args(tmp_path, matrix_loss_type="alignment", matrix_loss_weight=0.0, max_steps=2,
-                 per_device_train_batch_size=2)
-    trainer = MatrixTrainer(model=tiny_model, args=args, train_dataset=_dataset(tiny_tokenizer), callbacks=[cb])
+    args = _args(
+        tmp_path,
+        matrix_loss_type="alignment",
+        matrix_loss_weight=0.0,
+        max_steps=2,
+        per_device_train_batch_size=2,
+    )
+    trainer = MatrixTrainer(
+        model=tiny_model, args=args, train_dataset=_dataset(tiny_tokenizer), callbacks=[cb]
+    )
     assert trainer.objective.matrix_loss is None
     trainer.train()
     assert calls == []
@@ -407,7 +418,9 @@ def test_evaluating_every_step_does_not_change_the_training_run(tiny_model, tiny
     deltas = {}
     for strategy in ("no", "steps"):
         model = copy.deepcopy(tiny_model)
-        args = _args(tmp_path / strategy, eval_strategy=strategy, eval_steps=1, per_device_eval_batch_size=4, **kw)
+        args = _args(
+            tmp_path / strategy, eval_strategy=strategy, eval_steps=1, per_device_eval_batch_size=4, **kw
+        )
         trainer, deltas[strategy] = _run(model, tiny_tokenizer, data, args, eval_dataset=data[:4])
     assert sum(1 for e in trainer.state.log_history if "eval_loss" in e) == 4
     assert _max_abs(deltas["no"]) > 1e-4

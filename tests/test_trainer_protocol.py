@@ -17,17 +17,34 @@ from matrix_llm.trainer import MatrixTrainer
 
 
 def _args(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, save_strategy="no",
-                disable_tqdm=True, logging_steps=1, max_steps=2, learning_rate=1e-3, per_device_train_batch_size=2,
-                per_device_eval_batch_size=2, seed=0)  # fmt: skip
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1,
+        max_steps=2,
+        learning_rate=1e-3,
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        seed=0,
+    )
     base.update(kw)
     return MatrixTrainingArguments(**base)
 
 
 def _encoder():
     """A real Hub architecture whose forward has no `labels` argument (a bare backbone)."""
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
     torch.manual_seed(0)
     return LlamaModel(config)
 
@@ -82,8 +99,14 @@ def test_evaluate_runs_the_objective_for_a_model_without_labels(tmp_path):
     """Mutation caught: removing MatrixTrainer.prediction_step (Trainer.prediction_step then calls the model
     without compute_loss: no eval_loss, the objective never runs in evaluation)."""
     objective = Spread()
-    trainer = MatrixTrainer(model=_encoder(), args=_args(tmp_path), objective=objective, train_dataset=_data(),
-                            eval_dataset=_data(), data_collator=_collate)  # fmt: skip
+    trainer = MatrixTrainer(
+        model=_encoder(),
+        args=_args(tmp_path),
+        objective=objective,
+        train_dataset=_data(),
+        eval_dataset=_data(),
+        data_collator=_collate,
+    )
     assert trainer.label_names == []  # really a model without labels
     metrics = trainer.evaluate()
     assert objective.calls["eval"] == 2 and "eval_loss" in metrics
@@ -94,13 +117,23 @@ def test_input_names_survive_remove_unused_columns(tmp_path):
     """Mutation caught: dropping MatrixTrainer._set_signature_columns_if_needed (the Trainer removes
     `target_scale`, which LlamaModel.forward does not name)."""
     objective = Spread(input_names=("target_scale",))
-    trainer = MatrixTrainer(model=_encoder(), args=_args(tmp_path), objective=objective,
-                            train_dataset=_data(extra=True), data_collator=_collate)  # fmt: skip
+    trainer = MatrixTrainer(
+        model=_encoder(),
+        args=_args(tmp_path),
+        objective=objective,
+        train_dataset=_data(extra=True),
+        data_collator=_collate,
+    )
     trainer.train()
     assert objective.seen_keys and all("target_scale" in keys for keys in objective.seen_keys)
     plain = Spread()
-    MatrixTrainer(model=_encoder(), args=_args(tmp_path / "b"), objective=plain, train_dataset=_data(extra=True),
-                  data_collator=_collate).train()  # fmt: skip
+    MatrixTrainer(
+        model=_encoder(),
+        args=_args(tmp_path / "b"),
+        objective=plain,
+        train_dataset=_data(extra=True),
+        data_collator=_collate,
+    ).train()
     assert all("target_scale" not in keys for keys in plain.seen_keys)  # the Trainer's default, unchanged
 
 
@@ -127,8 +160,14 @@ def test_objective_callbacks_and_the_public_metrics_channel(tmp_path):
     `record_metrics` is logged with the step's metrics; scheduled metrics appear only on their steps."""
     objective = WithCallback(every=2)
     logs = _Logs()
-    trainer = MatrixTrainer(model=_encoder(), args=_args(tmp_path, max_steps=3), objective=objective,
-                            train_dataset=_data(n=6), data_collator=_collate, callbacks=[logs])  # fmt: skip
+    trainer = MatrixTrainer(
+        model=_encoder(),
+        args=_args(tmp_path, max_steps=3),
+        objective=objective,
+        train_dataset=_data(n=6),
+        data_collator=_collate,
+        callbacks=[logs],
+    )
     trainer.train()
     assert objective.callback.steps == [1, 2, 3]
     train_logs = [log for log in logs.logs if "loss" in log]

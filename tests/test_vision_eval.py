@@ -35,7 +35,9 @@ def test_knn_votes_with_its_k_nearest_neighbours():
     test = np.array([[1.0, 0.01]])
     assert knn_accuracy(train, labels, test, np.array([0]), k=1) == 1.0
     assert knn_accuracy(train, labels, test, np.array([1]), k=5, temperature=1.0) == 1.0
-    assert knn_accuracy(train, labels, test, np.array([0]), k=6, temperature=1.0) == 0.0  # k = 6: still 4 of 1
+    assert (
+        knn_accuracy(train, labels, test, np.array([0]), k=6, temperature=1.0) == 0.0
+    )  # k = 6: still 4 of 1
 
 
 def test_frozen_features_are_the_class_token_of_a_vit():
@@ -44,7 +46,9 @@ def test_frozen_features_are_the_class_token_of_a_vit():
     collator = ImageCollator(image_size=8, channels=1)
     feats, labels = extract_features(vit, rows, collator)
     with torch.no_grad():
-        hidden = vit.eval()(pixel_values=collator([rows[i] for i in range(10)])["pixel_values"]).last_hidden_state
+        hidden = vit.eval()(
+            pixel_values=collator([rows[i] for i in range(10)])["pixel_values"]
+        ).last_hidden_state
     np.testing.assert_allclose(feats, hidden[:, 0].numpy(), rtol=1e-5, atol=1e-6)
     assert not np.allclose(feats, hidden.mean(1).numpy(), atol=1e-3)
     assert labels.tolist() == rows["label"]
@@ -67,8 +71,24 @@ def test_eval_measures_the_model_and_a_fresh_random_init_of_its_architecture(tmp
     from matrix_llm.tools.eval import main as eval_main
 
     dead = _dead_backbone(tmp_path / "dead")
-    assert eval_main([task, "--model", str(tmp_path / "dead"), "--data", "digits", "--max_train_samples", "300",
-                      "--seed", "4", "--output_dir", str(tmp_path / task)]) == 0  # fmt: skip
+    assert (
+        eval_main(
+            [
+                task,
+                "--model",
+                str(tmp_path / "dead"),
+                "--data",
+                "digits",
+                "--max_train_samples",
+                "300",
+                "--seed",
+                "4",
+                "--output_dir",
+                str(tmp_path / task),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / task / "results.json").read_text())
     train = load_image_dataset("digits", "train").select(range(300))
     test = load_image_dataset("digits", "test")
@@ -76,6 +96,8 @@ def test_eval_measures_the_model_and_a_fresh_random_init_of_its_architecture(tmp
     score = linear_probe_accuracy if task == "probe" else knn
     expected = {}
     for name, model in (("trained", dead), ("random_init", random_init(type(dead), dead.config, seed=4))):
-        expected[name] = score(*extract_features(model, train, collator), *extract_features(model, test, collator))
+        expected[name] = score(
+            *extract_features(model, train, collator), *extract_features(model, test, collator)
+        )
     assert result["trained"] == pytest.approx(expected["trained"]) and result["trained"] < 0.2
     assert result["random_init"] == pytest.approx(expected["random_init"]) and result["random_init"] > 0.25

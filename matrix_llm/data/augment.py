@@ -50,17 +50,26 @@ VIEW_2 = ViewSettings(blur=0.1, solarize=0.2)
 MAE_VIEW = ViewSettings(jitter=0.0, grayscale=0.0, blur=0.0)  # MAE's augmentation: crop and flip only
 
 
-def byol_views(*, crop_min_scale: float = 0.2, jitter_strength: float = 1.0) -> tuple[ViewSettings, ViewSettings]:
+def byol_views(
+    *, crop_min_scale: float = 0.2, jitter_strength: float = 1.0
+) -> tuple[ViewSettings, ViewSettings]:
     """BYOL's two views with the two knobs people tune: the smallest crop share and SimCLR's colour-jitter strength
     ``s`` (brightness, contrast, saturation and hue amounts times ``s``)."""
     if not 0.0 < crop_min_scale <= 1.0 or jitter_strength < 0:
-        raise ValueError(f"byol_views: needs 0 < crop_min_scale <= 1 and jitter_strength >= 0; got {crop_min_scale}, "
-                         f"{jitter_strength}")  # fmt: skip
+        raise ValueError(
+            f"byol_views: needs 0 < crop_min_scale <= 1 and jitter_strength >= 0; got {crop_min_scale}, "
+            f"{jitter_strength}"
+        )
     base = ViewSettings()
-    changes = dict(crop_scale=(crop_min_scale, 1.0), brightness=base.brightness * jitter_strength,
-                   contrast=base.contrast * jitter_strength, saturation=base.saturation * jitter_strength,
-                   hue=base.hue * jitter_strength)  # fmt: skip
+    changes = dict(
+        crop_scale=(crop_min_scale, 1.0),
+        brightness=base.brightness * jitter_strength,
+        contrast=base.contrast * jitter_strength,
+        saturation=base.saturation * jitter_strength,
+        hue=base.hue * jitter_strength,
+    )
     return replace(base, **changes), replace(VIEW_2, **changes)
+
 
 _GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 # RGB <-> YIQ: a hue shift is a rotation of the (I, Q) chroma plane (the form GPU pipelines use, e.g. NVIDIA DALI)
@@ -87,7 +96,9 @@ def _grey(x: Tensor) -> Tensor:
     return (x * torch.tensor(_GREY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
-def resized_crop(x: Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Tensor:
+def resized_crop(
+    x: Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)
+) -> Tensor:
     """torchvision's RandomResizedCrop for a batch: per image, 10 draws of area share and log-uniform aspect, the
     first that fits is cropped (else the whole image) and resized bilinearly to ``size`` (one ``grid_sample``)."""
     n, _, h, w = x.shape
@@ -102,7 +113,9 @@ def resized_crop(x: Tensor, size: int, scale: tuple[float, float], ratio: tuple[
     ch = torch.where(fits.any(1), ch[pick, first], torch.full((n,), float(h), device=device))
     x0 = (torch.rand(n, device=device) * (w - cw + 1)).floor()
     y0 = (torch.rand(n, device=device) * (h - ch + 1)).floor()
-    theta = torch.zeros(n, 2, 3, device=device, dtype=x.dtype)  # output [-1, 1] -> the crop box in input coords
+    theta = torch.zeros(
+        n, 2, 3, device=device, dtype=x.dtype
+    )  # output [-1, 1] -> the crop box in input coords
     theta[:, 0, 0], theta[:, 1, 1] = cw / w, ch / h
     theta[:, 0, 2] = (2 * x0 + cw) / w - 1
     theta[:, 1, 2] = (2 * y0 + ch) / h - 1
@@ -125,7 +138,11 @@ def color_jitter(x: Tensor, view: ViewSettings) -> Tensor:
     chosen = (torch.rand(n, device=device) < view.jitter).to(y.dtype).view(n, 1, 1)  # the others: identity
     eye = torch.eye(c, dtype=y.dtype, device=device).expand(n, c, c)
     matrix, offset = eye.clone(), torch.zeros(n, c, 1, dtype=y.dtype, device=device)  # colour -> M colour + o
-    grey = torch.tensor(_GREY, dtype=y.dtype, device=device).view(1, 1, 3) if c == 3 else torch.ones(1, 1, 1, device=device)
+    grey = (
+        torch.tensor(_GREY, dtype=y.dtype, device=device).view(1, 1, 3)
+        if c == 3
+        else torch.ones(1, 1, 1, device=device)
+    )
     ones = torch.ones(1, c, 1, dtype=y.dtype, device=device)
     mean = y.mean(dim=(2, 3)).unsqueeze(-1)  # (n, c, 1): the current mean colour is M mean + o
     steps = ["brightness", "contrast"] + (["saturation", "hue"] if c == 3 else [])
@@ -186,7 +203,9 @@ def make_view(x: Tensor, view: ViewSettings, size: int) -> Tensor:
     if x.shape[1] == 3 and view.grayscale > 0:
         x = grayscale(x, view.grayscale)
     if view.blur > 0 and size >= 8:
-        x = gaussian_blur(x, view.blur, max(3, int(0.1 * size) // 2 * 2 + 1), (0.1 * size / 224, 2.0 * size / 224))
+        x = gaussian_blur(
+            x, view.blur, max(3, int(0.1 * size) // 2 * 2 + 1), (0.1 * size / 224, 2.0 * size / 224)
+        )
     if view.solarize > 0:
         x = solarize(x, view.solarize)
     return x
@@ -203,8 +222,16 @@ class TwoViewAugment(nn.Module):
         views: the two :class:`ViewSettings` (default: BYOL's view 1 and view 2).
     """
 
-    def __init__(self, *, size: int, channels: int = 3, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,),
-                 seed: int = 0, views: tuple[ViewSettings, ViewSettings] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        size: int,
+        channels: int = 3,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.5,),
+        seed: int = 0,
+        views: tuple[ViewSettings, ViewSettings] | None = None,
+    ) -> None:
         super().__init__()
         if channels not in (1, 3):
             raise ValueError(f"TwoViewAugment: `channels` must be 1 or 3; got {channels!r}")
@@ -223,8 +250,10 @@ class TwoViewAugment(nn.Module):
 
     def _seed(self, images: Tensor, step: int) -> int:
         if images.dim() != 4 or images.shape[1] != self.channels:
-            raise ValueError(f"TwoViewAugment: expected images (N, {self.channels}, H, W) in [0, 1]; got "
-                             f"{tuple(images.shape)}")  # fmt: skip
+            raise ValueError(
+                f"TwoViewAugment: expected images (N, {self.channels}, H, W) in [0, 1]; got "
+                f"{tuple(images.shape)}"
+            )
         if step != self._step:
             self._step, self.calls = step, 0
         seed = hash((self.seed, rank(), int(step), self.calls)) % (2**63 - 1)
@@ -237,7 +266,9 @@ class TwoViewAugment(nn.Module):
         with random_state_kept(images.device), torch.no_grad():
             torch.manual_seed(seed)
             images = images.float()
-            return [(make_view(images, view, self.size) - self.mean) / self.std for view in self.views[:count]]
+            return [
+                (make_view(images, view, self.size) - self.mean) / self.std for view in self.views[:count]
+            ]
 
     def forward(self, images: Tensor, step: int = 0) -> tuple[Tensor, Tensor]:
         v1, v2 = self.views_of(images, step, 2)

@@ -26,25 +26,60 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLASS_NAMES", "HELD_OUT", "SCENE_SOURCES", "ImageTextCollator", "class_captions", "load_image_text_dataset",
-           "render_scene", "scene_dataset", "scene_templates"]
+__all__ = [
+    "CLASS_NAMES",
+    "HELD_OUT",
+    "SCENE_SOURCES",
+    "ImageTextCollator",
+    "class_captions",
+    "load_image_text_dataset",
+    "render_scene",
+    "scene_dataset",
+    "scene_templates",
+]
 
 SHAPES = ("circle", "square", "triangle", "cross")
-COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 220, 40),
-           "magenta": (220, 50, 210), "cyan": (40, 210, 220)}  # fmt: skip
-PLACES = {"top left": (0.27, 0.27), "top right": (0.73, 0.27), "bottom left": (0.27, 0.73),
-          "bottom right": (0.73, 0.73), "centre": (0.5, 0.5)}  # fmt: skip
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 80, 230),
+    "yellow": (230, 220, 40),
+    "magenta": (220, 50, 210),
+    "cyan": (40, 210, 220),
+}
+PLACES = {
+    "top left": (0.27, 0.27),
+    "top right": (0.73, 0.27),
+    "bottom left": (0.27, 0.73),
+    "bottom right": (0.73, 0.73),
+    "centre": (0.5, 0.5),
+}
 SIZES = {"small": 0.17, "large": 0.3}
 # one held-out shape per colour, so every word is seen in training but these pairs never are
-HELD_OUT = {("red", "circle"), ("green", "square"), ("blue", "triangle"), ("yellow", "cross"), ("magenta", "circle"),
-            ("cyan", "square")}  # fmt: skip
-CLASS_NAMES = [f"{colour} {shape}" for colour, shape in itertools.product(COLOURS, SHAPES)]  # zero-shot classes
-CAPTIONS = {"full": "a {size} {name} in the {place}", "class": "a {name}"}  # caption style -> format (name: a class)
-SCENE_SOURCES = {"scenes": "full", "scenes-classes": "class"}  # dataset name -> caption style of scene_dataset
+HELD_OUT = {
+    ("red", "circle"),
+    ("green", "square"),
+    ("blue", "triangle"),
+    ("yellow", "cross"),
+    ("magenta", "circle"),
+    ("cyan", "square"),
+}
+CLASS_NAMES = [
+    f"{colour} {shape}" for colour, shape in itertools.product(COLOURS, SHAPES)
+]  # zero-shot classes
+CAPTIONS = {
+    "full": "a {size} {name} in the {place}",
+    "class": "a {name}",
+}  # caption style -> format (name: a class)
+SCENE_SOURCES = {
+    "scenes": "full",
+    "scenes-classes": "class",
+}  # dataset name -> caption style of scene_dataset
 
 
-def render_scene(shape: str, colour: str, place: str, size: str, *, side: int = 32,
-                 rng: np.random.Generator | None = None) -> np.ndarray:  # fmt: skip
+def render_scene(
+    shape: str, colour: str, place: str, size: str, *, side: int = 32, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """An ``(side, side, 3)`` uint8 image of one shape (a little position, size and background jitter with
     ``rng``)."""
     rng = rng or np.random.default_rng(0)
@@ -60,7 +95,9 @@ def render_scene(shape: str, colour: str, place: str, size: str, *, side: int = 
         mask = (dy <= r * 0.5) & (dy >= -r * 0.5) & (np.abs(dx) <= (dy + r * 0.5) * 0.6)
     elif shape == "cross":
         arm = r * 0.17
-        mask = ((np.abs(dx) <= arm) & (np.abs(dy) <= r * 0.55)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r * 0.55))
+        mask = ((np.abs(dx) <= arm) & (np.abs(dy) <= r * 0.55)) | (
+            (np.abs(dy) <= arm) & (np.abs(dx) <= r * 0.55)
+        )
     else:
         raise ValueError(f"render_scene: `shape` must be one of {SHAPES}; got {shape!r}")
     image = rng.integers(0, 30, size=(side, side, 3)).astype(np.float64)
@@ -68,7 +105,9 @@ def render_scene(shape: str, colour: str, place: str, size: str, *, side: int = 
     return image.clip(0, 255).astype(np.uint8)
 
 
-def scene_dataset(split: str = "train", n: int = 2000, *, side: int = 32, seed: int = 0, captions: str = "full") -> Any:
+def scene_dataset(
+    split: str = "train", n: int = 2000, *, side: int = 32, seed: int = 0, captions: str = "full"
+) -> Any:
     """``n`` captioned scenes as a ``datasets.Dataset`` (``image``, ``caption``, ``label`` = index in
     :data:`CLASS_NAMES`). ``train`` / ``test``: the compositions outside :data:`HELD_OUT`; ``zeroshot``: only
     those in it. Each split draws from its own seed. ``captions``: ``"full"`` ("a small red circle in the top
@@ -79,7 +118,9 @@ def scene_dataset(split: str = "train", n: int = 2000, *, side: int = 32, seed: 
         raise ValueError(f"scene_dataset: `split` must be 'train', 'test' or 'zeroshot'; got {split!r}")
     if captions not in CAPTIONS:
         raise ValueError(f"scene_dataset: `captions` must be 'full' or 'class'; got {captions!r}")
-    pairs = [(c, s) for c, s in itertools.product(COLOURS, SHAPES) if ((c, s) in HELD_OUT) == (split == "zeroshot")]
+    pairs = [
+        (c, s) for c, s in itertools.product(COLOURS, SHAPES) if ((c, s) in HELD_OUT) == (split == "zeroshot")
+    ]
     rng = np.random.default_rng([seed, ("train", "test", "zeroshot").index(split)])
     images, texts, labels = [], [], []
     for _ in range(n):
@@ -96,10 +137,14 @@ def scene_templates(captions: str = "full") -> list[str]:
     """The zero-shot prompt templates (``{}``: a class name) of a caption style: its caption format at every size and
     place it names (``"full"``: 10 templates, ``"class"``: one)."""
     fmt = CAPTIONS[captions]
-    return list(dict.fromkeys(fmt.format(size=size, name="{}", place=place) for size in SIZES for place in PLACES))
+    return list(
+        dict.fromkeys(fmt.format(size=size, name="{}", place=place) for size in SIZES for place in PLACES)
+    )
 
 
-def class_captions(rows: Any, class_names: list[str], templates: list[str], *, exclude: tuple[str, ...] = ()) -> Any:
+def class_captions(
+    rows: Any, class_names: list[str], templates: list[str], *, exclude: tuple[str, ...] = ()
+) -> Any:
     """``image`` / ``label`` rows captioned by class: each row's ``caption`` is every template filled with its class
     name (a list: the collator pairs the image with one of them per epoch; one template: a string). Rows of the
     ``exclude`` classes are left out.
@@ -110,13 +155,17 @@ def class_captions(rows: Any, class_names: list[str], templates: list[str], *, e
     """
     unknown = [c for c in exclude if c not in class_names]
     if unknown:
-        raise ValueError(f"exclude_classes: {unknown} are not classes of this dataset; its classes are {class_names}")
+        raise ValueError(
+            f"exclude_classes: {unknown} are not classes of this dataset; its classes are {class_names}"
+        )
     if len(set(exclude)) == len(class_names):
         raise ValueError(f"exclude_classes: every class ({class_names}) would be left out of training")
     labels = np.asarray(rows["label"])
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
-        raise ValueError(f"labels run from {labels.min()} to {labels.max()}, but there are {len(class_names)} class "
-                         f"names ({class_names})")  # fmt: skip
+        raise ValueError(
+            f"labels run from {labels.min()} to {labels.max()}, but there are {len(class_names)} class "
+            f"names ({class_names})"
+        )
     keep = ~np.isin(labels, [class_names.index(c) for c in exclude])
     rows = rows.select(np.flatnonzero(keep)) if not keep.all() else rows
     filled = [[t.format(name) for t in templates] for name in class_names]
@@ -124,10 +173,19 @@ def class_captions(rows: Any, class_names: list[str], templates: list[str], *, e
     return rows.add_column("caption", captions)
 
 
-def load_image_text_dataset(source: str, split: str = "train", *, config: str | None = None, image_column: str = "image",
-                            caption_column: str = "caption", n: int | None = None, seed: int = 0,
-                            caption_templates: list[str] | None = None, class_names: list[str] | None = None,
-                            exclude_classes: tuple[str, ...] = ()) -> Any:  # fmt: skip
+def load_image_text_dataset(
+    source: str,
+    split: str = "train",
+    *,
+    config: str | None = None,
+    image_column: str = "image",
+    caption_column: str = "caption",
+    n: int | None = None,
+    seed: int = 0,
+    caption_templates: list[str] | None = None,
+    class_names: list[str] | None = None,
+    exclude_classes: tuple[str, ...] = (),
+) -> Any:
     """``scenes`` / ``scenes-classes`` (:func:`scene_dataset`, ``n`` rows), or a Hub / local dataset with ``image_column`` and
     ``caption_column`` (renamed ``image`` / ``caption``; a caption may be a list of strings). With
     ``caption_templates``: a labelled image dataset (:func:`~matrix_llm.data.images.load_image_dataset`) captioned
@@ -140,8 +198,12 @@ def load_image_text_dataset(source: str, split: str = "train", *, config: str | 
     """
     if source in SCENE_SOURCES:
         if caption_templates:
-            raise ValueError(f"{source}: the scenes are captioned already; caption_templates are for labelled datasets")
-        return scene_dataset(split, n or (4000 if split == "train" else 1000), seed=seed, captions=SCENE_SOURCES[source])
+            raise ValueError(
+                f"{source}: the scenes are captioned already; caption_templates are for labelled datasets"
+            )
+        return scene_dataset(
+            split, n or (4000 if split == "train" else 1000), seed=seed, captions=SCENE_SOURCES[source]
+        )
     if caption_templates:
         from .images import class_names_of, load_image_dataset
 
@@ -160,7 +222,9 @@ def load_image_text_dataset(source: str, split: str = "train", *, config: str | 
         if wanted not in ds.column_names:
             raise ValueError(f"{source}: no column {wanted!r}; the columns are {ds.column_names}")
     ds = ds.select_columns([image_column, caption_column])
-    ds = ds.rename_columns({old: new for old, new in ((image_column, "image"), (caption_column, "caption")) if old != new})
+    ds = ds.rename_columns(
+        {old: new for old, new in ((image_column, "image"), (caption_column, "caption")) if old != new}
+    )
     if type(ds.features["image"]).__name__ == "Image":
         ds = ds.cast_column("image", datasets.Image(decode=False))
     return ds.select(range(min(n, len(ds)))) if n else ds
@@ -183,14 +247,18 @@ class ImageTextCollator:
         if isinstance(caption, (list, tuple)):
             caption = caption[self.rng.integers(len(caption))] if caption else ""
         if not isinstance(caption, str) or not caption.strip():
-            raise ValueError(f"ImageTextCollator: row {index} of the batch has an empty caption ({caption!r:.40})")
+            raise ValueError(
+                f"ImageTextCollator: row {index} of the batch has an empty caption ({caption!r:.40})"
+            )
         return caption
 
     def __call__(self, rows: Any) -> dict[str, Any]:
         if not rows:
             raise ValueError("ImageTextCollator: empty batch")
         captions = [self._caption(r["caption"], i) for i, r in enumerate(rows)]
-        text = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        text = self.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         batch = self.images([{"image": r["image"]} for r in rows])
         batch.update(input_ids=text["input_ids"], attention_mask=text["attention_mask"])
         return batch

@@ -18,13 +18,33 @@ import numpy as np
 
 from .labels import IGNORE_INDEX
 
-__all__ = ["FASHION_MNIST_CLASSES", "ImageCollator", "class_names_of", "decode_image", "saved_image_collator",
-           "digits_dataset", "load_idx_dataset", "load_image_dataset"]  # fmt: skip
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "ImageCollator",
+    "class_names_of",
+    "decode_image",
+    "saved_image_collator",
+    "digits_dataset",
+    "load_idx_dataset",
+    "load_image_dataset",
+]
 
-_IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-              "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}  # fmt: skip
-FASHION_MNIST_CLASSES = ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                         "ankle boot"]  # fmt: skip  (../shared/data/fashion-mnist/README.md)
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FASHION_MNIST_CLASSES = [
+    "T-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+]  # (../shared/data/fashion-mnist/README.md)
 
 
 def _read_idx(path: Path, *, offset: int) -> bytes:
@@ -48,8 +68,10 @@ def load_idx_dataset(root: str | Path, split: str = "train") -> Any:
     images_file, labels_file = (root / name for name in _IDX_FILES[split])
     for path in (images_file, labels_file):
         if not path.is_file():
-            raise FileNotFoundError(f"load_idx_dataset: no {path.name} in {root} (an IDX folder holds "
-                                    f"{', '.join(n for pair in _IDX_FILES.values() for n in pair)})")  # fmt: skip
+            raise FileNotFoundError(
+                f"load_idx_dataset: no {path.name} in {root} (an IDX folder holds "
+                f"{', '.join(n for pair in _IDX_FILES.values() for n in pair)})"
+            )
     raw = _read_idx(images_file, offset=16)
     magic, count, rows, cols = (int(x) for x in np.frombuffer(raw[:16], dtype=">u4"))
     if magic != 2051:
@@ -81,8 +103,14 @@ def digits_dataset(split: str = "train", *, test_fraction: float = 0.2, seed: in
     return datasets.Dataset.from_dict({"image": list(images[keep]), "label": labels[keep].tolist()})
 
 
-def load_image_dataset(source: str, split: str = "train", *, config: str | None = None, image_column: str = "image",
-                       label_column: str | None = "label") -> Any:  # fmt: skip
+def load_image_dataset(
+    source: str,
+    split: str = "train",
+    *,
+    config: str | None = None,
+    image_column: str = "image",
+    label_column: str | None = "label",
+) -> Any:
     """``digits``, an IDX folder, or a Hub / local dataset (``datasets.load_dataset``, e.g. an ``imagefolder``)
     with an image column and (unless ``label_column`` is ``None``) a label column, returned as ``image`` /
     ``label``. With the default names, the common alternatives ``img`` / ``labels`` / ``fine_label`` are found
@@ -103,10 +131,15 @@ def load_image_dataset(source: str, split: str = "train", *, config: str | None 
             ds = datasets.load_dataset(str(path) if path.is_dir() else source, config, split=split)
     columns = list(ds.column_names)
     renames = {}
-    for wanted, alternatives in ((image_column, ("image", "img")), (label_column, ("label", "labels", "fine_label"))):
+    for wanted, alternatives in (
+        (image_column, ("image", "img")),
+        (label_column, ("label", "labels", "fine_label")),
+    ):
         if wanted is None:
             continue
-        candidates = alternatives if wanted == alternatives[0] else (wanted,)  # other names only for the default
+        candidates = (
+            alternatives if wanted == alternatives[0] else (wanted,)
+        )  # other names only for the default
         found = next((c for c in candidates if c in columns), None)
         if found is None:
             kind = "image" if wanted == image_column else "label"
@@ -173,9 +206,22 @@ class ImageCollator:
     (``label == -100``, see :func:`label_fraction_mask`) keep ``-100``.
     """
 
-    def __init__(self, *, image_size: int, channels: int = 1, mean: float = 0.5, std: float = 0.5,
-                 processor: Any = None) -> None:  # fmt: skip
-        self.image_size, self.channels, self.mean, self.std, self.processor = image_size, channels, mean, std, processor
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        channels: int = 1,
+        mean: float = 0.5,
+        std: float = 0.5,
+        processor: Any = None,
+    ) -> None:
+        self.image_size, self.channels, self.mean, self.std, self.processor = (
+            image_size,
+            channels,
+            mean,
+            std,
+            processor,
+        )
 
     def _pixels(self, images: list[Any]) -> Any:
         """Each image to ``(C, S, S)`` in ``[0, 1]`` (any size; PIL modes L / RGB / RGBA / P converted), stacked and
@@ -189,12 +235,16 @@ class ImageCollator:
                 im = im.convert("RGB" if self.channels == 3 else "L")
             a = np.asarray(im)
             # astype copies: PIL's arrays are read-only, which torch.from_numpy warns about
-            x = torch.from_numpy((a if a.ndim == 3 else a[..., None]).astype(np.float32)).permute(2, 0, 1) / 255.0
+            x = (
+                torch.from_numpy((a if a.ndim == 3 else a[..., None]).astype(np.float32)).permute(2, 0, 1)
+                / 255.0
+            )
             if x.shape[0] != self.channels:  # arrays: grey <-> RGB (an alpha channel is dropped)
                 x = x[:3].mean(0, keepdim=True).expand(self.channels, -1, -1)
             if x.shape[-2:] != (self.image_size, self.image_size):
-                x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
-                                  align_corners=False)[0]  # fmt: skip
+                x = F.interpolate(
+                    x[None], size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+                )[0]
             out.append(x)
         return (torch.stack(out) - self.mean) / self.std
 
@@ -212,7 +262,9 @@ class ImageCollator:
             return {"pixel_values": pixel_values}
         labels = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
         if bool(((labels < 0) & (labels != IGNORE_INDEX)).any()):
-            raise ValueError(f"ImageCollator: labels must be >= 0 or {IGNORE_INDEX} (unlabelled); got {labels.tolist()}")
+            raise ValueError(
+                f"ImageCollator: labels must be >= 0 or {IGNORE_INDEX} (unlabelled); got {labels.tolist()}"
+            )
         return {"pixel_values": pixel_values, "labels": labels}
 
 
@@ -234,5 +286,8 @@ def saved_image_collator(name: str, config: Any, *, revision: str | None = None)
     size = getattr(vision, "image_size", None)
     if processor is None and not isinstance(size, int):
         raise ValueError(f"{name}: no image processor and no config.image_size; save the model's processor")
-    return ImageCollator(image_size=size if isinstance(size, int) else 224,
-                         channels=int(getattr(vision, "num_channels", 3)), processor=processor)  # fmt: skip
+    return ImageCollator(
+        image_size=size if isinstance(size, int) else 224,
+        channels=int(getattr(vision, "num_channels", 3)),
+        processor=processor,
+    )

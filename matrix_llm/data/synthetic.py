@@ -37,8 +37,16 @@ if TYPE_CHECKING:
 
 __all__ = ["FAMILIES", "generate_problems", "problem_split", "synthetic_dataset"]
 
-_NAMES = (("Tom", "He"), ("Sara", "She"), ("Ben", "He"), ("Anna", "She"),
-          ("Sam", "He"), ("Lily", "She"), ("Max", "He"), ("Emma", "She"))  # fmt: skip
+_NAMES = (
+    ("Tom", "He"),
+    ("Sara", "She"),
+    ("Ben", "He"),
+    ("Anna", "She"),
+    ("Sam", "He"),
+    ("Lily", "She"),
+    ("Max", "He"),
+    ("Emma", "She"),
+)
 _ITEMS = ("apple", "pen", "book", "card", "ball", "egg", "toy", "cookie")
 _VEHICLES = ("car", "bike", "bus", "train")
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a // b}
@@ -103,16 +111,20 @@ def _shopping(rng: random.Random, steps: int, w: _Writer, hi: int) -> tuple[str,
         return q, c
     if steps == 2:
         money = a * p + rng.randint(2, hi)
-        q = (f"{name} has {money} dollars. {he} buys {a} {item} for {p} dollars each. "
-             f"How many dollars does {name} have left?")  # fmt: skip
+        q = (
+            f"{name} has {money} dollars. {he} buys {a} {item} for {p} dollars each. "
+            f"How many dollars does {name} have left?"
+        )
         expr, c = w.calc(a, "*", p)
         w.line(f"The {item} cost {expr} dollars.")
         expr, r = w.calc(money, "-", c)
         w.line(f"{name} has {expr} dollars left.")
         return q, r
     b, p2 = rng.randint(2, 9), rng.randint(2, 9)
-    q = (f"{name} buys {a} {item} for {p} dollars each and {b} {item2} for {p2} dollars each. "
-         f"How many dollars does {name} spend?")  # fmt: skip
+    q = (
+        f"{name} buys {a} {item} for {p} dollars each and {b} {item2} for {p2} dollars each. "
+        f"How many dollars does {name} spend?"
+    )
     expr, c1 = w.calc(a, "*", p)
     w.line(f"The {item} cost {expr} dollars.")
     expr, c2 = w.calc(b, "*", p2)
@@ -147,8 +159,10 @@ def _sharing(rng: random.Random, steps: int, w: _Writer, hi: int) -> tuple[str, 
     t = total + d
     a = rng.randint(1, t - 1)
     b = t - a
-    q = (f"{name} has {a} {item} and buys {b} more. {he} gives {d} {item} to {other} and "
-         f"shares the rest equally among {k} friends. {ask}")  # fmt: skip
+    q = (
+        f"{name} has {a} {item} and buys {b} more. {he} gives {d} {item} to {other} and "
+        f"shares the rest equally among {k} friends. {ask}"
+    )
     expr, t = w.calc(a, "+", b)
     w.line(f"{name} has {expr} {item}.")
     expr, r = w.calc(t, "-", d)
@@ -167,8 +181,10 @@ def _ages(rng: random.Random, steps: int, w: _Writer, hi: int) -> tuple[str, int
         c = a * m
         b = rng.randint(1, c - 2)
         d = rng.randint(2, 20)
-        q = (f"{a_name} is {a} years old. {b_name} is {m} times as old as {a_name}. {c_name} is {b} years "
-             f"younger than {b_name}. How old will {c_name} be in {d} years?")  # fmt: skip
+        q = (
+            f"{a_name} is {a} years old. {b_name} is {m} times as old as {a_name}. {c_name} is {b} years "
+            f"younger than {b_name}. How old will {c_name} be in {d} years?"
+        )
         expr, c = w.calc(a, "*", m)
         w.line(f"{b_name} is {expr} years old.")
         expr, e = w.calc(c, "-", b)
@@ -206,16 +222,20 @@ def _travel(rng: random.Random, steps: int, w: _Writer, hi: int) -> tuple[str, i
         return q, v
     if steps == 2:
         t1, t2 = rng.randint(1, 5), rng.randint(1, 4)
-        q = (f"A {vehicle} goes {s} miles each hour. It goes for {t1} hours and then {t2} more hours. "
-             "How many miles does it go?")  # fmt: skip
+        q = (
+            f"A {vehicle} goes {s} miles each hour. It goes for {t1} hours and then {t2} more hours. "
+            "How many miles does it go?"
+        )
         expr, tt = w.calc(t1, "+", t2)
         w.line(f"It goes for {expr} hours.")
         expr, d = w.calc(s, "*", tt)
         w.line(f"It goes {expr} miles.")
         return q, d
     s2, t2 = rng.randint(2, fast), rng.randint(2, 9)
-    q = (f"A {vehicle} goes {s} miles each hour for {t} hours and then {s2} miles each hour for {t2} hours. "
-         "How many miles does it go?")  # fmt: skip
+    q = (
+        f"A {vehicle} goes {s} miles each hour for {t} hours and then {s2} miles each hour for {t2} hours. "
+        "How many miles does it go?"
+    )
     expr, d1 = w.calc(s, "*", t)
     w.line(f"First it goes {expr} miles.")
     expr, d2 = w.calc(s2, "*", t2)

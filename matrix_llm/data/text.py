@@ -20,7 +20,9 @@ from .labels import IGNORE_INDEX
 __all__ = ["TextCollator", "count_truncated", "load_text_dataset", "modular_addition", "number_code"]
 
 SYNTHETIC_ROWS = 512  # rows of `synthetic` per split
-MODULAR_TRAIN_FRACTION = 0.5  # Power et al. (2022, Fig. 1): the more of the table is trained on, the sooner it generalises
+MODULAR_TRAIN_FRACTION = (
+    0.5  # Power et al. (2022, Fig. 1): the more of the table is trained on, the sooner it generalises
+)
 
 
 def number_code(n: int) -> str:
@@ -31,8 +33,9 @@ def number_code(n: int) -> str:
     return chr(97 + n // 26) + chr(97 + n % 26)
 
 
-def modular_addition(split: str = "train", *, modulus: int = 113, train_fraction: float = MODULAR_TRAIN_FRACTION,
-                     seed: int = 0) -> dict[str, list]:  # fmt: skip
+def modular_addition(
+    split: str = "train", *, modulus: int = 113, train_fraction: float = MODULAR_TRAIN_FRACTION, seed: int = 0
+) -> dict[str, list]:
     """Every pair ``(a, b)`` of ``Z_p x Z_p`` as ``{"text": "<a> plus <b>", "label": (a + b) mod p}``, split at
     random (``seed``) into ``train_fraction`` of the table for ``train`` and the rest for ``test`` (Power et al.,
     2022, "Grokking"). Numbers are :func:`number_code` words."""
@@ -41,18 +44,28 @@ def modular_addition(split: str = "train", *, modulus: int = 113, train_fraction
     if split not in ("train", "test", "validation"):
         raise ValueError(f"modular-addition: split {split!r}; it has `train` and `test`")
     if not 2 <= modulus <= 26 * 26 or not 0 < train_fraction < 1:
-        raise ValueError(f"modular-addition: modulus in [2, 676] and train_fraction in (0, 1); got {modulus}, "
-                         f"{train_fraction}")  # fmt: skip
+        raise ValueError(
+            f"modular-addition: modulus in [2, 676] and train_fraction in (0, 1); got {modulus}, "
+            f"{train_fraction}"
+        )
     pairs = np.random.default_rng(seed).permutation(modulus * modulus)
     cut = int(round(train_fraction * len(pairs)))
     chosen = np.sort(pairs[:cut] if split == "train" else pairs[cut:])
     a, b = chosen // modulus, chosen % modulus
-    return {"text": [f"{number_code(int(x))} plus {number_code(int(y))}" for x, y in zip(a, b, strict=True)],
-            "label": [int(v) for v in (a + b) % modulus]}
+    return {
+        "text": [f"{number_code(int(x))} plus {number_code(int(y))}" for x, y in zip(a, b, strict=True)],
+        "label": [int(v) for v in (a + b) % modulus],
+    }
 
 
-def load_text_dataset(source: str, split: str = "train", *, config: str | None = None, text_column: str = "text",
-                      label_column: str | None = None) -> Any:  # fmt: skip
+def load_text_dataset(
+    source: str,
+    split: str = "train",
+    *,
+    config: str | None = None,
+    text_column: str = "text",
+    label_column: str | None = None,
+) -> Any:
     """A ``datasets.Dataset`` with a ``text`` column (and ``label``, ints, when ``label_column`` is given).
 
     Raises:
@@ -78,7 +91,9 @@ def load_text_dataset(source: str, split: str = "train", *, config: str | None =
         try:
             rows = standardise_fields(ds, source=str(source), any_format=True)
         except ValueError as e:
-            raise ValueError(f"{source}: no text column {text_column!r} and no training format ({e})") from None
+            raise ValueError(
+                f"{source}: no text column {text_column!r} and no training format ({e})"
+            ) from None
         texts = ["".join(format_example(row, template="qa")) for row in rows]
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
@@ -110,8 +125,11 @@ class TextCollator:
         if not rows:
             raise ValueError("TextCollator: empty batch")
         texts = [r["text"] for r in rows]
-        batch = dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                    return_tensors="pt"))  # fmt: skip
+        batch = dict(
+            self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+        )
         if "label" in rows[0]:
             batch["labels"] = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
         elif self.causal:

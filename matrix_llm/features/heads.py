@@ -32,8 +32,10 @@ def classifier_head(model: nn.Module) -> nn.Linear:
     inner = unwrap(model)
     num_labels = getattr(getattr(inner, "config", None), "num_labels", None)
     if not isinstance(num_labels, int):
-        raise ValueError(f"classifier_head: {type(inner).__name__} has no config.num_labels; a classification model "
-                         "(AutoModelForImageClassification / AutoModelForSequenceClassification) is needed")  # fmt: skip
+        raise ValueError(
+            f"classifier_head: {type(inner).__name__} has no config.num_labels; a classification model "
+            "(AutoModelForImageClassification / AutoModelForSequenceClassification) is needed"
+        )
     found = [m for m in inner.modules() if isinstance(m, nn.Linear) and m.out_features == num_labels]
     if not found:
         raise ValueError(

@@ -26,8 +26,9 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def capture_layers(model: nn.Module, layers: Sequence[int] | None = None, *, final_norm: bool = False
-                   ) -> Iterator[dict[int, Tensor]]:  # fmt: skip
+def capture_layers(
+    model: nn.Module, layers: Sequence[int] | None = None, *, final_norm: bool = False
+) -> Iterator[dict[int, Tensor]]:
     """Record the outputs of blocks ``layers`` (``None``: all; negative indices count from the end).
 
     Yields a dict filled during the forward pass: ``{block index (non-negative): (N, L, d) output}``, and with
@@ -69,7 +70,9 @@ def capture_layers(model: nn.Module, layers: Sequence[int] | None = None, *, fin
             if args and args[0] is captured.get(n - 1) and isinstance(output, Tensor):
                 captured[n] = output
 
-        handles += [m.register_forward_hook(norm_hook) for m in model.modules() if _is_norm(m) and id(m) not in inside]
+        handles += [
+            m.register_forward_hook(norm_hook) for m in model.modules() if _is_norm(m) and id(m) not in inside
+        ]
     try:
         yield captured
     finally:

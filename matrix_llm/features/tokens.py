@@ -39,7 +39,14 @@ from torch import Tensor, nn
 from ..data.labels import IGNORE_INDEX
 from .modules import decoder_layers, first_tensor, full_weight, output_embedding
 
-__all__ = ["CapturedHidden", "TokenFeatures", "capture_hidden", "head_weight", "packed_segments", "token_features"]
+__all__ = [
+    "CapturedHidden",
+    "TokenFeatures",
+    "capture_hidden",
+    "head_weight",
+    "packed_segments",
+    "token_features",
+]
 
 
 @dataclass
@@ -135,8 +142,10 @@ def token_features(
     segments = None
     if position_ids is not None:
         if position_ids.shape != labels.shape:
-            raise ValueError(f"token_features: position_ids must have shape {tuple(labels.shape)}; got "
-                             f"{tuple(position_ids.shape)}")  # fmt: skip
+            raise ValueError(
+                f"token_features: position_ids must have shape {tuple(labels.shape)}; got "
+                f"{tuple(position_ids.shape)}"
+            )
         segments = packed_segments(position_ids)[:, :-1][mask]
     return TokenFeatures(
         hidden=hidden[:, :-1][mask],

@@ -229,7 +229,9 @@ def matrix_nuclear_norm(z: torch.Tensor) -> torch.Tensor:
     z = _check_tensor("matrix_nuclear_norm", "z", z)
     n, d = z.shape[-2], z.shape[-1]
     if n == 0 or d == 0:
-        raise ValueError(f"matrix_nuclear_norm: expected `z` of shape (..., n, d) with n, d >= 1; got {tuple(z.shape)}")
+        raise ValueError(
+            f"matrix_nuclear_norm: expected `z` of shape (..., n, d) with n, d >= 1; got {tuple(z.shape)}"
+        )
     with no_autocast(z):
         zw = _rows(z.to(work_dtype(z.dtype)), normalize=True, center=True, center_first=True)
         norms = torch.linalg.vector_norm(zw, dim=-2)  # (*, d) column norms

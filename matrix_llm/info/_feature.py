@@ -52,7 +52,9 @@ def _series(x: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
 
 
 _PHI_SERIES = tuple((-1) ** k / (k + 1) for k in range(5))  # log(1 + x) / x = Σ (-x)^k / (k + 1)
-_PHI_PRIME_SERIES = tuple((-1) ** (k + 1) * (k + 1) / (k + 2) for k in range(9))  # its derivative, term by term
+_PHI_PRIME_SERIES = tuple(
+    (-1) ** (k + 1) * (k + 1) / (k + 2) for k in range(9)
+)  # its derivative, term by term
 
 
 def _phi(w: torch.Tensor, mu: float) -> torch.Tensor:
@@ -147,7 +149,9 @@ class _ThinSymmetricCross(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, aa: torch.Tensor, ab: torch.Tensor, mu: float, lamb: float, kappa: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(
+        ctx, aa: torch.Tensor, ab: torch.Tensor, mu: float, lamb: float, kappa: float
+    ) -> torch.Tensor:  # type: ignore[override]
         ga, gb = aa @ aa.mT, ab @ ab.mT
         traces = ga.diagonal(dim1=-2, dim2=-1).sum(-1) + gb.diagonal(dim1=-2, dim2=-1).sum(-1)
         alpha, u = torch.linalg.eigh(ga)  # eigh reads one triangle: no symmetrising needed
@@ -181,15 +185,21 @@ def _check_features(fn: str, zp: object, zq: object) -> tuple[torch.Tensor, torc
     zp = _check_tensor(fn, "zp", zp)
     zq = _check_tensor(fn, "zq", zq)
     if zp.shape[-1] != zq.shape[-1]:
-        raise ValueError(f"{fn}: `zp` and `zq` must have the same feature dimension d; got {zp.shape[-1]} and "
-                         f"{zq.shape[-1]}")  # fmt: skip
+        raise ValueError(
+            f"{fn}: `zp` and `zq` must have the same feature dimension d; got {zp.shape[-1]} and "
+            f"{zq.shape[-1]}"
+        )
     if zp.shape[-2] == 0 or zq.shape[-2] == 0:
-        raise ValueError(f"{fn}: expected at least one row in `zp` and `zq`; got {tuple(zp.shape)}, {tuple(zq.shape)}")
+        raise ValueError(
+            f"{fn}: expected at least one row in `zp` and `zq`; got {tuple(zp.shape)}, {tuple(zq.shape)}"
+        )
     try:
         torch.broadcast_shapes(zp.shape[:-2], zq.shape[:-2])
     except RuntimeError:
-        raise ValueError(f"{fn}: batch dims of `zp` {tuple(zp.shape[:-2])} and `zq` {tuple(zq.shape[:-2])} do not "
-                         "broadcast") from None  # fmt: skip
+        raise ValueError(
+            f"{fn}: batch dims of `zp` {tuple(zp.shape[:-2])} and `zq` {tuple(zq.shape[:-2])} do not "
+            "broadcast"
+        ) from None
     return zp, zq
 
 
@@ -227,7 +237,11 @@ def _power_traces(g: torch.Tensor, n_mat: torch.Tensor | None, order: int) -> tu
     power = None  # G^{j-1}
     for _ in range(order):
         if n_mat is not None:
-            s.append(n_mat.diagonal(dim1=-2, dim2=-1).sum(-1) if power is None else (n_mat * power.mT).sum((-2, -1)))
+            s.append(
+                n_mat.diagonal(dim1=-2, dim2=-1).sum(-1)
+                if power is None
+                else (n_mat * power.mT).sum((-2, -1))
+            )
         power = g if power is None else power @ g
         t.append(power.diagonal(dim1=-2, dim2=-1).sum(-1))
     return s, t
@@ -250,7 +264,9 @@ def _cross_and_traces(ap, aq, lamb, mu, log="eigh", order=4, check=True):
         eye = torch.eye(d, dtype=aq.dtype, device=aq.device)
         p = ap.mT @ ap + lamb * eye
         q = aq.mT @ aq + mu * eye
-        cross = tr_q - mce(p, q, trace_term=True, log=log, order=order, check=check)  # mce = -tr(P log Q) + tr Q
+        cross = tr_q - mce(
+            p, q, trace_term=True, log=log, order=order, check=check
+        )  # mce = -tr(P log Q) + tr Q
         return cross, tr_p, tr_q
     gq = aq @ aq.mT
     mqp = aq @ ap.mT
@@ -421,7 +437,9 @@ def feature_uniformity(
     fn = "feature_uniformity"
     zp, zq = _check_features(fn, zp, zq)
     if zp.shape[-2] != zq.shape[-2]:
-        raise ValueError(f"{fn}: `zp` and `zq` must be paired rows (the same m); got {zp.shape[-2]} and {zq.shape[-2]}")
+        raise ValueError(
+            f"{fn}: `zp` and `zq` must be paired rows (the same m); got {zp.shape[-2]} and {zq.shape[-2]}"
+        )
     log = _check_choice(fn, "log", log, ("eigh", "taylor"))
     mu = _check_mu(fn, mu, log)
     lamb = _check_lamb(fn, lamb)
@@ -449,7 +467,9 @@ def feature_uniformity(
         else:
             small = aq @ ap.mT  # m x m, the nonzero spectrum of C = A_pᵀ A_q
         if log == "eigh":
-            sign, logabsdet = torch.linalg.slogdet(torch.eye(2 * m, dtype=work, device=ap.device) + small / mu)
+            sign, logabsdet = torch.linalg.slogdet(
+                torch.eye(2 * m, dtype=work, device=ap.device) + small / mu
+            )
             if check and bool((sign <= 0).any()):
                 raise ValueError(f"{fn}: C_sym + mu I is not positive definite; shift it by a larger mu")
             trace_log = d * math.log(mu) + logabsdet
@@ -457,8 +477,9 @@ def feature_uniformity(
             if check:
                 _check_taylor_radius(fn, small, mu - 1.0)
             _, t = _power_traces(small, None, order)
-            trace_log = _taylor_trace(torch.full_like(tr_c, float(d)), [torch.zeros_like(tr_c)] * order,
-                                      t, 1.0, mu - 1.0, order)  # fmt: skip
+            trace_log = _taylor_trace(
+                torch.full_like(tr_c, float(d)), [torch.zeros_like(tr_c)] * order, t, 1.0, mu - 1.0, order
+            )
         loss = -lamb * trace_log
         if trace_term:
             loss = loss + tr_q

@@ -150,7 +150,9 @@ class _Rows(torch.autograd.Function):
     division and mean."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, normalize: bool, center: bool, center_first: bool, scale: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(
+        ctx, z: torch.Tensor, normalize: bool, center: bool, center_first: bool, scale: float
+    ) -> torch.Tensor:  # type: ignore[override]
         if center and center_first:
             z = z - z.mean(dim=-2, keepdim=True)
         unit = norm = None

@@ -41,9 +41,14 @@ class TCRLoss(nn.Module):
     """
 
     def __init__(
-        self, *, mu: float = 1.0, weight: float = 1.0, center: bool = False, gather: bool = False,
+        self,
+        *,
+        mu: float = 1.0,
+        weight: float = 1.0,
+        center: bool = False,
+        gather: bool = False,
         second_order: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not mu > 0:
             raise ValueError(f"TCRLoss: `mu` must be a number > 0; got {mu!r}")
@@ -56,8 +61,10 @@ class TCRLoss(nn.Module):
         self.second_order = bool(second_order)
 
     def extra_repr(self) -> str:
-        return (f"mu={self.mu}, weight={self.weight}, center={self.center}, gather={self.gather}, "
-                f"second_order={self.second_order}")  # fmt: skip
+        return (
+            f"mu={self.mu}, weight={self.weight}, center={self.center}, gather={self.gather}, "
+            f"second_order={self.second_order}"
+        )
 
     def forward(self, z: Tensor) -> LossOutput:
         fn = "TCRLoss"

@@ -60,7 +60,9 @@ class NTXentLoss(nn.Module):
         with no_autocast(pairs):
             z = F.normalize(torch.cat([pairs[:, 0], pairs[:, 1]]), dim=-1)  # (2M, d): views 1, then views 2
             logits = z @ z.mT / self.temperature
-            logits = logits.masked_fill(torch.eye(2 * big_m, dtype=torch.bool, device=z.device), float("-inf"))
+            logits = logits.masked_fill(
+                torch.eye(2 * big_m, dtype=torch.bool, device=z.device), float("-inf")
+            )
             positives = (torch.arange(2 * big_m, device=z.device) + big_m) % (2 * big_m)
             total = F.cross_entropy(logits, positives)
             accuracy = (logits.argmax(-1) == positives).float().mean()
@@ -94,8 +96,13 @@ class CLIPLoss(nn.Module):
         super().__init__()
         self.gather = bool(gather)
 
-    def forward(self, image_features: Tensor, text_features: Tensor, logit_scale: Tensor,
-                caption_keys: Tensor | None = None) -> LossOutput:  # fmt: skip
+    def forward(
+        self,
+        image_features: Tensor,
+        text_features: Tensor,
+        logit_scale: Tensor,
+        caption_keys: Tensor | None = None,
+    ) -> LossOutput:
         fn = "CLIPLoss"
         check_matrix(fn, "image_features", image_features)
         n, d = image_features.shape
@@ -103,7 +110,9 @@ class CLIPLoss(nn.Module):
         if caption_keys is not None:
             check_labels(fn, caption_keys, n=n, name="caption_keys")
         check_finite_and_range(fn, {"image_features": image_features, "text_features": text_features})
-        pairs = torch.stack([image_features, text_features], 1).to(work_dtype(image_features.dtype, text_features.dtype))
+        pairs = torch.stack([image_features, text_features], 1).to(
+            work_dtype(image_features.dtype, text_features.dtype)
+        )
         if self.gather:
             pairs = all_gather_with_grad(pairs)
             caption_keys = None if caption_keys is None else all_gather_no_grad(caption_keys)
@@ -157,7 +166,9 @@ class BarlowTwinsLoss(nn.Module):
         pairs = _view_pairs(fn, z1, z2, self.gather)
         big_m = pairs.shape[0]
         if big_m < 2:
-            raise ValueError(f"{fn}: needs at least 2 images in the batch to standardise over it; got {big_m}")
+            raise ValueError(
+                f"{fn}: needs at least 2 images in the batch to standardise over it; got {big_m}"
+            )
         with no_autocast(pairs):
             centred = pairs - pairs.mean(0, keepdim=True)
             standard = centred / (centred.square().mean(0, keepdim=True) + self.eps).sqrt()

@@ -140,7 +140,9 @@ class CrossModalMCELoss(nn.Module):
         if self.gather:
             images, texts = all_gather_with_grad(images), all_gather_with_grad(texts)
         if min(images.shape[0], texts.shape[0]) < 2:
-            raise ValueError(f"{fn}: needs at least 2 rows of each modality; got {images.shape[0]} and {texts.shape[0]}")
+            raise ValueError(
+                f"{fn}: needs at least 2 rows of each modality; got {images.shape[0]} and {texts.shape[0]}"
+            )
         with no_autocast(images):
             total = info.feature_mce_symmetric(images, texts, lamb=self.mu, mu=self.mu)
         return LossOutput(total=total, parts=detached_parts(mce=total))

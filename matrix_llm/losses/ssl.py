@@ -17,7 +17,9 @@ __all__ = ["MECLoss", "MatrixSSLLoss"]
 PRESETS = ("exact", "official")
 
 
-def _student_teacher(fn: str, z1: Tensor, z2: Tensor, p1: Tensor, p2: Tensor, gather: bool) -> tuple[Tensor, Tensor]:
+def _student_teacher(
+    fn: str, z1: Tensor, z2: Tensor, p1: Tensor, p2: Tensor, gather: bool
+) -> tuple[Tensor, Tensor]:
     """``(student, teacher)``, ``(2, M, d)`` each in the work dtype, paired as the official code pairs the views
     (teacher of view 2 with student of view 1, and ``(p1, z2)``); with ``gather``, the rows of every rank
     (the student's with gradients). Checks the shapes and values first."""
@@ -134,14 +136,18 @@ class MatrixSSLLoss(nn.Module):
 
     def forward(self, z1: Tensor, z2: Tensor, p1: Tensor, p2: Tensor) -> LossOutput:
         """Student outputs ``z1, z2`` and teacher outputs ``p1, p2`` of the two views, ``(m, d)`` each."""
-        student, teacher = _student_teacher(f"MatrixSSLLoss(preset={self.preset!r})", z1, z2, p1, p2, self.gather)
+        student, teacher = _student_teacher(
+            f"MatrixSSLLoss(preset={self.preset!r})", z1, z2, p1, p2, self.gather
+        )
         with no_autocast(student):
             zs = F.normalize(student, dim=-1)
             ps = F.normalize(teacher, dim=-1)
             # both terms from the m x m side when that is smaller than d (info.feature_uniformity / feature_mce:
             # the same values as the d x d MCEs; the official preset keeps its Taylor series, on C(p, z) itself)
             log = "taylor" if self.preset == "official" else "eigh"
-            options = dict(normalize=False, trace_term=self.trace_term, log=log, order=self.order, check=self.check)
+            options = dict(
+                normalize=False, trace_term=self.trace_term, log=log, order=self.order, check=self.check
+            )
             if self.preset == "exact":
                 options["check"] = True  # a non-positive-definite Q is an error on the exact path
             uniformity = info.feature_uniformity(
@@ -177,7 +183,9 @@ class MECLoss(nn.Module):
         :class:`LossOutput` with ``total`` and the part ``mec`` (the coding length per sample, ``-total·λ``).
     """
 
-    def __init__(self, *, eps_sq: float = 64.0, log: str = "exact", order: int = 4, gather: bool = False) -> None:
+    def __init__(
+        self, *, eps_sq: float = 64.0, log: str = "exact", order: int = 4, gather: bool = False
+    ) -> None:
         super().__init__()
         if isinstance(eps_sq, bool) or not isinstance(eps_sq, (int, float)) or not eps_sq > 0:
             raise ValueError(f"MECLoss: `eps_sq` must be a number > 0; got {eps_sq!r}")
@@ -194,8 +202,10 @@ class MECLoss(nn.Module):
             return info.taylor_log(eye + c, order=self.order, check=False).diagonal(dim1=-2, dim2=-1).sum(-1)
         sign, logabsdet = torch.linalg.slogdet(eye + c)
         if bool((sign <= 0).any()):
-            raise ValueError("MECLoss: det(I + λ p zᵀ) <= 0 (teacher and student anti-aligned); lower the "
-                             "learning rate or raise `eps_sq`")  # fmt: skip
+            raise ValueError(
+                "MECLoss: det(I + λ p zᵀ) <= 0 (teacher and student anti-aligned); lower the "
+                "learning rate or raise `eps_sq`"
+            )
         return logabsdet
 
     def forward(self, z1: Tensor, z2: Tensor, p1: Tensor, p2: Tensor) -> LossOutput:

@@ -129,8 +129,15 @@ class TokenMCELoss(nn.Module):
     ) -> None:
         super().__init__()
         problems = self.argument_problems(
-            formulation=formulation, mu=mu, lamb=lamb, log=log, order=order, max_tokens=max_tokens, scope=scope,
-            seed=seed, gram=gram,
+            formulation=formulation,
+            mu=mu,
+            lamb=lamb,
+            log=log,
+            order=order,
+            max_tokens=max_tokens,
+            scope=scope,
+            seed=seed,
+            gram=gram,
         )
         if problems:
             name, expected, got = problems[0]
@@ -308,7 +315,11 @@ class TokenMCELoss(nn.Module):
             else:
                 hidden = hidden[idx]
             t = labels.shape[0]
-        dtype = work_dtype(logits.dtype, head_weight.dtype) if uses_logits else work_dtype(hidden.dtype, head_weight.dtype)  # type: ignore[arg-type]
+        dtype = (
+            work_dtype(logits.dtype, head_weight.dtype)
+            if uses_logits
+            else work_dtype(hidden.dtype, head_weight.dtype)
+        )  # type: ignore[arg-type]
         with no_autocast(labels):
             if self.formulation == "alignment" and self.log == "eigh":
                 loss, k = self._alignment_on_the_token_side(labels, head_weight, logits, dtype)  # type: ignore[arg-type]

@@ -28,7 +28,16 @@ from torch import Tensor, nn
 from matrix_llm.data.augment import TwoViewAugment
 from matrix_llm.features import pool
 
-__all__ = ["MAEModel", "MAEOutput", "SSLModel", "SSLOutput", "cosine_momentum", "mlp_predictor", "mlp_projector", "vision_pooling"]
+__all__ = [
+    "MAEModel",
+    "MAEOutput",
+    "SSLModel",
+    "SSLOutput",
+    "cosine_momentum",
+    "mlp_predictor",
+    "mlp_projector",
+    "vision_pooling",
+]
 
 
 def vision_pooling(outputs) -> str:
@@ -40,15 +49,21 @@ def vision_pooling(outputs) -> str:
 
 def mlp_projector(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(d_in, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-        nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-        nn.Linear(hidden, d_out, bias=False), nn.BatchNorm1d(d_out, affine=False),
-    )  # fmt: skip
+        nn.Linear(d_in, hidden, bias=False),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden, bias=False),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, d_out, bias=False),
+        nn.BatchNorm1d(d_out, affine=False),
+    )
 
 
 def mlp_predictor(d: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, d))  # fmt: skip
+    return nn.Sequential(
+        nn.Linear(d, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, d)
+    )
 
 
 @dataclass
@@ -88,26 +103,42 @@ class SSLModel(nn.Module):
         num_classes: size of the online linear probe (``0``: none).
     """
 
-    def __init__(self, backbone: nn.Module, augment: TwoViewAugment, *, pooling: str | None = None,
-                 projector_hidden: int = 2048, projector_dim: int = 2048, predictor_hidden: int = 512,
-                 teacher: bool = True, num_classes: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        backbone: nn.Module,
+        augment: TwoViewAugment,
+        *,
+        pooling: str | None = None,
+        projector_hidden: int = 2048,
+        projector_dim: int = 2048,
+        predictor_hidden: int = 512,
+        teacher: bool = True,
+        num_classes: int = 0,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         if pooling != "pooler" and getattr(backbone, "pooler", None) is not None:
-            backbone.pooler.requires_grad_(False)  # unused (a ViT's dense pooler): frozen, so DDP sees no unused
+            backbone.pooler.requires_grad_(
+                False
+            )  # unused (a ViT's dense pooler): frozen, so DDP sees no unused
         self.augment = augment
         self.pooling = pooling
         self.feature_dim = _feature_dim(backbone)
         self.projector = mlp_projector(self.feature_dim, projector_hidden, projector_dim)
-        self.predictor = mlp_predictor(projector_dim, predictor_hidden) if predictor_hidden > 0 else nn.Identity()
+        self.predictor = (
+            mlp_predictor(projector_dim, predictor_hidden) if predictor_hidden > 0 else nn.Identity()
+        )
         self.teacher_backbone = self.teacher_projector = None
         if teacher:
             self.teacher_backbone = copy.deepcopy(backbone).requires_grad_(False)
             self.teacher_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.probe = None
-        if num_classes > 0:  # BatchNorm without affine first (as MAE's linear probe): one learning rate fits all
-            self.probe = nn.Sequential(nn.BatchNorm1d(self.feature_dim, affine=False),
-                                       nn.Linear(self.feature_dim, num_classes))  # fmt: skip
+        if (
+            num_classes > 0
+        ):  # BatchNorm without affine first (as MAE's linear probe): one learning rate fits all
+            self.probe = nn.Sequential(
+                nn.BatchNorm1d(self.feature_dim, affine=False), nn.Linear(self.feature_dim, num_classes)
+            )
         self.main_input_name = "pixel_values"  # what the Trainer reads to count inputs / find the batch size
 
     @property
@@ -139,7 +170,10 @@ class SSLModel(nn.Module):
         buffers such as BatchNorm statistics are copied)."""
         if not self.has_teacher:
             return
-        for student, teacher in ((self.backbone, self.teacher_backbone), (self.projector, self.teacher_projector)):
+        for student, teacher in (
+            (self.backbone, self.teacher_backbone),
+            (self.projector, self.teacher_projector),
+        ):
             for s, t in zip(student.parameters(), teacher.parameters(), strict=True):
                 t.lerp_(s.detach().to(t.dtype), 1.0 - momentum)
             for s, t in zip(student.buffers(), teacher.buffers(), strict=True):
@@ -181,8 +215,9 @@ class MAEModel(nn.Module):
         self.feature_dim = int(mae.config.hidden_size)
         self.probe = None
         if num_classes > 0:
-            self.probe = nn.Sequential(nn.BatchNorm1d(self.feature_dim, affine=False),
-                                       nn.Linear(self.feature_dim, num_classes))  # fmt: skip
+            self.probe = nn.Sequential(
+                nn.BatchNorm1d(self.feature_dim, affine=False), nn.Linear(self.feature_dim, num_classes)
+            )
         self.main_input_name = "pixel_values"
 
     @property
@@ -194,7 +229,9 @@ class MAEModel(nn.Module):
         (view,) = self.augment.views_of(pixel_values, augment_step, 1)
         captured: dict[str, Tensor] = {}
 
-        def keep(_module, _args, output) -> None:  # a forward hook that returns nothing leaves the output alone
+        def keep(
+            _module, _args, output
+        ) -> None:  # a forward hook that returns nothing leaves the output alone
             captured["latent"] = output.last_hidden_state
 
         handle = self.mae.vit.register_forward_hook(keep)

@@ -87,19 +87,40 @@ def build_llama(
     return LlamaForCausalLM(config)
 
 
-def _image_config(kind: str, *, image_size: int, num_channels: int, hidden_size: int, num_layers: int,
-                  num_heads: int, **extra):  # fmt: skip
+def _image_config(
+    kind: str,
+    *,
+    image_size: int,
+    num_channels: int,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    **extra,
+):
     """The config of a tiny ViT (patches of ``image_size/4``) or ResNet (stages of ``hidden_size/2`` and
     ``hidden_size`` channels)."""
     from transformers import ResNetConfig, ViTConfig
 
     if kind == "tiny-vit":
-        return ViTConfig(image_size=image_size, patch_size=max(1, image_size // 4), hidden_size=hidden_size,
-                         num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                         intermediate_size=2 * hidden_size, num_channels=num_channels, **extra)  # fmt: skip
+        return ViTConfig(
+            image_size=image_size,
+            patch_size=max(1, image_size // 4),
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=2 * hidden_size,
+            num_channels=num_channels,
+            **extra,
+        )
     if kind == "tiny-resnet":
-        config = ResNetConfig(embedding_size=max(8, hidden_size // 2), hidden_sizes=[max(8, hidden_size // 2), hidden_size],
-                              depths=[1] * 2, downsample_in_first_stage=False, num_channels=num_channels, **extra)  # fmt: skip
+        config = ResNetConfig(
+            embedding_size=max(8, hidden_size // 2),
+            hidden_sizes=[max(8, hidden_size // 2), hidden_size],
+            depths=[1] * 2,
+            downsample_in_first_stage=False,
+            num_channels=num_channels,
+            **extra,
+        )
         config.image_size = image_size  # not a ResNet setting: saved so that loaders know the training size
         return config
     raise ValueError(f"tiny image models: `kind` must be 'tiny-vit' or 'tiny-resnet'; got {kind!r}")
@@ -123,39 +144,79 @@ def build_image_classifier(
     from transformers import ResNetForImageClassification, ViTForImageClassification
 
     labels = id2label or {i: str(i) for i in range(num_labels)}
-    config = _image_config(kind, image_size=image_size, num_channels=num_channels, hidden_size=hidden_size,
-                           num_layers=num_layers, num_heads=num_heads, num_labels=num_labels, id2label=labels,
-                           label2id={v: k for k, v in labels.items()})  # fmt: skip
+    config = _image_config(
+        kind,
+        image_size=image_size,
+        num_channels=num_channels,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_labels=num_labels,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
     torch.manual_seed(seed)
     return (ViTForImageClassification if kind == "tiny-vit" else ResNetForImageClassification)(config)
 
 
-def build_image_backbone(kind: str, *, image_size: int = 16, num_channels: int = 1, hidden_size: int = 64,
-                         num_layers: int = 2, num_heads: int = 4, seed: int = 0):  # fmt: skip
+def build_image_backbone(
+    kind: str,
+    *,
+    image_size: int = 16,
+    num_channels: int = 1,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    seed: int = 0,
+):
     """A randomly initialised ``ViTModel`` or ``ResNetModel``, the backbones of ``matrix-llm ssl``'s tiny
     models (the ViT keeps its pooler so that ``AutoModel`` loads it whole; self-supervised training reads the class
     token and freezes the pooler)."""
     import torch
     from transformers import ResNetModel, ViTModel
 
-    config = _image_config(kind, image_size=image_size, num_channels=num_channels, hidden_size=hidden_size,
-                           num_layers=num_layers, num_heads=num_heads)  # fmt: skip
+    config = _image_config(
+        kind,
+        image_size=image_size,
+        num_channels=num_channels,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+    )
     torch.manual_seed(seed)
     return (ViTModel if kind == "tiny-vit" else ResNetModel)(config)
 
 
-def build_mae(*, image_size: int = 16, num_channels: int = 1, hidden_size: int = 64, num_layers: int = 2,
-              num_heads: int = 4, mask_ratio: float = 0.75, seed: int = 0):  # fmt: skip
+def build_mae(
+    *,
+    image_size: int = 16,
+    num_channels: int = 1,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    mask_ratio: float = 0.75,
+    seed: int = 0,
+):
     """A randomly initialised ``ViTMAEForPreTraining`` (patches of ``image_size/4``, a one-block decoder of half
     the width, normalised-pixel loss), the tiny model of ``matrix-llm ssl --ssl_method mmae``."""
     import torch
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-    config = ViTMAEConfig(image_size=image_size, patch_size=max(1, image_size // 4), num_channels=num_channels,
-                          hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                          intermediate_size=2 * hidden_size, decoder_hidden_size=max(num_heads, hidden_size // 2),
-                          decoder_num_hidden_layers=1, decoder_num_attention_heads=num_heads,
-                          decoder_intermediate_size=hidden_size, mask_ratio=mask_ratio, norm_pix_loss=True)  # fmt: skip
+    config = ViTMAEConfig(
+        image_size=image_size,
+        patch_size=max(1, image_size // 4),
+        num_channels=num_channels,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=2 * hidden_size,
+        decoder_hidden_size=max(num_heads, hidden_size // 2),
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=num_heads,
+        decoder_intermediate_size=hidden_size,
+        mask_ratio=mask_ratio,
+        norm_pix_loss=True,
+    )
     torch.manual_seed(seed)
     return ViTMAEForPreTraining(config)
 
@@ -175,16 +236,28 @@ def build_text_classifier(
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
-                        num_attention_heads=num_heads, intermediate_size=2 * hidden_size,
-                        max_position_embeddings=max_position_embeddings, pad_token_id=tokenizer.pad_token_id,
-                        num_labels=num_labels)  # fmt: skip
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=num_labels,
+    )
     torch.manual_seed(seed)
     return BertForSequenceClassification(config)
 
 
-def random_init(model_class: type, config: Any, *, seed: int = 0, dtype: torch.dtype | None = None,
-                device: torch.device | str | None = None) -> nn.Module:  # fmt: skip
+def random_init(
+    model_class: type,
+    config: Any,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> nn.Module:
     """``model_class(config)`` at its random initialisation, seeded (the reference of Diff-eRank: the same
     architecture before training), in eval mode."""
     import copy

@@ -60,7 +60,9 @@ class ObjectiveSpec:
 # a recipe's `objective:` value -> its mode
 OBJECTIVES: dict[str, ObjectiveSpec] = {
     "lm": ObjectiveSpec("matrix_llm.modes.lm", "LMObjective", "LMConfig"),
-    "classification": ObjectiveSpec("matrix_llm.modes.classify", "ClassificationObjective", "ClassificationConfig"),
+    "classification": ObjectiveSpec(
+        "matrix_llm.modes.classify", "ClassificationObjective", "ClassificationConfig"
+    ),
     "ssl": ObjectiveSpec("matrix_llm.modes.ssl", "SSLObjective", "SSLConfig"),
     "clip": ObjectiveSpec("matrix_llm.modes.clip", "CLIPObjective", "CLIPConfig"),
 }

@@ -49,7 +49,9 @@ def _examples(states: Tensor, mask: Tensor | None) -> list[Tensor]:
     if states.dim() == 4:  # convolutional feature maps: the spatial positions are the tokens
         states = states.flatten(2).mT
     if states.dim() != 3:
-        raise ValueError(f"analysis: expected block outputs (N, L, d) or (N, C, H, W); got {tuple(states.shape)}")
+        raise ValueError(
+            f"analysis: expected block outputs (N, L, d) or (N, C, H, W); got {tuple(states.shape)}"
+        )
     if mask is None or mask.shape != states.shape[:2]:
         return list(states)
     return [s[m.bool()] for s, m in zip(states, mask, strict=True)]
@@ -87,8 +89,13 @@ def _forward_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def layer_table(model: nn.Module, batches: Iterable[Mapping[str, Any]], *, layers: Sequence[int] | None = None,
-                desc: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def layer_table(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    *,
+    layers: Sequence[int] | None = None,
+    desc: str | None = None,
+) -> list[dict[str, Any]]:
     """The per-layer metrics (module docstring) of ``model`` over ``batches``: one dict per block, in order, then
     the final norm's (``layers=None`` only).
 
@@ -109,12 +116,16 @@ def layer_table(model: nn.Module, batches: Iterable[Mapping[str, Any]], *, layer
     return [{**sums[i].row(i), "output": "final norm" if i == blocks else "block"} for i in sorted(sums)]
 
 
-def with_diff_erank(table: list[dict[str, float]], reference: list[dict[str, float]]) -> list[dict[str, float]]:
+def with_diff_erank(
+    table: list[dict[str, float]], reference: list[dict[str, float]]
+) -> list[dict[str, float]]:
     """``table`` with ``diff_erank = eRank(reference) - eRank(model)`` per layer (same layers in both)."""
     if [r["layer"] for r in table] != [r["layer"] for r in reference]:
         raise ValueError("with_diff_erank: the two tables do not have the same layers")
-    return [{**row, "diff_erank": ref["effective_rank"] - row["effective_rank"]}
-            for row, ref in zip(table, reference, strict=True)]  # fmt: skip
+    return [
+        {**row, "diff_erank": ref["effective_rank"] - row["effective_rank"]}
+        for row, ref in zip(table, reference, strict=True)
+    ]
 
 
 def interpolate_states(a: Mapping[str, Tensor], b: Mapping[str, Tensor], omega: float) -> dict[str, Tensor]:
@@ -124,10 +135,15 @@ def interpolate_states(a: Mapping[str, Tensor], b: Mapping[str, Tensor], omega: 
         ValueError: the two state dicts do not have the same keys and shapes (different architectures).
     """
     problems = sorted(set(a) ^ set(b))[:5]
-    problems += [f"{k}: {tuple(a[k].shape)} vs {tuple(b[k].shape)}" for k in a if k in b and a[k].shape != b[k].shape][:5]
+    problems += [
+        f"{k}: {tuple(a[k].shape)} vs {tuple(b[k].shape)}" for k in a if k in b and a[k].shape != b[k].shape
+    ][:5]
     if problems:
-        raise ValueError("interpolate_states: the two checkpoints are not the same architecture (first differences: "
-                         + "; ".join(problems) + ")")  # fmt: skip
+        raise ValueError(
+            "interpolate_states: the two checkpoints are not the same architecture (first differences: "
+            + "; ".join(problems)
+            + ")"
+        )
     return {k: torch.lerp(b[k], a[k].to(b[k].dtype), omega) if a[k].is_floating_point() else a[k] for k in a}
 
 
@@ -172,8 +188,9 @@ def _barrier(path: list[dict[str, float]], key: str, sign: float) -> float:
     return max(sign * (p[key] - (p["omega"] * at_a[key] + (1 - p["omega"]) * at_b[key])) for p in path)
 
 
-def lmc_path(model_a: nn.Module, model_b: nn.Module, batches: Iterable[Mapping[str, Any]], *,
-             grid: Sequence[float]) -> dict[str, Any]:  # fmt: skip
+def lmc_path(
+    model_a: nn.Module, model_b: nn.Module, batches: Iterable[Mapping[str, Any]], *, grid: Sequence[float]
+) -> dict[str, Any]:
     """Loss, accuracy and last-layer matrix entropy along ``ω·θ_A + (1-ω)·θ_B`` for ``ω`` in ``grid``.
 
     Returns ``{"path": [{"omega", "loss", "accuracy", "matrix_entropy", "effective_rank"}, ...] (ω ascending),
@@ -196,5 +213,7 @@ def lmc_path(model_a: nn.Module, model_b: nn.Module, batches: Iterable[Mapping[s
         path.append({"omega": omega, **_evaluate(work, batches, causal)})
     out: dict[str, Any] = {"path": path}
     if "loss" in path[0] and omegas[0] == 0.0 and omegas[-1] == 1.0:
-        out.update(loss_barrier=_barrier(path, "loss", 1.0), accuracy_barrier=_barrier(path, "accuracy", -1.0))
+        out.update(
+            loss_barrier=_barrier(path, "loss", 1.0), accuracy_barrier=_barrier(path, "accuracy", -1.0)
+        )
     return out

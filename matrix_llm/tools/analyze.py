@@ -51,12 +51,20 @@ def adapter_base(name: str) -> str | None:
         return None
     base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base:
-        raise ValueError(f"{name}: adapter_config.json names no `base_model_name_or_path`; pass the merged model")
+        raise ValueError(
+            f"{name}: adapter_config.json names no `base_model_name_or_path`; pass the merged model"
+        )
     return base
 
 
-def load_any_model(name: str, *, dtype: str = "float32", device: str | None = None, revision: str | None = None,
-                   trust_remote_code: bool = False) -> Any:  # fmt: skip
+def load_any_model(
+    name: str,
+    *,
+    dtype: str = "float32",
+    device: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> Any:
     """The model class named by the config's ``architectures`` (else ``AutoModel``), loaded in eval mode; a PEFT
     adapter directory is loaded on its base model and merged in (:func:`adapter_base`)."""
     import torch
@@ -96,21 +104,33 @@ def model_batches(name: str, model: Any, args: argparse.Namespace) -> list[dict[
 
         from matrix_llm.data.text import TextCollator, count_truncated, load_text_dataset
 
-        rows = load_text_dataset(args.data, args.split, config=args.data_config, text_column=args.text_column,
-                                 label_column=args.label_column)  # fmt: skip
-        saved_with_one = (Path(name) / "tokenizer_config.json").is_file()  # else an adapter's base model has it
-        tokenizer = AutoTokenizer.from_pretrained(name if saved_with_one else adapter_base(name) or name,
-                                                  revision=args.revision)  # fmt: skip
+        rows = load_text_dataset(
+            args.data,
+            args.split,
+            config=args.data_config,
+            text_column=args.text_column,
+            label_column=args.label_column,
+        )
+        saved_with_one = (
+            Path(name) / "tokenizer_config.json"
+        ).is_file()  # else an adapter's base model has it
+        tokenizer = AutoTokenizer.from_pretrained(
+            name if saved_with_one else adapter_base(name) or name, revision=args.revision
+        )
         causal = callable(getattr(model, "can_generate", None)) and model.can_generate()
         collator = TextCollator(tokenizer, max_length=args.max_length, causal=causal)
         cut = count_truncated(tokenizer, rows["text"][: args.num_samples], args.max_length)
         if cut:
-            logger.warning("%d of the texts are longer than --max_length %d tokens and are cut", cut, args.max_length)
+            logger.warning(
+                "%d of the texts are longer than --max_length %d tokens and are cut", cut, args.max_length
+            )
     rows = rows.select(range(min(len(rows), args.num_samples)))
     if len(rows) == 0:
         raise ValueError(f"{args.data} ({args.split}): no rows")
-    return [collator([rows[j] for j in range(i, min(i + args.batch_size, len(rows)))])
-            for i in range(0, len(rows), args.batch_size)]  # fmt: skip
+    return [
+        collator([rows[j] for j in range(i, min(i + args.batch_size, len(rows)))])
+        for i in range(0, len(rows), args.batch_size)
+    ]
 
 
 def _layers(text: str | None) -> list[int] | None:
@@ -119,17 +139,23 @@ def _layers(text: str | None) -> list[int] | None:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise SystemExit(f"{PROG}: --layers must be comma-separated integers (e.g. 0,5,-1); got {text!r}") from None
+        raise SystemExit(
+            f"{PROG}: --layers must be comma-separated integers (e.g. 0,5,-1); got {text!r}"
+        ) from None
 
 
-def _table(name: str, args: argparse.Namespace, references: dict[str, tuple[str, list]]) -> dict[str, list[dict]]:
+def _table(
+    name: str, args: argparse.Namespace, references: dict[str, tuple[str, list]]
+) -> dict[str, list[dict]]:
     """``{name: rows}``, with ``diff_erank`` and the random-init rows (``{name (random init): rows}``) unless
     ``--no_random_init``. ``references`` caches the random-init table per architecture (config), so a second
     model of the same architecture reuses it. One model in memory at a time."""
     from matrix_llm.models.tiny import random_init
     from matrix_llm.tools import analysis
 
-    model = load_any_model(name, dtype=args.dtype, revision=args.revision, trust_remote_code=args.trust_remote_code)
+    model = load_any_model(
+        name, dtype=args.dtype, revision=args.revision, trust_remote_code=args.trust_remote_code
+    )
     batches = model_batches(name, model, args)
     layers = _layers(args.layers)
     table = analysis.layer_table(model, batches, layers=layers, desc=name)
@@ -148,7 +174,10 @@ def _table(name: str, args: argparse.Namespace, references: dict[str, tuple[str,
     references[architecture] = (label, analysis.layer_table(fresh, batches, layers=layers, desc=label))
     del fresh
     gc.collect()
-    return {name: analysis.with_diff_erank(table, references[architecture][1]), label: references[architecture][1]}
+    return {
+        name: analysis.with_diff_erank(table, references[architecture][1]),
+        label: references[architecture][1],
+    }
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -162,8 +191,10 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("  ".join(f"{c:>22}" if i else f"{c:<40}" for i, c in enumerate(columns)))  # noqa: T201 - CLI output
     for row in rows:
-        cells = [f"{row.get(c, ''):>22.4f}" if isinstance(row.get(c), float) else f"{row.get(c, '')!s:>22}"
-                 for c in columns[1:]]  # fmt: skip
+        cells = [
+            f"{row.get(c, ''):>22.4f}" if isinstance(row.get(c), float) else f"{row.get(c, '')!s:>22}"
+            for c in columns[1:]
+        ]
         print(f"{str(row[columns[0]])[-40:]:<40}  " + "  ".join(cells))  # noqa: T201 - CLI output
 
 
@@ -177,14 +208,29 @@ def run_layers(args: argparse.Namespace) -> dict[str, Any]:
         tables.update(_table(name, args, references))
     out = Path(args.output_dir or Path("outputs/analyze") / Path(args.model).name)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"models": [args.model] + ([args.compare] if args.compare else []), "data": args.data,
-              "split": args.split, "num_samples": args.num_samples, "random_init_seed": args.seed, "tables": tables}  # fmt: skip
+    result = {
+        "models": [args.model] + ([args.compare] if args.compare else []),
+        "data": args.data,
+        "split": args.split,
+        "num_samples": args.num_samples,
+        "random_init_seed": args.seed,
+        "tables": tables,
+    }
     (out / "layers.json").write_text(json.dumps(result, indent=2) + "\n")
     flat = [{"model": name, **row} for name, rows in tables.items() for row in rows]
     _write_csv(out / "layers.csv", flat)
     metrics = [*analysis.LAYER_METRICS, *(["diff_erank"] if not args.no_random_init else [])]
-    panels = [(metric, {name: ([r["layer"] for r in rows], [r[metric] for r in rows])
-                        for name, rows in tables.items() if metric in rows[0]}) for metric in metrics]  # fmt: skip
+    panels = [
+        (
+            metric,
+            {
+                name: ([r["layer"] for r in rows], [r[metric] for r in rows])
+                for name, rows in tables.items()
+                if metric in rows[0]
+            },
+        )
+        for metric in metrics
+    ]
     plot_lines(panels, out / "layers.png", xlabel="layer", title=f"{args.data} ({args.split})")
     _print_table(flat, ["model", "layer", "output", *metrics])
     print(f"wrote {out / 'layers.json'}, layers.csv, layers.png")  # noqa: T201 - CLI output
@@ -200,16 +246,30 @@ def run_lmc(args: argparse.Namespace) -> dict[str, Any]:
     model_b = load_any_model(args.model_b, **load)
     batches = model_batches(args.model_a, model_a, args)
     grid = [i / (args.grid - 1) for i in range(args.grid)]
-    result = {"model_a": args.model_a, "model_b": args.model_b, "data": args.data, "split": args.split,
-              "num_samples": args.num_samples, **analysis.lmc_path(model_a, model_b, batches, grid=grid)}  # fmt: skip
-    out = Path(args.output_dir or Path("outputs/analyze") / f"lmc-{Path(args.model_a).name}-{Path(args.model_b).name}")
+    result = {
+        "model_a": args.model_a,
+        "model_b": args.model_b,
+        "data": args.data,
+        "split": args.split,
+        "num_samples": args.num_samples,
+        **analysis.lmc_path(model_a, model_b, batches, grid=grid),
+    }
+    out = Path(
+        args.output_dir
+        or Path("outputs/analyze") / f"lmc-{Path(args.model_a).name}-{Path(args.model_b).name}"
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "lmc.json").write_text(json.dumps(result, indent=2) + "\n")
     _write_csv(out / "lmc.csv", result["path"])
     keys = [k for k in ("loss", "accuracy", "matrix_entropy", "effective_rank") if k in result["path"][0]]
     omegas = [p["omega"] for p in result["path"]]
     panels = [(key, {"θ(ω) = ω·A + (1-ω)·B": (omegas, [p[key] for p in result["path"]])}) for key in keys]
-    plot_lines(panels, out / "lmc.png", xlabel="ω (0: B, 1: A)", title=f"{Path(args.model_a).name} ↔ {Path(args.model_b).name}")
+    plot_lines(
+        panels,
+        out / "lmc.png",
+        xlabel="ω (0: B, 1: A)",
+        title=f"{Path(args.model_a).name} ↔ {Path(args.model_b).name}",
+    )
     _print_table(result["path"], ["omega", *keys])
     for key in ("loss_barrier", "accuracy_barrier"):
         if key in result:
@@ -219,11 +279,17 @@ def run_lmc(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="digits, an IDX folder, synthetic, a local file/folder or a "
-                        "Hub dataset (images for vision models, texts for language models)")  # fmt: skip
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="digits, an IDX folder, synthetic, a local file/folder or a "
+        "Hub dataset (images for vision models, texts for language models)",
+    )
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument("--data_config", default=None, help="Hub dataset config")
-    parser.add_argument("--text_column", default="text", help="text column (rows in a training format are joined)")
+    parser.add_argument(
+        "--text_column", default="text", help="text column (rows in a training format are joined)"
+    )
     parser.add_argument("--label_column", default=None, help="text data: a label column (for loss/accuracy)")
     parser.add_argument("--num_samples", type=int, default=256, help="examples analysed (the first N)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -235,20 +301,28 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="Hub id or local directory")
-    parser.add_argument("--compare", default=None, help="a second model analysed on the same data, side by side")
+    parser.add_argument(
+        "--compare", default=None, help="a second model analysed on the same data, side by side"
+    )
     parser.add_argument("--layers", default=None, help="comma-separated block indices (default: all)")
-    parser.add_argument("--no_random_init", action="store_true", help="skip the random-init reference (Diff-eRank)")
+    parser.add_argument(
+        "--no_random_init", action="store_true", help="skip the random-init reference (Diff-eRank)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-init reference")
     _common(parser)
     return parser
 
 
 def _lmc_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"{PROG} lmc", description="Loss, accuracy and matrix entropy along the "
-                                     "straight line between two checkpoints of the same architecture.")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} lmc",
+        description="Loss, accuracy and matrix entropy along the "
+        "straight line between two checkpoints of the same architecture.",
+    )
     parser.add_argument("model_a", help="checkpoint A (ω = 1)")
     parser.add_argument("model_b", help="checkpoint B (ω = 0)")
     parser.add_argument("--grid", type=int, default=11, help="number of ω values in [0, 1] (default 11)")

@@ -60,14 +60,18 @@ def write_report(out: Path, summary: dict, samples: list[dict]) -> Path:
     lines = [
         "# matrix_llm demo",
         "",
-        (f"Tiny Llama ({summary['num_parameters'] / 1e6:.2f}M parameters, built offline) fine-tuned on "
-        f"{summary['train_problems']} synthetic GSM8K-format problems (1-{summary['steps']} steps) with "
-        f"{objective}, {t['global_step']} optimizer steps in {summary['train_seconds']:.0f} s on CPU."),
+        (
+            f"Tiny Llama ({summary['num_parameters'] / 1e6:.2f}M parameters, built offline) fine-tuned on "
+            f"{summary['train_problems']} synthetic GSM8K-format problems (1-{summary['steps']} steps) with "
+            f"{objective}, {t['global_step']} optimizer steps in {summary['train_seconds']:.0f} s on CPU."
+        ),
         "",
         "## Held-out accuracy (greedy, lm-eval scoring)",
         "",
-        (f"- strict-match (`#### N`): **{m['strict_accuracy']:.3f}** ± {m['strict_accuracy_stderr'] or 0:.3f} "
-        f"(bootstrap stderr, n = {m['n']})"),
+        (
+            f"- strict-match (`#### N`): **{m['strict_accuracy']:.3f}** ± {m['strict_accuracy_stderr'] or 0:.3f} "
+            f"(bootstrap stderr, n = {m['n']})"
+        ),
         f"- flexible-extract (last number): {m['flexible_accuracy']:.3f}",
         f"- no answer: {m['no_answer_rate']:.3f}",
         "",
@@ -76,22 +80,38 @@ def write_report(out: Path, summary: dict, samples: list[dict]) -> Path:
         "| metric | first logged | last logged |",
         "|---|---|---|",
     ]
-    lines += [f"| {k} | {t['first'][k]:.4f} | {t['last'][k]:.4f} |" for k in TRAIN_KEYS if t["last"].get(k) is not None]
+    lines += [
+        f"| {k} | {t['first'][k]:.4f} | {t['last'][k]:.4f} |"
+        for k in TRAIN_KEYS
+        if t["last"].get(k) is not None
+    ]
     lines += ["", "![metrics](metrics.png)", "", "## Samples", ""]
     for s in samples[:3]:
         mark = "correct" if s["correct"] else "wrong"
-        lines += [f"**Q:** {s['question']}", "", "```", s["completion"].strip(), "```",
-                  f"reference {s['reference']}, {mark}", ""]
-    lines += [("Files: `model/` (weights, tokenizer, model card), `eval/samples.jsonl`, `eval/results.json`, "
-              "`metrics.json`, `metrics.png`.")]
+        lines += [
+            f"**Q:** {s['question']}",
+            "",
+            "```",
+            s["completion"].strip(),
+            "```",
+            f"reference {s['reference']}, {mark}",
+            "",
+        ]
+    lines += [
+        (
+            "Files: `model/` (weights, tokenizer, model card), `eval/samples.jsonl`, `eval/results.json`, "
+            "`metrics.json`, `metrics.png`."
+        )
+    ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="matrix-llm demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="matrix-llm demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="the sft recipe to run")
     parser.add_argument("--eval_size", type=int, default=200, help="held-out problems to evaluate")
@@ -101,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
     config = resolve_config(args.config)
     if config is None:
-        parser.error(f"--config {args.config}: no such file, nor a recipe shipped with matrix_llm (e.g. demo/ce.yaml)")
+        parser.error(
+            f"--config {args.config}: no such file, nor a recipe shipped with matrix_llm (e.g. demo/ce.yaml)"
+        )
     args.config = str(config)
 
     from matrix_llm.modes.lm import command as sft
@@ -120,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"matrix-llm demo: {err}\n")
         return 2
     if not data_args.is_synthetic:
-        parser.error(f"the demo evaluates on synthetic problems; {args.config} uses {data_args.dataset_name!r}")
+        parser.error(
+            f"the demo evaluates on synthetic problems; {args.config} uses {data_args.dataset_name!r}"
+        )
 
     start = time.perf_counter()
     sft.run(model_args, data_args, training_args)
@@ -128,11 +152,25 @@ def main(argv: list[str] | None = None) -> int:
 
     heldout = out / "heldout.jsonl"
     evaluation.write_jsonl(heldout, heldout_problems(data_args, args.eval_size))
-    results = eval_gsm8k.run_gsm8k_cli([
-        "--model", str(model_dir), "--data", str(heldout), "--prompt", data_args.template,
-        "--max_new_tokens", str(args.max_new_tokens), "--batch_size", "32", "--dtype", "float32",
-        "--output_dir", str(out / "eval"), "--overwrite",
-    ])  # fmt: skip
+    results = eval_gsm8k.run_gsm8k_cli(
+        [
+            "--model",
+            str(model_dir),
+            "--data",
+            str(heldout),
+            "--prompt",
+            data_args.template,
+            "--max_new_tokens",
+            str(args.max_new_tokens),
+            "--batch_size",
+            "32",
+            "--dtype",
+            "float32",
+            "--output_dir",
+            str(out / "eval"),
+            "--overwrite",
+        ]
+    )
 
     state = json.loads((model_dir / "trainer_state.json").read_text())
     history = state["log_history"]
@@ -143,8 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "config": args.config,
         "overrides": overrides,
-        "model": {"type": config.model_type, "hidden_size": config.hidden_size,
-                  "num_hidden_layers": config.num_hidden_layers, "vocab_size": config.vocab_size},
+        "model": {
+            "type": config.model_type,
+            "hidden_size": config.hidden_size,
+            "num_hidden_layers": config.num_hidden_layers,
+            "vocab_size": config.vocab_size,
+        },
         "num_parameters": model.num_parameters(),
         "train_problems": data_args.synthetic_train_size,
         "steps": data_args.synthetic_steps,
@@ -160,11 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     objective = (
-        "CE" if training_args.matrix_loss_type == "none"
+        "CE"
+        if training_args.matrix_loss_type == "none"
         else f"CE + {training_args.matrix_loss_weight} x MCE ({training_args.matrix_loss_type})"
     )
     accuracy = results["metrics"]["strict_accuracy"]
-    plot_run(model_dir, out / "metrics.png", title=f"matrix_llm demo: {objective}, held-out strict-match {accuracy:.2f}")
+    plot_run(
+        model_dir,
+        out / "metrics.png",
+        title=f"matrix_llm demo: {objective}, held-out strict-match {accuracy:.2f}",
+    )
     report = write_report(out, summary, evaluation.read_jsonl(out / "eval" / "samples.jsonl"))
     m = results["metrics"]
     sys.stdout.write(

@@ -8,8 +8,21 @@ import os
 import platform
 import sys
 
-PACKAGES = ("matrix-llm", "torch", "transformers", "accelerate", "deepspeed", "peft", "datasets", "evaluate",
-            "safetensors", "tokenizers", "huggingface-hub", "vllm", "lm-eval")
+PACKAGES = (
+    "matrix-llm",
+    "torch",
+    "transformers",
+    "accelerate",
+    "deepspeed",
+    "peft",
+    "datasets",
+    "evaluate",
+    "safetensors",
+    "tokenizers",
+    "huggingface-hub",
+    "vllm",
+    "lm-eval",
+)
 
 
 def _version(dist: str) -> str:
@@ -49,6 +62,8 @@ def collect() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="matrix-llm env", description=__doc__)
     parser.parse_args(argv)
-    lines = [f"- {key}: {value}" if "\n" not in value else f"- {key}:\n{value}" for key, value in collect().items()]
+    lines = [
+        f"- {key}: {value}" if "\n" not in value else f"- {key}:\n{value}" for key, value in collect().items()
+    ]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

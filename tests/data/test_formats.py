@@ -20,13 +20,20 @@ CHAT_TEMPLATE = (
 )
 
 ROWS = {
-    "prompt_completion": [{"prompt": "Q: 2 + 3 = ?\nA:", "completion": " 5", "id": 1},
-                          {"prompt": "Q: 4 + 4 = ?\nA:", "completion": " 8", "id": 2}],  # fmt: skip
+    "prompt_completion": [
+        {"prompt": "Q: 2 + 3 = ?\nA:", "completion": " 5", "id": 1},
+        {"prompt": "Q: 4 + 4 = ?\nA:", "completion": " 8", "id": 2},
+    ],
     "text": [{"text": "Tom has 12 apples and buys 35 more: 47."}, {"text": "A box holds 6 pens."}],
     "messages": [
         {"messages": [{"role": "user", "content": "2 + 3?"}, {"role": "assistant", "content": "5"}]},
-        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "4 + 4?"},
-                      {"role": "assistant", "content": "8"}]},  # fmt: skip
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "4 + 4?"},
+                {"role": "assistant", "content": "8"},
+            ]
+        },
     ],
 }
 
@@ -111,8 +118,17 @@ def test_sft_trains_on_each_format(tmp_path, kind):
     rows = ROWS[kind] * 8
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    argv = [*TINY, "--dataset_name", str(path), "--eval_split", "null", "--output_dir", str(tmp_path / "out"),
-            "--max_steps", "2"]  # fmt: skip
+    argv = [
+        *TINY,
+        "--dataset_name",
+        str(path),
+        "--eval_split",
+        "null",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--max_steps",
+        "2",
+    ]
     assert sft.main(argv) == 0
     logs = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
     assert any("matrix_loss" in log for log in logs)

@@ -21,8 +21,12 @@ def _pil(mode: str, size: tuple[int, int], value: int) -> Image.Image:
 @pytest.mark.filterwarnings("error")  # PIL's read-only arrays must not reach torch.from_numpy (it warns)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_mixed_sizes_and_modes_are_converted(channels):
-    rows = [{"image": _pil("L", (10, 7), 200), "label": 0}, {"image": _pil("RGBA", (20, 20), 100), "label": 1},
-            {"image": _pil("P", (5, 9), 50), "label": 2}, {"image": np.full((6, 6), 255, np.uint8), "label": 0}]  # fmt: skip
+    rows = [
+        {"image": _pil("L", (10, 7), 200), "label": 0},
+        {"image": _pil("RGBA", (20, 20), 100), "label": 1},
+        {"image": _pil("P", (5, 9), 50), "label": 2},
+        {"image": np.full((6, 6), 255, np.uint8), "label": 0},
+    ]
     batch = ImageCollator(image_size=8, channels=channels, mean=0.0, std=1.0)(rows)
     assert batch["pixel_values"].shape == (4, channels, 8, 8)
     means = batch["pixel_values"].mean(dim=(1, 2, 3))

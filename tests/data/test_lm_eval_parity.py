@@ -49,12 +49,35 @@ FILTERS = {
 }
 
 ADVERSARIAL = [
-    "#### 18", "so 3 + 15 = 18\n#### 18", "#### 1,000", "#### $18", "#### -3", "#### 18.00", "#### 18.",
-    "#### 7\n#### 8", "no number at all", "", "The answer is 18.", "The answer is 18 apples", "The answer is 18",
-    "The answer is $1,234.", "The answer is: 18", "\\boxed{18}", "costs $5 and then 12.50 more", "-0", "1.5.",
-    "Answer: 42 Question: what", "2 + 2 = 4, 4 * 3 = 12\n#### 12\nQuestion: next one", "####18", "#### .5",
-    "7 apples, 8 pears.", "x = 1,2,3", "$.", "1e5", "#### ١٨",
-]  # fmt: skip
+    "#### 18",
+    "so 3 + 15 = 18\n#### 18",
+    "#### 1,000",
+    "#### $18",
+    "#### -3",
+    "#### 18.00",
+    "#### 18.",
+    "#### 7\n#### 8",
+    "no number at all",
+    "",
+    "The answer is 18.",
+    "The answer is 18 apples",
+    "The answer is 18",
+    "The answer is $1,234.",
+    "The answer is: 18",
+    "\\boxed{18}",
+    "costs $5 and then 12.50 more",
+    "-0",
+    "1.5.",
+    "Answer: 42 Question: what",
+    "2 + 2 = 4, 4 * 3 = 12\n#### 12\nQuestion: next one",
+    "####18",
+    "#### .5",
+    "7 apples, 8 pears.",
+    "x = 1,2,3",
+    "$.",
+    "1e5",
+    "#### ١٨",
+]
 
 
 def _real_completions(gsm8k_dir: Path, n: int = 40) -> list[tuple[str, str]]:
@@ -64,8 +87,11 @@ def _real_completions(gsm8k_dir: Path, n: int = 40) -> list[tuple[str, str]]:
     out = []
     for r in rows:
         solution, final = r["answer"].rsplit("####", 1)
-        out += [(r["answer"], r["answer"]), (f"{solution.strip()} The answer is {final.strip()}.", r["answer"]),
-                (solution[: len(solution) // 2], r["answer"])]  # fmt: skip
+        out += [
+            (r["answer"], r["answer"]),
+            (f"{solution.strip()} The answer is {final.strip()}.", r["answer"]),
+            (solution[: len(solution) // 2], r["answer"]),
+        ]
     return out
 
 
@@ -85,8 +111,12 @@ def test_exact_match_equals_lm_eval(mode, gsm8k_dir):
     task_file, _ = FILTERS[mode]
     metric = next(m for m in _task("gsm8k.yaml")["metric_list"] if m["metric"] == "exact_match")
     kwargs = {k: metric[k] for k in ("regexes_to_ignore", "ignore_case", "ignore_punctuation")}
-    pairs = _real_completions(gsm8k_dir) + [(t, "x\n#### 18") for t in ADVERSARIAL] + [
-        (t, "x\n#### 1000") for t in ADVERSARIAL] + [(t, "x\n#### $18") for t in ADVERSARIAL]  # fmt: skip
+    pairs = (
+        _real_completions(gsm8k_dir)
+        + [(t, "x\n#### 18") for t in ADVERSARIAL]
+        + [(t, "x\n#### 1000") for t in ADVERSARIAL]
+        + [(t, "x\n#### $18") for t in ADVERSARIAL]
+    )
     for completion, reference in pairs:
         filtered = lm_eval_filter(completion, mode=mode)
         theirs = exact_match_hf_evaluate([filtered], [reference], **kwargs)["exact_match"] == 1.0

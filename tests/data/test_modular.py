@@ -19,7 +19,9 @@ def test_the_table_is_split_once_and_every_label_is_the_sum_mod_p():
     assert len(train["text"]) + len(test["text"]) == 121 and len(train["text"]) == 60  # round(0.5 * 121)
     pairs = [tuple(_decode(w) for w in t.split(" plus ")) for t in train["text"] + test["text"]]
     assert len(set(pairs)) == 121  # every pair once, in exactly one split
-    assert all(label == (a + b) % 11 for (a, b), label in zip(pairs, train["label"] + test["label"], strict=True))
+    assert all(
+        label == (a + b) % 11 for (a, b), label in zip(pairs, train["label"] + test["label"], strict=True)
+    )
     assert modular_addition("train", modulus=11) == train  # the split is fixed (seed 0)
     assert modular_addition("train", modulus=11, seed=1) != train
     with pytest.raises(ValueError, match="split 'dev'"):
@@ -29,7 +31,9 @@ def test_the_table_is_split_once_and_every_label_is_the_sum_mod_p():
 def test_each_number_is_one_token_of_the_tiny_tokenizer():
     from matrix_llm.models.tiny import build_tokenizer
 
-    rows = load_text_dataset("modular-addition", "train", config="113", text_column="text", label_column="label")
+    rows = load_text_dataset(
+        "modular-addition", "train", config="113", text_column="text", label_column="label"
+    )
     assert len(rows) == round(0.5 * 113 * 113) and set(rows["label"]) == set(range(113))
     tokenizer = build_tokenizer(rows["text"], vocab_size=1024)
     for n in range(113):

@@ -40,15 +40,21 @@ def test_packed_logits_equal_each_example_alone(tiny_model, tiny_tokenizer):
     packed = DataCollatorWithFlattening()(rows)
     model = tiny_model.eval()
     with torch.no_grad():
-        out = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
+        out = model(
+            input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False
+        ).logits[0]
         start = 0
         for row in rows:
             alone = model(input_ids=torch.tensor([row["input_ids"]])).logits[0]
-            torch.testing.assert_close(out[start : start + len(row["input_ids"])], alone, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                out[start : start + len(row["input_ids"])], alone, atol=1e-5, rtol=1e-5
+            )
             start += len(row["input_ids"])
         with_cache = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"]).logits[0]
     first = len(rows[0]["input_ids"])
-    assert not torch.allclose(with_cache[first:], out[first:], atol=1e-3)  # the pitfall use_cache=False avoids
+    assert not torch.allclose(
+        with_cache[first:], out[first:], atol=1e-3
+    )  # the pitfall use_cache=False avoids
 
 
 @pytest.mark.parametrize("formulation", ["head", "relation"])
@@ -98,5 +104,7 @@ def test_sft_with_packing(tmp_path):
 
     out = tmp_path / "packed"
     assert sft.main([*TINY, "--output_dir", str(out), "--packing", "true", "--eval_split", "null"]) == 0
-    logs = [log for log in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in log]
+    logs = [
+        log for log in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in log
+    ]
     assert len(logs) == 3 and all("matrix_loss" in log for log in logs)

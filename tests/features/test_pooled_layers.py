@@ -1,6 +1,6 @@
 """Pooled encoder features and several layers in one forward pass, on real Hub architectures (random init).
 
-    .venv/bin/python -m pytest tests/features/test_pooled_layers.py -q
+.venv/bin/python -m pytest tests/features/test_pooled_layers.py -q
 """
 
 from __future__ import annotations
@@ -23,15 +23,28 @@ from matrix_llm.features import capture_layers, default_pooling, pool
 
 def _vit():
     torch.manual_seed(0)
-    cfg = ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=3,
-                    num_attention_heads=2, intermediate_size=64)  # fmt: skip
+    cfg = ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     return ViTModel(cfg, add_pooling_layer=False).eval()
 
 
 def _bert():
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=16)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+    )
     return BertModel(cfg).eval()
 
 
@@ -60,7 +73,9 @@ def test_text_mean_ignores_padding():
 
 def test_convolutional_backbone_pooler_and_feature_map_mean():
     torch.manual_seed(0)
-    model = ResNetModel(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])).eval()
+    model = ResNetModel(
+        ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
+    ).eval()
     out = model(pixel_values=torch.randn(2, 3, 32, 32))
     assert default_pooling(out) == "pooler"
     torch.testing.assert_close(pool(out), out.last_hidden_state.mean(dim=(2, 3)))  # ResNet pools by averaging
@@ -82,8 +97,16 @@ def test_capture_layers_equals_output_hidden_states(family):
     """Each captured block output equals hidden_states[i + 1] of output_hidden_states=True, in one forward."""
     if family == "llama":
         torch.manual_seed(0)
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                             num_attention_heads=2, num_key_value_heads=2)).eval()  # fmt: skip
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=64,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=3,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+            )
+        ).eval()
         inputs = {"input_ids": torch.randint(0, 64, (2, 7))}
     else:
         model = _vit()
@@ -97,7 +120,9 @@ def test_capture_layers_equals_output_hidden_states(family):
     handle.remove()
     assert sorted(captured) == [0, 2]
     torch.testing.assert_close(captured[0], reference[1])
-    if family == "vit":  # ViT's last hidden_states entry is the last block's output (the final norm comes after)
+    if (
+        family == "vit"
+    ):  # ViT's last hidden_states entry is the last block's output (the final norm comes after)
         torch.testing.assert_close(captured[2], reference[3])
     with capture_layers(model) as everything:
         model(**inputs)

@@ -71,7 +71,9 @@ def test_covariance_conventions_match(center, normalize):
     zp, zq = torch.randn(6, 20, generator=g, dtype=F64), torch.randn(4, 20, generator=g, dtype=F64)
     for kind, fn in (("mce", info.feature_mce), ("mkl", info.feature_mkl)):
         got = fn(zp, zq, lamb=0.2, mu=0.7, center=center, normalize=normalize)
-        torch.testing.assert_close(got, _dense(zp, zq, 0.2, 0.7, kind, center, normalize), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(
+            got, _dense(zp, zq, 0.2, 0.7, kind, center, normalize), rtol=1e-9, atol=1e-12
+        )
 
 
 def test_trace_term_off_and_batches_broadcast():
@@ -80,7 +82,9 @@ def test_trace_term_off_and_batches_broadcast():
     got = info.feature_mce(zp, zq, lamb=0.1, mu=0.4, trace_term=False)
     assert got.shape == (3,)
     for i in range(3):
-        dense = _dense(zp[i], zq[0], 0.1, 0.4) - (info.covariance(zq[0]) + 0.4 * torch.eye(16, dtype=F64)).trace()
+        dense = (
+            _dense(zp[i], zq[0], 0.1, 0.4) - (info.covariance(zq[0]) + 0.4 * torch.eye(16, dtype=F64)).trace()
+        )
         torch.testing.assert_close(got[i], dense, rtol=1e-9, atol=1e-12)
 
 
@@ -143,7 +147,9 @@ def test_phi_and_its_divided_differences_have_full_accuracy():
     assert _phi_prime(torch.tensor([0.0], dtype=F64), mu).item() == pytest.approx(-1 / (2 * mu**2), rel=1e-14)
     w = torch.tensor([0.5, 0.5 + 1e-9, 0.5 + 1e-3, 2.0], dtype=F64)
     dd = _phi_divided_differences(w, mu)
-    assert dd[0, 1].item() == pytest.approx(_phi_prime(torch.tensor([0.5 + 5e-10], dtype=F64), mu).item(), rel=1e-9)
+    assert dd[0, 1].item() == pytest.approx(
+        _phi_prime(torch.tensor([0.5 + 5e-10], dtype=F64), mu).item(), rel=1e-9
+    )
     direct = (_phi(w[2:3], mu) - _phi(w[0:1], mu)) / (w[2] - w[0])
     assert dd[0, 2].item() == pytest.approx(direct.item(), rel=1e-9)
 
@@ -178,8 +184,12 @@ def test_divided_differences_equal_the_pairwise_definition(spectrum):
     torch.testing.assert_close(dd, _divided_differences_pairwise(w, mu), rtol=1e-15, atol=0)
     batch = torch.stack([w, torch.linspace(0.1, 0.9, len(spectrum), dtype=F64)])  # ties in one item only
     torch.testing.assert_close(_phi_divided_differences(batch, mu)[0], dd, rtol=1e-15, atol=0)
-    torch.testing.assert_close(_phi_divided_differences(batch, mu)[1], _divided_differences_pairwise(batch[1], mu),
-                               rtol=1e-15, atol=0)  # fmt: skip
+    torch.testing.assert_close(
+        _phi_divided_differences(batch, mu)[1],
+        _divided_differences_pairwise(batch[1], mu),
+        rtol=1e-15,
+        atol=0,
+    )
 
 
 @pytest.mark.parametrize("fn", [info.feature_mce, info.feature_mce_symmetric])
@@ -198,7 +208,11 @@ def test_dtypes_and_upcast(fn):
 @pytest.mark.parametrize("fn", [info.feature_mce, info.feature_mce_symmetric])
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"lamb": 0.1, "mu": 0.0}, "mu"), ({"lamb": -1.0, "mu": 0.5}, "lamb"), ({"lamb": 0.1, "mu": -2.0}, "mu")],
+    [
+        ({"lamb": 0.1, "mu": 0.0}, "mu"),
+        ({"lamb": -1.0, "mu": 0.5}, "lamb"),
+        ({"lamb": 0.1, "mu": -2.0}, "mu"),
+    ],
 )
 def test_bad_arguments(fn, kwargs, message):
     z = torch.randn(3, 8)
@@ -223,10 +237,14 @@ def test_uniformity_equals_the_dense_mce(m, d, symmetric, log):
     g = torch.Generator().manual_seed(m + d)
     zp, zq = torch.randn(m, d, generator=g, dtype=F64), torch.randn(m, d, generator=g, dtype=F64)
     for trace_term in (True, False):
-        got = info.feature_uniformity(zp, zq, lamb=0.7, mu=0.5, symmetric=symmetric, log=log, trace_term=trace_term)
+        got = info.feature_uniformity(
+            zp, zq, lamb=0.7, mu=0.5, symmetric=symmetric, log=log, trace_term=trace_term
+        )
         want = _dense_uniformity(zp, zq, 0.7, 0.5, symmetric, log, trace_term)
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
-    thin = _grads(lambda a, b: info.feature_uniformity(a, b, lamb=0.7, mu=0.5, symmetric=symmetric, log=log), zp, zq)
+    thin = _grads(
+        lambda a, b: info.feature_uniformity(a, b, lamb=0.7, mu=0.5, symmetric=symmetric, log=log), zp, zq
+    )
     dense = _grads(lambda a, b: _dense_uniformity(a, b, 0.7, 0.5, symmetric, log, True), zp, zq)
     for a, b in zip(thin, dense, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-11)
@@ -238,10 +256,17 @@ def test_taylor_feature_mce_equals_the_dense_series_and_checks_convergence():
     eye = torch.eye(30, dtype=F64)
     for order in (1, 4, 7):
         got = info.feature_mce(zp, zq, lamb=0.5, mu=0.5, log="taylor", order=order, trace_term=False)
-        want = info.mce(info.covariance(zp) + 0.5 * eye, info.covariance(zq) + 0.5 * eye, log="taylor", order=order,
-                        trace_term=False)  # fmt: skip
+        want = info.mce(
+            info.covariance(zp) + 0.5 * eye,
+            info.covariance(zq) + 0.5 * eye,
+            log="taylor",
+            order=order,
+            trace_term=False,
+        )
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
-    with pytest.raises(ValueError, match="spectral radius"):  # mu = 0: the eigenvalue 0 of Q - I ... -1: |-1| = 1
+    with pytest.raises(
+        ValueError, match="spectral radius"
+    ):  # mu = 0: the eigenvalue 0 of Q - I ... -1: |-1| = 1
         info.feature_mce(zp, zq, lamb=0.5, mu=0.0, log="taylor")
     assert torch.isfinite(info.feature_mce(zp, zq, lamb=0.5, mu=0.0, log="taylor", check=False))
     with pytest.raises(ValueError, match="mu"):
@@ -313,4 +338,3 @@ def test_symmetric_mce_batches_and_trace_term():
         assert got.shape == (3,)
         want = _both_directions(za, zb, lamb=0.1, mu=0.4, trace_term=trace_term)
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
-

@@ -147,7 +147,12 @@ def _rows_by_autograd(z, normalize, center, center_first, scale):
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 @pytest.mark.parametrize(
     ("normalize", "center", "center_first", "scale"),
-    [(True, False, False, 1.0), (True, True, False, 0.25), (True, True, True, 1.0), (False, True, False, 0.5)],
+    [
+        (True, False, False, 1.0),
+        (True, True, False, 0.25),
+        (True, True, True, 1.0),
+        (False, True, False, 0.5),
+    ],
 )
 def test_row_steps_match_autograd_of_f_normalize_and_mean(dtype, normalize, center, center_first, scale):
     """Every feature function normalises / centres rows through one autograd node (_Rows): the value and gradient

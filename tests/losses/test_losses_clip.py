@@ -37,7 +37,9 @@ def _clip_reference(images: np.ndarray, texts: np.ndarray, scale: float) -> floa
 def test_clip_loss_is_the_papers_symmetric_cross_entropy(log_scale):
     images, texts = _pairs()
     out = CLIPLoss()(images, texts, torch.tensor(log_scale, dtype=F64))
-    assert out.total.item() == pytest.approx(_clip_reference(images.numpy(), texts.numpy(), math.exp(log_scale)), rel=1e-10)
+    assert out.total.item() == pytest.approx(
+        _clip_reference(images.numpy(), texts.numpy(), math.exp(log_scale)), rel=1e-10
+    )
     assert LOSSES["clip"] is CLIPLoss
 
 
@@ -65,17 +67,27 @@ def test_clip_loss_with_caption_keys_leaves_same_caption_pairs_out_of_both_softm
     i = (images / images.norm(dim=1, keepdim=True)).numpy()
     t = (texts / texts.norm(dim=1, keepdim=True)).numpy()
     logits, k = math.exp(scale.item()) * i @ t.T, keys.numpy()
-    kept = [[j for j in range(6) if j == row or k[j] != k[row]] for row in range(6)]  # own pair + other captions
+    kept = [
+        [j for j in range(6) if j == row or k[j] != k[row]] for row in range(6)
+    ]  # own pair + other captions
     loss_i = -np.mean([logits[r, r] - math.log(np.exp(logits[r, kept[r]]).sum()) for r in range(6)])
     loss_t = -np.mean([logits[r, r] - math.log(np.exp(logits[kept[r], r]).sum()) for r in range(6)])
     out = CLIPLoss()(images, texts, scale, keys)
     assert out.total.item() == pytest.approx((loss_i + loss_t) / 2, rel=1e-10)
     assert out.total < CLIPLoss()(images, texts, scale).total  # fewer negatives
-    distinct = CLIPLoss()(images, texts, scale, torch.tensor([5, 1, 0, 2, 9, 3]))  # one caption per pair: CLIP's loss
+    distinct = CLIPLoss()(
+        images, texts, scale, torch.tensor([5, 1, 0, 2, 9, 3])
+    )  # one caption per pair: CLIP's loss
     torch.testing.assert_close(distinct.total, CLIPLoss()(images, texts, scale).total, rtol=0, atol=0)
-    same = CLIPLoss()(images, texts, scale, torch.zeros(6, dtype=torch.long))  # one caption: nothing to contrast
+    same = CLIPLoss()(
+        images, texts, scale, torch.zeros(6, dtype=torch.long)
+    )  # one caption: nothing to contrast
     assert same.total.item() == 0.0 and same.parts["contrastive_accuracy"].item() == 1.0
-    for bad, match in ((keys.float(), "integer"), (keys[:5], r"shape \(6,\)"), (keys.tolist(), "torch.Tensor")):
+    for bad, match in (
+        (keys.float(), "integer"),
+        (keys[:5], r"shape \(6,\)"),
+        (keys.tolist(), "torch.Tensor"),
+    ):
         with pytest.raises((ValueError, TypeError), match=f"caption_keys.*{match}"):
             CLIPLoss()(images, texts, scale, bad)
 
@@ -87,12 +99,16 @@ def test_crossmodal_mce_is_the_symmetric_covariance_mce_and_smallest_for_matchin
     expected = 0.5 * (info.mce(ct, ci) + info.mce(ci, ct))
     out = CrossModalMCELoss(mu=0.5)(images, texts)
     torch.testing.assert_close(out.total, expected)
-    same = CrossModalMCELoss(mu=0.5)(images, images.flip(0))  # the same rows in another order: same covariance
+    same = CrossModalMCELoss(mu=0.5)(
+        images, images.flip(0)
+    )  # the same rows in another order: same covariance
     assert same.total.item() == pytest.approx(info.mce(ci, ci).item(), rel=1e-10) and same.total < out.total
     wide_i, wide_t = _pairs(n=6, d=64)  # batch < dim: the cheap side, same value as the d x d matrices
     big = torch.eye(64, dtype=F64)
-    dense = 0.5 * (info.mce(info.covariance(wide_t) + 0.5 * big, info.covariance(wide_i) + 0.5 * big)
-                   + info.mce(info.covariance(wide_i) + 0.5 * big, info.covariance(wide_t) + 0.5 * big))  # fmt: skip
+    dense = 0.5 * (
+        info.mce(info.covariance(wide_t) + 0.5 * big, info.covariance(wide_i) + 0.5 * big)
+        + info.mce(info.covariance(wide_i) + 0.5 * big, info.covariance(wide_t) + 0.5 * big)
+    )
     torch.testing.assert_close(CrossModalMCELoss()(wide_i, wide_t).total, dense)
     with pytest.raises(ValueError, match="at least 2 rows"):
         CrossModalMCELoss()(images[:1], texts)

@@ -31,7 +31,10 @@ def test_mec_exact_is_the_coding_length_of_the_official_code():
     m, d = z1.shape
     out = MECLoss(eps_sq=64.0)(z1, z2, p1, p2)
     lam = d / (m * 64.0)
-    logdet = [np.linalg.slogdet(np.eye(m) + lam * _unit(p.numpy()) @ _unit(z.numpy()).T)[1] for p, z in ((p2, z1), (p1, z2))]
+    logdet = [
+        np.linalg.slogdet(np.eye(m) + lam * _unit(p.numpy()) @ _unit(z.numpy()).T)[1]
+        for p, z in ((p2, z1), (p1, z2))
+    ]
     mec = 0.5 * sum(logdet) / m
     assert out.parts["mec"].item() == pytest.approx(mec, rel=1e-12)
     assert out.total.item() == pytest.approx(-mec / lam, rel=1e-12)
@@ -89,6 +92,7 @@ def _barlow_twins_reference(z1: np.ndarray, z2: np.ndarray, lamb: float, eps: fl
     """Zbontar et al. 2021 in float64, as their code computes it: each view through a BatchNorm without affine
     parameters (batch mean, biased variance + eps), c = bn(z1)ᵀ bn(z2) / N, then on-diagonal (1 - c_ii)² plus
     lamb times the off-diagonal c_ij²."""
+
     def bn(z):
         return (z - z.mean(0)) / np.sqrt(z.var(0) + eps)
 
@@ -104,12 +108,19 @@ def test_barlow_twins_equals_the_papers_formula_and_is_zero_at_decorrelated_iden
 
     assert LOSSES["barlow_twins"] is BarlowTwinsLoss
     g = torch.Generator().manual_seed(3)
-    z1, z2 = torch.randn(24, 6, generator=g, dtype=torch.float64), torch.randn(24, 6, generator=g, dtype=torch.float64)
+    z1, z2 = (
+        torch.randn(24, 6, generator=g, dtype=torch.float64),
+        torch.randn(24, 6, generator=g, dtype=torch.float64),
+    )
     z2 = z2 + z1  # correlated views
     out = BarlowTwinsLoss(lamb=lamb)(z1, z2)
     assert out.total.item() == pytest.approx(_barlow_twins_reference(z1.numpy(), z2.numpy(), lamb), rel=1e-12)
-    assert out.total.item() == pytest.approx(out.parts["on_diagonal"].item() + lamb * out.parts["off_diagonal"].item())
-    signs = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]], dtype=torch.float64)
+    assert out.total.item() == pytest.approx(
+        out.parts["on_diagonal"].item() + lamb * out.parts["off_diagonal"].item()
+    )
+    signs = torch.tensor(
+        [[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]], dtype=torch.float64
+    )
     z = signs.repeat(3, 1)[:, 1:]  # 3 columns, each mean 0, variance 1 and orthogonal to the others
     assert BarlowTwinsLoss(lamb=lamb, eps=1e-12)(z, z).total.item() == pytest.approx(0.0, abs=1e-9)
     leaves = (z1.clone().requires_grad_(True), z2.clone().requires_grad_(True))

@@ -61,8 +61,18 @@ def test_loss_output_is_frozen_and_checks_scalars():
 
 
 def test_registry_lists_every_loss_and_all_is_complete():
-    assert set(LOSSES) == {"matrix_ssl", "mec", "nt_xent", "barlow_twins", "clip", "crossmodal_mce", "token_mce", "crossmodal_entropy",
-                           "mir_hdr", "tcr"}  # fmt: skip
+    assert set(LOSSES) == {
+        "matrix_ssl",
+        "mec",
+        "nt_xent",
+        "barlow_twins",
+        "clip",
+        "crossmodal_mce",
+        "token_mce",
+        "crossmodal_entropy",
+        "mir_hdr",
+        "tcr",
+    }
     for name in losses.__all__:
         assert hasattr(losses, name)
     for cls in LOSSES.values():
@@ -193,7 +203,9 @@ def test_umae_second_order_is_mean_squared_similarity_and_tracks_tcr_for_large_m
     """MATH.md 6.1: 4 orthonormal rows give mean(sim²) = 1/n = 0.25; for large mu, -TCR ≈ const + ||ZZᵀ||²/(2mu²)."""
     z = torch.eye(8, dtype=torch.float64)[:4] * 3.0
     out = TCRLoss(second_order=True, weight=2.0)(z)
-    assert out.parts["uniformity"].item() == pytest.approx(0.25, abs=1e-12) and out.total.item() == pytest.approx(0.5)
+    assert out.parts["uniformity"].item() == pytest.approx(
+        0.25, abs=1e-12
+    ) and out.total.item() == pytest.approx(0.5)
     a, b = torch.randn(256, 32, dtype=torch.float64), torch.randn(256, 32, dtype=torch.float64)
     b[:, 0] += 3.0  # less uniform: larger similarities
     mu = 1e5  # the third-order term is ~(2/3) λ_max/mu of the second: 1% here

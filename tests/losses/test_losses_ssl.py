@@ -281,7 +281,9 @@ def test_few_samples_many_dims_take_the_sample_side_and_equal_the_transcription(
             c = info.covariance(torch.cat([ps, zs], -1), normalize=False)[:48, 48:]
             c = 0.5 * (c + c.T) if preset == "exact" else c
             u_ = info.mce(1.0 * eye, c + eye, log=log, trace_term=trace_term)
-            a_ = info.mce(info.covariance(ps) + eye, info.covariance(zs) + eye, log=log, trace_term=trace_term)
+            a_ = info.mce(
+                info.covariance(ps) + eye, info.covariance(zs) + eye, log=log, trace_term=trace_term
+            )
             total = total + 0.5 * (u_ + a_)
         return total
 

@@ -176,10 +176,14 @@ def test_taylor_log_option_converges_to_eigh_with_the_order():
     hidden, labels, head, logits = _inputs()
     exact = TokenMCELoss(formulation="alignment", log="eigh")(hidden, labels, head, logits).total.item()
     errors = {
-        order: abs(exact - TokenMCELoss(formulation="alignment", log="taylor", order=order)(
-            hidden, labels, head, logits).total.item())
+        order: abs(
+            exact
+            - TokenMCELoss(formulation="alignment", log="taylor", order=order)(
+                hidden, labels, head, logits
+            ).total.item()
+        )
         for order in (2, 4, 6, 8)
-    }  # fmt: skip
+    }
     assert errors[2] > errors[4] > errors[6] > errors[8]
     assert 1e-4 < errors[8] < 3e-3, errors
 
@@ -348,7 +352,10 @@ def test_diagnostics_off_skips_the_entropy_parts_and_taylor_warns_for_token_gram
     hidden, labels, head = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 3]), torch.randn(5, 4)
     on = TokenMCELoss()(hidden, labels, head)
     off = TokenMCELoss(diagnostics=False)(hidden, labels, head)
-    assert set(on.parts) == {"mce", "entropy", "erank", "num_tokens"} and set(off.parts) == {"mce", "num_tokens"}
+    assert set(on.parts) == {"mce", "entropy", "erank", "num_tokens"} and set(off.parts) == {
+        "mce",
+        "num_tokens",
+    }
     assert off.total == on.total
     with pytest.warns(UserWarning, match="poor approximation"):
         TokenMCELoss(formulation="head", log="taylor")
@@ -372,7 +379,9 @@ def _grad_norm(model, loss):
     return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
 
 
-def test_alignment_at_the_matrix_ssl_shift_is_a_weak_term_and_a_small_shift_strengthens_it(tiny_model, tiny_tokenizer):
+def test_alignment_at_the_matrix_ssl_shift_is_a_weak_term_and_a_small_shift_strengthens_it(
+    tiny_model, tiny_tokenizer
+):
     """docs/formulations.md, `alignment`: at a random init the predictions are near uniform, so the expected
     embeddings z_t = Wᵀ softmax(logits_t) nearly coincide and C(z) has a tiny trace. At the Matrix-SSL shift
     mu = lamb = 0.5 the value is then the shift's constant tr(A) log(1/mu) + d mu to 0.1 %, and the gradient
@@ -388,7 +397,9 @@ def test_alignment_at_the_matrix_ssl_shift_is_a_weak_term_and_a_small_shift_stre
     constant = float(torch.trace(target)) * torch.log(torch.tensor(2.0)).item() + 0.5 * d
     assert loss.item() == pytest.approx(constant, rel=1e-3)
     weak = _grad_norm(tiny_model, loss)
-    strong = _grad_norm(tiny_model, TokenMCELoss(formulation="alignment", mu=0.01)(hidden, targets, weight, logits).total)
+    strong = _grad_norm(
+        tiny_model, TokenMCELoss(formulation="alignment", mu=0.01)(hidden, targets, weight, logits).total
+    )
     assert 0 < weak < 0.02 * head and strong > 0.1 * head and strong > 10 * weak
     grads = torch.autograd.grad(loss, [logits, weight], retain_graph=True)
     assert all(g.abs().sum() > 0 for g in grads)

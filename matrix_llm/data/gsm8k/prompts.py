@@ -88,17 +88,25 @@ def row_format(columns: Sequence[str] | Mapping[str, Any]) -> str | None:
 
 def _messages_example(messages: Any, tokenizer: Any) -> tuple[str, str]:
     if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
-        raise ValueError(f"`messages` must be a non-empty list of {{role, content}} dicts; got {messages!r:.80}")
+        raise ValueError(
+            f"`messages` must be a non-empty list of {{role, content}} dicts; got {messages!r:.80}"
+        )
     if messages[-1].get("role") != "assistant":
-        raise ValueError(f"the last message must be the assistant's (the completion); got role "
-                         f"{messages[-1].get('role')!r}")  # fmt: skip
+        raise ValueError(
+            f"the last message must be the assistant's (the completion); got role "
+            f"{messages[-1].get('role')!r}"
+        )
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        raise ValueError("`messages` rows need a tokenizer with a chat template (tokenizer.chat_template is empty)")
+        raise ValueError(
+            "`messages` rows need a tokenizer with a chat template (tokenizer.chat_template is empty)"
+        )
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(prompt):
-        raise ValueError("the chat template renders the conversation so that it does not start with the rendered "
-                         "prompt; the completion boundary cannot be found")  # fmt: skip
+        raise ValueError(
+            "the chat template renders the conversation so that it does not start with the rendered "
+            "prompt; the completion boundary cannot be found"
+        )
     completion = full[len(prompt) :]
     if not completion.strip():
         raise ValueError("empty completion: the assistant message renders to nothing")
@@ -123,8 +131,10 @@ def format_example(example: Mapping[str, Any], *, template: str, tokenizer: Any 
     if kind == "prompt_completion":
         prompt, completion = example["prompt"], example["completion"]
         if not isinstance(prompt, str) or not isinstance(completion, str) or not completion.strip():
-            raise ValueError(f"`prompt` and `completion` must be strings, the completion non-empty; got "
-                             f"{prompt!r:.60}, {completion!r:.60}")  # fmt: skip
+            raise ValueError(
+                f"`prompt` and `completion` must be strings, the completion non-empty; got "
+                f"{prompt!r:.60}, {completion!r:.60}"
+            )
         return prompt, completion
     if kind == "text":
         if not isinstance(example["text"], str) or not example["text"].strip():
@@ -277,39 +287,65 @@ class EvalPrompt:
 _LM_EVAL_GSM8K_STOP = ("Question:", "</s>", "<|im_end|>")
 _LM_EVAL_COT_STOP = ("Q:", "</s>", "<|im_end|>")
 _METAMATH_STOP = (
-    "Question:", "Question", "USER:", "USER", "ASSISTANT:", "ASSISTANT",
-    "Instruction:", "Instruction", "Response:", "Response",
-)  # fmt: skip
+    "Question:",
+    "Question",
+    "USER:",
+    "USER",
+    "ASSISTANT:",
+    "ASSISTANT",
+    "Instruction:",
+    "Instruction",
+    "Response:",
+    "Response",
+)
 
 EVAL_PROMPTS: dict[str, EvalPrompt] = {
     p.name: p
     for p in (
         EvalPrompt(
-            "zero_shot_cot", _build_zero_shot_cot, _METAMATH_STOP, "strict",
-            "MetaMath eval_gsm8k.py: Alpaca prompt + \" Let's think step by step.\"",
+            "zero_shot_cot",
+            _build_zero_shot_cot,
+            _METAMATH_STOP,
+            "strict",
+            'MetaMath eval_gsm8k.py: Alpaca prompt + " Let\'s think step by step."',
         ),
         EvalPrompt(
-            "fewshot5", _build_fewshot5, _LM_EVAL_GSM8K_STOP, "strict",
+            "fewshot5",
+            _build_fewshot5,
+            _LM_EVAL_GSM8K_STOP,
+            "strict",
             "lm-eval gsm8k v3: 5 x 'Question: q\\nAnswer: <full answer>' joined by blank lines",
         ),
         EvalPrompt(
-            "cot8", _build_cot8, _LM_EVAL_COT_STOP, "cot",
+            "cot8",
+            _build_cot8,
+            _LM_EVAL_COT_STOP,
+            "cot",
             "lm-eval gsm8k_cot v3: the 8 Wei et al. 2022 exemplars, 'Q: q\\nA: ... The answer is N.'",
         ),
         EvalPrompt(
-            "alpaca", _training_template_builder("alpaca"), _METAMATH_STOP, "strict",
+            "alpaca",
+            _training_template_builder("alpaca"),
+            _METAMATH_STOP,
+            "strict",
             "zero-shot, exactly the 'alpaca' training prompt",
         ),
         EvalPrompt(
-            "qa", _training_template_builder("qa"), _LM_EVAL_GSM8K_STOP, "strict",
+            "qa",
+            _training_template_builder("qa"),
+            _LM_EVAL_GSM8K_STOP,
+            "strict",
             "zero-shot, exactly the 'qa' training prompt",
         ),
         EvalPrompt(
-            "chat", _training_template_builder("chat"), ("<|im_end|>", "</s>"), "strict",
+            "chat",
+            _training_template_builder("chat"),
+            ("<|im_end|>", "</s>"),
+            "strict",
             "zero-shot, the tokenizer's chat template with a generation prompt",
         ),
     )
-}  # fmt: skip
+}
 
 
 STOP_STRINGS: dict[str, tuple[str, ...]] = {name: p.stop for name, p in EVAL_PROMPTS.items()}

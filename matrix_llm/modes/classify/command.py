@@ -36,22 +36,33 @@ __all__ = ["build_data", "build_model", "main", "parse_args", "run"]
 logger = logging.getLogger("matrix_llm.modes.classify.command")
 PROG = "matrix-llm classify"
 OBJECTIVES = ("classification",)
-TEXT_CARD = {"pipeline_tag": "text-classification", "auto_class": "AutoModelForSequenceClassification",
-             "processor_class": "AutoTokenizer", "tags": ["text-classification", "neural-collapse"]}  # fmt: skip
+TEXT_CARD = {
+    "pipeline_tag": "text-classification",
+    "auto_class": "AutoModelForSequenceClassification",
+    "processor_class": "AutoTokenizer",
+    "tags": ["text-classification", "neural-collapse"],
+}
 
 
 def _load(data_args: ClassificationDataArguments, split: str) -> Any:
     if data_args.text_column is not None:
         from matrix_llm.data.text import load_text_dataset
 
-        return load_text_dataset(data_args.dataset_name, split, config=data_args.dataset_config,
-                                 text_column=data_args.text_column, label_column=data_args.label_column)  # fmt: skip
+        return load_text_dataset(
+            data_args.dataset_name,
+            split,
+            config=data_args.dataset_config,
+            text_column=data_args.text_column,
+            label_column=data_args.label_column,
+        )
     from matrix_llm.data.images import load_image_dataset
 
     return load_image_dataset(data_args.dataset_name, split, config=data_args.dataset_config)
 
 
-def build_data(data_args: ClassificationDataArguments, training_args: ClassificationConfig) -> tuple[Any, Any]:
+def build_data(
+    data_args: ClassificationDataArguments, training_args: ClassificationConfig
+) -> tuple[Any, Any]:
     """``(train, eval)`` with ``image`` (or ``text``) / ``label`` columns; unlabelled training rows carry label
     ``-100``."""
     from matrix_llm.data.labels import IGNORE_INDEX, label_fraction_mask
@@ -61,9 +72,15 @@ def build_data(data_args: ClassificationDataArguments, training_args: Classifica
         train = train.select(range(min(len(train), data_args.max_train_samples)))
     if data_args.label_fraction < 1.0:
         keep = label_fraction_mask(train["label"], data_args.label_fraction, seed=data_args.label_seed)
-        train = train.map(lambda row, i: {"label": row["label"] if keep[i] else IGNORE_INDEX}, with_indices=True)
-        logger.info("label_fraction %.3g: %d of %d training labels kept", data_args.label_fraction, int(keep.sum()),
-                    len(keep))  # fmt: skip
+        train = train.map(
+            lambda row, i: {"label": row["label"] if keep[i] else IGNORE_INDEX}, with_indices=True
+        )
+        logger.info(
+            "label_fraction %.3g: %d of %d training labels kept",
+            data_args.label_fraction,
+            int(keep.sum()),
+            len(keep),
+        )
     evalset = None
     if data_args.eval_split is not None:
         evalset = _load(data_args, data_args.eval_split)
@@ -72,8 +89,13 @@ def build_data(data_args: ClassificationDataArguments, training_args: Classifica
     return train, evalset
 
 
-def _text_model(model_args: ClassificationModelArguments, data_args: ClassificationDataArguments, num_labels: int,
-                train: Any, seed: int) -> tuple[Any, Any]:  # fmt: skip
+def _text_model(
+    model_args: ClassificationModelArguments,
+    data_args: ClassificationDataArguments,
+    num_labels: int,
+    train: Any,
+    seed: int,
+) -> tuple[Any, Any]:
     """``(model, tokenizer)`` of a text classifier: ``tiny-bert`` with a tokenizer trained on the training texts,
     or a Hub / local ``AutoModelForSequenceClassification`` (decoders get EOS as padding, as they are trained)."""
     if model_args.is_tiny:
@@ -81,10 +103,14 @@ def _text_model(model_args: ClassificationModelArguments, data_args: Classificat
 
         tokenizer = build_tokenizer(train["text"], vocab_size=1024)
         model = build_text_classifier(
-            tokenizer, num_labels=num_labels, hidden_size=model_args.tiny_hidden_size,
-            num_layers=model_args.tiny_num_layers, num_heads=model_args.tiny_num_heads,
-            max_position_embeddings=data_args.max_length, seed=seed,
-        )  # fmt: skip
+            tokenizer,
+            num_labels=num_labels,
+            hidden_size=model_args.tiny_hidden_size,
+            num_layers=model_args.tiny_num_layers,
+            num_heads=model_args.tiny_num_heads,
+            max_position_embeddings=data_args.max_length,
+            seed=seed,
+        )
         return model, tokenizer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -100,8 +126,13 @@ def _text_model(model_args: ClassificationModelArguments, data_args: Classificat
     return model, tokenizer
 
 
-def build_model(model_args: ClassificationModelArguments, data_args: ClassificationDataArguments, num_labels: int,
-                training_args: ClassificationConfig, train: Any = None) -> tuple[Any, Any, Any]:  # fmt: skip
+def build_model(
+    model_args: ClassificationModelArguments,
+    data_args: ClassificationDataArguments,
+    num_labels: int,
+    training_args: ClassificationConfig,
+    train: Any = None,
+) -> tuple[Any, Any, Any]:
     """``(model, collator, processor)``: a tiny random-init classifier with the plain image collator (processor
     ``None``), a Hub / local image model with its image processor, or a text classifier with its tokenizer
     (``train``: the training rows, for ``tiny-bert``'s tokenizer)."""
@@ -111,8 +142,12 @@ def build_model(model_args: ClassificationModelArguments, data_args: Classificat
         model, tokenizer = _text_model(model_args, data_args, num_labels, train, training_args.seed)
         cut = count_truncated(tokenizer, train["text"], data_args.max_length)
         if cut:
-            logger.warning("%d of %d training texts are longer than max_length %d tokens and are cut", cut,
-                           len(train), data_args.max_length)  # fmt: skip
+            logger.warning(
+                "%d of %d training texts are longer than max_length %d tokens and are cut",
+                cut,
+                len(train),
+                data_args.max_length,
+            )
         return model, TextCollator(tokenizer, max_length=data_args.max_length), tokenizer
     from matrix_llm.data.images import ImageCollator
 
@@ -120,10 +155,15 @@ def build_model(model_args: ClassificationModelArguments, data_args: Classificat
         from matrix_llm.models.tiny import build_image_classifier
 
         model = build_image_classifier(
-            model_args.model_name_or_path, num_labels=num_labels, image_size=data_args.image_size,
-            num_channels=data_args.num_channels, hidden_size=model_args.tiny_hidden_size,
-            num_layers=model_args.tiny_num_layers, num_heads=model_args.tiny_num_heads, seed=training_args.seed,
-        )  # fmt: skip
+            model_args.model_name_or_path,
+            num_labels=num_labels,
+            image_size=data_args.image_size,
+            num_channels=data_args.num_channels,
+            hidden_size=model_args.tiny_hidden_size,
+            num_layers=model_args.tiny_num_layers,
+            num_heads=model_args.tiny_num_heads,
+            seed=training_args.seed,
+        )
         return model, ImageCollator(image_size=data_args.image_size, channels=data_args.num_channels), None
     from transformers import AutoModelForImageClassification
 
@@ -134,21 +174,28 @@ def build_model(model_args: ClassificationModelArguments, data_args: Classificat
         model_args.model_name_or_path, num_labels=num_labels, ignore_mismatched_sizes=True, **common
     )
     # its image processor, or (an earlier `classify` run of a tiny model) its config's image size and channels
-    collator = saved_image_collator(model_args.model_name_or_path, model.config, revision=model_args.model_revision)
+    collator = saved_image_collator(
+        model_args.model_name_or_path, model.config, revision=model_args.model_revision
+    )
     return model, collator, collator.processor
 
 
 def _accuracy(prediction: Any) -> dict[str, float]:
     import numpy as np
 
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    logits = (
+        prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    )
     labels = prediction.label_ids
     labelled = labels != -100
     return {"accuracy": float((np.argmax(logits, -1)[labelled] == labels[labelled]).mean())}
 
 
-def run(model_args: ClassificationModelArguments, data_args: ClassificationDataArguments,
-        training_args: ClassificationConfig) -> dict:  # fmt: skip
+def run(
+    model_args: ClassificationModelArguments,
+    data_args: ClassificationDataArguments,
+    training_args: ClassificationConfig,
+) -> dict:
     """Everything after parsing; returns the final metrics."""
     from transformers import set_seed
 
@@ -156,10 +203,14 @@ def run(model_args: ClassificationModelArguments, data_args: ClassificationDataA
 
     set_seed(training_args.seed)
     train, evalset = build_data(data_args, training_args)
-    labels = sorted({int(x) for x in train["label"] if int(x) >= 0} | set(evalset["label"] if evalset else []))
+    labels = sorted(
+        {int(x) for x in train["label"] if int(x) >= 0} | set(evalset["label"] if evalset else [])
+    )
     num_labels = max(labels) + 1
     if training_args.eval_strategy != "no" and evalset is None:
-        raise ValueError(f"`eval_strategy`: {training_args.eval_strategy} needs an eval set; set `eval_split`")
+        raise ValueError(
+            f"`eval_strategy`: {training_args.eval_strategy} needs an eval set; set `eval_split`"
+        )
     model, collator, processor = build_model(model_args, data_args, num_labels, training_args, train)
     if training_args.remove_unused_columns:
         # the collator turns the `image` / `text` column into model inputs: the Trainer must not drop it first
@@ -167,37 +218,54 @@ def run(model_args: ClassificationModelArguments, data_args: ClassificationDataA
         training_args.remove_unused_columns = False
         logger.info("remove_unused_columns set to false: the collator reads the raw image / text column")
     trainer = MatrixTrainer(
-        model=model, args=training_args, train_dataset=train, eval_dataset=evalset, data_collator=collator,
-        compute_metrics=_accuracy, processing_class=processor,  # saved beside the model
-    )  # fmt: skip
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evalset,
+        data_collator=collator,
+        compute_metrics=_accuracy,
+        processing_class=processor,  # saved beside the model
+    )
     metrics = train_and_finish(
         trainer,
         model_args=model_args,
         command="classify",
         card=RunCard(
-            base_model=f"{model_args.model_name_or_path} (offline random init)" if model_args.is_tiny
+            base_model=f"{model_args.model_name_or_path} (offline random init)"
+            if model_args.is_tiny
             else model_args.model_name_or_path,
             dataset=data_args.dataset_name,
-            details=((f"Labelled fraction of the training set: {data_args.label_fraction:g} (seed "
-                     f"{data_args.label_seed})."),),
+            details=(
+                (
+                    f"Labelled fraction of the training set: {data_args.label_fraction:g} (seed "
+                    f"{data_args.label_seed})."
+                ),
+            ),
             run_info={"num_classes": num_labels},  # for the neural-collapse reference lines of `plot`
             card_overrides=TEXT_CARD if data_args.text_column is not None else {},
         ),
-    )  # fmt: skip
+    )
     del trainer, model
     gc.collect()
     return metrics
 
 
 def _help(classes) -> str:
-    return format_help(PROG, classes, example=f"{PROG} --config classify/digits.yaml --matrix_mir_weight 0.1",
-                       summary="Train an image or text classifier with CE + optional MIR / HDR / matrix-entropy terms.")  # fmt: skip
+    return format_help(
+        PROG,
+        classes,
+        example=f"{PROG} --config classify/digits.yaml --matrix_mir_weight 0.1",
+        summary="Train an image or text classifier with CE + optional MIR / HDR / matrix-entropy terms.",
+    )
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ClassificationModelArguments, ClassificationDataArguments,
-                                                         ClassificationConfig]:  # fmt: skip
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[ClassificationModelArguments, ClassificationDataArguments, ClassificationConfig]:
     """``[--config FILE.yaml] [--field value ...]`` -> the classification mode's three dataclasses."""
-    classes = mode_classes(PROG, OBJECTIVES, (ClassificationModelArguments, ClassificationDataArguments, ClassificationConfig))
+    classes = mode_classes(
+        PROG, OBJECTIVES, (ClassificationModelArguments, ClassificationDataArguments, ClassificationConfig)
+    )
     model_args, data_args, training_args = parse_command_line(argv, classes, prog=PROG, help_text=_help)
     text_model = model_args.model_name_or_path in TINY_TEXT_CLASSIFIERS
     if model_args.is_tiny and text_model != (data_args.text_column is not None):

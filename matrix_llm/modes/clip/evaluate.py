@@ -33,9 +33,19 @@ from matrix_llm.features import evaluating
 
 logger = logging.getLogger("matrix_llm.modes.clip.evaluate")
 
-__all__ = ["ImageTextEvalCallback", "class_embeddings", "encode_images", "encode_pairs",
-           "evaluate_dual_encoder", "main_retrieval", "main_zeroshot", "retrieval_metrics", "seen_unseen_curve",
-           "zero_shot_accuracy", "zeroshot_set"]
+__all__ = [
+    "ImageTextEvalCallback",
+    "class_embeddings",
+    "encode_images",
+    "encode_pairs",
+    "evaluate_dual_encoder",
+    "main_retrieval",
+    "main_zeroshot",
+    "retrieval_metrics",
+    "seen_unseen_curve",
+    "zero_shot_accuracy",
+    "zeroshot_set",
+]
 GENERIC_TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "a {}."]
 
 
@@ -51,18 +61,30 @@ def zeroshot_set(data_args: Any, seed: int) -> tuple[Any, list[str], list[str]] 
     if source in SCENE_SOURCES:
         from matrix_llm.data.image_text import CLASS_NAMES, scene_dataset, scene_templates
 
-        rows = scene_dataset("zeroshot", n, side=data_args.image_size, seed=seed, captions=SCENE_SOURCES[source])
+        rows = scene_dataset(
+            "zeroshot", n, side=data_args.image_size, seed=seed, captions=SCENE_SOURCES[source]
+        )
         templates = scene_templates(SCENE_SOURCES[source])
-        return rows, list(data_args.zeroshot_classes or CLASS_NAMES), list(data_args.zeroshot_templates or templates)
+        return (
+            rows,
+            list(data_args.zeroshot_classes or CLASS_NAMES),
+            list(data_args.zeroshot_templates or templates),
+        )
     from matrix_llm.data.images import class_names_of, load_image_dataset
 
     rows = load_image_dataset(source, "test")
     rows = rows.select(range(min(n, len(rows))))
     trained_on = getattr(data_args, "dataset_name", None) == source  # the training set's names and templates
-    classes = data_args.zeroshot_classes or (trained_on and data_args.class_names) or class_names_of(source, rows)
+    classes = (
+        data_args.zeroshot_classes or (trained_on and data_args.class_names) or class_names_of(source, rows)
+    )
     if not classes:
-        raise ValueError(f"`zeroshot_classes`: the class names of {source} are needed for zero-shot evaluation")
-    templates = data_args.zeroshot_templates or (trained_on and data_args.caption_templates) or GENERIC_TEMPLATES
+        raise ValueError(
+            f"`zeroshot_classes`: the class names of {source} are needed for zero-shot evaluation"
+        )
+    templates = (
+        data_args.zeroshot_templates or (trained_on and data_args.caption_templates) or GENERIC_TEMPLATES
+    )
     return rows, list(classes), list(templates)
 
 
@@ -73,16 +95,27 @@ def _features(out: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_pairs(model: Any, rows: Any, collator: Any, *, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_pairs(
+    model: Any, rows: Any, collator: Any, *, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised ``(image_embeds, text_embeds)`` of the ``image`` / ``caption`` rows, in order (float32, CPU)."""
     images, texts = [], []
     with evaluating(model) as device:
         for start in range(0, len(rows), batch_size):
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            images.append(_features(model.get_image_features(pixel_values=batch["pixel_values"])).float().cpu())
-            texts.append(_features(model.get_text_features(input_ids=batch["input_ids"],
-                                                           attention_mask=batch["attention_mask"])).float().cpu())  # fmt: skip
+            images.append(
+                _features(model.get_image_features(pixel_values=batch["pixel_values"])).float().cpu()
+            )
+            texts.append(
+                _features(
+                    model.get_text_features(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    )
+                )
+                .float()
+                .cpu()
+            )
     return F.normalize(torch.cat(images), dim=-1), F.normalize(torch.cat(texts), dim=-1)
 
 
@@ -93,27 +126,44 @@ def encode_images(model: Any, rows: Any, collator: Any, *, batch_size: int = 256
     with evaluating(model) as device:
         for start in range(0, len(rows), batch_size):
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-            out.append(_features(model.get_image_features(pixel_values=batch["pixel_values"].to(device))).float().cpu())
+            out.append(
+                _features(model.get_image_features(pixel_values=batch["pixel_values"].to(device)))
+                .float()
+                .cpu()
+            )
     return F.normalize(torch.cat(out), dim=-1)
 
 
 @torch.no_grad()
-def class_embeddings(model: Any, tokenizer: Any, class_names: Sequence[str], templates: Sequence[str], *,
-                     max_length: int = 77) -> torch.Tensor:  # fmt: skip
+def class_embeddings(
+    model: Any, tokenizer: Any, class_names: Sequence[str], templates: Sequence[str], *, max_length: int = 77
+) -> torch.Tensor:
     """``(C, d)``: per class, the normalised mean of the normalised embeddings of ``template.format(name)``."""
     out = []
     with evaluating(model) as device:
         for name in class_names:
-            text = tokenizer([t.format(name) for t in templates], padding=True, truncation=True, max_length=max_length,
-                             return_tensors="pt").to(device)  # fmt: skip
-            embeds = F.normalize(_features(model.get_text_features(input_ids=text["input_ids"],
-                                                                    attention_mask=text["attention_mask"])).float(), dim=-1)  # fmt: skip
+            text = tokenizer(
+                [t.format(name) for t in templates],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(device)
+            embeds = F.normalize(
+                _features(
+                    model.get_text_features(
+                        input_ids=text["input_ids"], attention_mask=text["attention_mask"]
+                    )
+                ).float(),
+                dim=-1,
+            )
             out.append(F.normalize(embeds.mean(0), dim=-1).cpu())
     return torch.stack(out)
 
 
-def zero_shot_accuracy(image_embeds: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor,
-                       unseen: Sequence[int] = ()) -> dict[str, Any]:  # fmt: skip
+def zero_shot_accuracy(
+    image_embeds: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor, unseen: Sequence[int] = ()
+) -> dict[str, Any]:
     """Top-1 / top-5 accuracy of the nearest class embedding (cosine) for each image.
 
     With ``unseen`` (indices of classes left out of training), also generalised zero-shot learning's numbers
@@ -129,19 +179,29 @@ def zero_shot_accuracy(image_embeds: torch.Tensor, labels: torch.Tensor, classes
     scores = image_embeds @ classes.T
     top = scores.topk(min(5, classes.shape[0]), dim=1).indices
     hit = top == labels.view(-1, 1)
-    out = {"zeroshot_top1": float(hit[:, 0].float().mean()), "zeroshot_top5": float(hit.any(1).float().mean())}
+    out = {
+        "zeroshot_top1": float(hit[:, 0].float().mean()),
+        "zeroshot_top5": float(hit.any(1).float().mean()),
+    }
     unseen = sorted(set(int(c) for c in unseen))
     if not unseen:
         return out
     seen = [c for c in range(classes.shape[0]) if c not in unseen]
     s, u = _per_class_mean(hit[:, 0], labels, seen), _per_class_mean(hit[:, 0], labels, unseen)
     only = torch.tensor(unseen)[scores[:, unseen].argmax(1)] == labels  # candidates: the unseen classes only
-    out.update(zeroshot_top1_seen=s, zeroshot_top1_unseen=u, zeroshot_top1_harmonic=2 * s * u / (s + u) if s + u else 0.0,
-               zeroshot_top1_unseen_only=_per_class_mean(only, labels, unseen), zeroshot_ausuc=float("nan"))  # fmt: skip
+    out.update(
+        zeroshot_top1_seen=s,
+        zeroshot_top1_unseen=u,
+        zeroshot_top1_harmonic=2 * s * u / (s + u) if s + u else 0.0,
+        zeroshot_top1_unseen_only=_per_class_mean(only, labels, unseen),
+        zeroshot_ausuc=float("nan"),
+    )
     if torch.isin(labels, torch.tensor(unseen)).any() and torch.isin(labels, torch.tensor(seen)).any():
         xs, ys = seen_unseen_curve(scores, labels, unseen)
-        out.update(zeroshot_ausuc=float(torch.trapezoid(ys, xs)), seen_unseen_curve={"unseen": xs.tolist(),
-                                                                                     "seen": ys.tolist()})  # fmt: skip
+        out.update(
+            zeroshot_ausuc=float(torch.trapezoid(ys, xs)),
+            seen_unseen_curve={"unseen": xs.tolist(), "seen": ys.tolist()},
+        )
     return out
 
 
@@ -151,8 +211,9 @@ def _per_class_mean(values: torch.Tensor, labels: torch.Tensor, among: Sequence[
     return float(torch.stack(means).mean()) if means else float("nan")
 
 
-def seen_unseen_curve(scores: torch.Tensor, labels: torch.Tensor, unseen: Sequence[int]
-                      ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def seen_unseen_curve(
+    scores: torch.Tensor, labels: torch.Tensor, unseen: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Calibrated stacking's trade-off (Chao et al., 2016): a constant ``γ`` subtracted from every seen class's
     score moves predictions from the seen to the unseen classes. Returns the curve's vertices as ``γ`` goes from
     -∞ to +∞: ``(unseen, seen)``, the per-class top-1 accuracy (as in :func:`zero_shot_accuracy`) of the unseen
@@ -165,34 +226,47 @@ def seen_unseen_curve(scores: torch.Tensor, labels: torch.Tensor, unseen: Sequen
     unseen = sorted(set(int(c) for c in unseen))
     seen = [c for c in range(scores.shape[1]) if c not in unseen]
     if not seen or not unseen:
-        raise ValueError(f"seen_unseen_curve: needs seen and unseen classes; got unseen {unseen} of {scores.shape[1]}")
+        raise ValueError(
+            f"seen_unseen_curve: needs seen and unseen classes; got unseen {unseen} of {scores.shape[1]}"
+        )
     scores, labels = scores.double(), labels.long()
     best_seen, seen_pick = scores[:, seen].max(1)
     best_unseen, unseen_pick = scores[:, unseen].max(1)
     is_unseen = torch.isin(labels, torch.tensor(unseen))
     # each image's share of its group's per-class mean: 1 / (images of its class x classes of its group with images)
     count = torch.bincount(labels, minlength=scores.shape[1]).double()
-    groups = torch.where(is_unseen, float(len(set(labels[is_unseen].tolist()))),
-                         float(len(set(labels[~is_unseen].tolist()))))  # fmt: skip
+    groups = torch.where(
+        is_unseen, float(len(set(labels[is_unseen].tolist()))), float(len(set(labels[~is_unseen].tolist())))
+    )
     share = 1 / (count[labels] * groups)
-    right_seen = (~is_unseen & (torch.tensor(seen)[seen_pick] == labels)).double() * share  # lost when it switches
-    right_unseen = (is_unseen & (torch.tensor(unseen)[unseen_pick] == labels)).double() * share  # won when it switches
+    right_seen = (
+        ~is_unseen & (torch.tensor(seen)[seen_pick] == labels)
+    ).double() * share  # lost when it switches
+    right_unseen = (
+        is_unseen & (torch.tensor(unseen)[unseen_pick] == labels)
+    ).double() * share  # won when it switches
     order = torch.argsort(best_seen - best_unseen)
     t = (best_seen - best_unseen)[order]
     last = torch.ones_like(t, dtype=torch.bool)
     last[:-1] = t[1:] != t[:-1]  # the last image of each group of equal thresholds
-    switched = torch.cat([torch.zeros(1, dtype=torch.long), last.nonzero().squeeze(1) + 1])  # images switched so far
+    switched = torch.cat(
+        [torch.zeros(1, dtype=torch.long), last.nonzero().squeeze(1) + 1]
+    )  # images switched so far
     zero = torch.zeros(1, dtype=torch.float64)
     won = torch.cat([zero, right_unseen[order].cumsum(0)])  # prefix sums: the unseen images' switched so far
-    kept = torch.cat([right_seen[order].flip(0).cumsum(0).flip(0), zero])  # suffix sums: the seen not yet switched
+    kept = torch.cat(
+        [right_seen[order].flip(0).cumsum(0).flip(0), zero]
+    )  # suffix sums: the seen not yet switched
     return won[switched], kept[switched]
 
 
 def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> dict[str, float]:
     """Ranks of the true partner in both directions, open_clip's names (module docstring)."""
     if image_embeds.shape != text_embeds.shape:
-        raise ValueError(f"retrieval_metrics: paired embeddings needed; got {tuple(image_embeds.shape)} and "
-                         f"{tuple(text_embeds.shape)}")  # fmt: skip
+        raise ValueError(
+            f"retrieval_metrics: paired embeddings needed; got {tuple(image_embeds.shape)} and "
+            f"{tuple(text_embeds.shape)}"
+        )
     logits = image_embeds @ text_embeds.T
     truth = torch.arange(len(logits)).view(-1, 1)
     metrics: dict[str, float] = {}
@@ -205,15 +279,19 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> 
     return metrics
 
 
-
 def _class_indices(classes: Sequence[str], names: Sequence[str]) -> tuple[list[int], list[str]]:
     """The indices in ``classes`` of the ``names`` that are classes, and the ``names`` that are not."""
     return [classes.index(n) for n in names if n in classes], [n for n in names if n not in classes]
 
 
-def evaluate_dual_encoder(model: Any, tokenizer: Any, collator: Any, evalset: Any,
-                          zeroshot: tuple[Any, Sequence[str], Sequence[str]] | None,
-                          unseen: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+def evaluate_dual_encoder(
+    model: Any,
+    tokenizer: Any,
+    collator: Any,
+    evalset: Any,
+    zeroshot: tuple[Any, Sequence[str], Sequence[str]] | None,
+    unseen: Sequence[str] = (),
+) -> dict[str, Any]:
     """Retrieval metrics on the ``image`` / ``caption`` rows of ``evalset`` (``collator``: an
     :class:`~matrix_llm.data.image_text.ImageTextCollator`) and zero-shot accuracy, with its chance level, on
     ``zeroshot = (rows with image / label, class names, templates)``; either may be ``None``. ``unseen``: names of
@@ -223,25 +301,48 @@ def evaluate_dual_encoder(model: Any, tokenizer: Any, collator: Any, evalset: An
     if zeroshot is not None:
         held_out, unknown = _class_indices(zeroshot[1], unseen)
         if unknown:
-            raise ValueError(f"evaluate_dual_encoder: unseen {unknown} are not classes of the zero-shot set "
-                             f"{list(zeroshot[1])}")  # fmt: skip
+            raise ValueError(
+                f"evaluate_dual_encoder: unseen {unknown} are not classes of the zero-shot set "
+                f"{list(zeroshot[1])}"
+            )
     if evalset is not None:
         results.update(retrieval_metrics(*encode_pairs(model, evalset, collator)))
         results["retrieval_pairs"] = len(evalset)
     if zeroshot is not None:
         rows, classes, templates = zeroshot
         image_embeds = encode_images(model, rows, collator.images)
-        classes_embeds = class_embeddings(model, tokenizer, classes, templates, max_length=collator.max_length)
-        results.update(zero_shot_accuracy(image_embeds, torch.tensor(rows["label"]), classes_embeds, held_out))
-        results.update(zeroshot_images=len(rows), zeroshot_classes=len(classes), zeroshot_templates=len(templates),
-                       zeroshot_chance=1 / len(classes))  # fmt: skip
+        classes_embeds = class_embeddings(
+            model, tokenizer, classes, templates, max_length=collator.max_length
+        )
+        results.update(
+            zero_shot_accuracy(image_embeds, torch.tensor(rows["label"]), classes_embeds, held_out)
+        )
+        results.update(
+            zeroshot_images=len(rows),
+            zeroshot_classes=len(classes),
+            zeroshot_templates=len(templates),
+            zeroshot_chance=1 / len(classes),
+        )
     return results
 
 
-LOGGED = ("zeroshot_top1", "zeroshot_top5", "zeroshot_top1_seen", "zeroshot_top1_unseen", "zeroshot_top1_harmonic",
-          "zeroshot_top1_unseen_only", "zeroshot_ausuc", "image_to_text_R@1", "image_to_text_R@5", "image_to_text_R@10",
-          "text_to_image_R@1", "text_to_image_R@5", "text_to_image_R@10", "image_to_text_median_rank",
-          "text_to_image_median_rank")  # fmt: skip
+LOGGED = (
+    "zeroshot_top1",
+    "zeroshot_top5",
+    "zeroshot_top1_seen",
+    "zeroshot_top1_unseen",
+    "zeroshot_top1_harmonic",
+    "zeroshot_top1_unseen_only",
+    "zeroshot_ausuc",
+    "image_to_text_R@1",
+    "image_to_text_R@5",
+    "image_to_text_R@10",
+    "text_to_image_R@1",
+    "text_to_image_R@5",
+    "text_to_image_R@10",
+    "image_to_text_median_rank",
+    "text_to_image_median_rank",
+)
 
 
 class ImageTextEvalCallback(TrainerCallback):
@@ -254,19 +355,35 @@ class ImageTextEvalCallback(TrainerCallback):
     :meth:`results` at the step of the last evaluation does not encode again.
     """
 
-    def __init__(self, tokenizer: Any, collator: Any, evalset: Any = None,
-                 zeroshot: tuple[Any, Sequence[str], Sequence[str]] | None = None, *, unseen: Sequence[str] = (),
-                 trainer: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tokenizer: Any,
+        collator: Any,
+        evalset: Any = None,
+        zeroshot: tuple[Any, Sequence[str], Sequence[str]] | None = None,
+        *,
+        unseen: Sequence[str] = (),
+        trainer: Any = None,
+    ) -> None:
         if evalset is None and zeroshot is None:
-            raise ValueError("ImageTextEvalCallback: nothing to measure (no retrieval pairs and no zero-shot set)")
+            raise ValueError(
+                "ImageTextEvalCallback: nothing to measure (no retrieval pairs and no zero-shot set)"
+            )
         self.tokenizer, self.collator, self.evalset, self.zeroshot = tokenizer, collator, evalset, zeroshot
         self.unseen = tuple(unseen)
-        if zeroshot is not None and self.unseen:  # the zero-shot set may be another dataset than the training one
+        if (
+            zeroshot is not None and self.unseen
+        ):  # the zero-shot set may be another dataset than the training one
             _, missing = _class_indices(zeroshot[1], self.unseen)
             if missing:
-                logger.warning("classes left out of training %s are not classes of the zero-shot set %s: %s", missing,
-                               list(zeroshot[1]), "no seen / unseen split" if len(missing) == len(self.unseen)
-                               else "the seen / unseen split counts the others")  # fmt: skip
+                logger.warning(
+                    "classes left out of training %s are not classes of the zero-shot set %s: %s",
+                    missing,
+                    list(zeroshot[1]),
+                    "no seen / unseen split"
+                    if len(missing) == len(self.unseen)
+                    else "the seen / unseen split counts the others",
+                )
                 self.unseen = tuple(n for n in self.unseen if n not in missing)
         self.trainer = trainer
         self._cache: tuple[int, dict[str, Any]] | None = None
@@ -280,8 +397,9 @@ class ImageTextEvalCallback(TrainerCallback):
 
         results = None
         if distributed.rank() == 0:
-            results = evaluate_dual_encoder(unwrap(model), self.tokenizer, self.collator, self.evalset, self.zeroshot,
-                                            self.unseen)  # fmt: skip
+            results = evaluate_dual_encoder(
+                unwrap(model), self.tokenizer, self.collator, self.evalset, self.zeroshot, self.unseen
+            )
         if distributed.is_distributed():
             box = [results]
             torch.distributed.broadcast_object_list(box, src=0)
@@ -346,15 +464,26 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
 
     from matrix_llm.modes.clip.config import CLIPDataArguments
 
-    parser = argparse.ArgumentParser(prog="matrix-llm eval zeroshot", description="Zero-shot top-1 / top-5 accuracy "
-                                     "of a dual encoder with prompt templates.")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="matrix-llm eval zeroshot",
+        description="Zero-shot top-1 / top-5 accuracy of a dual encoder with prompt templates.",
+    )
     parser.add_argument("--model", required=True, help="a saved `matrix-llm clip` model or a Hub CLIP id")
-    parser.add_argument("--data", default="scenes", help="scenes / scenes-classes (held-out compositions) or an IDX folder")
-    parser.add_argument("--classes", nargs="+", default=None, help="class names (scenes / Fashion-MNIST: built in)")
+    parser.add_argument(
+        "--data", default="scenes", help="scenes / scenes-classes (held-out compositions) or an IDX folder"
+    )
+    parser.add_argument(
+        "--classes", nargs="+", default=None, help="class names (scenes / Fashion-MNIST: built in)"
+    )
     parser.add_argument("--templates", nargs="+", default=None, help="prompt templates with {}")
-    parser.add_argument("--unseen", nargs="+", default=(), help="classes left out of training: also report the "
-                        "seen / unseen / harmonic accuracies and AUSUC, and plot the seen-unseen curve "
-                        "(seen_unseen.png)")  # fmt: skip
+    parser.add_argument(
+        "--unseen",
+        nargs="+",
+        default=(),
+        help="classes left out of training: also report the "
+        "seen / unseen / harmonic accuracies and AUSUC, and plot the seen-unseen curve "
+        "(seen_unseen.png)",
+    )
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--image_size", type=int, default=32, help="scenes: rendered side")
     parser.add_argument("--seed", type=int, default=0)
@@ -362,8 +491,13 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     parser.add_argument("--output_dir", default=None, help="default: MODEL/eval/zeroshot")
     args = parser.parse_args(list(argv))
     model, tokenizer, images = _load(args)
-    data = CLIPDataArguments(zeroshot_dataset=args.data, zeroshot_classes=args.classes, zeroshot_templates=args.templates,
-                             max_eval_samples=args.num_samples, image_size=args.image_size)  # fmt: skip
+    data = CLIPDataArguments(
+        zeroshot_dataset=args.data,
+        zeroshot_classes=args.classes,
+        zeroshot_templates=args.templates,
+        max_eval_samples=args.num_samples,
+        image_size=args.image_size,
+    )
     rows, classes, templates = zeroshot_set(data, args.seed)
     unseen, unknown = _class_indices(classes, args.unseen)
     if unknown:
@@ -371,7 +505,9 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     image_embeds, labels = encode_images(model, rows, images), torch.tensor(rows["label"])
     class_embeds = class_embeddings(model, tokenizer, classes, templates)
     result: dict[str, Any] = zero_shot_accuracy(image_embeds, labels, class_embeds, unseen)
-    result.update(chance=1 / len(classes), images=len(rows), classes=len(classes), model=args.model, data=args.data)
+    result.update(
+        chance=1 / len(classes), images=len(rows), classes=len(classes), model=args.model, data=args.data
+    )
     if "seen_unseen_curve" in result:
         from matrix_llm.plotting import plot_seen_unseen
 
@@ -385,10 +521,14 @@ def main_retrieval(argv: Sequence[str]) -> dict[str, Any]:
 
     from matrix_llm.data.image_text import ImageTextCollator, load_image_text_dataset
 
-    parser = argparse.ArgumentParser(prog="matrix-llm eval retrieval", description="Image <-> text retrieval "
-                                     "R@1/5/10 and ranks (open_clip's names) of a dual encoder.")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="matrix-llm eval retrieval",
+        description="Image <-> text retrieval R@1/5/10 and ranks (open_clip's names) of a dual encoder.",
+    )
     parser.add_argument("--model", required=True, help="a saved `matrix-llm clip` model or a Hub CLIP id")
-    parser.add_argument("--data", default="scenes", help="scenes, scenes-classes, or a Hub id / local image-caption dataset")
+    parser.add_argument(
+        "--data", default="scenes", help="scenes, scenes-classes, or a Hub id / local image-caption dataset"
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--caption_column", default="caption")
@@ -399,8 +539,14 @@ def main_retrieval(argv: Sequence[str]) -> dict[str, Any]:
     parser.add_argument("--output_dir", default=None, help="default: MODEL/eval/retrieval")
     args = parser.parse_args(list(argv))
     model, tokenizer, images = _load(args)
-    rows = load_image_text_dataset(args.data, args.split, image_column=args.image_column,
-                                   caption_column=args.caption_column, n=args.num_samples, seed=args.seed)  # fmt: skip
+    rows = load_image_text_dataset(
+        args.data,
+        args.split,
+        image_column=args.image_column,
+        caption_column=args.caption_column,
+        n=args.num_samples,
+        seed=args.seed,
+    )
     collator = ImageTextCollator(tokenizer, images, max_length=args.max_length, seed=args.seed)
     result: dict[str, Any] = retrieval_metrics(*encode_pairs(model, rows, collator))
     result.update(pairs=len(rows), model=args.model, data=args.data, split=args.split)

@@ -40,9 +40,18 @@ from matrix_llm.modes.base import Objective, ObjectiveCard, ObjectiveOutput
 __all__ = ["CLIPObjective", "LogitScaleClamp"]
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the temperature at 1/100
-CROP_ONLY = dict(flip=0.0, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0)  # open_clip's train transform: a crop
-CARD_FIELDS = ("clip_infonce_weight", "clip_alignment_weight", "clip_mce_weight", "clip_mce_mu", "clip_matrix_start_step",
-               "clip_crop_min_scale", "clip_mask_same_captions")
+CROP_ONLY = dict(
+    flip=0.0, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0
+)  # open_clip's train transform: a crop
+CARD_FIELDS = (
+    "clip_infonce_weight",
+    "clip_alignment_weight",
+    "clip_mce_weight",
+    "clip_mce_mu",
+    "clip_matrix_start_step",
+    "clip_crop_min_scale",
+    "clip_mask_same_captions",
+)
 _KEY_PRIME = 2**31 - 1  # caption_keys: two polynomial hashes modulo this prime
 _KEY_BASES = (131_071, 1_000_003)
 
@@ -58,7 +67,9 @@ class LogitScaleClamp(TrainerCallback):
         return control
 
 
-def caption_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def caption_groups(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(labels (N,), first (G,))``: rows with the same caption tokens share a label; ``first`` is each group's
     first row."""
     ids = input_ids if attention_mask is None else input_ids.masked_fill(attention_mask == 0, -1)
@@ -111,20 +122,48 @@ class CLIPObjective(Objective):
         ("image->text R@1 (eval)", "image_to_text_R@1"),
     )
 
-    def __init__(self, *, infonce_weight: float = 1.0, alignment_weight: float = 0.0, mce_weight: float = 0.0,
-                 mce_mu: float = 0.5, matrix_start_step: int = 0, metrics_steps: int = 1, crop_min_scale: float = 1.0,
-                 mask_same_captions: bool = False, seed: int = 0) -> None:  # fmt: skip
-        problems = self.argument_problems(infonce_weight=infonce_weight, alignment_weight=alignment_weight,
-                                          mce_weight=mce_weight, mce_mu=mce_mu, metrics_steps=metrics_steps,
-                                          matrix_start_step=matrix_start_step, crop_min_scale=crop_min_scale,
-                                          mask_same_captions=mask_same_captions)  # fmt: skip
+    def __init__(
+        self,
+        *,
+        infonce_weight: float = 1.0,
+        alignment_weight: float = 0.0,
+        mce_weight: float = 0.0,
+        mce_mu: float = 0.5,
+        matrix_start_step: int = 0,
+        metrics_steps: int = 1,
+        crop_min_scale: float = 1.0,
+        mask_same_captions: bool = False,
+        seed: int = 0,
+    ) -> None:
+        problems = self.argument_problems(
+            infonce_weight=infonce_weight,
+            alignment_weight=alignment_weight,
+            mce_weight=mce_weight,
+            mce_mu=mce_mu,
+            metrics_steps=metrics_steps,
+            matrix_start_step=matrix_start_step,
+            crop_min_scale=crop_min_scale,
+            mask_same_captions=mask_same_captions,
+        )
         if problems:
             name, expected, got = problems[0]
             raise ValueError(f"CLIPObjective: `{name}` must be {expected}; got {got!r}")
-        self.weights = {"infonce": float(infonce_weight), "alignment": float(alignment_weight), "mce": float(mce_weight)}
+        self.weights = {
+            "infonce": float(infonce_weight),
+            "alignment": float(alignment_weight),
+            "mce": float(mce_weight),
+        }
         self.metrics_steps, self.matrix_start_step = int(metrics_steps), int(matrix_start_step)
-        self.infonce, self.alignment, self.mce = CLIPLoss(), CrossModalEntropyLoss(), CrossModalMCELoss(mu=mce_mu)
-        self.crop_min_scale, self.seed, self.mask_same_captions = float(crop_min_scale), int(seed), mask_same_captions
+        self.infonce, self.alignment, self.mce = (
+            CLIPLoss(),
+            CrossModalEntropyLoss(),
+            CrossModalMCELoss(mu=mce_mu),
+        )
+        self.crop_min_scale, self.seed, self.mask_same_captions = (
+            float(crop_min_scale),
+            int(seed),
+            mask_same_captions,
+        )
         self._crop: TwoViewAugment | None = None
 
     def light_crop(self, pixel_values: torch.Tensor, step: int) -> torch.Tensor:
@@ -132,8 +171,14 @@ class CLIPObjective(Objective):
         side = pixel_values.shape[-1]
         if self._crop is None or self._crop.size != side:
             view = ViewSettings(crop_scale=(self.crop_min_scale, 1.0), **CROP_ONLY)
-            self._crop = TwoViewAugment(size=side, channels=pixel_values.shape[1], mean=(0.0,), std=(1.0,),
-                                        seed=self.seed, views=(view, view))  # fmt: skip
+            self._crop = TwoViewAugment(
+                size=side,
+                channels=pixel_values.shape[1],
+                mean=(0.0,),
+                std=(1.0,),
+                seed=self.seed,
+                views=(view, view),
+            )
         return self._crop.to(pixel_values.device).views_of(pixel_values, step, 1)[0].to(pixel_values.dtype)
 
     @staticmethod
@@ -142,7 +187,9 @@ class CLIPObjective(Objective):
         out = []
         for name, value in values.items():
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if name in ("metrics_steps", "matrix_start_step") and not (isinstance(value, int) and number and value >= 0):
+            if name in ("metrics_steps", "matrix_start_step") and not (
+                isinstance(value, int) and number and value >= 0
+            ):
                 out.append((name, "an integer >= 0", value))
             elif name == "mce_mu" and not (number and value > 0):
                 out.append((name, "a number > 0", value))
@@ -154,7 +201,13 @@ class CLIPObjective(Objective):
                 out.append((name, "a number >= 0", value))
         weights = [values.get(k, 0) for k in ("infonce_weight", "alignment_weight", "mce_weight")]
         if all(isinstance(w, (int, float)) and w == 0 for w in weights):
-            out.append(("infonce_weight", "> 0 when the matrix weights are 0 (some term must train)", values.get("infonce_weight")))
+            out.append(
+                (
+                    "infonce_weight",
+                    "> 0 when the matrix weights are 0 (some term must train)",
+                    values.get("infonce_weight"),
+                )
+            )
         return out
 
     @classmethod
@@ -167,13 +220,23 @@ class CLIPObjective(Objective):
         return [LogitScaleClamp()]
 
     def card(self, args: Any) -> ObjectiveCard:
-        terms = [f"{w} * {n}" for n, w in (("InfoNCE", self.weights["infonce"]),
-                 ("H_align (matrix-entropy alignment)", self.weights["alignment"]),
-                 ("MCE(image cov, text cov)", self.weights["mce"])) if w > 0]  # fmt: skip
+        terms = [
+            f"{w} * {n}"
+            for n, w in (
+                ("InfoNCE", self.weights["infonce"]),
+                ("H_align (matrix-entropy alignment)", self.weights["alignment"]),
+                ("MCE(image cov, text cov)", self.weights["mce"]),
+            )
+            if w > 0
+        ]
         return ObjectiveCard(
             summary="Image-text alignment: `loss = " + " + ".join(terms) + "`",
-            details=[("InfoNCE is CLIP's symmetric loss over the batch of all processes, with a learnable temperature "
-                     "clamped at 1/100; the matrix terms are described in matrix_llm's docs/formulations.md.")],  # fmt: skip
+            details=[
+                (
+                    "InfoNCE is CLIP's symmetric loss over the batch of all processes, with a learnable temperature "
+                    "clamped at 1/100; the matrix terms are described in matrix_llm's docs/formulations.md."
+                )
+            ],
             settings={name: getattr(args, name, None) for name in CARD_FIELDS},
             tags=["clip", "zero-shot-image-classification", "matrix-entropy-alignment"],
             pipeline_tag="zero-shot-image-classification",
@@ -181,8 +244,9 @@ class CLIPObjective(Objective):
             processor_class="AutoProcessor",
         )
 
-    def __call__(self, model: Any, inputs: dict[str, Any], *, base_loss: Any = None, step: int | None = None
-                 ) -> ObjectiveOutput:  # fmt: skip
+    def __call__(
+        self, model: Any, inputs: dict[str, Any], *, base_loss: Any = None, step: int | None = None
+    ) -> ObjectiveOutput:
         missing = [k for k in ("input_ids", "pixel_values") if k not in inputs]
         if missing:
             raise ValueError(f"CLIPObjective: the batch has no {missing}; it has {sorted(inputs)}")
@@ -198,15 +262,21 @@ class CLIPObjective(Objective):
         loss = self.weights["infonce"] * parts.total
         metrics = {k: v.float() for k, v in parts.parts.items()}
         due = step is None or (self.metrics_steps > 0 and step % self.metrics_steps == 0)
-        on = step is None or step >= self.matrix_start_step  # the matrix terms join after InfoNCE's first steps
+        on = (
+            step is None or step >= self.matrix_start_step
+        )  # the matrix terms join after InfoNCE's first steps
         w_align, w_mce = (self.weights["alignment"], self.weights["mce"]) if on else (0.0, 0.0)
-        metrics["logit_scale"] = scale.detach().float().reshape(())  # 1-element under DeepSpeed (MatrixTrainer)
+        metrics["logit_scale"] = (
+            scale.detach().float().reshape(())
+        )  # 1-element under DeepSpeed (MatrixTrainer)
         if w_align > 0 or due:
             labels, first = caption_groups(inputs["input_ids"], mask)
             aligned = self.alignment(images, texts[first], labels)
             loss = loss + w_align * aligned.total
             metrics["alignment"] = aligned.total.detach().float()
-            metrics["alignment_classes"] = aligned.parts["num_classes"].float()  # distinct captions in the batch
+            metrics["alignment_classes"] = aligned.parts[
+                "num_classes"
+            ].float()  # distinct captions in the batch
         if w_mce > 0 or due:
             mce = self.mce(images, texts)
             loss = loss + w_mce * mce.total
@@ -217,9 +287,12 @@ class CLIPObjective(Objective):
             nan = torch.tensor(math.nan, device=images.device)
             try:  # MIR is 0/0 when a modality's batch has zero entropy (e.g. one caption repeated)
                 with torch.no_grad():
-                    mir, hdr = info.mir_hdr(info.gram(images.detach().double()), info.gram(texts.detach().double()))
+                    mir, hdr = info.mir_hdr(
+                        info.gram(images.detach().double()), info.gram(texts.detach().double())
+                    )
             except ValueError:
                 mir = hdr = nan
             metrics.update(mir=mir.float(), hdr=hdr.float())
-        return ObjectiveOutput(token_loss=None, batch_loss=loss, metrics=metrics, outputs=None,
-                               token_loss_name="clip_loss")  # fmt: skip
+        return ObjectiveOutput(
+            token_loss=None, batch_loss=loss, metrics=metrics, outputs=None, token_loss_name="clip_loss"
+        )

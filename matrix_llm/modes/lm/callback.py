@@ -165,11 +165,19 @@ class GSM8KEvalCallback(TrainerCallback):
         shots = [self.fewshot_examples] * len(mine) if self.fewshot_examples is not None else None
         with features.evaluating(model):
             result = evaluate_gsm8k(
-                model, self.tokenizer, [self.items[i] for i in mine], prompt=self.prompt, fewshot_examples=shots,
-                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                synced_gpus=self._use_synced_gpus(world, model, args), autocast_dtype=self._autocast_dtype(args, model),
-                progress=is_main, indices=mine, score=False,
-            )  # fmt: skip
+                model,
+                self.tokenizer,
+                [self.items[i] for i in mine],
+                prompt=self.prompt,
+                fewshot_examples=shots,
+                max_new_tokens=self.max_new_tokens,
+                batch_size=self.batch_size,
+                synced_gpus=self._use_synced_gpus(world, model, args),
+                autocast_dtype=self._autocast_dtype(args, model),
+                progress=is_main,
+                indices=mine,
+                score=False,
+            )
         samples = result.samples
         if world > 1:
             gathered: list[list[dict[str, Any]] | None] = [None] * world

@@ -50,7 +50,10 @@ def load_raw_datasets(data_args: LMDataArguments, training_args: LMConfig) -> tu
     from matrix_llm.data import load_sft_data, synthetic_dataset
 
     if data_args.is_synthetic:
-        options = {"steps": tuple(range(1, data_args.synthetic_steps + 1)), "max_value": data_args.synthetic_max_value}
+        options = {
+            "steps": tuple(range(1, data_args.synthetic_steps + 1)),
+            "max_value": data_args.synthetic_max_value,
+        }
         train = synthetic_dataset(
             data_args.synthetic_train_size, seed=data_args.synthetic_seed, split="train", **options
         )
@@ -84,8 +87,9 @@ def build_datasets(raw_train: Any, raw_eval: Any, tokenizer: Any, data_args: LMD
     """Tokenise with completion-only labels (prompt masked, answer + EOS learned)."""
     from matrix_llm.data import tokenize_dataset
 
-    options = dict(template=data_args.template, max_length=data_args.max_length,
-                   drop_truncated=data_args.drop_truncated)  # fmt: skip
+    options = dict(
+        template=data_args.template, max_length=data_args.max_length, drop_truncated=data_args.drop_truncated
+    )
     with training_args.main_process_first(desc="tokenizing"):
         train, stats = tokenize_dataset(raw_train, tokenizer, **options)
         logger.info("train: %s", stats.summary())
@@ -216,8 +220,10 @@ def run(model_args: LMModelArguments, data_args: LMDataArguments, training_args:
     if data_args.gsm8k_eval_samples and eval_ds is None:
         raise ValueError("`gsm8k_eval_samples` > 0 needs an eval set; set `eval_split` (e.g. test)")
     if data_args.gsm8k_eval_samples and "answer" not in raw_eval.column_names:
-        raise ValueError(f"`gsm8k_eval_samples` > 0 scores GSM8K answers (`#### N`): the eval set needs question/answer "
-                         f"rows; found the columns {raw_eval.column_names}")  # fmt: skip
+        raise ValueError(
+            f"`gsm8k_eval_samples` > 0 scores GSM8K answers (`#### N`): the eval set needs question/answer "
+            f"rows; found the columns {raw_eval.column_names}"
+        )
 
     trainer = MatrixTrainer(
         model=model,

@@ -73,8 +73,17 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["load_model_and_tokenizer", "package_versions", "rescore", "rescore_cli", "run_gsm8k_cli"]
 
-_PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "tokenizers", "lm_eval", "vllm",
-             "deepspeed")  # fmt: skip
+_PACKAGES = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "peft",
+    "datasets",
+    "tokenizers",
+    "lm_eval",
+    "vllm",
+    "deepspeed",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -203,10 +212,16 @@ def _gsm8k_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace the results in an existing --output_dir")
     p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="hf, or vllm (GPU only)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
-                   help="auto: bfloat16 on a bf16 GPU, else float32")  # fmt: skip
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        help="auto: bfloat16 on a bf16 GPU, else float32",
+    )
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--trust_remote_code", action="store_true", help="allow custom modelling code from the Hub")
+    p.add_argument(
+        "--trust_remote_code", action="store_true", help="allow custom modelling code from the Hub"
+    )
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -220,8 +235,10 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit must be >= 1; got {args.limit}")
     if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise SystemExit("--backend vllm needs vLLM, which is not installed: `pip install vllm` (GPU only), "
-                         "or use --backend hf (the default)")  # fmt: skip
+        raise SystemExit(
+            "--backend vllm needs vLLM, which is not installed: `pip install vllm` (GPU only), "
+            "or use --backend hf (the default)"
+        )
     for name in ("model", "adapter"):
         value = getattr(args, name)
         if value and looks_like_path(value) and not Path(value).expanduser().is_dir():
@@ -243,28 +260,52 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(args.adapter or args.model)
-        prompts = build_prompts([it["question"] for it in items], prompt=args.prompt, tokenizer=tokenizer,
-                                fewshot_examples=shots)  # fmt: skip
-        gen = generate_vllm(args.model, prompts, adapter=args.adapter, max_new_tokens=args.max_new_tokens,
-                            stop_strings=spec.stop, dtype=args.dtype)  # fmt: skip
+        prompts = build_prompts(
+            [it["question"] for it in items], prompt=args.prompt, tokenizer=tokenizer, fewshot_examples=shots
+        )
+        gen = generate_vllm(
+            args.model,
+            prompts,
+            adapter=args.adapter,
+            max_new_tokens=args.max_new_tokens,
+            stop_strings=spec.stop,
+            dtype=args.dtype,
+        )
         samples = [
-            {"index": i, "question": it["question"], "prompt": p, "completion": c, "finish_reason": r,
-             "num_new_tokens": k, "reference": reference_answer(it["answer"]), "strict_mode": spec.strict_mode}
+            {
+                "index": i,
+                "question": it["question"],
+                "prompt": p,
+                "completion": c,
+                "finish_reason": r,
+                "num_new_tokens": k,
+                "reference": reference_answer(it["answer"]),
+                "strict_mode": spec.strict_mode,
+            }
             for i, (it, p, c, r, k) in enumerate(
                 zip(items, prompts, gen.completions, gen.finish_reasons, gen.num_new_tokens, strict=True)
             )
-        ]  # fmt: skip
+        ]
         result = EvalResult(samples, score_samples(samples), gen.seconds, sum(gen.num_new_tokens))
         dtype_name = str(resolve_dtype(args.dtype)).removeprefix("torch.")
     else:
         model, tokenizer, torch_dtype = load_model_and_tokenizer(
-            args.model, adapter=args.adapter, dtype=args.dtype, device=args.device,
+            args.model,
+            adapter=args.adapter,
+            dtype=args.dtype,
+            device=args.device,
             trust_remote_code=args.trust_remote_code,
-        )  # fmt: skip
+        )
         result = evaluate_gsm8k(
-            model, tokenizer, items, prompt=args.prompt, fewshot_examples=shots,
-            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.no_progress,
-        )  # fmt: skip
+            model,
+            tokenizer,
+            items,
+            prompt=args.prompt,
+            fewshot_examples=shots,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
         dtype_name = str(torch_dtype).removeprefix("torch.")
 
     results = {
@@ -326,7 +367,9 @@ def _output_dir(args) -> Path:
     else:
         out = Path("outputs/eval") / f"gsm8k-{args.prompt}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (out / "results.json").is_file() and not args.overwrite:
-        raise SystemExit(f"--output_dir {out} already holds results.json; pass --overwrite or another --output_dir")
+        raise SystemExit(
+            f"--output_dir {out} already holds results.json; pass --overwrite or another --output_dir"
+        )
     return out
 
 
@@ -360,8 +403,9 @@ def rescore(samples_path: str | Path, *, output: str | Path | None = None) -> di
 
 
 def rescore_cli(argv: Sequence[str]) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="matrix-llm eval rescore",
-                                description="Recompute results.json metrics from samples.jsonl.")  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="matrix-llm eval rescore", description="Recompute results.json metrics from samples.jsonl."
+    )
     p.add_argument("samples", help="samples.jsonl of a `matrix-llm eval gsm8k` run")
     p.add_argument("--output", default=None, help="where to write (default: rescored.json next to samples)")
     args = p.parse_args(list(argv))

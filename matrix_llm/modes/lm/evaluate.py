@@ -18,8 +18,16 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BOOT_SEED", "N_BOOT", "EvalResult", "build_prompts", "evaluate_gsm8k", "read_jsonl", "score_samples",
-           "write_jsonl"]  # fmt: skip
+__all__ = [
+    "BOOT_SEED",
+    "N_BOOT",
+    "EvalResult",
+    "build_prompts",
+    "evaluate_gsm8k",
+    "read_jsonl",
+    "score_samples",
+    "write_jsonl",
+]
 
 N_BOOT = 10_000
 BOOT_SEED = 0
@@ -161,10 +169,17 @@ def evaluate_gsm8k(
     questions = [it["question"] for it in items]
     prompts = build_prompts(questions, prompt=prompt, tokenizer=tokenizer, fewshot_examples=fewshot_examples)
     out = generate(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-        stop_strings=spec.stop, synced_gpus=synced_gpus, autocast_dtype=autocast_dtype, progress=progress,
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        stop_strings=spec.stop,
+        synced_gpus=synced_gpus,
+        autocast_dtype=autocast_dtype,
+        progress=progress,
         desc=f"gsm8k ({prompt})",
-    )  # fmt: skip
+    )
     indices = list(range(len(items))) if indices is None else list(indices)
     samples = [
         {

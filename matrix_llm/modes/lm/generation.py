@@ -107,8 +107,14 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str | None = 
     """``"auto"`` -> bfloat16 on a CUDA device with bf16 support, else float32; names map to torch dtypes."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-             "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+    names = {
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "float32": torch.float32,
+        "fp32": torch.float32,
+    }
     if dtype == "auto":
         device = torch.device(device) if device is not None else None
         on_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
@@ -350,6 +356,7 @@ def generate_vllm(
         completions.append(truncate_at_stop(choice.text, stop_strings))
         num_tokens.append(len(choice.token_ids))
         reason = choice.finish_reason
-        reasons.append("length" if reason == "length" else ("stop" if choice.stop_reason is not None else "eos"))
+        reasons.append(
+            "length" if reason == "length" else ("stop" if choice.stop_reason is not None else "eos")
+        )
     return GenerationOutput(completions, num_tokens, reasons, seconds)
-

@@ -194,14 +194,18 @@ class LMObjective(Objective):
         """Packed rows: the mean over the packed examples (with >= 2 completion tokens) of each example's own
         matrix loss, never a matrix across example boundaries; ``None`` if no example has 2 tokens."""
         if self.scope == "global":
-            raise ValueError("LMObjective: matrix_scope=global cannot be combined with packing (the matrix term of "
-                             "packed rows is computed per example)")  # fmt: skip
+            raise ValueError(
+                "LMObjective: matrix_scope=global cannot be combined with packing (the matrix term of "
+                "packed rows is computed per example)"
+            )
         losses = []
         for segment in torch.unique(tokens.segments):
             rows = tokens.segments == segment
             if int(rows.sum()) >= 2:
                 logits = None if tokens.logits is None else tokens.logits[rows]
-                losses.append(self.matrix_loss(tokens.hidden[rows], tokens.targets[rows], weight, logits).total)
+                losses.append(
+                    self.matrix_loss(tokens.hidden[rows], tokens.targets[rows], weight, logits).total
+                )
         return torch.stack(losses).mean() if losses else None
 
     def _diagnostics_due(self, step: int | None) -> bool:

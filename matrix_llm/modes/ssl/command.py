@@ -42,8 +42,13 @@ def build_data(data_args: SSLDataArguments) -> tuple[Any, Any]:
     from matrix_llm.data.images import load_image_dataset
 
     def load(split: str, limit: int | None) -> Any:
-        ds = load_image_dataset(data_args.dataset_name, split, config=data_args.dataset_config,
-                                image_column=data_args.image_column, label_column=data_args.label_column)  # fmt: skip
+        ds = load_image_dataset(
+            data_args.dataset_name,
+            split,
+            config=data_args.dataset_config,
+            image_column=data_args.image_column,
+            label_column=data_args.label_column,
+        )
         return ds.select(range(min(len(ds), limit))) if limit is not None else ds
 
     train = load(data_args.train_split, data_args.max_train_samples)
@@ -51,18 +56,27 @@ def build_data(data_args: SSLDataArguments) -> tuple[Any, Any]:
     return train, evalset
 
 
-def _network(model_args: SSLModelArguments, data_args: SSLDataArguments, training_args: SSLConfig) -> tuple[Any, Any]:
+def _network(
+    model_args: SSLModelArguments, data_args: SSLDataArguments, training_args: SSLConfig
+) -> tuple[Any, Any]:
     """``(network, image processor or None)``: the backbone (``ViTMAEForPreTraining`` for ``mmae``), tiny or Hub."""
     mae = METHODS[training_args.ssl_method].inputs == "mae"
     if model_args.is_tiny:
         from matrix_llm.models.tiny import build_image_backbone, build_mae
 
-        size = dict(image_size=data_args.image_size, num_channels=data_args.num_channels,
-                    hidden_size=model_args.tiny_hidden_size, num_layers=model_args.tiny_num_layers,
-                    num_heads=model_args.tiny_num_heads, seed=training_args.seed)  # fmt: skip
+        size = dict(
+            image_size=data_args.image_size,
+            num_channels=data_args.num_channels,
+            hidden_size=model_args.tiny_hidden_size,
+            num_layers=model_args.tiny_num_layers,
+            num_heads=model_args.tiny_num_heads,
+            seed=training_args.seed,
+        )
         if mae:
             if model_args.model_name_or_path != "tiny-vit":
-                raise ConfigError(["`model_name_or_path`: ssl_method mmae needs a ViT (tiny-vit or a Hub ViT-MAE)"])
+                raise ConfigError(
+                    ["`model_name_or_path`: ssl_method mmae needs a ViT (tiny-vit or a Hub ViT-MAE)"]
+                )
             return build_mae(**size), None
         return build_image_backbone(model_args.model_name_or_path, **size), None
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTMAEForPreTraining
@@ -71,14 +85,19 @@ def _network(model_args: SSLModelArguments, data_args: SSLDataArguments, trainin
     auto = ViTMAEForPreTraining if mae else AutoModel
     if model_args.init_from_config:
         config = AutoConfig.from_pretrained(model_args.model_name_or_path, **common)
-        network = auto.from_config(config, trust_remote_code=model_args.trust_remote_code) if not mae else auto(config)
+        network = (
+            auto.from_config(config, trust_remote_code=model_args.trust_remote_code)
+            if not mae
+            else auto(config)
+        )
     else:
         network = auto.from_pretrained(model_args.model_name_or_path, **common)
     return network, AutoImageProcessor.from_pretrained(model_args.model_name_or_path, **common)
 
 
-def build_model(model_args: SSLModelArguments, data_args: SSLDataArguments, training_args: SSLConfig,
-                num_classes: int) -> tuple[Any, Any, Any]:  # fmt: skip
+def build_model(
+    model_args: SSLModelArguments, data_args: SSLDataArguments, training_args: SSLConfig, num_classes: int
+) -> tuple[Any, Any, Any]:
     """``(SSLModel or MAEModel, collator, image processor or None)``; the collator gives ``[0, 1]`` images of
     ``image_size``, which the model augments and normalises on its device."""
     from dataclasses import replace
@@ -89,24 +108,34 @@ def build_model(model_args: SSLModelArguments, data_args: SSLDataArguments, trai
 
     network, processor = _network(model_args, data_args, training_args)
     # tiny models: the [-1, 1] scaling the collators of classify / analyze / eval use
-    mean, std = ((0.5,), (0.5,)) if processor is None else (tuple(processor.image_mean), tuple(processor.image_std))
+    mean, std = (
+        ((0.5,), (0.5,)) if processor is None else (tuple(processor.image_mean), tuple(processor.image_std))
+    )
     channels = int(getattr(network.config, "num_channels", data_args.num_channels))
     method = training_args.ssl_method
     crop = dict(crop_scale=(data_args.crop_min_scale, 1.0))
-    views = (replace(MAE_VIEW, **crop),) * 2 if METHODS[method].inputs == "mae" else byol_views(
-        crop_min_scale=data_args.crop_min_scale, jitter_strength=data_args.jitter_strength)  # fmt: skip
-    augment = TwoViewAugment(size=data_args.image_size, channels=channels, mean=mean, std=std,
-                             seed=training_args.seed, views=views)  # fmt: skip
+    views = (
+        (replace(MAE_VIEW, **crop),) * 2
+        if METHODS[method].inputs == "mae"
+        else byol_views(crop_min_scale=data_args.crop_min_scale, jitter_strength=data_args.jitter_strength)
+    )
+    augment = TwoViewAugment(
+        size=data_args.image_size, channels=channels, mean=mean, std=std, seed=training_args.seed, views=views
+    )
     spec = METHODS[method]
     if spec.inputs == "mae":
         model = MAEModel(network, augment, num_classes=num_classes)
     else:
         model = SSLModel(
-            network, augment, pooling=model_args.pooling, projector_hidden=model_args.projector_hidden,
+            network,
+            augment,
+            pooling=model_args.pooling,
+            projector_hidden=model_args.projector_hidden,
             projector_dim=model_args.projector_dim,
             predictor_hidden=model_args.predictor_hidden if spec.predictor else 0,
-            teacher=spec.teacher, num_classes=num_classes,
-        )  # fmt: skip
+            teacher=spec.teacher,
+            num_classes=num_classes,
+        )
     collator = ImageCollator(image_size=data_args.image_size, channels=channels, mean=0.0, std=1.0)
     return model, collator, processor
 
@@ -129,27 +158,44 @@ def probe_results(backbone: Any, seed: int, train: Any, evalset: Any, collator: 
         out[f"knn_{name}"] = knn_accuracy(train_x, train_y, test_x, test_y)
     pixels = [collator([rows[i] for i in range(len(rows))]) for rows in (train, evalset)]
     flat = [np.asarray(p["pixel_values"].flatten(1)) for p in pixels]
-    out["probe_raw_pixels"] = linear_probe_accuracy(flat[0], np.asarray(pixels[0]["labels"]), flat[1],
-                                                    np.asarray(pixels[1]["labels"]))  # fmt: skip
+    out["probe_raw_pixels"] = linear_probe_accuracy(
+        flat[0], np.asarray(pixels[0]["labels"]), flat[1], np.asarray(pixels[1]["labels"])
+    )
     return out
 
 
-def _report(output_dir: Path, args: SSLConfig, data_args: SSLDataArguments, model_name: str, results: dict) -> str:
-    lines = [f"# Self-supervised run: {args.ssl_method}" + (f" ({args.ssl_preset})" if args.ssl_method == "matrix_ssl" else ""),
-             "", (f"Backbone `{model_name}`, data `{data_args.dataset_name}` ({data_args.train_split} -> "
-             f"{data_args.eval_split}), {results.get('train_size')} training images, seed {args.seed}."), ""]  # fmt: skip
+def _report(
+    output_dir: Path, args: SSLConfig, data_args: SSLDataArguments, model_name: str, results: dict
+) -> str:
+    lines = [
+        f"# Self-supervised run: {args.ssl_method}"
+        + (f" ({args.ssl_preset})" if args.ssl_method == "matrix_ssl" else ""),
+        "",
+        (
+            f"Backbone `{model_name}`, data `{data_args.dataset_name}` ({data_args.train_split} -> "
+            f"{data_args.eval_split}), {results.get('train_size')} training images, seed {args.seed}."
+        ),
+        "",
+    ]
     if "probe_trained" in results:
         lines += ["| frozen features | linear probe | kNN (k=20) |", "|---|---|---|"]
-        lines += [f"| trained backbone | {results['probe_trained']:.4f} | {results['knn_trained']:.4f} |",
-                  f"| same architecture, random init | {results['probe_random_init']:.4f} | {results['knn_random_init']:.4f} |",
-                  f"| raw pixels | {results['probe_raw_pixels']:.4f} | |", ""]  # fmt: skip
+        lines += [
+            f"| trained backbone | {results['probe_trained']:.4f} | {results['knn_trained']:.4f} |",
+            f"| same architecture, random init | {results['probe_random_init']:.4f} | {results['knn_random_init']:.4f} |",
+            f"| raw pixels | {results['probe_raw_pixels']:.4f} | |",
+            "",
+        ]
         gain = 100 * (results["probe_trained"] - results["probe_random_init"])
         lines += [f"Linear probe: {gain:+.1f} points over the random-init backbone.", ""]
     return write_report(output_dir, "ssl", lines, results)
 
 
-def run(model_args: SSLModelArguments, data_args: SSLDataArguments, training_args: SSLConfig,
-        argv: list[str] | None = None) -> dict:  # fmt: skip
+def run(
+    model_args: SSLModelArguments,
+    data_args: SSLDataArguments,
+    training_args: SSLConfig,
+    argv: list[str] | None = None,
+) -> dict:
     """Everything after parsing; returns the final metrics."""
     from transformers import set_seed
 
@@ -161,8 +207,9 @@ def run(model_args: SSLModelArguments, data_args: SSLDataArguments, training_arg
     num_classes = max(int(x) for x in train["label"]) + 1 if labelled else 0
     model, collator, processor = build_model(model_args, data_args, training_args, num_classes)
     training_args.remove_unused_columns = False  # the collator reads the raw `image` column
-    trainer = MatrixTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evalset,
-                            data_collator=collator)  # fmt: skip
+    trainer = MatrixTrainer(
+        model=model, args=training_args, train_dataset=train, eval_dataset=evalset, data_collator=collator
+    )
     output_dir = Path(training_args.output_dir)
 
     def finish(trainer: Any) -> dict[str, Any]:
@@ -171,7 +218,9 @@ def run(model_args: SSLModelArguments, data_args: SSLDataArguments, training_arg
         from matrix_llm.features import unwrap
 
         backbone = unwrap(trainer.model).backbone
-        if hasattr(backbone.config, "mask_ratio"):  # a ViT-MAE encoder: keep every patch when used as a backbone
+        if hasattr(
+            backbone.config, "mask_ratio"
+        ):  # a ViT-MAE encoder: keep every patch when used as a backbone
             backbone.config.mask_ratio = 0.0
         backbone.save_pretrained(output_dir / "backbone")
         if processor is not None:
@@ -181,20 +230,38 @@ def run(model_args: SSLModelArguments, data_args: SSLDataArguments, training_arg
         if labelled and evalset is not None:
             from matrix_llm.data.images import ImageCollator
 
-            plain = ImageCollator(image_size=data_args.image_size, channels=collator.channels, mean=0.5, std=0.5,
-                                  processor=processor)  # fmt: skip
+            plain = ImageCollator(
+                image_size=data_args.image_size,
+                channels=collator.channels,
+                mean=0.5,
+                std=0.5,
+                processor=processor,
+            )
             results.update(probe_results(backbone, training_args.seed, train, evalset, plain))
         (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         numbers = {k: v for k, v in results.items() if k.startswith(("probe_", "knn_"))}
-        details = [f"Frozen-feature accuracy on `{data_args.eval_split}`: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in numbers.items())] if numbers else []  # fmt: skip
+        details = (
+            [
+                f"Frozen-feature accuracy on `{data_args.eval_split}`: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in numbers.items())
+            ]
+            if numbers
+            else []
+        )
         return {**numbers, "details": details}
 
     metrics = train_and_finish(
-        trainer, model_args=model_args, command="ssl", finish=finish,
-        card=RunCard(base_model=f"{model_args.model_name_or_path} (offline random init)" if model_args.is_tiny
-                     else model_args.model_name_or_path, dataset=data_args.dataset_name),
-    )  # fmt: skip
+        trainer,
+        model_args=model_args,
+        command="ssl",
+        finish=finish,
+        card=RunCard(
+            base_model=f"{model_args.model_name_or_path} (offline random init)"
+            if model_args.is_tiny
+            else model_args.model_name_or_path,
+            dataset=data_args.dataset_name,
+        ),
+    )
     if trainer.is_world_process_zero():
         results = json.loads((output_dir / "results.json").read_text())
         print(_report(output_dir, training_args, data_args, model_args.model_name_or_path, results))  # noqa: T201
@@ -204,8 +271,12 @@ def run(model_args: SSLModelArguments, data_args: SSLDataArguments, training_arg
 
 
 def _help(classes) -> str:
-    return format_help(PROG, classes, example=f"{PROG} --config demo/ssl.yaml --ssl_method mec",
-                       summary="Train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR, Barlow Twins or M-MAE).")  # fmt: skip
+    return format_help(
+        PROG,
+        classes,
+        example=f"{PROG} --config demo/ssl.yaml --ssl_method mec",
+        summary="Train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR, Barlow Twins or M-MAE).",
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[SSLModelArguments, SSLDataArguments, SSLConfig]:
@@ -219,9 +290,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[SSLModelArguments, SSLDat
     if METHODS[training_args.ssl_method].teacher and uses_zero3(training_args):
         with_teacher = " / ".join(m.name for m in METHODS.values() if m.teacher)
         without = ", ".join(m.name for m in METHODS.values() if not m.teacher)
-        raise ConfigError([(f"`deepspeed`: ZeRO-3 partitions the EMA teacher's parameters, which the teacher update "
-                            f"reads whole; use ZeRO-2 (or DDP) for {with_teacher}, or a method without a teacher "
-                            f"({without})")])  # fmt: skip
+        raise ConfigError(
+            [
+                (
+                    f"`deepspeed`: ZeRO-3 partitions the EMA teacher's parameters, which the teacher update "
+                    f"reads whole; use ZeRO-2 (or DDP) for {with_teacher}, or a method without a teacher "
+                    f"({without})"
+                )
+            ]
+        )
     return model_args, data_args, training_args
 
 

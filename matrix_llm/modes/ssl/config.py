@@ -23,8 +23,12 @@ from matrix_llm.parsing import problem
 __all__ = ["TINY_BACKBONES", "SSLConfig", "SSLDataArguments", "SSLModelArguments"]
 
 TINY_BACKBONES = ("tiny-vit", "tiny-resnet")
-_FIELD_OF = {"method": "ssl_method", "metrics_steps": "matrix_metrics_steps", "tcr_form": "ssl_tcr_form",
-             "tcr_mu": "ssl_tcr_mu"}  # fmt: skip
+_FIELD_OF = {
+    "method": "ssl_method",
+    "metrics_steps": "matrix_metrics_steps",
+    "tcr_form": "ssl_tcr_form",
+    "tcr_mu": "ssl_tcr_mu",
+}
 
 
 @dataclass
@@ -36,8 +40,10 @@ class SSLModelArguments(ModelArguments):
 
     init_from_config: bool = field(
         default=False,
-        metadata={"help": "Hub backbones: build the architecture from its config at random init (pre-training "
-                  "from scratch) instead of loading its weights; the image processor still comes from the Hub."},  # fmt: skip
+        metadata={
+            "help": "Hub backbones: build the architecture from its config at random init (pre-training "
+            "from scratch) instead of loading its weights; the image processor still comes from the Hub."
+        },
     )
     pooling: str | None = field(
         default=None,
@@ -71,8 +77,10 @@ class SSLDataArguments:
 
     dataset_name: str = field(
         default="digits",
-        metadata={"help": "`digits` (scikit-learn, offline), an IDX folder (e.g. ../shared/data/fashion-mnist), or a "
-                  "Hub id / local dataset (imagefolder)."},  # fmt: skip
+        metadata={
+            "help": "`digits` (scikit-learn, offline), an IDX folder (e.g. ../shared/data/fashion-mnist), or a "
+            "Hub id / local dataset (imagefolder)."
+        },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
     image_column: str = field(default="image", metadata={"help": "Image column."})
@@ -80,12 +88,21 @@ class SSLDataArguments:
         default="label", metadata={"help": "Label column for the probes (null: unlabelled data, no probe)."}
     )
     train_split: str = field(default="train", metadata={"help": "Split used for training."})
-    eval_split: str | None = field(default="test", metadata={"help": "Split for evaluation and the probes (null: none)."})
-    image_size: int = field(default=16, metadata={"help": "Side of the augmented views (tiny backbones: also the input size)."})
-    num_channels: int = field(default=1, metadata={"help": "Tiny backbones: 1 (grey) or 3 (RGB) input channels."})
-    crop_min_scale: float = field(default=0.2, metadata={"help": "Smallest share of the image a random crop keeps."})
+    eval_split: str | None = field(
+        default="test", metadata={"help": "Split for evaluation and the probes (null: none)."}
+    )
+    image_size: int = field(
+        default=16, metadata={"help": "Side of the augmented views (tiny backbones: also the input size)."}
+    )
+    num_channels: int = field(
+        default=1, metadata={"help": "Tiny backbones: 1 (grey) or 3 (RGB) input channels."}
+    )
+    crop_min_scale: float = field(
+        default=0.2, metadata={"help": "Smallest share of the image a random crop keeps."}
+    )
     jitter_strength: float = field(
-        default=1.0, metadata={"help": "Colour-jitter strength s (SimCLR): BYOL's amounts times s; 0: no jitter."}
+        default=1.0,
+        metadata={"help": "Colour-jitter strength s (SimCLR): BYOL's amounts times s; 0: no jitter."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval set."})
@@ -112,36 +129,53 @@ class SSLDataArguments:
 class SSLConfig(MatrixTrainingArguments):
     """``MatrixTrainingArguments`` plus the self-supervised method and its loss settings (docs/formulations.md)."""
 
-    objective: str = field(default="ssl", metadata={"help": "The training objective; `ssl` for this command."})
+    objective: str = field(
+        default="ssl", metadata={"help": "The training objective; `ssl` for this command."}
+    )
     ssl_method: str = field(
-        default="matrix_ssl", metadata={"help": f"The loss: one of {list(METHODS)}.", "choices": list(METHODS)}
+        default="matrix_ssl",
+        metadata={"help": f"The loss: one of {list(METHODS)}.", "choices": list(METHODS)},
     )
     ssl_preset: str = field(
         default="exact",
-        metadata={"help": "matrix_ssl: `exact` (eigh, stable gradient) or `official` (the original Taylor-log loss).",
-                  "choices": ["exact", "official"]},  # fmt: skip
+        metadata={
+            "help": "matrix_ssl: `exact` (eigh, stable gradient) or `official` (the original Taylor-log loss).",
+            "choices": ["exact", "official"],
+        },
     )
-    ssl_gamma: float = field(default=1.0, metadata={"help": "matrix_ssl: alignment weight γ (0: uniformity only)."})
-    ssl_lamb: float = field(default=0.5, metadata={"help": "matrix_ssl: uniformity target scale λ (code default 0.5)."})
-    ssl_mu: float = field(default=0.5, metadata={"help": "matrix_ssl: covariance shift μ (code default 0.5)."})
+    ssl_gamma: float = field(
+        default=1.0, metadata={"help": "matrix_ssl: alignment weight γ (0: uniformity only)."}
+    )
+    ssl_lamb: float = field(
+        default=0.5, metadata={"help": "matrix_ssl: uniformity target scale λ (code default 0.5)."}
+    )
+    ssl_mu: float = field(
+        default=0.5, metadata={"help": "matrix_ssl: covariance shift μ (code default 0.5)."}
+    )
     ssl_order: int = field(default=4, metadata={"help": "matrix_ssl official: Taylor order."})
     ssl_eps_sq: float = field(default=64.0, metadata={"help": "mec: distortion ε² (code default 64)."})
     ssl_temperature: float = field(default=0.2, metadata={"help": "simclr: NT-Xent temperature."})
     ssl_barlow_lambda: float = field(
-        default=5e-3, metadata={"help": "barlow_twins: weight λ of the off-diagonal (redundancy) term (paper: 5e-3)."}
+        default=5e-3,
+        metadata={"help": "barlow_twins: weight λ of the off-diagonal (redundancy) term (paper: 5e-3)."},
     )
     ssl_tcr_weight: float = field(
         default=0.01,
-        metadata={"help": "mmae: weight λ of -TCR (0: MAE). The single-process gradient on any number of processes: "
-                  "the official code's lamb on W processes is ssl_tcr_weight = lamb / W (docs/formulations.md)."},  # fmt: skip
+        metadata={
+            "help": "mmae: weight λ of -TCR (0: MAE). The single-process gradient on any number of processes: "
+            "the official code's lamb on W processes is ssl_tcr_weight = lamb / W (docs/formulations.md)."
+        },
     )
     ssl_tcr_mu: float = field(
-        default=3.0, metadata={"help": "mmae: the M-MAE code's uniformity_mu (TCR shift d / ssl_tcr_mu; README: 3)."}
+        default=3.0,
+        metadata={"help": "mmae: the M-MAE code's uniformity_mu (TCR shift d / ssl_tcr_mu; README: 3)."},
     )
     ssl_tcr_form: str = field(
         default="logdet",
-        metadata={"help": "mmae: `logdet` (TCR) or `second_order` (U-MAE's mean squared similarity).",
-                  "choices": ["logdet", "second_order"]},  # fmt: skip
+        metadata={
+            "help": "mmae: `logdet` (TCR) or `second_order` (U-MAE's mean squared similarity).",
+            "choices": ["logdet", "second_order"],
+        },
     )
     teacher_momentum: float = field(
         default=0.996, metadata={"help": "EMA teacher momentum at step 0, raised to 1 on a cosine (BYOL)."}
@@ -158,9 +192,18 @@ class SSLConfig(MatrixTrainingArguments):
 
     def objective_kwargs(self) -> dict[str, Any]:
         return dict(
-            method=self.ssl_method, preset=self.ssl_preset, gamma=self.ssl_gamma, lamb=self.ssl_lamb, mu=self.ssl_mu,
-            order=self.ssl_order, eps_sq=self.ssl_eps_sq, temperature=self.ssl_temperature,
+            method=self.ssl_method,
+            preset=self.ssl_preset,
+            gamma=self.ssl_gamma,
+            lamb=self.ssl_lamb,
+            mu=self.ssl_mu,
+            order=self.ssl_order,
+            eps_sq=self.ssl_eps_sq,
+            temperature=self.ssl_temperature,
             barlow_lambda=self.ssl_barlow_lambda,
-            tcr_weight=self.ssl_tcr_weight, tcr_mu=self.ssl_tcr_mu, tcr_form=self.ssl_tcr_form,
-            teacher_momentum=self.teacher_momentum, metrics_steps=self.effective_matrix_metrics_steps,
-        )  # fmt: skip
+            tcr_weight=self.ssl_tcr_weight,
+            tcr_mu=self.ssl_tcr_mu,
+            tcr_form=self.ssl_tcr_form,
+            teacher_momentum=self.teacher_momentum,
+            metrics_steps=self.effective_matrix_metrics_steps,
+        )

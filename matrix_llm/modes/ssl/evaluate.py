@@ -27,15 +27,24 @@ __all__ = ["extract_features", "knn_accuracy", "linear_probe_accuracy", "main_kn
 
 
 @torch.no_grad()
-def extract_features(backbone: torch.nn.Module, rows: Any, collator: Any, *, batch_size: int = 256,
-                     pooling: str | None = None, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def extract_features(
+    backbone: torch.nn.Module,
+    rows: Any,
+    collator: Any,
+    *,
+    batch_size: int = 256,
+    pooling: str | None = None,
+    desc: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(features (N, d) float32, labels (N,))`` of the ``image`` / ``label`` rows through ``backbone``."""
     from matrix_llm.features import evaluating, pool
     from matrix_llm.models.ssl import vision_pooling
 
     feats, labels = [], []
     with evaluating(backbone) as device:
-        for start in tqdm(range(0, len(rows), batch_size), desc=desc or "features", disable=desc is None, leave=False):
+        for start in tqdm(
+            range(0, len(rows), batch_size), desc=desc or "features", disable=desc is None, leave=False
+        ):
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
             outputs = backbone(pixel_values=batch["pixel_values"].to(device))
             feats.append(pool(outputs, pooling or vision_pooling(outputs)).float().cpu().numpy())
@@ -45,8 +54,15 @@ def extract_features(backbone: torch.nn.Module, rows: Any, collator: Any, *, bat
     return np.concatenate(feats), np.concatenate(labels)
 
 
-def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
-                          c: float = 1.0, max_iter: int = 1000) -> float:  # fmt: skip
+def linear_probe_accuracy(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    *,
+    c: float = 1.0,
+    max_iter: int = 1000,
+) -> float:
     """Test accuracy of an L2-regularised logistic regression (``C = c``, L-BFGS) on standardised features."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -57,12 +73,21 @@ def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.n
     return float((probe.predict(test_x) == test_y).mean())
 
 
-def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *, k: int = 20,
-                 temperature: float = 0.07) -> float:  # fmt: skip
+def knn_accuracy(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
     """DINO's weighted kNN: cosine similarity to every training feature, the ``k`` nearest vote for their class
     with weight ``exp(similarity / temperature)``; the test accuracy of the top class."""
     if k < 1 or temperature <= 0:
-        raise ValueError(f"knn_accuracy: needs k >= 1 and temperature > 0; got k={k}, temperature={temperature}")
+        raise ValueError(
+            f"knn_accuracy: needs k >= 1 and temperature > 0; got k={k}, temperature={temperature}"
+        )
     train = torch.nn.functional.normalize(torch.from_numpy(train_x).float(), dim=1)
     test = torch.nn.functional.normalize(torch.from_numpy(test_x).float(), dim=1)
     labels = torch.from_numpy(train_y).long()
@@ -92,14 +117,29 @@ def _load(args: argparse.Namespace, *, random_init: bool) -> torch.nn.Module:
 def _evaluate(args: argparse.Namespace, task: str) -> dict[str, Any]:
     from matrix_llm.data.images import load_image_dataset, saved_image_collator
 
-    data = {split: load_image_dataset(args.data, split, config=args.data_config, image_column=args.image_column,
-                                      label_column=args.label_column)
-            for split in (args.train_split, args.test_split)}  # fmt: skip
+    data = {
+        split: load_image_dataset(
+            args.data,
+            split,
+            config=args.data_config,
+            image_column=args.image_column,
+            label_column=args.label_column,
+        )
+        for split in (args.train_split, args.test_split)
+    }
     if args.max_train_samples:
-        data[args.train_split] = data[args.train_split].select(range(min(args.max_train_samples, len(data[args.train_split]))))
-    result: dict[str, Any] = {"task": task, "model": args.model, "data": args.data, "train_split": args.train_split,
-                              "test_split": args.test_split, "train_size": len(data[args.train_split]),
-                              "test_size": len(data[args.test_split])}  # fmt: skip
+        data[args.train_split] = data[args.train_split].select(
+            range(min(args.max_train_samples, len(data[args.train_split])))
+        )
+    result: dict[str, Any] = {
+        "task": task,
+        "model": args.model,
+        "data": args.data,
+        "train_split": args.train_split,
+        "test_split": args.test_split,
+        "train_size": len(data[args.train_split]),
+        "test_size": len(data[args.test_split]),
+    }
     for label, random_init in (("trained", False), ("random_init", True)):
         model = _load(args, random_init=random_init)
         collator = saved_image_collator(args.model, model.config, revision=args.revision)
@@ -108,20 +148,32 @@ def _evaluate(args: argparse.Namespace, task: str) -> dict[str, Any]:
         if task == "probe":
             result[label] = linear_probe_accuracy(train_x, train_y, test_x, test_y, c=args.c)
         else:
-            result[label] = knn_accuracy(train_x, train_y, test_x, test_y, k=args.k, temperature=args.temperature)
+            result[label] = knn_accuracy(
+                train_x, train_y, test_x, test_y, k=args.k, temperature=args.temperature
+            )
     out = Path(args.output_dir or Path(args.model) / "eval" / task)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{task} accuracy: {result['trained']:.4f} (same architecture at random init: {result['random_init']:.4f}); "  # noqa: T201
-          f"wrote {out / 'results.json'}")
+    print(  # noqa: T201
+        f"{task} accuracy: {result['trained']:.4f} (same architecture at random init: {result['random_init']:.4f}); "
+        f"wrote {out / 'results.json'}"
+    )
     return result
 
 
 def _parser(task: str) -> argparse.ArgumentParser:
-    what = "logistic regression on frozen features" if task == "probe" else "weighted cosine kNN on frozen features"
-    parser = argparse.ArgumentParser(prog=f"matrix-llm eval {task}", description=f"Test accuracy of {what}, for "
-                                     "the model and for its architecture at random init.")  # fmt: skip
-    parser.add_argument("--model", required=True, help="a saved backbone (e.g. OUTPUT_DIR/backbone) or Hub id")
+    what = (
+        "logistic regression on frozen features"
+        if task == "probe"
+        else "weighted cosine kNN on frozen features"
+    )
+    parser = argparse.ArgumentParser(
+        prog=f"matrix-llm eval {task}",
+        description=f"Test accuracy of {what}, for the model and for its architecture at random init.",
+    )
+    parser.add_argument(
+        "--model", required=True, help="a saved backbone (e.g. OUTPUT_DIR/backbone) or Hub id"
+    )
     parser.add_argument("--data", required=True, help="digits, an IDX folder, or a Hub / local image dataset")
     parser.add_argument("--data_config", default=None)
     parser.add_argument("--image_column", default="image")
@@ -133,7 +185,9 @@ def _parser(task: str) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-init reference")
     parser.add_argument("--output_dir", default=None, help="default: MODEL/eval/<task>")
     if task == "probe":
-        parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+        parser.add_argument(
+            "--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression"
+        )
     else:
         parser.add_argument("--k", type=int, default=20)
         parser.add_argument("--temperature", type=float, default=0.07)

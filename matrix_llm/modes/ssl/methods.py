@@ -50,40 +50,77 @@ class Method:
     panels: tuple[tuple[str, str], ...]
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method(
-        "matrix_ssl", "student_teacher", teacher=True, predictor=True,
-        loss=lambda s: MatrixSSLLoss(preset=s.preset, gamma=s.gamma, lamb=s.lamb, mu=s.mu, order=s.order, gather=True,
-                                     check=s.preset == "exact"),
-        card=lambda a: (f"Matrix-SSL (`{getattr(a, 'ssl_preset', 'exact')}` preset): matrix uniformity + "
-                        f"{getattr(a, 'ssl_gamma', 1.0)} * matrix alignment, student vs EMA teacher"),
-        panels=(("Matrix-SSL uniformity", "uniformity"), ("Matrix-SSL alignment", "alignment")),
-    ),
-    Method(
-        "mec", "student_teacher", teacher=True, predictor=True,
-        loss=lambda s: MECLoss(eps_sq=s.eps_sq, gather=True),
-        card=lambda a: "Maximum Entropy Coding (student vs EMA teacher)",
-        panels=(("MEC coding length", "mec"),),
-    ),
-    Method(
-        "simclr", "views", teacher=False, predictor=False,
-        loss=lambda s: NTXentLoss(temperature=s.temperature, gather=True),
-        card=lambda a: "SimCLR's NT-Xent",
-        panels=(("SimCLR positive accuracy", "positive_accuracy"),),
-    ),
-    Method(
-        "barlow_twins", "views", teacher=False, predictor=False,
-        loss=lambda s: BarlowTwinsLoss(lamb=s.barlow_lambda, gather=True),
-        card=lambda a: (f"Barlow Twins: the views' cross-correlation pushed to the identity (off-diagonal weight "
-                        f"{getattr(a, 'ssl_barlow_lambda', 5e-3)})"),
-        panels=(("Barlow Twins on-diagonal", "on_diagonal"), ("Barlow Twins off-diagonal", "off_diagonal")),
-    ),
-    Method(
-        "mmae", "mae", teacher=False, predictor=False,
-        # the shift d / tcr_mu is set at the first call, when d is known
-        loss=lambda s: TCRLoss(weight=s.tcr_weight, gather=True, second_order=s.tcr_form == "second_order"),
-        card=lambda a: "M-MAE: the masked-autoencoder reconstruction loss minus a total-coding-rate term",
-        panels=(("MAE reconstruction loss", "reconstruction_loss"), ("TCR of the encoder features (M-MAE)", "tcr"),
-                ("U-MAE uniformity", "uniformity_sq")),
-    ),
-)}  # fmt: skip
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "matrix_ssl",
+            "student_teacher",
+            teacher=True,
+            predictor=True,
+            loss=lambda s: MatrixSSLLoss(
+                preset=s.preset,
+                gamma=s.gamma,
+                lamb=s.lamb,
+                mu=s.mu,
+                order=s.order,
+                gather=True,
+                check=s.preset == "exact",
+            ),
+            card=lambda a: (
+                f"Matrix-SSL (`{getattr(a, 'ssl_preset', 'exact')}` preset): matrix uniformity + "
+                f"{getattr(a, 'ssl_gamma', 1.0)} * matrix alignment, student vs EMA teacher"
+            ),
+            panels=(("Matrix-SSL uniformity", "uniformity"), ("Matrix-SSL alignment", "alignment")),
+        ),
+        Method(
+            "mec",
+            "student_teacher",
+            teacher=True,
+            predictor=True,
+            loss=lambda s: MECLoss(eps_sq=s.eps_sq, gather=True),
+            card=lambda a: "Maximum Entropy Coding (student vs EMA teacher)",
+            panels=(("MEC coding length", "mec"),),
+        ),
+        Method(
+            "simclr",
+            "views",
+            teacher=False,
+            predictor=False,
+            loss=lambda s: NTXentLoss(temperature=s.temperature, gather=True),
+            card=lambda a: "SimCLR's NT-Xent",
+            panels=(("SimCLR positive accuracy", "positive_accuracy"),),
+        ),
+        Method(
+            "barlow_twins",
+            "views",
+            teacher=False,
+            predictor=False,
+            loss=lambda s: BarlowTwinsLoss(lamb=s.barlow_lambda, gather=True),
+            card=lambda a: (
+                f"Barlow Twins: the views' cross-correlation pushed to the identity (off-diagonal weight "
+                f"{getattr(a, 'ssl_barlow_lambda', 5e-3)})"
+            ),
+            panels=(
+                ("Barlow Twins on-diagonal", "on_diagonal"),
+                ("Barlow Twins off-diagonal", "off_diagonal"),
+            ),
+        ),
+        Method(
+            "mmae",
+            "mae",
+            teacher=False,
+            predictor=False,
+            # the shift d / tcr_mu is set at the first call, when d is known
+            loss=lambda s: TCRLoss(
+                weight=s.tcr_weight, gather=True, second_order=s.tcr_form == "second_order"
+            ),
+            card=lambda a: "M-MAE: the masked-autoencoder reconstruction loss minus a total-coding-rate term",
+            panels=(
+                ("MAE reconstruction loss", "reconstruction_loss"),
+                ("TCR of the encoder features (M-MAE)", "tcr"),
+                ("U-MAE uniformity", "uniformity_sq"),
+            ),
+        ),
+    )
+}

@@ -42,8 +42,21 @@ from matrix_llm.modes.ssl.methods import METHODS
 __all__ = ["METHODS", "EMATeacherCallback", "SSLObjective"]
 
 TCR_FORMS = ("logdet", "second_order")
-CARD_FIELDS = ("ssl_method", "ssl_preset", "ssl_gamma", "ssl_lamb", "ssl_mu", "ssl_order", "ssl_temperature", "ssl_eps_sq",
-               "ssl_barlow_lambda", "ssl_tcr_weight", "ssl_tcr_mu", "ssl_tcr_form", "teacher_momentum")  # fmt: skip
+CARD_FIELDS = (
+    "ssl_method",
+    "ssl_preset",
+    "ssl_gamma",
+    "ssl_lamb",
+    "ssl_mu",
+    "ssl_order",
+    "ssl_temperature",
+    "ssl_eps_sq",
+    "ssl_barlow_lambda",
+    "ssl_tcr_weight",
+    "ssl_tcr_mu",
+    "ssl_tcr_form",
+    "teacher_momentum",
+)
 
 
 class EMATeacherCallback(TrainerCallback):
@@ -86,21 +99,55 @@ class SSLObjective(Objective):
         ("teacher momentum", "teacher_momentum"),
     )
 
-    def __init__(self, *, method: str = "matrix_ssl", preset: str = "exact", gamma: float = 1.0, lamb: float = 0.5,
-                 mu: float = 0.5, order: int = 4, eps_sq: float = 64.0, temperature: float = 0.2,
-                 barlow_lambda: float = 5e-3, tcr_weight: float = 0.01, tcr_mu: float = 3.0, tcr_form: str = "logdet",
-                 teacher_momentum: float = 0.996, metrics_steps: int = 1) -> None:  # fmt: skip
-        problems = self.argument_problems(method=method, teacher_momentum=teacher_momentum, metrics_steps=metrics_steps,
-                                          tcr_form=tcr_form, tcr_mu=tcr_mu)  # fmt: skip
+    def __init__(
+        self,
+        *,
+        method: str = "matrix_ssl",
+        preset: str = "exact",
+        gamma: float = 1.0,
+        lamb: float = 0.5,
+        mu: float = 0.5,
+        order: int = 4,
+        eps_sq: float = 64.0,
+        temperature: float = 0.2,
+        barlow_lambda: float = 5e-3,
+        tcr_weight: float = 0.01,
+        tcr_mu: float = 3.0,
+        tcr_form: str = "logdet",
+        teacher_momentum: float = 0.996,
+        metrics_steps: int = 1,
+    ) -> None:
+        problems = self.argument_problems(
+            method=method,
+            teacher_momentum=teacher_momentum,
+            metrics_steps=metrics_steps,
+            tcr_form=tcr_form,
+            tcr_mu=tcr_mu,
+        )
         if problems:
             name, expected, got = problems[0]
             raise ValueError(f"SSLObjective: `{name}` must be {expected}; got {got!r}")
-        self.method, self.teacher_momentum, self.metrics_steps = method, float(teacher_momentum), int(metrics_steps)
+        self.method, self.teacher_momentum, self.metrics_steps = (
+            method,
+            float(teacher_momentum),
+            int(metrics_steps),
+        )
         self.spec = METHODS[method]
         self.tcr_mu = float(tcr_mu)
-        self.loss = self.spec.loss(SimpleNamespace(preset=preset, gamma=gamma, lamb=lamb, mu=mu, order=order,
-                                                   eps_sq=eps_sq, temperature=temperature, barlow_lambda=barlow_lambda,
-                                                   tcr_weight=tcr_weight, tcr_form=tcr_form))  # fmt: skip
+        self.loss = self.spec.loss(
+            SimpleNamespace(
+                preset=preset,
+                gamma=gamma,
+                lamb=lamb,
+                mu=mu,
+                order=order,
+                eps_sq=eps_sq,
+                temperature=temperature,
+                barlow_lambda=barlow_lambda,
+                tcr_weight=tcr_weight,
+                tcr_form=tcr_form,
+            )
+        )
 
     @property
     def uses_teacher(self) -> bool:
@@ -138,8 +185,12 @@ class SSLObjective(Objective):
         loss = self.spec.card(args)
         return ObjectiveCard(
             summary=f"Self-supervised: {loss}, on two augmented views (BYOL's asymmetric recipe).",
-            details=[("The backbone alone is in `backbone/` (load it with `AutoModel` and its `AutoImageProcessor`); "
-                     "the run's own checkpoint also holds the projector, predictor, teacher and online probe.")],  # fmt: skip
+            details=[
+                (
+                    "The backbone alone is in `backbone/` (load it with `AutoModel` and its `AutoImageProcessor`); "
+                    "the run's own checkpoint also holds the projector, predictor, teacher and online probe."
+                )
+            ],
             settings={name: getattr(args, name, None) for name in CARD_FIELDS},
             tags=["self-supervised", "image-feature-extraction", self.method.replace("_", "-")],
             pipeline_tag="image-feature-extraction",
@@ -147,13 +198,16 @@ class SSLObjective(Objective):
             processor_class="AutoImageProcessor",
         )
 
-    def __call__(self, model: Any, inputs: dict[str, Any], *, base_loss: Any = None, step: int | None = None
-                 ) -> ObjectiveOutput:  # fmt: skip
+    def __call__(
+        self, model: Any, inputs: dict[str, Any], *, base_loss: Any = None, step: int | None = None
+    ) -> ObjectiveOutput:
         if "pixel_values" not in inputs:
             raise ValueError(f"SSLObjective: the batch has no `pixel_values`; it has {sorted(inputs)}")
         labels = inputs.get("labels")
         # evaluation draws the same views every time (step -1); training draws new ones per step
-        out = model(pixel_values=inputs["pixel_values"], labels=labels, augment_step=-1 if step is None else step)
+        out = model(
+            pixel_values=inputs["pixel_values"], labels=labels, augment_step=-1 if step is None else step
+        )
         if self.spec.inputs == "mae":
             if not hasattr(out, "reconstruction_loss"):
                 raise ValueError("SSLObjective: method 'mmae' needs an MAEModel (a ViTMAEForPreTraining)")
@@ -162,12 +216,16 @@ class SSLObjective(Objective):
             parts = self.loss(out.features)
             loss = out.reconstruction_loss + parts.total
             metrics = {"reconstruction_loss": out.reconstruction_loss.detach().float()}
-            metrics.update({("uniformity_sq" if k == "uniformity" else k): v.float() for k, v in parts.parts.items()})
+            metrics.update(
+                {("uniformity_sq" if k == "uniformity" else k): v.float() for k, v in parts.parts.items()}
+            )
         else:
             if self.spec.inputs == "views":
                 parts = self.loss(out.z1, out.z2)
             elif out.p1 is None:
-                raise ValueError(f"SSLObjective: method {self.method!r} needs the model's EMA teacher (teacher=True)")
+                raise ValueError(
+                    f"SSLObjective: method {self.method!r} needs the model's EMA teacher (teacher=True)"
+                )
             else:
                 parts = self.loss(out.z1, out.z2, out.p1, out.p2)
             loss = parts.total
@@ -175,7 +233,11 @@ class SSLObjective(Objective):
         nan = torch.tensor(math.nan, device=loss.device)
         if out.probe_logits is not None:
             labelled = labels != -100
-            probe = F.cross_entropy(out.probe_logits[labelled].float(), labels[labelled]) if labelled.any() else nan
+            probe = (
+                F.cross_entropy(out.probe_logits[labelled].float(), labels[labelled])
+                if labelled.any()
+                else nan
+            )
             if labelled.any():
                 loss = loss + probe
             metrics["probe_loss"] = probe.detach()
@@ -183,5 +245,6 @@ class SSLObjective(Objective):
             metrics["probe_accuracy"] = hits.mean() if labelled.any() else nan
         if step is None or (self.metrics_steps > 0 and step % self.metrics_steps == 0):
             metrics["matrix_entropy"], metrics["effective_rank"] = diagnostics.entropy_erank(out.features)
-        return ObjectiveOutput(token_loss=None, batch_loss=loss, metrics=metrics, outputs=None,
-                               token_loss_name="ssl_loss")  # fmt: skip
+        return ObjectiveOutput(
+            token_loss=None, batch_loss=loss, metrics=metrics, outputs=None, token_loss_name="ssl_loss"
+        )
