@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(VENV)/bin/matrix-llm demo --output_dir outputs/demo
+	$(VENV)/bin/matrix-llm demo --output_dir outputs/demo --overwrite_output_dir
 
 test: install
 	$(VENV)/bin/ruff check .

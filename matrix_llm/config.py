@@ -2,11 +2,21 @@
 
 - :class:`ModelArguments`: which model to load (TRL's names: ``model_name_or_path``, ``use_peft``, ``lora_r``,
   ...). A mode subclasses it for its own model options (e.g. the offline tiny model of ``sft``).
+- :class:`DataArguments`: the data fields every mode has (dataset, config, splits, ``max_*_samples`` with one
+  bound); a mode subclasses it for its own (columns, image size, prompt template, ...).
 - :class:`MatrixTrainingArguments`: ``transformers.TrainingArguments`` plus what every mode shares: the
   ``objective`` a recipe picks (a key of :data:`matrix_llm.modes.OBJECTIVES`), the cadence of scheduled
-  matrix diagnostics and ``overwrite_output_dir``. Each objective's own config subclasses it beside the
-  objective (``objectives/lm_config.py`` holds the ``matrix_*`` fields of the LM loss), the pairing of TRL's
-  ``<algo>_config.py`` / ``<algo>_trainer.py``.
+  matrix diagnostics and ``overwrite_output_dir``. Each mode's config subclasses it in
+  ``modes/<mode>/config.py`` (the pairing of TRL's ``<algo>_config.py`` / ``<algo>_trainer.py``).
+
+**One name per setting.** Every field a mode's config adds to :class:`MatrixTrainingArguments` is named
+``<field_prefix><objective argument>`` (``ssl_gamma`` -> ``SSLObjective(gamma=...)``, ``clip_mce_mu`` ->
+``CLIPObjective(mce_mu=...)``, ``matrix_loss_weight`` -> ``LMObjective(loss_weight=...)``): the objective's
+keyword arguments (:meth:`MatrixTrainingArguments.objective_kwargs`), the field names its error messages use and
+the model card's settings (:meth:`MatrixTrainingArguments.card_settings`) are derived from the fields, so they
+cannot drift apart, and the prefix rule holds by construction. A renamed field keeps its old name working for a
+while through ``transformers.HfArgumentParser``'s own ``metadata={"aliases": ["--old_name"]}``
+(:func:`matrix_llm.parsing.parse_args` accepts it with a deprecation warning naming the new one).
 
 Every dataclass validates itself in one place, ``problems()`` (all problems, not only the first), and raises
 :class:`~matrix_llm.parsing.ConfigError` from ``__post_init__``; :func:`matrix_llm.parsing.parse_args` collects
@@ -16,6 +26,7 @@ those of all dataclasses of a command before anything heavy is loaded.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,7 +34,7 @@ from transformers import TrainingArguments
 
 from .parsing import ConfigError, problem
 
-__all__ = ["ConfigError", "MatrixTrainingArguments", "ModelArguments"]
+__all__ = ["ConfigError", "DataArguments", "MatrixTrainingArguments", "ModelArguments"]
 
 
 @dataclass
@@ -124,11 +135,47 @@ class ModelArguments:
 
 
 @dataclass
+class DataArguments:
+    """The data fields every mode has; a mode subclasses it (and may redeclare a field to change its default or
+    help). ``max_train_samples`` / ``max_eval_samples`` are at least 2: the matrix terms and the probes are
+    batch-level (one row has no covariance)."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local dataset."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
+    train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    eval_split: str | None = field(
+        default="test", metadata={"help": "Split used for evaluation (null: none)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval set."})
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+
+    def problems(self) -> list[str]:
+        """Every problem of the fields (subclasses extend it)."""
+        out = []
+        if not self.dataset_name:
+            out.append(problem("dataset_name", "a Hub id or a local dataset", self.dataset_name))
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 2:
+                out.append(problem(name, "an integer >= 2 or null", value))
+        return out
+
+
+@dataclass
 class MatrixTrainingArguments(TrainingArguments):
     """``transformers.TrainingArguments`` plus the fields every mode shares (module docstring).
 
     Subclasses add their own fields and extend :meth:`problems`; all problems are raised together.
+    ``field_prefix``: what every field a subclass adds starts with (``matrix_`` for the LM and classification
+    modes, ``ssl_``, ``clip_``; the rest of the name is the objective's keyword argument).
     """
+
+    field_prefix: ClassVar[str] = "matrix_"
 
     objective: str = field(
         default="lm",
@@ -143,7 +190,7 @@ class MatrixTrainingArguments(TrainingArguments):
         metadata={
             "help": "Compute the objective's scheduled matrix diagnostics (e.g. matrix_entropy / effective_rank, "
             "an extra eigendecomposition) on the micro-batches of every k-th optimizer step (None = logging_steps, "
-            "or 1 when logging_steps is a fraction; 0 = never in training); always in evaluation."
+            "or 1 when logging_steps is a fraction; 0 = never in training); always in evaluation.",
         },
     )
     matrix_probe_samples: int = field(
@@ -184,13 +231,35 @@ class MatrixTrainingArguments(TrainingArguments):
             out.append(problem("matrix_metrics_steps", "an integer >= 0 or null", self.matrix_metrics_steps))
         return out
 
-    def objective_problems(
-        self, name: str, argument_problems: Any, field_of: dict[str, str], skip: tuple[str, ...] = ()
-    ) -> list[str]:
+    @classmethod
+    def objective_fields(cls) -> dict[str, str]:
+        """``field name -> objective keyword argument``: the mode's fields without their ``field_prefix``, and
+        ``matrix_metrics_steps`` (``metrics_steps``)."""
+        fields = {name: name[len(cls.field_prefix) :] for name in cls.mode_fields()}
+        return {**fields, "matrix_metrics_steps": "metrics_steps"}
+
+    def objective_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the mode's objective, from its fields (:meth:`objective_fields`;
+        ``matrix_metrics_steps`` resolved by :attr:`effective_matrix_metrics_steps`). A mode adds the arguments
+        that no field of its own gives (e.g. the run's ``seed``) by extending this."""
+        kwargs = {arg: getattr(self, name) for name, arg in self.objective_fields().items()}
+        kwargs["metrics_steps"] = self.effective_matrix_metrics_steps
+        return kwargs
+
+    @classmethod
+    def mode_fields(cls) -> list[str]:
+        """The fields a mode's config adds to ``MatrixTrainingArguments``: each is a setting of its objective."""
+        shared = {f.name for f in dataclasses.fields(MatrixTrainingArguments)}
+        return [f.name for f in dataclasses.fields(cls) if f.name not in shared]
+
+    def card_settings(self) -> dict[str, Any]:
+        """What the model card lists as the objective's settings: every field of :meth:`mode_fields`."""
+        return {name: getattr(self, name) for name in self.mode_fields()}
+
+    def objective_problems(self, name: str, argument_problems: Any) -> list[str]:
         """For a subclass that configures objective ``name``: the objective field must name it, and the
         objective's own ``argument_problems(**self.objective_kwargs())`` are reported under the config's field
-        names (``field_of``: argument -> field), so that the values are validated once, by the objective.
-        The subclass provides ``objective_kwargs()``."""
+        names (from :meth:`objective_fields`), so that the values are validated once, by the objective."""
         out = []
         if self.objective != name:
             out.append(
@@ -198,7 +267,8 @@ class MatrixTrainingArguments(TrainingArguments):
                     "objective", f"`{name}` ({type(self).__name__} configures that objective)", self.objective
                 )
             )
-        kwargs = {k: v for k, v in self.objective_kwargs().items() if k not in skip}  # type: ignore[attr-defined]
+        field_of = {arg: field_name for field_name, arg in self.objective_fields().items()}
+        kwargs = self.objective_kwargs()
         kwargs["metrics_steps"] = max(0, kwargs["metrics_steps"])  # checked above, under its own name
         for arg, expected, got in argument_problems(**kwargs):
             out.append(problem(field_of.get(arg, arg), expected, got))

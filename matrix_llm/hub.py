@@ -1,5 +1,6 @@
-"""Model card and Hub upload for the runs of every command.
+"""A run's output folder: its layout, its model card and its Hub upload, for the runs of every command.
 
+- :class:`RunFolder`: the one place that names what a run folder holds; every writer and reader uses it.
 - :func:`model_card` / :func:`write_model_card`: ``README.md`` with YAML metadata (``base_model``, ``datasets``,
   ``tags: [matrix-llm, matrix-entropy, <the objective's tags>]``, ``library_name: transformers`` or ``peft``) and a
   body with the base model, the data, what the objective says about itself
@@ -14,13 +15,72 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CITATION", "final_metrics", "model_card", "push_to_hub", "write_model_card"]
+__all__ = ["CITATION", "RunFolder", "final_metrics", "model_card", "push_to_hub", "write_model_card"]
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The layout of a run's ``output_dir``::
+
+    README.md, config.json, model.safetensors, ...  the trained model (``save_pretrained``) and its card
+    backbone/              ssl: the backbone alone (``AutoModel`` + its image processor)
+    text_adapter/          clip with ``use_peft``: the text tower's LoRA adapter (the model has it merged)
+    results.json           ssl / clip: the end-of-run measurements and the command line
+    report.md, metrics.png the run's report and its figure (``matrix-llm plot``)
+    matrix_llm_run.json    the objective's name and plot panels, the command's run info
+    eval/<task>/           ``matrix-llm eval ...`` on the saved model (results.json, samples)
+    checkpoint-*/          the Trainer's checkpoints
+    """
+
+    root: Path
+
+    def __init__(self, root: str | Path) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def backbone(self) -> Path:
+        return self.root / "backbone"
+
+    @property
+    def text_adapter(self) -> Path:
+        return self.root / "text_adapter"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def metrics_png(self) -> Path:
+        return self.root / "metrics.png"
+
+    @property
+    def run_info(self) -> Path:
+        return self.root / "matrix_llm_run.json"
+
+    def eval(self, task: str) -> Path:
+        """Where ``matrix-llm eval <task>`` writes for the model saved here."""
+        return self.root / "eval" / task
+
+    def write_results(self, results: Mapping[str, Any]) -> Path:
+        self.results.parent.mkdir(parents=True, exist_ok=True)
+        self.results.write_text(json.dumps(results, indent=2) + "\n")
+        return self.results
+
+    def read_results(self) -> dict[str, Any]:
+        return json.loads(self.results.read_text())
+
 
 CITATION = """\
 @inproceedings{zhang2024matrix,
@@ -85,6 +145,7 @@ def model_card(
     base_model: str,
     dataset: str,
     training_args: Any,
+    data_args: Any = None,
     metrics: Mapping[str, float] | None = None,
     peft: bool = False,
     model_id: str | None = None,
@@ -93,7 +154,8 @@ def model_card(
 ) -> str:
     """The text of ``README.md`` (YAML front matter + markdown body).
 
-    ``objective_card``: an :class:`~matrix_llm.modes.ObjectiveCard` (``objective.card(training_args)``).
+    ``objective_card``: an :class:`~matrix_llm.modes.ObjectiveCard` (``objective.card(training_args)``);
+    ``data_args``: the command's data arguments (a dataclass), each field in the card's data table.
     """
     card = objective_card
     tags = ["matrix-llm", "matrix-entropy", *card.tags, "generated_from_trainer"]
@@ -127,6 +189,11 @@ def model_card(
     if card.settings:
         body += ["", "## Objective settings", "", "| field | value |", "|---|---|"]
         body += [f"| `{f}` | {_fmt(v)} |" for f, v in card.settings.items()]
+    if data_args is not None:
+        body += ["", "## Data settings", "", "| field | value |", "|---|---|"]
+        body += [
+            f"| `{f.name}` | {_fmt(getattr(data_args, f.name))} |" for f in dataclasses.fields(data_args)
+        ]
     body += ["", "## Training hyper-parameters", "", "| field | value |", "|---|---|"]
     body += [f"| `{f}` | {_fmt(_get(training_args, f))} |" for f in TRAIN_FIELDS]
     body += ["", "## Final metrics", ""]

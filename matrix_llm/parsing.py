@@ -21,6 +21,7 @@ import enum
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +62,25 @@ def _field_table(classes: Sequence[type]) -> dict[str, tuple[type, dataclasses.F
             if f.init:
                 table[f.name] = (cls, f, hints[f.name])
     return table
+
+
+def _renamed(classes: Sequence[type]) -> dict[str, str]:
+    """``old name -> field name`` for the fields that keep an old name working through
+    ``transformers.HfArgumentParser``'s ``metadata={"aliases": ["--old_name"]}``."""
+    fields = [f for cls in classes for f in dataclasses.fields(cls)]
+    return {alias.lstrip("-"): f.name for f in fields for alias in f.metadata.get("aliases", ())}
+
+
+def _new_name(key: str, renamed: dict[str, str], prog: str) -> str:
+    """``key``, or the field it was renamed to (with a one-line deprecation warning naming it)."""
+    if key not in renamed:
+        return key
+    warnings.warn(
+        f"{prog}: `{key}` is deprecated and will be removed; use `{renamed[key]}` (same meaning)",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return renamed[key]
 
 
 def _union_args(tp: Any) -> tuple:
@@ -195,8 +215,11 @@ def _suggest(name: str, known: list[str]) -> str:
     return f"; did you mean `{close[0]}`?" if close else ""
 
 
-def _split_cli(argv: list[str], table: dict) -> tuple[dict[str, Any], list[str]]:
-    """``--name value`` / ``--name=value`` / ``--name v1 v2`` / bare ``--flag`` / ``--no_flag`` -> dict."""
+def _split_cli(
+    argv: list[str], table: dict, rename: Callable[[str], str] = lambda key: key
+) -> tuple[dict[str, Any], list[str]]:
+    """``--name value`` / ``--name=value`` / ``--name v1 v2`` / bare ``--flag`` / ``--no_flag`` -> dict
+    (``rename``: an old name -> its field's)."""
     out: dict[str, Any] = {}
     problems: list[str] = []
     i = 0
@@ -207,7 +230,7 @@ def _split_cli(argv: list[str], table: dict) -> tuple[dict[str, Any], list[str]]
             i += 1
             continue
         key, eq, inline = token[2:].partition("=")
-        key = key.replace("-", "_")
+        key = rename(key.replace("-", "_"))
         values = [inline] if eq else []
         j = i + 1
         if not eq:
@@ -433,15 +456,17 @@ def parse_args(
         raise SystemExit(0)
 
     table = _field_table(classes)
+    renamed = _renamed(classes)
     raw: dict[str, tuple[Any, str]] = {}  # name -> (value, source)
     for path, data, errs in recipes:
         problems += errs
         for key, value in data.items():
+            key = _new_name(str(key), renamed, prog)
             if key not in table:
                 problems.append(f"unknown field `{key}` in {path}{_suggest(str(key), list(table))}")
             else:
                 raw[key] = (value, path)
-    cli, errs = _split_cli(rest, table)
+    cli, errs = _split_cli(rest, table, lambda key: _new_name(key, renamed, prog))
     problems += errs
     for key, value in cli.items():
         raw[key] = (value, "command line")

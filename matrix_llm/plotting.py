@@ -15,7 +15,8 @@ import math
 import re
 from pathlib import Path
 
-RUN_INFO = "matrix_llm_run.json"  # written by the run tail (matrix_llm.runner): objective name, plot panels
+from .hub import RunFolder
+
 # Trainer bookkeeping that is not a metric of the model
 _BOOKKEEPING = ("step", "epoch", "learning_rate", "grad_norm", "total_flos", "train_loss")
 _BOOKKEEPING_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
@@ -66,7 +67,7 @@ _PROBE_PAIRS = (
 def read_run_info(*folders: str | Path | None) -> tuple[dict, Path] | None:
     """The first ``matrix_llm_run.json`` found in ``folders`` (``None`` entries skipped), with its path."""
     for folder in folders:
-        info = Path(folder).expanduser() / RUN_INFO if folder else None
+        info = RunFolder(Path(folder).expanduser()).run_info if folder else None
         if info is not None and info.is_file():
             return json.loads(info.read_text()), info
     return None
@@ -177,7 +178,7 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, *, title: st
         ax.axis("off")
     fig.suptitle(title or str(Path(run_dir).resolve().name))
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
-    output = Path(output) if output else state_path.parent / "metrics.png"
+    output = Path(output) if output else RunFolder(state_path.parent).metrics_png
     fig.savefig(output, dpi=110)
     plt.close(fig)
     return output

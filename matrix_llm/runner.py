@@ -1,19 +1,23 @@
-"""The run tail every training command shares, and the checks it makes before anything loads.
+"""The run every training command shares, and the checks it makes before anything loads.
 
-A command (``matrix-llm sft``, ...) parses its dataclasses, builds its model, data and
-:class:`~matrix_llm.trainer.MatrixTrainer`, then calls :func:`train_and_finish`:
+A command is a :class:`~matrix_llm.modes.base.Mode`; :func:`run_mode` calls its steps in order:
 
-    resume target -> train (SIGTERM-safe) -> save -> final evaluation -> save state -> model card -> Hub push
+    parse -> check -> preflight -> the objective (built once) -> build -> train_and_finish -> report
 
-and is started by :func:`run_command`, which turns configuration problems into one message and exit status 2,
-runs :func:`preflight` (what can be checked from the configuration: the model path, the resume target, an
-output folder holding a finished run, the integrations named in ``report_to``) before the model loads, and
-tears the process group down at the end.
+Configuration problems (the dataclasses', the mode's :meth:`~matrix_llm.modes.base.Mode.check`,
+:func:`preflight`'s: the model path, the resume target, an output folder holding a finished run, the
+integrations named in ``report_to``, and the objective's own settings) are reported together, one line each,
+with exit status 2, before any model or data loads. :func:`train_and_finish` is the tail:
+
+    resume target -> train (SIGTERM-safe) -> save -> final evaluation -> the mode's finish -> save state ->
+    model card -> Hub push
 
 **SIGTERM** (what SLURM and preemptible clouds send before they kill a job): the current optimizer step is
 finished, a checkpoint is saved, and the command exits with status 143 and a message naming the
 ``--resume_from_checkpoint`` flag that continues the run. All ranks stop at the same step (the flag is
 reduced over processes).
+
+What the run folder holds is named in one place, :class:`matrix_llm.hub.RunFolder`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import math
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,8 +37,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from .hub import RunFolder
 from .parsing import ConfigError, looks_like_path, problem
-from .plotting import RUN_INFO
 
 __all__ = [
     "EXIT_PREEMPTED",
@@ -43,7 +47,7 @@ __all__ = [
     "deepspeed_stage",
     "preflight",
     "resolve_checkpoint",
-    "run_command",
+    "run_mode",
     "train_and_finish",
     "uses_zero3",
     "write_report",
@@ -136,35 +140,46 @@ def preflight(model_args: Any, training_args: Any) -> list[str]:
     return out
 
 
-def run_command(
-    argv: list[str] | None,
-    *,
-    prog: str,
-    parse: Callable[[list[str] | None], tuple],
-    run: Callable[..., dict],
-) -> int:
-    """``parse`` (a tuple of dataclasses: model args first, training args last) -> :func:`preflight` -> ``run``.
+def run_mode(mode: Any, argv: list[str] | None = None) -> int:
+    """Run ``mode`` (a :class:`~matrix_llm.modes.base.Mode`) on ``argv``: its steps in order (module docstring).
 
     Returns the exit status: 0, 2 for configuration problems (every one listed on stderr), or
     :data:`EXIT_PREEMPTED` after a SIGTERM (a checkpoint was saved).
     """
+    from .modes import build_objective
+
+    if argv is not None:
+        mode.argv = list(argv)
     try:
-        parsed = parse(argv)
-        problems = preflight(parsed[0], parsed[-1])
+        mode.parse()
+        problems = preflight(mode.model_args, mode.training_args)
         if problems:
             raise ConfigError(problems)
+        try:
+            objective = build_objective(mode.training_args)
+        except ValueError as e:  # the losses check their own settings
+            raise ConfigError([f"objective `{mode.training_args.objective}`: {e}"]) from None
     except ConfigError as err:
-        sys.stderr.write(f"{prog}: {err}\n")
+        sys.stderr.write(f"{mode.prog}: {err}\n")
         return 2
-    training_args = parsed[-1]
+    training_args = mode.training_args
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if training_args.should_log else logging.WARNING,
     )
     try:
-        run(*parsed)
+        from transformers import set_seed
+
+        set_seed(training_args.seed)
+        trainer = mode.build(objective)
+        metrics = train_and_finish(trainer, mode)
+        if trainer.is_world_process_zero():
+            text = mode.report(metrics)
+            if text:
+                print(text)  # noqa: T201
+        del trainer
     except Preempted as stop:
-        sys.stderr.write(f"{prog}: {stop}\n")
+        sys.stderr.write(f"{mode.prog}: {stop}\n")
         return EXIT_PREEMPTED
     finally:
         gc.collect()
@@ -280,7 +295,7 @@ def _checkpoint_step(checkpoint: str) -> int | None:
 def write_run_info(output_dir: str | Path, objective: Any, extra: dict[str, Any] | None = None) -> Path:
     """``output_dir/matrix_llm_run.json``: the objective's name and plot panels (read by ``matrix-llm plot``),
     plus the command's ``extra`` entries."""
-    path = Path(output_dir) / RUN_INFO
+    path = RunFolder(output_dir).run_info
     path.parent.mkdir(parents=True, exist_ok=True)
     info = {
         "objective": getattr(objective, "name", type(objective).__name__),
@@ -291,27 +306,21 @@ def write_run_info(output_dir: str | Path, objective: Any, extra: dict[str, Any]
     return path
 
 
-def train_and_finish(
-    trainer: Any,
-    *,
-    model_args: Any,
-    card: RunCard,
-    command: str,
-    finish: Callable[[Any], dict[str, Any]] | None = None,
-) -> dict[str, float]:
-    """Resume target -> train -> save -> evaluate -> ``finish`` -> state -> card -> push; returns the final
+def train_and_finish(trainer: Any, mode: Any) -> dict[str, float]:
+    """Resume target -> train -> save -> evaluate -> ``mode.finish`` -> state -> card -> push; returns the final
     metrics.
 
-    ``finish(trainer)`` (optional, called on every process after the final evaluation) does a mode's own last
+    ``mode.finish(trainer)`` (called on every process after the final evaluation) does the mode's own last
     work (e.g. saving the backbone alone, offline probes) and returns results: its numeric values join the
     returned metrics and the card, its ``details`` (a list of markdown lines) the card's details.
+    ``mode.card()`` is the :class:`RunCard`; the card also lists every field of ``mode.data_args``.
 
     Raises:
         Preempted: SIGTERM arrived; a checkpoint was saved and the message says how to resume.
     """
     from . import hub
 
-    args = trainer.args
+    args, card = trainer.args, mode.card()
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if checkpoint is not None:
         logger.info("resuming from %s (step %s)", checkpoint, _checkpoint_step(checkpoint))
@@ -350,14 +359,14 @@ def train_and_finish(
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
-    extra = dict(finish(trainer)) if finish is not None else {}
+    extra = dict(mode.finish(trainer))
     details = list(extra.pop("details", []))
     extra = {k: v for k, v in extra.items() if isinstance(v, (int, float))}
     metrics.update(extra)
     trainer.save_state()
 
     if trainer.is_world_process_zero():
-        if model_args.use_peft:
+        if mode.model_args.use_peft:
             check_adapter(Path(args.output_dir) / (card.adapter_dir or ""))
         objective_card = replace(trainer.objective.card(args), **card.card_overrides)
         objective_card.details = list(objective_card.details) + list(card.details) + details
@@ -368,15 +377,16 @@ def train_and_finish(
             dataset=card.dataset,
             eval_dataset=card.eval_dataset,
             training_args=args,
+            data_args=mode.data_args,
             metrics={**hub.final_metrics(trainer.state.log_history), **extra},
-            peft=model_args.use_peft and card.adapter_dir is None,
+            peft=mode.model_args.use_peft and card.adapter_dir is None,
             model_id=args.hub_model_id,
-            command=command,
+            command=mode.command,
         )
         if args.push_to_hub:
-            finish = getattr(trainer, "_finish_current_push", None)
-            if callable(finish):
-                finish()  # let the Trainer's checkpoint uploads finish first
+            pending = getattr(trainer, "_finish_current_push", None)
+            if callable(pending):
+                pending()  # let the Trainer's checkpoint uploads finish first
             repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id
             hub.push_to_hub(
                 args.output_dir,
@@ -408,7 +418,7 @@ def write_report(output_dir: str | Path, command: str, head: list[str], results:
         f"Reproduce: `{shlex.join(['matrix-llm', command, *results.get('argv', [])])}`",
     ]
     text = "\n".join(lines) + "\n"
-    (output_dir / "report.md").write_text(text)
+    RunFolder(output_dir).report.write_text(text)
     return text
 
 

@@ -66,6 +66,14 @@ def test_demo_writes_model_eval_plot_and_report(tmp_path, method):
     assert all(problem_split(row["question"]) == "test" for row in read_jsonl(out / "heldout.jsonl"))
     report = (out / "report.md").read_text()
     assert f"{results['metrics']['strict_accuracy']:.3f}" in report and "metrics.png" in report
+    if method == "ce":  # the demo takes the run tail's path: a finished run is not silently replaced
+        assert cli_main(argv) == 2 and (out / "model" / "model.safetensors").is_file()
+
+
+def test_demo_refuses_data_it_cannot_evaluate(tmp_path, capsys):
+    argv = ["demo", "--output_dir", str(tmp_path), "--dataset_name", "openai/gsm8k"]
+    assert cli_main(argv) == 2
+    assert "the demo evaluates on synthetic problems" in capsys.readouterr().err
 
 
 def test_demo_rejects_a_missing_config(tmp_path, capsys):

@@ -60,6 +60,7 @@ def test_paired_test_is_scipys_paired_t_test_with_bonferroni():
     )
 
 
+@pytest.mark.slow
 def test_clip_few_classes_experiment_smoke_run(tmp_path):
     summary = smoke_run("clip_few_classes", tmp_path)
     arms = {"infonce", "infonce, masked", "+ align from 125", "+ align from 0", "+ align from 0, masked"}
@@ -76,6 +77,7 @@ def test_clip_few_classes_experiment_smoke_run(tmp_path):
 FASHION = REPO.parent / "shared" / "data" / "fashion-mnist"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(), reason="../shared/data/fashion-mnist"
 )
@@ -160,6 +162,7 @@ def test_lm_mce_experiment_smoke_run(tmp_path):
     ).is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl").is_file(), reason="../shared/data/gsm8k"
 )

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from matrix_llm import hub
-from matrix_llm.modes import LMObjective
+from matrix_llm.modes import LMConfig, LMObjective
 
 ARGS = SimpleNamespace(
     matrix_loss_type="head",
@@ -38,7 +38,14 @@ ARGS = SimpleNamespace(
 
 
 def _card(args, template=None):
-    card = LMObjective(loss_type=args.matrix_loss_type, weight=args.matrix_loss_weight).card(args)
+    """The objective card of an LMConfig with ``args``' matrix_* settings (``args`` stands for a GPU run's
+    training arguments, which a CPU machine cannot construct: bf16)."""
+    config = LMConfig(
+        output_dir="unused",
+        report_to="none",
+        **{k: v for k, v in vars(args).items() if k.startswith("matrix_")},
+    )
+    card = LMObjective.from_args(config).card(config)
     if template:
         card.details.append(f"Prompt template: `{template}`.")
     return card

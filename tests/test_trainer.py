@@ -345,7 +345,7 @@ def test_objective_skips_the_matrix_term_below_two_tokens(tiny_model, tiny_token
     calls = []
     real = features.head_weight
     monkeypatch.setattr(features, "head_weight", lambda *a, **k: calls.append(1) or real(*a, **k))
-    objective = LMObjective(loss_type="head", weight=1.0)
+    objective = LMObjective(loss_type="head", loss_weight=1.0)
     ids = torch.randint(4, len(tiny_tokenizer), (1, 8))
     labels = torch.full_like(ids, -100)
     labels[0, -1] = ids[0, -1]  # one completion token

@@ -1,15 +1,19 @@
 """The objective protocol (see :mod:`matrix_llm.modes`): its return type and a base class with the
-optional hooks every mode may use.
+optional hooks every mode may use; and :class:`Mode`, a training command as one object whose steps
+:func:`matrix_llm.runner.run_mode` calls in order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
-__all__ = ["Objective", "ObjectiveCard", "ObjectiveOutput"]
+from matrix_llm.parsing import ConfigError, format_help, mode_classes, parse_args
+
+__all__ = ["Mode", "Objective", "ObjectiveCard", "ObjectiveOutput"]
 
 
 @dataclass
@@ -65,6 +69,7 @@ class Objective:
     Required: ``__call__(model, inputs, *, base_loss, step) -> ObjectiveOutput``.
     Optional (defaults here):
 
+    - :meth:`from_args`: build from the mode's config.
     - ``input_names``: batch keys the objective reads besides the model's ``forward`` arguments (kept by the
       Trainer's ``remove_unused_columns``).
     - ``plot_panels``: ``(title, metric key)`` pairs, in order, that ``matrix-llm plot`` draws for a run of this
@@ -75,8 +80,22 @@ class Objective:
     """
 
     name: str = "objective"
+    config_name: str = (
+        "MatrixTrainingArguments subclass"  # its mode's config class (matrix_llm.modes.OBJECTIVES)
+    )
     input_names: tuple[str, ...] = ()
     plot_panels: tuple[tuple[str, str], ...] = (("total loss", "loss"),)
+
+    @classmethod
+    def from_args(cls, args: Any) -> Any:
+        """Build from the mode's config: ``cls(**args.objective_kwargs())``, the keyword arguments its fields
+        give (:meth:`matrix_llm.config.MatrixTrainingArguments.objective_fields`)."""
+        if not callable(getattr(args, "mode_fields", None)) or not args.mode_fields():
+            raise TypeError(
+                f"{cls.__name__}.from_args: expected a {cls.config_name} (matrix_llm.modes.{cls.config_name}); "
+                f"got {type(args).__name__}"
+            )
+        return cls(**args.objective_kwargs())
 
     def callbacks(self, trainer: Any) -> list[Any]:
         return []
@@ -88,3 +107,73 @@ class Objective:
         self, model: Any, inputs: dict[str, Any], *, base_loss: Any, step: int | None = None
     ) -> ObjectiveOutput:
         raise NotImplementedError
+
+
+class Mode:
+    """One training command (``matrix-llm sft|ssl|clip|classify``) as an object; one instance is one run.
+    :func:`matrix_llm.runner.run_mode` calls its steps in this order::
+
+        parse(argv)           the three dataclasses (``classes``), then ``check()``: problems -> exit 2
+        [preflight]           model path, resume target, a finished run in output_dir, report_to
+        [the objective]       built once from ``training_args`` (bad loss settings -> exit 2)
+        build(objective)      data, model, collator -> the MatrixTrainer (and what ``finish`` needs)
+        [train_and_finish]    resume, train (SIGTERM-safe), save, evaluate, finish(trainer), card(), push
+        report(metrics)       report.md / metrics.png; the text is printed
+
+    Attributes set by :meth:`parse`: ``model_args``, ``data_args``, ``training_args``; ``argv`` is the command
+    line the run was started with (recorded in ``results.json`` and the report's "Reproduce" line).
+    """
+
+    prog: ClassVar[str]
+    command: ClassVar[str]  # the `matrix-llm` sub-command
+    objectives: ClassVar[tuple[str, ...]]  # the recipes' `objective` values this command runs
+    classes: ClassVar[tuple[type, type, type]]  # model, data and training arguments
+    example: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    model_args: Any
+    data_args: Any
+    training_args: Any
+
+    def __init__(self, argv: list[str] | None = None) -> None:
+        self.argv = argv
+
+    def parse(self, argv: list[str] | None = None) -> tuple[Any, Any, Any]:
+        """``[--config FILE.yaml] [--field value ...]`` -> ``(model_args, data_args, training_args)``.
+
+        Raises:
+            ConfigError: every problem of the configuration, :meth:`check`'s included.
+        """
+        classes = mode_classes(self.prog, self.objectives, self.classes)
+        parsed = parse_args(self.argv if argv is None else argv, classes, prog=self.prog, help_text=self.help)
+        self.model_args, self.data_args, self.training_args = parsed
+        problems = self.check()
+        if problems:
+            raise ConfigError(problems)
+        return parsed
+
+    def help(self, classes: Sequence[type]) -> str:
+        example = self.example or f"{self.prog} --config RECIPE.yaml"
+        return format_help(self.prog, classes, example=example, summary=self.summary)
+
+    def check(self) -> list[str]:
+        """Problems of the parsed configuration as a whole that no single dataclass sees (e.g. a ZeRO stage the
+        mode cannot train under); reported with the others, before anything loads."""
+        return []
+
+    def build(self, objective: Any) -> Any:
+        """Data, model and collator -> the :class:`~matrix_llm.trainer.MatrixTrainer` training ``objective``."""
+        raise NotImplementedError
+
+    def card(self) -> Any:
+        """The :class:`~matrix_llm.runner.RunCard`: what the model card says besides the objective."""
+        raise NotImplementedError
+
+    def finish(self, trainer: Any) -> dict[str, Any]:
+        """The mode's own last work after the final evaluation (every process): saved pieces, offline
+        measurements. Numeric values join the final metrics and the card, ``details`` the card's lines."""
+        return {}
+
+    def report(self, metrics: dict[str, Any]) -> str | None:
+        """``report.md`` (and its figures) on the main process; returns its text, printed by the runner."""
+        return None

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from matrix_llm.hub import RunFolder
 from matrix_llm.parsing import PACKAGED_RECIPES
 
 DEFAULT_CONFIG = PACKAGED_RECIPES / "demo" / "mce.yaml"  # package data
@@ -103,7 +104,7 @@ def write_report(out: Path, summary: dict, samples: list[dict]) -> Path:
             "`metrics.json`, `metrics.png`."
         )
     ]
-    path = out / "report.md"
+    path = RunFolder(out).report
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -126,28 +127,29 @@ def main(argv: list[str] | None = None) -> int:
         )
     args.config = str(config)
 
-    from matrix_llm.modes.lm import command as sft
     from matrix_llm.modes.lm import eval_gsm8k
     from matrix_llm.modes.lm import evaluate as evaluation
-    from matrix_llm.parsing import ConfigError
+    from matrix_llm.modes.lm.command import LMMode
     from matrix_llm.plotting import plot_run
+    from matrix_llm.runner import run_mode
+
+    class DemoMode(LMMode):
+        prog = "matrix-llm demo"
+
+        def check(self) -> list[str]:
+            if self.data_args.is_synthetic:
+                return super().check()
+            name = self.data_args.dataset_name
+            return [f"`dataset_name`: the demo evaluates on synthetic problems; {args.config} uses {name!r}"]
 
     out = Path(args.output_dir)
     model_dir = out / "model"
-    try:
-        model_args, data_args, training_args = sft.parse_args(
-            ["--config", args.config, *overrides, "--output_dir", str(model_dir)]
-        )
-    except ConfigError as err:
-        sys.stderr.write(f"matrix-llm demo: {err}\n")
-        return 2
-    if not data_args.is_synthetic:
-        parser.error(
-            f"the demo evaluates on synthetic problems; {args.config} uses {data_args.dataset_name!r}"
-        )
-
+    mode = DemoMode()
     start = time.perf_counter()
-    sft.run(model_args, data_args, training_args)
+    status = run_mode(mode, ["--config", args.config, *overrides, "--output_dir", str(model_dir)])
+    if status:
+        return status
+    data_args, training_args = mode.data_args, mode.training_args
     train_seconds = time.perf_counter() - start
 
     heldout = out / "heldout.jsonl"
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     accuracy = results["metrics"]["strict_accuracy"]
     plot_run(
         model_dir,
-        out / "metrics.png",
+        RunFolder(out).metrics_png,
         title=f"matrix_llm demo: {objective}, held-out strict-match {accuracy:.2f}",
     )
     report = write_report(out, summary, evaluation.read_jsonl(out / "eval" / "samples.jsonl"))

@@ -1,7 +1,7 @@
 """``matrix-llm eval TASK``: the dispatcher of the evaluation tasks, each in its mode's ``evaluate`` module and
 imported only when it runs (``matrix-llm eval --help`` loads none of them): ``gsm8k`` / ``rescore``
 (:mod:`matrix_llm.modes.lm.eval_gsm8k`), ``probe`` / ``knn`` (:mod:`matrix_llm.modes.ssl.evaluate`), ``zeroshot``
-/ ``retrieval`` (:mod:`matrix_llm.modes.clip.evaluate`).
+/ ``retrieval`` (:mod:`matrix_llm.modes.clip.eval_tasks`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ _TASKS = {
     "rescore": _lazy("modes.lm.eval_gsm8k", "rescore_cli"),
     "probe": _lazy("modes.ssl.evaluate", "main_probe"),
     "knn": _lazy("modes.ssl.evaluate", "main_knn"),
-    "zeroshot": _lazy("modes.clip.evaluate", "main_zeroshot"),
-    "retrieval": _lazy("modes.clip.evaluate", "main_retrieval"),
+    "zeroshot": _lazy("modes.clip.eval_tasks", "main_zeroshot"),
+    "retrieval": _lazy("modes.clip.eval_tasks", "main_retrieval"),
 }
 
 

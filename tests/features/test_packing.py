@@ -63,7 +63,7 @@ def test_matrix_term_of_packed_rows_is_the_mean_of_per_example_terms(tiny_model,
     examples of each one's own MCE (mutation caught: one matrix across all packed tokens)."""
     rows = _rows(tiny_tokenizer)
     model = tiny_model.eval()
-    objective = LMObjective(loss_type=formulation, weight=1.0)
+    objective = LMObjective(loss_type=formulation, loss_weight=1.0)
 
     def base_loss(m, batch):
         out = m(**batch)
@@ -89,7 +89,7 @@ def test_matrix_term_of_packed_rows_is_the_mean_of_per_example_terms(tiny_model,
 
 
 def test_packing_with_global_scope_is_refused(tiny_model, tiny_tokenizer):
-    objective = LMObjective(loss_type="head", weight=1.0, scope="global")
+    objective = LMObjective(loss_type="head", loss_weight=1.0, scope="global")
     packed = DataCollatorWithFlattening()(_rows(tiny_tokenizer))
     with pytest.raises(ValueError, match="packing"):
         objective(tiny_model, packed, base_loss=lambda m, b: (m(**b).loss, m(**b)), step=0)

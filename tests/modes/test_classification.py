@@ -190,6 +190,7 @@ def test_classify_command_trains_on_digits_and_writes_the_run(tmp_path):
     assert json.loads((out / "matrix_llm_run.json").read_text())["objective"] == "classification"
     card = (out / "README.md").read_text()
     assert "matrix_mir_weight" in card and "Labelled fraction" in card
+    assert "| `label_fraction` |" in card and "| `image_size` |" in card  # the run's data settings
     # a saved tiny classifier (no image processor) is a starting point: fine-tuned again from its weights
     again = tmp_path / "again"
     assert (

@@ -280,6 +280,28 @@ def test_ssl_command_saves_the_backbone_and_measures_it(tmp_path):
         eval_main(["probe", "--model", str(out / "backbone"), "--data", "digits", "--label_column", "digit"])
 
 
+def test_the_objective_is_built_once_and_is_the_one_the_trainer_trains(tmp_path, monkeypatch):
+    built, trained = [], []
+    init = SSLObjective.__init__
+
+    def counted(self, *args, **kwargs):
+        built.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(SSLObjective, "__init__", counted)
+    build = ssl.SSLMode.build
+
+    def kept(self, objective):
+        trainer = build(self, objective)
+        trained.append(trainer.objective)
+        return trainer
+
+    monkeypatch.setattr(ssl.SSLMode, "build", kept)
+    argv = [*TINY, "--output_dir", str(tmp_path), "--max_steps", "1", "--eval_split", "null"]
+    assert ssl.main(argv) == 0
+    assert len(built) == 1 and trained == built
+
+
 def test_unlabelled_data_trains_without_probes(tmp_path):
     out = tmp_path / "run"
     assert (
@@ -363,7 +385,7 @@ def test_config_problems_are_listed_before_any_model_loads(tmp_path, capsys):
                 *TINY,
                 "--ssl_method",
                 "byol",
-                "--teacher_momentum",
+                "--ssl_teacher_momentum",
                 "2",
                 "--crop_min_scale",
                 "0",
@@ -374,7 +396,7 @@ def test_config_problems_are_listed_before_any_model_loads(tmp_path, capsys):
         == 2
     )
     err = capsys.readouterr().err
-    assert "`ssl_method`" in err and "`teacher_momentum`" in err and "`crop_min_scale`" in err
+    assert "`ssl_method`" in err and "`ssl_teacher_momentum`" in err and "`crop_min_scale`" in err
     with pytest.raises(ValueError, match=r"no image column 'pixels'; the columns are \['image', 'label'\]"):
         ssl.main([*TINY, "--image_column", "pixels", "--output_dir", str(tmp_path / "c")])
     assert math.isfinite(cosine_momentum(0, 0, 0.99))
@@ -571,7 +593,7 @@ def test_the_teacher_is_the_ema_of_the_student_with_the_logged_cosine_momenta(tm
                 "1",
                 "--eval_split",
                 "null",
-                "--teacher_momentum",
+                "--ssl_teacher_momentum",
                 "0.5",
                 "--learning_rate",
                 "1e-2",

@@ -17,25 +17,22 @@ processor or tokenizer.
 
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Any
 
+from matrix_llm.modes.base import Mode
 from matrix_llm.modes.classify.config import (
     TINY_TEXT_CLASSIFIERS,
     ClassificationConfig,
     ClassificationDataArguments,
     ClassificationModelArguments,
 )
-from matrix_llm.parsing import ConfigError, format_help, mode_classes
-from matrix_llm.parsing import parse_args as parse_command_line
-from matrix_llm.runner import RunCard, run_command, train_and_finish
+from matrix_llm.runner import RunCard, run_mode
 
-__all__ = ["build_data", "build_model", "main", "parse_args", "run"]
+__all__ = ["ClassificationMode", "build_data", "build_model", "main", "parse_args"]
 
 logger = logging.getLogger("matrix_llm.modes.classify.command")
 PROG = "matrix-llm classify"
-OBJECTIVES = ("classification",)
 TEXT_CARD = {
     "pipeline_tag": "text-classification",
     "auto_class": "AutoModelForSequenceClassification",
@@ -191,92 +188,79 @@ def _accuracy(prediction: Any) -> dict[str, float]:
     return {"accuracy": float((np.argmax(logits, -1)[labelled] == labels[labelled]).mean())}
 
 
-def run(
-    model_args: ClassificationModelArguments,
-    data_args: ClassificationDataArguments,
-    training_args: ClassificationConfig,
-) -> dict:
-    """Everything after parsing; returns the final metrics."""
-    from transformers import set_seed
+class ClassificationMode(Mode):
+    """``matrix-llm classify`` (:class:`~matrix_llm.modes.base.Mode`): accuracy is the Trainer's
+    ``compute_metrics``; the run tail saves the model with its processor or tokenizer."""
 
-    from matrix_llm.trainer import MatrixTrainer
+    prog = PROG
+    command = "classify"
+    objectives = ("classification",)
+    classes = (ClassificationModelArguments, ClassificationDataArguments, ClassificationConfig)
+    example = f"{PROG} --config classify/digits.yaml --matrix_mir_weight 0.1"
+    summary = "Train an image or text classifier with CE + optional MIR / HDR / matrix-entropy terms."
 
-    set_seed(training_args.seed)
-    train, evalset = build_data(data_args, training_args)
-    labels = sorted(
-        {int(x) for x in train["label"] if int(x) >= 0} | set(evalset["label"] if evalset else [])
-    )
-    num_labels = max(labels) + 1
-    if training_args.eval_strategy != "no" and evalset is None:
-        raise ValueError(
-            f"`eval_strategy`: {training_args.eval_strategy} needs an eval set; set `eval_split`"
+    def check(self) -> list[str]:
+        """A tiny model must match the data: ``tiny-bert`` classifies texts, the others images."""
+        model_args = self.model_args
+        text_model = model_args.model_name_or_path in TINY_TEXT_CLASSIFIERS
+        if model_args.is_tiny and text_model != (self.data_args.text_column is not None):
+            fix = "texts: set `text_column`" if text_model else "images: unset `text_column` or use tiny-bert"
+            return [f"`model_name_or_path`: {model_args.model_name_or_path} classifies {fix}"]
+        return []
+
+    def build(self, objective: Any) -> Any:
+        from matrix_llm.trainer import MatrixTrainer
+
+        model_args, data_args, training_args = self.model_args, self.data_args, self.training_args
+        train, evalset = build_data(data_args, training_args)
+        labels = sorted(
+            {int(x) for x in train["label"] if int(x) >= 0} | set(evalset["label"] if evalset else [])
         )
-    model, collator, processor = build_model(model_args, data_args, num_labels, training_args, train)
-    if training_args.remove_unused_columns:
-        # the collator turns the `image` / `text` column into model inputs: the Trainer must not drop it first
-        # (the setting transformers' own image-classification example asks for)
-        training_args.remove_unused_columns = False
-        logger.info("remove_unused_columns set to false: the collator reads the raw image / text column")
-    trainer = MatrixTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=evalset,
-        data_collator=collator,
-        compute_metrics=_accuracy,
-        processing_class=processor,  # saved beside the model
-    )
-    metrics = train_and_finish(
-        trainer,
-        model_args=model_args,
-        command="classify",
-        card=RunCard(
-            base_model=f"{model_args.model_name_or_path} (offline random init)"
-            if model_args.is_tiny
-            else model_args.model_name_or_path,
+        self.num_labels = max(labels) + 1
+        if training_args.eval_strategy != "no" and evalset is None:
+            raise ValueError(
+                f"`eval_strategy`: {training_args.eval_strategy} needs an eval set; set `eval_split`"
+            )
+        model, collator, processor = build_model(model_args, data_args, self.num_labels, training_args, train)
+        if training_args.remove_unused_columns:
+            # the collator turns the `image` / `text` column into model inputs: the Trainer must not drop it
+            # first (the setting transformers' own image-classification example asks for)
+            training_args.remove_unused_columns = False
+            logger.info("remove_unused_columns set to false: the collator reads the raw image / text column")
+        return MatrixTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train,
+            eval_dataset=evalset,
+            data_collator=collator,
+            compute_metrics=_accuracy,
+            processing_class=processor,  # saved beside the model
+            objective=objective,
+        )
+
+    def card(self) -> RunCard:
+        model_args, data_args = self.model_args, self.data_args
+        name = model_args.model_name_or_path
+        labelled = f"Labelled fraction of the training set: {data_args.label_fraction:g} (seed {data_args.label_seed})."
+        return RunCard(
+            base_model=f"{name} (offline random init)" if model_args.is_tiny else name,
             dataset=data_args.dataset_name,
-            details=(
-                (
-                    f"Labelled fraction of the training set: {data_args.label_fraction:g} (seed "
-                    f"{data_args.label_seed})."
-                ),
-            ),
-            run_info={"num_classes": num_labels},  # for the neural-collapse reference lines of `plot`
+            details=(labelled,),
+            run_info={"num_classes": self.num_labels},  # for the neural-collapse reference lines of `plot`
             card_overrides=TEXT_CARD if data_args.text_column is not None else {},
-        ),
-    )
-    del trainer, model
-    gc.collect()
-    return metrics
-
-
-def _help(classes) -> str:
-    return format_help(
-        PROG,
-        classes,
-        example=f"{PROG} --config classify/digits.yaml --matrix_mir_weight 0.1",
-        summary="Train an image or text classifier with CE + optional MIR / HDR / matrix-entropy terms.",
-    )
+        )
 
 
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[ClassificationModelArguments, ClassificationDataArguments, ClassificationConfig]:
     """``[--config FILE.yaml] [--field value ...]`` -> the classification mode's three dataclasses."""
-    classes = mode_classes(
-        PROG, OBJECTIVES, (ClassificationModelArguments, ClassificationDataArguments, ClassificationConfig)
-    )
-    model_args, data_args, training_args = parse_command_line(argv, classes, prog=PROG, help_text=_help)
-    text_model = model_args.model_name_or_path in TINY_TEXT_CLASSIFIERS
-    if model_args.is_tiny and text_model != (data_args.text_column is not None):
-        fix = "texts: set `text_column`" if text_model else "images: unset `text_column` or use tiny-bert"
-        raise ConfigError([f"`model_name_or_path`: {model_args.model_name_or_path} classifies {fix}"])
-    return model_args, data_args, training_args
+    return ClassificationMode().parse(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``matrix-llm classify [--config FILE.yaml] [--field value ...]``; returns the exit status."""
-    return run_command(argv, prog=PROG, parse=parse_args, run=run)
+    return run_mode(ClassificationMode(), argv)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,13 @@ beside its objective (:mod:`matrix_llm.modes.classify.objective`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from matrix_llm.config import ConfigError, MatrixTrainingArguments, ModelArguments
+from matrix_llm.config import (
+    DataArguments,
+    MatrixTrainingArguments,
+    ModelArguments,
+)
 from matrix_llm.modes.classify.objective import ClassificationObjective
 from matrix_llm.parsing import problem
 
@@ -30,12 +34,6 @@ __all__ = [
 
 TINY_CLASSIFIERS = ("tiny-vit", "tiny-resnet", "tiny-bert")
 TINY_TEXT_CLASSIFIERS = ("tiny-bert",)
-_FIELD_OF = {
-    "mir_weight": "matrix_mir_weight",
-    "hdr_weight": "matrix_hdr_weight",
-    "entropy_weight": "matrix_entropy_weight",
-    "metrics_steps": "matrix_metrics_steps",
-}
 
 
 @dataclass
@@ -53,7 +51,7 @@ class ClassificationModelArguments(ModelArguments):
 
 
 @dataclass
-class ClassificationDataArguments:
+class ClassificationDataArguments(DataArguments):
     """The images and how many of their labels training sees."""
 
     dataset_name: str = field(
@@ -63,7 +61,6 @@ class ClassificationDataArguments:
             "or a Hub id / local dataset (imagefolder) with image and label columns."
         },
     )
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
     text_column: str | None = field(
         default=None,
         metadata={"help": "Texts: the column to classify (a text classifier then; null: images)."},
@@ -71,10 +68,6 @@ class ClassificationDataArguments:
     label_column: str = field(default="label", metadata={"help": "Texts: the label column (integers)."})
     max_length: int = field(
         default=128, metadata={"help": "Texts: tokens per example (longer ones are cut, counted)."}
-    )
-    train_split: str = field(default="train", metadata={"help": "Split used for training."})
-    eval_split: str | None = field(
-        default="test", metadata={"help": "Split used for evaluation (null: none)."}
     )
     image_size: int = field(default=16, metadata={"help": "Tiny models: images are resized to this size."})
     num_channels: int = field(
@@ -88,11 +81,9 @@ class ClassificationDataArguments:
         },
     )
     label_seed: int = field(default=0, metadata={"help": "Seed of the labelled subset."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval set."})
 
-    def __post_init__(self) -> None:
-        out = []
+    def problems(self) -> list[str]:
+        out = super().problems()
         if not 0.0 < self.label_fraction <= 1.0:
             out.append(problem("label_fraction", "a number in (0, 1]", self.label_fraction))
         if self.image_size < 4:
@@ -101,12 +92,7 @@ class ClassificationDataArguments:
             out.append(problem("max_length", "an integer >= 2", self.max_length))
         if self.num_channels not in (1, 3):
             out.append(problem("num_channels", "1 or 3", self.num_channels))
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                out.append(problem(name, "a positive integer or null", value))
-        if out:
-            raise ConfigError(out)
+        return out
 
 
 @dataclass
@@ -121,22 +107,19 @@ class ClassificationConfig(MatrixTrainingArguments):
     matrix_mir_weight: float = field(default=0.0, metadata={"help": "Weight of -MIR(features, head rows)."})
     matrix_hdr_weight: float = field(default=0.0, metadata={"help": "Weight of HDR(features, head rows)."})
     matrix_entropy_weight: float = field(
-        default=0.0, metadata={"help": "Weight of -H(F Fᵀ): the features' matrix entropy pushed up."}
+        default=0.0,
+        metadata={
+            "help": "Weight of -H(F Fᵀ): the features' matrix entropy pushed up.",
+        },
     )
     matrix_pseudo_labels: bool = field(
-        default=True, metadata={"help": "Unlabelled rows join the regulariser with their predicted label."}
+        default=True,
+        metadata={
+            "help": "Unlabelled rows join the regulariser with their predicted label.",
+        },
     )
 
     def problems(self) -> list[str]:
         return super().problems() + self.objective_problems(
-            "classification", ClassificationObjective.argument_problems, _FIELD_OF, skip=("pseudo_labels",)
-        )
-
-    def objective_kwargs(self) -> dict[str, Any]:
-        return dict(
-            mir_weight=self.matrix_mir_weight,
-            hdr_weight=self.matrix_hdr_weight,
-            entropy_weight=self.matrix_entropy_weight,
-            pseudo_labels=self.matrix_pseudo_labels,
-            metrics_steps=self.effective_matrix_metrics_steps,
+            "classification", ClassificationObjective.argument_problems
         )

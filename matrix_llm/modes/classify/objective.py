@@ -31,8 +31,6 @@ from matrix_llm.modes.base import Objective, ObjectiveCard, ObjectiveOutput
 
 __all__ = ["ClassificationObjective"]
 
-CARD_FIELDS = ("matrix_mir_weight", "matrix_hdr_weight", "matrix_entropy_weight", "matrix_pseudo_labels")
-
 
 class ClassificationObjective(Objective):
     """The classification objective (module docstring).
@@ -45,6 +43,7 @@ class ClassificationObjective(Objective):
     """
 
     name = "classification"
+    config_name = "ClassificationConfig"
     plot_panels = (
         ("cross-entropy", "ce_loss"),
         ("total loss", "loss"),
@@ -81,9 +80,11 @@ class ClassificationObjective(Objective):
         self.mir_hdr = MIRHDRLoss(alpha=self.mir_weight, beta=self.hdr_weight)
 
     @staticmethod
-    def argument_problems(**weights: Any) -> list[tuple[str, str, Any]]:
+    def argument_problems(pseudo_labels: bool = True, **weights: Any) -> list[tuple[str, str, Any]]:
         """Every invalid argument as ``(name, expected, got)`` (used by ``__init__`` and the config)."""
         out = []
+        if not isinstance(pseudo_labels, bool):
+            out.append(("pseudo_labels", "true or false", pseudo_labels))
         for name, value in weights.items():
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
             if name == "metrics_steps":
@@ -91,14 +92,6 @@ class ClassificationObjective(Objective):
             if not ok:
                 out.append((name, "an integer >= 0" if name == "metrics_steps" else "a number >= 0", value))
         return out
-
-    @classmethod
-    def from_args(cls, args: Any) -> ClassificationObjective:
-        if not callable(getattr(args, "objective_kwargs", None)):
-            raise TypeError(
-                f"ClassificationObjective.from_args: expected a ClassificationConfig; got {type(args).__name__}"
-            )
-        return cls(**args.objective_kwargs())
 
     @property
     def regularised(self) -> bool:
@@ -123,7 +116,7 @@ class ClassificationObjective(Objective):
                     "of their labels (docs/formulations.md); they are logged whatever the weights."
                 )
             ],
-            settings={name: getattr(args, name, None) for name in CARD_FIELDS},
+            settings=args.card_settings(),
             tags=["image-classification", "neural-collapse"],
             pipeline_tag="image-classification",
             auto_class="AutoModelForImageClassification",

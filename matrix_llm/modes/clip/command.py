@@ -18,24 +18,20 @@ are measured at every evaluation (``eval_strategy`` / ``eval_steps``: logged as 
 
 from __future__ import annotations
 
-import gc
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from matrix_llm.hub import RunFolder
+from matrix_llm.modes.base import Mode
 from matrix_llm.modes.clip.config import CLIPConfig, CLIPDataArguments, CLIPModelArguments
-from matrix_llm.parsing import ConfigError, format_help, mode_classes
-from matrix_llm.parsing import parse_args as parse_command_line
-from matrix_llm.runner import RunCard, run_command, train_and_finish, uses_zero3, write_report
+from matrix_llm.runner import RunCard, run_mode, uses_zero3, write_report
 
-__all__ = ["add_text_lora", "build_model", "main", "parse_args", "run", "save_and_merge_text_lora"]
+__all__ = ["CLIPMode", "add_text_lora", "build_model", "main", "parse_args", "save_and_merge_text_lora"]
 
 logger = logging.getLogger("matrix_llm.modes.clip.command")
 PROG = "matrix-llm clip"
-OBJECTIVES = ("clip",)
-TEXT_ADAPTER = "text_adapter"  # use_peft: the text tower's LoRA adapter, beside the merged model
 
 
 def _tiny_sizes(model_args: CLIPModelArguments) -> dict[str, int]:
@@ -234,88 +230,124 @@ def _report(
     return write_report(output_dir, "clip", lines, results)
 
 
-def run(
-    model_args: CLIPModelArguments,
-    data_args: CLIPDataArguments,
-    training_args: CLIPConfig,
-    argv: list[str] | None = None,
-) -> dict:
-    """Everything after parsing; returns the final metrics."""
-    from transformers import set_seed
+class CLIPMode(Mode):
+    """``matrix-llm clip`` (:class:`~matrix_llm.modes.base.Mode`): retrieval and zero-shot at every evaluation
+    and once more in ``finish``, which also saves the merged text LoRA and ``results.json``."""
 
-    from matrix_llm.data.image_text import ImageTextCollator, load_image_text_dataset
-    from matrix_llm.data.text import count_truncated
-    from matrix_llm.modes.clip.evaluate import ImageTextEvalCallback, zeroshot_set
-    from matrix_llm.trainer import MatrixTrainer
+    prog = PROG
+    command = "clip"
+    objectives = ("clip",)
+    classes = (CLIPModelArguments, CLIPDataArguments, CLIPConfig)
+    example = f"{PROG} --config demo/clip.yaml --clip_alignment_weight 0.5"
+    summary = "Align image and text encoders with InfoNCE and / or matrix-entropy terms."
 
-    set_seed(training_args.seed)
-    load = dict(
-        config=data_args.dataset_config,
-        image_column=data_args.image_column,
-        caption_column=data_args.caption_column,
-        seed=training_args.seed,
-        caption_templates=data_args.caption_templates,
-        class_names=data_args.class_names,
-    )
-    unseen = tuple(data_args.exclude_classes or ())
-    train = load_image_text_dataset(
-        data_args.dataset_name,
-        data_args.train_split,
-        n=data_args.max_train_samples,
-        exclude_classes=unseen,
-        **load,
-    )
-    evalset = None
-    if data_args.eval_split:
-        evalset = load_image_text_dataset(
-            data_args.dataset_name, data_args.eval_split, n=data_args.max_eval_samples, **load
+    def check(self) -> list[str]:
+        """DeepSpeed ZeRO-3 is refused before any model loads: it partitions ``logit_scale``, which the loss
+        reads outside the model's forward."""
+        if not uses_zero3(self.training_args):
+            return []
+        message = (
+            "`deepspeed`: ZeRO-3 partitions `logit_scale`, which the contrastive loss reads outside the model's "
+            "forward; use ZeRO-2 or DDP (the features are gathered across processes either way)"
         )
-    captions = [c for row in train["caption"] for c in ([row] if isinstance(row, str) else row)]
-    model, tokenizer, images, processor = build_model(model_args, data_args, training_args, captions)
-    text_lora = add_text_lora(model, model_args) if model_args.use_peft else None
-    collator = ImageTextCollator(tokenizer, images, max_length=data_args.max_length, seed=training_args.seed)
-    cut = count_truncated(tokenizer, captions, data_args.max_length)
-    if cut:
-        logger.warning(
-            "%d of %d training captions are longer than max_length %d tokens and are cut",
-            cut,
-            len(captions),
-            data_args.max_length,
-        )
-    training_args.remove_unused_columns = False  # the collator reads the raw image / caption columns
-    trainer = MatrixTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=evalset,
-        data_collator=collator,
-        processing_class=processor or tokenizer,
-    )
-    output_dir = Path(training_args.output_dir)
-    zeroshot = zeroshot_set(data_args, training_args.seed)
-    measure = None
-    if evalset is not None or zeroshot is not None:  # at every evaluation, and once more at the end
-        measure = ImageTextEvalCallback(
-            tokenizer, collator, evalset, zeroshot, unseen=unseen, trainer=trainer
-        )
-        trainer.add_callback(measure)
+        return [message]
 
-    def finish(trainer: Any) -> dict[str, Any]:
-        measured = measure.results(trainer.model, trainer.state.global_step) if measure is not None else {}
+    def build(self, objective: Any) -> Any:
+        from matrix_llm.data.image_text import ImageTextCollator, load_image_text_dataset
+        from matrix_llm.data.text import count_truncated
+        from matrix_llm.modes.clip.evaluate import ImageTextEvalCallback, zeroshot_set
+        from matrix_llm.trainer import MatrixTrainer
+
+        model_args, data_args, training_args = self.model_args, self.data_args, self.training_args
+        load = dict(
+            config=data_args.dataset_config,
+            image_column=data_args.image_column,
+            caption_column=data_args.caption_column,
+            seed=training_args.seed,
+            caption_templates=data_args.caption_templates,
+            class_names=data_args.class_names,
+        )
+        unseen = tuple(data_args.exclude_classes or ())
+        self.train = load_image_text_dataset(
+            data_args.dataset_name,
+            data_args.train_split,
+            n=data_args.max_train_samples,
+            exclude_classes=unseen,
+            **load,
+        )
+        evalset = None
+        if data_args.eval_split:
+            evalset = load_image_text_dataset(
+                data_args.dataset_name, data_args.eval_split, n=data_args.max_eval_samples, **load
+            )
+        captions = [c for row in self.train["caption"] for c in ([row] if isinstance(row, str) else row)]
+        model, tokenizer, images, processor = build_model(model_args, data_args, training_args, captions)
+        self.text_lora = add_text_lora(model, model_args) if model_args.use_peft else None
+        collator = ImageTextCollator(
+            tokenizer, images, max_length=data_args.max_length, seed=training_args.seed
+        )
+        self.cut = count_truncated(tokenizer, captions, data_args.max_length)
+        if self.cut:
+            logger.warning(
+                "%d of %d training captions are longer than max_length %d tokens and are cut",
+                self.cut,
+                len(captions),
+                data_args.max_length,
+            )
+        training_args.remove_unused_columns = False  # the collator reads the raw image / caption columns
+        trainer = MatrixTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=self.train,
+            eval_dataset=evalset,
+            data_collator=collator,
+            processing_class=processor or tokenizer,
+            objective=objective,
+        )
+        zeroshot = zeroshot_set(data_args, training_args.seed)
+        self.measure = None
+        if evalset is not None or zeroshot is not None:  # at every evaluation, and once more at the end
+            self.measure = ImageTextEvalCallback(
+                tokenizer, collator, evalset, zeroshot, unseen=unseen, trainer=trainer
+            )
+            trainer.add_callback(self.measure)
+        return trainer
+
+    def card(self) -> RunCard:
+        name = self.model_args.model_name_or_path
+        adapter = RunFolder(self.training_args.output_dir).text_adapter
+        lora = self.text_lora is not None
+        details = (
+            f"The text tower was trained with LoRA (r={self.model_args.lora_r}); the adapter is merged into the "
+            f"saved weights and also saved alone in `{adapter.name}/`."
+        )
+        return RunCard(
+            base_model=f"{name} (offline random init)" if name == "tiny-dual" else name,
+            dataset=self.data_args.dataset_name,
+            adapter_dir=str(adapter) if lora else None,
+            details=(details,) if lora else (),
+        )
+
+    def finish(self, trainer: Any) -> dict[str, Any]:
+        step = trainer.state.global_step
+        measured = self.measure.results(trainer.model, step) if self.measure is not None else {}
         if not trainer.is_world_process_zero():
             return {}
+        folder = RunFolder(self.training_args.output_dir)
         results: dict[str, Any] = {
-            "argv": list(argv) if argv is not None else sys.argv[1:],
-            "train_pairs": len(train),
+            "argv": list(self.argv) if self.argv is not None else sys.argv[1:],
+            "train_pairs": len(self.train),
         }
         results.update(measured)
-        results["captions_truncated"] = cut
-        if text_lora is not None:  # the adapter beside, the merged dual encoder in place of the trained one
+        results["captions_truncated"] = self.cut
+        if (
+            self.text_lora is not None
+        ):  # the adapter beside, the merged dual encoder in place of the trained one
             from matrix_llm.features import unwrap
 
-            save_and_merge_text_lora(text_lora, output_dir / TEXT_ADAPTER)
-            unwrap(trainer.model).save_pretrained(output_dir)
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            save_and_merge_text_lora(self.text_lora, folder.text_adapter)
+            unwrap(trainer.model).save_pretrained(folder.root)
+        folder.write_results(results)
         numbers = {
             k: v
             for k, v in results.items()
@@ -324,68 +356,24 @@ def run(
         details = [", ".join(f"{k} {v:.4f}" for k, v in numbers.items())] if numbers else []
         return {**numbers, "details": details}
 
-    metrics = train_and_finish(
-        trainer,
-        model_args=model_args,
-        command="clip",
-        finish=finish,
-        card=RunCard(
-            base_model=f"{model_args.model_name_or_path} (offline random init)"
-            if model_args.model_name_or_path == "tiny-dual"
-            else model_args.model_name_or_path,
-            dataset=data_args.dataset_name,
-            adapter_dir=TEXT_ADAPTER if text_lora is not None else None,
-            details=(
-                (
-                    f"The text tower was trained with LoRA (r={model_args.lora_r}); the adapter is merged "
-                    f"into the saved weights and also saved alone in `{TEXT_ADAPTER}/`."
-                ),
-            )
-            if text_lora is not None
-            else (),
-        ),
-    )
-    if trainer.is_world_process_zero():
-        results = json.loads((output_dir / "results.json").read_text())
-        print(_report(output_dir, training_args, data_args, model_args.model_name_or_path, results))  # noqa: T201
-    del trainer, model
-    gc.collect()
-    return metrics
-
-
-def _help(classes) -> str:
-    return format_help(
-        PROG,
-        classes,
-        example=f"{PROG} --config demo/clip.yaml --clip_alignment_weight 0.5",
-        summary="Align image and text encoders with InfoNCE and / or matrix-entropy terms.",
-    )
+    def report(self, metrics: dict[str, Any]) -> str:
+        folder = RunFolder(self.training_args.output_dir)
+        name = self.model_args.model_name_or_path
+        return _report(folder.root, self.training_args, self.data_args, name, folder.read_results())
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[CLIPModelArguments, CLIPDataArguments, CLIPConfig]:
     """``[--config FILE.yaml] [--field value ...]`` -> the image-text mode's three dataclasses.
 
     Raises:
-        ConfigError: also for DeepSpeed ZeRO-3 (refused before any model loads: it partitions ``logit_scale``,
-            which the loss reads outside the model's forward).
+        ConfigError: also for DeepSpeed ZeRO-3 (refused before any model loads).
     """
-    classes = mode_classes(PROG, OBJECTIVES, (CLIPModelArguments, CLIPDataArguments, CLIPConfig))
-    model_args, data_args, training_args = parse_command_line(argv, classes, prog=PROG, help_text=_help)
-    if uses_zero3(training_args):
-        raise ConfigError(
-            [
-                (
-                    "`deepspeed`: ZeRO-3 partitions `logit_scale`, which the contrastive loss reads outside the "
-                    "model's forward; use ZeRO-2 or DDP (the features are gathered across processes either way)"
-                )
-            ]
-        )
-    return model_args, data_args, training_args
+    return CLIPMode().parse(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``matrix-llm clip [--config FILE.yaml] [--field value ...]``; returns the exit status."""
-    return run_command(argv, prog=PROG, parse=parse_args, run=lambda *parsed: run(*parsed, argv=argv))
+    return run_mode(CLIPMode(), argv)
 
 
 if __name__ == "__main__":

@@ -14,24 +14,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from matrix_llm.config import ConfigError, MatrixTrainingArguments, ModelArguments
+from matrix_llm.config import (
+    DataArguments,
+    MatrixTrainingArguments,
+    ModelArguments,
+)
 from matrix_llm.modes.clip.objective import CLIPObjective
 from matrix_llm.parsing import problem
 
 __all__ = ["CLIPConfig", "CLIPDataArguments", "CLIPModelArguments"]
-
-_FIELD_OF = {
-    "infonce_weight": "clip_infonce_weight",
-    "alignment_weight": "clip_alignment_weight",
-    "mce_weight": "clip_mce_weight",
-    "mce_mu": "clip_mce_mu",
-    "metrics_steps": "matrix_metrics_steps",
-    "matrix_start_step": "clip_matrix_start_step",
-    "crop_min_scale": "clip_crop_min_scale",
-    "mask_same_captions": "clip_mask_same_captions",
-}
 
 
 @dataclass
@@ -75,7 +68,7 @@ class CLIPModelArguments(ModelArguments):
 
 
 @dataclass
-class CLIPDataArguments:
+class CLIPDataArguments(DataArguments):
     """The image-caption pairs, and the zero-shot set."""
 
     dataset_name: str = field(
@@ -85,7 +78,6 @@ class CLIPDataArguments:
             "by class only: 'a red circle'), or a Hub id / local image-caption dataset."
         },
     )
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
     image_column: str = field(default="image", metadata={"help": "Image column."})
     caption_column: str = field(
         default="caption", metadata={"help": "Caption column (a string or a list of them)."}
@@ -112,10 +104,6 @@ class CLIPDataArguments:
             "the seen / unseen accuracies."
         },
     )
-    train_split: str = field(default="train", metadata={"help": "Split used for training."})
-    eval_split: str | None = field(
-        default="test", metadata={"help": "Split for evaluation and retrieval (null: none)."}
-    )
     zeroshot_dataset: str | None = field(
         default="scenes",
         metadata={
@@ -134,23 +122,13 @@ class CLIPDataArguments:
     max_length: int = field(
         default=32, metadata={"help": "Caption tokens (longer ones are cut and counted)."}
     )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Training pairs (scenes: how many to draw)."}
-    )
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Evaluation pairs / zero-shot images."}
-    )
 
-    def __post_init__(self) -> None:
-        out = []
+    def problems(self) -> list[str]:
+        out = super().problems()
         if self.image_size < 8:
             out.append(problem("image_size", "an integer >= 8", self.image_size))
         if self.max_length < 2:
             out.append(problem("max_length", "an integer >= 2", self.max_length))
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 2:
-                out.append(problem(name, "an integer >= 2 or null", value))
         for name in ("zeroshot_templates", "caption_templates"):
             templates = getattr(self, name)
             if templates and not all("{}" in t for t in templates):
@@ -164,34 +142,41 @@ class CLIPDataArguments:
                         getattr(self, name),
                     )
                 )
-        if out:
-            raise ConfigError(out)
+        return out
 
 
 @dataclass
 class CLIPConfig(MatrixTrainingArguments):
     """``MatrixTrainingArguments`` plus ``loss = w_nce InfoNCE + w_align H_align + w_mce MCE`` (docs/formulations.md)."""
 
+    field_prefix: ClassVar[str] = "clip_"
+
     objective: str = field(
         default="clip", metadata={"help": "The training objective; `clip` for this command."}
     )
     clip_infonce_weight: float = field(default=1.0, metadata={"help": "Weight of CLIP's symmetric InfoNCE."})
     clip_alignment_weight: float = field(
-        default=0.0, metadata={"help": "Weight of the cross-modal matrix-entropy alignment (Song et al.)."}
+        default=0.0,
+        metadata={
+            "help": "Weight of the cross-modal matrix-entropy alignment (Song et al.).",
+        },
     )
     clip_mce_weight: float = field(
-        default=0.0, metadata={"help": "Weight of MCE(text cov, image cov), both ways."}
+        default=0.0,
+        metadata={"help": "Weight of MCE(text cov, image cov), both ways."},
     )
     clip_mce_mu: float = field(default=0.5, metadata={"help": "Covariance shift of the MCE term."})
     clip_matrix_start_step: int = field(
         default=0,
-        metadata={"help": "The matrix terms join the loss from this optimizer step (InfoNCE alone before)."},
+        metadata={
+            "help": "The matrix terms join the loss from this optimizer step (InfoNCE alone before).",
+        },
     )
     clip_crop_min_scale: float = field(
         default=0.9,
         metadata={
             "help": "Training images: random resized crop of this share of the area to all of it (open_clip's "
-            "0.9; 1: none)."
+            "0.9; 1: none).",
         },
     )
 
@@ -199,24 +184,12 @@ class CLIPConfig(MatrixTrainingArguments):
         default=False,
         metadata={
             "help": "InfoNCE: the other pairs of an identical caption are not negatives (CLIP / open_clip: "
-            "they are; class-level captions repeat in a batch)."
+            "they are; class-level captions repeat in a batch).",
         },
     )
 
     def problems(self) -> list[str]:
-        return super().problems() + self.objective_problems(
-            "clip", CLIPObjective.argument_problems, _FIELD_OF
-        )
+        return super().problems() + self.objective_problems("clip", CLIPObjective.argument_problems)
 
     def objective_kwargs(self) -> dict[str, Any]:
-        return dict(
-            infonce_weight=self.clip_infonce_weight,
-            alignment_weight=self.clip_alignment_weight,
-            mce_weight=self.clip_mce_weight,
-            mce_mu=self.clip_mce_mu,
-            matrix_start_step=self.clip_matrix_start_step,
-            crop_min_scale=self.clip_crop_min_scale,
-            mask_same_captions=self.clip_mask_same_captions,
-            seed=self.seed,
-            metrics_steps=self.effective_matrix_metrics_steps,
-        )
+        return {**super().objective_kwargs(), "seed": self.seed}

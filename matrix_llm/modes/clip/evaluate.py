@@ -12,15 +12,13 @@ classification with prompt templates and image <-> text retrieval, with open_cli
   seen-unseen curve of calibrated stacking (:func:`seen_unseen_curve`);
 - :class:`ImageTextEvalCallback`: both during training, at every evaluation (``eval_zeroshot_top1``, ...).
 
-Command line: ``matrix-llm eval zeroshot --model DIR [--data scenes]`` and ``matrix-llm eval retrieval --model DIR
-[--data scenes]`` (or ``scenes-classes``) write ``results.json`` (default ``DIR/eval/<task>/``).
+Command line: :mod:`matrix_llm.modes.clip.eval_tasks` (``matrix-llm eval zeroshot`` / ``eval retrieval``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,8 +37,6 @@ __all__ = [
     "encode_images",
     "encode_pairs",
     "evaluate_dual_encoder",
-    "main_retrieval",
-    "main_zeroshot",
     "retrieval_metrics",
     "seen_unseen_curve",
     "zero_shot_accuracy",
@@ -279,7 +275,7 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> 
     return metrics
 
 
-def _class_indices(classes: Sequence[str], names: Sequence[str]) -> tuple[list[int], list[str]]:
+def class_indices(classes: Sequence[str], names: Sequence[str]) -> tuple[list[int], list[str]]:
     """The indices in ``classes`` of the ``names`` that are classes, and the ``names`` that are not."""
     return [classes.index(n) for n in names if n in classes], [n for n in names if n not in classes]
 
@@ -299,7 +295,7 @@ def evaluate_dual_encoder(
     (``ValueError`` otherwise)."""
     results: dict[str, Any] = {}
     if zeroshot is not None:
-        held_out, unknown = _class_indices(zeroshot[1], unseen)
+        held_out, unknown = class_indices(zeroshot[1], unseen)
         if unknown:
             raise ValueError(
                 f"evaluate_dual_encoder: unseen {unknown} are not classes of the zero-shot set "
@@ -374,7 +370,7 @@ class ImageTextEvalCallback(TrainerCallback):
         if (
             zeroshot is not None and self.unseen
         ):  # the zero-shot set may be another dataset than the training one
-            _, missing = _class_indices(zeroshot[1], self.unseen)
+            _, missing = class_indices(zeroshot[1], self.unseen)
             if missing:
                 logger.warning(
                     "classes left out of training %s are not classes of the zero-shot set %s: %s",
@@ -424,130 +420,3 @@ class ImageTextEvalCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self._cache = None  # `load_best_model_at_end` may swap the weights without changing the step
         return control
-
-
-# -- command line: matrix-llm eval zeroshot / eval retrieval -------------------------------------------------------
-
-
-def _load(args: Any) -> tuple[Any, Any, Any]:
-    """``(model, tokenizer, image collator)`` of a saved or Hub dual encoder (its image processor when it has one,
-    else the tiny models' ``[-1, 1]`` scaling at ``vision_config.image_size``)."""
-    from transformers import AutoModel, AutoTokenizer
-
-    from matrix_llm.data.images import saved_image_collator
-
-    model = AutoModel.from_pretrained(args.model, revision=args.revision)
-    model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model, revision=args.revision)
-    return model, tokenizer, saved_image_collator(args.model, model.config, revision=args.revision)
-
-
-def _output_dir(args: Any, task: str) -> Path:
-    out = Path(args.output_dir or Path(args.model) / "eval" / task)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _write(args: Any, task: str, result: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    out = _output_dir(args, task)
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float))
-    print(f"{task}: {shown}; wrote {out / 'results.json'}")  # noqa: T201 - CLI output
-    return result
-
-
-def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
-    """``matrix-llm eval zeroshot --model DIR --data {scenes,IDX folder} [--classes ...] [--templates ...]``."""
-    import argparse
-
-    from matrix_llm.modes.clip.config import CLIPDataArguments
-
-    parser = argparse.ArgumentParser(
-        prog="matrix-llm eval zeroshot",
-        description="Zero-shot top-1 / top-5 accuracy of a dual encoder with prompt templates.",
-    )
-    parser.add_argument("--model", required=True, help="a saved `matrix-llm clip` model or a Hub CLIP id")
-    parser.add_argument(
-        "--data", default="scenes", help="scenes / scenes-classes (held-out compositions) or an IDX folder"
-    )
-    parser.add_argument(
-        "--classes", nargs="+", default=None, help="class names (scenes / Fashion-MNIST: built in)"
-    )
-    parser.add_argument("--templates", nargs="+", default=None, help="prompt templates with {}")
-    parser.add_argument(
-        "--unseen",
-        nargs="+",
-        default=(),
-        help="classes left out of training: also report the "
-        "seen / unseen / harmonic accuracies and AUSUC, and plot the seen-unseen curve "
-        "(seen_unseen.png)",
-    )
-    parser.add_argument("--num_samples", type=int, default=1000)
-    parser.add_argument("--image_size", type=int, default=32, help="scenes: rendered side")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--revision", default=None)
-    parser.add_argument("--output_dir", default=None, help="default: MODEL/eval/zeroshot")
-    args = parser.parse_args(list(argv))
-    model, tokenizer, images = _load(args)
-    data = CLIPDataArguments(
-        zeroshot_dataset=args.data,
-        zeroshot_classes=args.classes,
-        zeroshot_templates=args.templates,
-        max_eval_samples=args.num_samples,
-        image_size=args.image_size,
-    )
-    rows, classes, templates = zeroshot_set(data, args.seed)
-    unseen, unknown = _class_indices(classes, args.unseen)
-    if unknown:
-        parser.error(f"--unseen: {unknown} are not among the classes {classes}")
-    image_embeds, labels = encode_images(model, rows, images), torch.tensor(rows["label"])
-    class_embeds = class_embeddings(model, tokenizer, classes, templates)
-    result: dict[str, Any] = zero_shot_accuracy(image_embeds, labels, class_embeds, unseen)
-    result.update(
-        chance=1 / len(classes), images=len(rows), classes=len(classes), model=args.model, data=args.data
-    )
-    if "seen_unseen_curve" in result:
-        from matrix_llm.plotting import plot_seen_unseen
-
-        plot_seen_unseen(result, _output_dir(args, "zeroshot") / "seen_unseen.png", unseen=args.unseen)
-    return _write(args, "zeroshot", result)
-
-
-def main_retrieval(argv: Sequence[str]) -> dict[str, Any]:
-    """``matrix-llm eval retrieval --model DIR --data {scenes,Hub / local image-caption dataset}``."""
-    import argparse
-
-    from matrix_llm.data.image_text import ImageTextCollator, load_image_text_dataset
-
-    parser = argparse.ArgumentParser(
-        prog="matrix-llm eval retrieval",
-        description="Image <-> text retrieval R@1/5/10 and ranks (open_clip's names) of a dual encoder.",
-    )
-    parser.add_argument("--model", required=True, help="a saved `matrix-llm clip` model or a Hub CLIP id")
-    parser.add_argument(
-        "--data", default="scenes", help="scenes, scenes-classes, or a Hub id / local image-caption dataset"
-    )
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--image_column", default="image")
-    parser.add_argument("--caption_column", default="caption")
-    parser.add_argument("--num_samples", type=int, default=1000)
-    parser.add_argument("--max_length", type=int, default=77)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--revision", default=None)
-    parser.add_argument("--output_dir", default=None, help="default: MODEL/eval/retrieval")
-    args = parser.parse_args(list(argv))
-    model, tokenizer, images = _load(args)
-    rows = load_image_text_dataset(
-        args.data,
-        args.split,
-        image_column=args.image_column,
-        caption_column=args.caption_column,
-        n=args.num_samples,
-        seed=args.seed,
-    )
-    collator = ImageTextCollator(tokenizer, images, max_length=args.max_length, seed=args.seed)
-    result: dict[str, Any] = retrieval_metrics(*encode_pairs(model, rows, collator))
-    result.update(pairs=len(rows), model=args.model, data=args.data, split=args.split)
-    return _write(args, "retrieval", result)

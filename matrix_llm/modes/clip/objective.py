@@ -43,15 +43,6 @@ MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the temperature at 1/100
 CROP_ONLY = dict(
     flip=0.0, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0
 )  # open_clip's train transform: a crop
-CARD_FIELDS = (
-    "clip_infonce_weight",
-    "clip_alignment_weight",
-    "clip_mce_weight",
-    "clip_mce_mu",
-    "clip_matrix_start_step",
-    "clip_crop_min_scale",
-    "clip_mask_same_captions",
-)
 _KEY_PRIME = 2**31 - 1  # caption_keys: two polynomial hashes modulo this prime
 _KEY_BASES = (131_071, 1_000_003)
 
@@ -107,6 +98,7 @@ class CLIPObjective(Objective):
     """
 
     name = "clip"
+    config_name = "CLIPConfig"
     input_names = ("input_ids", "attention_mask", "pixel_values")
     plot_panels = (
         ("total loss", "loss"),
@@ -210,12 +202,6 @@ class CLIPObjective(Objective):
             )
         return out
 
-    @classmethod
-    def from_args(cls, args: Any) -> CLIPObjective:
-        if not callable(getattr(args, "objective_kwargs", None)):
-            raise TypeError(f"CLIPObjective.from_args: expected a CLIPConfig; got {type(args).__name__}")
-        return cls(**args.objective_kwargs())
-
     def callbacks(self, trainer: Any) -> list[Any]:
         return [LogitScaleClamp()]
 
@@ -237,7 +223,7 @@ class CLIPObjective(Objective):
                     "clamped at 1/100; the matrix terms are described in matrix_llm's docs/formulations.md."
                 )
             ],
-            settings={name: getattr(args, name, None) for name in CARD_FIELDS},
+            settings=args.card_settings(),
             tags=["clip", "zero-shot-image-classification", "matrix-entropy-alignment"],
             pipeline_tag="zero-shot-image-classification",
             auto_class="AutoModel",

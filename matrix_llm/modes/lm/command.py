@@ -20,20 +20,17 @@ later with the saved tokenizer and ``model.resize_token_embeddings(len(tokenizer
 
 from __future__ import annotations
 
-import gc
 import logging
 from pathlib import Path
 from typing import Any
 
+from matrix_llm.modes.base import Mode
 from matrix_llm.modes.lm.config import LMConfig, LMDataArguments, LMModelArguments
-from matrix_llm.parsing import format_help, mode_classes
-from matrix_llm.parsing import parse_args as parse_command_line
-from matrix_llm.runner import RunCard, resolve_checkpoint, run_command, train_and_finish
+from matrix_llm.runner import RunCard, resolve_checkpoint, run_mode
 
-__all__ = ["build_datasets", "build_model_and_tokenizer", "ensure_pad_token", "main", "parse_args", "run"]
+__all__ = ["LMMode", "build_datasets", "build_model_and_tokenizer", "ensure_pad_token", "main", "parse_args"]
 
 PROG = "matrix-llm sft"
-OBJECTIVES = ("lm",)  # the recipes `matrix-llm sft` runs
 
 logger = logging.getLogger("matrix_llm.modes.lm.command")
 PAD_TOKEN = "<pad>"
@@ -203,67 +200,6 @@ def build_model_and_tokenizer(
     return tokenizer, model
 
 
-def run(model_args: LMModelArguments, data_args: LMDataArguments, training_args: LMConfig) -> dict:
-    """Everything after parsing; returns the final metrics."""
-    from transformers import set_seed
-
-    from matrix_llm.trainer import MatrixTrainer
-
-    set_seed(training_args.seed)
-    raw_train, raw_eval = load_raw_datasets(data_args, training_args)
-    tokenizer, model = build_model_and_tokenizer(model_args, data_args, training_args, raw_train)
-    train_ds, eval_ds = build_datasets(raw_train, raw_eval, tokenizer, data_args, training_args)
-    if eval_ds is None and training_args.eval_strategy != "no":
-        raise ValueError(
-            f"`eval_strategy`: {training_args.eval_strategy} needs an eval set; set `eval_split` (e.g. test)"
-        )
-    if data_args.gsm8k_eval_samples and eval_ds is None:
-        raise ValueError("`gsm8k_eval_samples` > 0 needs an eval set; set `eval_split` (e.g. test)")
-    if data_args.gsm8k_eval_samples and "answer" not in raw_eval.column_names:
-        raise ValueError(
-            f"`gsm8k_eval_samples` > 0 scores GSM8K answers (`#### N`): the eval set needs question/answer "
-            f"rows; found the columns {raw_eval.column_names}"
-        )
-
-    trainer = MatrixTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
-        data_collator=_collator(tokenizer, data_args),
-    )
-    if data_args.gsm8k_eval_samples:
-        from matrix_llm.modes.lm.callback import GSM8KEvalCallback
-
-        trainer.add_callback(
-            GSM8KEvalCallback(
-                tokenizer,
-                raw_eval,
-                prompt=data_args.gsm8k_eval_prompt or data_args.template,
-                num_samples=data_args.gsm8k_eval_samples,
-                max_new_tokens=data_args.gsm8k_eval_max_new_tokens,
-                batch_size=training_args.per_device_eval_batch_size,
-                trainer=trainer,
-            )
-        )
-    metrics = train_and_finish(
-        trainer,
-        model_args=model_args,
-        command="sft",
-        card=RunCard(
-            base_model="tiny (offline random init)" if model_args.is_tiny else model_args.model_name_or_path,
-            dataset=data_args.dataset_name,
-            eval_dataset=data_args.eval_dataset_name,
-            details=(f"Prompt template: `{data_args.template}`.",),
-            run_info={"template": data_args.template},
-        ),
-    )
-    del trainer, model
-    gc.collect()
-    return metrics
-
-
 def _collator(tokenizer: Any, data_args: LMDataArguments) -> Any:
     """Padding to the longest row (:class:`~matrix_llm.data.CompletionCollator`), or padding-free packing."""
     from matrix_llm.data import CompletionCollator
@@ -275,25 +211,80 @@ def _collator(tokenizer: Any, data_args: LMDataArguments) -> Any:
     return CompletionCollator(tokenizer)
 
 
-def _help(classes) -> str:
-    return format_help(
-        PROG,
-        classes,
-        example=f"{PROG} --config demo/mce.yaml --max_steps 20 --matrix_loss_type relation",
-        summary="Fine-tune a causal LM with loss = lm_loss + matrix_loss_weight * MCE(token representations).",
-    )
+class LMMode(Mode):
+    """``matrix-llm sft`` (:class:`~matrix_llm.modes.base.Mode`): GSM8K accuracy during training with
+    ``gsm8k_eval_samples``; the run tail saves the model (or adapter) with its tokenizer."""
+
+    prog = PROG
+    command = "sft"
+    objectives = ("lm",)
+    classes = (LMModelArguments, LMDataArguments, LMConfig)
+    example = f"{PROG} --config demo/mce.yaml --max_steps 20 --matrix_loss_type relation"
+    summary = "Fine-tune a causal LM with loss = lm_loss + matrix_loss_weight * MCE(token representations)."
+
+    def build(self, objective: Any) -> Any:
+        from matrix_llm.trainer import MatrixTrainer
+
+        model_args, data_args, training_args = self.model_args, self.data_args, self.training_args
+        raw_train, raw_eval = load_raw_datasets(data_args, training_args)
+        tokenizer, model = build_model_and_tokenizer(model_args, data_args, training_args, raw_train)
+        train_ds, eval_ds = build_datasets(raw_train, raw_eval, tokenizer, data_args, training_args)
+        if eval_ds is None and training_args.eval_strategy != "no":
+            raise ValueError(
+                f"`eval_strategy`: {training_args.eval_strategy} needs an eval set; set `eval_split` (e.g. test)"
+            )
+        if data_args.gsm8k_eval_samples and eval_ds is None:
+            raise ValueError("`gsm8k_eval_samples` > 0 needs an eval set; set `eval_split` (e.g. test)")
+        if data_args.gsm8k_eval_samples and "answer" not in raw_eval.column_names:
+            raise ValueError(
+                f"`gsm8k_eval_samples` > 0 scores GSM8K answers (`#### N`): the eval set needs question/answer "
+                f"rows; found the columns {raw_eval.column_names}"
+            )
+        trainer = MatrixTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            processing_class=tokenizer,
+            data_collator=_collator(tokenizer, data_args),
+            objective=objective,
+        )
+        if data_args.gsm8k_eval_samples:
+            from matrix_llm.modes.lm.callback import GSM8KEvalCallback
+
+            trainer.add_callback(
+                GSM8KEvalCallback(
+                    tokenizer,
+                    raw_eval,
+                    prompt=data_args.gsm8k_eval_prompt or data_args.template,
+                    num_samples=data_args.gsm8k_eval_samples,
+                    max_new_tokens=data_args.gsm8k_eval_max_new_tokens,
+                    batch_size=training_args.per_device_eval_batch_size,
+                    trainer=trainer,
+                )
+            )
+        return trainer
+
+    def card(self) -> RunCard:
+        model_args, data_args = self.model_args, self.data_args
+        return RunCard(
+            base_model="tiny (offline random init)" if model_args.is_tiny else model_args.model_name_or_path,
+            dataset=data_args.dataset_name,
+            eval_dataset=data_args.eval_dataset_name,
+            details=(f"Prompt template: `{data_args.template}`.",),
+            run_info={"template": data_args.template},
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[LMModelArguments, LMDataArguments, LMConfig]:
     """``[--config FILE.yaml] [--field value ...]`` -> the LM mode's three dataclasses
     (:func:`matrix_llm.parsing.parse_args`; raises :class:`~matrix_llm.parsing.ConfigError`)."""
-    classes = mode_classes(PROG, OBJECTIVES, (LMModelArguments, LMDataArguments, LMConfig))
-    return parse_command_line(argv, classes, prog=PROG, help_text=_help)
+    return LMMode().parse(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``matrix-llm sft [--config FILE.yaml] [--field value ...]``; returns the exit status."""
-    return run_command(argv, prog=PROG, parse=parse_args, run=run)
+    return run_mode(LMMode(), argv)
 
 
 if __name__ == "__main__":

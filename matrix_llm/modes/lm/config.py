@@ -15,27 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from matrix_llm.config import ConfigError, MatrixTrainingArguments, ModelArguments
+from matrix_llm.config import DataArguments, MatrixTrainingArguments, ModelArguments
 from matrix_llm.modes.lm.objective import LOSS_TYPES, LMObjective
 from matrix_llm.parsing import problem
 
 __all__ = ["TINY_MODEL", "LMConfig", "LMDataArguments", "LMModelArguments"]
 
 TINY_MODEL = "tiny"
-
-# LMObjective argument -> LMConfig field (the one place where the names differ)
-_FIELD_OF = {
-    "loss_type": "matrix_loss_type",
-    "formulation": "matrix_loss_type",
-    "weight": "matrix_loss_weight",
-    "layer": "matrix_layer",
-    "mu": "matrix_mu",
-    "log": "matrix_log",
-    "order": "matrix_taylor_order",
-    "max_tokens": "matrix_max_tokens",
-    "scope": "matrix_scope",
-    "metrics_steps": "matrix_metrics_steps",
-}
 
 
 @dataclass
@@ -67,7 +53,7 @@ class LMModelArguments(ModelArguments):
 
 
 @dataclass
-class LMDataArguments:
+class LMDataArguments(DataArguments):
     """The training / evaluation data: GSM8K-format word problems, or any TRL row format (`dataset_name`)."""
 
     dataset_name: str | None = field(
@@ -80,7 +66,6 @@ class LMDataArguments:
         },
     )
     dataset_config: str | None = field(default="main", metadata={"help": "Hub dataset config (GSM8K: main)."})
-    train_split: str = field(default="train", metadata={"help": "Split used for training."})
     eval_split: str | None = field(
         default=None,
         metadata={"help": "Split used for evaluation (GSM8K: test), or a local file; None = no eval set."},
@@ -120,10 +105,6 @@ class LMDataArguments:
             "and EOS); false keeps them truncated."
         },
     )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Truncate the training set (debug)."}
-    )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval set (debug)."})
     synthetic_train_size: int = field(default=2000, metadata={"help": "`synthetic`: training problems."})
     synthetic_eval_size: int = field(default=200, metadata={"help": "`synthetic`: evaluation problems."})
     synthetic_steps: int = field(
@@ -159,25 +140,14 @@ class LMDataArguments:
         metadata={"help": "`synthetic`: largest additive input of a problem (factors stay in 2..9); >= 3."},
     )
 
-    def __post_init__(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise ConfigError(problems)
-
     @property
     def is_synthetic(self) -> bool:
         return self.dataset_name == "synthetic"
 
     def problems(self) -> list[str]:
-        out = []
-        if not self.dataset_name:
-            out.append(problem("dataset_name", "a Hub id, a local file or `synthetic`", self.dataset_name))
+        out = super().problems()
         if self.max_length < 8:
             out.append(problem("max_length", "an integer >= 8", self.max_length))
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                out.append(problem(name, "a positive integer or null", value))
         for name in ("synthetic_train_size", "synthetic_eval_size"):
             if getattr(self, name) < 1:
                 out.append(problem(name, "a positive integer", getattr(self, name)))
@@ -220,7 +190,9 @@ class LMConfig(MatrixTrainingArguments):
     )
     matrix_loss_weight: float = field(
         default=0.1,
-        metadata={"help": "Weight gamma of the matrix term: loss = lm_loss + gamma * matrix_loss."},
+        metadata={
+            "help": "Weight gamma of the matrix term: loss = lm_loss + gamma * matrix_loss.",
+        },
     )
     matrix_layer: int = field(
         default=-1,
@@ -228,7 +200,7 @@ class LMConfig(MatrixTrainingArguments):
             "help": "Which token representation: -1 = the vector the LM head is applied to (final hidden "
             "state after the last norm); k >= 0 = output of decoder layer k (= hidden_states[k + 1], before the "
             "final norm for the last layer); "
-            "-k (k >= 2) = output of decoder layer n_layers - k (= hidden_states[-k])."
+            "-k (k >= 2) = output of decoder layer n_layers - k (= hidden_states[-k]).",
         },
     )
     matrix_mu: float | None = field(
@@ -236,7 +208,7 @@ class LMConfig(MatrixTrainingArguments):
         metadata={
             "help": "Shift mu * I added before the matrix log (> 0); None = the formulation's default "
             "(head/relation 1e-2, alignment 0.5; see matrix_llm.losses.TokenMCELoss). At 0.5 the alignment term's "
-            "gradient is about 1 percent of head's; 0.01 makes it about as strong as relation (docs/formulations.md)."
+            "gradient is about 1 percent of head's; 0.01 makes it about as strong as relation (docs/formulations.md).",
         },
     )
     matrix_log: str = field(
@@ -253,7 +225,9 @@ class LMConfig(MatrixTrainingArguments):
     )
     matrix_max_tokens: int | None = field(
         default=None,
-        metadata={"help": "Sub-sample at most this many completion tokens per micro-batch (None = all)."},
+        metadata={
+            "help": "Sub-sample at most this many completion tokens per micro-batch (None = all).",
+        },
     )
     matrix_scope: str = field(
         default="local",
@@ -265,22 +239,11 @@ class LMConfig(MatrixTrainingArguments):
     )
 
     def problems(self) -> list[str]:
-        return super().problems() + self.objective_problems("lm", LMObjective.argument_problems, _FIELD_OF)
+        return super().problems() + self.objective_problems("lm", LMObjective.argument_problems)
 
     def objective_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :class:`~matrix_llm.modes.LMObjective` these fields give."""
-        return dict(
-            loss_type=self.matrix_loss_type,
-            weight=self.matrix_loss_weight,
-            layer=self.matrix_layer,
-            mu=self.matrix_mu,
-            log=self.matrix_log,
-            order=self.matrix_taylor_order,
-            max_tokens=self.matrix_max_tokens,
-            scope=self.matrix_scope,
-            # `matrix_max_tokens` sub-sampling: with scope local, the global torch RNG (checkpointed by the
-            # Trainer, so a resumed run draws the same subsets); with scope global, a private generator seeded
-            # identically on every rank (all ranks must pick the same tokens; not restored on resume)
-            seed=self.seed if self.matrix_scope == "global" else None,
-            metrics_steps=self.effective_matrix_metrics_steps,
-        )
+        """The keyword arguments of :class:`~matrix_llm.modes.LMObjective`: the fields' plus the seed of
+        ``matrix_max_tokens`` sub-sampling. With scope local that draws from the global torch RNG (checkpointed
+        by the Trainer, so a resumed run draws the same subsets); with scope global from a private generator
+        seeded identically on every rank (all ranks must pick the same tokens; not restored on resume)."""
+        return {**super().objective_kwargs(), "seed": self.seed if self.matrix_scope == "global" else None}

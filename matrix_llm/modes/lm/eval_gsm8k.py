@@ -58,6 +58,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from matrix_llm.hub import RunFolder
 from matrix_llm.modes.lm.evaluate import (
     EvalResult,
     build_prompts,
@@ -339,7 +340,7 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
     }
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
     write_jsonl(out_dir / "samples.jsonl", result.samples)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    RunFolder(out_dir).write_results(results)
     m = result.metrics
     sys.stdout.write(
         f"gsm8k {args.prompt} n={m['n']}: strict {m['strict_accuracy']:.4f} ± {_fmt(m['strict_accuracy_stderr'])}, "
@@ -363,10 +364,10 @@ def _output_dir(args) -> Path:
     if args.output_dir is not None:
         out = Path(args.output_dir)
     elif Path(args.model).expanduser().is_dir():
-        out = Path(args.model).expanduser() / "eval" / f"gsm8k-{args.prompt}"
+        out = RunFolder(Path(args.model).expanduser()).eval(f"gsm8k-{args.prompt}")
     else:
         out = Path("outputs/eval") / f"gsm8k-{args.prompt}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (out / "results.json").is_file() and not args.overwrite:
+    if RunFolder(out).results.is_file() and not args.overwrite:
         raise SystemExit(
             f"--output_dir {out} already holds results.json; pass --overwrite or another --output_dir"
         )
@@ -393,7 +394,7 @@ def rescore(samples_path: str | Path, *, output: str | Path | None = None) -> di
     samples = read_jsonl(samples_path)
     metrics = score_samples(samples)
     results: dict[str, Any] = {}
-    original = samples_path.parent / "results.json"
+    original = RunFolder(samples_path.parent).results
     if original.is_file():
         results = json.loads(original.read_text(encoding="utf-8"))
     results.update(metrics=metrics, rescored_from=str(samples_path), rescore_versions=package_versions())

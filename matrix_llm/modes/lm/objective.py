@@ -41,16 +41,6 @@ DESCRIPTIONS = {
     "rows (Matrix-SSL alignment; docs/formulations.md, `alignment`)",
     "none": "no matrix loss (plain cross-entropy baseline); matrix entropy and effective rank only logged",
 }
-CARD_FIELDS = (
-    "matrix_loss_type",
-    "matrix_loss_weight",
-    "matrix_layer",
-    "matrix_mu",
-    "matrix_log",
-    "matrix_taylor_order",
-    "matrix_max_tokens",
-    "matrix_scope",
-)
 
 
 class LMObjective(Objective):
@@ -58,14 +48,16 @@ class LMObjective(Objective):
 
     Args:
         loss_type: ``"none"`` (plain LM loss, diagnostics only), ``"head"``, ``"relation"`` or ``"alignment"``.
-        weight: ``matrix_loss_weight`` (``>= 0``; ``0`` skips the matrix term entirely, as ``"none"``).
+        loss_weight: ``matrix_loss_weight`` (``>= 0``; ``0`` skips the matrix term entirely, as ``"none"``).
         layer: ``matrix_layer`` (``-1`` = the LM-head input; see :func:`matrix_llm.features.capture_hidden`).
-        mu, log, order, max_tokens, scope, seed: passed to :class:`~matrix_llm.losses.TokenMCELoss`.
+        mu, log, taylor_order (the loss's ``order``), max_tokens, scope, seed: passed to
+            :class:`~matrix_llm.losses.TokenMCELoss`.
         metrics_steps: in training, compute the diagnostics every this many optimizer steps
             (``0``: never).
     """
 
     name = "lm"
+    config_name = "LMConfig"
     plot_panels = (
         ("LM loss", "lm_loss"),
         ("matrix loss", "matrix_loss"),
@@ -79,11 +71,11 @@ class LMObjective(Objective):
         self,
         *,
         loss_type: str = "head",
-        weight: float = 0.1,
+        loss_weight: float = 0.1,
         layer: int = -1,
         mu: float | None = None,
         log: str = "eigh",
-        order: int = 4,
+        taylor_order: int = 4,
         max_tokens: int | None = None,
         scope: str = "local",
         seed: int | None = None,
@@ -91,11 +83,11 @@ class LMObjective(Objective):
     ) -> None:
         problems = self.argument_problems(
             loss_type=loss_type,
-            weight=weight,
+            loss_weight=loss_weight,
             layer=layer,
             mu=mu,
             log=log,
-            order=order,
+            taylor_order=taylor_order,
             max_tokens=max_tokens,
             scope=scope,
             seed=seed,
@@ -105,7 +97,7 @@ class LMObjective(Objective):
             name, expected, got = problems[0]
             raise ValueError(f"LMObjective: `{name}` must be {expected}; got {got!r}")
         self.loss_type = loss_type
-        self.weight = float(weight)
+        self.weight = float(loss_weight)
         self.layer = int(layer)
         self.scope = scope
         self.metrics_steps = int(metrics_steps)
@@ -115,7 +107,7 @@ class LMObjective(Objective):
                 formulation=loss_type,
                 mu=mu,
                 log=log,
-                order=order,
+                order=taylor_order,
                 max_tokens=max_tokens,
                 scope=scope,
                 seed=seed,
@@ -127,9 +119,10 @@ class LMObjective(Objective):
         cls,
         *,
         loss_type: str = "head",
-        weight: float = 0.1,
+        loss_weight: float = 0.1,
         layer: int = -1,
         metrics_steps: int = 1,
+        taylor_order: int = 4,
         **loss_kwargs: Any,
     ) -> list[tuple[str, str, Any]]:
         """Every invalid argument as ``(name, expected, got)``, the loss's own included (the one validation of
@@ -137,25 +130,21 @@ class LMObjective(Objective):
         out: list[tuple[str, str, Any]] = []
         if loss_type not in LOSS_TYPES:
             out.append(("loss_type", f"one of {list(LOSS_TYPES)}", loss_type))
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            out.append(("weight", "a number >= 0", weight))
+        if isinstance(loss_weight, bool) or not isinstance(loss_weight, (int, float)) or not loss_weight >= 0:
+            out.append(("loss_weight", "a number >= 0", loss_weight))
         if isinstance(layer, bool) or not isinstance(layer, int):
             out.append(("layer", "an integer", layer))
         if isinstance(metrics_steps, bool) or not isinstance(metrics_steps, int) or metrics_steps < 0:
             out.append(("metrics_steps", "an integer >= 0", metrics_steps))
         if loss_type in FORMULATIONS:
-            out += TokenMCELoss.argument_problems(formulation=loss_type, **loss_kwargs)
-        return out
-
-    @classmethod
-    def from_args(cls, args: Any) -> LMObjective:
-        """Build from an :class:`~matrix_llm.modes.lm.config.LMConfig`."""
-        if not callable(getattr(args, "objective_kwargs", None)):
-            raise TypeError(
-                f"LMObjective.from_args: expected an LMConfig (matrix_llm.modes.lm.config) with the matrix_* "
-                f"fields; got {type(args).__name__}"
+            loss_problems = TokenMCELoss.argument_problems(
+                formulation=loss_type, order=taylor_order, **loss_kwargs
             )
-        return cls(**args.objective_kwargs())
+            out += [
+                ("taylor_order" if name == "order" else name, expected, got)
+                for name, expected, got in loss_problems
+            ]
+        return out
 
     def card(self, args: Any) -> ObjectiveCard:
         loss_type = self.loss_type if self.matrix_loss is not None else "none"
@@ -173,7 +162,7 @@ class LMObjective(Objective):
                     "shift)."
                 ),
             ],
-            settings={name: getattr(args, name, None) for name in CARD_FIELDS},
+            settings=args.card_settings(),
             tags=["sft"] + (["matrix-cross-entropy"] if loss_type != "none" else []),
             note=(
                 "**Note.** The original authors of matrix cross-entropy for LLMs (Zhang et al., ICML 2024) did "

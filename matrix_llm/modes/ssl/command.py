@@ -17,24 +17,21 @@ at random init and (probe) raw pixels: ``results.json``, ``report.md`` and ``met
 
 from __future__ import annotations
 
-import gc
-import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
+from matrix_llm.hub import RunFolder
+from matrix_llm.modes.base import Mode
 from matrix_llm.modes.ssl.config import SSLConfig, SSLDataArguments, SSLModelArguments
 from matrix_llm.modes.ssl.methods import METHODS
-from matrix_llm.parsing import ConfigError, format_help, mode_classes
-from matrix_llm.parsing import parse_args as parse_command_line
-from matrix_llm.runner import RunCard, run_command, train_and_finish, uses_zero3, write_report
+from matrix_llm.parsing import ConfigError
+from matrix_llm.runner import RunCard, run_mode, uses_zero3, write_report
 
-__all__ = ["build_data", "build_model", "main", "parse_args", "probe_results", "run"]
+__all__ = ["SSLMode", "build_data", "build_model", "main", "parse_args", "probe_results"]
 
 logger = logging.getLogger("matrix_llm.modes.ssl.command")
 PROG = "matrix-llm ssl"
-OBJECTIVES = ("ssl",)
 
 
 def build_data(data_args: SSLDataArguments) -> tuple[Any, Any]:
@@ -164,119 +161,113 @@ def probe_results(backbone: Any, seed: int, train: Any, evalset: Any, collator: 
     return out
 
 
-def _report(
-    output_dir: Path, args: SSLConfig, data_args: SSLDataArguments, model_name: str, results: dict
-) -> str:
-    lines = [
-        f"# Self-supervised run: {args.ssl_method}"
-        + (f" ({args.ssl_preset})" if args.ssl_method == "matrix_ssl" else ""),
-        "",
-        (
-            f"Backbone `{model_name}`, data `{data_args.dataset_name}` ({data_args.train_split} -> "
-            f"{data_args.eval_split}), {results.get('train_size')} training images, seed {args.seed}."
-        ),
-        "",
-    ]
-    if "probe_trained" in results:
-        lines += ["| frozen features | linear probe | kNN (k=20) |", "|---|---|---|"]
-        lines += [
-            f"| trained backbone | {results['probe_trained']:.4f} | {results['knn_trained']:.4f} |",
-            f"| same architecture, random init | {results['probe_random_init']:.4f} | {results['knn_random_init']:.4f} |",
-            f"| raw pixels | {results['probe_raw_pixels']:.4f} | |",
-            "",
-        ]
-        gain = 100 * (results["probe_trained"] - results["probe_random_init"])
-        lines += [f"Linear probe: {gain:+.1f} points over the random-init backbone.", ""]
-    return write_report(output_dir, "ssl", lines, results)
+class SSLMode(Mode):
+    """``matrix-llm ssl`` (:class:`~matrix_llm.modes.base.Mode`): its ``finish`` step saves
+    ``OUTPUT_DIR/backbone/`` and, with labels and an eval split, runs the frozen-feature probes."""
 
+    prog = PROG
+    command = "ssl"
+    objectives = ("ssl",)
+    classes = (SSLModelArguments, SSLDataArguments, SSLConfig)
+    example = f"{PROG} --config demo/ssl.yaml --ssl_method mec"
+    summary = "Train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR, Barlow Twins or M-MAE)."
 
-def run(
-    model_args: SSLModelArguments,
-    data_args: SSLDataArguments,
-    training_args: SSLConfig,
-    argv: list[str] | None = None,
-) -> dict:
-    """Everything after parsing; returns the final metrics."""
-    from transformers import set_seed
+    def check(self) -> list[str]:
+        """DeepSpeed ZeRO-3 with an EMA teacher is refused before any model loads."""
+        if not (METHODS[self.training_args.ssl_method].teacher and uses_zero3(self.training_args)):
+            return []
+        with_teacher = " / ".join(m.name for m in METHODS.values() if m.teacher)
+        without = ", ".join(m.name for m in METHODS.values() if not m.teacher)
+        message = (
+            f"`deepspeed`: ZeRO-3 partitions the EMA teacher's parameters, which the teacher update reads whole; "
+            f"use ZeRO-2 (or DDP) for {with_teacher}, or a method without a teacher ({without})"
+        )
+        return [message]
 
-    from matrix_llm.trainer import MatrixTrainer
+    def build(self, objective: Any) -> Any:
+        from matrix_llm.trainer import MatrixTrainer
 
-    set_seed(training_args.seed)
-    train, evalset = build_data(data_args)
-    labelled = data_args.label_column is not None
-    num_classes = max(int(x) for x in train["label"]) + 1 if labelled else 0
-    model, collator, processor = build_model(model_args, data_args, training_args, num_classes)
-    training_args.remove_unused_columns = False  # the collator reads the raw `image` column
-    trainer = MatrixTrainer(
-        model=model, args=training_args, train_dataset=train, eval_dataset=evalset, data_collator=collator
-    )
-    output_dir = Path(training_args.output_dir)
+        data_args, training_args = self.data_args, self.training_args
+        self.train, self.evalset = build_data(data_args)
+        self.labelled = data_args.label_column is not None
+        num_classes = max(int(x) for x in self.train["label"]) + 1 if self.labelled else 0
+        model, self.collator, self.processor = build_model(
+            self.model_args, data_args, training_args, num_classes
+        )
+        training_args.remove_unused_columns = False  # the collator reads the raw `image` column
+        return MatrixTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=self.train,
+            eval_dataset=self.evalset,
+            data_collator=self.collator,
+            objective=objective,
+        )
 
-    def finish(trainer: Any) -> dict[str, Any]:
+    def card(self) -> RunCard:
+        name = self.model_args.model_name_or_path
+        base = f"{name} (offline random init)" if self.model_args.is_tiny else name
+        return RunCard(base_model=base, dataset=self.data_args.dataset_name)
+
+    def finish(self, trainer: Any) -> dict[str, Any]:
         if not trainer.is_world_process_zero():
             return {}
         from matrix_llm.features import unwrap
 
+        folder = RunFolder(self.training_args.output_dir)
         backbone = unwrap(trainer.model).backbone
-        if hasattr(
-            backbone.config, "mask_ratio"
-        ):  # a ViT-MAE encoder: keep every patch when used as a backbone
+        if hasattr(backbone.config, "mask_ratio"):  # a ViT-MAE encoder: keep every patch as a backbone
             backbone.config.mask_ratio = 0.0
-        backbone.save_pretrained(output_dir / "backbone")
-        if processor is not None:
-            processor.save_pretrained(output_dir / "backbone")
-        command = list(argv) if argv is not None else sys.argv[1:]
-        results: dict[str, Any] = {"argv": command, "train_size": len(train)}
-        if labelled and evalset is not None:
+        backbone.save_pretrained(folder.backbone)
+        if self.processor is not None:
+            self.processor.save_pretrained(folder.backbone)
+        command = list(self.argv) if self.argv is not None else sys.argv[1:]
+        results: dict[str, Any] = {"argv": command, "train_size": len(self.train)}
+        if self.labelled and self.evalset is not None:
             from matrix_llm.data.images import ImageCollator
 
             plain = ImageCollator(
-                image_size=data_args.image_size,
-                channels=collator.channels,
+                image_size=self.data_args.image_size,
+                channels=self.collator.channels,
                 mean=0.5,
                 std=0.5,
-                processor=processor,
+                processor=self.processor,
             )
-            results.update(probe_results(backbone, training_args.seed, train, evalset, plain))
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            results.update(probe_results(backbone, self.training_args.seed, self.train, self.evalset, plain))
+        folder.write_results(results)
         numbers = {k: v for k, v in results.items() if k.startswith(("probe_", "knn_"))}
-        details = (
-            [
-                f"Frozen-feature accuracy on `{data_args.eval_split}`: "
-                + ", ".join(f"{k} {v:.4f}" for k, v in numbers.items())
-            ]
-            if numbers
-            else []
-        )
+        accuracy = ", ".join(f"{k} {v:.4f}" for k, v in numbers.items())
+        details = [f"Frozen-feature accuracy on `{self.data_args.eval_split}`: {accuracy}"] if numbers else []
         return {**numbers, "details": details}
 
-    metrics = train_and_finish(
-        trainer,
-        model_args=model_args,
-        command="ssl",
-        finish=finish,
-        card=RunCard(
-            base_model=f"{model_args.model_name_or_path} (offline random init)"
-            if model_args.is_tiny
-            else model_args.model_name_or_path,
-            dataset=data_args.dataset_name,
-        ),
-    )
-    if trainer.is_world_process_zero():
-        results = json.loads((output_dir / "results.json").read_text())
-        print(_report(output_dir, training_args, data_args, model_args.model_name_or_path, results))  # noqa: T201
-    del trainer, model
-    gc.collect()
-    return metrics
-
-
-def _help(classes) -> str:
-    return format_help(
-        PROG,
-        classes,
-        example=f"{PROG} --config demo/ssl.yaml --ssl_method mec",
-        summary="Train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR, Barlow Twins or M-MAE).",
-    )
+    def report(self, metrics: dict[str, Any]) -> str:
+        args, data_args = self.training_args, self.data_args
+        results = RunFolder(args.output_dir).read_results()
+        preset = f" ({args.ssl_preset})" if args.ssl_method == "matrix_ssl" else ""
+        lines = [
+            f"# Self-supervised run: {args.ssl_method}{preset}",
+            "",
+            (
+                f"Backbone `{self.model_args.model_name_or_path}`, data `{data_args.dataset_name}` "
+                f"({data_args.train_split} -> {data_args.eval_split}), {results.get('train_size')} training "
+                f"images, seed {args.seed}."
+            ),
+            "",
+        ]
+        if "probe_trained" in results:
+            lines += ["| frozen features | linear probe | kNN (k=20) |", "|---|---|---|"]
+            lines += [
+                f"| trained backbone | {results['probe_trained']:.4f} | {results['knn_trained']:.4f} |",
+                (
+                    f"| same architecture, random init | {results['probe_random_init']:.4f} | "
+                    f"{results['knn_random_init']:.4f} |"
+                ),
+                f"| raw pixels | {results['probe_raw_pixels']:.4f} | |",
+                "",
+            ]
+            gain = 100 * (results["probe_trained"] - results["probe_random_init"])
+            lines += [f"Linear probe: {gain:+.1f} points over the random-init backbone.", ""]
+        return write_report(args.output_dir, self.command, lines, results)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[SSLModelArguments, SSLDataArguments, SSLConfig]:
@@ -285,26 +276,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[SSLModelArguments, SSLDat
     Raises:
         ConfigError: also for DeepSpeed ZeRO-3 with an EMA teacher (refused before any model loads).
     """
-    classes = mode_classes(PROG, OBJECTIVES, (SSLModelArguments, SSLDataArguments, SSLConfig))
-    model_args, data_args, training_args = parse_command_line(argv, classes, prog=PROG, help_text=_help)
-    if METHODS[training_args.ssl_method].teacher and uses_zero3(training_args):
-        with_teacher = " / ".join(m.name for m in METHODS.values() if m.teacher)
-        without = ", ".join(m.name for m in METHODS.values() if not m.teacher)
-        raise ConfigError(
-            [
-                (
-                    f"`deepspeed`: ZeRO-3 partitions the EMA teacher's parameters, which the teacher update "
-                    f"reads whole; use ZeRO-2 (or DDP) for {with_teacher}, or a method without a teacher "
-                    f"({without})"
-                )
-            ]
-        )
-    return model_args, data_args, training_args
+    return SSLMode().parse(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``matrix-llm ssl [--config FILE.yaml] [--field value ...]``; returns the exit status."""
-    return run_command(argv, prog=PROG, parse=parse_args, run=lambda *parsed: run(*parsed, argv=argv))
+    return run_mode(SSLMode(), argv)
 
 
 if __name__ == "__main__":

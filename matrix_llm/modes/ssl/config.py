@@ -13,9 +13,13 @@ objective (:mod:`matrix_llm.modes.ssl.objective`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from matrix_llm.config import ConfigError, MatrixTrainingArguments, ModelArguments
+from matrix_llm.config import (
+    DataArguments,
+    MatrixTrainingArguments,
+    ModelArguments,
+)
 from matrix_llm.features.pooled import POOLINGS
 from matrix_llm.modes.ssl.objective import METHODS, SSLObjective
 from matrix_llm.parsing import problem
@@ -23,12 +27,6 @@ from matrix_llm.parsing import problem
 __all__ = ["TINY_BACKBONES", "SSLConfig", "SSLDataArguments", "SSLModelArguments"]
 
 TINY_BACKBONES = ("tiny-vit", "tiny-resnet")
-_FIELD_OF = {
-    "method": "ssl_method",
-    "metrics_steps": "matrix_metrics_steps",
-    "tcr_form": "ssl_tcr_form",
-    "tcr_mu": "ssl_tcr_mu",
-}
 
 
 @dataclass
@@ -72,7 +70,7 @@ class SSLModelArguments(ModelArguments):
 
 
 @dataclass
-class SSLDataArguments:
+class SSLDataArguments(DataArguments):
     """The images (labels optional: they feed only the online probe and the evaluation)."""
 
     dataset_name: str = field(
@@ -82,14 +80,9 @@ class SSLDataArguments:
             "Hub id / local dataset (imagefolder)."
         },
     )
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
     image_column: str = field(default="image", metadata={"help": "Image column."})
     label_column: str | None = field(
         default="label", metadata={"help": "Label column for the probes (null: unlabelled data, no probe)."}
-    )
-    train_split: str = field(default="train", metadata={"help": "Split used for training."})
-    eval_split: str | None = field(
-        default="test", metadata={"help": "Split for evaluation and the probes (null: none)."}
     )
     image_size: int = field(
         default=16, metadata={"help": "Side of the augmented views (tiny backbones: also the input size)."}
@@ -104,11 +97,9 @@ class SSLDataArguments:
         default=1.0,
         metadata={"help": "Colour-jitter strength s (SimCLR): BYOL's amounts times s; 0: no jitter."},
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval set."})
 
-    def __post_init__(self) -> None:
-        out = []
+    def problems(self) -> list[str]:
+        out = super().problems()
         if self.image_size < 4:
             out.append(problem("image_size", "an integer >= 4", self.image_size))
         if self.num_channels not in (1, 3):
@@ -117,24 +108,24 @@ class SSLDataArguments:
             out.append(problem("crop_min_scale", "a number in (0, 1]", self.crop_min_scale))
         if self.jitter_strength < 0:
             out.append(problem("jitter_strength", "a number >= 0", self.jitter_strength))
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 2:
-                out.append(problem(name, "an integer >= 2 or null", value))
-        if out:
-            raise ConfigError(out)
+        return out
 
 
 @dataclass
 class SSLConfig(MatrixTrainingArguments):
     """``MatrixTrainingArguments`` plus the self-supervised method and its loss settings (docs/formulations.md)."""
 
+    field_prefix: ClassVar[str] = "ssl_"
+
     objective: str = field(
         default="ssl", metadata={"help": "The training objective; `ssl` for this command."}
     )
     ssl_method: str = field(
         default="matrix_ssl",
-        metadata={"help": f"The loss: one of {list(METHODS)}.", "choices": list(METHODS)},
+        metadata={
+            "help": f"The loss: one of {list(METHODS)}.",
+            "choices": list(METHODS),
+        },
     )
     ssl_preset: str = field(
         default="exact",
@@ -144,31 +135,38 @@ class SSLConfig(MatrixTrainingArguments):
         },
     )
     ssl_gamma: float = field(
-        default=1.0, metadata={"help": "matrix_ssl: alignment weight γ (0: uniformity only)."}
+        default=1.0,
+        metadata={"help": "matrix_ssl: alignment weight γ (0: uniformity only)."},
     )
     ssl_lamb: float = field(
-        default=0.5, metadata={"help": "matrix_ssl: uniformity target scale λ (code default 0.5)."}
+        default=0.5,
+        metadata={"help": "matrix_ssl: uniformity target scale λ (code default 0.5)."},
     )
     ssl_mu: float = field(
-        default=0.5, metadata={"help": "matrix_ssl: covariance shift μ (code default 0.5)."}
+        default=0.5,
+        metadata={"help": "matrix_ssl: covariance shift μ (code default 0.5)."},
     )
     ssl_order: int = field(default=4, metadata={"help": "matrix_ssl official: Taylor order."})
     ssl_eps_sq: float = field(default=64.0, metadata={"help": "mec: distortion ε² (code default 64)."})
     ssl_temperature: float = field(default=0.2, metadata={"help": "simclr: NT-Xent temperature."})
     ssl_barlow_lambda: float = field(
         default=5e-3,
-        metadata={"help": "barlow_twins: weight λ of the off-diagonal (redundancy) term (paper: 5e-3)."},
+        metadata={
+            "help": "barlow_twins: weight λ of the off-diagonal (redundancy) term (paper: 5e-3).",
+        },
     )
     ssl_tcr_weight: float = field(
         default=0.01,
         metadata={
             "help": "mmae: weight λ of -TCR (0: MAE). The single-process gradient on any number of processes: "
-            "the official code's lamb on W processes is ssl_tcr_weight = lamb / W (docs/formulations.md)."
+            "the official code's lamb on W processes is ssl_tcr_weight = lamb / W (docs/formulations.md).",
         },
     )
     ssl_tcr_mu: float = field(
         default=3.0,
-        metadata={"help": "mmae: the M-MAE code's uniformity_mu (TCR shift d / ssl_tcr_mu; README: 3)."},
+        metadata={
+            "help": "mmae: the M-MAE code's uniformity_mu (TCR shift d / ssl_tcr_mu; README: 3).",
+        },
     )
     ssl_tcr_form: str = field(
         default="logdet",
@@ -177,33 +175,13 @@ class SSLConfig(MatrixTrainingArguments):
             "choices": ["logdet", "second_order"],
         },
     )
-    teacher_momentum: float = field(
-        default=0.996, metadata={"help": "EMA teacher momentum at step 0, raised to 1 on a cosine (BYOL)."}
+    ssl_teacher_momentum: float = field(
+        default=0.996,
+        metadata={
+            "aliases": ["--teacher_momentum"],
+            "help": "EMA teacher momentum at step 0, raised to 1 on a cosine (BYOL).",
+        },
     )
 
     def problems(self) -> list[str]:
-        out = super().problems() + self.objective_problems("ssl", SSLObjective.argument_problems, _FIELD_OF)
-        if not out:
-            try:
-                SSLObjective(**self.objective_kwargs())  # the losses check their own settings
-            except ValueError as e:
-                out.append(f"`ssl_*`: {e}")
-        return out
-
-    def objective_kwargs(self) -> dict[str, Any]:
-        return dict(
-            method=self.ssl_method,
-            preset=self.ssl_preset,
-            gamma=self.ssl_gamma,
-            lamb=self.ssl_lamb,
-            mu=self.ssl_mu,
-            order=self.ssl_order,
-            eps_sq=self.ssl_eps_sq,
-            temperature=self.ssl_temperature,
-            barlow_lambda=self.ssl_barlow_lambda,
-            tcr_weight=self.ssl_tcr_weight,
-            tcr_mu=self.ssl_tcr_mu,
-            tcr_form=self.ssl_tcr_form,
-            teacher_momentum=self.teacher_momentum,
-            metrics_steps=self.effective_matrix_metrics_steps,
-        )
+        return super().problems() + self.objective_problems("ssl", SSLObjective.argument_problems)

@@ -14,14 +14,14 @@ through the backbone's image processor when it was saved with one, else (tiny ba
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from matrix_llm.hub import RunFolder
 
 __all__ = ["extract_features", "knn_accuracy", "linear_probe_accuracy", "main_knn", "main_probe"]
 
@@ -151,12 +151,11 @@ def _evaluate(args: argparse.Namespace, task: str) -> dict[str, Any]:
             result[label] = knn_accuracy(
                 train_x, train_y, test_x, test_y, k=args.k, temperature=args.temperature
             )
-    out = Path(args.output_dir or Path(args.model) / "eval" / task)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = RunFolder(args.output_dir if args.output_dir else RunFolder(args.model).eval(task))
+    path = out.write_results(result)
     print(  # noqa: T201
         f"{task} accuracy: {result['trained']:.4f} (same architecture at random init: {result['random_init']:.4f}); "
-        f"wrote {out / 'results.json'}"
+        f"wrote {path}"
     )
     return result
 

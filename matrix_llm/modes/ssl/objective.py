@@ -42,21 +42,6 @@ from matrix_llm.modes.ssl.methods import METHODS
 __all__ = ["METHODS", "EMATeacherCallback", "SSLObjective"]
 
 TCR_FORMS = ("logdet", "second_order")
-CARD_FIELDS = (
-    "ssl_method",
-    "ssl_preset",
-    "ssl_gamma",
-    "ssl_lamb",
-    "ssl_mu",
-    "ssl_order",
-    "ssl_temperature",
-    "ssl_eps_sq",
-    "ssl_barlow_lambda",
-    "ssl_tcr_weight",
-    "ssl_tcr_mu",
-    "ssl_tcr_form",
-    "teacher_momentum",
-)
 
 
 class EMATeacherCallback(TrainerCallback):
@@ -90,6 +75,7 @@ class SSLObjective(Objective):
     """
 
     name = "ssl"
+    config_name = "SSLConfig"
     plot_panels = (
         ("total loss", "loss"),
         *(panel for m in METHODS.values() for panel in m.panels),
@@ -172,12 +158,6 @@ class SSLObjective(Objective):
             out.append(("metrics_steps", "an integer >= 0", steps))
         return out
 
-    @classmethod
-    def from_args(cls, args: Any) -> SSLObjective:
-        if not callable(getattr(args, "objective_kwargs", None)):
-            raise TypeError(f"SSLObjective.from_args: expected an SSLConfig; got {type(args).__name__}")
-        return cls(**args.objective_kwargs())
-
     def callbacks(self, trainer: Any) -> list[Any]:
         return [EMATeacherCallback(trainer, self.teacher_momentum)] if self.uses_teacher else []
 
@@ -191,7 +171,7 @@ class SSLObjective(Objective):
                     "the run's own checkpoint also holds the projector, predictor, teacher and online probe."
                 )
             ],
-            settings={name: getattr(args, name, None) for name in CARD_FIELDS},
+            settings=args.card_settings(),
             tags=["self-supervised", "image-feature-extraction", self.method.replace("_", "-")],
             pipeline_tag="image-feature-extraction",
             auto_class="AutoModel",
