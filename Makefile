@@ -28,7 +28,7 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -m "not gpu and not multi_gpu and not network" -q
+	$(PY) -m pytest -m "not gpu and not multi_gpu and not network" -q -n 2 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check .

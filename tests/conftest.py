@@ -118,7 +118,7 @@ def run_two_processes(
     command: str, argv: list[str], out: Path, backend: str, *, use_cpu: bool = True
 ) -> tuple[dict, dict]:
     """`matrix-llm {command}` on 2 processes (torchrun; CPU and gloo unless ``use_cpu`` is false; ``backend``: ddp,
-    zero2 or zero3) through tests/mode_dist_worker.py, 3 steps; asserts every parameter is the same on both ranks
+    zero2 or zero3) through tests/distributed/mode_dist_worker.py, 3 steps; asserts every parameter is the same on both ranks
     and returns their checksums."""
     import json
     import subprocess
@@ -144,7 +144,7 @@ def run_two_processes(
         "--standalone",
         "--nproc_per_node",
         "2",
-        str(REPO / "tests" / "mode_dist_worker.py"),
+        str(REPO / "tests" / "distributed" / "mode_dist_worker.py"),
         command,
         *argv,
         "--output_dir",
@@ -169,3 +169,52 @@ def run_two_processes(
     for name in a:
         assert a[name] == pytest.approx(b[name], rel=1e-6, abs=1e-6), name
     return a, b
+
+
+# `matrix-llm sft` on a tiny Llama and synthetic problems, in seconds (the tests of every folder use it)
+SFT_TINY = [
+    "--model_name_or_path",
+    "tiny",
+    "--tiny_hidden_size",
+    "32",
+    "--tiny_num_layers",
+    "2",
+    "--tiny_num_heads",
+    "2",
+    "--tiny_vocab_size",
+    "320",
+    "--dataset_name",
+    "synthetic",
+    "--synthetic_train_size",
+    "24",
+    "--synthetic_eval_size",
+    "8",
+    "--eval_split",
+    "test",
+    "--max_length",
+    "192",
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "8",
+    "--max_steps",
+    "3",
+    "--logging_steps",
+    "1",
+    "--learning_rate",
+    "1e-3",
+    "--save_strategy",
+    "no",
+    "--report_to",
+    "none",
+    "--use_cpu",
+    "true",
+    "--disable_tqdm",
+    "true",
+    "--matrix_loss_weight",
+    "0.5",
+    "--matrix_max_tokens",
+    "64",
+    "--seed",
+    "0",
+]

@@ -155,7 +155,7 @@ def test_push_to_hub_uploads_the_folder(tmp_path, fake_hub):
 
 
 def test_sft_push_to_hub_uploads_model_and_our_card(tmp_path, fake_hub):
-    from test_sft import TINY  # tests/ is on sys.path (pytest prepend import mode)
+    from conftest import SFT_TINY as TINY
 
     from matrix_llm.modes.lm import command as sft
 

@@ -13,8 +13,8 @@ import signal
 from pathlib import Path
 
 import pytest
+from conftest import SFT_TINY as TINY
 from conftest import StepRecorder
-from test_sft import TINY  # tests/ is on sys.path (pytest prepend import mode)
 from transformers import TrainerCallback
 
 import matrix_llm.trainer

@@ -111,7 +111,7 @@ def test_tokenize_dataset_names_the_row(tmp_path, tiny_tokenizer):
 def test_sft_trains_on_each_format(tmp_path, kind):
     """`matrix-llm sft` end to end on a local file of that format (tiny model, whose tokenizer has a chat
     template, CE + MCE)."""
-    from test_sft import TINY
+    from conftest import SFT_TINY as TINY
 
     from matrix_llm.modes.lm import command as sft
 

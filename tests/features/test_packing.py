@@ -98,7 +98,7 @@ def test_packing_with_global_scope_is_refused(tiny_model, tiny_tokenizer):
 def test_sft_with_packing(tmp_path):
     import json
 
-    from test_sft import TINY
+    from conftest import SFT_TINY as TINY
 
     from matrix_llm.modes.lm import command as sft
 

@@ -21,9 +21,9 @@ class Mutation:
     tests: tuple[str, ...]
 
 
-SSL_TESTS = "tests/modes/test_ssl.py"
-CLIP_TESTS = "tests/modes/test_clip.py"
-VISION_TESTS = "tests/test_vision_eval.py"
+SSL_TESTS = "tests/modes/ssl/test_ssl.py"
+CLIP_TESTS = "tests/modes/clip/test_clip.py"
+VISION_TESTS = "tests/modes/ssl/test_vision_eval.py"
 
 
 def _ssl(name: str) -> str:
@@ -92,7 +92,7 @@ MUTATIONS: list[Mutation] = [
         "                order=s.order,\n                gather=False,",
         (
             _ssl("test_the_command_builds_its_loss_over_every_process"),
-            "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
+            "tests/distributed/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
         ),
     ),
     Mutation(
@@ -103,7 +103,7 @@ MUTATIONS: list[Mutation] = [
         "MECLoss(eps_sq=s.eps_sq, gather=False)",
         (
             _ssl("test_the_command_builds_its_loss_over_every_process"),
-            "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
+            "tests/distributed/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
         ),
     ),
     Mutation(
@@ -114,7 +114,7 @@ MUTATIONS: list[Mutation] = [
         "NTXentLoss(temperature=s.temperature, gather=False)",
         (
             _ssl("test_the_command_builds_its_loss_over_every_process"),
-            "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
+            "tests/distributed/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
         ),
     ),
     Mutation(
@@ -125,7 +125,7 @@ MUTATIONS: list[Mutation] = [
         "            CLIPLoss(gather=False),\n            CrossModalEntropyLoss(),",
         (
             _clip("test_the_command_builds_its_contrastive_and_mce_losses_over_every_process"),
-            "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
+            "tests/distributed/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
         ),
     ),
     Mutation(
@@ -136,7 +136,7 @@ MUTATIONS: list[Mutation] = [
         "CrossModalMCELoss(mu=mce_mu, gather=False),",
         (
             _clip("test_the_command_builds_its_contrastive_and_mce_losses_over_every_process"),
-            "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
+            "tests/distributed/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
         ),
     ),
     Mutation(
@@ -147,7 +147,7 @@ MUTATIONS: list[Mutation] = [
         "weight=s.tcr_weight, gather=False,",
         (
             _ssl("test_the_command_builds_its_loss_over_every_process"),
-            "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
+            "tests/distributed/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
         ),
     ),
     Mutation(
@@ -214,7 +214,7 @@ MUTATIONS: list[Mutation] = [
         "BarlowTwinsLoss(lamb=s.barlow_lambda, gather=False)",
         (
             _ssl("test_the_command_builds_its_loss_over_every_process"),
-            "tests/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
+            "tests/distributed/test_distributed.py::test_the_objectives_the_commands_build_give_the_single_process_gradient",
         ),
     ),
     Mutation(
@@ -267,7 +267,7 @@ MUTATIONS: list[Mutation] = [
         "    if False:",
         (
             "tests/test_cards.py::test_every_data_setting_of_a_run_is_on_its_model_card",
-            "tests/modes/test_classification.py::test_classify_command_trains_on_digits_and_writes_the_run",
+            "tests/modes/classify/test_classification.py::test_classify_command_trains_on_digits_and_writes_the_run",
         ),
     ),
     Mutation(
@@ -276,7 +276,9 @@ MUTATIONS: list[Mutation] = [
         "matrix_llm/runner.py",
         "            data_args=mode.data_args,",
         "            data_args=None,",
-        ("tests/modes/test_classification.py::test_classify_command_trains_on_digits_and_writes_the_run",),
+        (
+            "tests/modes/classify/test_classification.py::test_classify_command_trains_on_digits_and_writes_the_run",
+        ),
     ),
     Mutation(
         "objective-built-twice",
@@ -300,7 +302,7 @@ MUTATIONS: list[Mutation] = [
         "matrix_llm/tools/demo.py",
         "            if self.data_args.is_synthetic:",
         "            if True:",
-        ("tests/test_demo.py::test_demo_refuses_data_it_cannot_evaluate",),
+        ("tests/tools/test_demo.py::test_demo_refuses_data_it_cannot_evaluate",),
     ),
     Mutation(
         "renamed-field-ignored",
@@ -447,7 +449,9 @@ MUTATIONS: list[Mutation] = [
         "matrix_llm/modes/classify/command.py",
         'lambda row, i: {"label": row["label"] if keep[i] else IGNORE_INDEX}, with_indices=True',
         'lambda row, i: {"label": row["label"]}, with_indices=True',
-        ("tests/modes/test_classification.py::test_the_command_trains_on_the_labelled_fraction_only",),
+        (
+            "tests/modes/classify/test_classification.py::test_the_command_trains_on_the_labelled_fraction_only",
+        ),
     ),
     Mutation(
         "diff-erank-against-the-model",
@@ -455,7 +459,9 @@ MUTATIONS: list[Mutation] = [
         "matrix_llm/tools/analyze.py",
         "fresh = random_init(model_class, config, seed=args.seed, dtype=dtype, device=device)",
         "fresh = load_any_model(name, dtype=args.dtype, revision=args.revision, trust_remote_code=args.trust_remote_code)",
-        ("tests/test_analyze.py::test_diff_erank_is_measured_against_a_fresh_random_init_not_the_model",),
+        (
+            "tests/tools/test_analyze.py::test_diff_erank_is_measured_against_a_fresh_random_init_not_the_model",
+        ),
     ),
     Mutation(
         "clip-crops-flip",
@@ -480,8 +486,8 @@ MUTATIONS: list[Mutation] = [
         "                captured[n] = output",
         "                captured[n] = args[0]",
         (
-            "tests/test_analyze.py::test_the_last_row_is_the_last_hidden_state_after_the_final_norm",
-            "tests/test_analysis.py::test_layer_table_matches_numpy_on_hidden_states",
+            "tests/tools/test_analyze.py::test_the_last_row_is_the_last_hidden_state_after_the_final_norm",
+            "tests/tools/test_analysis.py::test_layer_table_matches_numpy_on_hidden_states",
         ),
     ),
     Mutation(
@@ -517,7 +523,7 @@ MUTATIONS: list[Mutation] = [
         "matrix_llm/trainer.py",
         "batch_term = out.batch_loss / ga",
         "batch_term = out.batch_loss / ga * self.accelerator.num_processes",
-        ("tests/test_sft.py::test_two_ranks_with_accumulation_equal_one_process",),
+        ("tests/modes/lm/test_sft.py::test_two_ranks_with_accumulation_equal_one_process",),
     ),
     Mutation(
         "trainer-always-scales-for-ga",
@@ -574,7 +580,7 @@ MUTATIONS: list[Mutation] = [
         "result = trainer.train(resume_from_checkpoint=None)",
         (
             "tests/test_runner.py::test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupted_one",
-            "tests/test_resume.py::test_resume_matches_uninterrupted_run",
+            "tests/modes/lm/test_resume.py::test_resume_matches_uninterrupted_run",
         ),
     ),
     Mutation(
@@ -673,7 +679,9 @@ MUTATIONS: list[Mutation] = [
         "matrix_llm/modes/lm/eval_gsm8k.py",
         "        model = PeftModel.from_pretrained(model, adapter)",
         "        pass",
-        ("tests/test_evaluation.py::test_eval_gsm8k_with_an_adapter_generates_like_the_merged_model",),
+        (
+            "tests/modes/lm/test_evaluation.py::test_eval_gsm8k_with_an_adapter_generates_like_the_merged_model",
+        ),
     ),
     Mutation(
         "recipes-not-packaged",

@@ -1,6 +1,6 @@
 """`matrix-llm sft` end to end with the offline tiny model (plain and LoRA), failure before loading, pad token.
 
-.venv/bin/python -m pytest tests/test_sft.py -q
+.venv/bin/python -m pytest tests/modes/lm/test_sft.py -q
 """
 
 from __future__ import annotations
@@ -10,56 +10,10 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import SFT_TINY as TINY
 
 from matrix_llm import runner
 from matrix_llm.modes.lm import command as sft
-
-TINY = [
-    "--model_name_or_path",
-    "tiny",
-    "--tiny_hidden_size",
-    "32",
-    "--tiny_num_layers",
-    "2",
-    "--tiny_num_heads",
-    "2",
-    "--tiny_vocab_size",
-    "320",
-    "--dataset_name",
-    "synthetic",
-    "--synthetic_train_size",
-    "24",
-    "--synthetic_eval_size",
-    "8",
-    "--eval_split",
-    "test",
-    "--max_length",
-    "192",
-    "--per_device_train_batch_size",
-    "4",
-    "--per_device_eval_batch_size",
-    "8",
-    "--max_steps",
-    "3",
-    "--logging_steps",
-    "1",
-    "--learning_rate",
-    "1e-3",
-    "--save_strategy",
-    "no",
-    "--report_to",
-    "none",
-    "--use_cpu",
-    "true",
-    "--disable_tqdm",
-    "true",
-    "--matrix_loss_weight",
-    "0.5",
-    "--matrix_max_tokens",
-    "64",
-    "--seed",
-    "0",
-]
 
 
 def test_bad_config_fails_before_anything_loads(monkeypatch, capsys, tmp_path):
@@ -205,11 +159,11 @@ def test_missing_pad_token_gets_a_distinct_one(tiny_tokenizer, tiny_model):
 # real 2-process runs on CPU (gloo): DDP, DeepSpeed ZeRO-2, ZeRO-3
 # ---------------------------------------------------------------------------------------------------------
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _torchrun(out, *extra, timeout=600, launcher=None, use_cpu=True):
-    """Run tests/sft_dist_worker.py on 2 processes (torchrun by default, or the given launcher command) and
+    """Run tests/modes/lm/sft_dist_worker.py on 2 processes (torchrun by default, or the given launcher command) and
     return each rank's record."""
     import os
     import subprocess
@@ -236,7 +190,7 @@ def _torchrun(out, *extra, timeout=600, launcher=None, use_cpu=True):
     )
     cmd = [
         *launcher,
-        str(REPO / "tests" / "sft_dist_worker.py"),
+        str(REPO / "tests" / "modes" / "lm" / "sft_dist_worker.py"),
         *TINY,
         "--output_dir",
         str(out),

@@ -1,6 +1,6 @@
 """Worker for the multi-process GSM8KEvalCallback tests (DDP and DeepSpeed ZeRO-3 on CPU, gloo).
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/gsm8k_callback_worker.py {ddp,zero3} OUT_DIR
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/modes/lm/gsm8k_callback_worker.py {ddp,zero3} OUT_DIR
 
 Each rank builds the same tiny model and the same items, computes a single-process reference evaluation (no
 collectives), then trains 2 steps with learning rate 0 (weights unchanged) under the Trainer with the callback,
@@ -20,7 +20,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [
+    str(Path(__file__).resolve().parent),
+    str(Path(__file__).resolve().parents[2]),
+]  # test_evaluation, conftest
 
 NUM_ITEMS = 7  # odd: the two ranks get shards of different sizes
 

@@ -1,7 +1,7 @@
 """The classification objective and `matrix-llm classify`: neural-collapse closed forms, labelled fraction,
 pseudo-labels, regulariser gradients, the head search, and the command on real data (digits, Fashion-MNIST).
 
-    .venv/bin/python -m pytest tests/modes/test_classification.py -q
+    .venv/bin/python -m pytest tests/modes/classify/test_classification.py -q
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from matrix_llm.data.labels import label_fraction_mask
 from matrix_llm.losses.neural_collapse import MIRHDRLoss
 from matrix_llm.modes import ClassificationObjective
 
-FASHION = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion-mnist"
+FASHION = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "fashion-mnist"
 
 
 class _Output(dict):

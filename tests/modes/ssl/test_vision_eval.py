@@ -1,7 +1,7 @@
 """matrix_llm.modes.ssl.evaluate: the linear probe scores held-out rows, kNN votes with its k nearest, the features are
 the class token of a ViT, and `eval probe` / `eval knn` measure a random-init reference that is not the model.
 
-Run: .venv/bin/python -m pytest tests/test_vision_eval.py -q
+Run: .venv/bin/python -m pytest tests/modes/ssl/test_vision_eval.py -q
 """
 
 from __future__ import annotations

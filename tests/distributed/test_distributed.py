@@ -1,6 +1,6 @@
 """Tests for matrix_llm.distributed (single process here, two gloo processes in the slow test).
 
-.venv/bin/python -m pytest tests/test_distributed.py -q
+.venv/bin/python -m pytest tests/distributed/test_distributed.py -q
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from matrix_llm.distributed import all_gather_no_grad, all_gather_with_grad, rank, world_size
 
 WORKER = Path(__file__).with_name("dist_gather_worker.py")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_world_size_and_rank_fall_back_without_process_group():
@@ -105,7 +105,7 @@ def test_the_objectives_the_commands_build_give_the_single_process_gradient(tmp_
             "--standalone",
             "--nproc_per_node",
             "2",
-            str(REPO / "tests" / "objective_gather_worker.py"),
+            str(REPO / "tests" / "distributed" / "objective_gather_worker.py"),
             str(tmp_path),
         ],
         env=env,

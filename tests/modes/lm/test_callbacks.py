@@ -1,7 +1,7 @@
 """Tests for matrix_llm.modes.lm.callback.GSM8KEvalCallback: plain Trainer, CLI consistency, DDP and ZeRO-3 (2 processes).
 
-.venv/bin/python -m pytest tests/test_callbacks.py -q              # all (the 2-process ones are `slow`)
-.venv/bin/python -m pytest tests/test_callbacks.py -q -m "not slow"
+.venv/bin/python -m pytest tests/modes/lm/test_callbacks.py -q              # all (the 2-process ones are `slow`)
+.venv/bin/python -m pytest tests/modes/lm/test_callbacks.py -q -m "not slow"
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from test_evaluation import make_scorable_items
 from matrix_llm.modes.lm.callback import GSM8KEvalCallback
 from matrix_llm.modes.lm.evaluate import evaluate_gsm8k, read_jsonl, write_jsonl
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).resolve().parent / "gsm8k_callback_worker.py"
 MAX_NEW = 12
 
@@ -202,6 +202,7 @@ def _run_worker(mode: str, out: Path, timeout: int) -> list[dict]:
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # a free port: the suite runs two tests at a time (pytest-xdist)
         "--nproc_per_node",
         "2",
         str(WORKER),

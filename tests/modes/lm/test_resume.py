@@ -1,7 +1,7 @@
 """A run interrupted after a checkpoint and resumed with --resume_from_checkpoint ends exactly like an
 uninterrupted run (same losses at every later step, same final weights).
 
-    .venv/bin/python -m pytest tests/test_resume.py -q
+    .venv/bin/python -m pytest tests/modes/lm/test_resume.py -q
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import json
 
 import pytest
 import torch
+from conftest import SFT_TINY as TINY
 from conftest import StepRecorder
 from safetensors.torch import load_file
-from test_sft import TINY  # tests/ is on sys.path (pytest prepend import mode)
 from transformers import TrainerCallback
 
 import matrix_llm.trainer

@@ -1,7 +1,7 @@
 """Self-supervised vision: the two-view augmentation, SSLModel (EMA teacher, probe), SSLObjective for the three
 methods, the frozen-feature probes, and `matrix-llm ssl` end to end (save, probes, resume, bad input).
 
-Run: .venv/bin/python -m pytest tests/modes/test_ssl.py -q
+Run: .venv/bin/python -m pytest tests/modes/ssl/test_ssl.py -q
 """
 
 from __future__ import annotations
@@ -436,7 +436,7 @@ def test_zero3_with_a_teacher_is_refused_by_its_own_message_before_any_model_loa
 @pytest.mark.parametrize("backend", ["ddp", "zero2"])
 def test_two_processes_keep_every_parameter_and_the_teacher_identical(tmp_path, backend):
     """2 real CPU processes (gloo): the student, its heads and the EMA teacher are the same on both ranks after
-    training (the matrix loss is computed on the gathered global batch, tests/test_distributed.py)."""
+    training (the matrix loss is computed on the gathered global batch, tests/distributed/test_distributed.py)."""
     out = tmp_path / backend
     a, _ = run_two_processes("ssl", [*TINY, "--per_device_train_batch_size", "16"], out, backend)
     assert any(k.startswith("teacher_backbone.") for k in a)
@@ -764,7 +764,7 @@ def test_the_taylor_order_reaches_the_official_preset():
 @pytest.mark.parametrize("method", ["matrix_ssl", "mec", "simclr", "barlow_twins", "mmae"])
 def test_the_command_builds_its_loss_over_every_process(method):
     """`gather`: the projections of every rank enter the loss (what the two-process test in
-    tests/test_distributed.py checks by value)."""
+    tests/distributed/test_distributed.py checks by value)."""
     _, _, args = ssl.parse_args([*TINY, "--output_dir", "unused", "--ssl_method", method])
     assert SSLObjective.from_args(args).loss.gather is True
 

@@ -1,8 +1,8 @@
-"""Worker for the 2-process tests in tests/test_sft.py: runs `matrix-llm sft` under torchrun and writes, per
+"""Worker for the 2-process tests in tests/modes/lm/test_sft.py: runs `matrix-llm sft` under torchrun and writes, per
 rank, the world size, a checksum of every (gathered) parameter after training and, for every matrix-loss call,
 the local and the loss-side token counts to OUTPUT_DIR/rank{r}.json.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/sft_dist_worker.py --config ... --use_cpu true
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/modes/lm/sft_dist_worker.py --config ... --use_cpu true
 """
 
 from __future__ import annotations

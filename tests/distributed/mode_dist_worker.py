@@ -1,8 +1,8 @@
-"""Worker for the 2-process tests of tests/modes/test_ssl.py and test_clip.py: runs `matrix-llm ssl` or
+"""Worker for the 2-process tests of tests/modes/ssl/test_ssl.py and test_clip.py: runs `matrix-llm ssl` or
 `matrix-llm clip` under torchrun and writes, per rank, the world size, the distributed type and a checksum of every
 parameter (an EMA teacher included) after training to OUTPUT_DIR/rank{r}.json.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/mode_dist_worker.py {ssl,clip} --config ...
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/distributed/mode_dist_worker.py {ssl,clip} --config ...
 """
 
 from __future__ import annotations

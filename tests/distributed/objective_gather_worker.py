@@ -1,7 +1,7 @@
-"""Worker for tests/test_distributed.py: the objectives that `matrix-llm ssl` and `matrix-llm clip` build from their
+"""Worker for tests/distributed/test_distributed.py: the objectives that `matrix-llm ssl` and `matrix-llm clip` build from their
 configs, run on 2 real processes (gloo) on uneven halves of a float64 batch, against one process on the whole batch.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/objective_gather_worker.py OUT_DIR
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/distributed/objective_gather_worker.py OUT_DIR
 
 The network is a stand-in that returns this rank's rows of fixed projections as leaves, so the objective's own
 __call__ (its losses, their gather, its weights) is what is compared: each rank back-propagates ``loss / world``

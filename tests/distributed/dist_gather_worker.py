@@ -1,6 +1,6 @@
-"""Two-process (gloo, CPU) check of ``matrix_llm.distributed.all_gather_with_grad``; run by tests/test_distributed.py.
+"""Two-process (gloo, CPU) check of ``matrix_llm.distributed.all_gather_with_grad``; run by tests/distributed/test_distributed.py.
 
-    python tests/dist_gather_worker.py OUT_DIR
+    python tests/distributed/dist_gather_worker.py OUT_DIR
 
 Forks 2 processes that rendezvous through a file in OUT_DIR (no ports). Every rank holds an uneven slice
 (5 and 3 rows) of a float64 batch, computes batch-level losses on the gathered features and back-propagates

@@ -1,4 +1,4 @@
-"""`matrix-llm env`: .venv/bin/python -m pytest tests/test_env.py -q"""
+"""`matrix-llm env`: .venv/bin/python -m pytest tests/tools/test_env.py -q"""
 
 import torch
 import transformers

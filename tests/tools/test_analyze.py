@@ -1,7 +1,7 @@
 """``matrix-llm analyze`` end to end on saved models: vision (digits) and language (synthetic problems, a local
 text file; a PEFT adapter directory), ``--compare``, ``analyze lmc``, and the text data loader / collator it uses.
 
-Run: .venv/bin/python -m pytest tests/test_analyze.py -q
+Run: .venv/bin/python -m pytest tests/tools/test_analyze.py -q
 """
 
 from __future__ import annotations

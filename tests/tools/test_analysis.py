@@ -2,7 +2,7 @@
 independent numpy computation on ``output_hidden_states``, padding invariance, random-init references, weight
 interpolation and the linear-mode-connectivity path.
 
-Run: .venv/bin/python -m pytest tests/test_analysis.py -q
+Run: .venv/bin/python -m pytest tests/tools/test_analysis.py -q
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Image-text alignment: the scenes data, the collator, CLIPObjective, zero-shot / retrieval metrics, and
 `matrix-llm clip` end to end on a tiny dual encoder.
 
-Run: .venv/bin/python -m pytest tests/modes/test_clip.py -q
+Run: .venv/bin/python -m pytest tests/modes/clip/test_clip.py -q
 """
 
 from __future__ import annotations
@@ -766,7 +766,7 @@ def test_a_hub_style_clipmodel_with_its_processor(tmp_path):
     assert results["captions_truncated"] == 0 and results["zeroshot_classes"] == 24
 
 
-FASHION = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion-mnist"
+FASHION = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "fashion-mnist"
 
 
 def test_the_few_classes_regime_trains_the_alignment_on_repeated_captions(tmp_path):
@@ -1025,7 +1025,7 @@ def test_pretrained_hub_clip_zero_shot_on_fashion_mnist(tmp_path):
 @pytest.mark.parametrize("backend", ["ddp", "zero2"])
 def test_two_processes_train_the_same_dual_encoder(tmp_path, backend):
     """2 real CPU processes: InfoNCE over the gathered batch + the matrix terms leave both ranks with the same
-    weights (the loss-level gradient equality is in tests/test_distributed.py). ZeRO-2 runs with the 0-dim
+    weights (the loss-level gradient equality is in tests/distributed/test_distributed.py). ZeRO-2 runs with the 0-dim
     `logit_scale` made 1-element for DeepSpeed's start-up broadcast (MatrixTrainer, trainer.one_element_scalars)."""
     from conftest import run_two_processes
 
@@ -1055,7 +1055,7 @@ def test_two_processes_train_the_same_dual_encoder(tmp_path, backend):
 
 def test_the_command_builds_its_contrastive_and_mce_losses_over_every_process():
     """`gather`: InfoNCE and the covariance MCE see the features of every rank (checked by value on two processes
-    in tests/test_distributed.py)."""
+    in tests/distributed/test_distributed.py)."""
     _, _, args = clip.parse_args([*TINY, "--output_dir", "unused", "--clip_mce_weight", "0.5"])
     objective = CLIPObjective.from_args(args)
     assert objective.infonce.gather is True and objective.mce.gather is True

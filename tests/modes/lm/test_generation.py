@@ -1,6 +1,6 @@
 """Tests for matrix_llm.modes.lm.generation: batched greedy generation == one-at-a-time, stop strings, EOS, PEFT.
 
-.venv/bin/python -m pytest tests/test_generation.py -q
+.venv/bin/python -m pytest tests/modes/lm/test_generation.py -q
 """
 
 from __future__ import annotations

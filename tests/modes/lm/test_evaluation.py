@@ -1,6 +1,6 @@
 """Tests for matrix_llm.modes.lm.evaluate: scoring, `matrix-llm eval gsm8k` on a saved tiny model, `rescore`.
 
-.venv/bin/python -m pytest tests/test_evaluation.py -q
+.venv/bin/python -m pytest tests/modes/lm/test_evaluation.py -q
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def test_eval_leaf_script_forwards_to_matrix_llm_eval_gsm8k(tmp_path, saved_mode
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "eval" / "gsm8k.py"
+    path = Path(__file__).resolve().parents[3] / "eval" / "gsm8k.py"
     spec = importlib.util.spec_from_file_location("eval_gsm8k_script", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,4 +1,4 @@
-"""`matrix-llm demo` end to end on a shortened run: .venv/bin/python -m pytest tests/test_demo.py -q
+"""`matrix-llm demo` end to end on a shortened run: .venv/bin/python -m pytest tests/tools/test_demo.py -q
 
 The full demo (demo/mce.yaml, 2000 steps) is what `make demo` runs; this checks the pipeline and its
 files on a 30-step run, so it asserts that everything is written and consistent, not that the model learned.
@@ -12,7 +12,7 @@ import pytest
 from matrix_llm.cli import main as cli_main
 from matrix_llm.modes.lm.evaluate import read_jsonl
 
-RECIPES = Path(__file__).resolve().parents[1] / "matrix_llm" / "recipes" / "demo"  # package data
+RECIPES = Path(__file__).resolve().parents[2] / "matrix_llm" / "recipes" / "demo"  # package data
 
 
 @pytest.mark.parametrize("method", ["mce", "ce"])
