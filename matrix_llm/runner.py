@@ -146,8 +146,6 @@ def run_mode(mode: Any, argv: list[str] | None = None) -> int:
     Returns the exit status: 0, 2 for configuration problems (every one listed on stderr), or
     :data:`EXIT_PREEMPTED` after a SIGTERM (a checkpoint was saved).
     """
-    from .modes import build_objective
-
     if argv is not None:
         mode.argv = list(argv)
     try:
@@ -156,7 +154,7 @@ def run_mode(mode: Any, argv: list[str] | None = None) -> int:
         if problems:
             raise ConfigError(problems)
         try:
-            objective = build_objective(mode.training_args)
+            objective = mode.objective()
         except ValueError as e:  # the losses check their own settings
             raise ConfigError([f"objective `{mode.training_args.objective}`: {e}"]) from None
     except ConfigError as err:

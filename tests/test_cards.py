@@ -52,6 +52,7 @@ def test_every_mode_has_its_command():
     for name in OBJECTIVES:
         mode, _ = _mode(name)
         assert mode.objectives == (name,) and mode.classes[-1] is OBJECTIVES[name].config
+        assert mode.objective_class is OBJECTIVES[name].objective
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))

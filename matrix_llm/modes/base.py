@@ -128,6 +128,7 @@ class Mode:
     command: ClassVar[str]  # the `matrix-llm` sub-command
     objectives: ClassVar[tuple[str, ...]]  # the recipes' `objective` values this command runs
     classes: ClassVar[tuple[type, type, type]]  # model, data and training arguments
+    objective_class: ClassVar[type]  # the objective the training arguments configure
     example: ClassVar[str] = ""
     summary: ClassVar[str] = ""
 
@@ -160,6 +161,11 @@ class Mode:
         """Problems of the parsed configuration as a whole that no single dataclass sees (e.g. a ZeRO stage the
         mode cannot train under); reported with the others, before anything loads."""
         return []
+
+    def objective(self) -> Any:
+        """The run's objective, built once from ``training_args`` (its losses check their own settings and raise
+        ``ValueError``, reported with the configuration problems)."""
+        return self.objective_class.from_args(self.training_args)
 
     def build(self, objective: Any) -> Any:
         """Data, model and collator -> the :class:`~matrix_llm.trainer.MatrixTrainer` training ``objective``."""

@@ -27,6 +27,7 @@ from matrix_llm.modes.classify.config import (
     ClassificationDataArguments,
     ClassificationModelArguments,
 )
+from matrix_llm.modes.classify.objective import ClassificationObjective
 from matrix_llm.runner import RunCard, run_mode
 
 __all__ = ["ClassificationMode", "build_data", "build_model", "main", "parse_args"]
@@ -196,6 +197,7 @@ class ClassificationMode(Mode):
     command = "classify"
     objectives = ("classification",)
     classes = (ClassificationModelArguments, ClassificationDataArguments, ClassificationConfig)
+    objective_class = ClassificationObjective
     example = f"{PROG} --config classify/digits.yaml --matrix_mir_weight 0.1"
     summary = "Train an image or text classifier with CE + optional MIR / HDR / matrix-entropy terms."
 

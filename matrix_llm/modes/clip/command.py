@@ -26,6 +26,7 @@ from typing import Any
 from matrix_llm.hub import RunFolder
 from matrix_llm.modes.base import Mode
 from matrix_llm.modes.clip.config import CLIPConfig, CLIPDataArguments, CLIPModelArguments
+from matrix_llm.modes.clip.objective import CLIPObjective
 from matrix_llm.runner import RunCard, run_mode, uses_zero3, write_report
 
 __all__ = ["CLIPMode", "add_text_lora", "build_model", "main", "parse_args", "save_and_merge_text_lora"]
@@ -238,6 +239,7 @@ class CLIPMode(Mode):
     command = "clip"
     objectives = ("clip",)
     classes = (CLIPModelArguments, CLIPDataArguments, CLIPConfig)
+    objective_class = CLIPObjective
     example = f"{PROG} --config demo/clip.yaml --clip_alignment_weight 0.5"
     summary = "Align image and text encoders with InfoNCE and / or matrix-entropy terms."
 

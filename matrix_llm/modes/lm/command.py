@@ -26,6 +26,7 @@ from typing import Any
 
 from matrix_llm.modes.base import Mode
 from matrix_llm.modes.lm.config import LMConfig, LMDataArguments, LMModelArguments
+from matrix_llm.modes.lm.objective import LMObjective
 from matrix_llm.runner import RunCard, resolve_checkpoint, run_mode
 
 __all__ = ["LMMode", "build_datasets", "build_model_and_tokenizer", "ensure_pad_token", "main", "parse_args"]
@@ -219,6 +220,7 @@ class LMMode(Mode):
     command = "sft"
     objectives = ("lm",)
     classes = (LMModelArguments, LMDataArguments, LMConfig)
+    objective_class = LMObjective
     example = f"{PROG} --config demo/mce.yaml --max_steps 20 --matrix_loss_type relation"
     summary = "Fine-tune a causal LM with loss = lm_loss + matrix_loss_weight * MCE(token representations)."
 

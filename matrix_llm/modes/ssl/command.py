@@ -25,6 +25,7 @@ from matrix_llm.hub import RunFolder
 from matrix_llm.modes.base import Mode
 from matrix_llm.modes.ssl.config import SSLConfig, SSLDataArguments, SSLModelArguments
 from matrix_llm.modes.ssl.methods import METHODS
+from matrix_llm.modes.ssl.objective import SSLObjective
 from matrix_llm.parsing import ConfigError
 from matrix_llm.runner import RunCard, run_mode, uses_zero3, write_report
 
@@ -169,6 +170,7 @@ class SSLMode(Mode):
     command = "ssl"
     objectives = ("ssl",)
     classes = (SSLModelArguments, SSLDataArguments, SSLConfig)
+    objective_class = SSLObjective
     example = f"{PROG} --config demo/ssl.yaml --ssl_method mec"
     summary = "Train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR, Barlow Twins or M-MAE)."
 
