@@ -153,3 +153,19 @@ def test_a_mode_loads_no_other_mode():
 def test_the_top_level_holds_at_most_ten_modules():
     top = sorted(p.name for p in (REPO / "matrix_llm").glob("*.py"))
     assert len(top) <= 10, top
+
+
+def test_the_package_face_is_lazy_and_names_the_public_classes():
+    """`from matrix_llm import MatrixTrainer, LMConfig, ...` works, and `import matrix_llm` loads no HF stack."""
+    assert _imported_forbidden("matrix_llm") == []
+    import matrix_llm
+
+    for name in matrix_llm.__all__:
+        value = getattr(matrix_llm, name)
+        if name != "__version__":
+            assert value.__name__ == name and value.__module__.startswith("matrix_llm."), name
+    assert {"MatrixTrainer", "LMConfig", "SSLConfig", "CLIPConfig", "ClassificationConfig"} <= set(
+        dir(matrix_llm)
+    )
+    with pytest.raises(AttributeError):
+        matrix_llm.NoSuchThing  # noqa: B018

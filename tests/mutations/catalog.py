@@ -305,6 +305,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/tools/test_demo.py::test_demo_refuses_data_it_cannot_evaluate",),
     ),
     Mutation(
+        "package-face-broken",
+        "`from matrix_llm import MatrixTrainer` works (the package's lazy public face)",
+        "matrix_llm/__init__.py",
+        '    "MatrixTrainer": "matrix_llm.trainer",',
+        '    "MatrixTrainer": "matrix_llm.runner",',
+        ("tests/test_layering.py::test_the_package_face_is_lazy_and_names_the_public_classes",),
+    ),
+    Mutation(
         "renamed-field-ignored",
         "an old field name (teacher_momentum) still sets its renamed field, with a deprecation warning",
         "matrix_llm/parsing.py",
