@@ -7,10 +7,7 @@ PY := $(VENV)/bin/python
 # torch==2.13.0 is pinned so that pip takes the CPU build on a CPU machine instead of a multi-GB CUDA
 # build; GPU users install torch for their CUDA first (README, "GPU install").
 TORCH ?= torch==2.13.0
-# DeepSpeed compiles its CPU ops on first use (shm_comm: about a minute on 2 cores); they are kept outside the
-# checkout, one folder per torch + deepspeed version, so that a fresh clone on the same machine (CI) reuses them
-EXTENSIONS_CACHE ?= $(HOME)/.cache/matrix_llm/torch_extensions
-VERSIONS = $$($(PY) -c 'import importlib.metadata as m; print(m.version("torch") + "-deepspeed" + m.version("deepspeed"))')
+export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install demo test lint bench clean
@@ -31,8 +28,7 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	TORCH_EXTENSIONS_DIR=$(EXTENSIONS_CACHE)/$(VERSIONS) \
-		$(PY) -m pytest -m "not gpu and not multi_gpu and not network" -q -n 2 --dist loadfile
+	$(PY) -m pytest -m "not gpu and not multi_gpu and not network" -q -n 2 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check .
