@@ -28,7 +28,8 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -m "not gpu and not multi_gpu and not network" -q -n 2 --dist loadfile
+	# two pytest workers, one thread each: two workers of two threads oversubscribe two cores
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu and not multi_gpu and not network" -q -n 2 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check .
