@@ -37,7 +37,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .hub import RunFolder
+from . import hub
 from .parsing import ConfigError, looks_like_path, problem
 
 __all__ = [
@@ -146,10 +146,8 @@ def run_mode(mode: Any, argv: list[str] | None = None) -> int:
     Returns the exit status: 0, 2 for configuration problems (every one listed on stderr), or
     :data:`EXIT_PREEMPTED` after a SIGTERM (a checkpoint was saved).
     """
-    if argv is not None:
-        mode.argv = list(argv)
     try:
-        mode.parse()
+        mode.parse(argv)
         problems = preflight(mode.model_args, mode.training_args)
         if problems:
             raise ConfigError(problems)
@@ -165,6 +163,7 @@ def run_mode(mode: Any, argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if training_args.should_log else logging.WARNING,
     )
+    configured = set(vars(mode))
     try:
         from transformers import set_seed
 
@@ -180,6 +179,10 @@ def run_mode(mode: Any, argv: list[str] | None = None) -> int:
         sys.stderr.write(f"{mode.prog}: {stop}\n")
         return EXIT_PREEMPTED
     finally:
+        # what build kept on the mode (datasets, callbacks that hold the trainer and so the model) goes before
+        # the process group: a gloo run that still holds its model at teardown can abort (TESTING.md)
+        for name in set(vars(mode)) - configured:
+            delattr(mode, name)
         gc.collect()
         import torch.distributed as dist
 
@@ -293,7 +296,7 @@ def _checkpoint_step(checkpoint: str) -> int | None:
 def write_run_info(output_dir: str | Path, objective: Any, extra: dict[str, Any] | None = None) -> Path:
     """``output_dir/matrix_llm_run.json``: the objective's name and plot panels (read by ``matrix-llm plot``),
     plus the command's ``extra`` entries."""
-    path = RunFolder(output_dir).run_info
+    path = hub.RunFolder(output_dir).run_info
     path.parent.mkdir(parents=True, exist_ok=True)
     info = {
         "objective": getattr(objective, "name", type(objective).__name__),
@@ -316,8 +319,6 @@ def train_and_finish(trainer: Any, mode: Any) -> dict[str, float]:
     Raises:
         Preempted: SIGTERM arrived; a checkpoint was saved and the message says how to resume.
     """
-    from . import hub
-
     args, card = trainer.args, mode.card()
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if checkpoint is not None:
@@ -416,7 +417,7 @@ def write_report(output_dir: str | Path, command: str, head: list[str], results:
         f"Reproduce: `{shlex.join(['matrix-llm', command, *results.get('argv', [])])}`",
     ]
     text = "\n".join(lines) + "\n"
-    RunFolder(output_dir).report.write_text(text)
+    hub.RunFolder(output_dir).report.write_text(text)
     return text
 
 

@@ -5,6 +5,7 @@ optional hooks every mode may use; and :class:`Mode`, a training command as one 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -120,8 +121,9 @@ class Mode:
         [train_and_finish]    resume, train (SIGTERM-safe), save, evaluate, finish(trainer), card(), push
         report(metrics)       report.md / metrics.png; the text is printed
 
-    Attributes set by :meth:`parse`: ``model_args``, ``data_args``, ``training_args``; ``argv`` is the command
-    line the run was started with (recorded in ``results.json`` and the report's "Reproduce" line).
+    Attributes set by :meth:`parse`: ``model_args``, ``data_args``, ``training_args`` and ``argv``, the command
+    line the run was started with (recorded in ``results.json`` and the report's "Reproduce" line). What
+    :meth:`build` keeps on the mode for ``finish`` and ``report`` is dropped when the run ends.
     """
 
     prog: ClassVar[str]
@@ -132,21 +134,21 @@ class Mode:
     example: ClassVar[str] = ""
     summary: ClassVar[str] = ""
 
+    argv: list[str]
     model_args: Any
     data_args: Any
     training_args: Any
 
-    def __init__(self, argv: list[str] | None = None) -> None:
-        self.argv = argv
-
     def parse(self, argv: list[str] | None = None) -> tuple[Any, Any, Any]:
-        """``[--config FILE.yaml] [--field value ...]`` -> ``(model_args, data_args, training_args)``.
+        """``[--config FILE.yaml] [--field value ...]`` (default: ``sys.argv[1:]``) -> ``(model_args, data_args,
+        training_args)``.
 
         Raises:
             ConfigError: every problem of the configuration, :meth:`check`'s included.
         """
         classes = mode_classes(self.prog, self.objectives, self.classes)
-        parsed = parse_args(self.argv if argv is None else argv, classes, prog=self.prog, help_text=self.help)
+        self.argv = list(sys.argv[1:] if argv is None else argv)
+        parsed = parse_args(self.argv, classes, prog=self.prog, help_text=self.help)
         self.model_args, self.data_args, self.training_args = parsed
         problems = self.check()
         if problems:

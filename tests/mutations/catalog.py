@@ -313,6 +313,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_layering.py::test_the_package_face_is_lazy_and_names_the_public_classes",),
     ),
     Mutation(
+        "the-run-keeps-its-model",
+        "a run lets go of its model (what build kept on the mode) before the process group ends",
+        "matrix_llm/runner.py",
+        "            delattr(mode, name)",
+        "            pass",
+        (_clip("test_the_run_lets_go_of_its_model_before_the_process_group_ends"),),
+    ),
+    Mutation(
         "renamed-field-ignored",
         "an old field name (teacher_momentum) still sets its renamed field, with a deprecation warning",
         "matrix_llm/parsing.py",

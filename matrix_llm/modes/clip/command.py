@@ -19,7 +19,6 @@ are measured at every evaluation (``eval_strategy`` / ``eval_steps``: logged as 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -337,7 +336,7 @@ class CLIPMode(Mode):
             return {}
         folder = RunFolder(self.training_args.output_dir)
         results: dict[str, Any] = {
-            "argv": list(self.argv) if self.argv is not None else sys.argv[1:],
+            "argv": self.argv,
             "train_pairs": len(self.train),
         }
         results.update(measured)

@@ -18,7 +18,6 @@ at random init and (probe) raw pixels: ``results.json``, ``report.md`` and ``met
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from matrix_llm.hub import RunFolder
@@ -223,8 +222,7 @@ class SSLMode(Mode):
         backbone.save_pretrained(folder.backbone)
         if self.processor is not None:
             self.processor.save_pretrained(folder.backbone)
-        command = list(self.argv) if self.argv is not None else sys.argv[1:]
-        results: dict[str, Any] = {"argv": command, "train_size": len(self.train)}
+        results: dict[str, Any] = {"argv": self.argv, "train_size": len(self.train)}
         if self.labelled and self.evalset is not None:
             from matrix_llm.data.images import ImageCollator
 

@@ -401,6 +401,31 @@ def test_light_crop_in_training_only_seeded_per_step():
         CLIPObjective(crop_min_scale=0.0)
 
 
+def test_the_run_lets_go_of_its_model_before_the_process_group_ends(tmp_path, monkeypatch):
+    """What build kept on the mode (the evaluation callback holds the trainer, so the model) is dropped when the
+    run ends: a gloo run that still holds its model at teardown can abort (TESTING.md)."""
+    import gc
+    import weakref
+
+    from matrix_llm.runner import run_mode
+
+    models = []
+    build = clip.CLIPMode.build
+
+    def watched(self, objective):
+        trainer = build(self, objective)
+        models.append(weakref.ref(trainer.model))
+        return trainer
+
+    monkeypatch.setattr(clip.CLIPMode, "build", watched)
+    mode = clip.CLIPMode()
+    argv = [*TINY, "--output_dir", str(tmp_path), "--max_steps", "1", "--max_eval_samples", "8"]
+    assert run_mode(mode, argv) == 0
+    gc.collect()
+    assert models and models[0]() is None and not hasattr(mode, "measure")
+    assert mode.training_args.output_dir == str(tmp_path)  # the configuration stays
+
+
 def test_clip_command_trains_saves_and_measures(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
