@@ -28,13 +28,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from transformers import TrainingArguments
 
-from .parsing import ConfigError, problem
+from .parsing import ConfigError, looks_like_path, problem
 
-__all__ = ["ConfigError", "DataArguments", "MatrixTrainingArguments", "ModelArguments"]
+__all__ = ["ConfigError", "DataArguments", "ImageDataArguments", "MatrixTrainingArguments", "ModelArguments"]
 
 
 @dataclass
@@ -155,7 +156,8 @@ class DataArguments:
             raise ConfigError(problems)
 
     def problems(self) -> list[str]:
-        """Every problem of the fields (subclasses extend it)."""
+        """Every problem of the fields (subclasses extend it), a local data path that does not exist or is an
+        empty folder included (every field named ``*dataset`` / ``*dataset_name``)."""
         out = []
         if not self.dataset_name:
             out.append(problem("dataset_name", "a Hub id or a local dataset", self.dataset_name))
@@ -163,7 +165,38 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value < 2:
                 out.append(problem(name, "an integer >= 2 or null", value))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if (
+                f.name.endswith(("dataset", "dataset_name"))
+                and isinstance(value, str)
+                and looks_like_path(value)
+            ):
+                path = Path(value).expanduser()
+                if not path.exists():
+                    out.append(
+                        problem(f.name, "a Hub id or an existing local file or folder", value)
+                        + ": no such file or folder"
+                    )
+                elif path.is_dir() and not any(path.iterdir()):
+                    out.append(
+                        problem(f.name, "a Hub id or a local dataset", value) + ": the folder is empty"
+                    )
         return out
+
+
+@dataclass
+class ImageDataArguments(DataArguments):
+    """:class:`DataArguments` of the modes that read images (``ssl``, ``clip``, ``classify``)."""
+
+    skip_corrupt_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Skip an image that cannot be decoded (a warning names its file; the count is logged as "
+            "train `skipped_images`) instead of stopping the run with a message that names it (a checkpoint is "
+            "saved)."
+        },
+    )
 
 
 @dataclass

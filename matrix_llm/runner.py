@@ -2,15 +2,20 @@
 
 A command is a :class:`~matrix_llm.modes.base.Mode`; :func:`run_mode` calls its steps in order:
 
-    parse -> check -> preflight -> the objective (built once) -> build -> train_and_finish -> report
+    parse -> check -> preflight -> the objective (built once) -> load_data -> build -> train_and_finish -> report
 
 Configuration problems (the dataclasses', the mode's :meth:`~matrix_llm.modes.base.Mode.check`,
 :func:`preflight`'s: the model path, the resume target, an output folder holding a finished run, the
 integrations named in ``report_to``, and the objective's own settings) are reported together, one line each,
-with exit status 2, before any model or data loads. :func:`train_and_finish` is the tail:
+with exit status 2, before any model or data loads; then the mode's data is loaded and its first rows decoded
+(:meth:`~matrix_llm.modes.base.Mode.load_data`), and a data problem (a missing column, an unreadable file, a
+dataset that cannot be found) is reported the same way, still before any model loads. :func:`train_and_finish` is the tail:
 
     resume target -> train (SIGTERM-safe) -> save -> final evaluation -> the mode's finish -> save state ->
     model card -> Hub push
+
+**An unreadable image met during training** stops the run the same way: a checkpoint is saved and the command
+exits with status 1 and a message naming the file (``skip_corrupt_images`` skips such images instead).
 
 **SIGTERM** (what SLURM and preemptible clouds send before they kill a job): the current optimizer step is
 finished, a checkpoint is saved, and the command exits with status 143 and a message naming the
@@ -38,12 +43,14 @@ from typing import Any
 from transformers import TrainerCallback
 
 from . import hub
+from .data.images import UnreadableImageError
 from .parsing import ConfigError, looks_like_path, problem
 
 __all__ = [
     "EXIT_PREEMPTED",
     "GracefulStop",
     "RunCard",
+    "Stopped",
     "deepspeed_stage",
     "preflight",
     "resolve_checkpoint",
@@ -155,15 +162,20 @@ def run_mode(mode: Any, argv: list[str] | None = None) -> int:
             objective = mode.objective()
         except ValueError as e:  # the losses check their own settings
             raise ConfigError([f"objective `{mode.training_args.objective}`: {e}"]) from None
+        configured = set(vars(mode))
+        logging.basicConfig(
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            level=logging.INFO if mode.training_args.should_log else logging.WARNING,
+        )
+        # data problems: missing columns, unreadable files, a split or a dataset that cannot be found
+        try:
+            mode.load_data()
+        except (ValueError, OSError) as e:
+            raise ConfigError([f"data: {e}"]) from None
     except ConfigError as err:
         sys.stderr.write(f"{mode.prog}: {err}\n")
         return 2
     training_args = mode.training_args
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO if training_args.should_log else logging.WARNING,
-    )
-    configured = set(vars(mode))
     try:
         from transformers import set_seed
 
@@ -175,9 +187,9 @@ def run_mode(mode: Any, argv: list[str] | None = None) -> int:
             if text:
                 print(text)  # noqa: T201
         del trainer
-    except Preempted as stop:
+    except Stopped as stop:
         sys.stderr.write(f"{mode.prog}: {stop}\n")
-        return EXIT_PREEMPTED
+        return stop.status
     finally:
         # what build kept on the mode (datasets, callbacks that hold the trainer and so the model) goes before
         # the process group: a gloo run that still holds its model at teardown can abort (TESTING.md)
@@ -196,8 +208,17 @@ def run_mode(mode: Any, argv: list[str] | None = None) -> int:
 # ----------------------------------------------------------------------------------------------------------
 
 
-class Preempted(RuntimeError):
+class Stopped(RuntimeError):
+    """Training stopped early after saving a checkpoint; the message says why and how to resume. ``status``: the
+    command's exit status."""
+
+    status = 1
+
+
+class Preempted(Stopped):
     """Training stopped on SIGTERM after saving a checkpoint (the message says how to resume)."""
+
+    status = EXIT_PREEMPTED
 
 
 class GracefulStop(TrainerCallback):
@@ -342,7 +363,16 @@ def train_and_finish(trainer: Any, mode: Any) -> dict[str, float]:
     stop = GracefulStop()
     trainer.add_callback(stop)
     with stop.installed():
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        try:
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+        except UnreadableImageError as e:  # met after the first rows were checked (Mode.load_data)
+            step = trainer.state.global_step
+            trainer._save_checkpoint(trainer.model_wrapped, trial=None)
+            raise Stopped(
+                f"{e} (after step {step}); a checkpoint was saved in {args.output_dir}. Fix or remove the file, or "
+                "pass `--skip_corrupt_images true`; then resume with the same command plus "
+                "`--resume_from_checkpoint true`."
+            ) from None
     if stop.requested:
         trainer.accelerator.wait_for_everyone()
         raise Preempted(
@@ -350,6 +380,10 @@ def train_and_finish(trainer: Any, mode: Any) -> dict[str, float]:
             "Resume with the same command plus `--resume_from_checkpoint true`."
         )
     metrics = dict(result.metrics)
+    skipped = getattr(trainer.data_collator, "skipped", None)
+    if skipped:  # skip_corrupt_images
+        logger.warning("%d unreadable images were skipped, the first: %s", len(skipped), skipped[0])
+        metrics["skipped_images"] = len(skipped)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_model(args.output_dir)

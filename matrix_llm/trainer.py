@@ -75,6 +75,12 @@ class MatrixTrainer(Trainer):
 
     **0-dim parameters** (CLIP's ``logit_scale``) under DeepSpeed ZeRO-0/1/2 are made 1-element
     (:func:`one_element_scalars`), which DeepSpeed's start-up broadcast needs.
+
+    **Resuming a model whose checkpoint names differ from its parameters' names** (transformers v5 renames ViT's
+    attention weights on load and saves them under the old names; the Trainer's resume loads the checkpoint with a
+    plain ``load_state_dict``, so those weights silently stay at their initial values, transformers#43701): the
+    checkpoint is loaded through ``from_pretrained`` instead (:meth:`_load_from_checkpoint`), as the final model
+    is.
     """
 
     def __init__(self, *args: Any, objective: Any = None, **kwargs: Any) -> None:
@@ -89,6 +95,24 @@ class MatrixTrainer(Trainer):
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        from pathlib import Path
+
+        from safetensors import safe_open
+        from transformers import PreTrainedModel
+
+        target = features.unwrap(model if model is not None else self.model)
+        weights = Path(resume_from_checkpoint) / "model.safetensors"
+        if not (isinstance(target, PreTrainedModel) and weights.is_file()):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        with safe_open(str(weights), framework="pt") as f:
+            renamed = set(f.keys()) - set(target.state_dict())
+        if not renamed:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = type(target).from_pretrained(resume_from_checkpoint, config=target.config)
+        target.load_state_dict(saved.state_dict())
+        return None
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()

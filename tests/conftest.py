@@ -114,6 +114,38 @@ class StepRecorder(TrainerCallback):
         self.executed.append(state.global_step)
 
 
+class Killed(RuntimeError):
+    """Raised by :class:`KillAfterSave`: the process 'dies' right after a checkpoint was written."""
+
+
+class KillAfterSave(TrainerCallback):
+    """Kills the run (raises :class:`Killed`) once the checkpoint of ``step`` is saved."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed(f"killed after checkpoint-{self.step}")
+
+
+def watch_trainer(monkeypatch, callback) -> None:
+    """The commands run a MatrixTrainer with ``callback`` added (after the objective's own); calling it again
+    replaces the earlier one (both subclass the real MatrixTrainer)."""
+    import matrix_llm.trainer
+
+    real = getattr(matrix_llm.trainer.MatrixTrainer, "_real", matrix_llm.trainer.MatrixTrainer)
+
+    class Watched(real):
+        _real = real
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(callback)
+
+    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Watched)
+
+
 def run_two_processes(
     command: str, argv: list[str], out: Path, backend: str, *, use_cpu: bool = True
 ) -> tuple[dict, dict]:

@@ -20,11 +20,13 @@ without some classes, so that zero-shot evaluation on them measures classes neve
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .images import MissingColumnError, load_split
 
 __all__ = [
     "CLASS_NAMES",
@@ -216,11 +218,16 @@ def load_image_text_dataset(
         return rows.select(range(min(n, len(rows)))) if n else rows
     import datasets
 
-    path = Path(source).expanduser()
-    ds = datasets.load_dataset(str(path) if path.is_dir() else source, config, split=split)
-    for wanted in (image_column, caption_column):
+    ds = load_split(source, split, config=config)
+    for kind, wanted in (("image", image_column), ("caption", caption_column)):
         if wanted not in ds.column_names:
-            raise ValueError(f"{source}: no column {wanted!r}; the columns are {ds.column_names}")
+            hint = (
+                "; image-caption data needs one (`caption_column`), and a labelled image dataset can be captioned "
+                "by class with `caption_templates` (e.g. ['a photo of a {}.'])"
+                if kind == "caption"
+                else ""
+            )
+            raise MissingColumnError(source, kind, wanted, ds.column_names, hint=hint)
     ds = ds.select_columns([image_column, caption_column])
     ds = ds.rename_columns(
         {old: new for old, new in ((image_column, "image"), (caption_column, "caption")) if old != new}
@@ -233,19 +240,24 @@ def load_image_text_dataset(
 class ImageTextCollator:
     """``{"image", "caption"}`` rows -> ``pixel_values`` (:class:`~matrix_llm.data.images.ImageCollator`) and the
     tokenised captions (``input_ids``, ``attention_mask``; padded, cut at ``max_length``). A row with a list of
-    captions contributes one of them, drawn with ``seed`` and the number of batches collated so far (several
-    captions per image, one per epoch on average). Empty captions are an error naming the row's position.
+    captions contributes one of them, drawn with ``seed`` and a hash of the batch's captions: the batches change
+    from epoch to epoch, so an image shows its captions in turn, and the same batch always draws the same ones,
+    whichever process, worker or resumed run collates it. Empty captions are an error naming the row's position.
     :func:`~matrix_llm.data.text.count_truncated` says beforehand how many captions ``max_length`` cuts."""
 
     def __init__(self, tokenizer: Any, images: Any, *, max_length: int = 32, seed: int = 0) -> None:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.tokenizer, self.images, self.max_length = tokenizer, images, max_length
-        self.rng = np.random.default_rng(seed)
+        self.tokenizer, self.images, self.max_length, self.seed = tokenizer, images, max_length, seed
 
-    def _caption(self, caption: Any, index: int) -> str:
+    @property
+    def skipped(self) -> list[str]:
+        """The unreadable images left out (``skip_corrupt`` of the image collator)."""
+        return self.images.skipped
+
+    def _caption(self, caption: Any, index: int, rng: np.random.Generator) -> str:
         if isinstance(caption, (list, tuple)):
-            caption = caption[self.rng.integers(len(caption))] if caption else ""
+            caption = caption[rng.integers(len(caption))] if caption else ""
         if not isinstance(caption, str) or not caption.strip():
             raise ValueError(
                 f"ImageTextCollator: row {index} of the batch has an empty caption ({caption!r:.40})"
@@ -255,10 +267,15 @@ class ImageTextCollator:
     def __call__(self, rows: Any) -> dict[str, Any]:
         if not rows:
             raise ValueError("ImageTextCollator: empty batch")
-        captions = [self._caption(r["caption"], i) for i, r in enumerate(rows)]
+        kept, images = self.images.decode(rows)
+        batch_key = hashlib.blake2b(repr([r["caption"] for r in rows]).encode(), digest_size=8).digest()
+        rng = np.random.default_rng([self.seed, int.from_bytes(batch_key, "little")])
+        captions = [self._caption(rows[i]["caption"], i, rng) for i in kept]
         text = self.tokenizer(
             captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
-        batch = self.images([{"image": r["image"]} for r in rows])
-        batch.update(input_ids=text["input_ids"], attention_mask=text["attention_mask"])
-        return batch
+        return {
+            "pixel_values": self.images.pixel_values(images),
+            "input_ids": text["input_ids"],
+            "attention_mask": text["attention_mask"],
+        }

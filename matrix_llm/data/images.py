@@ -10,6 +10,7 @@ Fashion-MNIST's four ``*-ubyte.gz`` files are read as they are distributed.
 from __future__ import annotations
 
 import gzip
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,17 @@ import numpy as np
 
 from .labels import IGNORE_INDEX
 
+logger = logging.getLogger("matrix_llm.data.images")
+
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "ImageCollator",
+    "MissingColumnError",
+    "UnreadableImageError",
+    "check_readable",
     "class_names_of",
     "decode_image",
+    "load_split",
     "saved_image_collator",
     "digits_dataset",
     "load_idx_dataset",
@@ -103,6 +110,34 @@ def digits_dataset(split: str = "train", *, test_fraction: float = 0.2, seed: in
     return datasets.Dataset.from_dict({"image": list(images[keep]), "label": labels[keep].tolist()})
 
 
+def load_split(source: str, split: str, *, config: str | None = None) -> Any:
+    """``datasets.load_dataset`` of a Hub id or a local folder / file, one split.
+
+    Raises:
+        ValueError: a split the data does not have, naming the ones it has and the settings to change.
+    """
+    import datasets
+
+    path = Path(source).expanduser()
+    try:
+        return datasets.load_dataset(str(path) if path.is_dir() else source, config, split=split)
+    except ValueError as e:
+        if "Unknown split" not in str(e):
+            raise
+        raise ValueError(
+            f"{source}: {e} Set `train_split` / `eval_split` to one of them (`eval_split: null`: no eval set)"
+        ) from None
+
+
+class MissingColumnError(ValueError):
+    """A dataset without the column a setting names; ``kind`` says which (``image`` / ``label`` / ``caption``),
+    ``columns`` what the dataset has."""
+
+    def __init__(self, source: str, kind: str, wanted: str, columns: Sequence[str], hint: str = "") -> None:
+        self.kind, self.columns = kind, list(columns)
+        super().__init__(f"{source}: no {kind} column {wanted!r}; the columns are {self.columns}{hint}")
+
+
 def load_image_dataset(
     source: str,
     split: str = "train",
@@ -117,7 +152,7 @@ def load_image_dataset(
     too.
 
     Raises:
-        ValueError: a missing image or label column, listing the columns the dataset has.
+        MissingColumnError: a missing image or label column, listing the columns the dataset has.
     """
     if source == "digits":
         ds = digits_dataset(split)
@@ -126,9 +161,7 @@ def load_image_dataset(
         if path.is_dir() and (path / _IDX_FILES["train"][0]).is_file():
             ds = load_idx_dataset(path, "test" if split in ("test", "validation") else split)
         else:
-            import datasets
-
-            ds = datasets.load_dataset(str(path) if path.is_dir() else source, config, split=split)
+            ds = load_split(source, split, config=config)
     columns = list(ds.column_names)
     renames = {}
     for wanted, alternatives in (
@@ -142,8 +175,7 @@ def load_image_dataset(
         )  # other names only for the default
         found = next((c for c in candidates if c in columns), None)
         if found is None:
-            kind = "image" if wanted == image_column else "label"
-            raise ValueError(f"{source}: no {kind} column {wanted!r}; the columns are {columns}")
+            raise MissingColumnError(source, "image" if wanted == image_column else "label", wanted, columns)
         renames[found] = "image" if wanted == image_column else "label"
     ds = ds.select_columns(list(renames))
     ds = ds.rename_columns({old: new for old, new in renames.items() if old != new})
@@ -170,13 +202,17 @@ def class_names_of(source: str, rows: Any) -> list[str] | None:
     return None
 
 
+class UnreadableImageError(ValueError):
+    """An image Pillow cannot read; the message names its file (or says it is stored as bytes)."""
+
+
 def decode_image(image: Any) -> Any:
     """An image as the collators take it: arrays and PIL images as they are, nested lists (an array column of a
     ``datasets.Dataset``) as a uint8 array; ``{"bytes", "path"}`` (an undecoded ``datasets.Image``) opened with
     Pillow.
 
     Raises:
-        ValueError: naming the file (or the row's bytes) when Pillow cannot read it.
+        UnreadableImageError: naming the file (or the row's bytes) when Pillow cannot read it.
     """
     if isinstance(image, list):  # an array stored in a datasets column comes back as nested lists
         return np.asarray(image, dtype=np.uint8)
@@ -186,13 +222,32 @@ def decode_image(image: Any) -> Any:
 
     from PIL import Image
 
-    source = image.get("path") or "<image bytes>"
+    source = image.get("path") or "stored as bytes in the dataset"
     try:
         pil = Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
         pil.load()
     except Exception as e:  # Pillow raises several types (UnidentifiedImageError, OSError, SyntaxError)
-        raise ValueError(f"cannot read the image {source}: {type(e).__name__}: {e}") from None
+        raise UnreadableImageError(f"cannot read the image {source}: {type(e).__name__}: {e}") from None
     return pil
+
+
+def check_readable(rows: Any, split: str, n: int = 16) -> None:
+    """Decode the first ``n`` images of ``rows`` (an ``image`` column), so that an unreadable file or a column that
+    holds no images stops a run before any model loads.
+
+    Raises:
+        ValueError: naming the split, the row and (for a file) its path.
+    """
+    for i in range(min(n, len(rows))):
+        image = rows[i]["image"]
+        try:
+            decoded = decode_image(image)
+        except UnreadableImageError as e:
+            raise ValueError(f"row {i} of the `{split}` split: {e}") from None
+        if not hasattr(decoded, "convert") and np.asarray(decoded).ndim not in (2, 3):
+            raise ValueError(
+                f"row {i} of the `{split}` split: the image column holds {type(image).__name__} values, not images"
+            )
 
 
 class ImageCollator:
@@ -204,6 +259,9 @@ class ImageCollator:
     channels (grey repeated, or RGB averaged to grey), resized to ``image_size`` (bilinear) and normalised with
     ``mean`` / ``std`` (``mean=0, std=1`` keeps ``[0, 1]``, for on-device augmentation). Unlabelled rows
     (``label == -100``, see :func:`label_fraction_mask`) keep ``-100``.
+
+    An image Pillow cannot read raises :class:`UnreadableImageError` naming its file; with ``skip_corrupt`` its row
+    is left out of the batch instead, with a warning, and the message is kept in ``skipped``.
     """
 
     def __init__(
@@ -214,6 +272,7 @@ class ImageCollator:
         mean: float = 0.5,
         std: float = 0.5,
         processor: Any = None,
+        skip_corrupt: bool = False,
     ) -> None:
         self.image_size, self.channels, self.mean, self.std, self.processor = (
             image_size,
@@ -222,6 +281,33 @@ class ImageCollator:
             std,
             processor,
         )
+        self.skip_corrupt = skip_corrupt
+        self.skipped: list[str] = []
+
+    def decode(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[Any]]:
+        """``(positions, images)`` of the rows whose image decodes (all of them unless ``skip_corrupt``)."""
+        kept, images = [], []
+        for i, row in enumerate(rows):
+            try:
+                images.append(decode_image(row["image"]))
+            except UnreadableImageError as e:
+                if not self.skip_corrupt:
+                    raise
+                self.skipped.append(str(e))
+                logger.warning("%s: skipped (skip_corrupt_images)", e)
+                continue
+            kept.append(i)
+        if not kept:
+            raise UnreadableImageError(
+                f"no image of a batch of {len(rows)} could be read: {self.skipped[-1]}"
+            )
+        return kept, images
+
+    def pixel_values(self, images: list[Any]) -> Any:
+        """Decoded images -> ``(N, C, S, S)``: through the processor when there is one."""
+        if self.processor is not None:
+            return self.processor(images=images, return_tensors="pt")["pixel_values"]
+        return self._pixels(images)
 
     def _pixels(self, images: list[Any]) -> Any:
         """Each image to ``(C, S, S)`` in ``[0, 1]`` (any size; PIL modes L / RGB / RGBA / P converted), stacked and
@@ -253,11 +339,9 @@ class ImageCollator:
 
         if not rows:
             raise ValueError("ImageCollator: empty batch")
-        images = [decode_image(r["image"]) for r in rows]
-        if self.processor is not None:
-            pixel_values = self.processor(images=images, return_tensors="pt")["pixel_values"]
-        else:
-            pixel_values = self._pixels(images)
+        kept, images = self.decode(rows)
+        rows = [rows[i] for i in kept]
+        pixel_values = self.pixel_values(images)
         if "label" not in rows[0]:  # unlabelled data (self-supervised training)
             return {"pixel_values": pixel_values}
         labels = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)

@@ -117,13 +117,14 @@ class Mode:
         parse(argv)           the three dataclasses (``classes``), then ``check()``: problems -> exit 2
         [preflight]           model path, resume target, a finished run in output_dir, report_to
         [the objective]       built once from ``training_args`` (bad loss settings -> exit 2)
-        build(objective)      data, model, collator -> the MatrixTrainer (and what ``finish`` needs)
+        load_data()           the datasets, their columns checked and first rows decoded (problems -> exit 2)
+        build(objective)      model, collator -> the MatrixTrainer (and what ``finish`` needs)
         [train_and_finish]    resume, train (SIGTERM-safe), save, evaluate, finish(trainer), card(), push
         report(metrics)       report.md / metrics.png; the text is printed
 
     Attributes set by :meth:`parse`: ``model_args``, ``data_args``, ``training_args`` and ``argv``, the command
     line the run was started with (recorded in ``results.json`` and the report's "Reproduce" line). What
-    :meth:`build` keeps on the mode for ``finish`` and ``report`` is dropped when the run ends.
+    :meth:`load_data` and :meth:`build` keep on the mode for ``finish`` and ``report`` is dropped when the run ends.
     """
 
     prog: ClassVar[str]
@@ -169,8 +170,13 @@ class Mode:
         ``ValueError``, reported with the configuration problems)."""
         return self.objective_class.from_args(self.training_args)
 
+    def load_data(self) -> None:
+        """Load the datasets and keep them on the mode for :meth:`build`, before any model loads: a missing column,
+        a file that cannot be read among the first rows, a dataset that cannot be found raise ``ValueError`` /
+        ``OSError`` (reported with exit status 2, nothing written)."""
+
     def build(self, objective: Any) -> Any:
-        """Data, model and collator -> the :class:`~matrix_llm.trainer.MatrixTrainer` training ``objective``."""
+        """Model and collator around the data of :meth:`load_data` -> the :class:`~matrix_llm.trainer.MatrixTrainer` training ``objective``."""
         raise NotImplementedError
 
     def card(self) -> Any:

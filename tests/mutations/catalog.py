@@ -24,6 +24,7 @@ class Mutation:
 SSL_TESTS = "tests/modes/ssl/test_ssl.py"
 CLIP_TESTS = "tests/modes/clip/test_clip.py"
 VISION_TESTS = "tests/modes/ssl/test_vision_eval.py"
+DATA_TESTS = "tests/modes/test_data_checks.py"
 
 
 def _ssl(name: str) -> str:
@@ -698,6 +699,74 @@ MUTATIONS: list[Mutation] = [
         (
             "tests/modes/lm/test_evaluation.py::test_eval_gsm8k_with_an_adapter_generates_like_the_merged_model",
         ),
+    ),
+    Mutation(
+        "resume-loses-renamed-weights",
+        "a killed `clip` run resumes exactly (its ViT weights are saved under transformers' old names)",
+        "matrix_llm/trainer.py",
+        "        if not renamed:",
+        "        if True:",
+        (_clip("test_kill_and_resume_ends_like_an_uninterrupted_run"),),
+    ),
+    Mutation(
+        "caption-draw-not-resumable",
+        "the caption drawn for an image with several is the same in a resumed run",
+        "matrix_llm/data/image_text.py",
+        'rng = np.random.default_rng([self.seed, int.from_bytes(batch_key, "little")])',
+        "rng = np.random.default_rng()",
+        (_clip("test_kill_and_resume_ends_like_an_uninterrupted_run"),),
+    ),
+    # -- a user's own image data ------------------------------------------------------------------------------------
+    Mutation(
+        "flat-folder-not-unlabelled",
+        "a flat image folder trains `ssl` unlabelled, said once",
+        "matrix_llm/modes/ssl/command.py",
+        'if e.kind != "label" or label_column != SSLDataArguments.label_column:',
+        "if True:",
+        (f"{DATA_TESTS}::test_a_flat_image_folder_trains_ssl_unlabelled_said_once",),
+    ),
+    Mutation(
+        "data-path-not-checked",
+        "a data folder that does not exist is a configuration problem",
+        "matrix_llm/config.py",
+        "                if not path.exists():",
+        "                if False:",
+        (f"{DATA_TESTS}::test_a_missing_or_empty_data_folder_is_a_configuration_problem",),
+    ),
+    Mutation(
+        "first-rows-not-decoded",
+        "an unreadable image among the first rows stops the run before any model loads",
+        "matrix_llm/data/images.py",
+        "    for i in range(min(n, len(rows))):",
+        "    for i in range(0):",
+        (f"{DATA_TESTS}::test_an_unreadable_image_among_the_first_rows_is_named_before_any_model_loads",),
+    ),
+    Mutation(
+        "data-problem-is-a-traceback",
+        "data problems are reported like configuration problems (exit 2, before any model loads)",
+        "matrix_llm/runner.py",
+        "        except (ValueError, OSError) as e:",
+        "        except KeyError as e:",
+        (
+            f"{DATA_TESTS}::test_a_flat_image_folder_is_refused_where_labels_or_captions_are_needed",
+            f"{DATA_TESTS}::test_a_split_the_data_does_not_have_names_the_fields_to_change",
+        ),
+    ),
+    Mutation(
+        "unreadable-image-no-checkpoint",
+        "an unreadable image met in training stops the run with a checkpoint saved",
+        "matrix_llm/runner.py",
+        "            trainer._save_checkpoint(trainer.model_wrapped, trial=None)",
+        "            pass",
+        (f"{DATA_TESTS}::test_an_unreadable_image_met_in_training_stops_with_one_line_and_a_checkpoint",),
+    ),
+    Mutation(
+        "skip-corrupt-ignored",
+        "`skip_corrupt_images` skips and counts an unreadable image",
+        "matrix_llm/modes/ssl/command.py",
+        "        skip_corrupt=data_args.skip_corrupt_images,",
+        "        skip_corrupt=False,",
+        (f"{DATA_TESTS}::test_an_unreadable_image_met_in_training_stops_with_one_line_and_a_checkpoint",),
     ),
     Mutation(
         "recipes-not-packaged",

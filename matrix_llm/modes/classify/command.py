@@ -53,21 +53,37 @@ def _load(data_args: ClassificationDataArguments, split: str) -> Any:
             text_column=data_args.text_column,
             label_column=data_args.label_column,
         )
-    from matrix_llm.data.images import load_image_dataset
+    from matrix_llm.data.images import MissingColumnError, load_image_dataset
 
-    return load_image_dataset(data_args.dataset_name, split, config=data_args.dataset_config)
+    try:
+        return load_image_dataset(data_args.dataset_name, split, config=data_args.dataset_config)
+    except MissingColumnError as e:
+        if e.kind != "label":
+            raise
+        raise MissingColumnError(
+            data_args.dataset_name,
+            "label",
+            "label",
+            e.columns,
+            hint=": classify trains on labels (an image folder holds one sub-folder per class); `matrix-llm ssl` "
+            "trains on unlabelled images",
+        ) from None
 
 
 def build_data(
     data_args: ClassificationDataArguments, training_args: ClassificationConfig
 ) -> tuple[Any, Any]:
     """``(train, eval)`` with ``image`` (or ``text``) / ``label`` columns; unlabelled training rows carry label
-    ``-100``."""
+    ``-100``. The first images of each split are decoded (an unreadable file is named before any model loads)."""
+    from matrix_llm.data.images import check_readable
     from matrix_llm.data.labels import IGNORE_INDEX, label_fraction_mask
 
+    images = data_args.text_column is None and not data_args.skip_corrupt_images
     train = _load(data_args, data_args.train_split)
     if data_args.max_train_samples is not None:
         train = train.select(range(min(len(train), data_args.max_train_samples)))
+    if images:
+        check_readable(train, data_args.train_split)
     if data_args.label_fraction < 1.0:
         keep = label_fraction_mask(train["label"], data_args.label_fraction, seed=data_args.label_seed)
         train = train.map(
@@ -84,6 +100,8 @@ def build_data(
         evalset = _load(data_args, data_args.eval_split)
         if data_args.max_eval_samples is not None:
             evalset = evalset.select(range(min(len(evalset), data_args.max_eval_samples)))
+        if images:
+            check_readable(evalset, data_args.eval_split)
     return train, evalset
 
 
@@ -162,7 +180,12 @@ def build_model(
             num_heads=model_args.tiny_num_heads,
             seed=training_args.seed,
         )
-        return model, ImageCollator(image_size=data_args.image_size, channels=data_args.num_channels), None
+        collator = ImageCollator(
+            image_size=data_args.image_size,
+            channels=data_args.num_channels,
+            skip_corrupt=data_args.skip_corrupt_images,
+        )
+        return model, collator, None
     from transformers import AutoModelForImageClassification
 
     from matrix_llm.data.images import saved_image_collator
@@ -175,6 +198,7 @@ def build_model(
     collator = saved_image_collator(
         model_args.model_name_or_path, model.config, revision=model_args.model_revision
     )
+    collator.skip_corrupt = data_args.skip_corrupt_images
     return model, collator, collator.processor
 
 
@@ -210,11 +234,14 @@ class ClassificationMode(Mode):
             return [f"`model_name_or_path`: {model_args.model_name_or_path} classifies {fix}"]
         return []
 
+    def load_data(self) -> None:
+        self.train, self.evalset = build_data(self.data_args, self.training_args)
+
     def build(self, objective: Any) -> Any:
         from matrix_llm.trainer import MatrixTrainer
 
         model_args, data_args, training_args = self.model_args, self.data_args, self.training_args
-        train, evalset = build_data(data_args, training_args)
+        train, evalset = self.train, self.evalset
         labels = sorted(
             {int(x) for x in train["label"] if int(x) >= 0} | set(evalset["label"] if evalset else [])
         )

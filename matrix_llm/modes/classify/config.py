@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from matrix_llm.config import (
-    DataArguments,
+    ImageDataArguments,
     MatrixTrainingArguments,
     ModelArguments,
 )
@@ -51,7 +51,7 @@ class ClassificationModelArguments(ModelArguments):
 
 
 @dataclass
-class ClassificationDataArguments(DataArguments):
+class ClassificationDataArguments(ImageDataArguments):
     """The images and how many of their labels training sees."""
 
     dataset_name: str = field(

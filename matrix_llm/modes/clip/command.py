@@ -92,7 +92,10 @@ def build_model(
     name = model_args.model_name_or_path
     if name == "tiny-dual":
         model, tokenizer = _tiny(model_args, data_args, captions, training_args.seed)
-        return model, tokenizer, ImageCollator(image_size=data_args.image_size, channels=3), None
+        images = ImageCollator(
+            image_size=data_args.image_size, channels=3, skip_corrupt=data_args.skip_corrupt_images
+        )
+        return model, tokenizer, images, None
     from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
 
     common = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
@@ -145,7 +148,12 @@ def build_model(
         model.vision_model.requires_grad_(False)
     if model_args.freeze_text_tower:
         model.text_model.requires_grad_(False)
-    collator = ImageCollator(image_size=data_args.image_size, channels=3, processor=image_processor)
+    collator = ImageCollator(
+        image_size=data_args.image_size,
+        channels=3,
+        processor=image_processor,
+        skip_corrupt=data_args.skip_corrupt_images,
+    )
     return model, tokenizer, collator, processor
 
 
@@ -253,13 +261,12 @@ class CLIPMode(Mode):
         )
         return [message]
 
-    def build(self, objective: Any) -> Any:
-        from matrix_llm.data.image_text import ImageTextCollator, load_image_text_dataset
-        from matrix_llm.data.text import count_truncated
-        from matrix_llm.modes.clip.evaluate import ImageTextEvalCallback, zeroshot_set
-        from matrix_llm.trainer import MatrixTrainer
+    def load_data(self) -> None:
+        from matrix_llm.data.image_text import load_image_text_dataset
+        from matrix_llm.data.images import check_readable
+        from matrix_llm.modes.clip.evaluate import zeroshot_set
 
-        model_args, data_args, training_args = self.model_args, self.data_args, self.training_args
+        data_args, training_args = self.data_args, self.training_args
         load = dict(
             config=data_args.dataset_config,
             image_column=data_args.image_column,
@@ -276,11 +283,26 @@ class CLIPMode(Mode):
             exclude_classes=unseen,
             **load,
         )
-        evalset = None
+        self.evalset = None
         if data_args.eval_split:
-            evalset = load_image_text_dataset(
+            self.evalset = load_image_text_dataset(
                 data_args.dataset_name, data_args.eval_split, n=data_args.max_eval_samples, **load
             )
+        if not data_args.skip_corrupt_images:
+            check_readable(self.train, data_args.train_split)
+            if self.evalset is not None:
+                check_readable(self.evalset, data_args.eval_split)
+        self.zeroshot = zeroshot_set(data_args, training_args.seed)
+
+    def build(self, objective: Any) -> Any:
+        from matrix_llm.data.image_text import ImageTextCollator
+        from matrix_llm.data.text import count_truncated
+        from matrix_llm.modes.clip.evaluate import ImageTextEvalCallback
+        from matrix_llm.trainer import MatrixTrainer
+
+        model_args, data_args, training_args = self.model_args, self.data_args, self.training_args
+        unseen = tuple(data_args.exclude_classes or ())
+        evalset = self.evalset
         captions = [c for row in self.train["caption"] for c in ([row] if isinstance(row, str) else row)]
         model, tokenizer, images, processor = build_model(model_args, data_args, training_args, captions)
         self.text_lora = add_text_lora(model, model_args) if model_args.use_peft else None
@@ -305,7 +327,7 @@ class CLIPMode(Mode):
             processing_class=processor or tokenizer,
             objective=objective,
         )
-        zeroshot = zeroshot_set(data_args, training_args.seed)
+        zeroshot = self.zeroshot
         self.measure = None
         if evalset is not None or zeroshot is not None:  # at every evaluation, and once more at the end
             self.measure = ImageTextEvalCallback(

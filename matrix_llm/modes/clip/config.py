@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from matrix_llm.config import (
-    DataArguments,
+    ImageDataArguments,
     MatrixTrainingArguments,
     ModelArguments,
 )
@@ -68,7 +68,7 @@ class CLIPModelArguments(ModelArguments):
 
 
 @dataclass
-class CLIPDataArguments(DataArguments):
+class CLIPDataArguments(ImageDataArguments):
     """The image-caption pairs, and the zero-shot set."""
 
     dataset_name: str = field(

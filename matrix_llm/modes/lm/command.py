@@ -224,11 +224,14 @@ class LMMode(Mode):
     example = f"{PROG} --config demo/mce.yaml --max_steps 20 --matrix_loss_type relation"
     summary = "Fine-tune a causal LM with loss = lm_loss + matrix_loss_weight * MCE(token representations)."
 
+    def load_data(self) -> None:
+        self.raw_train, self.raw_eval = load_raw_datasets(self.data_args, self.training_args)
+
     def build(self, objective: Any) -> Any:
         from matrix_llm.trainer import MatrixTrainer
 
         model_args, data_args, training_args = self.model_args, self.data_args, self.training_args
-        raw_train, raw_eval = load_raw_datasets(data_args, training_args)
+        raw_train, raw_eval = self.raw_train, self.raw_eval
         tokenizer, model = build_model_and_tokenizer(model_args, data_args, training_args, raw_train)
         train_ds, eval_ds = build_datasets(raw_train, raw_eval, tokenizer, data_args, training_args)
         if eval_ds is None and training_args.eval_strategy != "no":

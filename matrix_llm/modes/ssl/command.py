@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from matrix_llm.data.images import MissingColumnError
 from matrix_llm.hub import RunFolder
 from matrix_llm.modes.base import Mode
 from matrix_llm.modes.ssl.config import SSLConfig, SSLDataArguments, SSLModelArguments
@@ -35,21 +36,39 @@ PROG = "matrix-llm ssl"
 
 
 def build_data(data_args: SSLDataArguments) -> tuple[Any, Any]:
-    """``(train, eval)`` with an ``image`` column (and ``label`` when ``label_column`` is set)."""
-    from matrix_llm.data.images import load_image_dataset
+    """``(train, eval)`` with an ``image`` column and a ``label`` column when the data has labels: the
+    ``label_column`` (null: none). Data without the default ``label`` column (a flat image folder, the usual
+    self-supervised input) trains unlabelled, without the online and final probes, and the log says so once; the
+    first rows of each split are decoded (an unreadable file is named before any model loads)."""
+    from matrix_llm.data.images import check_readable, load_image_dataset
+
+    label_column = data_args.label_column
 
     def load(split: str, limit: int | None) -> Any:
-        ds = load_image_dataset(
-            data_args.dataset_name,
-            split,
-            config=data_args.dataset_config,
-            image_column=data_args.image_column,
-            label_column=data_args.label_column,
-        )
-        return ds.select(range(min(len(ds), limit))) if limit is not None else ds
+        nonlocal label_column
+        common = dict(config=data_args.dataset_config, image_column=data_args.image_column)
+        try:
+            ds = load_image_dataset(data_args.dataset_name, split, label_column=label_column, **common)
+        except MissingColumnError as e:
+            if e.kind != "label" or label_column != SSLDataArguments.label_column:
+                raise
+            logger.warning(
+                "%s: no `label` column (%s): training unlabelled, no online probe and no final linear probe "
+                "or kNN; set `label_column` to the column that holds labels to have them",
+                data_args.dataset_name,
+                ", ".join(e.columns),
+            )
+            label_column = None
+            ds = load_image_dataset(data_args.dataset_name, split, label_column=None, **common)
+        ds = ds.select(range(min(len(ds), limit))) if limit is not None else ds
+        if not data_args.skip_corrupt_images:
+            check_readable(ds, split)
+        return ds
 
     train = load(data_args.train_split, data_args.max_train_samples)
     evalset = load(data_args.eval_split, data_args.max_eval_samples) if data_args.eval_split else None
+    if label_column is None:  # the eval split alone had no labels: neither has them
+        train = train.remove_columns([c for c in train.column_names if c == "label"])
     return train, evalset
 
 
@@ -133,7 +152,13 @@ def build_model(
             teacher=spec.teacher,
             num_classes=num_classes,
         )
-    collator = ImageCollator(image_size=data_args.image_size, channels=channels, mean=0.0, std=1.0)
+    collator = ImageCollator(
+        image_size=data_args.image_size,
+        channels=channels,
+        mean=0.0,
+        std=1.0,
+        skip_corrupt=data_args.skip_corrupt_images,
+    )
     return model, collator, processor
 
 
@@ -185,12 +210,14 @@ class SSLMode(Mode):
         )
         return [message]
 
+    def load_data(self) -> None:
+        self.train, self.evalset = build_data(self.data_args)
+
     def build(self, objective: Any) -> Any:
         from matrix_llm.trainer import MatrixTrainer
 
         data_args, training_args = self.data_args, self.training_args
-        self.train, self.evalset = build_data(data_args)
-        self.labelled = data_args.label_column is not None
+        self.labelled = "label" in self.train.column_names
         num_classes = max(int(x) for x in self.train["label"]) + 1 if self.labelled else 0
         model, self.collator, self.processor = build_model(
             self.model_args, data_args, training_args, num_classes

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from matrix_llm.config import (
-    DataArguments,
+    ImageDataArguments,
     MatrixTrainingArguments,
     ModelArguments,
 )
@@ -70,7 +70,7 @@ class SSLModelArguments(ModelArguments):
 
 
 @dataclass
-class SSLDataArguments(DataArguments):
+class SSLDataArguments(ImageDataArguments):
     """The images (labels optional: they feed only the online probe and the evaluation)."""
 
     dataset_name: str = field(

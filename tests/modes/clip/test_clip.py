@@ -531,8 +531,12 @@ def test_clip_config_and_data_errors(tmp_path, capsys):
     assert "`clip_infonce_weight`" in err and "`clip_mce_mu`" in err
     (tmp_path / "pairs").mkdir()
     (tmp_path / "pairs" / "train.jsonl").write_text('{"img": "a.png", "text": "a cat"}\n')
-    with pytest.raises(ValueError, match=r"no column 'image'; the columns are \['img', 'text'\]"):
+    assert (
         clip.main([*TINY, "--dataset_name", str(tmp_path / "pairs"), "--output_dir", str(tmp_path / "o")])
+        == 2
+    )
+    assert "no image column 'image'; the columns are ['img', 'text']" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.fixture
@@ -1163,3 +1167,59 @@ def test_the_training_crops_never_flip_and_the_temperature_clamp_runs_after_ever
     left, right = crops[..., :4].mean(dim=(1, 2, 3)), crops[..., -4:].mean(dim=(1, 2, 3))
     assert (left < right).all()
     assert any(isinstance(c, LogitScaleClamp) for c in CLIPObjective().callbacks(trainer=None))
+
+
+def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Killed after checkpoint-2 and resumed: every logged loss and every saved weight as in the uninterrupted
+    run. The training crops (seeded by step), the caption drawn for an image with several (seeded by epoch and
+    row), dropout (torch's RNG, in the checkpoint) and the matrix term switched on mid-run all resume exactly."""
+    from conftest import KillAfterSave, Killed, StepRecorder, watch_trainer
+    from safetensors.torch import load_file
+
+    argv = [
+        *TINY,
+        "--dataset_name",
+        "digits",
+        "--caption_templates",
+        "a {}.",
+        "the digit {}.",
+        "a photo of the number {}.",
+        "--zeroshot_dataset",
+        "null",
+        "--eval_split",
+        "null",
+        "--image_size",
+        "8",
+        "--clip_crop_min_scale",
+        "0.5",
+        "--clip_matrix_start_step",
+        "2",
+        "--max_train_samples",
+        "64",
+        "--max_steps",
+        "4",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "1",
+    ]
+    assert clip.main([*argv, "--output_dir", str(tmp_path / "full")]) == 0
+    watch_trainer(monkeypatch, KillAfterSave(2))
+    with pytest.raises(Killed):
+        clip.main([*argv, "--output_dir", str(tmp_path / "cut")])
+    steps = StepRecorder()
+    watch_trainer(monkeypatch, steps)
+    assert clip.main([*argv, "--output_dir", str(tmp_path / "cut"), "--resume_from_checkpoint", "true"]) == 0
+    assert steps.start == 2 and steps.executed == [3, 4]
+
+    def losses(out):
+        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+        return {log["step"]: (log["loss"], log.get("alignment")) for log in history if "loss" in log}
+
+    full, cut = losses(tmp_path / "full"), losses(tmp_path / "cut")
+    assert set(full) == set(cut) == {1, 2, 3, 4}
+    assert full == cut
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("full", "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
