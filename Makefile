@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench help-text clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,9 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+help-text: install  # the training commands' --help (matrix_llm/help/), after a configuration field changes
+	$(PY) -c "from matrix_llm.cli import write_help_files; write_help_files()"
 
 bench: install
 	$(PY) bench/info.py

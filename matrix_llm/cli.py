@@ -12,13 +12,17 @@
     matrix-llm env
 
 Each sub-command lives in its own module and exposes ``main(argv) -> int``; this file only dispatches, so
-``matrix-llm --help`` stays fast (no transformers import).
+``matrix-llm --help`` stays fast (no transformers import). ``matrix-llm sft|ssl|clip|classify --help`` prints the
+command's help from ``matrix_llm/help/<command>.txt`` without importing anything heavy (generating it imports
+transformers, peft and torch: about 5 s); ``make help-text`` rewrites those files from the configuration classes,
+and a test fails when they are not what the classes give.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 COMMANDS = {
     "sft": ("matrix_llm.modes.lm.command", "fine-tune a causal LM with LM loss + matrix loss"),
@@ -51,6 +55,28 @@ COMMANDS = {
 }
 
 
+HELP_DIR = Path(__file__).resolve().parent / "help"
+TRAINING_COMMANDS = ("sft", "ssl", "clip", "classify")
+
+
+def help_text(name: str) -> str:
+    """The ``--help`` text of the training command ``name``, generated from its configuration classes."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        importlib.import_module(COMMANDS[name][0]).main(["--help"])
+    return out.getvalue()
+
+
+def write_help_files() -> None:
+    """``make help-text``: (re)write ``matrix_llm/help/<command>.txt`` for every training command."""
+    HELP_DIR.mkdir(exist_ok=True)
+    for name in TRAINING_COMMANDS:
+        (HELP_DIR / f"{name}.txt").write_text(help_text(name), encoding="utf-8")
+
+
 def _usage() -> str:
     lines = ["usage: matrix-llm <command> [options]", "", "commands:"]
     lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
@@ -68,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"matrix-llm: unknown command {name!r}; expected one of {sorted(COMMANDS)}\n\n")
         sys.stderr.write(_usage() + "\n")
         return 2
+    cached = HELP_DIR / f"{name}.txt"
+    if name in TRAINING_COMMANDS and rest in (["-h"], ["--help"]) and cached.is_file():
+        sys.stdout.write(cached.read_text(encoding="utf-8"))
+        return 0
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 

@@ -342,9 +342,39 @@ def mode_classes(
     return pick
 
 
+# the TrainingArguments a run sets most often, listed in the short help (``--help_all``: every one)
+EVERYDAY_TRAINING_FIELDS = (
+    "output_dir",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "logging_steps",
+    "eval_strategy",
+    "eval_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "resume_from_checkpoint",
+    "seed",
+    "bf16",
+    "report_to",
+    "push_to_hub",
+)
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
 def format_help(prog: str, classes: Sequence[type], *, example: str, summary: str = "") -> str:
-    """Short help: usage, an example, then the fields matrix_llm adds (TrainingArguments' own are listed by
-    ``--help_all``)."""
+    """Short help: usage, an example, the fields matrix_llm adds, then the everyday fields of
+    ``transformers.TrainingArguments`` (:data:`EVERYDAY_TRAINING_FIELDS`; ``--help_all`` lists every field)."""
     lines = [
         f"usage: {prog} --config RECIPE.yaml [--field value ...]",
         "",
@@ -367,12 +397,19 @@ def format_help(prog: str, classes: Sequence[type], *, example: str, summary: st
             text = f.metadata.get("help", "")
             if text:
                 lines.append(f"      {text}")
+    fields = {f.name: f for cls in classes for f in dataclasses.fields(cls) if f.init}
+    own = {f.name for cls in classes for f in _own_fields(cls)}
+    everyday = [fields[name] for name in EVERYDAY_TRAINING_FIELDS if name in fields and name not in own]
+    if everyday:
+        lines += ["", "transformers.TrainingArguments, the everyday ones (the recipe may set them):"]
+        for f in everyday:
+            lines.append(f"  --{f.name}  [default: {_default_text(f)}]")
+            text = _first_sentence(f.metadata.get("help", ""))
+            if text:
+                lines.append(f"      {text}")
     lines += [
         "",
-        (
-            f"Every transformers.TrainingArguments field (output_dir, learning_rate, ...) is accepted too: `{prog} "
-            "--help_all` lists them all."
-        ),
+        f"Every other transformers.TrainingArguments field is accepted too: `{prog} --help_all` lists them all.",
     ]
     return "\n".join(lines)
 

@@ -61,6 +61,7 @@ def test_wheel_ships_the_demo_recipes_and_they_resolve_outside_the_checkout(tmp_
         "matrix_llm/recipes/demo/mce.yaml",
         "matrix_llm/recipes/demo/ce.yaml",
         "matrix_llm/recipes/classify/digits.yaml",
+        "matrix_llm/help/ssl.txt",
     } <= set(names)
     site = tmp_path / "site"
     subprocess.run(
