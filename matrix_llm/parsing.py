@@ -15,6 +15,7 @@ depend on the recipe's ``objective`` field (see :func:`parse_args`).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import enum
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
+    "ToolParser",
+    "model_source",
     "ConfigError",
     "format_help",
     "looks_like_path",
@@ -269,8 +272,43 @@ def _split_cli(
 
 
 def looks_like_path(name: str) -> bool:
-    """A value that can only be a local path (not a Hub id ``name`` or ``org/name``)."""
-    return name.startswith((".", "/", "~")) or name.count("/") >= 2 or "\\" in name
+    """A value that can only be a local path (not a Hub id ``name`` or ``org/name``), or an ``org/name`` whose
+    ``org`` is a local folder (``outputs/run``: meant as a path)."""
+    if name.startswith((".", "/", "~")) or name.count("/") >= 2 or "\\" in name:
+        return True
+    return name.count("/") == 1 and Path(name).parent.is_dir()
+
+
+def model_source(value: str) -> str:
+    """``type=`` of a tool's ``--model`` option: a Hub id or an existing local directory.
+
+    Raises:
+        argparse.ArgumentTypeError: a value that can only be a local path (:func:`looks_like_path`) and is not a
+            directory (argparse reports it as a usage error, exit status 2).
+    """
+    if looks_like_path(value) and not Path(value).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{value}: no such directory (a saved model is the folder save_pretrained wrote; a Hub id is "
+            "`name` or `org/name`)"
+        )
+    return value
+
+
+class ToolParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` of the tool commands (``eval``, ``analyze``, ``plot``): an option it does not
+    know is a usage error naming the closest one it does (``--dta: unknown option; did you mean `--data`?``),
+    reported before argparse's own complaints (such as the then missing ``--data``)."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        known = [s for s in self._option_string_actions if s.startswith("--")]
+        for token in args:
+            if token == "--":
+                break
+            name = token.split("=", 1)[0]
+            if name.startswith("--") and not any(option.startswith(name) for option in known):
+                self.error(f"{name}: unknown option{_suggest(name, known)}")
+        return super().parse_known_args(args, namespace)
 
 
 PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes"

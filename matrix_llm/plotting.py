@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from .hub import RunFolder
+from .parsing import ToolParser
 
 # Trainer bookkeeping that is not a metric of the model
 _BOOKKEEPING = ("step", "epoch", "learning_rate", "grad_norm", "total_flos", "train_loss")
@@ -272,12 +273,15 @@ def plot_seen_unseen(result: dict, output: str | Path, *, unseen: list[str] | tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog="matrix-llm plot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("run_dir", help="an output_dir (or checkpoint) holding trainer_state.json")
     parser.add_argument("--output", default=None, help="PNG path (default: RUN_DIR/metrics.png)")
     args = parser.parse_args(argv)
-    path = plot_run(args.run_dir, args.output)
+    try:
+        path = plot_run(args.run_dir, args.output)
+    except (FileNotFoundError, ValueError) as e:  # no trainer_state.json; nothing logged
+        parser.error(str(e))
     print(f"wrote {path}")  # noqa: T201 - CLI output
     return 0

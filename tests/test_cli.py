@@ -47,3 +47,61 @@ def test_help_imports_nothing_heavy_and_lists_the_everyday_training_fields():
     ):
         assert f"  {field}  [default:" in result["text"], field
     assert "--help_all" in result["text"]
+
+
+TOOLS = [
+    ["eval", "probe", "--data", "digits"],
+    ["eval", "knn", "--data", "digits"],
+    ["eval", "zeroshot", "--data", "scenes"],
+    ["eval", "retrieval", "--data", "scenes"],
+    ["eval", "gsm8k"],
+    ["analyze", "--data", "digits"],
+]
+
+
+@pytest.mark.parametrize("argv", TOOLS, ids=lambda argv: " ".join(argv[:2]))
+def test_a_tool_names_a_missing_model_folder_and_a_misspelt_option(argv, tmp_path, monkeypatch, capsys):
+    """`outputs/nope` where `outputs/` exists is a local path, not a Hub id: "no such directory", exit 2, before
+    anything loads; `--dta` is answered with the option it resembles."""
+    from matrix_llm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--model", "outputs/nope"])
+    assert stop.value.code == 2
+    assert "outputs/nope: no such directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--model", "outputs", "--dta", "x", "--outptu_dir", "y"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--dta: unknown option; did you mean `--data`?" in err
+    assert list((tmp_path / "outputs").iterdir()) == []
+
+
+def test_analyze_lmc_names_a_missing_folder_and_a_misspelt_option(tmp_path, monkeypatch, capsys):
+    from matrix_llm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    with pytest.raises(SystemExit):
+        main(["analyze", "lmc", "outputs/a", "outputs", "--data", "digits"])
+    assert "outputs/a: no such directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["analyze", "lmc", "outputs", "outputs", "--dtaa", "digits"])
+    assert "did you mean `--data`?" in capsys.readouterr().err
+
+
+def test_analyze_compare_writes_to_a_folder_named_after_the_pair():
+    from matrix_llm.tools.analyze import output_name
+
+    assert output_name("outputs/run-a") == "run-a"
+    assert output_name("outputs/run-a", "outputs/run-b") == "run-a_vs_run-b"
+    assert output_name("outputs/demo/model", "outputs/demo-ce/model") == "demo-model_vs_demo-ce-model"
+
+
+def test_plot_names_a_folder_without_a_run(tmp_path, capsys):
+    from matrix_llm.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["plot", str(tmp_path)])
+    assert stop.value.code == 2 and f"no trainer_state.json in {tmp_path}" in capsys.readouterr().err

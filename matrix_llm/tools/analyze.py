@@ -33,7 +33,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-__all__ = ["adapter_base", "load_any_model", "main", "model_batches"]
+from matrix_llm.parsing import ToolParser, model_source
+
+__all__ = ["adapter_base", "load_any_model", "main", "model_batches", "output_name"]
 
 PROG = "matrix-llm analyze"
 logger = logging.getLogger("matrix_llm.tools.analyze")
@@ -198,6 +200,17 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print(f"{str(row[columns[0]])[-40:]:<40}  " + "  ".join(cells))  # noqa: T201 - CLI output
 
 
+def output_name(model: str, compare: str | None = None) -> str:
+    """The default output folder's name: the model's folder name, ``A_vs_B`` with ``--compare``; a name two models
+    share (``demo/model`` and ``demo-ce/model``) takes its parent's too (``demo-model_vs_demo-ce-model``)."""
+    if compare is None:
+        return Path(model).name
+    a, b = Path(model), Path(compare)
+    if a.name == b.name:
+        return f"{a.parent.name}-{a.name}_vs_{b.parent.name}-{b.name}".lstrip("-").replace("_vs_-", "_vs_")
+    return f"{a.name}_vs_{b.name}"
+
+
 def run_layers(args: argparse.Namespace) -> dict[str, Any]:
     from matrix_llm.plotting import plot_lines
     from matrix_llm.tools import analysis
@@ -206,7 +219,7 @@ def run_layers(args: argparse.Namespace) -> dict[str, Any]:
     references: dict[str, tuple[str, list]] = {}
     for name in [args.model] + ([args.compare] if args.compare else []):
         tables.update(_table(name, args, references))
-    out = Path(args.output_dir or Path("outputs/analyze") / Path(args.model).name)
+    out = Path(args.output_dir or Path("outputs/analyze") / output_name(args.model, args.compare))
     out.mkdir(parents=True, exist_ok=True)
     result = {
         "models": [args.model] + ([args.compare] if args.compare else []),
@@ -297,16 +310,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto")
     parser.add_argument("--revision", default=None, help="Hub revision of the model(s)")
     parser.add_argument("--trust_remote_code", action="store_true")
-    parser.add_argument("--output_dir", default=None, help="default: outputs/analyze/<model name>")
+    parser.add_argument(
+        "--output_dir", default=None, help="default: outputs/analyze/<model name> (<A>_vs_<B> with --compare)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", required=True, help="Hub id or local directory")
+    parser = ToolParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, type=model_source, help="Hub id or local directory")
     parser.add_argument(
-        "--compare", default=None, help="a second model analysed on the same data, side by side"
+        "--compare",
+        default=None,
+        type=model_source,
+        help="a second model analysed on the same data, side by side",
     )
     parser.add_argument("--layers", default=None, help="comma-separated block indices (default: all)")
     parser.add_argument(
@@ -318,13 +334,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _lmc_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog=f"{PROG} lmc",
         description="Loss, accuracy and matrix entropy along the "
         "straight line between two checkpoints of the same architecture.",
     )
-    parser.add_argument("model_a", help="checkpoint A (ω = 1)")
-    parser.add_argument("model_b", help="checkpoint B (ω = 0)")
+    parser.add_argument("model_a", type=model_source, help="checkpoint A (ω = 1)")
+    parser.add_argument("model_b", type=model_source, help="checkpoint B (ω = 0)")
     parser.add_argument("--grid", type=int, default=11, help="number of ω values in [0, 1] (default 11)")
     _common(parser)
     return parser

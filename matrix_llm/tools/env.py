@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import os
 import platform
 import sys
+
+from matrix_llm.parsing import ToolParser
 
 PACKAGES = (
     "matrix-llm",
@@ -60,7 +61,7 @@ def collect() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="matrix-llm env", description=__doc__)
+    parser = ToolParser(prog="matrix-llm env", description=__doc__)
     parser.parse_args(argv)
     lines = [
         f"- {key}: {value}" if "\n" not in value else f"- {key}:\n{value}" for key, value in collect().items()

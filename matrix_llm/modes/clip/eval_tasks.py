@@ -53,15 +53,17 @@ def _write(args: Any, task: str, result: dict[str, Any]) -> dict[str, Any]:
 
 def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     """``matrix-llm eval zeroshot --model DIR --data {scenes,IDX folder} [--classes ...] [--templates ...]``."""
-    import argparse
 
     from matrix_llm.modes.clip.config import CLIPDataArguments
+    from matrix_llm.parsing import ToolParser, model_source
 
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog="matrix-llm eval zeroshot",
         description="Zero-shot top-1 / top-5 accuracy of a dual encoder with prompt templates.",
     )
-    parser.add_argument("--model", required=True, help="a saved `matrix-llm clip` model or a Hub CLIP id")
+    parser.add_argument(
+        "--model", required=True, type=model_source, help="a saved `matrix-llm clip` model or a Hub CLIP id"
+    )
     parser.add_argument(
         "--data", default="scenes", help="scenes / scenes-classes (held-out compositions) or an IDX folder"
     )
@@ -110,15 +112,17 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
 
 def main_retrieval(argv: Sequence[str]) -> dict[str, Any]:
     """``matrix-llm eval retrieval --model DIR --data {scenes,Hub / local image-caption dataset}``."""
-    import argparse
 
     from matrix_llm.data.image_text import ImageTextCollator, load_image_text_dataset
+    from matrix_llm.parsing import ToolParser, model_source
 
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog="matrix-llm eval retrieval",
         description="Image <-> text retrieval R@1/5/10 and ranks (open_clip's names) of a dual encoder.",
     )
-    parser.add_argument("--model", required=True, help="a saved `matrix-llm clip` model or a Hub CLIP id")
+    parser.add_argument(
+        "--model", required=True, type=model_source, help="a saved `matrix-llm clip` model or a Hub CLIP id"
+    )
     parser.add_argument(
         "--data", default="scenes", help="scenes, scenes-classes, or a Hub id / local image-caption dataset"
     )

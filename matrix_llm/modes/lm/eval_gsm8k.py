@@ -67,7 +67,7 @@ from matrix_llm.modes.lm.evaluate import (
     score_samples,
     write_jsonl,
 )
-from matrix_llm.parsing import looks_like_path
+from matrix_llm.parsing import ToolParser, model_source
 from matrix_llm.plotting import read_run_info
 
 logger = logging.getLogger(__name__)
@@ -176,13 +176,15 @@ def _fewshot(args, num_items: int) -> tuple[list[list[dict[str, str]]] | None, d
 def _gsm8k_parser() -> argparse.ArgumentParser:
     from matrix_llm.data.gsm8k import EVAL_PROMPTS
 
-    p = argparse.ArgumentParser(
+    p = ToolParser(
         prog="matrix-llm eval gsm8k",
         description="GSM8K accuracy by greedy generation, scored like lm-evaluation-harness.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="local model directory or Hub id")
-    p.add_argument("--adapter", default=None, help="PEFT adapter directory (loaded on top of --model)")
+    p.add_argument("--model", required=True, type=model_source, help="local model directory or Hub id")
+    p.add_argument(
+        "--adapter", default=None, type=model_source, help="PEFT adapter directory (loaded on top of --model)"
+    )
     p.add_argument(
         "--prompt",
         default=None,
@@ -240,10 +242,6 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
             "--backend vllm needs vLLM, which is not installed: `pip install vllm` (GPU only), "
             "or use --backend hf (the default)"
         )
-    for name in ("model", "adapter"):
-        value = getattr(args, name)
-        if value and looks_like_path(value) and not Path(value).expanduser().is_dir():
-            raise SystemExit(f"--{name} {value}: no such directory")
     if args.prompt is None:
         args.prompt, origin = _default_prompt(args.model, args.adapter)
         sys.stderr.write(f"matrix-llm eval gsm8k: prompt {args.prompt!r} ({origin}; --prompt to choose)\n")
@@ -404,7 +402,7 @@ def rescore(samples_path: str | Path, *, output: str | Path | None = None) -> di
 
 
 def rescore_cli(argv: Sequence[str]) -> dict[str, Any]:
-    p = argparse.ArgumentParser(
+    p = ToolParser(
         prog="matrix-llm eval rescore", description="Recompute results.json metrics from samples.jsonl."
     )
     p.add_argument("samples", help="samples.jsonl of a `matrix-llm eval gsm8k` run")

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from matrix_llm.hub import RunFolder
+from matrix_llm.parsing import ToolParser, model_source
 
 __all__ = ["extract_features", "knn_accuracy", "linear_probe_accuracy", "main_knn", "main_probe"]
 
@@ -166,12 +167,15 @@ def _parser(task: str) -> argparse.ArgumentParser:
         if task == "probe"
         else "weighted cosine kNN on frozen features"
     )
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog=f"matrix-llm eval {task}",
         description=f"Test accuracy of {what}, for the model and for its architecture at random init.",
     )
     parser.add_argument(
-        "--model", required=True, help="a saved backbone (e.g. OUTPUT_DIR/backbone) or Hub id"
+        "--model",
+        required=True,
+        type=model_source,
+        help="a saved backbone (e.g. OUTPUT_DIR/backbone) or Hub id",
     )
     parser.add_argument("--data", required=True, help="digits, an IDX folder, or a Hub / local image dataset")
     parser.add_argument("--data_config", default=None)

@@ -375,9 +375,9 @@ def test_eval_defaults_to_the_trained_template_and_the_model_folder(saved_model,
     assert main([*argv, "--overwrite"]) == 0
 
 
-def test_eval_missing_local_model_says_so_and_leaves_nothing(tmp_path, gsm8k_dir):
+def test_eval_missing_local_model_says_so_and_leaves_nothing(tmp_path, gsm8k_dir, capsys):
     out = tmp_path / "out"
-    with pytest.raises(SystemExit, match="no such directory"):
+    with pytest.raises(SystemExit):
         main(
             [
                 "gsm8k",
@@ -389,7 +389,7 @@ def test_eval_missing_local_model_says_so_and_leaves_nothing(tmp_path, gsm8k_dir
                 str(out),
             ]
         )
-    assert not out.exists()
+    assert "no such directory" in capsys.readouterr().err and not out.exists()
 
 
 def test_metamath_accuracy_only_where_the_format_is_used():
