@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from .hub import RunFolder
-from .parsing import ToolParser
+from .parsing.usage import ToolParser
 
 # Trainer bookkeeping that is not a metric of the model
 _BOOKKEEPING = ("step", "epoch", "learning_rate", "grad_norm", "total_flos", "train_loss")

@@ -31,6 +31,7 @@ __all__ = [
     "decode_image",
     "load_split",
     "saved_image_collator",
+    "tiny_image_processor",
     "digits_dataset",
     "load_idx_dataset",
     "load_image_dataset",
@@ -250,6 +251,32 @@ def check_readable(rows: Any, split: str, n: int = 16) -> None:
             )
 
 
+def tiny_image_processor(image_size: int, channels: int, *, normalize: bool = True) -> Any:
+    """The image processor of matrix_llm's tiny vision models, which their runs train and evaluate through and save
+    beside them, so that ``AutoImageProcessor`` feeds a saved model exactly as its run did: resize to
+    ``image_size`` (bilinear), scale to ``[0, 1]``, then (``normalize``) mean 0.5 / std 0.5 per channel, i.e.
+    ``[-1, 1]``; ``normalize=False`` keeps ``[0, 1]`` (ssl normalises its views on the device). ``channels`` 1:
+    grey (give ``L`` images), 3: RGB (others are converted). The backend is the one ``AutoImageProcessor`` picks
+    in this environment (torchvision when it is installed, else PIL), so a saved folder loads the same class."""
+    from transformers.utils import is_torchvision_available
+
+    if is_torchvision_available():
+        from transformers import ViTImageProcessor as processor_class
+    else:
+        from transformers import ViTImageProcessorPil as processor_class
+
+    return processor_class(
+        do_resize=True,
+        size={"height": image_size, "width": image_size},
+        resample=2,  # PIL.Image.BILINEAR
+        do_rescale=True,
+        do_normalize=normalize,
+        image_mean=[0.5] * channels,
+        image_std=[0.5] * channels,
+        do_convert_rgb=channels == 3,
+    )
+
+
 class ImageCollator:
     """``{"image", "label"}`` rows -> ``{"pixel_values": (N, C, S, S) float, "labels": (N,)}`` (rows without a
     ``label`` give ``pixel_values`` only).
@@ -304,10 +331,21 @@ class ImageCollator:
         return kept, images
 
     def pixel_values(self, images: list[Any]) -> Any:
-        """Decoded images -> ``(N, C, S, S)``: through the processor when there is one."""
+        """Decoded images -> ``(N, C, S, S)``: through the processor when there is one (as PIL images of this
+        collator's channels: grey ``L`` or ``RGB``), else resized and scaled here."""
         if self.processor is not None:
-            return self.processor(images=images, return_tensors="pt")["pixel_values"]
+            return self.processor(images=[self._pil(im) for im in images], return_tensors="pt")[
+                "pixel_values"
+            ]
         return self._pixels(images)
+
+    def _pil(self, image: Any) -> Any:
+        from PIL import Image
+
+        if not hasattr(image, "convert"):
+            a = np.asarray(image)
+            image = Image.fromarray(a if a.ndim == 2 or a.shape[-1] in (3, 4) else a[..., 0])
+        return image.convert("RGB" if self.channels == 3 else "L")
 
     def _pixels(self, images: list[Any]) -> Any:
         """Each image to ``(C, S, S)`` in ``[0, 1]`` (any size; PIL modes L / RGB / RGBA / P converted), stacked and

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from matrix_llm.parsing import ConfigError, format_help, mode_classes, parse_args
+from matrix_llm.parsing import ConfigError, mode_classes, parse_args
+from matrix_llm.parsing.usage import format_help
 
 __all__ = ["Mode", "Objective", "ObjectiveCard", "ObjectiveOutput"]
 

@@ -33,7 +33,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from matrix_llm.parsing import ToolParser, model_source
+from matrix_llm.parsing.usage import ToolParser, model_source
 
 __all__ = ["adapter_base", "load_any_model", "main", "model_batches", "output_name"]
 

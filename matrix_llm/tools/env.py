@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from matrix_llm.parsing import ToolParser
+from matrix_llm.parsing.usage import ToolParser
 
 PACKAGES = (
     "matrix-llm",

@@ -324,7 +324,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "renamed-field-ignored",
         "an old field name (teacher_momentum) still sets its renamed field, with a deprecation warning",
-        "matrix_llm/parsing.py",
+        "matrix_llm/parsing/__init__.py",
         "            key = _new_name(str(key), renamed, prog)",
         "            key = str(key)",
         ("tests/test_cards.py::test_a_renamed_field_keeps_its_old_name_with_a_deprecation_warning",),
@@ -716,6 +716,46 @@ MUTATIONS: list[Mutation] = [
         "rng = np.random.default_rng()",
         (_clip("test_kill_and_resume_ends_like_an_uninterrupted_run"),),
     ),
+    Mutation(
+        "ssl-backbone-without-processor",
+        "an ssl backbone loads with AutoImageProcessor, giving the inputs its probes used",
+        "matrix_llm/modes/ssl/command.py",
+        "        self.processor.save_pretrained(folder.backbone)",
+        "        pass",
+        (
+            "tests/modes/test_saved_preprocessing.py::test_an_ssl_backbone_loads_with_the_image_processor_its_probes_used",
+        ),
+    ),
+    Mutation(
+        "ssl-eval-not-through-the-saved-processor",
+        "an ssl run's probes see what AutoImageProcessor gives from the saved backbone",
+        "matrix_llm/modes/ssl/command.py",
+        "                processor=self.processor,\n            )\n            results.update(probe_results(",
+        "            )\n            results.update(probe_results(",
+        (
+            "tests/modes/test_saved_preprocessing.py::test_an_ssl_backbone_loads_with_the_image_processor_its_probes_used",
+        ),
+    ),
+    Mutation(
+        "clip-saved-without-processor",
+        "a clip model loads with AutoProcessor, giving the inputs its evaluation used",
+        "matrix_llm/modes/clip/command.py",
+        "            processing_class=processor,",
+        "            processing_class=tokenizer,",
+        (
+            "tests/modes/test_saved_preprocessing.py::test_a_clip_model_loads_with_automodel_and_the_autoprocessor_its_evaluation_used",
+        ),
+    ),
+    Mutation(
+        "classifier-saved-without-processor",
+        "a tiny classifier is saved with the image processor it was evaluated with",
+        "matrix_llm/modes/classify/command.py",
+        "        return model, collator, processor\n    from transformers import AutoModelForImageClassification",
+        "        return model, collator, None\n    from transformers import AutoModelForImageClassification",
+        (
+            "tests/modes/test_saved_preprocessing.py::test_a_classifier_is_saved_with_the_image_processor_it_was_evaluated_with",
+        ),
+    ),
     # -- a user's own image data ------------------------------------------------------------------------------------
     Mutation(
         "flat-folder-not-unlabelled",
@@ -779,7 +819,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "help-without-everyday-fields",
         "the short help lists the everyday TrainingArguments (max_steps, save_steps, ...)",
-        "matrix_llm/parsing.py",
+        "matrix_llm/parsing/usage.py",
         "    if everyday:",
         "    if False:",
         ("tests/test_cli.py::test_the_packaged_help_is_what_the_configuration_classes_give",),
@@ -787,7 +827,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "tool-model-not-checked",
         "a tool's --model that is a missing local folder is named as such, before anything loads",
-        "matrix_llm/parsing.py",
+        "matrix_llm/parsing/usage.py",
         "    if looks_like_path(value) and not Path(value).expanduser().is_dir():",
         "    if False:",
         ("tests/test_cli.py::test_a_tool_names_a_missing_model_folder_and_a_misspelt_option",),
@@ -795,7 +835,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "org-folder-read-as-hub-id",
         "`outputs/run` where `outputs/` is a local folder is a path, not a Hub id",
-        "matrix_llm/parsing.py",
+        "matrix_llm/parsing/__init__.py",
         '    return name.count("/") == 1 and Path(name).parent.is_dir()',
         "    return False",
         ("tests/test_cli.py::test_a_tool_names_a_missing_model_folder_and_a_misspelt_option",),
@@ -803,7 +843,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "tool-option-no-suggestion",
         "a misspelt option of a tool is answered with the one it resembles",
-        "matrix_llm/parsing.py",
+        "matrix_llm/parsing/usage.py",
         '            if name.startswith("--") and not any(option.startswith(name) for option in known):',
         "            if False:",
         (

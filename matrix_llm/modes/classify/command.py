@@ -149,8 +149,8 @@ def build_model(
     training_args: ClassificationConfig,
     train: Any = None,
 ) -> tuple[Any, Any, Any]:
-    """``(model, collator, processor)``: a tiny random-init classifier with the plain image collator (processor
-    ``None``), a Hub / local image model with its image processor, or a text classifier with its tokenizer
+    """``(model, collator, processor)``: a tiny random-init classifier with
+    :func:`~matrix_llm.data.images.tiny_image_processor`, a Hub / local image model with its image processor, or a text classifier with its tokenizer
     (``train``: the training rows, for ``tiny-bert``'s tokenizer)."""
     if data_args.text_column is not None:
         from matrix_llm.data.text import TextCollator, count_truncated
@@ -165,7 +165,7 @@ def build_model(
                 data_args.max_length,
             )
         return model, TextCollator(tokenizer, max_length=data_args.max_length), tokenizer
-    from matrix_llm.data.images import ImageCollator
+    from matrix_llm.data.images import ImageCollator, tiny_image_processor
 
     if model_args.is_tiny:
         from matrix_llm.models.tiny import build_image_classifier
@@ -180,12 +180,14 @@ def build_model(
             num_heads=model_args.tiny_num_heads,
             seed=training_args.seed,
         )
+        processor = tiny_image_processor(data_args.image_size, data_args.num_channels)  # saved with the model
         collator = ImageCollator(
             image_size=data_args.image_size,
             channels=data_args.num_channels,
+            processor=processor,
             skip_corrupt=data_args.skip_corrupt_images,
         )
-        return model, collator, None
+        return model, collator, processor
     from transformers import AutoModelForImageClassification
 
     from matrix_llm.data.images import saved_image_collator

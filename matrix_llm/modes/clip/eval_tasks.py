@@ -55,7 +55,7 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
     """``matrix-llm eval zeroshot --model DIR --data {scenes,IDX folder} [--classes ...] [--templates ...]``."""
 
     from matrix_llm.modes.clip.config import CLIPDataArguments
-    from matrix_llm.parsing import ToolParser, model_source
+    from matrix_llm.parsing.usage import ToolParser, model_source
 
     parser = ToolParser(
         prog="matrix-llm eval zeroshot",
@@ -114,7 +114,7 @@ def main_retrieval(argv: Sequence[str]) -> dict[str, Any]:
     """``matrix-llm eval retrieval --model DIR --data {scenes,Hub / local image-caption dataset}``."""
 
     from matrix_llm.data.image_text import ImageTextCollator, load_image_text_dataset
-    from matrix_llm.parsing import ToolParser, model_source
+    from matrix_llm.parsing.usage import ToolParser, model_source
 
     parser = ToolParser(
         prog="matrix-llm eval retrieval",

@@ -67,7 +67,7 @@ from matrix_llm.modes.lm.evaluate import (
     score_samples,
     write_jsonl,
 )
-from matrix_llm.parsing import ToolParser, model_source
+from matrix_llm.parsing.usage import ToolParser, model_source
 from matrix_llm.plotting import read_run_info
 
 logger = logging.getLogger(__name__)

@@ -114,20 +114,25 @@ def _network(
 def build_model(
     model_args: SSLModelArguments, data_args: SSLDataArguments, training_args: SSLConfig, num_classes: int
 ) -> tuple[Any, Any, Any]:
-    """``(SSLModel or MAEModel, collator, image processor or None)``; the collator gives ``[0, 1]`` images of
-    ``image_size``, which the model augments and normalises on its device."""
+    """``(SSLModel or MAEModel, collator, image processor)``; the collator gives ``[0, 1]`` images of
+    ``image_size``, which the model augments and normalises on its device; the image processor (the Hub
+    backbone's, or :func:`~matrix_llm.data.images.tiny_image_processor`) is saved beside the backbone and feeds the
+    final probes."""
     from dataclasses import replace
 
     from matrix_llm.data.augment import MAE_VIEW, TwoViewAugment, byol_views
-    from matrix_llm.data.images import ImageCollator
+    from matrix_llm.data.images import ImageCollator, tiny_image_processor
     from matrix_llm.models.ssl import MAEModel, SSLModel
 
     network, processor = _network(model_args, data_args, training_args)
-    # tiny models: the [-1, 1] scaling the collators of classify / analyze / eval use
-    mean, std = (
-        ((0.5,), (0.5,)) if processor is None else (tuple(processor.image_mean), tuple(processor.image_std))
-    )
     channels = int(getattr(network.config, "num_channels", data_args.num_channels))
+    # the collator gives [0, 1] images at image_size: a tiny model's through its own processor without the
+    # normalisation (saved with it, normalising; the views are normalised on the device the same way)
+    training_processor = None
+    if processor is None:
+        processor = tiny_image_processor(data_args.image_size, channels)
+        training_processor = tiny_image_processor(data_args.image_size, channels, normalize=False)
+    mean, std = tuple(processor.image_mean), tuple(processor.image_std)
     method = training_args.ssl_method
     crop = dict(crop_scale=(data_args.crop_min_scale, 1.0))
     views = (
@@ -157,6 +162,7 @@ def build_model(
         channels=channels,
         mean=0.0,
         std=1.0,
+        processor=training_processor,
         skip_corrupt=data_args.skip_corrupt_images,
     )
     return model, collator, processor
@@ -247,8 +253,7 @@ class SSLMode(Mode):
         if hasattr(backbone.config, "mask_ratio"):  # a ViT-MAE encoder: keep every patch as a backbone
             backbone.config.mask_ratio = 0.0
         backbone.save_pretrained(folder.backbone)
-        if self.processor is not None:
-            self.processor.save_pretrained(folder.backbone)
+        self.processor.save_pretrained(folder.backbone)
         results: dict[str, Any] = {"argv": self.argv, "train_size": len(self.train)}
         if self.labelled and self.evalset is not None:
             from matrix_llm.data.images import ImageCollator
@@ -256,8 +261,6 @@ class SSLMode(Mode):
             plain = ImageCollator(
                 image_size=self.data_args.image_size,
                 channels=self.collator.channels,
-                mean=0.5,
-                std=0.5,
                 processor=self.processor,
             )
             results.update(probe_results(backbone, self.training_args.seed, self.train, self.evalset, plain))

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from matrix_llm.hub import RunFolder
-from matrix_llm.parsing import ToolParser, model_source
+from matrix_llm.parsing.usage import ToolParser, model_source
 
 __all__ = ["extract_features", "knn_accuracy", "linear_probe_accuracy", "main_knn", "main_probe"]
 

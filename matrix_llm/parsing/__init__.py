@@ -15,7 +15,6 @@ depend on the recipe's ``objective`` field (see :func:`parse_args`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import enum
@@ -28,11 +27,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
-    "ToolParser",
-    "model_source",
     "ConfigError",
-    "format_help",
+    "default_text",
     "looks_like_path",
+    "own_fields",
+    "suggest",
     "mode_classes",
     "parse_args",
     "problem",
@@ -213,7 +212,7 @@ def _convert(name: str, value: Any, tp: Any, choices: list | None) -> Any:
     return result
 
 
-def _suggest(name: str, known: list[str]) -> str:
+def suggest(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f"; did you mean `{close[0]}`?" if close else ""
 
@@ -245,7 +244,7 @@ def _split_cli(
         if key not in table and key.startswith("no_") and key[3:] in table:
             key, negated = key[3:], True
         if key not in table:
-            problems.append(f"unknown option `--{key}`{_suggest(key, list(table))}")
+            problems.append(f"unknown option `--{key}`{suggest(key, list(table))}")
             continue
         hint = table[key][2]
         is_list = any(typing.get_origin(m) is list for m in _union_args(hint))
@@ -279,39 +278,7 @@ def looks_like_path(name: str) -> bool:
     return name.count("/") == 1 and Path(name).parent.is_dir()
 
 
-def model_source(value: str) -> str:
-    """``type=`` of a tool's ``--model`` option: a Hub id or an existing local directory.
-
-    Raises:
-        argparse.ArgumentTypeError: a value that can only be a local path (:func:`looks_like_path`) and is not a
-            directory (argparse reports it as a usage error, exit status 2).
-    """
-    if looks_like_path(value) and not Path(value).expanduser().is_dir():
-        raise argparse.ArgumentTypeError(
-            f"{value}: no such directory (a saved model is the folder save_pretrained wrote; a Hub id is "
-            "`name` or `org/name`)"
-        )
-    return value
-
-
-class ToolParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` of the tool commands (``eval``, ``analyze``, ``plot``): an option it does not
-    know is a usage error naming the closest one it does (``--dta: unknown option; did you mean `--data`?``),
-    reported before argparse's own complaints (such as the then missing ``--data``)."""
-
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
-        args = list(sys.argv[1:] if args is None else args)
-        known = [s for s in self._option_string_actions if s.startswith("--")]
-        for token in args:
-            if token == "--":
-                break
-            name = token.split("=", 1)[0]
-            if name.startswith("--") and not any(option.startswith(name) for option in known):
-                self.error(f"{name}: unknown option{_suggest(name, known)}")
-        return super().parse_known_args(args, namespace)
-
-
-PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes"
+PACKAGED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def resolve_config(path: str) -> Path | None:
@@ -345,7 +312,7 @@ def _load_yaml(path: str) -> tuple[dict[str, Any], list[str]]:
     return data, []
 
 
-def _own_fields(cls: type) -> list[dataclasses.Field]:
+def own_fields(cls: type) -> list[dataclasses.Field]:
     """The init fields ``cls`` declares itself or inherits from matrix_llm classes (not from transformers)."""
     out, seen = [], set()
     for klass in cls.__mro__:
@@ -358,7 +325,7 @@ def _own_fields(cls: type) -> list[dataclasses.Field]:
     return sorted(out, key=lambda f: [x.name for x in dataclasses.fields(cls)].index(f.name))
 
 
-def _default_text(f: dataclasses.Field) -> str:
+def default_text(f: dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING:
         return repr(f.default)
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -378,78 +345,6 @@ def mode_classes(
         return tuple(classes)
 
     return pick
-
-
-# the TrainingArguments a run sets most often, listed in the short help (``--help_all``: every one)
-EVERYDAY_TRAINING_FIELDS = (
-    "output_dir",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "learning_rate",
-    "lr_scheduler_type",
-    "warmup_steps",
-    "logging_steps",
-    "eval_strategy",
-    "eval_steps",
-    "save_strategy",
-    "save_steps",
-    "save_total_limit",
-    "resume_from_checkpoint",
-    "seed",
-    "bf16",
-    "report_to",
-    "push_to_hub",
-)
-
-
-def _first_sentence(text: str) -> str:
-    text = " ".join(text.split())
-    end = text.find(". ")
-    return text if end < 0 else text[: end + 1]
-
-
-def format_help(prog: str, classes: Sequence[type], *, example: str, summary: str = "") -> str:
-    """Short help: usage, an example, the fields matrix_llm adds, then the everyday fields of
-    ``transformers.TrainingArguments`` (:data:`EVERYDAY_TRAINING_FIELDS`; ``--help_all`` lists every field)."""
-    lines = [
-        f"usage: {prog} --config RECIPE.yaml [--field value ...]",
-        "",
-        *([summary, ""] if summary else []),
-        "A YAML recipe sets any field below or of transformers.TrainingArguments; `--field value` on the command",
-        "line overrides it. Booleans: `--flag`, `--flag false`, `--no_flag`. Lists: `--field a b c`.",
-        "",
-        "example:",
-        f"  {example}",
-    ]
-    for cls in classes:
-        own = _own_fields(cls)
-        if not own:
-            continue
-        lines += ["", f"{cls.__name__}:"]
-        for f in own:
-            choices = f.metadata.get("choices")
-            extra = f" (choices: {', '.join(map(str, choices))})" if choices else ""
-            lines.append(f"  --{f.name}  [default: {_default_text(f)}]{extra}")
-            text = f.metadata.get("help", "")
-            if text:
-                lines.append(f"      {text}")
-    fields = {f.name: f for cls in classes for f in dataclasses.fields(cls) if f.init}
-    own = {f.name for cls in classes for f in _own_fields(cls)}
-    everyday = [fields[name] for name in EVERYDAY_TRAINING_FIELDS if name in fields and name not in own]
-    if everyday:
-        lines += ["", "transformers.TrainingArguments, the everyday ones (the recipe may set them):"]
-        for f in everyday:
-            lines.append(f"  --{f.name}  [default: {_default_text(f)}]")
-            text = _first_sentence(f.metadata.get("help", ""))
-            if text:
-                lines.append(f"      {text}")
-    lines += [
-        "",
-        f"Every other transformers.TrainingArguments field is accepted too: `{prog} --help_all` lists them all.",
-    ]
-    return "\n".join(lines)
 
 
 def _take_config(argv: list[str], problems: list[str]) -> tuple[list[str], list[str]]:
@@ -500,7 +395,7 @@ def parse_args(
     defaults, command-line flags override them. Booleans accept true/false/yes/no/1/0 in both (``--use_peft
     false``; a bare ``--use_peft`` means true; ``--no_use_peft`` also works). List fields take several values
     (``--lora_target_modules q_proj v_proj``) or a YAML list. ``--help`` prints ``help_text(classes)`` (default:
-    :func:`format_help`) and ``--help_all`` every field with transformers' ``HfArgumentParser``; both exit 0.
+    :func:`matrix_llm.parsing.usage.format_help`) and ``--help_all`` every field with transformers' ``HfArgumentParser``; both exit 0.
 
     Raises:
         ConfigError: listing every unknown name (with the closest valid name), every value of the wrong type
@@ -522,10 +417,12 @@ def parse_args(
         HfArgumentParser(tuple(classes), prog=prog).print_help()
         raise SystemExit(0)
     if any(a in ("-h", "--help") for a in argv):
+        from . import usage
+
         text = (
             help_text(classes)
             if help_text
-            else format_help(prog, classes, example=f"{prog} --config RECIPE.yaml")
+            else usage.format_help(prog, classes, example=f"{prog} --config RECIPE.yaml")
         )
         sys.stdout.write(text + "\n")
         raise SystemExit(0)
@@ -538,7 +435,7 @@ def parse_args(
         for key, value in data.items():
             key = _new_name(str(key), renamed, prog)
             if key not in table:
-                problems.append(f"unknown field `{key}` in {path}{_suggest(str(key), list(table))}")
+                problems.append(f"unknown field `{key}` in {path}{suggest(str(key), list(table))}")
             else:
                 raw[key] = (value, path)
     cli, errs = _split_cli(rest, table, lambda key: _new_name(key, renamed, prog))
