@@ -26,6 +26,7 @@ demo: install
 	$(VENV)/bin/matrix-llm demo --output_dir outputs/demo --overwrite_output_dir
 
 test: install
+	$(VENV)/bin/matrix-llm env  # the versions this run tests (README, "Versions")
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	# two pytest workers, one thread each: two workers of two threads oversubscribe two cores

@@ -106,7 +106,9 @@ def _holds_finished_run(output_dir: Path) -> bool:
 
 
 def preflight(model_args: Any, training_args: Any) -> list[str]:
-    """Problems visible from the configuration and the file system, before any model or data loads."""
+    """Problems visible from the configuration and the file system, before any model or data loads (an
+    ``output_dir`` holding a finished run, or the checkpoints of one that did not finish, is refused unless the
+    run resumes it or overwrites it)."""
     from transformers.integrations import get_available_reporting_integrations
 
     out = []
@@ -134,6 +136,12 @@ def preflight(model_args: Any, training_args: Any) -> list[str]:
             problem("output_dir", "a new or empty folder", str(output_dir))
             + ": it holds a finished run; pass --overwrite_output_dir to replace it, "
             "--resume_from_checkpoint true to continue it, or choose another output_dir"
+        )
+    elif (last := resolve_checkpoint("true", str(output_dir))) and not training_args.overwrite_output_dir:
+        out.append(
+            problem("output_dir", "a new or empty folder", str(output_dir))
+            + f": it holds {Path(last).name} of a run that did not finish; pass --resume_from_checkpoint true to continue "
+            "it, --overwrite_output_dir to start over, or choose another output_dir"
         )
     available = set(get_available_reporting_integrations())
     for integration in training_args.report_to or []:

@@ -129,6 +129,20 @@ class KillAfterSave(TrainerCallback):
             raise Killed(f"killed after checkpoint-{self.step}")
 
 
+class SigtermAt(TrainerCallback):
+    """Sends this process a real SIGTERM at the end of optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def watch_trainer(monkeypatch, callback) -> None:
     """The commands run a MatrixTrainer with ``callback`` added (after the objective's own); calling it again
     replaces the earlier one (both subclass the real MatrixTrainer)."""

@@ -8,16 +8,13 @@ Each test names the mutation it catches.
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 
 import pytest
 from conftest import SFT_TINY as TINY
-from conftest import StepRecorder
-from transformers import TrainerCallback
+from conftest import SigtermAt, StepRecorder, watch_trainer
 
-import matrix_llm.trainer
 from matrix_llm import runner
 from matrix_llm.modes.lm import command as sft
 
@@ -68,17 +65,6 @@ def _parsed(argv):
     return model_args, training_args
 
 
-class _SigtermAt(TrainerCallback):
-    """Sends this process a real SIGTERM at the end of optimizer step ``step``."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def _argv(out):
     return [
         *TINY,
@@ -117,26 +103,17 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupt
     assert sft.main(_argv(full)) == 0
 
     cut = tmp_path / "cut"
-    original = matrix_llm.trainer.MatrixTrainer
     steps = StepRecorder()
-
-    class Watched(original):
-        extra: list = []
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            for cb in self.extra:
-                self.add_callback(cb)
-
-    Watched.extra = [_SigtermAt(3)]
-    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Watched)
+    watch_trainer(monkeypatch, SigtermAt(3))
     assert sft.main(_argv(cut)) == runner.EXIT_PREEMPTED == 143
     assert "--resume_from_checkpoint true" in capsys.readouterr().err
     assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-3"]
     assert not (cut / "model.safetensors").exists()  # the tail stopped: no final model, no card
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was restored
 
-    Watched.extra = [steps]
+    assert sft.main(_argv(cut)) == 2  # neither resumed nor overwritten: refused
+    assert "it holds checkpoint-3 of a run that did not finish" in capsys.readouterr().err
+    watch_trainer(monkeypatch, steps)
     assert sft.main([*_argv(cut), "--resume_from_checkpoint", "true"]) == 0
     assert steps.start == 3 and steps.executed == [4, 5, 6]
     expected, resumed = _losses(full), _losses(cut)

@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from matrix_llm.hub import RunFolder
 from matrix_llm.parsing import PACKAGED_RECIPES
@@ -50,6 +51,11 @@ def heldout_problems(data_args, n: int) -> list[dict[str, str]]:
     )
 
 
+def _resumed(train: dict) -> str:
+    start = train["start_step"]
+    return f" ({train['global_step'] - start} of them in this run, resumed at step {start})" if start else ""
+
+
 def write_report(out: Path, summary: dict, samples: list[dict]) -> Path:
     m = summary["eval"]
     t = summary["train"]
@@ -64,7 +70,8 @@ def write_report(out: Path, summary: dict, samples: list[dict]) -> Path:
         (
             f"Tiny Llama ({summary['num_parameters'] / 1e6:.2f}M parameters, built offline) fine-tuned on "
             f"{summary['train_problems']} synthetic GSM8K-format problems (1-{summary['steps']} steps) with "
-            f"{objective}, {t['global_step']} optimizer steps in {summary['train_seconds']:.0f} s on CPU."
+            f"{objective}, {t['global_step']} optimizer steps{_resumed(t)} in {summary['train_seconds']:.0f} s "
+            "on CPU."
         ),
         "",
         "## Held-out accuracy (greedy, lm-eval scoring)",
@@ -109,6 +116,39 @@ def write_report(out: Path, summary: dict, samples: list[dict]) -> Path:
     return path
 
 
+# measured on this project's 2-core CPU (`make demo`, README): the time of one optimizer step of the demo recipe and
+# of one held-out problem's evaluation, for the estimate the demo prints at its start
+SECONDS_PER_STEP = 0.06
+SECONDS_PER_PROBLEM = 0.1
+
+
+def _plan(data_args: Any, training_args: Any, eval_size: int) -> str:
+    """What the demo will do and about how long it takes (printed once the model is built)."""
+    steps = training_args.max_steps
+    objective = (
+        "CE"
+        if training_args.matrix_loss_type == "none"
+        else f"CE + {training_args.matrix_loss_weight} x MCE ({training_args.matrix_loss_type})"
+    )
+    seconds = steps * SECONDS_PER_STEP + eval_size * SECONDS_PER_PROBLEM
+    return (
+        f"\nmatrix-llm demo: {steps} optimizer steps of {objective} on {data_args.synthetic_train_size} synthetic "
+        f"problems, then greedy answers to {eval_size} held-out ones; about {seconds / 60:.0f} min on a 2-core CPU "
+        f"(the progress bar shows the rate here). Output: {Path(training_args.output_dir).parent}\n\n"
+    )
+
+
+def _start_step(into: dict[str, int]) -> Any:
+    """A ``TrainerCallback`` that records the step training starts at (after a resume, the checkpoint's)."""
+    from transformers import TrainerCallback
+
+    class StartStep(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            into["step"] = state.global_step
+
+    return StartStep()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="matrix-llm demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     from matrix_llm.plotting import plot_run
     from matrix_llm.runner import run_mode
 
+    started: dict[str, int] = {}  # the step training starts at (> 0 when resumed)
+
     class DemoMode(LMMode):
         prog = "matrix-llm demo"
 
@@ -141,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
                 return super().check()
             name = self.data_args.dataset_name
             return [f"`dataset_name`: the demo evaluates on synthetic problems; {args.config} uses {name!r}"]
+
+        def build(self, objective: Any) -> Any:
+            trainer = super().build(objective)
+            trainer.add_callback(_start_step(started))
+            sys.stdout.write(_plan(self.data_args, self.training_args, args.eval_size))
+            return trainer
 
     out = Path(args.output_dir)
     model_dir = out / "model"
@@ -197,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": train_seconds,
         "train": {
             "global_step": state["global_step"],
+            "start_step": started.get("step", 0),
             "first": {k: _first(history, k) for k in TRAIN_KEYS},
             "last": {k: _last(history, k) for k in TRAIN_KEYS},
         },

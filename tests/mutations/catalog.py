@@ -756,6 +756,43 @@ MUTATIONS: list[Mutation] = [
             "tests/modes/test_saved_preprocessing.py::test_a_classifier_is_saved_with_the_image_processor_it_was_evaluated_with",
         ),
     ),
+    Mutation(
+        "unfinished-run-restarted-silently",
+        "an output_dir holding the checkpoints of an unfinished run is refused unless resumed or overwritten",
+        "matrix_llm/runner.py",
+        '    elif (last := resolve_checkpoint("true", str(output_dir))) and not training_args.overwrite_output_dir:',
+        "    elif False:",
+        (
+            "tests/test_runner.py::test_sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupted_one",
+            "tests/tools/test_demo.py::test_demo_stops_on_sigterm_like_every_command_and_resumes",
+        ),
+    ),
+    Mutation(
+        "demo-report-counts-resumed-steps",
+        "after a resume the demo report says how many steps this process ran",
+        "matrix_llm/tools/demo.py",
+        '            into["step"] = state.global_step',
+        '            into["step"] = 0',
+        ("tests/tools/test_demo.py::test_demo_stops_on_sigterm_like_every_command_and_resumes",),
+    ),
+    Mutation(
+        "demo-plan-not-printed",
+        "the demo says what it will run and about how long at the start",
+        "matrix_llm/tools/demo.py",
+        "            sys.stdout.write(_plan(self.data_args, self.training_args, args.eval_size))",
+        "            pass",
+        ("tests/tools/test_demo.py::test_demo_stops_on_sigterm_like_every_command_and_resumes",),
+    ),
+    Mutation(
+        "over-context-not-counted",
+        "prompts that leave too little of the model's context are counted and warned about",
+        "matrix_llm/modes/lm/generation.py",
+        "    over = [n for n in lengths if n + max_new_tokens > context]",
+        "    over = []",
+        (
+            "tests/modes/lm/test_generation.py::test_prompts_that_leave_too_little_context_are_counted_and_warned_about",
+        ),
+    ),
     # -- a user's own image data ------------------------------------------------------------------------------------
     Mutation(
         "flat-folder-not-unlabelled",
@@ -858,6 +895,22 @@ MUTATIONS: list[Mutation] = [
         '    return f"{a.name}_vs_{b.name}"',
         "    return a.name",
         ("tests/test_cli.py::test_analyze_compare_writes_to_a_folder_named_after_the_pair",),
+    ),
+    Mutation(
+        "license-table-warns",
+        "installing the package prints no setuptools deprecation warnings",
+        "pyproject.toml",
+        'license = "Apache-2.0"',
+        'license = { text = "Apache-2.0" }',
+        ("tests/test_packaging.py::test_wheel_ships_the_demo_recipes_and_they_resolve_outside_the_checkout",),
+    ),
+    Mutation(
+        "readme-commands-collide",
+        "the README's Use block runs top to bottom as written",
+        "README.md",
+        "    --label_fraction 0.05 --output_dir outputs/classify-mir",
+        "    --label_fraction 0.05",
+        ("tests/test_readme.py::test_the_use_block_runs_top_to_bottom_as_written",),
     ),
     Mutation(
         "recipes-not-packaged",

@@ -80,3 +80,31 @@ def test_demo_rejects_a_missing_config(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main(["demo", "--config", str(tmp_path / "nope.yaml")])
     assert "no such file" in capsys.readouterr().err
+
+
+def test_demo_stops_on_sigterm_like_every_command_and_resumes(tmp_path, monkeypatch, capsys):
+    """SIGTERM: the checkpoint is saved and the demo exits 143 with the resume flag, no traceback; run again
+    without it, the unfinished run is not silently restarted; resumed, the report counts the steps this process
+    ran. The plan (steps, data, a time estimate) is printed at the start."""
+    from conftest import SigtermAt, StepRecorder, watch_trainer
+
+    out = tmp_path / "demo"
+    argv = ["demo", "--output_dir", str(out), "--eval_size", "4", "--max_new_tokens", "8", "--max_steps", "6"]
+    argv += ["--eval_steps", "6", "--gsm8k_eval_samples", "2", "--synthetic_train_size", "100"]
+    argv += ["--disable_tqdm", "true"]
+    watch_trainer(monkeypatch, SigtermAt(3))
+    assert cli_main(argv) == 143
+    captured = capsys.readouterr()
+    assert "--resume_from_checkpoint true" in captured.err and "Traceback" not in captured.err
+    assert (
+        "matrix-llm demo: 6 optimizer steps of CE + 0.1 x MCE (head) on 100 synthetic problems"
+        in captured.out
+    )
+    assert (out / "model" / "checkpoint-3").is_dir() and not (out / "report.md").exists()
+    assert cli_main(argv) == 2
+    assert "it holds checkpoint-3 of a run that did not finish" in capsys.readouterr().err
+    steps = StepRecorder()
+    watch_trainer(monkeypatch, steps)
+    assert cli_main([*argv, "--resume_from_checkpoint", "true"]) == 0
+    assert steps.start == 3 and steps.executed == [4, 5, 6]
+    assert "6 optimizer steps (3 of them in this run, resumed at step 3)" in (out / "report.md").read_text()

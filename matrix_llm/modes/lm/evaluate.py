@@ -197,6 +197,8 @@ def evaluate_gsm8k(
         )
     ]
     metrics = score_samples(samples) if score and samples else {}
+    if metrics:
+        metrics["prompts_over_context"] = out.over_context
     return EvalResult(samples, metrics, out.seconds, sum(out.num_new_tokens))
 
 

@@ -32,11 +32,14 @@ dtype: :func:`resolve_dtype` maps ``"auto"`` to bfloat16 on a CUDA GPU that supp
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+logger = logging.getLogger("matrix_llm.modes.lm.generation")
 
 __all__ = [
     "GenerationOutput",
@@ -45,6 +48,7 @@ __all__ = [
     "generate_vllm",
     "greedy_generation_config",
     "resolve_dtype",
+    "count_over_context",
     "truncate_at_stop",
 ]
 
@@ -75,13 +79,15 @@ class GenerationOutput:
 
     ``finish_reasons[i]`` is ``"stop"`` (a stop string), ``"eos"`` or ``"length"`` (``max_new_tokens`` reached:
     the completion may be cut short). ``num_new_tokens[i]`` counts the generated tokens up to and including the
-    one that ended the sequence. ``seconds`` is the wall time of the generation loop.
+    one that ended the sequence. ``seconds`` is the wall time of the generation loop. ``over_context``: how many
+    prompts leave fewer than ``max_new_tokens`` tokens of the model's context (:func:`count_over_context`).
     """
 
     completions: list[str]
     num_new_tokens: list[int] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    over_context: int = 0  # prompts whose tokens + max_new_tokens exceed the model's context (warned about)
 
     @property
     def questions_per_second(self) -> float:
@@ -193,6 +199,27 @@ class StopOnStrings:
         return done
 
 
+def count_over_context(model, lengths: Sequence[int], max_new_tokens: int) -> int:
+    """How many prompts of ``lengths`` tokens leave fewer than ``max_new_tokens`` tokens of the model's context
+    (``config.max_position_embeddings``; 0 when the config has none); a warning says how many, once per call."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(context, int):
+        return 0
+    over = [n for n in lengths if n + max_new_tokens > context]
+    if over:
+        logger.warning(
+            "%d of %d prompts (the longest: %d tokens) leave fewer than max_new_tokens=%d of the model's %d-token "
+            "context: their answers can be cut short or degrade past it; use a shorter prompt (fewer shots) or "
+            "fewer max_new_tokens",
+            len(over),
+            len(lengths),
+            max(over),
+            max_new_tokens,
+            context,
+        )
+    return len(over)
+
+
 def _model_device(model) -> torch.device:
     device = getattr(model, "device", None)
     if isinstance(device, torch.device):
@@ -268,6 +295,7 @@ def generate(
     if any(len(ids) == 0 for ids in encoded):
         bad = next(i for i, ids in enumerate(encoded) if len(ids) == 0)
         raise ValueError(f"prompt {bad} encodes to no tokens; every prompt must contain text")
+    over_context = count_over_context(model, [len(ids) for ids in encoded], max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     n_batches = _dist_max(len(batches), device) if synced_gpus else len(batches)
@@ -309,7 +337,7 @@ def generate(
                 bar.set_postfix(q_s=f"{bar.n / elapsed:.2f}", tok_s=f"{sum(num_tokens) / elapsed:.1f}")
     finally:
         bar.close()
-    return GenerationOutput(completions, num_tokens, reasons, time.perf_counter() - start)
+    return GenerationOutput(completions, num_tokens, reasons, time.perf_counter() - start, over_context)
 
 
 def generate_vllm(

@@ -171,3 +171,23 @@ def test_vllm_backend_matches_hf(tmp_path, tiny_model, tiny_tokenizer):  # pragm
     hf = _gen(tiny_model.eval(), tiny_tokenizer, batch_size=2)
     out = generate_vllm(str(tmp_path), PROMPTS, max_new_tokens=20, dtype="float32")
     assert out.completions == hf.completions
+
+
+def test_prompts_that_leave_too_little_context_are_counted_and_warned_about(
+    tiny_model, tiny_tokenizer, caplog
+):
+    """`eval gsm8k --prompt fewshot5` on the demo model (512-token context) cut half the answers without a word."""
+    import logging
+
+    from matrix_llm.modes.lm.generation import count_over_context
+
+    lengths = [len(tiny_tokenizer(p)["input_ids"]) + 1 for p in PROMPTS]  # + BOS
+    context = tiny_model.config.max_position_embeddings
+    budget = context - sorted(lengths)[2]  # the three longest prompts leave fewer than `budget` tokens
+    with caplog.at_level(logging.WARNING, logger="matrix_llm.modes.lm.generation"):
+        assert count_over_context(tiny_model, lengths, budget) == sum(n > sorted(lengths)[2] for n in lengths)
+        assert count_over_context(tiny_model, lengths, context - max(lengths)) == 0
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert f"of the model's {context}-token context" in warning and f"max_new_tokens={budget}" in warning
+    out = generate(tiny_model, tiny_tokenizer, PROMPTS[:2], max_new_tokens=context, progress=False)
+    assert out.over_context == 2
