@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 from clip_matrix import SMOKE, figure  # noqa: E402
 from harness import (  # noqa: E402
+    CLIP_TINY_DUAL,
     curve,
     experiment_args,
     log_history,
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
     out = args.smoke or REPO / "outputs" / "experiments" / "clip_few_classes"
     seeds = [0, 1] if args.smoke else list(range(6))  # 6 seeds: zero-shot swings by seed far more than by arm
-    base = ["--config", "demo/clip.yaml", *DATA, *(SMOKE if args.smoke else [])]
+    base = ["--config", "demo/clip.yaml", *CLIP_TINY_DUAL, *DATA, *(SMOKE if args.smoke else [])]
     results = run_grid("clip", base, ARMS, seeds, out, reuse=args.reuse)
     summary = summarize(results, METRICS, baseline="infonce")
     docs = save_summary(out, summary, bool(args.smoke), REPO)
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "negatives?"
         ),
         setup=(
+            "Since 2026-12-06 the demo recipe trains a pretrained MiniLM text tower; these runs keep the dual encoder they were measured with (`--model_name_or_path tiny-dual --freeze_text_tower false`, added by the script), and the tiny towers' images now go through a saved image processor (PIL's uint8 rounding of the resize), so a rerun moves single seeds by the float-level sensitivity described here. "
             "`matrix-llm clip --config demo/clip.yaml --dataset_name scenes-classes --zeroshot_dataset "
             "scenes-classes` (random-init ViT + BERT dual encoder, hidden 64, 4,000 rendered scenes captioned "
             '"a red circle": 18 training classes, about 7 images per caption in a batch of 128; 8 epochs, 2 CPU '

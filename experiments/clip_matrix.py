@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
 from harness import (  # noqa: E402
+    CLIP_TINY_DUAL,
     bar_panel,
     experiment_args,
     markdown_table,
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
     out = args.smoke or REPO / "outputs" / "experiments" / "clip"
     seeds = [0, 1] if args.smoke else [0, 1, 2]
-    base = ["--config", "demo/clip.yaml", *(SMOKE if args.smoke else [])]
+    base = ["--config", "demo/clip.yaml", *CLIP_TINY_DUAL, *(SMOKE if args.smoke else [])]
     results = run_grid("clip", base, ARMS, seeds, out, reuse=args.reuse)
     summary = summarize(results, METRICS, baseline="infonce")
     docs = save_summary(out, summary, bool(args.smoke), REPO)
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "retrieval, as the seed suggests?"
         ),
         setup=(
+            "Since 2026-12-06 the demo recipe trains a pretrained MiniLM text tower; these runs keep the dual encoder they were measured with (`--model_name_or_path tiny-dual --freeze_text_tower false`, added by the script), and the tiny towers' images now go through a saved image processor (PIL's uint8 rounding of the resize), so a rerun moves single seeds by the float-level sensitivity described here. "
             "`matrix-llm clip --config demo/clip.yaml` (random-init ViT + BERT dual encoder, hidden 64, "
             "4,000 rendered captioned scenes, 8 epochs, batch 128, 2 CPU cores), seeds 0, 1, 2; the alignment arm is "
             "the recipe as shipped (weight 0.1 from step 125 of 256: from step 0 it collapsed both towers at every "

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CLIP_TINY_DUAL",
     "FASHION",
     "GSM8K",
     "bar_panel",
@@ -49,6 +50,8 @@ __all__ = [
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the repo
 FASHION, GSM8K = str(SHARED_DATA / "fashion-mnist"), str(SHARED_DATA / "gsm8k")
+# the clip studies' model: demo/clip.yaml's dual encoder before the demo took the pretrained MiniLM text tower
+CLIP_TINY_DUAL = ["--model_name_or_path", "tiny-dual", "--freeze_text_tower", "false"]
 
 
 def run_grid(

@@ -30,6 +30,10 @@ from matrix_llm.modes.clip.objective import MAX_LOGIT_SCALE, LogitScaleClamp, ca
 TINY = [
     "--config",
     "demo/clip.yaml",
+    "--model_name_or_path",  # the demo's text tower is the pretrained MiniLM: the tests train the tiny one
+    "tiny-dual",
+    "--freeze_text_tower",
+    "false",
     "--tiny_hidden_size",
     "32",
     "--projection_dim",
