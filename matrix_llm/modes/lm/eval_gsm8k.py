@@ -331,6 +331,7 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
                 else "as vLLM tokenises the prompt text (the tokenizer's default special tokens)"
             ),
         },
+        "prompts_over_context": result.over_context,
         "generation_seconds": result.seconds,
         "questions_per_second": len(items) / result.seconds if result.seconds > 0 else None,
         "versions": package_versions(),

@@ -140,6 +140,7 @@ class EvalResult:
     metrics: dict[str, float]
     seconds: float = 0.0
     num_new_tokens: int = 0
+    over_context: int = 0  # prompts that leave fewer than max_new_tokens of the model's context
 
 
 def evaluate_gsm8k(
@@ -197,9 +198,7 @@ def evaluate_gsm8k(
         )
     ]
     metrics = score_samples(samples) if score and samples else {}
-    if metrics:
-        metrics["prompts_over_context"] = out.over_context
-    return EvalResult(samples, metrics, out.seconds, sum(out.num_new_tokens))
+    return EvalResult(samples, metrics, out.seconds, sum(out.num_new_tokens), out.over_context)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_eval_gsm8k_cli_writes_samples_and_results_and_rescore_reproduces_them(
     assert [s["question"] for s in samples] == [it["question"] for it in items]
     assert results["model"] == str(saved_model) and results["adapter"] is None and results["prompt"] == "qa"
     assert results["decoding"]["max_new_tokens"] == 16 and results["decoding"]["strategy"] == "greedy"
-    assert results["decoding"]["dtype"] == "float32"
+    assert results["decoding"]["dtype"] == "float32" and results["prompts_over_context"] == 0
     assert {"torch", "transformers", "matrix_llm"} <= set(results["versions"])
     assert results["versions"] == package_versions()
 
