@@ -793,6 +793,30 @@ MUTATIONS: list[Mutation] = [
             "tests/modes/lm/test_generation.py::test_prompts_that_leave_too_little_context_are_counted_and_warned_about",
         ),
     ),
+    Mutation(
+        "retrieval-one-caption-per-image",
+        "image -> text retrieval counts a hit when any of the image's captions is in the top k",
+        "matrix_llm/modes/clip/evaluate.py",
+        "    image_ranks = torch.gather(positive, 1, order).float().argmax(dim=1)",
+        "    image_ranks = torch.where(order == torch.arange(len(image_embeds)).view(-1, 1))[1]",
+        (_clip("test_retrieval_with_several_captions_per_image_and_ties_is_clip_benchmarks_protocol"),),
+    ),
+    Mutation(
+        "retrieval-ties-unstable",
+        "retrieval ties keep the lower index first (a stable sort)",
+        "matrix_llm/modes/clip/evaluate.py",
+        "    by_text = torch.sort(logits.T, dim=1, descending=True, stable=True).indices",
+        "    by_text = logits.shape[0] - 1 - torch.sort(logits.T.flip(1), dim=1, descending=True, stable=True).indices",
+        (_clip("test_retrieval_with_several_captions_per_image_and_ties_is_clip_benchmarks_protocol"),),
+    ),
+    Mutation(
+        "retrieval-drops-extra-captions",
+        "every caption of a row is encoded for retrieval",
+        "matrix_llm/modes/clip/evaluate.py",
+        '                for caption in [row["caption"]] if isinstance(row["caption"], str) else row["caption"]:',
+        '                for caption in [row["caption"]] if isinstance(row["caption"], str) else row["caption"][:1]:',
+        (_clip("test_each_caption_of_a_row_is_encoded_with_its_image"),),
+    ),
     # -- a user's own image data ------------------------------------------------------------------------------------
     Mutation(
         "flat-folder-not-unlabelled",

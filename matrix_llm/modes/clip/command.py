@@ -226,7 +226,8 @@ def _report(
         "text_to_image_R@1",
         "text_to_image_R@5",
         "image_to_text_median_rank",
-        "retrieval_pairs",
+        "retrieval_images",
+        "retrieval_captions",
     ):
         if key in results:
             lines.append(

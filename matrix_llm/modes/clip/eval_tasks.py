@@ -145,6 +145,14 @@ def main_retrieval(argv: Sequence[str]) -> dict[str, Any]:
         seed=args.seed,
     )
     collator = ImageTextCollator(tokenizer, images, max_length=args.max_length, seed=args.seed)
-    result: dict[str, Any] = retrieval_metrics(*encode_pairs(model, rows, collator))
-    result.update(pairs=len(rows), model=args.model, data=args.data, split=args.split)
+    image_embeds, text_embeds, caption_image = encode_pairs(model, rows, collator)
+    result: dict[str, Any] = retrieval_metrics(image_embeds, text_embeds, caption_image)
+    result.update(
+        protocol="CLIP_benchmark (image -> text: any of the image's captions; stable ties)",
+        images=len(image_embeds),
+        captions=len(text_embeds),
+        model=args.model,
+        data=args.data,
+        split=args.split,
+    )
     return _write(args, "retrieval", result)

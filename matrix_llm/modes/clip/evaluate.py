@@ -3,9 +3,10 @@ classification with prompt templates and image <-> text retrieval, with open_cli
 
 - :func:`zero_shot_accuracy`: each class is the normalised mean of its prompts' text embeddings (CLIP's prompt
   ensembling); an image's prediction is the class of highest cosine similarity; top-1 and top-5 accuracy.
-- :func:`retrieval_metrics`: for paired embeddings (row ``i`` of both is a pair), the rank of the true partner
-  in each direction: ``image_to_text_R@{1,5,10}``, ``text_to_image_R@{1,5,10}``, ``*_mean_rank``,
-  ``*_median_rank`` (ranks from 1), as open_clip's ``get_clip_metrics``.
+- :func:`retrieval_metrics`: CLIP_benchmark's protocol for images with one or several captions (text -> image: the
+  rank of each caption's image; image -> text: a hit when any of the image's captions is in the top k), ties
+  broken stably as current open_clip: ``image_to_text_R@{1,5,10}``, ``text_to_image_R@{1,5,10}``,
+  ``*_mean_rank``, ``*_median_rank`` (ranks from 1), open_clip's names.
 - :func:`zeroshot_set`: the zero-shot images, class names and templates (``scenes``' held-out compositions,
   Fashion-MNIST with its class names, or any labelled image set with ``zeroshot_classes``); with classes left out
   of training, the seen / unseen split of generalised zero-shot learning (:func:`zero_shot_accuracy`) and the
@@ -93,26 +94,30 @@ def _features(out: Any) -> torch.Tensor:
 @torch.no_grad()
 def encode_pairs(
     model: Any, rows: Any, collator: Any, *, batch_size: int = 256
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised ``(image_embeds, text_embeds)`` of the ``image`` / ``caption`` rows, in order (float32, CPU)."""
-    images, texts = [], []
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normalised ``(image_embeds (N, d), text_embeds (M, d), caption_image (M,))`` of the ``image`` / ``caption``
+    rows (float32, CPU): every image once and every one of its captions (a row's caption may be a list), with the
+    index of each caption's image; ``collator``: an :class:`~matrix_llm.data.image_text.ImageTextCollator` (its
+    image collator and tokenizer)."""
+    images, texts, owners = [], [], []
     with evaluating(model) as device:
         for start in range(0, len(rows), batch_size):
-            batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            images.append(
-                _features(model.get_image_features(pixel_values=batch["pixel_values"])).float().cpu()
+            chunk = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
+            pixels = collator.images(chunk)["pixel_values"].to(device)
+            images.append(_features(model.get_image_features(pixel_values=pixels)).float().cpu())
+            captions = []
+            for i, row in enumerate(chunk):
+                for caption in [row["caption"]] if isinstance(row["caption"], str) else row["caption"]:
+                    captions.append(caption)
+                    owners.append(start + i)
+            text = collator.tokenizer(
+                captions, padding=True, truncation=True, max_length=collator.max_length, return_tensors="pt"
             )
-            texts.append(
-                _features(
-                    model.get_text_features(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                    )
-                )
-                .float()
-                .cpu()
+            features = model.get_text_features(
+                input_ids=text["input_ids"].to(device), attention_mask=text["attention_mask"].to(device)
             )
-    return F.normalize(torch.cat(images), dim=-1), F.normalize(torch.cat(texts), dim=-1)
+            texts.append(_features(features).float().cpu())
+    return F.normalize(torch.cat(images), dim=-1), F.normalize(torch.cat(texts), dim=-1), torch.tensor(owners)
 
 
 @torch.no_grad()
@@ -256,18 +261,36 @@ def seen_unseen_curve(
     return won[switched], kept[switched]
 
 
-def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> dict[str, float]:
-    """Ranks of the true partner in both directions, open_clip's names (module docstring)."""
-    if image_embeds.shape != text_embeds.shape:
+def retrieval_metrics(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, caption_image: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Image <-> text retrieval, CLIP_benchmark's protocol with open_clip's names (module docstring).
+
+    ``caption_image[j]``: the image of caption ``j`` (default: caption ``i`` is image ``i``'s only one). Text ->
+    image: the rank of each caption's image among all images. Image -> text: the rank of the best-ranked of the
+    image's own captions among all captions (a hit at ``k`` when any of them is in the top ``k``). Ties keep the
+    lower index first (a stable sort, as current open_clip), so identical captions of other images can outrank
+    an image's own, never at random."""
+    if caption_image is None:
+        if image_embeds.shape != text_embeds.shape:
+            raise ValueError(
+                f"retrieval_metrics: paired embeddings needed; got {tuple(image_embeds.shape)} and "
+                f"{tuple(text_embeds.shape)}"
+            )
+        caption_image = torch.arange(len(text_embeds))
+    if len(caption_image) != len(text_embeds) or len(caption_image.unique()) != len(image_embeds):
         raise ValueError(
-            f"retrieval_metrics: paired embeddings needed; got {tuple(image_embeds.shape)} and "
-            f"{tuple(text_embeds.shape)}"
+            "retrieval_metrics: every image needs a caption, and every caption its image's index"
         )
-    logits = image_embeds @ text_embeds.T
-    truth = torch.arange(len(logits)).view(-1, 1)
+    logits = image_embeds @ text_embeds.T  # (images, captions)
+    positive = caption_image.view(1, -1) == torch.arange(len(image_embeds)).view(-1, 1)
+    by_text = torch.sort(logits.T, dim=1, descending=True, stable=True).indices  # captions' image rankings
+    text_ranks = torch.where(by_text == caption_image.view(-1, 1))[1]
+    order = torch.sort(logits, dim=1, descending=True, stable=True).indices  # images' caption rankings
+    # the first of the image's own captions in its ranking
+    image_ranks = torch.gather(positive, 1, order).float().argmax(dim=1)
     metrics: dict[str, float] = {}
-    for name, scores in (("image_to_text", logits), ("text_to_image", logits.T)):
-        ranks = torch.where(scores.argsort(dim=1, descending=True) == truth)[1].numpy()
+    for name, ranks in (("image_to_text", image_ranks.numpy()), ("text_to_image", text_ranks.numpy())):
         metrics[f"{name}_mean_rank"] = float(ranks.mean() + 1)
         metrics[f"{name}_median_rank"] = float(np.floor(np.median(ranks)) + 1)
         for k in (1, 5, 10):
@@ -302,8 +325,9 @@ def evaluate_dual_encoder(
                 f"{list(zeroshot[1])}"
             )
     if evalset is not None:
-        results.update(retrieval_metrics(*encode_pairs(model, evalset, collator)))
-        results["retrieval_pairs"] = len(evalset)
+        image_embeds, text_embeds, caption_image = encode_pairs(model, evalset, collator)
+        results.update(retrieval_metrics(image_embeds, text_embeds, caption_image))
+        results.update(retrieval_images=len(image_embeds), retrieval_captions=len(text_embeds))
     if zeroshot is not None:
         rows, classes, templates = zeroshot
         image_embeds = encode_images(model, rows, collator.images)

@@ -107,6 +107,38 @@ def test_caption_keys_match_identical_captions_at_any_padding():
     assert torch.equal(keys.unsqueeze(0) == keys.unsqueeze(1), labels.unsqueeze(0) == labels.unsqueeze(1))
 
 
+def test_retrieval_with_several_captions_per_image_and_ties_is_clip_benchmarks_protocol():
+    """Hand-computed: 3 images (0 and 2 identical, so every caption ties them), 5 captions of images 0, 0, 0, 1, 2.
+    Image -> text is a hit when any of the image's captions ranks in the top k; text -> image ranks each caption's
+    image; ties keep the lower index first."""
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    captions = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.0, 1.0], [1.0, 0.0]])
+    m = retrieval_metrics(images, captions, torch.tensor([0, 0, 0, 1, 2]))
+    # image 0: its caption 0 first; image 1: caption 1 (image 0's) ties with its own 3 and comes first; image 2:
+    # caption 0 ties with its own 4 and comes first: ranks 1, 2, 2
+    assert m["image_to_text_R@1"] == pytest.approx(1 / 3) and m["image_to_text_R@5"] == 1.0
+    assert m["image_to_text_mean_rank"] == pytest.approx(5 / 3) and m["image_to_text_median_rank"] == 2.0
+    # captions 0-4: their images rank 1, 2, 2 (image 1 first, then image 0 before its tie 2), 1, 2
+    assert m["text_to_image_R@1"] == pytest.approx(2 / 5) and m["text_to_image_R@5"] == 1.0
+    assert m["text_to_image_mean_rank"] == pytest.approx(8 / 5) and m["text_to_image_median_rank"] == 2.0
+    with pytest.raises(ValueError, match="every image needs a caption"):
+        retrieval_metrics(images, captions, torch.tensor([0, 0, 0, 1, 1]))
+
+
+def test_each_caption_of_a_row_is_encoded_with_its_image():
+    """A row with a list of captions contributes all of them to retrieval, each with its image's index."""
+    from matrix_llm.data.images import ImageCollator
+    from matrix_llm.modes.clip.evaluate import encode_pairs
+
+    rows = [
+        {"image": np.zeros((8, 8, 3), np.uint8), "caption": ["a red circle", "a circle, red"]},
+        {"image": np.full((8, 8, 3), 255, np.uint8), "caption": "a blue square"},
+    ]
+    collator = ImageTextCollator(_WordTokenizer(), ImageCollator(image_size=8, channels=3), max_length=8)
+    images, texts, owner = encode_pairs(_dual(), rows, collator)
+    assert images.shape[0] == 2 and texts.shape[0] == 3 and owner.tolist() == [0, 0, 1]
+
+
 def test_retrieval_and_zero_shot_metrics_on_known_embeddings():
     e = torch.eye(12)
     perfect = retrieval_metrics(e, e)
@@ -471,7 +503,10 @@ def test_clip_command_trains_saves_and_measures(tmp_path):
         "image_to_text_mean_rank",
     ):
         assert key in results, key
-    assert results["zeroshot_chance"] == pytest.approx(1 / 24) and results["retrieval_pairs"] == 64
+    assert (
+        results["zeroshot_chance"] == pytest.approx(1 / 24)
+        and results["retrieval_images"] == results["retrieval_captions"] == 64
+    )
     model, tokenizer = AutoModel.from_pretrained(out), AutoTokenizer.from_pretrained(out)
     assert (
         type(model).__name__ == "VisionTextDualEncoderModel"
@@ -510,7 +545,8 @@ def test_clip_command_trains_saves_and_measures(tmp_path):
     )
     rt = json.loads((tmp_path / "rt" / "results.json").read_text())
     assert (
-        rt["pairs"] == 40 and rt["image_to_text_R@1"] <= rt["image_to_text_R@5"] <= rt["image_to_text_R@10"]
+        rt["images"] == rt["captions"] == 40
+        and rt["image_to_text_R@1"] <= rt["image_to_text_R@5"] <= rt["image_to_text_R@10"]
     )
 
 
