@@ -79,8 +79,8 @@ class MatrixTrainer(Trainer):
     **Resuming a model whose checkpoint names differ from its parameters' names** (transformers v5 renames ViT's
     attention weights on load and saves them under the old names; the Trainer's resume loads the checkpoint with a
     plain ``load_state_dict``, so those weights silently stay at their initial values, transformers#43701): the
-    checkpoint is loaded through ``from_pretrained`` instead (:meth:`_load_from_checkpoint`), as the final model
-    is.
+    checkpoint is loaded through ``from_pretrained`` instead (:meth:`_load_from_checkpoint`, and
+    :meth:`_load_best_model` for ``load_best_model_at_end``), as the final model is.
     """
 
     def __init__(self, *args: Any, objective: Any = None, **kwargs: Any) -> None:
@@ -96,23 +96,33 @@ class MatrixTrainer(Trainer):
             "eval": defaultdict(list),
         }
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+    def _load_renamed(self, checkpoint: str, model: Any = None) -> bool:
+        """Load ``checkpoint`` through ``from_pretrained`` when its weight names are not the model's (class
+        docstring); False when the Trainer's own loading is right (nothing done)."""
         from pathlib import Path
 
         from safetensors import safe_open
         from transformers import PreTrainedModel
 
         target = features.unwrap(model if model is not None else self.model)
-        weights = Path(resume_from_checkpoint) / "model.safetensors"
-        if not (isinstance(target, PreTrainedModel) and weights.is_file()):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        weights = Path(checkpoint) / "model.safetensors"
+        if self.is_deepspeed_enabled or not (isinstance(target, PreTrainedModel) and weights.is_file()):
+            return False
         with safe_open(str(weights), framework="pt") as f:
             renamed = set(f.keys()) - set(target.state_dict())
         if not renamed:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        saved = type(target).from_pretrained(resume_from_checkpoint, config=target.config)
+            return False
+        saved = type(target).from_pretrained(checkpoint, config=target.config)
         target.load_state_dict(saved.state_dict())
-        return None
+        return True
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        if not self._load_renamed(resume_from_checkpoint, model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        if not self._load_renamed(self.state.best_model_checkpoint):
+            super()._load_best_model()
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()

@@ -709,6 +709,16 @@ MUTATIONS: list[Mutation] = [
         (_clip("test_kill_and_resume_ends_like_an_uninterrupted_run"),),
     ),
     Mutation(
+        "best-model-loses-renamed-weights",
+        "load_best_model_at_end restores a ViT's best checkpoint whole (attention weights included)",
+        "matrix_llm/trainer.py",
+        "        if not self._load_renamed(self.state.best_model_checkpoint):",
+        "        if True:",
+        (
+            "tests/modes/classify/test_classification.py::test_the_best_checkpoint_of_a_tiny_vit_is_the_model_saved_at_the_end",
+        ),
+    ),
+    Mutation(
         "caption-draw-not-resumable",
         "the caption drawn for an image with several is the same in a resumed run",
         "matrix_llm/data/image_text.py",

@@ -398,3 +398,31 @@ def test_the_command_trains_on_the_labelled_fraction_only(tmp_path, monkeypatch)
     batches = torch.cat(seen).numpy()
     assert len(batches) == 400 and (batches != -100).sum() == keep.sum() == 20  # 2 of about 40 per class
     assert sorted(batches[batches != -100].tolist()) == sorted(labels[keep].tolist())
+
+
+def test_the_best_checkpoint_of_a_tiny_vit_is_the_model_saved_at_the_end(tmp_path):
+    """`load_best_model_at_end` with the first epoch's checkpoint as the best (the highest eval loss, by
+    `greater_is_better`): the saved model is that checkpoint's weights, attention included. transformers saves
+    ViT's attention weights under their old names and its own best-model loading does not rename them back, so
+    they silently stayed at the last epoch's (MatrixTrainer._load_best_model)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageClassification
+
+    from matrix_llm.modes.classify import command as classify
+
+    out = tmp_path / "run"
+    argv = ["--config", "classify/digits.yaml", "--num_train_epochs", "3", "--max_train_samples", "256"]
+    argv += ["--max_eval_samples", "64", "--save_strategy", "epoch", "--load_best_model_at_end", "true"]
+    argv += ["--metric_for_best_model", "eval_loss", "--greater_is_better", "true", "--learning_rate", "1e-2"]
+    assert classify.main([*argv, "--disable_tqdm", "true", "--output_dir", str(out)]) == 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    best = Path(state["best_model_checkpoint"])
+    steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert len(steps) == 3 and best.name == f"checkpoint-{steps[0]}"  # the first epoch's
+    expected = AutoModelForImageClassification.from_pretrained(best).state_dict()
+    saved = AutoModelForImageClassification.from_pretrained(out).state_dict()
+    assert any("attention" in k for k in saved) and saved.keys() == expected.keys()
+    assert all(torch.equal(saved[k], expected[k]) for k in saved)
+    assert (
+        load_file(str(out / "model.safetensors")).keys() == load_file(str(best / "model.safetensors")).keys()
+    )
