@@ -407,8 +407,8 @@ MUTATIONS: list[Mutation] = [
         "retrieval-directions-swapped",
         "image->text ranks texts for each image, text->image images for each text",
         "matrix_llm/modes/clip/evaluate.py",
-        '(("image_to_text", logits), ("text_to_image", logits.T))',
-        '(("image_to_text", logits.T), ("text_to_image", logits))',
+        '(("image_to_text", image_ranks.numpy()), ("text_to_image", text_ranks.numpy()))',
+        '(("image_to_text", text_ranks.numpy()), ("text_to_image", image_ranks.numpy()))',
         (_clip("test_retrieval_ranks_images_for_texts_and_texts_for_images"),),
     ),
     Mutation(
