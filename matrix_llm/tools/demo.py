@@ -122,17 +122,19 @@ SECONDS_PER_STEP = 0.06
 SECONDS_PER_PROBLEM = 0.03
 
 
+def _objective(training_args: Any) -> str:
+    """``CE`` or ``CE + w x MCE (formulation)``: the plan's and the figure title's name of the loss."""
+    if training_args.matrix_loss_type == "none":
+        return "CE"
+    return f"CE + {training_args.matrix_loss_weight} x MCE ({training_args.matrix_loss_type})"
+
+
 def _plan(data_args: Any, training_args: Any, eval_size: int) -> str:
     """What the demo will do and about how long it takes (printed once the model is built)."""
     steps = training_args.max_steps
-    objective = (
-        "CE"
-        if training_args.matrix_loss_type == "none"
-        else f"CE + {training_args.matrix_loss_weight} x MCE ({training_args.matrix_loss_type})"
-    )
     seconds = steps * SECONDS_PER_STEP + eval_size * SECONDS_PER_PROBLEM
     return (
-        f"\nmatrix-llm demo: {steps} optimizer steps of {objective} on {data_args.synthetic_train_size} synthetic "
+        f"\nmatrix-llm demo: {steps} optimizer steps of {_objective(training_args)} on {data_args.synthetic_train_size} synthetic "
         f"problems, then greedy answers to {eval_size} held-out ones; about {seconds / 60:.0f} min on a 2-core CPU "
         f"(the progress bar shows the rate here). Output: {Path(training_args.output_dir).parent}\n\n"
     )
@@ -252,11 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": results["metrics"],
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    objective = (
-        "CE"
-        if training_args.matrix_loss_type == "none"
-        else f"CE + {training_args.matrix_loss_weight} x MCE ({training_args.matrix_loss_type})"
-    )
+    objective = _objective(training_args)
     accuracy = results["metrics"]["strict_accuracy"]
     plot_run(
         model_dir,
