@@ -827,6 +827,14 @@ MUTATIONS: list[Mutation] = [
         '                for caption in [row["caption"]] if isinstance(row["caption"], str) else row["caption"][:1]:',
         (_clip("test_each_caption_of_a_row_is_encoded_with_its_image"),),
     ),
+    Mutation(
+        "retrieval-captions-of-skipped-images",
+        "an image skip_corrupt_images leaves out of retrieval takes its captions with it",
+        "matrix_llm/modes/clip/evaluate.py",
+        "            for n, i in enumerate(kept):",
+        "            for n, i in enumerate(range(len(chunk))):",
+        (_clip("test_each_caption_of_a_row_is_encoded_with_its_image"),),
+    ),
     # -- a user's own image data ------------------------------------------------------------------------------------
     Mutation(
         "flat-folder-not-unlabelled",

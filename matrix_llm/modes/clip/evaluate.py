@@ -103,13 +103,16 @@ def encode_pairs(
     with evaluating(model) as device:
         for start in range(0, len(rows), batch_size):
             chunk = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
-            pixels = collator.images(chunk)["pixel_values"].to(device)
+            kept, decoded = collator.images.decode(chunk)  # without the images skip_corrupt left out
+            pixels = collator.images.pixel_values(decoded).to(device)
+            first = sum(len(x) for x in images)  # the index of this chunk's first image
             images.append(_features(model.get_image_features(pixel_values=pixels)).float().cpu())
             captions = []
-            for i, row in enumerate(chunk):
+            for n, i in enumerate(kept):
+                row = chunk[i]
                 for caption in [row["caption"]] if isinstance(row["caption"], str) else row["caption"]:
                     captions.append(caption)
-                    owners.append(start + i)
+                    owners.append(first + n)
             text = collator.tokenizer(
                 captions, padding=True, truncation=True, max_length=collator.max_length, return_tensors="pt"
             )

@@ -137,6 +137,13 @@ def test_each_caption_of_a_row_is_encoded_with_its_image():
     collator = ImageTextCollator(_WordTokenizer(), ImageCollator(image_size=8, channels=3), max_length=8)
     images, texts, owner = encode_pairs(_dual(), rows, collator)
     assert images.shape[0] == 2 and texts.shape[0] == 3 and owner.tolist() == [0, 0, 1]
+    # an unreadable image that skip_corrupt_images leaves out takes its captions with it
+    broken = {"image": {"bytes": b"not an image", "path": None}, "caption": "a green cross"}
+    skipping = ImageCollator(image_size=8, channels=3, skip_corrupt=True)
+    collator = ImageTextCollator(_WordTokenizer(), skipping, max_length=8)
+    images, texts, owner = encode_pairs(_dual(), [rows[0], broken, rows[1]], collator, batch_size=2)
+    assert images.shape[0] == 2 and texts.shape[0] == 3 and owner.tolist() == [0, 0, 1]
+    assert len(skipping.skipped) == 1
 
 
 def test_retrieval_and_zero_shot_metrics_on_known_embeddings():
