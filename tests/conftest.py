@@ -160,6 +160,22 @@ def watch_trainer(monkeypatch, callback) -> None:
     monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Watched)
 
 
+def kill_and_resume(main, argv, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """Runs ``main(argv)`` (4 steps, a checkpoint every 2) uninterrupted into ``tmp_path/full``, then killed after
+    checkpoint-2 and resumed from it into ``tmp_path/cut``; asserts the resumed run starts at step 2 and runs only
+    steps 3 and 4. Returns the two output folders."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main([*argv, "--output_dir", str(full)]) == 0
+    watch_trainer(monkeypatch, KillAfterSave(2))
+    with pytest.raises(Killed):
+        main([*argv, "--output_dir", str(cut)])
+    steps = StepRecorder()
+    watch_trainer(monkeypatch, steps)
+    assert main([*argv, "--output_dir", str(cut), "--resume_from_checkpoint", "true"]) == 0
+    assert steps.start == 2 and steps.executed == [3, 4]
+    return full, cut
+
+
 def run_two_processes(
     command: str, argv: list[str], out: Path, backend: str, *, use_cpu: bool = True
 ) -> tuple[dict, dict]:

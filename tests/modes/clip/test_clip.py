@@ -1223,7 +1223,7 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
     """Killed after checkpoint-2 and resumed: every logged loss and every saved weight as in the uninterrupted
     run. The training crops (seeded by step), the caption drawn for an image with several (seeded by epoch and
     row), dropout (torch's RNG, in the checkpoint) and the matrix term switched on mid-run all resume exactly."""
-    from conftest import KillAfterSave, Killed, StepRecorder, watch_trainer
+    from conftest import kill_and_resume
     from safetensors.torch import load_file
 
     argv = [
@@ -1255,21 +1255,14 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
         "--logging_steps",
         "1",
     ]
-    assert clip.main([*argv, "--output_dir", str(tmp_path / "full")]) == 0
-    watch_trainer(monkeypatch, KillAfterSave(2))
-    with pytest.raises(Killed):
-        clip.main([*argv, "--output_dir", str(tmp_path / "cut")])
-    steps = StepRecorder()
-    watch_trainer(monkeypatch, steps)
-    assert clip.main([*argv, "--output_dir", str(tmp_path / "cut"), "--resume_from_checkpoint", "true"]) == 0
-    assert steps.start == 2 and steps.executed == [3, 4]
+    full_dir, cut_dir = kill_and_resume(clip.main, argv, tmp_path, monkeypatch)
 
     def losses(out):
         history = json.loads((out / "trainer_state.json").read_text())["log_history"]
         return {log["step"]: (log["loss"], log.get("alignment")) for log in history if "loss" in log}
 
-    full, cut = losses(tmp_path / "full"), losses(tmp_path / "cut")
+    full, cut = losses(full_dir), losses(cut_dir)
     assert set(full) == set(cut) == {1, 2, 3, 4}
     assert full == cut
-    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("full", "cut"))
+    a, b = (load_file(str(run / "model.safetensors")) for run in (full_dir, cut_dir))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import KillAfterSave, Killed, StepRecorder, run_two_processes, watch_trainer
+from conftest import kill_and_resume, run_two_processes, watch_trainer
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -346,21 +346,14 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
         "--eval_split",
         "null",
     ]
-    assert ssl.main([*argv, "--output_dir", str(tmp_path / "full")]) == 0
-    watch_trainer(monkeypatch, KillAfterSave(2))
-    with pytest.raises(Killed):
-        ssl.main([*argv, "--output_dir", str(tmp_path / "cut")])
-    steps = StepRecorder()
-    watch_trainer(monkeypatch, steps)
-    assert ssl.main([*argv, "--output_dir", str(tmp_path / "cut"), "--resume_from_checkpoint", "true"]) == 0
-    assert steps.start == 2 and steps.executed == [3, 4]
-    full, cut = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
+    full_dir, cut_dir = kill_and_resume(ssl.main, argv, tmp_path, monkeypatch)
+    full, cut = _losses(full_dir), _losses(cut_dir)
     assert set(full) == set(cut) == {1, 2, 3, 4}
     for step in full:
         assert cut[step] == pytest.approx(full[step], rel=1e-6), step
     a, b = (
-        load_file(str(tmp_path / "full" / "model.safetensors")),
-        load_file(str(tmp_path / "cut" / "model.safetensors")),
+        load_file(str(full_dir / "model.safetensors")),
+        load_file(str(cut_dir / "model.safetensors")),
     )
     teacher = [k for k in a if k.startswith("teacher_backbone.")]
     assert teacher and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
