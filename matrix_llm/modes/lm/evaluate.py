@@ -140,7 +140,9 @@ class EvalResult:
     metrics: dict[str, float]
     seconds: float = 0.0
     num_new_tokens: int = 0
-    over_context: int = 0  # prompts that leave fewer than max_new_tokens of the model's context
+    over_context: int | None = (
+        None  # prompts leaving fewer than max_new_tokens of the context (None: not counted)
+    )
 
 
 def evaluate_gsm8k(

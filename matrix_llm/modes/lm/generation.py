@@ -87,7 +87,9 @@ class GenerationOutput:
     num_new_tokens: list[int] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    over_context: int = 0  # prompts whose tokens + max_new_tokens exceed the model's context (warned about)
+    over_context: int | None = (
+        None  # prompts whose tokens + max_new_tokens exceed the context (None: vLLM, not counted)
+    )
 
     @property
     def questions_per_second(self) -> float:
