@@ -10,6 +10,7 @@ The one seam between Hugging Face models and :mod:`matrix_llm.losses`, split by 
 - :mod:`.heads`: the classifier head of a classification model and the features it is applied to.
 - :mod:`.modules`: finding modules through PEFT / DDP / DeepSpeed / ``torch.compile`` wrappers; eval mode for
   a measurement.
+- :mod:`.sharded`: evaluation encodings at any dataset size (each process its shard, batch by batch, gathered).
 """
 
 from .heads import CapturedHeadInput, capture_head_input, classifier_head

@@ -104,7 +104,8 @@ def layer_table(
     """
     sums: dict[int, _LayerSums] = {}
     with features.evaluating(model) as device:
-        for batch in tqdm(list(batches), desc=desc or "layers", disable=desc is None, leave=False):
+        total = len(batches) if hasattr(batches, "__len__") else None
+        for batch in tqdm(batches, total=total, desc=desc or "layers", disable=desc is None, leave=False):
             batch = _to(batch, device)
             with features.capture_layers(model, layers, final_norm=layers is None) as hidden:
                 model(**_forward_inputs(batch))
@@ -161,7 +162,7 @@ def _loss_and_hits(outputs: Any, labels: Tensor, causal: bool) -> tuple[float, i
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, batches: list[Mapping[str, Any]], causal: bool) -> dict[str, float]:
+def _evaluate(model: nn.Module, batches: Iterable[Mapping[str, Any]], causal: bool) -> dict[str, float]:
     device = next(model.parameters()).device
     loss = hits = count = 0
     pooled = []
@@ -200,8 +201,8 @@ def lmc_path(
     omegas = sorted(float(w) for w in grid)
     if len(omegas) < 2 or omegas[0] < 0 or omegas[-1] > 1:
         raise ValueError(f"lmc_path: `grid` needs at least 2 values in [0, 1]; got {list(grid)}")
-    batches = list(batches)
-    if not batches:
+    batches = batches if hasattr(batches, "__len__") else list(batches)  # several passes: one per omega
+    if not len(batches):
         raise ValueError("lmc_path: no batches (the data gave no examples)")
     state_a, state_b = features.unwrap(model_a).state_dict(), features.unwrap(model_b).state_dict()
     interpolate_states(state_a, state_b, 0.0)  # the architecture check, before any work

@@ -35,7 +35,7 @@ from typing import Any
 
 from matrix_llm.parsing.usage import ToolParser, model_source
 
-__all__ = ["adapter_base", "load_any_model", "main", "model_batches", "output_name"]
+__all__ = ["Batches", "adapter_base", "load_any_model", "main", "model_batches", "output_name"]
 
 PROG = "matrix-llm analyze"
 logger = logging.getLogger("matrix_llm.tools.analyze")
@@ -94,8 +94,9 @@ def _is_vision(model: Any) -> bool:
     return getattr(model, "main_input_name", "input_ids") == "pixel_values"
 
 
-def model_batches(name: str, model: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The first ``--num_samples`` rows of ``--data`` as batches of ``--batch_size`` in ``model``'s input format."""
+def model_batches(name: str, model: Any, args: argparse.Namespace) -> Batches:
+    """The first ``--num_samples`` rows of ``--data`` as batches of ``--batch_size`` in ``model``'s input format,
+    collated as they are used (:class:`Batches`)."""
     if _is_vision(model):
         from matrix_llm.data.images import load_image_dataset, saved_image_collator
 
@@ -129,10 +130,22 @@ def model_batches(name: str, model: Any, args: argparse.Namespace) -> list[dict[
     rows = rows.select(range(min(len(rows), args.num_samples)))
     if len(rows) == 0:
         raise ValueError(f"{args.data} ({args.split}): no rows")
-    return [
-        collator([rows[j] for j in range(i, min(i + args.batch_size, len(rows)))])
-        for i in range(0, len(rows), args.batch_size)
-    ]
+    return Batches(rows, collator, args.batch_size)
+
+
+class Batches:
+    """The rows as collated batches of ``batch_size``, collated on the fly at each pass (one batch in memory, not
+    ``--num_samples`` rows of tensors); iterable any number of times, with a length."""
+
+    def __init__(self, rows: Any, collator: Any, batch_size: int) -> None:
+        self.rows, self.collator, self.batch_size = rows, collator, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self) -> Any:
+        for i in range(0, len(self.rows), self.batch_size):
+            yield self.collator([self.rows[j] for j in range(i, min(i + self.batch_size, len(self.rows)))])
 
 
 def _layers(text: str | None) -> list[int] | None:

@@ -25,6 +25,7 @@ SSL_TESTS = "tests/modes/ssl/test_ssl.py"
 CLIP_TESTS = "tests/modes/clip/test_clip.py"
 VISION_TESTS = "tests/modes/ssl/test_vision_eval.py"
 DATA_TESTS = "tests/modes/test_data_checks.py"
+SHARDED_TESTS = "tests/modes/test_sharded_eval.py"
 
 
 def _ssl(name: str) -> str:
@@ -33,6 +34,10 @@ def _ssl(name: str) -> str:
 
 def _clip(name: str) -> str:
     return f"{CLIP_TESTS}::{name}"
+
+
+def _sharded(name: str) -> str:
+    return f"{SHARDED_TESTS}::{name}"
 
 
 MUTATIONS: list[Mutation] = [
@@ -401,6 +406,93 @@ MUTATIONS: list[Mutation] = [
         'return "pooler" if outputs.last_hidden_state.dim() == 4 else "cls"',
         'return "pooler" if outputs.last_hidden_state.dim() == 4 else "mean"',
         (f"{VISION_TESTS}::test_frozen_features_are_the_class_token_of_a_vit",),
+    ),
+    # -- end-of-run evaluation at scale ----------------------------------------------------------------------------
+    Mutation(
+        "every-process-encodes-everything",
+        "each process encodes only its own shard of the evaluation images",
+        "matrix_llm/features/sharded.py",
+        "return start, start + base + (rank < extra)",
+        "return 0, n",
+        (
+            _sharded("test_the_shards_cover_the_rows_once_in_order"),
+            _sharded("test_two_processes_give_the_numbers_of_one"),
+        ),
+    ),
+    Mutation(
+        "caption-owners-not-offset",
+        "gathered retrieval captions point at their own image, whatever process encoded it",
+        "matrix_llm/modes/clip/evaluate.py",
+        "offset = int(counts[: distributed.rank()].sum())",
+        "offset = 0",
+        (_sharded("test_two_processes_give_the_numbers_of_one"),),
+    ),
+    Mutation(
+        "whole-split-in-one-batch",
+        "the end-of-run probes collate at most a batch of images at a time",
+        "matrix_llm/modes/ssl/evaluate.py",
+        "for batch in shard_batches(rows, batch_size, collator, num_workers=num_workers, desc=desc):",
+        "for batch in shard_batches(rows, len(rows), collator, num_workers=num_workers, desc=desc):",
+        (_sharded("test_the_end_of_run_probes_never_collate_more_than_a_batch"),),
+    ),
+    Mutation(
+        "raw-pixels-uncapped",
+        "the raw-pixel baseline fits on at most `probe_max_train_samples` training images",
+        "matrix_llm/modes/ssl/command.py",
+        'subset = balanced_subset(train["label"], cap, seed) if cap < len(train) else None',
+        "subset = None",
+        (
+            _sharded("test_the_end_of_run_probes_never_collate_more_than_a_batch"),
+            _ssl("test_ssl_command_saves_the_backbone_and_measures_it"),
+        ),
+    ),
+    Mutation(
+        "raw-pixel-subset-not-balanced",
+        "past the cap the raw-pixel subset is class-balanced",
+        "matrix_llm/modes/ssl/evaluate.py",
+        'picked = order[np.argsort(turn, kind="stable")[:size]]',
+        "picked = order[:size]",
+        (_sharded("test_the_raw_pixel_subset_is_class_balanced_seeded_and_all_rows_below_the_cap"),),
+    ),
+    Mutation(
+        "raw-pixels-not-downsampled",
+        "raw pixels above 32x32 are area-downsampled",
+        "matrix_llm/modes/ssl/evaluate.py",
+        "pixels = torch.nn.functional.adaptive_avg_pool2d(pixels, RAW_PIXELS_SIDE)",
+        "pass",
+        (_sharded("test_raw_pixels_above_32_are_area_downsampled"),),
+    ),
+    Mutation(
+        "torch-probe-not-standardised",
+        "the torch linear probe standardises the features as scikit-learn's pipeline does",
+        "matrix_llm/modes/ssl/evaluate.py",
+        "logits = linear((x[start : start + chunk] - mean) / std)",
+        "logits = linear(x[start : start + chunk])",
+        (_sharded("test_the_torch_probe_agrees_with_scikit_learn_on_the_same_features"),),
+    ),
+    Mutation(
+        "torch-probe-unregularised",
+        "the torch linear probe has scikit-learn's L2 penalty",
+        "matrix_llm/modes/ssl/evaluate.py",
+        "penalty = linear.weight.square().sum() / (2 * c * n)",
+        "penalty = linear.weight.square().sum() * 0",
+        (_sharded("test_the_torch_probe_agrees_with_scikit_learn_on_the_same_features"),),
+    ),
+    Mutation(
+        "probe-never-switches-to-torch",
+        "above SKLEARN_MAX_ROWS training rows the torch probe is used",
+        "matrix_llm/modes/ssl/evaluate.py",
+        'return "sklearn" if rows <= SKLEARN_MAX_ROWS else "torch"',
+        'return "sklearn"',
+        (_sharded("test_the_solver_switches_to_torch_above_the_stated_size"),),
+    ),
+    Mutation(
+        "analyze-batches-miscounted",
+        "`analyze` batches are collated as they are used and counted for the progress bar",
+        "matrix_llm/tools/analyze.py",
+        "return -(-len(self.rows) // self.batch_size)",
+        "return len(self.rows) // self.batch_size",
+        ("tests/tools/test_analyze.py::test_batches_are_collated_as_they_are_used_and_can_be_read_again",),
     ),
     # -- clip ------------------------------------------------------------------------------------------------------
     Mutation(

@@ -316,3 +316,18 @@ def test_the_last_row_is_the_last_hidden_state_after_the_final_norm(tmp_path, ti
         )
     )
     assert [r["output"] for r in layer_table(bert, [dict(batch)])] == ["block", "block"]
+
+
+def test_batches_are_collated_as_they_are_used_and_can_be_read_again():
+    """`analyze` holds one collated batch at a time (not --num_samples rows of tensors) and `analyze lmc` passes over
+    the same batches once per omega."""
+    seen = []
+
+    def collate(rows):
+        seen.append(len(rows))
+        return {"x": torch.tensor(rows)}
+
+    batches = analyze.Batches(list(range(5)), collate, 2)
+    assert len(batches) == 3 and seen == []
+    first = [b["x"].tolist() for b in batches]
+    assert first == [[0, 1], [2, 3], [4]] == [b["x"].tolist() for b in batches] and max(seen) == 2

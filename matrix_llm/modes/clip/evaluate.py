@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
+from matrix_llm import distributed
 from matrix_llm.data.image_text import SCENE_SOURCES
 from matrix_llm.features import evaluating
 
@@ -93,19 +94,21 @@ def _features(out: Any) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_pairs(
-    model: Any, rows: Any, collator: Any, *, batch_size: int = 256
+    model: Any, rows: Any, collator: Any, *, batch_size: int = 256, num_workers: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Normalised ``(image_embeds (N, d), text_embeds (M, d), caption_image (M,))`` of the ``image`` / ``caption``
     rows (float32, CPU): every image once and every one of its captions (a row's caption may be a list), with the
     index of each caption's image; ``collator``: an :class:`~matrix_llm.data.image_text.ImageTextCollator` (its
-    image collator and tokenizer)."""
+    image collator and tokenizer). With several processes each encodes its shard of the rows and every process
+    gets the whole result, in the rows' order (:mod:`matrix_llm.features.sharded`)."""
+    from matrix_llm.features.sharded import gather_shards, shard_batches
+
     images, texts, owners = [], [], []
     with evaluating(model) as device:
-        for start in range(0, len(rows), batch_size):
-            chunk = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
+        for chunk in shard_batches(rows, batch_size, num_workers=num_workers):
             kept, decoded = collator.images.decode(chunk)  # without the images skip_corrupt left out
             pixels = collator.images.pixel_values(decoded).to(device)
-            first = sum(len(x) for x in images)  # the index of this chunk's first image
+            first = sum(len(x) for x in images)  # the index of this chunk's first image on this process
             images.append(_features(model.get_image_features(pixel_values=pixels)).float().cpu())
             captions = []
             for n, i in enumerate(kept):
@@ -120,22 +123,28 @@ def encode_pairs(
                 input_ids=text["input_ids"].to(device), attention_mask=text["attention_mask"].to(device)
             )
             texts.append(_features(features).float().cpu())
-    return F.normalize(torch.cat(images), dim=-1), F.normalize(torch.cat(texts), dim=-1), torch.tensor(owners)
+    counts = gather_shards(torch.tensor([sum(len(x) for x in images)]))  # images per process
+    offset = int(counts[: distributed.rank()].sum())  # owners index this process's images: make them global
+    return (
+        F.normalize(gather_shards(images), dim=-1),
+        F.normalize(gather_shards(texts), dim=-1),
+        gather_shards(torch.tensor(owners, dtype=torch.long) + offset),
+    )
 
 
 @torch.no_grad()
-def encode_images(model: Any, rows: Any, collator: Any, *, batch_size: int = 256) -> torch.Tensor:
-    """Normalised image embeddings of the ``image`` rows (``collator``: an image collator), float32 on the CPU."""
+def encode_images(
+    model: Any, rows: Any, collator: Any, *, batch_size: int = 256, num_workers: int = 0
+) -> torch.Tensor:
+    """Normalised image embeddings of the ``image`` rows (``collator``: an image collator), float32 on the CPU,
+    each process encoding its shard (as :func:`encode_pairs`)."""
+    from matrix_llm.features.sharded import gather_shards, shard_batches
+
     out = []
     with evaluating(model) as device:
-        for start in range(0, len(rows), batch_size):
-            batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-            out.append(
-                _features(model.get_image_features(pixel_values=batch["pixel_values"].to(device)))
-                .float()
-                .cpu()
-            )
-    return F.normalize(torch.cat(out), dim=-1)
+        for batch in shard_batches(rows, batch_size, collator, num_workers=num_workers):
+            out.append(_features(model.get_image_features(pixel_values=batch["pixel_values"].to(device))))
+    return F.normalize(gather_shards([x.float().cpu() for x in out]), dim=-1)
 
 
 @torch.no_grad()
@@ -370,12 +379,12 @@ LOGGED = (
 
 class ImageTextEvalCallback(TrainerCallback):
     """Zero-shot accuracy and retrieval during training: at every evaluation (``eval_steps``, and the final
-    ``trainer.evaluate()``) :func:`evaluate_dual_encoder` runs on the main process and its numbers are logged as
+    ``trainer.evaluate()``) :func:`evaluate_dual_encoder` runs (every process encoding its shard of the images and
+    captions, every process computing the metrics from the gathered embeddings) and its numbers are logged as
     ``eval_zeroshot_top1``, ``eval_image_to_text_R@1``, ... (:data:`LOGGED`), to every reporter through
     ``trainer.log`` when ``trainer`` is given (:func:`matrix_llm.callbacks.log_eval_metrics`), and into the
-    evaluation's ``metrics`` (so ``metric_for_best_model: eval_zeroshot_top1`` works). The other processes receive
-    the same numbers (DDP / ZeRO-2 replicas are equal). Results are cached per optimizer step:
-    :meth:`results` at the step of the last evaluation does not encode again.
+    evaluation's ``metrics`` (so ``metric_for_best_model: eval_zeroshot_top1`` works). Results are cached per
+    optimizer step: :meth:`results` at the step of the last evaluation does not encode again.
     """
 
     def __init__(
@@ -415,18 +424,11 @@ class ImageTextEvalCallback(TrainerCallback):
         """The measurements at optimizer step ``step`` (call on every process when several run)."""
         if self._cache is not None and self._cache[0] == step:
             return self._cache[1]
-        from matrix_llm import distributed
         from matrix_llm.features import unwrap
 
-        results = None
-        if distributed.rank() == 0:
-            results = evaluate_dual_encoder(
-                unwrap(model), self.tokenizer, self.collator, self.evalset, self.zeroshot, self.unseen
-            )
-        if distributed.is_distributed():
-            box = [results]
-            torch.distributed.broadcast_object_list(box, src=0)
-            results = box[0]
+        results = evaluate_dual_encoder(  # each process encodes its shard; all compute the same numbers
+            unwrap(model), self.tokenizer, self.collator, self.evalset, self.zeroshot, self.unseen
+        )
         self._cache = (step, results)
         return results
 

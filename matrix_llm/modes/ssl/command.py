@@ -168,26 +168,57 @@ def build_model(
     return model, collator, processor
 
 
-def probe_results(backbone: Any, seed: int, train: Any, evalset: Any, collator: Any) -> dict[str, Any]:
+def probe_results(
+    backbone: Any,
+    seed: int,
+    train: Any,
+    evalset: Any,
+    collator: Any,
+    *,
+    raw_pixels_max_train: int | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+) -> dict[str, Any]:
     """Linear probe and kNN accuracy on frozen features: the trained backbone, the same architecture at random
-    init (seeded), and the linear probe on raw pixels."""
-    import numpy as np
+    init (seeded), and the linear probe on raw pixels (:func:`~matrix_llm.modes.ssl.evaluate.raw_pixels`) of at
+    most ``raw_pixels_max_train`` training images (a seeded class-balanced subset past it; ``None``: all).
 
+    Call it on every process: each encodes its shard of the images (:mod:`matrix_llm.features.sharded`), the
+    probes are fitted on the main process, which returns the results (the others return ``{}``)."""
+    from matrix_llm import distributed
     from matrix_llm.models.tiny import random_init
-    from matrix_llm.modes.ssl.evaluate import extract_features, knn_accuracy, linear_probe_accuracy
+    from matrix_llm.modes.ssl.evaluate import (
+        balanced_subset,
+        extract_features,
+        knn_accuracy,
+        linear_probe_accuracy,
+        probe_solver,
+        raw_pixels,
+    )
 
-    out: dict[str, Any] = {}
+    batches = {"batch_size": batch_size, "num_workers": num_workers}
     device = next(backbone.parameters()).device
     fresh = random_init(type(backbone), backbone.config, seed=seed, device=device)
-    for name, model in (("trained", backbone), ("random_init", fresh)):
-        train_x, train_y = extract_features(model, train, collator)
-        test_x, test_y = extract_features(model, evalset, collator)
-        out[f"probe_{name}"] = linear_probe_accuracy(train_x, train_y, test_x, test_y)
+    features = {
+        name: [extract_features(model, rows, collator, **batches) for rows in (train, evalset)]
+        for name, model in (("trained", backbone), ("random_init", fresh))
+    }
+    cap = len(train) if raw_pixels_max_train is None else raw_pixels_max_train
+    subset = balanced_subset(train["label"], cap, seed) if cap < len(train) else None
+    pixels = [raw_pixels(train.select(subset) if subset else train, collator, **batches)]
+    pixels.append(raw_pixels(evalset, collator, **batches))
+    if distributed.rank() != 0:
+        return {}
+    out: dict[str, Any] = {}
+    for name, ((train_x, train_y), (test_x, test_y)) in features.items():
+        out[f"probe_{name}"] = linear_probe_accuracy(train_x, train_y, test_x, test_y, device=device)
         out[f"knn_{name}"] = knn_accuracy(train_x, train_y, test_x, test_y)
-    pixels = [collator([rows[i] for i in range(len(rows))]) for rows in (train, evalset)]
-    flat = [np.asarray(p["pixel_values"].flatten(1)) for p in pixels]
-    out["probe_raw_pixels"] = linear_probe_accuracy(
-        flat[0], np.asarray(pixels[0]["labels"]), flat[1], np.asarray(pixels[1]["labels"])
+    (train_x, train_y), (test_x, test_y) = pixels
+    out["probe_raw_pixels"] = linear_probe_accuracy(train_x, train_y, test_x, test_y, device=device)
+    out.update(
+        linear_probe_solver=probe_solver(len(train)),
+        raw_pixels_train_images=len(train_x),
+        raw_pixels_features=train_x.shape[1],
     )
     return out
 
@@ -244,26 +275,36 @@ class SSLMode(Mode):
         return RunCard(base_model=base, dataset=self.data_args.dataset_name)
 
     def finish(self, trainer: Any) -> dict[str, Any]:
-        if not trainer.is_world_process_zero():
-            return {}
+        from matrix_llm.data.images import ImageCollator
         from matrix_llm.features import unwrap
 
-        folder = RunFolder(self.training_args.output_dir)
+        args = self.training_args
         backbone = unwrap(trainer.model).backbone
-        if hasattr(backbone.config, "mask_ratio"):  # a ViT-MAE encoder: keep every patch as a backbone
-            backbone.config.mask_ratio = 0.0
-        backbone.save_pretrained(folder.backbone)
-        self.processor.save_pretrained(folder.backbone)
-        results: dict[str, Any] = {"argv": self.argv, "train_size": len(self.train)}
-        if self.labelled and self.evalset is not None:
-            from matrix_llm.data.images import ImageCollator
-
+        measured: dict[str, Any] = {}
+        if self.labelled and self.evalset is not None:  # every process encodes its shard of the images
             plain = ImageCollator(
                 image_size=self.data_args.image_size,
                 channels=self.collator.channels,
                 processor=self.processor,
             )
-            results.update(probe_results(backbone, self.training_args.seed, self.train, self.evalset, plain))
+            measured = probe_results(
+                backbone,
+                args.seed,
+                self.train,
+                self.evalset,
+                plain,
+                raw_pixels_max_train=self.data_args.probe_max_train_samples,
+                batch_size=args.per_device_eval_batch_size,
+                num_workers=args.dataloader_num_workers,
+            )
+        if not trainer.is_world_process_zero():
+            return {}
+        folder = RunFolder(args.output_dir)
+        if hasattr(backbone.config, "mask_ratio"):  # a ViT-MAE encoder: keep every patch as a backbone
+            backbone.config.mask_ratio = 0.0
+        backbone.save_pretrained(folder.backbone)
+        self.processor.save_pretrained(folder.backbone)
+        results: dict[str, Any] = {"argv": self.argv, "train_size": len(self.train), **measured}
         folder.write_results(results)
         numbers = {k: v for k, v in results.items() if k.startswith(("probe_", "knn_"))}
         accuracy = ", ".join(f"{k} {v:.4f}" for k, v in numbers.items())
@@ -271,6 +312,8 @@ class SSLMode(Mode):
         return {**numbers, "details": details}
 
     def report(self, metrics: dict[str, Any]) -> str:
+        from matrix_llm.modes.ssl.evaluate import RAW_PIXELS_SIDE
+
         args, data_args = self.training_args, self.data_args
         results = RunFolder(args.output_dir).read_results()
         preset = f" ({args.ssl_preset})" if args.ssl_method == "matrix_ssl" else ""
@@ -293,6 +336,22 @@ class SSLMode(Mode):
                     f"{results['knn_random_init']:.4f} |"
                 ),
                 f"| raw pixels | {results['probe_raw_pixels']:.4f} | |",
+                "",
+            ]
+            pixels = results["raw_pixels_train_images"]
+            subset = (
+                f"a seeded class-balanced subset of {pixels} of the {results['train_size']} training images "
+                "(`probe_max_train_samples`)"
+                if pixels < results["train_size"]
+                else f"all {pixels} training images"
+            )
+            side = f"{RAW_PIXELS_SIDE}x{RAW_PIXELS_SIDE}"
+            lines += [
+                (
+                    f"Raw pixels: {subset}, {results['raw_pixels_features']} features each (images above {side} "
+                    f"area-downsampled). Linear probes: {results['linear_probe_solver']} logistic regression "
+                    "(C = 1, standardised features)."
+                ),
                 "",
             ]
             gain = 100 * (results["probe_trained"] - results["probe_random_init"])

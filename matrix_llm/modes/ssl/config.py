@@ -97,6 +97,14 @@ class SSLDataArguments(ImageDataArguments):
         default=1.0,
         metadata={"help": "Colour-jitter strength s (SimCLR): BYOL's amounts times s; 0: no jitter."},
     )
+    probe_max_train_samples: int = field(
+        default=10_000,
+        metadata={
+            "help": "Most training images the end-of-run raw-pixel probe baseline fits on (past it: a seeded "
+            "class-balanced subset, said in results.json / report.md); the frozen-feature probes and kNN use "
+            "every training image."
+        },
+    )
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -108,6 +116,8 @@ class SSLDataArguments(ImageDataArguments):
             out.append(problem("crop_min_scale", "a number in (0, 1]", self.crop_min_scale))
         if self.jitter_strength < 0:
             out.append(problem("jitter_strength", "a number >= 0", self.jitter_strength))
+        if self.probe_max_train_samples < 1:
+            out.append(problem("probe_max_train_samples", "a positive integer", self.probe_max_train_samples))
         return out
 
 

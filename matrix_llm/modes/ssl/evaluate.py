@@ -19,12 +19,38 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from matrix_llm.hub import RunFolder
 from matrix_llm.parsing.usage import ToolParser, model_source
 
-__all__ = ["extract_features", "knn_accuracy", "linear_probe_accuracy", "main_knn", "main_probe"]
+__all__ = [
+    "RAW_PIXELS_SIDE",
+    "SKLEARN_MAX_ROWS",
+    "balanced_subset",
+    "extract_features",
+    "knn_accuracy",
+    "linear_probe_accuracy",
+    "main_knn",
+    "main_probe",
+    "probe_solver",
+    "raw_pixels",
+    "torch_linear_probe",
+]
+
+
+def _encode(
+    rows: Any, collator: Any, encode: Any, *, batch_size: int, num_workers: int, desc: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(encode(pixel_values) of every row, labels)`` through :mod:`matrix_llm.features.sharded`."""
+    from matrix_llm.features.sharded import gather_shards, shard_batches
+
+    feats, labels = [], []
+    for batch in shard_batches(rows, batch_size, collator, num_workers=num_workers, desc=desc):
+        if "labels" not in batch:
+            raise ValueError("extract_features: the rows have no labels; the probes need a label column")
+        feats.append(encode(batch["pixel_values"]).float().cpu())
+        labels.append(batch["labels"])
+    return gather_shards(feats).numpy(), gather_shards(labels).numpy()
 
 
 @torch.no_grad()
@@ -36,23 +62,70 @@ def extract_features(
     batch_size: int = 256,
     pooling: str | None = None,
     desc: str | None = None,
+    num_workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(features (N, d) float32, labels (N,))`` of the ``image`` / ``label`` rows through ``backbone``."""
+    """``(features (N, d) float32, labels (N,))`` of the ``image`` / ``label`` rows through ``backbone``, batch by
+    batch; with several processes each encodes its shard and every process gets all N rows in order
+    (:mod:`matrix_llm.features.sharded`)."""
     from matrix_llm.features import evaluating, pool
     from matrix_llm.models.ssl import vision_pooling
 
-    feats, labels = [], []
     with evaluating(backbone) as device:
-        for start in tqdm(
-            range(0, len(rows), batch_size), desc=desc or "features", disable=desc is None, leave=False
-        ):
-            batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-            outputs = backbone(pixel_values=batch["pixel_values"].to(device))
-            feats.append(pool(outputs, pooling or vision_pooling(outputs)).float().cpu().numpy())
-            if "labels" not in batch:
-                raise ValueError("extract_features: the rows have no labels; the probes need a label column")
-            labels.append(batch["labels"].numpy())
-    return np.concatenate(feats), np.concatenate(labels)
+
+        def encode(pixels: torch.Tensor) -> torch.Tensor:
+            outputs = backbone(pixel_values=pixels.to(device))
+            return pool(outputs, pooling or vision_pooling(outputs))
+
+        return _encode(rows, collator, encode, batch_size=batch_size, num_workers=num_workers, desc=desc)
+
+
+RAW_PIXELS_SIDE = 32
+"""The raw-pixel baseline sees images of at most this side (area-downsampled): 3,072 features for RGB at 224²."""
+
+
+def raw_pixels(
+    rows: Any, collator: Any, *, batch_size: int = 256, num_workers: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(flattened pixels (N, C * s * s), labels)`` of the collated images, ``s = min(side, RAW_PIXELS_SIDE)``
+    (area-downsampled above it), batch by batch like :func:`extract_features`."""
+
+    def encode(pixels: torch.Tensor) -> torch.Tensor:
+        if max(pixels.shape[-2:]) > RAW_PIXELS_SIDE:
+            pixels = torch.nn.functional.adaptive_avg_pool2d(pixels, RAW_PIXELS_SIDE)
+        return pixels.flatten(1)
+
+    return _encode(rows, collator, encode, batch_size=batch_size, num_workers=num_workers, desc=None)
+
+
+def balanced_subset(labels: Sequence[int] | np.ndarray, size: int, seed: int) -> list[int]:
+    """``size`` row indices (sorted) drawn class by class in turn, each class in a seeded random order: every
+    class gets ``size // classes`` rows or all it has, the rest go to the larger classes. All indices when
+    ``size >= len(labels)``."""
+    labels = np.asarray(labels)
+    if size >= len(labels):
+        return list(range(len(labels)))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    shuffled = labels[order]
+    turn = np.empty(len(labels), dtype=np.int64)  # each row's place among the rows of its class
+    for c in np.unique(labels):
+        at = np.flatnonzero(shuffled == c)
+        turn[at] = np.arange(len(at))
+    picked = order[np.argsort(turn, kind="stable")[:size]]
+    return sorted(int(i) for i in picked)
+
+
+SKLEARN_MAX_ROWS = 50_000
+"""Above this many training rows :func:`linear_probe_accuracy` (``solver="auto"``) trains the torch probe."""
+
+
+def probe_solver(rows: int, solver: str = "auto") -> str:
+    """``sklearn`` or ``torch``: what :func:`linear_probe_accuracy` uses for ``rows`` training rows."""
+    if solver not in ("auto", "sklearn", "torch"):
+        raise ValueError(f"linear probe: solver must be auto, sklearn or torch; got {solver!r}")
+    if solver != "auto":
+        return solver
+    return "sklearn" if rows <= SKLEARN_MAX_ROWS else "torch"
 
 
 def linear_probe_accuracy(
@@ -63,8 +136,17 @@ def linear_probe_accuracy(
     *,
     c: float = 1.0,
     max_iter: int = 1000,
+    solver: str = "auto",
+    device: torch.device | str | None = None,
 ) -> float:
-    """Test accuracy of an L2-regularised logistic regression (``C = c``, L-BFGS) on standardised features."""
+    """Test accuracy of an L2-regularised logistic regression (``C = c``) on standardised features.
+
+    Up to :data:`SKLEARN_MAX_ROWS` training rows (``solver="auto"``) scikit-learn's ``LogisticRegression``
+    (L-BFGS); above, :func:`torch_linear_probe` minimises the same objective on ``device`` with the features
+    streamed through in chunks (what a million ImageNet features need: scikit-learn would hold several copies).
+    """
+    if probe_solver(len(train_x), solver) == "torch":
+        return torch_linear_probe(train_x, train_y, test_x, test_y, c=c, max_iter=max_iter, device=device)
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -72,6 +154,65 @@ def linear_probe_accuracy(
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
     probe.fit(train_x, train_y)
     return float((probe.predict(test_x) == test_y).mean())
+
+
+def torch_linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    *,
+    c: float = 1.0,
+    max_iter: int = 1000,
+    device: torch.device | str | None = None,
+    chunk: int = 65_536,
+) -> float:
+    """scikit-learn's multinomial logistic regression objective, ``c * sum_i CE_i + ||W||^2 / 2`` (bias not
+    penalised) on features standardised with the training mean and standard deviation, minimised by full-batch
+    L-BFGS (strong Wolfe line search, from zero) in torch on ``device``. The loss and its gradient are summed over
+    chunks of ``chunk`` rows, so the memory beyond the features is one chunk's logits. Returns the test
+    accuracy."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    classes, targets = np.unique(train_y, return_inverse=True)
+    x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32)).to(device)
+    y = torch.from_numpy(targets).long().to(device)
+    mean = x.mean(0)
+    std = x.var(0, unbiased=False).sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))  # StandardScaler leaves constant features unscaled
+    linear = torch.nn.Linear(x.shape[1], len(classes), device=device)
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+    optimizer = torch.optim.LBFGS(
+        linear.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-10,
+        history_size=10,
+        line_search_fn="strong_wolfe",
+    )
+    n = len(x)
+
+    def closure() -> torch.Tensor:  # the objective divided by c * n (same minimiser, scale-free tolerances)
+        optimizer.zero_grad()
+        total = 0.0
+        for start in range(0, n, chunk):
+            logits = linear((x[start : start + chunk] - mean) / std)
+            part = torch.nn.functional.cross_entropy(logits, y[start : start + chunk], reduction="sum") / n
+            part.backward()
+            total += float(part.detach())
+        penalty = linear.weight.square().sum() / (2 * c * n)
+        penalty.backward()
+        return torch.tensor(total + float(penalty.detach()))
+
+    optimizer.step(closure)
+    hits = 0
+    with torch.no_grad():
+        for start in range(0, len(test_x), chunk):
+            part = torch.from_numpy(np.ascontiguousarray(test_x[start : start + chunk], dtype=np.float32))
+            predicted = linear((part.to(device) - mean) / std).argmax(1).cpu().numpy()
+            hits += int((classes[predicted] == test_y[start : start + chunk]).sum())
+    return hits / len(test_x)
 
 
 def knn_accuracy(
@@ -141,6 +282,8 @@ def _evaluate(args: argparse.Namespace, task: str) -> dict[str, Any]:
         "train_size": len(data[args.train_split]),
         "test_size": len(data[args.test_split]),
     }
+    if task == "probe":
+        result["solver"] = probe_solver(result["train_size"])
     for label, random_init in (("trained", False), ("random_init", True)):
         model = _load(args, random_init=random_init)
         collator = saved_image_collator(args.model, model.config, revision=args.revision)

@@ -225,13 +225,21 @@ def test_ssl_command_saves_the_backbone_and_measures_it(tmp_path):
     from matrix_llm.tools.eval import main as eval_main
 
     out = tmp_path / "run"
-    assert ssl.main([*TINY, "--output_dir", str(out), "--num_train_epochs", "2", "--logging_steps", "2"]) == 0
+    argv = [*TINY, "--output_dir", str(out), "--num_train_epochs", "2", "--logging_steps", "2"]
+    assert ssl.main([*argv, "--probe_max_train_samples", "50"]) == 0
     backbone = AutoModel.from_pretrained(out / "backbone")
     assert type(backbone).__name__ == "ViTModel"
     results = json.loads((out / "results.json").read_text())
     for key in ("probe_trained", "probe_random_init", "probe_raw_pixels", "knn_trained", "knn_random_init"):
         assert 0.0 <= results[key] <= 1.0, key
-    assert "| trained backbone |" in (out / "report.md").read_text()
+    assert results["raw_pixels_train_images"] == 50 and results["raw_pixels_features"] == 16 * 16
+    assert results["train_size"] == 128 and results["linear_probe_solver"] == "sklearn"
+    report = (out / "report.md").read_text()
+    assert "| trained backbone |" in report
+    assert (
+        "a seeded class-balanced subset of 50 of the 128 training images (`probe_max_train_samples`)"
+        in report
+    )
     assert (out / "metrics.png").stat().st_size > 10_000
     card = (out / "README.md").read_text()
     assert "pipeline_tag: image-feature-extraction" in card and "Frozen-feature accuracy" in card
@@ -274,6 +282,7 @@ def test_ssl_command_saves_the_backbone_and_measures_it(tmp_path):
     )
     probe = json.loads((tmp_path / "probe" / "results.json").read_text())
     assert probe["task"] == "probe" and 0.1 < probe["random_init"] <= 1.0 and 0.1 < probe["trained"] <= 1.0
+    assert probe["solver"] == "sklearn"
     with pytest.raises(ValueError, match="no label column 'digit'"):
         eval_main(["probe", "--model", str(out / "backbone"), "--data", "digits", "--label_column", "digit"])
 
