@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .images import MissingColumnError, load_split
+from .images import MissingColumnError, data_file, data_folder, load_split
 
 __all__ = [
     "CLASS_NAMES",
     "HELD_OUT",
     "SCENE_SOURCES",
     "ImageTextCollator",
+    "captions_by_image",
     "class_captions",
+    "image_paths",
     "load_image_text_dataset",
     "render_scene",
     "scene_dataset",
@@ -187,13 +190,17 @@ def load_image_text_dataset(
     caption_templates: list[str] | None = None,
     class_names: list[str] | None = None,
     exclude_classes: tuple[str, ...] = (),
+    group_by_image: bool = False,
 ) -> Any:
     """``scenes`` / ``scenes-classes`` (:func:`scene_dataset`, ``n`` rows), or a Hub / local dataset with ``image_column`` and
     ``caption_column`` (renamed ``image`` / ``caption``; a caption may be a list of strings). With
     ``caption_templates``: a labelled image dataset (:func:`~matrix_llm.data.images.load_image_dataset`) captioned
     by :func:`class_captions` with ``class_names`` (default: the dataset's own,
     :func:`~matrix_llm.data.images.class_names_of`), without ``exclude_classes``; ``n`` rows of what is left.
-    Images stay undecoded until the collator (which names an unreadable file).
+    Images stay undecoded until the collator (which names an unreadable file). An image column of file paths (a
+    CSV / TSV / JSON(L) / parquet file, :func:`~matrix_llm.data.images.load_split`) is read by
+    :func:`image_paths`; with ``group_by_image`` (evaluation) the rows of one image become one row with all its
+    captions (:func:`captions_by_image`), ``n`` then counting images.
 
     Raises:
         ValueError: a missing column, listing the dataset's columns; class names that are unknown or missing.
@@ -232,9 +239,57 @@ def load_image_text_dataset(
     ds = ds.rename_columns(
         {old: new for old, new in ((image_column, "image"), (caption_column, "caption")) if old != new}
     )
+    paths = getattr(ds.features["image"], "dtype", None) in (
+        "string",
+        "large_string",
+    )  # a file of image paths
+    if n and not (paths and group_by_image):
+        ds = ds.select(range(min(n, len(ds))))
+    if paths:
+        ds = image_paths(ds, data_folder(source, split), f"{data_file(split) or source} ({split})")
+        if group_by_image:
+            ds = captions_by_image(ds)
+            ds = ds.select(range(min(n, len(ds)))) if n else ds
     if type(ds.features["image"]).__name__ == "Image":
         ds = ds.cast_column("image", datasets.Image(decode=False))
-    return ds.select(range(min(n, len(ds)))) if n else ds
+    return ds
+
+
+def image_paths(ds: Any, folder: Path | None, where: str) -> Any:
+    """``ds`` with its ``image`` column of file paths made absolute (relative ones against ``folder``: the data
+    file's) and typed ``datasets.Image`` (decoded by the collator).
+
+    Raises:
+        FileNotFoundError: naming the first row (from 1, the header not counted) whose image file does not exist.
+    """
+    import datasets
+
+    resolved = []
+    for i, value in enumerate(ds["image"]):
+        path = Path(value).expanduser() if isinstance(value, str) and value else None
+        if path is not None and not path.is_absolute() and folder is not None:
+            path = folder / path
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"{where}: row {i + 1}: the image {value!r} does not exist ({path})")
+        resolved.append(str(path))
+    ds = ds.remove_columns("image").add_column("image", resolved)
+    return ds.cast_column("image", datasets.Image(decode=False)).select_columns(["image", "caption"])
+
+
+def captions_by_image(ds: Any) -> Any:
+    """One row per image file with the list of its captions, in the order of first appearance: a file with one
+    row per caption (Flickr30k / COCO exports) becomes the layout CLIP_benchmark's retrieval protocol reads
+    (:func:`~matrix_llm.modes.clip.evaluate.retrieval_metrics`). Unchanged when no image repeats."""
+    import datasets
+
+    paths = [image["path"] for image in ds.cast_column("image", datasets.Image(decode=False))["image"]]
+    if len(set(paths)) == len(paths):
+        return ds
+    captions: dict[str, list[str]] = {}
+    for path, caption in zip(paths, ds["caption"], strict=True):
+        captions.setdefault(path, []).extend([caption] if isinstance(caption, str) else caption)
+    grouped = datasets.Dataset.from_dict({"image": list(captions), "caption": list(captions.values())})
+    return grouped.cast_column("image", datasets.Image(decode=False))
 
 
 class ImageTextCollator:

@@ -22,12 +22,15 @@ from .labels import IGNORE_INDEX
 logger = logging.getLogger("matrix_llm.data.images")
 
 __all__ = [
+    "DATA_FILES",
     "FASHION_MNIST_CLASSES",
     "ImageCollator",
     "MissingColumnError",
     "UnreadableImageError",
     "check_readable",
     "class_names_of",
+    "data_file",
+    "data_folder",
     "decode_image",
     "load_split",
     "saved_image_collator",
@@ -111,14 +114,62 @@ def digits_dataset(split: str = "train", *, test_fraction: float = 0.2, seed: in
     return datasets.Dataset.from_dict({"image": list(images[keep]), "label": labels[keep].tolist()})
 
 
+DATA_FILES = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"sep": "\t"}),  # open_clip's --dataset-type csv default separator
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+"""The single files a dataset may be (``dataset_name: pairs.csv``), with the ``datasets`` builder that reads them."""
+
+
+def data_file(name: str | None) -> Path | None:
+    """``name`` as a local CSV / TSV / JSON(L) / parquet file (:data:`DATA_FILES`), else ``None``.
+
+    Raises:
+        FileNotFoundError: ``name`` ends like such a file that does not exist.
+    """
+    if not name or Path(name).suffix.lower() not in DATA_FILES:
+        return None
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such file")
+    return path
+
+
+def data_folder(source: str, split: str) -> Path | None:
+    """The folder relative image paths of ``source``'s ``split`` are resolved against: that of the file the split
+    comes from (:func:`load_split`), or the local dataset folder; ``None`` for a Hub dataset."""
+    file = data_file(split) or data_file(source)
+    if file is not None:
+        return file.resolve().parent
+    path = Path(source).expanduser()
+    return path.resolve() if path.is_dir() else None
+
+
 def load_split(source: str, split: str, *, config: str | None = None) -> Any:
-    """``datasets.load_dataset`` of a Hub id or a local folder / file, one split.
+    """``datasets.load_dataset`` of a Hub id, a local folder or a single CSV / TSV / JSON(L) / parquet file
+    (:data:`DATA_FILES`: the file is the ``train`` split), one split. ``split`` may itself name such a file (e.g.
+    ``eval_split: val.csv``), which is then read whatever ``source`` is.
 
     Raises:
         ValueError: a split the data does not have, naming the ones it has and the settings to change.
+        FileNotFoundError: a data file that does not exist.
     """
     import datasets
 
+    file = data_file(split)
+    if file is None and data_file(source) is not None:
+        if split != "train":
+            raise ValueError(
+                f"{source}: one file is the `train` split only; `{split}` can be another file (e.g. "
+                "`eval_split: val.csv`), or `eval_split: null` for no eval set"
+            )
+        file = data_file(source)
+    if file is not None:
+        builder, options = DATA_FILES[file.suffix.lower()]
+        return datasets.load_dataset(builder, data_files={"train": str(file)}, split="train", **options)
     path = Path(source).expanduser()
     try:
         return datasets.load_dataset(str(path) if path.is_dir() else source, config, split=split)

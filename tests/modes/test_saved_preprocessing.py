@@ -28,9 +28,9 @@ def test_an_ssl_backbone_loads_with_the_image_processor_its_probes_used(tmp_path
     seen = {}
     real = ssl.probe_results
 
-    def recording(backbone, seed, train, evalset, collator):
+    def recording(backbone, seed, train, evalset, collator, **kwargs):
         seen.update(backbone=backbone, evalset=evalset, collator=collator)
-        return real(backbone, seed, train, evalset, collator)
+        return real(backbone, seed, train, evalset, collator, **kwargs)
 
     monkeypatch.setattr(ssl, "probe_results", recording)
     out = tmp_path / "run"

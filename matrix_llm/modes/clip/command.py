@@ -291,7 +291,11 @@ class CLIPMode(Mode):
         self.evalset = None
         if data_args.eval_split:
             self.evalset = load_image_text_dataset(
-                data_args.dataset_name, data_args.eval_split, n=data_args.max_eval_samples, **load
+                data_args.dataset_name,
+                data_args.eval_split,
+                n=data_args.max_eval_samples,
+                group_by_image=True,
+                **load,
             )
         if not data_args.skip_corrupt_images:
             check_readable(self.train, data_args.train_split)

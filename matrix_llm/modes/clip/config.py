@@ -75,12 +75,17 @@ class CLIPDataArguments(ImageDataArguments):
         default="scenes",
         metadata={
             "help": "`scenes` (rendered captioned shapes, offline), `scenes-classes` (the same scenes captioned "
-            "by class only: 'a red circle'), or a Hub id / local image-caption dataset."
+            "by class only: 'a red circle'), a Hub id / local image-caption dataset, or one CSV / TSV / JSON(L) / "
+            "parquet file of image paths (relative to the file's folder) and captions: the `train` split; "
+            "`eval_split` may then name another such file, whose rows of one image are read as its captions."
         },
     )
-    image_column: str = field(default="image", metadata={"help": "Image column."})
+    image_column: str = field(
+        default="image", metadata={"help": "Image column (images, or file paths; open_clip's CSV: filepath)."}
+    )
     caption_column: str = field(
-        default="caption", metadata={"help": "Caption column (a string or a list of them)."}
+        default="caption",
+        metadata={"help": "Caption column (a string or a list of them; open_clip's CSV: title)."},
     )
     caption_templates: list[str] | None = field(
         default=None,

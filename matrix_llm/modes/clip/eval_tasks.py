@@ -79,7 +79,7 @@ def main_zeroshot(argv: Sequence[str]) -> dict[str, Any]:
         "seen / unseen / harmonic accuracies and AUSUC, and plot the seen-unseen curve "
         "(seen_unseen.png)",
     )
-    parser.add_argument("--num_samples", type=int, default=1000)
+    parser.add_argument("--num_samples", type=int, default=1000, help="images")
     parser.add_argument("--image_size", type=int, default=32, help="scenes: rendered side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--revision", default=None)
@@ -124,12 +124,15 @@ def main_retrieval(argv: Sequence[str]) -> dict[str, Any]:
         "--model", required=True, type=model_source, help="a saved `matrix-llm clip` model or a Hub CLIP id"
     )
     parser.add_argument(
-        "--data", default="scenes", help="scenes, scenes-classes, or a Hub id / local image-caption dataset"
+        "--data",
+        default="scenes",
+        help="scenes, scenes-classes, a Hub id / local image-caption dataset, or a CSV / TSV / JSON(L) / parquet "
+        "file of image paths and captions (rows of one image are grouped: its captions)",
     )
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="a split, or a file as for --data")
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--caption_column", default="caption")
-    parser.add_argument("--num_samples", type=int, default=1000)
+    parser.add_argument("--num_samples", type=int, default=1000, help="images")
     parser.add_argument("--max_length", type=int, default=77)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--revision", default=None)
@@ -143,6 +146,7 @@ def main_retrieval(argv: Sequence[str]) -> dict[str, Any]:
         caption_column=args.caption_column,
         n=args.num_samples,
         seed=args.seed,
+        group_by_image=True,
     )
     collator = ImageTextCollator(tokenizer, images, max_length=args.max_length, seed=args.seed)
     image_embeds, text_embeds, caption_image = encode_pairs(model, rows, collator)
