@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import glob
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -149,6 +150,18 @@ class DataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval set."})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the training split as a stream (datasets.IterableDataset: a Hub id, a local folder or "
+            "file, webdataset .tar shards), each process its share, rows decoded as they come; needs "
+            "`max_steps`; resumes exactly (matrix_llm/data/streaming.py)."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={"help": "Streaming: rows shuffled together (windows of this many; 1: the stream's order)."},
+    )
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -165,6 +178,8 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value < 2:
                 out.append(problem(name, "an integer >= 2 or null", value))
+        if self.shuffle_buffer_size < 1:
+            out.append(problem("shuffle_buffer_size", "a positive integer", self.shuffle_buffer_size))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if (
@@ -173,7 +188,12 @@ class DataArguments:
                 and looks_like_path(value)
             ):
                 path = Path(value).expanduser()
-                if not path.exists():
+                if any(c in value for c in "*?["):  # a glob of files (webdataset shards)
+                    if not glob.glob(str(path)):
+                        out.append(
+                            problem(f.name, "a pattern that matches files", value) + ": it matches none"
+                        )
+                elif not path.exists():
                     out.append(
                         problem(f.name, "a Hub id or an existing local file or folder", value)
                         + ": no such file or folder"

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
+from matrix_llm.data.streaming import POSITION, StreamCheckpoint, StreamingRows, stream_collator
 from matrix_llm.modes import ObjectiveOutput, build_objective
 
 from . import features
@@ -95,6 +96,44 @@ class MatrixTrainer(Trainer):
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
+        self.stream: StreamCheckpoint | None = None
+        self._resumed_from: str | None = None
+        if isinstance(self.train_dataset, StreamingRows):
+            self.stream = StreamCheckpoint(
+                self.train_dataset, rank=self.args.process_index, workers=self.args.dataloader_num_workers
+            )
+            self.add_callback(self.stream)
+
+    # -- streamed training data (matrix_llm.data.streaming) ------------------------------------------------
+
+    def get_train_dataloader(self) -> Any:
+        """A streamed training set (:class:`~matrix_llm.data.streaming.StreamingRows`) is this process's share
+        already: its DataLoader is prepared as one process's (no second split, no dispatch from the main
+        process); anything else goes the Trainer's way."""
+        if self.stream is None:
+            return super().get_train_dataloader()
+        from accelerate.data_loader import prepare_data_loader
+        from torch.utils.data import DataLoader
+
+        args = self.args
+        loader = DataLoader(
+            self.train_dataset,
+            batch_size=self._train_batch_size,
+            collate_fn=stream_collator(self.data_collator),
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            prefetch_factor=args.dataloader_prefetch_factor if args.dataloader_num_workers else None,
+        )
+        return prepare_data_loader(
+            loader, self.accelerator.device, num_processes=1, process_index=0, dispatch_batches=False
+        )
+
+    def get_resumed_dataloader(self, dataloader: Any, num_batches: int) -> Any:
+        """A stream goes on from the positions its checkpoint saved instead of reading the skipped batches again."""
+        if self.stream is None or self._resumed_from is None:
+            return super().get_resumed_dataloader(dataloader, num_batches)
+        self.stream.load(self._resumed_from)
+        return dataloader
 
     def _load_renamed(self, checkpoint: str, model: Any = None) -> bool:
         """Load ``checkpoint`` through ``from_pretrained`` when its weight names are not the model's (class
@@ -117,6 +156,7 @@ class MatrixTrainer(Trainer):
         return True
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        self._resumed_from = resume_from_checkpoint
         if not self._load_renamed(resume_from_checkpoint, model):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
@@ -150,6 +190,10 @@ class MatrixTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         training = model.training
+        if POSITION in inputs:  # a streamed batch: where its rows came from, for the next checkpoint
+            positions = {POSITION: inputs.pop(POSITION)}
+            if training and self.stream is not None:
+                self.stream.consumed(positions)
         parent = super()
 
         def base_loss(m: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, Any]:

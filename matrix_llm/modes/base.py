@@ -152,10 +152,18 @@ class Mode:
         self.argv = list(sys.argv[1:] if argv is None else argv)
         parsed = parse_args(self.argv, classes, prog=self.prog, help_text=self.help)
         self.model_args, self.data_args, self.training_args = parsed
-        problems = self.check()
+        problems = self.streaming_problems() + self.check()
         if problems:
             raise ConfigError(problems)
         return parsed
+
+    def streaming_problems(self) -> list[str]:
+        """``streaming: true`` needs ``max_steps`` (a stream has no length to count epochs by)."""
+        if not getattr(self.data_args, "streaming", False):
+            return []
+        if self.training_args.max_steps <= 0:
+            return ["`streaming`: a stream has no length to count epochs by; set `max_steps`"]
+        return []
 
     def help(self, classes: Sequence[type]) -> str:
         example = self.example or f"{self.prog} --config RECIPE.yaml"

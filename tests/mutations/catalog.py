@@ -494,6 +494,63 @@ MUTATIONS: list[Mutation] = [
         "return len(self.rows) // self.batch_size",
         ("tests/tools/test_analyze.py::test_batches_are_collated_as_they_are_used_and_can_be_read_again",),
     ),
+    # -- streaming ------------------------------------------------------------------------------------------------
+    Mutation(
+        "stream-position-not-restored",
+        "a killed streaming run resumes on the rows an uninterrupted one reads",
+        "matrix_llm/trainer.py",
+        "        self.stream.load(self._resumed_from)\n",
+        "",
+        (
+            "tests/modes/test_streaming.py::test_a_killed_streaming_run_resumes_exactly",
+            "tests/modes/test_streaming.py::test_a_killed_sft_stream_resumes_exactly",
+        ),
+    ),
+    Mutation(
+        "stream-resumes-on-the-last-row-again",
+        "a restored stream goes on after the last consumed row (none twice)",
+        "matrix_llm/data/streaming.py",
+        'skip = start["index"] + 1 if start is not None',
+        'skip = start["index"] if start is not None',
+        ("tests/modes/test_streaming.py::test_a_restored_stream_goes_on_after_the_last_consumed_row",),
+    ),
+    Mutation(
+        "stream-not-split-across-processes",
+        "each process streams its own share of the rows",
+        "matrix_llm/data/streaming.py",
+        "self.stream = split_dataset_by_node(stream, rank=rank, world_size=world) if world > 1 else stream",
+        "self.stream = stream",
+        (
+            "tests/modes/test_streaming.py::test_two_processes_read_disjoint_shares",
+            "tests/modes/test_streaming.py::test_two_processes_stream_disjoint_rows_and_resume_exactly",
+        ),
+    ),
+    Mutation(
+        "stream-window-not-shuffled",
+        "streamed rows are shuffled within windows of shuffle_buffer_size",
+        "matrix_llm/data/streaming.py",
+        "row = window[order[index]]",
+        "row = window[index]",
+        ("tests/modes/test_streaming.py::test_the_stream_is_window_shuffled_each_row_once_per_pass",),
+    ),
+    Mutation(
+        "stream-without-max-steps",
+        "a streaming run without max_steps is refused before any model loads",
+        "matrix_llm/modes/base.py",
+        "if self.training_args.max_steps <= 0:",
+        "if self.training_args.max_steps < -1:",
+        ("tests/modes/test_streaming.py::test_stream_problems_are_named_before_any_model_loads",),
+    ),
+    Mutation(
+        "sft-stream-keeps-truncated-rows",
+        "a streamed sft row longer than max_length is dropped as the in-memory path drops it",
+        "matrix_llm/data/gsm8k/loading.py",
+        '        if not keeps(out["labels"], out["truncated"], self.drop_truncated):\n            return None\n',
+        "",
+        (
+            "tests/modes/test_streaming.py::test_streamed_sft_rows_are_tokenised_and_dropped_like_the_whole_set",
+        ),
+    ),
     # -- clip ------------------------------------------------------------------------------------------------------
     Mutation(
         "retrieval-directions-swapped",
@@ -557,7 +614,9 @@ MUTATIONS: list[Mutation] = [
         "matrix_llm/data/image_text.py",
         "            path = folder / path",
         "            path = path",
-        ("tests/modes/clip/test_clip_files.py::test_a_tsv_of_image_files_trains_like_the_same_pairs_in_a_dataset",),
+        (
+            "tests/modes/clip/test_clip_files.py::test_a_tsv_of_image_files_trains_like_the_same_pairs_in_a_dataset",
+        ),
     ),
     Mutation(
         "tsv-read-as-csv",
@@ -565,7 +624,9 @@ MUTATIONS: list[Mutation] = [
         "matrix_llm/data/images.py",
         '".tsv": ("csv", {"sep": "\\t"}),',
         '".tsv": ("csv", {}),',
-        ("tests/modes/clip/test_clip_files.py::test_a_tsv_of_image_files_trains_like_the_same_pairs_in_a_dataset",),
+        (
+            "tests/modes/clip/test_clip_files.py::test_a_tsv_of_image_files_trains_like_the_same_pairs_in_a_dataset",
+        ),
     ),
     Mutation(
         "eval-captions-not-grouped",
@@ -573,7 +634,9 @@ MUTATIONS: list[Mutation] = [
         "matrix_llm/data/image_text.py",
         "            ds = captions_by_image(ds)",
         "            ds = ds",
-        ("tests/modes/clip/test_clip_files.py::test_the_eval_file_groups_the_captions_of_each_image_for_retrieval",),
+        (
+            "tests/modes/clip/test_clip_files.py::test_the_eval_file_groups_the_captions_of_each_image_for_retrieval",
+        ),
     ),
     Mutation(
         "missing-image-file-not-named",
@@ -972,8 +1035,8 @@ MUTATIONS: list[Mutation] = [
         "data-path-not-checked",
         "a data folder that does not exist is a configuration problem",
         "matrix_llm/config.py",
-        "                if not path.exists():",
-        "                if False:",
+        "                elif not path.exists():",
+        "                elif False:",
         (f"{DATA_TESTS}::test_a_missing_or_empty_data_folder_is_a_configuration_problem",),
     ),
     Mutation(

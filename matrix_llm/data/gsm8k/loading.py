@@ -113,20 +113,23 @@ def load_sft_data(source: str, *, split: str = "train", config: str | None = "ma
 
 def standardise_fields(ds: Dataset, *, source: str, any_format: bool) -> Dataset:
     """Keep the columns of GSM8K (MetaMathQA's renamed) or, with ``any_format``, of the first
-    :data:`ROW_FORMATS` entry found; raise naming the columns found and expected otherwise."""
-    columns = list(ds.column_names)
+    :data:`ROW_FORMATS` entry found (:func:`sft_columns`)."""
+    names = sft_columns(list(ds.column_names), source=source, any_format=any_format)
+    ds = ds.select_columns(list(names))
+    renamed = {old: new for old, new in names.items() if old != new}
+    return ds.rename_columns(renamed) if renamed else ds
+
+
+def sft_columns(columns: list[str], *, source: str, any_format: bool = True) -> dict[str, str]:
+    """``{column: name in the row format}`` of the columns a dataset with ``columns`` trains on: GSM8K's
+    ``question``/``answer`` (MetaMathQA's ``query``/``response`` renamed to them) or, with ``any_format``, those of
+    the first :data:`ROW_FORMATS` entry found; ``ValueError`` naming the columns found and expected otherwise."""
     for q, a in _FIELD_SETS:
         if q in columns and a in columns:
-            extra = [c for c in columns if c not in (q, a)]
-            if extra:
-                ds = ds.remove_columns(extra)
-            if (q, a) != ("question", "answer"):
-                ds = ds.rename_columns({q: "question", a: "answer"})
-            return ds
+            return {q: "question", a: "answer"}
     kind = row_format(columns) if any_format else None
     if kind is not None:
-        keep = ROW_FORMATS[kind]
-        return ds.remove_columns([c for c in columns if c not in keep])
+        return {c: c for c in ROW_FORMATS[kind]}
     expected = " or ".join(f"({q!r}, {a!r})" for q, a in _FIELD_SETS)
     if any_format:
         expected += ", ('messages',), ('prompt', 'completion') or ('text',)"
@@ -253,6 +256,33 @@ class TokenizeStats:
 _HELPER_COLUMNS = ("num_tokens", "truncated", "boundary_merged")
 
 
+def keeps(labels: list[int], truncated: bool, drop_truncated: bool) -> bool:
+    """Whether a tokenised example is trained on: it has a label left, and is not cut when ``drop_truncated``."""
+    if truncated and drop_truncated:
+        return False
+    return any(label != IGNORE_INDEX for label in labels)
+
+
+class TokenizedRows:
+    """``row -> tokenised example`` of a stream (:class:`~matrix_llm.data.streaming.StreamingRows`): the columns
+    ``names`` (:func:`sft_columns`) renamed, :func:`tokenize_example`, the example dropped (``None``) where
+    :func:`tokenize_dataset` drops it (:func:`keeps`); ``input_ids``, ``attention_mask`` and ``labels`` only."""
+
+    def __init__(
+        self, names: dict[str, str], tokenizer: Any, *, template: str, max_length: int, drop_truncated: bool
+    ) -> None:
+        check_template(template)
+        self.names, self.tokenizer, self.template = names, tokenizer, template
+        self.max_length, self.drop_truncated = max_length, drop_truncated
+
+    def __call__(self, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        example = {new: row[old] for old, new in self.names.items()}
+        out = tokenize_example(example, self.tokenizer, template=self.template, max_length=self.max_length)
+        if not keeps(out["labels"], out["truncated"], self.drop_truncated):
+            return None
+        return {k: v for k, v in out.items() if k not in _HELPER_COLUMNS}
+
+
 def tokenize_dataset(
     ds: Dataset,
     tokenizer: Any,
@@ -301,13 +331,11 @@ def tokenize_dataset(
     num_truncated = int(sum(truncated))
     longest = max(num_tokens, default=0)
 
-    def _keep(labels: list[int], trunc: bool) -> bool:
-        if trunc and drop_truncated:
-            return False
-        return any(label != IGNORE_INDEX for label in labels)
-
     kept = out.filter(
-        _keep, input_columns=["labels", "truncated"], num_proc=num_proc, desc="Dropping truncated"
+        lambda labels, trunc: keeps(labels, trunc, drop_truncated),
+        input_columns=["labels", "truncated"],
+        num_proc=num_proc,
+        desc="Dropping truncated",
     )
     kept = kept.remove_columns(list(_HELPER_COLUMNS))
     stats = TokenizeStats(

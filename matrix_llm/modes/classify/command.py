@@ -34,6 +34,7 @@ __all__ = ["ClassificationMode", "build_data", "build_model", "main", "parse_arg
 
 logger = logging.getLogger("matrix_llm.modes.classify.command")
 PROG = "matrix-llm classify"
+STREAM_SAMPLE = 2000  # streamed rows read up front: the labels the head is sized from, tiny-bert's texts
 TEXT_CARD = {
     "pipeline_tag": "text-classification",
     "auto_class": "AutoModelForSequenceClassification",
@@ -228,7 +229,10 @@ class ClassificationMode(Mode):
     summary = "Train an image or text classifier with CE + optional MIR / HDR / matrix-entropy terms."
 
     def check(self) -> list[str]:
-        """A tiny model must match the data: ``tiny-bert`` classifies texts, the others images."""
+        """A tiny model must match the data: ``tiny-bert`` classifies texts, the others images; a stream has no
+        whole label column to keep a fraction of."""
+        if self.data_args.streaming and self.data_args.label_fraction < 1.0:
+            return ["`label_fraction`: drawn over the whole label column, which a stream does not have"]
         model_args = self.model_args
         text_model = model_args.model_name_or_path in TINY_TEXT_CLASSIFIERS
         if model_args.is_tiny and text_model != (self.data_args.text_column is not None):
@@ -237,22 +241,36 @@ class ClassificationMode(Mode):
         return []
 
     def load_data(self) -> None:
-        self.train, self.evalset = build_data(self.data_args, self.training_args)
+        data_args = self.data_args
+        if not data_args.streaming:
+            self.train, self.evalset = build_data(data_args, self.training_args)
+            self.sample = self.train
+            return
+        from matrix_llm.data.streaming import stream_splits
+
+        text = data_args.text_column
+        names = {text: "text"} if text is not None else {"image": "image"}
+        names[data_args.label_column] = "label"
+        self.train, self.sample, self.evalset = stream_splits(
+            data_args, self.training_args, names, sample=STREAM_SAMPLE
+        )
 
     def build(self, objective: Any) -> Any:
         from matrix_llm.trainer import MatrixTrainer
 
         model_args, data_args, training_args = self.model_args, self.data_args, self.training_args
         train, evalset = self.train, self.evalset
-        labels = sorted(
-            {int(x) for x in train["label"] if int(x) >= 0} | set(evalset["label"] if evalset else [])
+        labels = sorted(  # a stream: the labels of its first rows and of the eval rows
+            {int(x) for x in self.sample["label"] if int(x) >= 0} | set(evalset["label"] if evalset else [])
         )
         self.num_labels = max(labels) + 1
         if training_args.eval_strategy != "no" and evalset is None:
             raise ValueError(
                 f"`eval_strategy`: {training_args.eval_strategy} needs an eval set; set `eval_split`"
             )
-        model, collator, processor = build_model(model_args, data_args, self.num_labels, training_args, train)
+        model, collator, processor = build_model(
+            model_args, data_args, self.num_labels, training_args, self.sample
+        )
         if training_args.remove_unused_columns:
             # the collator turns the `image` / `text` column into model inputs: the Trainer must not drop it
             # first (the setting transformers' own image-classification example asks for)

@@ -32,6 +32,9 @@ __all__ = ["CLIPMode", "add_text_lora", "build_model", "main", "parse_args", "sa
 
 logger = logging.getLogger("matrix_llm.modes.clip.command")
 PROG = "matrix-llm clip"
+CAPTION_SAMPLE = (
+    10_000  # streamed pairs: the first captions a tiny tokenizer is trained and truncation counted on
+)
 
 
 def _tiny_sizes(model_args: CLIPModelArguments) -> dict[str, int]:
@@ -257,7 +260,11 @@ class CLIPMode(Mode):
 
     def check(self) -> list[str]:
         """DeepSpeed ZeRO-3 is refused before any model loads: it partitions ``logit_scale``, which the loss
-        reads outside the model's forward."""
+        reads outside the model's forward; a streamed dataset is image-caption pairs (not captioned by class)."""
+        if self.data_args.streaming and self.data_args.caption_templates:
+            return [
+                "`caption_templates`: a streamed dataset is read as image-caption pairs; unset `streaming`"
+            ]
         if not uses_zero3(self.training_args):
             return []
         message = (
@@ -272,6 +279,15 @@ class CLIPMode(Mode):
         from matrix_llm.modes.clip.evaluate import zeroshot_set
 
         data_args, training_args = self.data_args, self.training_args
+        self.zeroshot = zeroshot_set(data_args, training_args.seed)
+        if data_args.streaming:
+            from matrix_llm.data.streaming import stream_splits
+
+            names = {data_args.image_column: "image", data_args.caption_column: "caption"}
+            self.train, self.sample, self.evalset = stream_splits(
+                data_args, training_args, names, sample=CAPTION_SAMPLE, sample_columns=("caption",)
+            )
+            return
         load = dict(
             config=data_args.dataset_config,
             image_column=data_args.image_column,
@@ -301,7 +317,7 @@ class CLIPMode(Mode):
             check_readable(self.train, data_args.train_split)
             if self.evalset is not None:
                 check_readable(self.evalset, data_args.eval_split)
-        self.zeroshot = zeroshot_set(data_args, training_args.seed)
+        self.sample = self.train  # a stream's first captions (CAPTION_SAMPLE) otherwise
 
     def build(self, objective: Any) -> Any:
         from matrix_llm.data.image_text import ImageTextCollator
@@ -312,7 +328,7 @@ class CLIPMode(Mode):
         model_args, data_args, training_args = self.model_args, self.data_args, self.training_args
         unseen = tuple(data_args.exclude_classes or ())
         evalset = self.evalset
-        captions = [c for row in self.train["caption"] for c in ([row] if isinstance(row, str) else row)]
+        captions = [c for row in self.sample["caption"] for c in ([row] if isinstance(row, str) else row)]
         model, tokenizer, images, processor = build_model(model_args, data_args, training_args, captions)
         self.text_lora = add_text_lora(model, model_args) if model_args.use_peft else None
         collator = ImageTextCollator(
@@ -368,7 +384,7 @@ class CLIPMode(Mode):
         folder = RunFolder(self.training_args.output_dir)
         results: dict[str, Any] = {
             "argv": self.argv,
-            "train_pairs": len(self.train),
+            "train_pairs": None if self.data_args.streaming else len(self.train),
         }
         results.update(measured)
         results["captions_truncated"] = self.cut

@@ -81,6 +81,31 @@ def load_raw_datasets(data_args: LMDataArguments, training_args: LMConfig) -> tu
     return train, evalset
 
 
+STREAM_SAMPLE = 2000  # streamed rows read up front: the tiny tokenizer's texts, the row format checked
+
+
+def load_streams(data_args: LMDataArguments) -> tuple[Any, dict[str, str], Any, Any]:
+    """``streaming: true``: ``(training stream, its columns -> row-format names, its first STREAM_SAMPLE rows,
+    the eval rows (max_eval_samples, default 1000) or None)``; the rows in a row format, as
+    :func:`load_raw_datasets` gives them."""
+    from matrix_llm.data.gsm8k.loading import sft_columns
+    from matrix_llm.data.streaming import Columns, column_names, open_stream, take
+
+    def opened(source: str, split: str, config: str | None) -> tuple[Any, dict[str, str]]:
+        stream = open_stream(source, split, config=config)
+        return stream, sft_columns(column_names(stream), source=source)
+
+    stream, names = opened(data_args.dataset_name, data_args.train_split, data_args.dataset_config)
+    sample = take(stream, STREAM_SAMPLE, Columns(names, None))
+    evalset = None
+    if data_args.eval_split is not None:
+        source = data_args.eval_dataset_name or data_args.dataset_name
+        config = data_args.eval_dataset_config if data_args.eval_dataset_name else data_args.dataset_config
+        eval_stream, eval_names = opened(source, data_args.eval_split, config)
+        evalset = take(eval_stream, data_args.max_eval_samples or 1000, Columns(eval_names, None))
+    return stream, names, sample, evalset
+
+
 def build_datasets(raw_train: Any, raw_eval: Any, tokenizer: Any, data_args: LMDataArguments, training_args):
     """Tokenise with completion-only labels (prompt masked, answer + EOS learned)."""
     from matrix_llm.data import tokenize_dataset
@@ -225,7 +250,18 @@ class LMMode(Mode):
     summary = "Fine-tune a causal LM with loss = lm_loss + matrix_loss_weight * MCE(token representations)."
 
     def load_data(self) -> None:
+        if self.data_args.streaming:
+            self.stream, self.names, self.raw_train, self.raw_eval = load_streams(self.data_args)
+            return
         self.raw_train, self.raw_eval = load_raw_datasets(self.data_args, self.training_args)
+
+    def check(self) -> list[str]:
+        """The synthetic problems are generated whole: they do not stream."""
+        if self.data_args.streaming and self.data_args.is_synthetic:
+            return [
+                "`streaming`: the synthetic problems are generated in memory; stream a dataset (`dataset_name`)"
+            ]
+        return []
 
     def build(self, objective: Any) -> Any:
         from matrix_llm.trainer import MatrixTrainer
@@ -234,6 +270,18 @@ class LMMode(Mode):
         raw_train, raw_eval = self.raw_train, self.raw_eval
         tokenizer, model = build_model_and_tokenizer(model_args, data_args, training_args, raw_train)
         train_ds, eval_ds = build_datasets(raw_train, raw_eval, tokenizer, data_args, training_args)
+        if data_args.streaming:  # the sample tokenised above checked the rows; training reads the stream
+            from matrix_llm.data.gsm8k.loading import TokenizedRows
+            from matrix_llm.data.streaming import streaming_rows
+
+            tokenize = TokenizedRows(
+                self.names,
+                tokenizer,
+                template=data_args.template,
+                max_length=data_args.max_length,
+                drop_truncated=data_args.drop_truncated,
+            )
+            train_ds = streaming_rows(self.stream, tokenize, data_args, training_args)
         if eval_ds is None and training_args.eval_strategy != "no":
             raise ValueError(
                 f"`eval_strategy`: {training_args.eval_strategy} needs an eval set; set `eval_split` (e.g. test)"

@@ -225,7 +225,8 @@ def probe_results(
 
 class SSLMode(Mode):
     """``matrix-llm ssl`` (:class:`~matrix_llm.modes.base.Mode`): its ``finish`` step saves
-    ``OUTPUT_DIR/backbone/`` and, with labels and an eval split, runs the frozen-feature probes."""
+    ``OUTPUT_DIR/backbone/`` and, with labels and an eval split, runs the frozen-feature probes (on the first
+    ``probe_max_train_samples`` images of a streamed training set)."""
 
     prog = PROG
     command = "ssl"
@@ -248,14 +249,31 @@ class SSLMode(Mode):
         return [message]
 
     def load_data(self) -> None:
-        self.train, self.evalset = build_data(self.data_args)
+        data_args = self.data_args
+        if not data_args.streaming:
+            self.train, self.evalset = build_data(data_args)
+            self.sample = self.train
+            return
+        from matrix_llm.data.streaming import stream_splits
+
+        names = {data_args.image_column: "image"}
+        if data_args.label_column:
+            names[data_args.label_column] = "label"
+        default_labels = data_args.label_column == SSLDataArguments.label_column
+        self.train, self.sample, self.evalset = stream_splits(
+            data_args,
+            self.training_args,
+            names,
+            optional=("label",) if default_labels else (),
+            sample=data_args.probe_max_train_samples,
+        )
 
     def build(self, objective: Any) -> Any:
         from matrix_llm.trainer import MatrixTrainer
 
         data_args, training_args = self.data_args, self.training_args
-        self.labelled = "label" in self.train.column_names
-        num_classes = max(int(x) for x in self.train["label"]) + 1 if self.labelled else 0
+        self.labelled = "label" in self.sample.column_names  # a stream: its first rows
+        num_classes = max(int(x) for x in self.sample["label"]) + 1 if self.labelled else 0
         model, self.collator, self.processor = build_model(
             self.model_args, data_args, training_args, num_classes
         )
@@ -290,7 +308,7 @@ class SSLMode(Mode):
             measured = probe_results(
                 backbone,
                 args.seed,
-                self.train,
+                self.sample,
                 self.evalset,
                 plain,
                 raw_pixels_max_train=self.data_args.probe_max_train_samples,
@@ -304,7 +322,9 @@ class SSLMode(Mode):
             backbone.config.mask_ratio = 0.0
         backbone.save_pretrained(folder.backbone)
         self.processor.save_pretrained(folder.backbone)
-        results: dict[str, Any] = {"argv": self.argv, "train_size": len(self.train), **measured}
+        streamed = self.data_args.streaming  # the probes then fit on the stream's first rows
+        results: dict[str, Any] = {"argv": self.argv, "train_size": None if streamed else len(self.train)}
+        results.update(streamed=streamed, images_probes_fit_on=len(self.sample), **measured)
         folder.write_results(results)
         numbers = {k: v for k, v in results.items() if k.startswith(("probe_", "knn_"))}
         accuracy = ", ".join(f"{k} {v:.4f}" for k, v in numbers.items())
@@ -322,8 +342,14 @@ class SSLMode(Mode):
             "",
             (
                 f"Backbone `{self.model_args.model_name_or_path}`, data `{data_args.dataset_name}` "
-                f"({data_args.train_split} -> {data_args.eval_split}), {results.get('train_size')} training "
-                f"images, seed {args.seed}."
+                f"({data_args.train_split} -> {data_args.eval_split}), "
+                + (
+                    f"streamed for {args.max_steps} steps (the probes fit on its first "
+                    f"{results['images_probes_fit_on']} images)"
+                    if results.get("streamed")
+                    else f"{results.get('train_size')} training images"
+                )
+                + f", seed {args.seed}."
             ),
             "",
         ]
@@ -340,10 +366,10 @@ class SSLMode(Mode):
             ]
             pixels = results["raw_pixels_train_images"]
             subset = (
-                f"a seeded class-balanced subset of {pixels} of the {results['train_size']} training images "
-                "(`probe_max_train_samples`)"
-                if pixels < results["train_size"]
-                else f"all {pixels} training images"
+                f"a seeded class-balanced subset of {pixels} of the {results['images_probes_fit_on']} training "
+                "images (`probe_max_train_samples`)"
+                if pixels < results["images_probes_fit_on"]
+                else f"all {pixels} training images the probes fit on"
             )
             side = f"{RAW_PIXELS_SIDE}x{RAW_PIXELS_SIDE}"
             lines += [
