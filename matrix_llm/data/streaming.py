@@ -52,9 +52,10 @@ POSITION = "_stream_position"
 def open_stream(source: str, split: str, *, config: str | None = None) -> Any:
     """``source``'s ``split`` as a ``datasets.IterableDataset``: a Hub id (with ``config``) or a local folder
     (``load_dataset(..., streaming=True)``), a CSV / TSV / JSON(L) / parquet file (:data:`~matrix_llm.data.images.DATA_FILES`: the
-    ``train`` split; ``split`` may name another file), or webdataset ``.tar`` shards (one file, a glob such as
-    ``shards/*.tar``, or a folder of them: ``{key}.jpg`` with ``{key}.txt`` / ``.json`` become the columns ``jpg`` /
-    ``txt`` / ``json``).
+    ``train`` split; ``split`` may name another file), or webdataset ``.tar`` shards (one file or a glob such as
+    ``shards/*.tar``: the ``train`` split; a folder of them, whose file names give the splits, e.g.
+    ``train-0000.tar`` / ``validation-0000.tar``): ``{key}.jpg`` with ``{key}.txt`` / ``.json`` become the columns
+    ``jpg`` / ``txt`` / ``json``.
 
     Raises:
         ValueError: a split the data does not have; a ``.tar`` file that is not a tar archive.
@@ -94,18 +95,13 @@ def open_stream(source: str, split: str, *, config: str | None = None) -> Any:
 
 
 def _tar_shards(source: str) -> list[str] | None:
-    """The ``.tar`` files ``source`` names (a file, a glob, or a folder holding only shards), sorted; ``None``
-    when it names no tar shards."""
+    """The ``.tar`` files ``source`` names (a file, or a glob of them), sorted; ``None`` when it names no tar
+    file (a folder of shards is ``datasets``' to read: it finds the splits in the file names)."""
     import glob
 
-    path = Path(source).expanduser()
-    if path.is_dir():
-        tars = sorted(str(p) for p in path.iterdir() if p.suffix == ".tar")
-        others = [p for p in path.iterdir() if p.suffix not in (".tar", ".md", ".json") and p.is_file()]
-        return tars if tars and not others else None
     if not str(source).endswith(".tar"):
         return None
-    found = sorted(glob.glob(str(path)))
+    found = sorted(glob.glob(str(Path(source).expanduser())))
     if not found:
         raise FileNotFoundError(f"{source}: no such shard (a .tar file, or a glob of them)")
     return found
@@ -177,13 +173,26 @@ def streaming_rows(stream: Any, transform: Any, data_args: Any, training_args: A
 
 def take(stream: Any, n: int, transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Any:
     """The first ``n`` rows of a ``datasets.IterableDataset``, ``transform``-ed, as a ``datasets.Dataset`` (the
-    evaluation set, the probes' training sample, the captions a tiny tokenizer is trained on)."""
+    evaluation set, the probes' training sample, the captions a tiny tokenizer is trained on), written to an Arrow
+    cache file as they are read and memory-mapped, as ``load_dataset`` would: memory does not grow with ``n``."""
+    import uuid
+
     import datasets
 
-    rows = [transform(row) if transform is not None else row for row in stream.take(n)]
-    if not rows:
-        raise ValueError("the stream holds no rows")
-    return datasets.Dataset.from_list(rows)
+    def rows() -> Iterator[dict[str, Any]]:
+        for row in stream.take(n):
+            yield transform(row) if transform is not None else row
+
+    from datasets.arrow_writer import SchemaInferenceError
+
+    try:  # a fresh fingerprint: no hashing of the stream, no cache shared with other data
+        return datasets.Dataset.from_generator(rows, fingerprint=uuid.uuid4().hex)
+    except datasets.exceptions.DatasetGenerationError as e:
+        if isinstance(e.__cause__, SchemaInferenceError):
+            raise ValueError("the stream holds no rows") from None
+        if e.__cause__ is not None:
+            raise e.__cause__ from None  # the row's own error (a missing column, an unreadable file)
+        raise
 
 
 class StreamingRows(torch.utils.data.IterableDataset):

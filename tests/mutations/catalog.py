@@ -551,6 +551,16 @@ MUTATIONS: list[Mutation] = [
             "tests/modes/test_streaming.py::test_streamed_sft_rows_are_tokenised_and_dropped_like_the_whole_set",
         ),
     ),
+    Mutation(
+        "hub-clip-processor-not-loaded",
+        "every shipped recipe trains, evaluates and saves (a Hub CLIP model loads with its processor)",
+        "matrix_llm/modes/clip/command.py",
+        "processor = AutoProcessor.from_pretrained(name, **common)",
+        "processor = None",
+        (
+            "tests/test_rehearsal.py::test_the_recipe_trains_evaluates_and_saves[recipes/clip/clip-vit-b32-flickr30k-infonce.yaml]",
+        ),
+    ),
     # -- clip ------------------------------------------------------------------------------------------------------
     Mutation(
         "retrieval-directions-swapped",
