@@ -11,6 +11,7 @@ held-out pairs (its N x N similarity would be 40 GB at 100k; COCO's test set is 
 
 Run:   .venv/bin/python bench/scale.py --sizes 1000 10000          (minutes)
        .venv/bin/python bench/scale.py --write                     (1k, 10k, 100k; long; writes BENCHMARKS.md)
+Runs are kept in DATA/scale.json: an invocation for some modes or sizes adds its rows to the earlier ones'.
 """
 
 from __future__ import annotations
@@ -295,8 +296,6 @@ def _evaluated(mode: str, n: int) -> int:
 def markdown(results: dict, command: str) -> str:
     import torch
 
-    sizes = sorted({n for runs in results.values() for n in runs})
-    top, prev = (sizes[-1], sizes[-2]) if len(sizes) > 1 else (sizes[-1], sizes[-1])
     lines = [
         SECTION,
         "",
@@ -318,20 +317,22 @@ def markdown(results: dict, command: str) -> str:
                 )
     lines += [
         "",
-        f"Ratios, N = {top} over N = {prev} (goal: peak RSS within 1.2x; evaluation time per row flat):",
+        "Ratios, each mode's largest N over its next (goal: peak RSS within 1.2x; evaluation time per row flat):",
         "",
-    ]
-    lines += [
-        "| mode | " + " | ".join(f"RSS {p}" for p in PHASES) + " | eval s / row |",
-        "|---|" + "---:|" * (len(PHASES) + 1),
+        "| mode | N | " + " | ".join(f"RSS {p}" for p in PHASES) + " | eval s / row |",
+        "|---|---|" + "---:|" * (len(PHASES) + 1),
     ]
     for mode, runs in results.items():
-        if top not in runs or prev not in runs:
+        sizes = sorted(runs)
+        if len(sizes) < 2:
             continue
+        top, prev = sizes[-1], sizes[-2]
         rss = [runs[top]["peak_mb"].get(p, 0) / max(runs[prev]["peak_mb"].get(p, 1), 1) for p in PHASES]
         per_row = [runs[m]["seconds"].get("evaluation", 0) / _evaluated(mode, m) for m in (prev, top)]
         lines.append(
-            f"| {mode} | " + " | ".join(f"{r:.2f}x" for r in rss) + f" | {per_row[1] / per_row[0]:.2f}x |"
+            f"| {mode} | {top} / {prev} | "
+            + " | ".join(f"{r:.2f}x" for r in rss)
+            + f" | {per_row[1] / per_row[0]:.2f}x |"
         )
     lines += ["", "Command:", "", "```", command, "```", ""]
     return "\n".join(lines)
@@ -353,18 +354,21 @@ def main() -> int:
         return 0
     root = Path(args.data)
     root.mkdir(parents=True, exist_ok=True)
-    results = run_grid(args.modes, sorted(args.sizes), root)
-    command = ".venv/bin/python bench/scale.py " + " ".join(
-        [
-            *(["--modes", *args.modes] if args.modes != ["ssl", "clip", "sft"] else []),
-            "--sizes",
-            *map(str, sorted(args.sizes)),
-        ]
-        + (["--write"] if args.write else [])
+    stored = root / "scale.json"  # runs of earlier invocations (other modes or sizes) join the table
+    results = (
+        {m: {int(n): r for n, r in runs.items()} for m, runs in json.loads(stored.read_text()).items()}
+        if stored.is_file()
+        else {}
+    )
+    for mode, runs in run_grid(args.modes, sorted(args.sizes), root).items():
+        results.setdefault(mode, {}).update(runs)
+    command = "\n".join(
+        f".venv/bin/python bench/scale.py --modes {mode} --sizes {' '.join(map(str, sorted(runs)))}"
+        for mode, runs in results.items()
     )
     text = markdown(results, command)
     print(text)  # noqa: T201
-    (root / "scale.json").write_text(json.dumps(results, indent=1))
+    stored.write_text(json.dumps(results, indent=1))
     if args.write:
         from benchmarks_md import write_section
 

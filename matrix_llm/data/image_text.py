@@ -33,6 +33,7 @@ __all__ = [
     "CLASS_NAMES",
     "HELD_OUT",
     "SCENE_SOURCES",
+    "CaptionByClass",
     "ImageTextCollator",
     "captions_by_image",
     "class_captions",
@@ -147,6 +148,30 @@ def scene_templates(captions: str = "full") -> list[str]:
     )
 
 
+class CaptionByClass:
+    """``{image, label} -> {image, caption}`` one row at a time (a stream's :func:`class_captions`): the caption is
+    every template filled with the class name (a list; one template: a string); a row of an ``exclude`` class is
+    left out (``None``); a label without a name is an error naming it."""
+
+    def __init__(self, class_names: list[str], templates: list[str], exclude: tuple[str, ...] = ()) -> None:
+        unknown = [c for c in exclude if c not in class_names]
+        if unknown:
+            raise ValueError(
+                f"exclude_classes: {unknown} are not classes of this dataset; its classes are {class_names}"
+            )
+        if len(set(exclude)) == len(class_names):
+            raise ValueError(f"exclude_classes: every class ({class_names}) would be left out of training")
+        filled = [[t.format(name) for t in templates] for name in class_names]
+        self.captions = [f if len(templates) > 1 else f[0] for f in filled]
+        self.excluded = {class_names.index(c) for c in exclude}
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        label = int(row["label"])
+        if not 0 <= label < len(self.captions):
+            raise ValueError(f"label {label} has no class name (there are {len(self.captions)} class names)")
+        return None if label in self.excluded else {"image": row["image"], "caption": self.captions[label]}
+
+
 def class_captions(
     rows: Any, class_names: list[str], templates: list[str], *, exclude: tuple[str, ...] = ()
 ) -> Any:
@@ -158,23 +183,16 @@ def class_captions(
         ValueError: a label without a name, or an excluded class that is not one of ``class_names`` (listing them),
             or every class excluded.
     """
-    unknown = [c for c in exclude if c not in class_names]
-    if unknown:
-        raise ValueError(
-            f"exclude_classes: {unknown} are not classes of this dataset; its classes are {class_names}"
-        )
-    if len(set(exclude)) == len(class_names):
-        raise ValueError(f"exclude_classes: every class ({class_names}) would be left out of training")
+    captioner = CaptionByClass(class_names, templates, exclude)
     labels = np.asarray(rows["label"])
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise ValueError(
             f"labels run from {labels.min()} to {labels.max()}, but there are {len(class_names)} class "
             f"names ({class_names})"
         )
-    keep = ~np.isin(labels, [class_names.index(c) for c in exclude])
+    keep = ~np.isin(labels, sorted(captioner.excluded))
     rows = rows.select(np.flatnonzero(keep)) if not keep.all() else rows
-    filled = [[t.format(name) for t in templates] for name in class_names]
-    captions = [filled[y] if len(templates) > 1 else filled[y][0] for y in labels[keep]]
+    captions = [captioner.captions[y] for y in labels[keep]]
     return rows.add_column("caption", captions)
 
 

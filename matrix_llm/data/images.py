@@ -244,7 +244,7 @@ def class_names_of(source: str, rows: Any) -> list[str] | None:
     """The class names of a dataset from :func:`load_image_dataset` (label ``i`` is name ``i``): its ``label``
     column's ``datasets.ClassLabel`` names, Fashion-MNIST's (:data:`FASHION_MNIST_CLASSES`) for a source that names
     it (the IDX files carry no names), ``digits``' ``0``..``9``; else ``None``."""
-    feature = rows.features.get("label")
+    feature = (rows.features or {}).get("label")  # a stream may not know its features
     if type(feature).__name__ == "ClassLabel":
         return list(feature.names)
     if "fashion" in source.lower():

@@ -32,6 +32,7 @@ from .images import DATA_FILES, data_file
 
 __all__ = [
     "POSITION",
+    "Chain",
     "Columns",
     "StreamCheckpoint",
     "StreamingRows",
@@ -151,6 +152,17 @@ def streamed_columns(
     return stream, kept
 
 
+class Chain:
+    """``second(first(row))``, ``None`` (the row left out) when either gives ``None``."""
+
+    def __init__(self, first: Callable, second: Callable) -> None:
+        self.first, self.second = first, second
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        row = self.first(row)
+        return None if row is None else self.second(row)
+
+
 def column_names(stream: Any) -> list[str]:
     """The columns of a ``datasets.IterableDataset``: its features', else its first row's."""
     if stream.features is not None:
@@ -181,7 +193,9 @@ def take(stream: Any, n: int, transform: Callable[[dict[str, Any]], dict[str, An
 
     def rows() -> Iterator[dict[str, Any]]:
         for row in stream.take(n):
-            yield transform(row) if transform is not None else row
+            row = transform(row) if transform is not None else row
+            if row is not None:  # a row the transform leaves out (an excluded class)
+                yield row
 
     from datasets.arrow_writer import SchemaInferenceError
 
@@ -350,33 +364,37 @@ def stream_splits(
     optional: tuple[str, ...] = (),
     sample: int = 1000,
     sample_columns: tuple[str, ...] | None = None,
+    then: tuple[Any, Any] = (None, None),
 ) -> tuple[StreamingRows, Any, Any]:
     """``(train stream, its first sample rows, eval rows)`` of a mode's ``data_args`` (``dataset_name``,
     ``dataset_config``, ``train_split``, ``eval_split``, ``max_eval_samples`` (default 1000),
     ``shuffle_buffer_size``, ``skip_corrupt_images``): the columns ``names`` (source -> mode's name; those in
     ``optional`` may be missing) renamed as they are read; the sample (only its ``sample_columns``, mode names, when
     given: captions without their images) and the eval rows as ``datasets.Dataset`` (what the model is sized from,
-    what evaluation reads). The first images of the stream and of the eval rows are decoded here, before any model
-    loads (:func:`~matrix_llm.data.images.check_readable`)."""
+    what evaluation reads). ``then``: a second ``row -> row`` (or ``None``) for the training and the eval rows, after
+    the renaming (class captions). The first images of the stream and of the eval rows are decoded here, before any
+    model loads (:func:`~matrix_llm.data.images.check_readable`)."""
     from .images import check_readable, data_folder
 
     source = data_args.dataset_name
 
-    def split_of(split: str) -> tuple[Any, Columns]:
+    def split_of(split: str, second: Any) -> tuple[Any, Any]:
         stream, kept = streamed_columns(
             open_stream(source, split, config=data_args.dataset_config), source, names, optional
         )
-        return stream, Columns(kept, data_folder(source, split))
+        columns = Columns(kept, data_folder(source, split))
+        return stream, columns if second is None else Chain(columns, second)
 
-    stream, columns = split_of(data_args.train_split)
+    stream, columns = split_of(data_args.train_split, then[0])
     if sample_columns is None:
         first = take(stream, sample, columns)
     else:
-        wanted = {old: new for old, new in columns.names.items() if new in sample_columns}
-        first = take(stream.select_columns(list(wanted)), sample, Columns(wanted, columns.folder))
+        renamed = columns.first if isinstance(columns, Chain) else columns
+        wanted = {old: new for old, new in renamed.names.items() if new in sample_columns}
+        first = take(stream.select_columns(list(wanted)), sample, Columns(wanted, renamed.folder))
     evalset = None
     if data_args.eval_split:
-        eval_stream, eval_columns = split_of(data_args.eval_split)
+        eval_stream, eval_columns = split_of(data_args.eval_split, then[1])
         evalset = take(eval_stream, data_args.max_eval_samples or 1000, eval_columns)
     if not data_args.skip_corrupt_images:
         check_readable(take(stream, 16, columns), data_args.train_split)

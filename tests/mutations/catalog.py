@@ -561,6 +561,16 @@ MUTATIONS: list[Mutation] = [
             "tests/test_rehearsal.py::test_the_recipe_trains_evaluates_and_saves[recipes/clip/clip-vit-b32-flickr30k-infonce.yaml]",
         ),
     ),
+    Mutation(
+        "streamed-class-captions-keep-excluded",
+        "a streamed labelled set captioned by class leaves the excluded classes out, as in memory",
+        "matrix_llm/data/image_text.py",
+        'return None if label in self.excluded else {"image": row["image"], "caption": self.captions[label]}',
+        'return {"image": row["image"], "caption": self.captions[label]}',
+        (
+            "tests/modes/test_streaming.py::test_clip_streams_a_labelled_set_captioned_by_class_like_in_memory",
+        ),
+    ),
     # -- clip ------------------------------------------------------------------------------------------------------
     Mutation(
         "retrieval-directions-swapped",

@@ -260,11 +260,7 @@ class CLIPMode(Mode):
 
     def check(self) -> list[str]:
         """DeepSpeed ZeRO-3 is refused before any model loads: it partitions ``logit_scale``, which the loss
-        reads outside the model's forward; a streamed dataset is image-caption pairs (not captioned by class)."""
-        if self.data_args.streaming and self.data_args.caption_templates:
-            return [
-                "`caption_templates`: a streamed dataset is read as image-caption pairs; unset `streaming`"
-            ]
+        reads outside the model's forward."""
         if not uses_zero3(self.training_args):
             return []
         message = (
@@ -283,6 +279,10 @@ class CLIPMode(Mode):
         if data_args.streaming:
             from matrix_llm.data.streaming import stream_splits
 
+            templates = data_args.caption_templates
+            if templates:
+                self._stream_class_captions(list(templates))
+                return
             names = {data_args.image_column: "image", data_args.caption_column: "caption"}
             self.train, self.sample, self.evalset = stream_splits(
                 data_args, training_args, names, sample=CAPTION_SAMPLE, sample_columns=("caption",)
@@ -318,6 +318,30 @@ class CLIPMode(Mode):
             if self.evalset is not None:
                 check_readable(self.evalset, data_args.eval_split)
         self.sample = self.train  # a stream's first captions (CAPTION_SAMPLE) otherwise
+
+    def _stream_class_captions(self, templates: list[str]) -> None:
+        """A streamed labelled image set captioned by class as it is read (``caption_templates``); the captions a
+        tiny tokenizer is trained on are every filled template."""
+        import datasets
+
+        from matrix_llm.data.image_text import CaptionByClass
+        from matrix_llm.data.images import class_names_of
+        from matrix_llm.data.streaming import open_stream, stream_splits
+
+        data_args = self.data_args
+        source = data_args.dataset_name
+        stream = open_stream(source, data_args.train_split, config=data_args.dataset_config)
+        class_names = list(data_args.class_names or class_names_of(source, stream) or [])
+        if not class_names:
+            raise ValueError(f"{source}: its class names are not in the data; give them as `class_names`")
+        unseen = tuple(data_args.exclude_classes or ())
+        captioned = (CaptionByClass(class_names, templates, unseen), CaptionByClass(class_names, templates))
+        names = {data_args.image_column: "image", "label": "label"}
+        self.train, _, self.evalset = stream_splits(
+            data_args, self.training_args, names, sample=1, sample_columns=("label",), then=captioned
+        )
+        captions = [t.format(n) for n in class_names for t in templates]
+        self.sample = datasets.Dataset.from_dict({"caption": captions})
 
     def build(self, objective: Any) -> Any:
         from matrix_llm.data.image_text import ImageTextCollator
