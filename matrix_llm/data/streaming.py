@@ -1,8 +1,7 @@
 """Training data read as a stream (``streaming: true``): a ``datasets.IterableDataset`` of a Hub id, a local folder,
-a CSV / JSON(L) / parquet file or webdataset tar shards, split across processes
-(``datasets.distributed.split_dataset_by_node``) and across DataLoader workers (``datasets`` hands each worker its
-own files), shuffled within windows of ``shuffle_buffer_size`` rows, transformed row by row (column names,
-tokenisation) as it is read, and resumable exactly.
+a CSV / JSON(L) / parquet file or webdataset tar shards, split across processes and across DataLoader workers
+(``datasets.distributed.split_dataset_by_node``), shuffled within windows of ``shuffle_buffer_size`` rows,
+transformed row by row (column names, tokenisation) as it is read, and resumable exactly.
 
 Why windows rather than ``datasets``' own buffer shuffle: a checkpoint cannot hold the buffer (``datasets`` reloads
 a shuffled stream without it, huggingface/datasets#7444), so a resumed run would not see what an uninterrupted one
@@ -10,9 +9,10 @@ sees. A window is ``shuffle_buffer_size`` consecutive rows of this process's (an
 seed of (``seed``, pass, window number); every row carries where it came from (the stream's ``state_dict`` at the
 start of its window and its place in the window), :class:`StreamCheckpoint` keeps the position of the last row each
 worker's batches handed to the optimizer and writes it into every checkpoint (``stream_state_rank{r}.json``), and a
-resumed run reloads the window and goes on after that row. With ``dataloader_num_workers: 0`` the resumed run sees
-the very batches of the uninterrupted one, in the same order; with workers each worker's batches are the same, the
-DataLoader starting its round again at worker 0.
+resumed run reloads the window and goes on after that row. DataLoader workers take their share here (whole files
+when they divide among the workers, else every ``num_workers``-th row), so that in the pass a run resumes in,
+worker ``i`` can read the stream of worker ``i + k``, ``k`` the worker whose batch was next: the resumed run sees the
+very batches of the uninterrupted one, in the same order, with or without workers.
 """
 
 from __future__ import annotations
@@ -242,13 +242,18 @@ class StreamingRows(torch.utils.data.IterableDataset):
         self.epoch = 0
         self.first_pass = 0  # the pass a resumed run starts in (the Trainer's epoch 0)
         self.resume: dict[int, dict[str, Any]] = {}  # worker -> the position of its last consumed row
+        self.rotation = (
+            0  # in the pass a run resumes in: DataLoader worker i reads worker (i + rotation)'s stream
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def restore(self, positions: dict[int, dict[str, Any]]) -> None:
-        """Go on after the rows ``positions`` name (worker -> :data:`POSITION` of its last consumed row)."""
+    def restore(self, positions: dict[int, dict[str, Any]], next_worker: int = 0) -> None:
+        """Go on after the rows ``positions`` name (worker -> :data:`POSITION` of its last consumed row), the
+        DataLoader's first batch coming from worker ``next_worker`` as it would have in the interrupted run."""
         self.resume = dict(positions)
+        self.rotation = next_worker
         if positions:
             self.first_pass = min(p["pass"] for p in positions.values())
 
@@ -256,6 +261,13 @@ class StreamingRows(torch.utils.data.IterableDataset):
         """``(window number, stream state at its start or None for the start of the pass, its rows)`` of this
         worker's stream in pass ``data_pass``, from the resumed window when there is one."""
         stream = copy.deepcopy(self.stream)  # a loaded state would otherwise start every later pass
+        info = torch.utils.data.get_worker_info()
+        if (
+            info is not None
+        ):  # this worker's share, chosen here (not by `datasets`) so that a resumed run can rotate
+            from datasets.distributed import split_dataset_by_node
+
+            stream = split_dataset_by_node(stream, rank=worker, world_size=info.num_workers)
         stream.set_epoch(data_pass)
         start = self.resume.get(worker)
         number, state = 0, None
@@ -263,7 +275,7 @@ class StreamingRows(torch.utils.data.IterableDataset):
             number, state = start["window"], start["state"]
             if state is not None:
                 stream.load_state_dict(copy.deepcopy(state))
-        rows = iter(stream)
+        rows = ({k: v[0] for k, v in one.items()} for one in stream.iter(batch_size=1))  # no split by worker
         while True:
             window = [row for _, row in zip(range(self.buffer_size), rows, strict=False)]
             if not window:
@@ -276,8 +288,11 @@ class StreamingRows(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
         data_pass = self.first_pass + self.epoch
+        worker = 0
+        if info is not None:
+            rotation = self.rotation if data_pass == self.first_pass else 0
+            worker = (info.id + rotation) % info.num_workers
         start = self.resume.get(worker)
         skip = start["index"] + 1 if start is not None and start["pass"] == data_pass else 0
         for number, state, window in self._windows(worker, data_pass):
@@ -323,10 +338,12 @@ class StreamCheckpoint(TrainerCallback):
     def __init__(self, rows: StreamingRows, rank: int, workers: int) -> None:
         self.rows, self.rank, self.workers = rows, rank, workers
         self.positions: dict[int, dict[str, Any]] = {}
+        self.last = -1  # the worker of the last consumed batch
 
     def consumed(self, batch: dict[str, Any]) -> None:
         for position in batch.pop(POSITION, None) or ():
             self.positions[position["worker"]] = position
+            self.last = position["worker"]
 
     def file(self, checkpoint: str | Path) -> Path:
         return Path(checkpoint) / f"stream_state_rank{self.rank}.json"
@@ -334,7 +351,11 @@ class StreamCheckpoint(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
-            record = {"workers": self.workers, "positions": {str(k): v for k, v in self.positions.items()}}
+            record = {
+                "workers": self.workers,
+                "next_worker": (self.last + 1) % max(self.workers, 1),
+                "positions": {str(k): v for k, v in self.positions.items()},
+            }
             self.file(folder).write_text(json.dumps(record))
         return control
 
@@ -353,7 +374,7 @@ class StreamCheckpoint(TrainerCallback):
                 f"with the same number of workers (now {self.workers})"
             )
         self.positions = {int(k): v for k, v in record["positions"].items()}
-        self.rows.restore(self.positions)
+        self.rows.restore(self.positions, record["next_worker"])
 
 
 def stream_splits(

@@ -571,6 +571,14 @@ MUTATIONS: list[Mutation] = [
             "tests/modes/test_streaming.py::test_clip_streams_a_labelled_set_captioned_by_class_like_in_memory",
         ),
     ),
+    Mutation(
+        "resumed-workers-not-rotated",
+        "with DataLoader workers a resumed stream gives the batches of the uninterrupted run in the same order",
+        "matrix_llm/data/streaming.py",
+        "rotation = self.rotation if data_pass == self.first_pass else 0",
+        "rotation = 0",
+        ("tests/modes/test_streaming.py::test_a_restored_stream_goes_on_after_the_last_consumed_row",),
+    ),
     # -- clip ------------------------------------------------------------------------------------------------------
     Mutation(
         "retrieval-directions-swapped",
