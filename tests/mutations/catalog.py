@@ -579,6 +579,14 @@ MUTATIONS: list[Mutation] = [
         "rotation = 0",
         ("tests/modes/test_streaming.py::test_a_restored_stream_goes_on_after_the_last_consumed_row",),
     ),
+    Mutation(
+        "report-to-not-checked",
+        "a `report_to` integration that is not installed is refused before anything loads, naming its package",
+        "matrix_llm/runner.py",
+        "if integration not in available and integration in _INSTALL:",
+        "if False:",
+        ("tests/test_runner.py::test_preflight_refuses_before_loading",),
+    ),
     # -- clip ------------------------------------------------------------------------------------------------------
     Mutation(
         "retrieval-directions-swapped",
