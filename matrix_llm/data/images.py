@@ -148,10 +148,11 @@ def data_folder(source: str, split: str) -> Path | None:
     return path.resolve() if path.is_dir() else None
 
 
-def load_split(source: str, split: str, *, config: str | None = None) -> Any:
+def load_split(source: str, split: str, *, config: str | None = None, streaming: bool = False) -> Any:
     """``datasets.load_dataset`` of a Hub id, a local folder or a single CSV / TSV / JSON(L) / parquet file
     (:data:`DATA_FILES`: the file is the ``train`` split), one split. ``split`` may itself name such a file (e.g.
-    ``eval_split: val.csv``), which is then read whatever ``source`` is.
+    ``eval_split: val.csv``), which is then read whatever ``source`` is. ``streaming``: as a
+    ``datasets.IterableDataset``.
 
     Raises:
         ValueError: a split the data does not have, naming the ones it has and the settings to change.
@@ -169,12 +170,16 @@ def load_split(source: str, split: str, *, config: str | None = None) -> Any:
         file = data_file(source)
     if file is not None:
         builder, options = DATA_FILES[file.suffix.lower()]
-        return datasets.load_dataset(builder, data_files={"train": str(file)}, split="train", **options)
+        return datasets.load_dataset(
+            builder, data_files={"train": str(file)}, split="train", streaming=streaming, **options
+        )
     path = Path(source).expanduser()
     try:
-        return datasets.load_dataset(str(path) if path.is_dir() else source, config, split=split)
+        return datasets.load_dataset(
+            str(path) if path.is_dir() else source, config, split=split, streaming=streaming
+        )
     except ValueError as e:
-        if "Unknown split" not in str(e):
+        if "Unknown split" not in str(e) and "Bad split" not in str(e):  # a streamed split: "Bad split"
             raise
         raise ValueError(
             f"{source}: {e} Set `train_split` / `eval_split` to one of them (`eval_split: null`: no eval set)"

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from .images import DATA_FILES, data_file
+from .images import load_split
 
 __all__ = [
     "POSITION",
@@ -52,8 +52,8 @@ POSITION = "_stream_position"
 
 def open_stream(source: str, split: str, *, config: str | None = None) -> Any:
     """``source``'s ``split`` as a ``datasets.IterableDataset``: a Hub id (with ``config``) or a local folder
-    (``load_dataset(..., streaming=True)``), a CSV / TSV / JSON(L) / parquet file (:data:`~matrix_llm.data.images.DATA_FILES`: the
-    ``train`` split; ``split`` may name another file), or webdataset ``.tar`` shards (one file or a glob such as
+    (``load_dataset(..., streaming=True)``), a CSV / TSV / JSON(L) / parquet file (the ``train`` split; ``split`` may
+    name another file; :func:`~matrix_llm.data.images.load_split`), or webdataset ``.tar`` shards (one file or a glob such as
     ``shards/*.tar``: the ``train`` split; a folder of them, whose file names give the splits, e.g.
     ``train-0000.tar`` / ``validation-0000.tar``): ``{key}.jpg`` with ``{key}.txt`` / ``.json`` become the columns
     ``jpg`` / ``txt`` / ``json``.
@@ -68,31 +68,16 @@ def open_stream(source: str, split: str, *, config: str | None = None) -> Any:
     if shards is not None:
         import tarfile
 
-        for shard in shards[:1]:  # the first shard is opened now: a file that is no tar archive stops here
-            if not tarfile.is_tarfile(shard):
-                raise ValueError(f"{shard}: not a tar archive (webdataset shards are .tar files)")
+        if not tarfile.is_tarfile(
+            shards[0]
+        ):  # the first shard is opened now: a file that is no tar stops here
+            raise ValueError(f"{shards[0]}: not a tar archive (webdataset shards are .tar files)")
         return datasets.load_dataset(
             "webdataset", data_files={"train": shards}, split="train", streaming=True
         )
-    file = data_file(split)
-    if file is None and data_file(source) is not None:
-        if split != "train":
-            raise ValueError(f"{source}: one file is the `train` split only; `{split}` can be another file")
-        file = data_file(source)
-    if file is not None:
-        builder, options = DATA_FILES[file.suffix.lower()]
-        return datasets.load_dataset(
-            builder, data_files={"train": str(file)}, split="train", streaming=True, **options
-        )
-    path = Path(source).expanduser()
-    try:
-        if path.is_dir():  # a local folder has no named configs (the LM mode's default `main` is GSM8K's)
-            return datasets.load_dataset(str(path), split=split, streaming=True)
-        return datasets.load_dataset(source, config, split=split, streaming=True)
-    except ValueError as e:
-        if "Bad split" not in str(e) and "Unknown split" not in str(e):
-            raise
-        raise ValueError(f"{source}: {e} Set `train_split` / `eval_split` to one of its splits") from None
+    # a local folder has no named configs (the LM mode's default `main` is GSM8K's)
+    local_folder = Path(source).expanduser().is_dir()
+    return load_split(source, split, config=None if local_folder else config, streaming=True)
 
 
 def _tar_shards(source: str) -> list[str] | None:
@@ -242,9 +227,8 @@ class StreamingRows(torch.utils.data.IterableDataset):
         self.epoch = 0
         self.first_pass = 0  # the pass a resumed run starts in (the Trainer's epoch 0)
         self.resume: dict[int, dict[str, Any]] = {}  # worker -> the position of its last consumed row
-        self.rotation = (
-            0  # in the pass a run resumes in: DataLoader worker i reads worker (i + rotation)'s stream
-        )
+        # in the pass a run resumes in: DataLoader worker i reads worker (i + rotation)'s stream
+        self.rotation = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -257,24 +241,22 @@ class StreamingRows(torch.utils.data.IterableDataset):
         if positions:
             self.first_pass = min(p["pass"] for p in positions.values())
 
-    def _windows(self, worker: int, data_pass: int) -> Iterator[tuple[int, Any, list[dict]]]:
-        """``(window number, stream state at its start or None for the start of the pass, its rows)`` of this
-        worker's stream in pass ``data_pass``, from the resumed window when there is one."""
+    def _windows(
+        self, worker: int, workers: int, data_pass: int, start: dict[str, Any] | None
+    ) -> Iterator[tuple[int, Any, list[dict]]]:
+        """``(window number, stream state at its start or None for the start of the pass, its rows)`` of worker
+        ``worker``'s stream (of ``workers``) in pass ``data_pass``, from the window of ``start`` (a resumed
+        position in this pass) when given."""
         stream = copy.deepcopy(self.stream)  # a loaded state would otherwise start every later pass
-        info = torch.utils.data.get_worker_info()
-        if (
-            info is not None
-        ):  # this worker's share, chosen here (not by `datasets`) so that a resumed run can rotate
+        # this worker's share, chosen here (not by `datasets`) so that a resumed run can rotate the workers
+        if workers > 1:
             from datasets.distributed import split_dataset_by_node
 
-            stream = split_dataset_by_node(stream, rank=worker, world_size=info.num_workers)
+            stream = split_dataset_by_node(stream, rank=worker, world_size=workers)
         stream.set_epoch(data_pass)
-        start = self.resume.get(worker)
-        number, state = 0, None
-        if start is not None and start["pass"] == data_pass:
-            number, state = start["window"], start["state"]
-            if state is not None:
-                stream.load_state_dict(copy.deepcopy(state))
+        number, state = (start["window"], start["state"]) if start is not None else (0, None)
+        if state is not None:
+            stream.load_state_dict(copy.deepcopy(state))
         rows = ({k: v[0] for k, v in one.items()} for one in stream.iter(batch_size=1))  # no split by worker
         while True:
             window = [row for _, row in zip(range(self.buffer_size), rows, strict=False)]
@@ -282,20 +264,20 @@ class StreamingRows(torch.utils.data.IterableDataset):
                 return
             yield number, state, window
             number += 1
-            state = copy.deepcopy(
-                stream.state_dict()
-            )  # after the window's last row: where the next one starts
+            # after the window's last row: where the next one starts
+            state = copy.deepcopy(stream.state_dict())
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         data_pass = self.first_pass + self.epoch
-        worker = 0
-        if info is not None:
-            rotation = self.rotation if data_pass == self.first_pass else 0
-            worker = (info.id + rotation) % info.num_workers
+        workers = info.num_workers if info is not None else 1
+        rotation = self.rotation if data_pass == self.first_pass else 0
+        worker = (info.id + rotation) % workers if info is not None else 0
         start = self.resume.get(worker)
-        skip = start["index"] + 1 if start is not None and start["pass"] == data_pass else 0
-        for number, state, window in self._windows(worker, data_pass):
+        if start is not None and start["pass"] != data_pass:
+            start = None
+        skip = start["index"] + 1 if start is not None else 0
+        for number, state, window in self._windows(worker, workers, data_pass, start):
             order = np.random.default_rng([self.seed, self.rank, worker, data_pass, number]).permutation(
                 len(window)
             )
