@@ -1,6 +1,7 @@
 """matrix_llm: matrix information theory for training with the Hugging Face stack.
 
     from matrix_llm import MatrixTrainer, LMConfig, LMObjective
+    from matrix_llm import MatrixSFTTrainer   # TRL's SFTTrainer with the LM objective (pip install "matrix-llm[trl]")
     from matrix_llm import info   # the pure maths: matrix entropy, MCE, matrix KL, effective rank, MIR / HDR
 
 Importing the package is side-effect free and loads nothing heavy: each public name below is imported from its
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _PUBLIC = {
     "MatrixTrainer": "matrix_llm.trainer",
+    "MatrixSFTTrainer": "matrix_llm.modes.lm.trl_trainer",  # needs TRL (the `trl` extra)
     "DataArguments": "matrix_llm.config",
     "MatrixTrainingArguments": "matrix_llm.config",
     "ModelArguments": "matrix_llm.config",

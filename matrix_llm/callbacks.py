@@ -3,8 +3,8 @@ logs what it measured) and ``MatrixMetricsCallback``: matrix diagnostics of a mo
 ``transformers.Trainer`` (plain, :class:`~matrix_llm.trainer.MatrixTrainer`, TRL's).
 
 Every ``every`` optimizer steps the probe batch (the same rows on every rank) goes through the model once, in
-eval mode and without gradients, and the callback logs through ``trainer.log`` (so every reporter and
-``trainer_state.json`` get them), with the prefix ``probe_``:
+eval mode and without gradients, and the callback logs its own entry through ``transformers.Trainer.log`` (so every
+reporter and ``trainer_state.json`` get them; :func:`log_entry`), with the prefix ``probe_``:
 
 - per layer ``i`` of the model's block stack: ``probe_layer{i}_matrix_entropy`` / ``probe_layer{i}_effective_rank``
   of the layer's output pooled per example (mean over the attended tokens or patches);
@@ -29,13 +29,13 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from matrix_llm import features, info
 from matrix_llm.data.labels import IGNORE_INDEX
 from matrix_llm.features import diagnostics
 
-__all__ = ["MatrixMetricsCallback", "classification_pair_metrics", "log_eval_metrics"]
+__all__ = ["MatrixMetricsCallback", "classification_pair_metrics", "log_entry", "log_eval_metrics"]
 
 
 def classification_pair_metrics(feats: Tensor, head: Tensor, labels: Tensor) -> dict[str, Tensor]:
@@ -155,10 +155,10 @@ class MatrixMetricsCallback(TrainerCallback):
         return features.classifier_head(model)
 
     def _log(self, control: Any, values: dict[str, float]) -> None:
-        """``trainer.log`` without cancelling a log the Trainer is about to write: its ``on_log`` clears
+        """:func:`log_entry` without cancelling a log the Trainer is about to write: its ``on_log`` clears
         ``control.should_log``, which ``on_step_end`` set for the Trainer's own step log."""
         pending = control.should_log
-        self.trainer.log(dict(values))
+        log_entry(self.trainer, dict(values))
         control.should_log = pending
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -176,11 +176,21 @@ class MatrixMetricsCallback(TrainerCallback):
         return control
 
 
-def log_eval_metrics(logs: dict[str, float], state, trainer=None) -> None:
-    """Log metrics an ``on_evaluate`` callback computed: through ``trainer.log`` when given (every reporter and
-    ``state.log_history`` get them), else merged into the evaluation's entry of ``state.log_history``."""
-    if trainer is not None:
+def log_entry(trainer: Any, logs: dict[str, float]) -> None:
+    """Log a callback's own entry with ``transformers.Trainer.log`` itself: a subclass that merges the metrics it
+    queued for the step into whatever is logged next (TRL's ``SFTTrainer``: ``entropy``, ``mean_token_accuracy``)
+    keeps them for the step's own entry instead of losing them to the callback's. Any other trainer: its ``log``."""
+    if isinstance(trainer, Trainer):
+        Trainer.log(trainer, logs)
+    else:
         trainer.log(logs)
+
+
+def log_eval_metrics(logs: dict[str, float], state, trainer=None) -> None:
+    """Log metrics an ``on_evaluate`` callback computed: through ``trainer`` (:func:`log_entry`) when given (every
+    reporter and ``state.log_history`` get them), else merged into the evaluation's entry of ``state.log_history``."""
+    if trainer is not None:
+        log_entry(trainer, logs)
         return
     last = state.log_history[-1] if state.log_history else None
     if (

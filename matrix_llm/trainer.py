@@ -84,6 +84,11 @@ class MatrixTrainer(Trainer):
     :meth:`_load_best_model` for ``load_best_model_at_end``), as the final model is.
     """
 
+    # Whether the parent's ``compute_loss(..., return_outputs=True)`` costs nothing more than without outputs (true of
+    # ``transformers.Trainer``; TRL's SFTTrainer runs an extra forward for them, so MatrixSFTTrainer sets False and
+    # the objective gets ``outputs=None`` unless the caller of ``compute_loss`` asked for them).
+    parent_outputs_are_free = True
+
     def __init__(self, *args: Any, objective: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.objective = objective if objective is not None else build_objective(self.args)
@@ -195,9 +200,15 @@ class MatrixTrainer(Trainer):
             if training and self.stream is not None:
                 self.stream.consumed(positions)
         parent = super()
+        # the parent's model outputs, when they cost nothing more or the caller asked for them (class docstring)
+        want_outputs = return_outputs or self.parent_outputs_are_free
 
         def base_loss(m: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, Any]:
-            return parent.compute_loss(m, batch, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            if want_outputs:
+                return parent.compute_loss(
+                    m, batch, return_outputs=True, num_items_in_batch=num_items_in_batch
+                )
+            return parent.compute_loss(m, batch, num_items_in_batch=num_items_in_batch), None
 
         out: ObjectiveOutput = self.objective(
             model, inputs, base_loss=base_loss, step=self.state.global_step if training else None
@@ -277,7 +288,7 @@ class MatrixTrainer(Trainer):
         mode = "train" if self.model.training else "eval"
         own = "loss" in logs if mode == "train" else any(k.endswith("_runtime") for k in logs)
         if not own:  # a callback's own entry (probe metrics, GSM8K accuracy): the queued means wait for ours
-            super().log(logs, start_time)
+            Trainer.log(self, logs, start_time)  # past any parent that merges its own queue too (TRL's)
             return
         metrics = {name: sum(vals) / len(vals) for name, vals in self._metrics[mode].items() if vals}
         if mode == "eval":

@@ -8,7 +8,15 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-__all__ = ["decoder_layers", "evaluating", "first_tensor", "full_weight", "output_embedding", "unwrap"]
+__all__ = [
+    "backbone",
+    "decoder_layers",
+    "evaluating",
+    "first_tensor",
+    "full_weight",
+    "output_embedding",
+    "unwrap",
+]
 
 
 @contextmanager
@@ -72,6 +80,17 @@ def output_embedding(model: nn.Module) -> nn.Module:
             "None); the LM matrix loss needs a causal LM with an LM head."
         )
     return module
+
+
+def backbone(model: nn.Module) -> nn.Module | None:
+    """The transformer body of a Hugging Face model with a head (``model.base_model``, through PEFT / DDP /
+    DeepSpeed wrappers), or ``None`` when the model is its own body."""
+    inner = unwrap(model)
+    get_base = getattr(inner, "get_base_model", None)  # PEFT
+    if callable(get_base):
+        inner = get_base()
+    core = getattr(inner, "base_model", None)
+    return core if isinstance(core, nn.Module) and core is not inner else None
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

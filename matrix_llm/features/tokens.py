@@ -5,14 +5,18 @@
 
   - ``layer=-1`` (default): a forward *pre*-hook on the output-embedding module
     (``model.get_output_embeddings()``, the LM head) records exactly the vector the head is applied to, i.e.
-    the final hidden state after the last norm;
+    the final hidden state after the last norm; a forward hook on the backbone (``model.base_model``) records its
+    ``last_hidden_state``, the same vector, for forwards that use the head's weight without calling the head
+    (TRL's fused LM head, ``trl.trainer.utils.add_fused_lm_head``);
   - ``layer=k >= 0``: a forward hook on decoder layer ``k`` records its output (``hidden_states[k + 1]`` of
     ``output_hidden_states=True``; the last layer's output is taken before the final norm); ``layer=-k``
     (``k >= 2``) is decoder layer ``n_layers - k``
     (``hidden_states[-k]``).
 
   The model may be wrapped by PEFT, DDP, DeepSpeed or ``torch.compile``: :func:`~matrix_llm.features.unwrap`
-  finds the module.
+  finds the module. Several forwards inside the block: the last one wins, except that a capture that carries a
+  graph is never replaced by one that does not (a trainer's extra ``no_grad`` forward for its metrics or
+  logits, as TRL's ``SFTTrainer.compute_loss`` runs, would otherwise leave the matrix loss without gradient).
   With gradient checkpointing, ``layer=-1`` is unaffected (the LM head runs outside the checkpointed decoder
   layers); an inner layer under *reentrant* checkpointing would be captured without its graph, so use the
   default (non-reentrant) checkpointing for ``layer != -1``.
@@ -37,12 +41,13 @@ import torch
 from torch import Tensor, nn
 
 from ..data.labels import IGNORE_INDEX
-from .modules import decoder_layers, first_tensor, full_weight, output_embedding
+from .modules import backbone, decoder_layers, first_tensor, full_weight, output_embedding, unwrap
 
 __all__ = [
     "CapturedHidden",
     "TokenFeatures",
     "capture_hidden",
+    "head_logits",
     "head_weight",
     "packed_segments",
     "token_features",
@@ -61,16 +66,28 @@ def capture_hidden(model: nn.Module, layer: int = -1) -> Iterator[CapturedHidden
     """Capture the representations of ``layer`` during the forward passes run inside the ``with`` block.
 
     Hooks are registered on entry and removed on exit (also on error), so generation or evaluation outside
-    the block is untouched. The last call of the hooked module wins.
+    the block is untouched. The last call of the hooked module wins, unless it would replace a tensor that
+    carries a graph with one that does not (module docstring).
     """
     holder = CapturedHidden()
+
+    def keep(hidden: Tensor | None) -> None:
+        if hidden is None:
+            return
+        if holder.hidden is not None and holder.hidden.requires_grad and not hidden.requires_grad:
+            return
+        holder.hidden = hidden
+
+    handles = []
     if layer == -1:
-        module = output_embedding(model)
-
-        def pre_hook(_module, args, kwargs):
-            holder.hidden = args[0] if args else kwargs.get("input")
-
-        handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        core = backbone(model)
+        if core is not None:
+            handles.append(core.register_forward_hook(lambda _m, _args, output: keep(first_tensor(output))))
+        handles.append(
+            output_embedding(model).register_forward_pre_hook(
+                lambda _m, args, kwargs: keep(args[0] if args else kwargs.get("input")), with_kwargs=True
+            )
+        )
     else:
         layers = decoder_layers(model)
         n = len(layers)
@@ -79,15 +96,14 @@ def capture_hidden(model: nn.Module, layer: int = -1) -> Iterator[CapturedHidden
             raise ValueError(
                 f"matrix_layer: expected -1 (LM-head input), 0..{n - 1} (decoder layer) or -{n}..-2; got {layer}"
             )
-
-        def hook(_module, _args, output):
-            holder.hidden = first_tensor(output)
-
-        handle = layers[index].register_forward_hook(hook)
+        handles.append(
+            layers[index].register_forward_hook(lambda _m, _args, output: keep(first_tensor(output)))
+        )
     try:
         yield holder
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass
@@ -153,6 +169,33 @@ def token_features(
         logits=None if logits is None else logits[:, :-1][mask],
         segments=segments,
     )
+
+
+# config fields with which a model rescales or soft-caps the LM head's output (as TRL's fused head reads them)
+_LOGIT_TRANSFORMS = (
+    "final_logit_softcapping",
+    "logit_scale",
+    "output_multiplier",
+    "lm_head_multiplier",
+    "logits_scaling",
+)
+
+
+def head_logits(model: nn.Module, hidden: Tensor) -> Tensor:
+    """The LM head of ``model`` applied to ``hidden`` (``(T, d)`` LM-head inputs): the logits at those positions,
+    for a forward that returned none (TRL's fused LM head computes log-probabilities without the logits). A model
+    whose config transforms the head's output (soft-capping, a logit scale) is refused: its logits are not the
+    head's output."""
+    config = getattr(unwrap(model), "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    changed = [name for name in _LOGIT_TRANSFORMS if getattr(text, name, None) not in (None, 1, 1.0)]
+    if changed:
+        raise ValueError(
+            f"features: the forward returned no logits and {type(unwrap(model)).__name__} transforms its LM head's "
+            f"output ({', '.join(changed)}), so they cannot be recomputed from the head; use matrix_loss_type "
+            "'head', or a trainer whose forward returns the logits"
+        )
+    return output_embedding(model)(hidden)
 
 
 def head_weight(model: nn.Module, *, requires_grad: bool = False) -> Tensor:

@@ -57,6 +57,38 @@ def test_capture_last_layer_equals_lm_head_input(tiny_model, tiny_tokenizer):
     assert not tiny_model.lm_head._forward_pre_hooks
 
 
+@pytest.mark.parametrize("layer", [-1, 0])
+def test_a_captured_graph_is_not_replaced_by_a_later_no_grad_forward(tiny_model, tiny_tokenizer, layer):
+    """TRL's SFTTrainer runs a second forward under ``no_grad`` (for its metrics or the logits) after the training
+    forward: the capture keeps the training forward's tensor, with its graph. Without a graph on the first capture
+    (evaluation), the last forward wins. Mutation caught: the last forward always winning (the matrix loss then
+    had no gradient under TRL)."""
+    ids, _ = _batch(tiny_tokenizer)
+    tiny_model.train()
+    with features.capture_hidden(tiny_model, layer) as cap:
+        tiny_model(input_ids=ids)
+        with torch.no_grad():
+            tiny_model(input_ids=ids[:1])
+    assert cap.hidden.requires_grad and cap.hidden.shape[0] == ids.shape[0]
+    with torch.no_grad(), features.capture_hidden(tiny_model, layer) as cap:
+        tiny_model(input_ids=ids)
+        tiny_model(input_ids=ids[:1])
+    assert cap.hidden.shape[0] == 1
+
+
+def test_the_last_layer_is_captured_when_the_forward_skips_the_head_module(tiny_model, tiny_tokenizer):
+    """A forward that uses the LM head's weight without calling the head (TRL's fused LM head): the backbone's
+    output, the vector the head would be applied to, is captured. Mutation caught: hooking the head only
+    (nothing captured)."""
+    ids, _ = _batch(tiny_tokenizer)
+    with features.capture_hidden(tiny_model, -1) as cap:
+        body = tiny_model.model(input_ids=ids).last_hidden_state
+        logits = body @ tiny_model.lm_head.weight.T
+    assert cap.hidden is body
+    torch.testing.assert_close(logits, tiny_model(input_ids=ids).logits)
+    assert not tiny_model.model._forward_hooks  # removed after the block
+
+
 @pytest.mark.parametrize(("layer", "index"), [(0, 1), (1, 2), (-2, -2)])
 def test_capture_inner_layers_match_hidden_states(tiny_model, tiny_tokenizer, layer, index):
     ids, _ = _batch(tiny_tokenizer)
@@ -127,3 +159,15 @@ def test_evaluating_restores_the_mode_and_torch_s_random_state():
                     raise RuntimeError("measurement failed")
         assert model.training
         assert torch.equal(torch.rand(4), expected)
+
+
+def test_head_logits_are_the_model_s_logits_and_a_transformed_head_is_refused(tiny_model, tiny_tokenizer):
+    """The logits recomputed from the LM-head input (for forwards that build none, TRL's fused head) equal the
+    model's; a config that soft-caps or scales the head's output is refused rather than silently differing."""
+    ids, _ = _batch(tiny_tokenizer)
+    with features.capture_hidden(tiny_model, -1) as cap:
+        out = tiny_model(input_ids=ids)
+    torch.testing.assert_close(features.head_logits(tiny_model, cap.hidden[0]), out.logits[0])
+    tiny_model.config.final_logit_softcapping = 30.0
+    with pytest.raises(ValueError, match="final_logit_softcapping"):
+        features.head_logits(tiny_model, cap.hidden[0])

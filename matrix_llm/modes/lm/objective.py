@@ -233,11 +233,15 @@ class LMObjective(Objective):
             )
         needs_logits = self.matrix_loss is not None and self.loss_type in ("relation", "alignment")
         logits = getattr(outputs, "logits", None) if needs_logits else None
-        if needs_logits and logits is None:
+        if needs_logits and logits is None and self.layer != -1:
             raise ValueError(
-                f"LMObjective: matrix_loss_type={self.loss_type!r} needs the logits, but the model returned none"
+                f"LMObjective: matrix_loss_type={self.loss_type!r} needs the logits; the forward returned none "
+                f"(TRL's fused LM head does not build them) and matrix_layer={self.layer} is not the LM-head input "
+                "they could be computed from: use matrix_layer -1"
             )
         tokens = features.token_features(captured.hidden, labels, logits, position_ids=packed)
+        if needs_logits and logits is None:  # the head applied to the completion positions only
+            tokens.logits = features.head_logits(model, tokens.hidden)
         if self.matrix_loss is not None:
             # before the token-count test: under ZeRO-3 fetching the head weight is a collective that every
             # rank must join in every step, even a rank whose micro-batch has fewer than 2 completion tokens
