@@ -65,6 +65,7 @@ logger = logging.getLogger("matrix_llm.runner")
 EXIT_PREEMPTED = 128 + signal.SIGTERM  # 143, the shell's status for a process ended by SIGTERM
 _FINISHED_RUN_FILES = ("trainer_state.json", "train_results.json", "all_results.json")
 _TRUE = ("true", "last", "latest", "yes", "1")
+LOGGING_EXTRA = ("tensorboard", "wandb", "trackio")  # pyproject's `logging` extra
 _INSTALL = {
     "tensorboard": "tensorboard",
     "wandb": "wandb",
@@ -146,7 +147,7 @@ def preflight(model_args: Any, training_args: Any) -> list[str]:
     available = set(get_available_reporting_integrations())
     for integration in training_args.report_to or []:
         if integration not in available and integration in _INSTALL:
-            extra = " (or `pip install 'matrix-llm[logging]'`)" if integration == "tensorboard" else ""
+            extra = " (or `pip install 'matrix-llm[logging]'`)" if integration in LOGGING_EXTRA else ""
             out.append(
                 problem("report_to", "installed integrations", integration)
                 + f": {integration} is not installed; `pip install {_INSTALL[integration]}`{extra}, "

@@ -875,6 +875,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/modes/lm/test_trl.py::test_the_probe_entry_keeps_away_from_trl_s_step_keys",),
     ),
     Mutation(
+        "probe-not-reported",
+        "the probe metrics reach every tracker (TensorBoard, wandb, trackio)",
+        "matrix_llm/callbacks.py",
+        "        Trainer.log(trainer, logs)",
+        '        trainer.state.log_history.append({**logs, "step": trainer.state.global_step})',
+        ("tests/test_trackers.py::test_the_matrix_metrics_reach_the_tracker",),
+    ),
+    Mutation(
         "resume-ignored",
         "`--resume_from_checkpoint` continues the run from its checkpoint",
         "matrix_llm/runner.py",
