@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint bench help-text clean
+.PHONY: install demo test test-floors lint bench help-text clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,24 @@ test: install
 	$(VENV)/bin/ruff format --check .
 	# two pytest workers, one thread each: two workers of two threads oversubscribe two cores
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu and not multi_gpu and not network" -q -n 2 --dist loadfile
+	$(MAKE) test-floors
+
+# the dependency floors of pyproject.toml, exactly (tests/floors.py), in a second environment: the subset of
+# tests/floors.txt (core trainer and accumulation, one run per mode, PEFT, resume, 2-process DDP / ZeRO-2 / ZeRO-3)
+FLOORS_VENV ?= .venv-floors
+test-floors: $(FLOORS_VENV)/.installed
+	$(FLOORS_VENV)/bin/pip list --format freeze | grep -iE '^(torch|transformers|accelerate|datasets|peft|deepspeed|huggingface.hub)='
+	OMP_NUM_THREADS=1 $(FLOORS_VENV)/bin/python -m pytest $$(grep -v '^#' tests/floors.txt) \
+		-m "not gpu and not multi_gpu and not network" -q -n 2 --dist loadfile -p no:cacheprovider
+
+$(FLOORS_VENV)/.installed: pyproject.toml tests/floors.py
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python -m pip install --upgrade pip
+	$(FLOORS_VENV)/bin/python tests/floors.py > $(FLOORS_VENV)/floors.txt
+	$(FLOORS_VENV)/bin/python -m pip install "$(TORCH)" -c $(FLOORS_VENV)/floors.txt -e ".[deepspeed]" \
+		"pytest>=9.0" "pytest-xdist>=3.6"
+	touch $@
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -43,4 +61,4 @@ bench: install
 	$(PY) bench/info.py
 
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) $(FLOORS_VENV) outputs

@@ -84,3 +84,20 @@ def test_wheel_ships_the_demo_recipes_and_they_resolve_outside_the_checkout(tmp_
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_the_floors_subset_names_existing_tests_and_pins_every_floor():
+    """tests/floors.txt (what `make test-floors` runs at the exact floors) names test files and functions that
+    exist, and tests/floors.py pins each core dependency and DeepSpeed at its floor (torch: the Makefile's pin)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from floors import pins
+
+    for line in (REPO / "tests" / "floors.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            path, _, name = line.partition("::")
+            assert (REPO / path).is_file(), line
+            assert not name or f"def {name}(" in (REPO / path).read_text(), line
+    pinned = {p.split("==")[0] for p in pins()}
+    for package in ("transformers", "accelerate", "datasets", "peft", "deepspeed", "huggingface_hub"):
+        assert package in pinned, package
+    assert "torch" not in pinned
