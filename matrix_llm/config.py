@@ -82,6 +82,20 @@ class ModelArguments:
             "the LM head). None = all-linear."
         },
     )
+    use_dora: bool = field(
+        default=False,
+        metadata={"help": "DoRA: LoRA with a learned magnitude per output feature (peft's use_dora)."},
+    )
+    use_rslora: bool = field(
+        default=False,
+        metadata={"help": "rsLoRA: scale the adapter by lora_alpha / sqrt(r) instead of lora_alpha / r."},
+    )
+    lora_modules_to_save: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Modules trained in full and saved with the adapter (e.g. lm_head embed_tokens); None = none."
+        },
+    )
 
     tiny_hidden_size: int = field(
         default=64,
@@ -96,6 +110,21 @@ class ModelArguments:
             raise ConfigError(problems)
         if self.lora_target_modules is None or self.lora_target_modules == ["all-linear"]:
             self.lora_target_modules = ["all-linear"]
+
+    def lora_config(self, **extra: Any) -> Any:
+        """The ``peft.LoraConfig`` of these fields (``extra``: what a mode adds, e.g. ``task_type``)."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.peft_target_modules,
+            use_dora=self.use_dora,
+            use_rslora=self.use_rslora,
+            modules_to_save=list(self.lora_modules_to_save) if self.lora_modules_to_save else None,
+            **extra,
+        )
 
     @property
     def peft_target_modules(self) -> str | list[str]:

@@ -84,9 +84,9 @@ def load_any_model(
         model_class = transformers.AutoModel
     model = model_class.from_pretrained(base or name, dtype=resolve_dtype(dtype, device), **common)
     if base is not None:
-        from peft import PeftModel
+        from matrix_llm.modes.lm.generation import load_adapter
 
-        model = PeftModel.from_pretrained(model, name).merge_and_unload()
+        model = load_adapter(model, name).merge_and_unload()
     return model.to(device).eval()
 
 

@@ -882,6 +882,53 @@ MUTATIONS: list[Mutation] = [
         '        trainer.state.log_history.append({**logs, "step": trainer.state.global_step})',
         ("tests/test_trackers.py::test_the_matrix_metrics_reach_the_tracker",),
     ),
+    # -- PEFT variants and QLoRA (TRL's names) ------------------------------------------------------------------
+    Mutation(
+        "qlora-not-quantised",
+        "`load_in_4bit` / `load_in_8bit` load the base weights quantised by bitsandbytes",
+        "matrix_llm/modes/lm/command.py",
+        '            kwargs["quantization_config"] = model_args.quantization_config()',
+        "            pass",
+        (
+            "tests/modes/lm/test_qlora.py::test_qlora_trains_an_adapter_on_quantised_weights_and_saves_the_new_pad_rows",
+        ),
+    ),
+    Mutation(
+        "new-pad-rows-not-saved",
+        "with LoRA the rows an added pad token gives the embeddings and the LM head are saved with the adapter",
+        "matrix_llm/modes/lm/command.py",
+        'task_type="CAUSAL_LM", trainable_token_indices=new_token_rows(model, base_vocab)',
+        'task_type="CAUSAL_LM", trainable_token_indices=None',
+        (
+            "tests/modes/lm/test_qlora.py::test_qlora_trains_an_adapter_on_quantised_weights_and_saves_the_new_pad_rows",
+        ),
+    ),
+    Mutation(
+        "adapter-attached-without-resize",
+        "`eval gsm8k --adapter` and `analyze` load an adapter whose run added tokens",
+        "matrix_llm/modes/lm/generation.py",
+        "        model.resize_token_embeddings(len(tokenizer))\n    return PeftModel",
+        "        pass\n    return PeftModel",
+        (
+            "tests/modes/lm/test_qlora.py::test_qlora_trains_an_adapter_on_quantised_weights_and_saves_the_new_pad_rows",
+        ),
+    ),
+    Mutation(
+        "qlora-zero3-allowed",
+        "quantised weights with DeepSpeed ZeRO-3 are refused before the model loads",
+        "matrix_llm/modes/lm/command.py",
+        "        if self.model_args.quantized and (uses_zero3(self.training_args) or self.training_args.fsdp):",
+        "        if False:",
+        ("tests/modes/lm/test_qlora.py::test_quantisation_problems_are_refused_before_the_model_loads",),
+    ),
+    Mutation(
+        "dora-dropped",
+        "`use_dora` reaches the LoraConfig",
+        "matrix_llm/config.py",
+        "            use_dora=self.use_dora,",
+        "            use_dora=False,",
+        ("tests/modes/lm/test_qlora.py::test_dora_rslora_and_modules_to_save_reach_the_adapter",),
+    ),
     Mutation(
         "resume-ignored",
         "`--resume_from_checkpoint` continues the run from its checkpoint",
@@ -987,7 +1034,7 @@ MUTATIONS: list[Mutation] = [
         "adapter-not-loaded-for-eval",
         "`eval gsm8k --adapter` generates with the adapter",
         "matrix_llm/modes/lm/eval_gsm8k.py",
-        "        model = PeftModel.from_pretrained(model, adapter)",
+        "        model = load_adapter(model, adapter, tokenizer)",
         "        pass",
         (
             "tests/modes/lm/test_evaluation.py::test_eval_gsm8k_with_an_adapter_generates_like_the_merged_model",

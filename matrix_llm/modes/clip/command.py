@@ -168,14 +168,10 @@ def add_text_lora(model: Any, model_args: CLIPModelArguments) -> Any:
     """LoRA adapters on ``model.text_model`` (modified in place; its other weights frozen, the rest of ``model``
     untouched); returns peft's ``LoraModel`` around the tower, for :func:`save_and_merge_text_lora`. Checkpoints
     hold the whole model, adapters included, so resuming needs nothing else."""
-    from peft import LoraConfig, LoraModel
+    from peft import LoraModel
 
-    config = LoraConfig(
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.peft_target_modules,
-        base_model_name_or_path=model_args.text_model_name_or_path or model_args.model_name_or_path,
+    config = model_args.lora_config(
+        base_model_name_or_path=model_args.text_model_name_or_path or model_args.model_name_or_path
     )
     return LoraModel(model.text_model, config, "default")
 

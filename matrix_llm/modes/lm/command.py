@@ -12,10 +12,17 @@ learned) -> :class:`~matrix_llm.trainer.MatrixTrainer` -> the shared run tail
 (:func:`matrix_llm.runner.train_and_finish`: resume, train, save, evaluate, model card, push).
 
 Pad token: a tokenizer without one (Llama, Llemma) gets a new, distinct ``<pad>`` special token and the
-model's embeddings are resized by one row (new rows are initialised by transformers from the mean of the old
+model's embeddings are resized by one row (new rows are drawn by transformers around the mean of the old
 ones). The pad token is never set to EOS: padding is masked out of the labels, and a model that never sees
-EOS as a target never learns to stop (trl#1623). When training a LoRA adapter on such a tokenizer, load it
-later with the saved tokenizer and ``model.resize_token_embeddings(len(tokenizer))`` before attaching it.
+EOS as a target never learns to stop (trl#1623). With LoRA the new rows of the input embedding and the LM head
+are trained and saved with the adapter (peft's ``trainable_token_indices``, :func:`new_token_rows`); load it with
+the saved tokenizer and ``model.resize_token_embeddings(len(tokenizer))`` before attaching it (``eval gsm8k
+--adapter`` and ``analyze`` do).
+
+QLoRA: ``load_in_4bit`` / ``load_in_8bit`` (TRL's names, with ``bnb_4bit_quant_type``, ``bnb_4bit_compute_dtype``,
+``use_bnb_nested_quant``) load the base weights through ``BitsAndBytesConfig`` and prepare them with peft's
+``prepare_model_for_kbit_training``; ``use_peft`` is required, and DeepSpeed ZeRO-3 / FSDP are refused before the
+model loads. ``use_dora``, ``use_rslora`` and ``lora_modules_to_save`` reach the ``LoraConfig``.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any
 from matrix_llm.modes.base import Mode
 from matrix_llm.modes.lm.config import LMConfig, LMDataArguments, LMModelArguments
 from matrix_llm.modes.lm.objective import LMObjective
-from matrix_llm.runner import RunCard, resolve_checkpoint, run_mode
+from matrix_llm.runner import RunCard, resolve_checkpoint, run_mode, uses_zero3
 
 __all__ = ["LMMode", "build_datasets", "build_model_and_tokenizer", "ensure_pad_token", "main", "parse_args"]
 
@@ -208,22 +215,45 @@ def build_model_and_tokenizer(
             kwargs["dtype"] = "auto"
         if model_args.attn_implementation:
             kwargs["attn_implementation"] = model_args.attn_implementation
+        if model_args.quantized:
+            kwargs["quantization_config"] = model_args.quantization_config()
         model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    base_vocab = model.get_input_embeddings().weight.shape[0]
     ensure_pad_token(tokenizer, model)
     if model_args.use_peft:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
-        config = LoraConfig(
-            r=model_args.lora_r,
-            lora_alpha=model_args.lora_alpha,
-            lora_dropout=model_args.lora_dropout,
-            target_modules=model_args.peft_target_modules,
-            task_type="CAUSAL_LM",
+        checkpointing = bool(
+            training_args.gradient_checkpointing or getattr(training_args, "activation_checkpointing", False)
+        )
+        if model_args.quantized:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+        config = model_args.lora_config(
+            task_type="CAUSAL_LM", trainable_token_indices=new_token_rows(model, base_vocab)
         )
         model = get_peft_model(model, config)
-        if training_args.gradient_checkpointing or getattr(training_args, "activation_checkpointing", False):
+        if checkpointing:
             model.enable_input_require_grads()
     return tokenizer, model
+
+
+def new_token_rows(model: Any, base_vocab: int) -> dict[str, list[int]] | None:
+    """The rows the embeddings gained past ``base_vocab`` (the added pad token), as peft's
+    ``trainable_token_indices`` for the input embedding and the LM head: LoRA trains them and saves them with the
+    adapter, so that the adapter loaded on the base model resized the same way is the trained model exactly (the
+    new rows are randomly initialised by transformers, so re-resizing alone would not give them back)."""
+    import torch
+
+    grown = model.get_input_embeddings().weight.shape[0]
+    if grown <= base_vocab:
+        return None
+    rows = list(range(base_vocab, grown))
+    names = {module: name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
+    out = {names[model.get_input_embeddings()]: rows}
+    head = model.get_output_embeddings()
+    if isinstance(head, torch.nn.Module) and head.weight is not model.get_input_embeddings().weight:
+        out[names[head]] = rows
+    return out
 
 
 def _collator(tokenizer: Any, data_args: LMDataArguments) -> Any:
@@ -256,12 +286,21 @@ class LMMode(Mode):
         self.raw_train, self.raw_eval = load_raw_datasets(self.data_args, self.training_args)
 
     def check(self) -> list[str]:
-        """The synthetic problems are generated whole: they do not stream."""
+        """The synthetic problems are generated whole: they do not stream. Quantised base weights cannot be
+        sharded: DeepSpeed ZeRO-3 and FSDP are refused with them."""
+        out = []
         if self.data_args.streaming and self.data_args.is_synthetic:
-            return [
+            out.append(
                 "`streaming`: the synthetic problems are generated in memory; stream a dataset (`dataset_name`)"
-            ]
-        return []
+            )
+        if self.model_args.quantized and (uses_zero3(self.training_args) or self.training_args.fsdp):
+            field = "load_in_4bit" if self.model_args.load_in_4bit else "load_in_8bit"
+            out.append(
+                f"`{field}`: bitsandbytes' quantised weights cannot be partitioned by "
+                f"{'DeepSpeed ZeRO-3' if uses_zero3(self.training_args) else 'FSDP'}; train QLoRA with DDP or "
+                "DeepSpeed ZeRO-2 (each process holds the whole quantised model), or drop the quantisation"
+            )
+        return out
 
     def build(self, objective: Any) -> Any:
         from matrix_llm.trainer import MatrixTrainer

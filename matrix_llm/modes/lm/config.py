@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,13 +35,83 @@ class LMModelArguments(ModelArguments):
         default=512,
         metadata={"help": "Tiny model: BPE vocabulary size of the tokenizer trained on the data."},
     )
+    load_in_4bit: bool = field(
+        default=False,
+        metadata={
+            "help": "QLoRA: load the base weights in 4 bit (bitsandbytes; pip install 'matrix-llm[quantization]')."
+        },
+    )
+    load_in_8bit: bool = field(
+        default=False, metadata={"help": "Load the base weights in 8 bit (bitsandbytes)."}
+    )
+    bnb_4bit_quant_type: str = field(
+        default="nf4",
+        metadata={"help": "4-bit data type: nf4 (QLoRA's) or fp4.", "choices": ["nf4", "fp4"]},
+    )
+    bnb_4bit_compute_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "dtype of the 4-bit matmuls: bfloat16, float16 or float32; None = `dtype` (float32 for auto).",
+            "choices": ["bfloat16", "float16", "float32"],
+        },
+    )
+    use_bnb_nested_quant: bool = field(
+        default=False,
+        metadata={"help": "Quantise the 4-bit quantisation constants too (QLoRA's double quant)."},
+    )
 
     @property
     def is_tiny(self) -> bool:
         return self.model_name_or_path == TINY_MODEL
 
+    @property
+    def quantized(self) -> bool:
+        return self.load_in_4bit or self.load_in_8bit
+
+    def quantization_config(self) -> Any:
+        """The ``transformers.BitsAndBytesConfig`` of the ``load_in_*`` / ``bnb_*`` fields, or None."""
+        if not self.quantized:
+            return None
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        if self.load_in_8bit:
+            return BitsAndBytesConfig(load_in_8bit=True)
+        compute = self.bnb_4bit_compute_dtype or (
+            self.dtype if self.dtype not in (None, "auto") else "float32"
+        )
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=self.bnb_4bit_quant_type,
+            bnb_4bit_compute_dtype=getattr(torch, compute),
+            bnb_4bit_use_double_quant=self.use_bnb_nested_quant,
+        )
+
     def problems(self) -> list[str]:
         out = super().problems()
+        if self.load_in_4bit and self.load_in_8bit:
+            out.append(problem("load_in_8bit", "false when load_in_4bit is true (one or the other)", True))
+        if self.quantized and not self.use_peft:
+            out.append(
+                problem("use_peft", "true with load_in_4bit / load_in_8bit", False)
+                + ": quantised weights are frozen; train a LoRA adapter on them (QLoRA)"
+            )
+        if self.quantized and self.is_tiny:
+            out.append(
+                problem(
+                    "model_name_or_path",
+                    "a saved model (a Hub id or a folder) to quantise on loading",
+                    TINY_MODEL,
+                )
+                + ": the tiny model is built, not loaded; save it first"
+            )
+        if self.quantized and importlib.util.find_spec("bitsandbytes") is None:
+            out.append(
+                problem(
+                    "load_in_4bit" if self.load_in_4bit else "load_in_8bit", "bitsandbytes installed", True
+                )
+                + ": pip install 'matrix-llm[quantization]'"
+            )
         if self.tiny_vocab_size < 300:
             out.append(
                 problem(

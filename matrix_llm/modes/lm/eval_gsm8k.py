@@ -116,7 +116,7 @@ def load_model_and_tokenizer(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from matrix_llm.modes.lm.generation import resolve_dtype
+    from matrix_llm.modes.lm.generation import load_adapter, resolve_dtype
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = resolve_dtype(dtype, device)
@@ -128,11 +128,7 @@ def load_model_and_tokenizer(
         model_name_or_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
     )
     if adapter is not None:
-        from peft import PeftModel
-
-        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-            model.resize_token_embeddings(len(tokenizer))
-        model = PeftModel.from_pretrained(model, adapter)
+        model = load_adapter(model, adapter, tokenizer)
     model.to(device).eval()
     return model, tokenizer, torch_dtype
 

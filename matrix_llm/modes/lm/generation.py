@@ -36,12 +36,15 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
 logger = logging.getLogger("matrix_llm.modes.lm.generation")
 
 __all__ = [
+    "load_adapter",
     "GenerationOutput",
     "StopOnStrings",
     "generate",
@@ -109,6 +112,21 @@ def truncate_at_stop(text: str, stop_strings: Sequence[str]) -> str:
             if pos != -1:
                 cut = min(cut, pos)
     return text[:cut]
+
+
+def load_adapter(model: Any, adapter: str | Path, tokenizer: Any = None) -> Any:
+    """``PeftModel.from_pretrained(model, adapter)``, after resizing ``model``'s embeddings to the adapter's tokenizer
+    (``tokenizer``, else the one saved in ``adapter``) when it has more tokens: an ``sft`` run that added a pad token
+    saved those rows with the adapter (``matrix_llm.modes.lm.command.new_token_rows``), which attaching restores."""
+    from peft import PeftModel
+
+    if tokenizer is None and (Path(adapter) / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(adapter)
+    if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    return PeftModel.from_pretrained(model, adapter)
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str | None = None) -> torch.dtype:
