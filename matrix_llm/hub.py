@@ -1,12 +1,15 @@
 """A run's output folder: its layout, its model card and its Hub upload, for the runs of every command.
 
 - :class:`RunFolder`: the one place that names what a run folder holds; every writer and reader uses it.
-- :func:`model_card` / :func:`write_model_card`: ``README.md`` with YAML metadata (``base_model``, ``datasets``,
-  ``tags: [matrix-llm, matrix-entropy, <the objective's tags>]``, ``library_name: transformers`` or ``peft``) and a
+- :func:`model_card` / :func:`write_model_card`: ``README.md`` with YAML metadata built by ``huggingface_hub``'s
+  ``ModelCardData`` (``base_model``, ``datasets``, ``tags: [matrix-llm, matrix-entropy, <the objective's tags>]``,
+  ``library_name: transformers`` or ``peft``, ``pipeline_tag`` and a ``model-index`` of the run's final evaluation
+  results, :class:`CardResult`, which the Hub shows as evaluation results) and a
   body with the base model, the data, what the objective says about itself
   (:class:`~matrix_llm.modes.ObjectiveCard`: the loss, its settings, a note such as "the LM formulation is
-  matrix_llm's documented derivation"), the training hyper-parameters, the final metrics, how to load the
-  result and the Matrix-SSL citation.
+  matrix_llm's documented derivation"), the training hyper-parameters, the evaluation results and the final
+  metrics (evaluation numbers and losses, not runtime counters), how to load the result and the Matrix-SSL
+  citation. Nothing links to a file of this repository: a card is read on the Hub.
 - :func:`push_to_hub`: upload ``output_dir`` (weights or adapter, tokenizer, card; not the ``checkpoint-*``
   folders) with ``huggingface_hub.HfApi.create_repo`` + ``upload_folder``. The Trainer's own
   ``push_to_hub`` is not used at the end because it regenerates ``README.md`` with its generic card; the
@@ -23,7 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CITATION", "RunFolder", "final_metrics", "model_card", "push_to_hub", "write_model_card"]
+__all__ = [
+    "CITATION",
+    "CardResult",
+    "RunFolder",
+    "card_metrics",
+    "final_metrics",
+    "model_card",
+    "push_to_hub",
+    "write_model_card",
+]
 
 
 @dataclass(frozen=True)
@@ -127,16 +139,64 @@ def final_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+# logged counters that say how the run went, not what the model does: left out of the card's metrics table
+_COUNTERS = ("_runtime", "_per_second", "total_flos", "grad_norm", "learning_rate", "num_tokens")
+
+
+def card_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The final metrics a model card lists: losses and evaluation numbers, without runtime counters."""
+    return {k: v for k, v in metrics.items() if not any(part in k for part in _COUNTERS)}
+
+
+@dataclass(frozen=True)
+class CardResult:
+    """One final evaluation number for the card's ``model-index`` (``huggingface_hub.EvalResult``).
+
+    Attributes:
+        key: its key in the run's final metrics (absent: not listed).
+        task: the Hub task type (``text-generation``, ``image-classification``, ``zero-shot-image-classification``,
+            ``image-feature-extraction``, ...).
+        metric: the metric type (``exact_match``, ``accuracy``, ``recall``, ...).
+        name: its display name (with the protocol: prompt and shots, ``k`` of a recall).
+        dataset: the evaluated data (default: the run's evaluation data, else its training data).
+        split: the split evaluated, when known.
+    """
+
+    key: str
+    task: str
+    metric: str
+    name: str
+    dataset: str | None = None
+    split: str | None = None
+
+
+def _eval_results(results: Any, metrics: Mapping[str, float], data: str) -> list[Any]:
+    from huggingface_hub import EvalResult
+
+    out = []
+    for r in results:
+        value = metrics.get(r.key)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        name = r.dataset or data
+        out.append(
+            EvalResult(
+                task_type=r.task,
+                dataset_type=name if _looks_like_hub_id(name) else Path(name).name or name,
+                dataset_name=name,
+                dataset_split=r.split,
+                metric_type=r.metric,
+                metric_name=r.name,
+                metric_value=float(value),
+            )
+        )
+    return out
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
-
-
-def _yaml_list(name: str, values: list[str]) -> list[str]:
-    if not values:
-        return []
-    return [f"{name}:"] + [f"- {json.dumps(v)}" for v in values]
 
 
 def model_card(
@@ -151,28 +211,34 @@ def model_card(
     model_id: str | None = None,
     eval_dataset: str | None = None,
     command: str = "sft",
+    eval_results: Any = (),
 ) -> str:
     """The text of ``README.md`` (YAML front matter + markdown body).
 
     ``objective_card``: an :class:`~matrix_llm.modes.ObjectiveCard` (``objective.card(training_args)``);
-    ``data_args``: the command's data arguments (a dataclass), each field in the card's data table.
+    ``data_args``: the command's data arguments (a dataclass), each field in the card's data table;
+    ``eval_results``: the :class:`CardResult` s of the mode, listed in the ``model-index`` when in ``metrics``.
     """
+    from huggingface_hub import ModelCardData
+
     card = objective_card
     tags = ["matrix-llm", "matrix-entropy", *card.tags, "generated_from_trainer"]
     if peft:
         tags += ["lora", "peft"]
     hub_datasets = [d for d in dict.fromkeys([dataset, eval_dataset]) if d and _looks_like_hub_id(d)]
-    front = ["---"]
-    if _looks_like_hub_id(base_model):
-        front.append(f"base_model: {json.dumps(base_model)}")
-    front += _yaml_list("datasets", hub_datasets)
-    front.append(f"library_name: {'peft' if peft else 'transformers'}")
-    if card.pipeline_tag:
-        front.append(f"pipeline_tag: {card.pipeline_tag}")
-    front += _yaml_list("tags", list(dict.fromkeys(tags)))
-    front.append("---")
-
     name = model_id or "matrix-llm model"
+    evaluated = _eval_results(eval_results, metrics or {}, eval_dataset or dataset)
+    data = ModelCardData(
+        base_model=base_model if _looks_like_hub_id(base_model) else None,
+        datasets=hub_datasets or None,
+        library_name="peft" if peft else "transformers",
+        pipeline_tag=card.pipeline_tag,
+        tags=list(dict.fromkeys(tags)),
+        model_name=name if evaluated else None,
+        eval_results=evaluated or None,
+    )
+    front = ["---", data.to_yaml(), "---"]
+
     body = [
         f"# {name}",
         "",
@@ -196,10 +262,14 @@ def model_card(
         ]
     body += ["", "## Training hyper-parameters", "", "| field | value |", "|---|---|"]
     body += [f"| `{f}` | {_fmt(_get(training_args, f))} |" for f in TRAIN_FIELDS]
+    if evaluated:
+        body += ["", "## Evaluation results", "", "| metric | data | value |", "|---|---|---|"]
+        body += [f"| {r.metric_name} | `{r.dataset_name}` | {_fmt(r.metric_value)} |" for r in evaluated]
     body += ["", "## Final metrics", ""]
-    if metrics:
+    listed = card_metrics(metrics or {})
+    if listed:
         body += ["| metric | value |", "|---|---|"]
-        body += [f"| `{k}` | {_fmt(v)} |" for k, v in sorted(metrics.items())]
+        body += [f"| `{k}` | {_fmt(v)} |" for k, v in sorted(listed.items())]
     else:
         body.append("No metrics were recorded.")
     repo = model_id or "path/to/output_dir"

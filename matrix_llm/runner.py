@@ -285,7 +285,8 @@ class RunCard:
     ``matrix-llm eval gsm8k`` uses as its default prompt); ``card_overrides``: fields of the objective's
     :class:`~matrix_llm.modes.ObjectiveCard` this run replaces (e.g. a text classifier's pipeline tag);
     ``adapter_dir``: with ``use_peft``, where the LoRA adapter is when the saved model has it merged (then the card
-    is a plain ``transformers`` one)."""
+    is a plain ``transformers`` one); ``results``: the :class:`~matrix_llm.hub.CardResult` s the card's ``model-index``
+    lists (those the run measured)."""
 
     base_model: str
     dataset: str
@@ -296,6 +297,7 @@ class RunCard:
     adapter_dir: str | None = (
         None  # with use_peft: the adapter's sub-directory when the saved model is merged
     )
+    results: tuple[Any, ...] = ()  # the final evaluation numbers of the card's model-index (hub.CardResult)
 
 
 def check_adapter(output_dir: str | Path) -> int:
@@ -424,6 +426,7 @@ def train_and_finish(trainer: Any, mode: Any) -> dict[str, float]:
             peft=mode.model_args.use_peft and card.adapter_dir is None,
             model_id=args.hub_model_id,
             command=mode.command,
+            eval_results=card.results,
         )
         if args.push_to_hub:
             pending = getattr(trainer, "_finish_current_push", None)

@@ -280,3 +280,19 @@ SFT_TINY = [
     "--seed",
     "0",
 ]
+
+
+def card_eval_results(run_dir) -> dict[str, float]:
+    """The evaluation results of a run's model card as the Hub reads them: ``README.md`` through
+    ``huggingface_hub.ModelCard.load`` and ``model_index_to_eval_results``, ``{metric_name: value}``, checked to
+    agree with ``metadata_load``'s raw ``model-index``."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard import metadata_load
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    card = ModelCard.load(Path(run_dir) / "README.md")
+    _, parsed = model_index_to_eval_results(metadata_load(Path(run_dir) / "README.md")["model-index"])
+    assert [(r.metric_name, r.metric_value) for r in parsed] == [
+        (r.metric_name, r.metric_value) for r in card.data.eval_results
+    ]
+    return {r.metric_name: r.metric_value for r in card.data.eval_results}

@@ -929,6 +929,28 @@ MUTATIONS: list[Mutation] = [
         "            use_dora=False,",
         ("tests/modes/lm/test_qlora.py::test_dora_rslora_and_modules_to_save_reach_the_adapter",),
     ),
+    # -- outputs other tools read (issue 29) -----------------------------------------------------------------------
+    Mutation(
+        "card-without-model-index",
+        "each mode's model card carries its final evaluation results in a model-index the Hub parses",
+        "matrix_llm/hub.py",
+        "        eval_results=evaluated or None,",
+        "        eval_results=None,",
+        (
+            "tests/modes/lm/test_sft.py::test_sft_logs_generation_based_gsm8k_accuracy_when_asked",
+            "tests/modes/ssl/test_ssl.py::test_ssl_command_saves_the_backbone_and_measures_it",
+            "tests/modes/clip/test_clip.py::test_clip_command_trains_saves_and_measures",
+            "tests/modes/classify/test_classification.py::test_classify_command_trains_on_digits_and_writes_the_run",
+        ),
+    ),
+    Mutation(
+        "card-lists-runtime-counters",
+        "the card's metrics table lists evaluation numbers and losses, not runtime counters",
+        "matrix_llm/hub.py",
+        "    return {k: v for k, v in metrics.items() if not any(part in k for part in _COUNTERS)}",
+        "    return dict(metrics)",
+        ("tests/modes/lm/test_sft.py::test_sft_logs_generation_based_gsm8k_accuracy_when_asked",),
+    ),
     Mutation(
         "resume-ignored",
         "`--resume_from_checkpoint` continues the run from its checkpoint",

@@ -297,7 +297,23 @@ class ClassificationMode(Mode):
             details=(labelled,),
             run_info={"num_classes": self.num_labels},  # for the neural-collapse reference lines of `plot`
             card_overrides=TEXT_CARD if data_args.text_column is not None else {},
+            results=self._card_results(),
         )
+
+    def _card_results(self) -> tuple[Any, ...]:
+        """Accuracy and the neural-collapse metrics of the evaluation split."""
+        from matrix_llm.hub import CardResult
+
+        task = "text-classification" if self.data_args.text_column is not None else "image-classification"
+        split = self.data_args.eval_split
+        named = (
+            ("eval_accuracy", "accuracy", "Accuracy"),
+            ("eval_mir", "mir", "Neural collapse: MIR (features vs head rows)"),
+            ("eval_hdr", "hdr", "Neural collapse: HDR (features vs head rows)"),
+            ("eval_matrix_entropy", "matrix_entropy", "Feature matrix entropy"),
+            ("eval_head_entropy", "matrix_entropy", "Head matrix entropy"),
+        )
+        return tuple(CardResult(key, task, metric, name, split=split) for key, metric, name in named)
 
 
 def parse_args(

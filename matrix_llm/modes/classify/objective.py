@@ -113,7 +113,7 @@ class ClassificationObjective(Objective):
             details=[
                 (
                     "MIR / HDR compare the Gram of the features the classifier head sees with the Gram of the head rows "
-                    "of their labels (docs/formulations.md); they are logged whatever the weights."
+                    "of their labels (`MIR = MI / min(H1, H2)`, `HDR = |H1 - H2| / max(H1, H2)` with `MI = H1 + H2 - H(K1 ⊙ K2)`); they are logged whatever the weights."
                 )
             ],
             settings=args.card_settings(),

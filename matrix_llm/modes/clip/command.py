@@ -394,7 +394,38 @@ class CLIPMode(Mode):
             dataset=self.data_args.dataset_name,
             adapter_dir=str(adapter) if lora else None,
             details=(details,) if lora else (),
+            results=self._card_results(),
         )
+
+    def _card_results(self) -> tuple[Any, ...]:
+        """Zero-shot top-1 / top-5 on the zero-shot set, retrieval recall@k on the evaluation split."""
+        from matrix_llm.hub import CardResult
+
+        data_args = self.data_args
+        zeroshot = data_args.zeroshot_dataset or data_args.dataset_name
+        out = [
+            CardResult(
+                f"zeroshot_top{k}",
+                "zero-shot-image-classification",
+                "accuracy",
+                f"Zero-shot top-{k} accuracy",
+                dataset=zeroshot,
+            )
+            for k in (1, 5)
+        ]
+        for direction, words in (("image_to_text", "image -> text"), ("text_to_image", "text -> image")):
+            out += [
+                CardResult(
+                    f"{direction}_R@{k}",
+                    "zero-shot-image-classification",
+                    "recall",
+                    f"Retrieval {words} R@{k}",
+                    dataset=data_args.dataset_name,
+                    split=data_args.eval_split,
+                )
+                for k in (1, 5, 10)
+            ]
+        return tuple(out)
 
     def finish(self, trainer: Any) -> dict[str, Any]:
         step = trainer.state.global_step

@@ -220,7 +220,7 @@ class CLIPObjective(Objective):
             details=[
                 (
                     "InfoNCE is CLIP's symmetric loss over the batch of all processes, with a learnable temperature "
-                    "clamped at 1/100; the matrix terms are described in matrix_llm's docs/formulations.md."
+                    "clamped at 1/100."
                 )
             ],
             settings=args.card_settings(),

@@ -358,13 +358,30 @@ class LMMode(Mode):
         return trainer
 
     def card(self) -> RunCard:
+        from matrix_llm.hub import CardResult
+
         model_args, data_args = self.model_args, self.data_args
+        prompt = data_args.gsm8k_eval_prompt or data_args.template
+        protocol = f"prompt `{prompt}`, 0-shot, greedy, first {data_args.gsm8k_eval_samples} problems"
+        data = data_args.eval_dataset_name or data_args.dataset_name
+        results = tuple(
+            CardResult(
+                f"eval_gsm8k_{kind}",
+                "text-generation",
+                "exact_match",
+                f"GSM8K {kind}-match ({protocol})",
+                dataset=data,
+                split=data_args.eval_split,
+            )
+            for kind in ("strict", "flexible")
+        )
         return RunCard(
             base_model="tiny (offline random init)" if model_args.is_tiny else model_args.model_name_or_path,
             dataset=data_args.dataset_name,
             eval_dataset=data_args.eval_dataset_name,
             details=(f"Prompt template: `{data_args.template}`.",),
             run_info={"template": data_args.template},
+            results=results,
         )
 
 

@@ -31,14 +31,16 @@ __all__ = ["LOSS_TYPES", "LMObjective"]
 
 LOSS_TYPES = ("none", *FORMULATIONS)
 
-# what each choice of `matrix_loss_type` trains, for model cards (docs/formulations.md has the derivations)
+# what each choice of `matrix_loss_type` trains, for model cards (written out: a card is read on the Hub;
+# docs/formulations.md has the derivations)
 DESCRIPTIONS = {
-    "head": "MCE between the Gram of the final hidden states and the Gram of the target tokens' LM-head rows "
-    "(docs/formulations.md, `head`)",
-    "relation": "MCE between the Gram of the predicted next-token distributions and the Gram of the one-hot "
-    "targets (docs/formulations.md, `relation`)",
-    "alignment": "MCE between the covariances of the expected embeddings Wᵀp and of the target tokens' LM-head "
-    "rows (Matrix-SSL alignment; docs/formulations.md, `alignment`)",
+    "head": "`MCE(target, prediction) = -tr(target log prediction) + tr(prediction)` between the trace-normalised "
+    "cosine Gram (+ 0.01 I) of the final hidden states of the completion tokens and that of their target tokens' "
+    "LM-head rows",
+    "relation": "`MCE(target, prediction)` between the trace-normalised cosine Gram (+ 0.01 I) of the predicted "
+    "next-token distributions and the Gram of the one-hot targets",
+    "alignment": "`MCE(target, prediction)` between the covariances (+ 0.5 I) of the expected embeddings `Wᵀ p` and "
+    "of the target tokens' LM-head rows `W[y]` (Matrix-SSL's alignment term)",
     "none": "no matrix loss (plain cross-entropy baseline); matrix entropy and effective rank only logged",
 }
 
@@ -167,7 +169,7 @@ class LMObjective(Objective):
             note=(
                 "**Note.** The original authors of matrix cross-entropy for LLMs (Zhang et al., ICML 2024) did "
                 "not release their LLM code. The LM formulation used here is matrix_llm's documented derivation "
-                "(docs/formulations.md), not the authors' method; report results as \"MCE-augmented SFT "
+                "(the formulation above), not the authors' method; report results as \"MCE-augmented SFT "
                 f'(formulation `{loss_type}` chosen by matrix_llm, official code unreleased)".'
             ),
             pipeline_tag="text-generation",

@@ -288,9 +288,28 @@ class SSLMode(Mode):
         )
 
     def card(self) -> RunCard:
+        from matrix_llm.hub import CardResult
+
         name = self.model_args.model_name_or_path
         base = f"{name} (offline random init)" if self.model_args.is_tiny else name
-        return RunCard(base_model=base, dataset=self.data_args.dataset_name)
+        split = self.data_args.eval_split
+        results = (
+            CardResult(
+                "probe_trained",
+                "image-classification",
+                "accuracy",
+                "Linear-probe accuracy (frozen backbone, logistic regression)",
+                split=split,
+            ),
+            CardResult(
+                "knn_trained",
+                "image-classification",
+                "accuracy",
+                "kNN accuracy (frozen backbone, DINO's weighted k=20, T=0.07)",
+                split=split,
+            ),
+        )
+        return RunCard(base_model=base, dataset=self.data_args.dataset_name, results=results)
 
     def finish(self, trainer: Any) -> dict[str, Any]:
         from matrix_llm.data.images import ImageCollator

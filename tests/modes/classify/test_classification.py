@@ -188,6 +188,16 @@ def test_classify_command_trains_on_digits_and_writes_the_run(tmp_path):
     assert results["eval_accuracy"] > 0.3  # well above chance (0.1) after 3 epochs
     assert 0.0 < results["eval_mir"] < 1.0 and results["eval_hdr"] >= 0.0
     assert json.loads((out / "matrix_llm_run.json").read_text())["objective"] == "classification"
+    from conftest import card_eval_results
+
+    names = {
+        "Accuracy": "eval_accuracy",
+        "Neural collapse: MIR (features vs head rows)": "eval_mir",
+        "Neural collapse: HDR (features vs head rows)": "eval_hdr",
+        "Feature matrix entropy": "eval_matrix_entropy",
+        "Head matrix entropy": "eval_head_entropy",
+    }
+    assert card_eval_results(out) == {name: results[key] for name, key in names.items()}
     card = (out / "README.md").read_text()
     assert "matrix_mir_weight" in card and "Labelled fraction" in card
     assert "| `label_fraction` |" in card and "| `image_size` |" in card  # the run's data settings

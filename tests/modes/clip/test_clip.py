@@ -520,6 +520,12 @@ def test_clip_command_trains_saves_and_measures(tmp_path):
         and len(tokenizer) == model.config.text_config.vocab_size
     )
     assert "pipeline_tag: zero-shot-image-classification" in (out / "README.md").read_text()
+    from conftest import card_eval_results
+
+    expected = {f"Zero-shot top-{k} accuracy": results[f"zeroshot_top{k}"] for k in (1, 5)}
+    for direction, words in (("image_to_text", "image -> text"), ("text_to_image", "text -> image")):
+        expected.update({f"Retrieval {words} R@{k}": results[f"{direction}_R@{k}"] for k in (1, 5, 10)})
+    assert card_eval_results(out) == expected
     logged = {k for log in json.loads((out / "trainer_state.json").read_text())["log_history"] for k in log}
     assert {"infonce", "alignment", "logit_scale", "eval_infonce", "eval_mir"} <= logged
     assert (out / "report.md").is_file() and (out / "metrics.png").is_file()

@@ -82,6 +82,16 @@ def test_sft_logs_generation_based_gsm8k_accuracy_when_asked(tmp_path):
     assert logged, "GSM8KEvalCallback did not log"
     for key in ("eval_gsm8k_strict", "eval_gsm8k_flexible", "eval_gsm8k_no_answer"):
         assert 0.0 <= logged[-1][key] <= 1.0
+    # the model card's model-index carries the final GSM8K numbers, as the Hub parses them
+    from conftest import card_eval_results
+
+    protocol = "prompt `qa`, 0-shot, greedy, first 4 problems"
+    assert card_eval_results(out) == {
+        f"GSM8K strict-match ({protocol})": logged[-1]["eval_gsm8k_strict"],
+        f"GSM8K flexible-match ({protocol})": logged[-1]["eval_gsm8k_flexible"],
+    }
+    card = (out / "README.md").read_text()
+    assert "train_runtime" not in card and "docs/formulations.md" not in card
 
 
 def test_gsm8k_eval_options_are_validated_before_loading(capsys, tmp_path):

@@ -234,6 +234,12 @@ def test_ssl_command_saves_the_backbone_and_measures_it(tmp_path):
         assert 0.0 <= results[key] <= 1.0, key
     assert results["raw_pixels_train_images"] == 50 and results["raw_pixels_features"] == 16 * 16
     assert results["train_size"] == 128 and results["linear_probe_solver"] == "sklearn"
+    from conftest import card_eval_results
+
+    assert card_eval_results(out) == {
+        "Linear-probe accuracy (frozen backbone, logistic regression)": results["probe_trained"],
+        "kNN accuracy (frozen backbone, DINO's weighted k=20, T=0.07)": results["knn_trained"],
+    }
     report = (out / "report.md").read_text()
     assert "| trained backbone |" in report
     assert (
