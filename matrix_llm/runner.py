@@ -224,6 +224,13 @@ class Stopped(RuntimeError):
     status = 1
 
 
+class DataError(Stopped):
+    """A training row that cannot be used, found while preparing the data after the model loaded (a conversation
+    whose roles do not alternate, an empty turn); the message names the data and the row."""
+
+    status = 2
+
+
 class Preempted(Stopped):
     """Training stopped on SIGTERM after saving a checkpoint (the message says how to resume)."""
 

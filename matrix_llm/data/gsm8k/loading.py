@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # heavy imports stay out of the scoring path
     from datasets import Dataset
 
 from ..labels import IGNORE_INDEX
-from .prompts import ROW_FORMATS, check_template, format_example, row_format
+from .prompts import OPTIONAL_COLUMNS, ROW_FORMATS, check_template, conversation, format_segments, row_format
 
 logger = logging.getLogger(__name__)
 
@@ -103,36 +103,61 @@ def load_gsm8k(source: str = "openai/gsm8k", *, split: str = "train", config: st
     return standardise_fields(load_rows(source, split, config), source=str(source), any_format=False)
 
 
-def load_sft_data(source: str, *, split: str = "train", config: str | None = "main") -> Dataset:
+def load_sft_data(
+    source: str, *, split: str = "train", config: str | None = "main", dataset_format: str | None = None
+) -> Dataset:
     """Load training data in any of the row formats of :data:`~matrix_llm.data.gsm8k.ROW_FORMATS`: GSM8K
     (``question``/``answer``, or MetaMathQA's ``query``/``response``, renamed), conversational ``messages``,
-    TRL's ``prompt``/``completion``, or plain ``text``. The columns of the first format found are kept, the
-    others dropped. Same sources and arguments as :func:`load_gsm8k`."""
-    return standardise_fields(load_rows(source, split, config), source=str(source), any_format=True)
+    ShareGPT ``conversations``, Alpaca ``instruction``/``input``/``output``, TRL's ``prompt``/``completion`` (texts
+    or message lists), or plain ``text``. The columns of the format (``dataset_format``, else the first found) are
+    kept, the others dropped. Same sources and arguments as :func:`load_gsm8k`."""
+    ds = load_rows(source, split, config)
+    return standardise_fields(ds, source=str(source), any_format=True, dataset_format=dataset_format)
 
 
-def standardise_fields(ds: Dataset, *, source: str, any_format: bool) -> Dataset:
-    """Keep the columns of GSM8K (MetaMathQA's renamed) or, with ``any_format``, of the first
-    :data:`ROW_FORMATS` entry found (:func:`sft_columns`)."""
-    names = sft_columns(list(ds.column_names), source=source, any_format=any_format)
+def standardise_fields(
+    ds: Dataset, *, source: str, any_format: bool, dataset_format: str | None = None
+) -> Dataset:
+    """Keep the columns of GSM8K (MetaMathQA's renamed) or, with ``any_format``, of the format
+    (:func:`sft_columns`)."""
+    names = sft_columns(
+        list(ds.column_names), source=source, any_format=any_format, dataset_format=dataset_format
+    )
     ds = ds.select_columns(list(names))
     renamed = {old: new for old, new in names.items() if old != new}
     return ds.rename_columns(renamed) if renamed else ds
 
 
-def sft_columns(columns: list[str], *, source: str, any_format: bool = True) -> dict[str, str]:
-    """``{column: name in the row format}`` of the columns a dataset with ``columns`` trains on: GSM8K's
-    ``question``/``answer`` (MetaMathQA's ``query``/``response`` renamed to them) or, with ``any_format``, those of
-    the first :data:`ROW_FORMATS` entry found; ``ValueError`` naming the columns found and expected otherwise."""
-    for q, a in _FIELD_SETS:
-        if q in columns and a in columns:
-            return {q: "question", a: "answer"}
-    kind = row_format(columns) if any_format else None
+def sft_columns(
+    columns: list[str], *, source: str, any_format: bool = True, dataset_format: str | None = None
+) -> dict[str, str]:
+    """``{column: name in the row format}`` of the columns a dataset with ``columns`` trains on: those of
+    ``dataset_format`` (a :data:`ROW_FORMATS` key) when given; else GSM8K's ``question``/``answer`` (MetaMathQA's
+    ``query``/``response`` renamed to them) or, with ``any_format``, those of the first :data:`ROW_FORMATS` entry
+    found (with the optional columns it reads, Alpaca's ``input``); ``ValueError`` naming the columns found and
+    expected otherwise."""
+    if dataset_format is not None:
+        if dataset_format not in ROW_FORMATS:
+            raise ValueError(f"dataset_format must be one of {sorted(ROW_FORMATS)}; got {dataset_format!r}")
+        missing = [c for c in ROW_FORMATS[dataset_format] if c not in columns]
+        if missing:
+            raise ValueError(
+                f"{source}: dataset_format {dataset_format!r} needs the columns {missing}; found {columns}"
+            )
+        kind = dataset_format
+    else:
+        for q, a in _FIELD_SETS:
+            if q in columns and a in columns:
+                return {q: "question", a: "answer"}
+        kind = row_format(columns) if any_format else None
     if kind is not None:
-        return {c: c for c in ROW_FORMATS[kind]}
+        optional = [c for c in OPTIONAL_COLUMNS.get(kind, ()) if c in columns]
+        return {c: c for c in (*ROW_FORMATS[kind], *optional)}
     expected = " or ".join(f"({q!r}, {a!r})" for q, a in _FIELD_SETS)
     if any_format:
-        expected += ", ('messages',), ('prompt', 'completion') or ('text',)"
+        expected += ", " + ", ".join(
+            str(cols) for name, cols in ROW_FORMATS.items() if name != "question_answer"
+        )
     raise ValueError(
         f"{source}: expected the fields {expected}; found {columns}. "
         "Rename the columns, e.g. ds.rename_columns({'problem': 'question', 'solution': 'answer'})"
@@ -213,13 +238,21 @@ def tokenize_example(
         raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token before tokenising")
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2; got {max_length}")
-    prompt, completion = format_example(example, template=template, tokenizer=tokenizer)
+    segments = format_segments(example, template=template, tokenizer=tokenizer)
+    if conversation(example) is not None:
+        input_ids, labels, merged = _segment_ids(segments, tokenizer, add_bos)
+        return _cut(input_ids, labels, max_length, merged)
+    (prompt, _), (completion, _) = segments
     prompt_ids = encode_prompt(prompt, tokenizer, add_bos=add_bos)
     text_prompt_ids = prompt_ids[len(_bos_prefix(tokenizer, prompt, add_bos)) :]
     completion_ids, merged = _completion_ids(tokenizer, prompt, text_prompt_ids, completion)
     completion_ids = completion_ids + [eos_id]
     input_ids = prompt_ids + completion_ids
     labels = [IGNORE_INDEX] * len(prompt_ids) + completion_ids
+    return _cut(input_ids, labels, max_length, merged)
+
+
+def _cut(input_ids: list[int], labels: list[int], max_length: int, merged: bool) -> dict[str, Any]:
     num_tokens = len(input_ids)
     truncated = num_tokens > max_length
     if truncated:
@@ -232,6 +265,30 @@ def tokenize_example(
         "truncated": truncated,
         "boundary_merged": merged,
     }
+
+
+def _segment_ids(
+    segments: list[tuple[str, bool]], tokenizer: Any, add_bos: bool | None
+) -> tuple[list[int], list[int], bool]:
+    """``(input_ids, labels, merged)`` of a rendered conversation: the whole text tokenised once, a token learned
+    when it starts inside a learned segment; no EOS is appended (the chat template writes each turn's end, which is
+    learned with the turn). ``merged``: a token straddles a segment boundary (it is then learned if it starts in a
+    learned segment)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("conversation rows need a fast tokenizer (its offsets cut the learned turns)")
+    text = "".join(t for t, _ in segments)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    bounds, start = [], 0
+    for piece, learned in segments:
+        bounds.append((start, start + len(piece), learned))
+        start += len(piece)
+    ids, labels, merged = list(encoded["input_ids"]), [], False
+    for token, (begin, end) in zip(ids, encoded["offset_mapping"], strict=True):
+        lo, hi, learned = next(b for b in bounds if b[0] <= begin < b[1]) if begin < len(text) else bounds[-1]
+        merged = merged or end > hi
+        labels.append(token if learned else IGNORE_INDEX)
+    bos = _bos_prefix(tokenizer, text, add_bos)
+    return bos + ids, [IGNORE_INDEX] * len(bos) + labels, merged
 
 
 @dataclass

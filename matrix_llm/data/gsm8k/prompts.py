@@ -70,14 +70,24 @@ def format_completion(answer: str, *, template: str) -> str:
     return _COMPLETION_PREFIX[template] + answer.strip()
 
 
-# The row formats training data may use (the TRL dataset formats besides GSM8K's own), by the columns that
-# identify them, in the order they are recognised.
+# The row formats training data may use (those of TRL, axolotl and LLaMA-Factory besides GSM8K's own), by the
+# columns that identify them, in the order they are recognised.
 ROW_FORMATS = {
     "question_answer": ("question", "answer"),  # GSM8K (MetaMathQA's query/response are renamed on loading)
-    "messages": ("messages",),  # conversational: the last message is the assistant's completion
-    "prompt_completion": ("prompt", "completion"),  # TRL prompt-completion: texts used as they are
+    "messages": ("messages",),  # conversational: every assistant turn is learned
+    "sharegpt": ("conversations",),  # ShareGPT: from human / gpt / system, value; every gpt turn is learned
+    "alpaca": ("instruction", "output"),  # Alpaca: instruction, optional input, output
+    "prompt_completion": ("prompt", "completion"),  # TRL prompt-completion: texts, or message lists
     "text": ("text",),  # language modelling: every token is a target
 }
+# columns a format reads when present
+OPTIONAL_COLUMNS = {"alpaca": ("input",)}
+# Stanford Alpaca's prompt for a row with an input (ALPACA_PROMPT is the one without)
+ALPACA_INPUT_PROMPT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"
+    "### Input:\n{input}\n\n### Response:"
+)
 
 
 def row_format(columns: Sequence[str] | Mapping[str, Any]) -> str | None:
@@ -86,39 +96,53 @@ def row_format(columns: Sequence[str] | Mapping[str, Any]) -> str | None:
     return next((name for name, cols in ROW_FORMATS.items() if set(cols) <= present), None)
 
 
-def _messages_example(messages: Any, tokenizer: Any) -> tuple[str, str]:
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
-        raise ValueError(
-            f"`messages` must be a non-empty list of {{role, content}} dicts; got {messages!r:.80}"
-        )
-    if messages[-1].get("role") != "assistant":
-        raise ValueError(
-            f"the last message must be the assistant's (the completion); got role "
-            f"{messages[-1].get('role')!r}"
-        )
-    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            "`messages` rows need a tokenizer with a chat template (tokenizer.chat_template is empty)"
-        )
-    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
-    if not full.startswith(prompt):
-        raise ValueError(
-            "the chat template renders the conversation so that it does not start with the rendered "
-            "prompt; the completion boundary cannot be found"
-        )
-    completion = full[len(prompt) :]
-    if not completion.strip():
-        raise ValueError("empty completion: the assistant message renders to nothing")
-    return prompt, completion
+def conversation(example: Mapping[str, Any]) -> tuple[list[Any], int] | None:
+    """``(messages, first)`` of a conversational row (``messages``, ShareGPT ``conversations``, or TRL's
+    conversational prompt-completion: message lists): its turns as chat messages and the index of the first turn
+    whose assistant messages are learned (0; the completion's first for prompt-completion). ``None`` otherwise."""
+    from ..conversations import sharegpt_messages
+
+    kind = row_format(example)
+    if kind == "messages":
+        return example["messages"], 0
+    if kind == "sharegpt":
+        return sharegpt_messages(example["conversations"]), 0
+    if kind == "prompt_completion" and isinstance(example["prompt"], list):
+        if not isinstance(example["completion"], list):
+            raise ValueError(
+                "a conversational `prompt` (a message list) needs a conversational `completion` too"
+            )
+        return [*example["prompt"], *example["completion"]], len(example["prompt"])
+    return None
+
+
+def format_segments(
+    example: Mapping[str, Any], *, template: str, tokenizer: Any = None
+) -> list[tuple[str, bool]]:
+    """``[(text, learned), ...]`` of one training row: a conversation rendered by the chat template with every
+    assistant turn learned (:func:`matrix_llm.data.conversations.chat_segments`; for a conversational
+    prompt-completion, those of the completion), else ``[(prompt, False), (completion, True)]`` of
+    :func:`format_example`."""
+    from ..conversations import chat_segments
+
+    found = conversation(example)
+    if found is not None:
+        messages, first = found
+        return chat_segments(messages, tokenizer, learn_from=first)
+    prompt, completion = format_example(example, template=template, tokenizer=tokenizer)
+    return [(prompt, False), (completion, True)]
 
 
 def format_example(example: Mapping[str, Any], *, template: str, tokenizer: Any = None) -> tuple[str, str]:
     """``(prompt, completion)`` texts of one training row, whatever its format (:data:`ROW_FORMATS`):
 
     - ``question``/``answer`` (GSM8K): the training ``template`` (``alpaca``, ``qa`` or ``chat``);
-    - ``messages``: the tokenizer's chat template; the prompt is the conversation up to the last message with
-      the generation prompt, the completion what the template renders for the last (assistant) message;
+    - conversations (``messages``, ShareGPT, conversational prompt-completion): the tokenizer's chat template; the
+      completion is what the last assistant turn adds, the prompt everything before it (:func:`format_segments`
+      gives every learned turn, which training uses);
+    - ``instruction``/``input``/``output`` (Alpaca): the ``alpaca`` template is Stanford Alpaca's prompt (with its
+      input section when ``input`` is not empty), ``qa`` / ``chat`` ask the instruction and the input as the
+      question;
     - ``prompt``/``completion``: the two texts as they are (TRL's prompt-completion format);
     - ``text``: no prompt; the whole text is the completion (every token is learned).
     """
@@ -126,8 +150,26 @@ def format_example(example: Mapping[str, Any], *, template: str, tokenizer: Any 
     if kind == "question_answer":
         prompt = format_prompt(example["question"], template=template, tokenizer=tokenizer)
         return prompt, format_completion(example["answer"], template=template)
-    if kind == "messages":
-        return _messages_example(example["messages"], tokenizer)
+    if kind == "alpaca":
+        instruction, extra = example["instruction"], example.get("input") or ""
+        if not isinstance(instruction, str) or not isinstance(extra, str):
+            raise ValueError(
+                f"`instruction` and `input` must be strings; got {instruction!r:.60}, {extra!r:.60}"
+            )
+        if template == "alpaca":
+            prompt = (
+                ALPACA_INPUT_PROMPT.format(instruction=instruction, input=extra)
+                if extra.strip()
+                else ALPACA_PROMPT.format(instruction=instruction)
+            )
+        else:
+            question = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+            prompt = format_prompt(question, template=template, tokenizer=tokenizer)
+        return prompt, format_completion(example["output"], template=template)
+    if conversation(example) is not None:
+        segments = format_segments(example, template=template, tokenizer=tokenizer)
+        last = max(i for i, (_, learned) in enumerate(segments) if learned)
+        return "".join(t for t, _ in segments[:last]), "".join(t for t, _ in segments[last:])
     if kind == "prompt_completion":
         prompt, completion = example["prompt"], example["completion"]
         if not isinstance(prompt, str) or not isinstance(completion, str) or not completion.strip():

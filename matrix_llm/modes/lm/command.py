@@ -34,7 +34,7 @@ from typing import Any
 from matrix_llm.modes.base import Mode
 from matrix_llm.modes.lm.config import LMConfig, LMDataArguments, LMModelArguments
 from matrix_llm.modes.lm.objective import LMObjective
-from matrix_llm.runner import RunCard, resolve_checkpoint, run_mode, uses_zero3
+from matrix_llm.runner import DataError, RunCard, resolve_checkpoint, run_mode, uses_zero3
 
 __all__ = ["LMMode", "build_datasets", "build_model_and_tokenizer", "ensure_pad_token", "main", "parse_args"]
 
@@ -72,7 +72,10 @@ def load_raw_datasets(data_args: LMDataArguments, training_args: LMConfig) -> tu
         )
     else:
         train = load_sft_data(
-            data_args.dataset_name, split=data_args.train_split, config=data_args.dataset_config
+            data_args.dataset_name,
+            split=data_args.train_split,
+            config=data_args.dataset_config,
+            dataset_format=data_args.dataset_format,
         )
         evalset = None
         if data_args.eval_split is not None:
@@ -80,7 +83,8 @@ def load_raw_datasets(data_args: LMDataArguments, training_args: LMConfig) -> tu
             config = (
                 data_args.eval_dataset_config if data_args.eval_dataset_name else data_args.dataset_config
             )
-            evalset = load_sft_data(source, split=data_args.eval_split, config=config)
+            fmt = None if data_args.eval_dataset_name else data_args.dataset_format
+            evalset = load_sft_data(source, split=data_args.eval_split, config=config, dataset_format=fmt)
     if data_args.max_train_samples is not None:
         train = train.select(range(min(len(train), data_args.max_train_samples)))
     if evalset is not None and data_args.max_eval_samples is not None:
@@ -100,7 +104,9 @@ def load_streams(data_args: LMDataArguments) -> tuple[Any, dict[str, str], Any, 
 
     def opened(source: str, split: str, config: str | None) -> tuple[Any, dict[str, str]]:
         stream = open_stream(source, split, config=config)
-        return stream, sft_columns(column_names(stream), source=source)
+        return stream, sft_columns(
+            column_names(stream), source=source, dataset_format=data_args.dataset_format
+        )
 
     stream, names = opened(data_args.dataset_name, data_args.train_split, data_args.dataset_config)
     sample = take(stream, STREAM_SAMPLE, Columns(names, None))
@@ -120,12 +126,20 @@ def build_datasets(raw_train: Any, raw_eval: Any, tokenizer: Any, data_args: LMD
     options = dict(
         template=data_args.template, max_length=data_args.max_length, drop_truncated=data_args.drop_truncated
     )
+
+    def tokenized(raw: Any, source: str | None, split: str | None) -> tuple[Any, Any]:
+        try:
+            return tokenize_dataset(raw, tokenizer, **options)
+        except ValueError as err:
+            raise DataError(f"data: {source or 'synthetic'} (split {split}): {err}") from None
+
     with training_args.main_process_first(desc="tokenizing"):
-        train, stats = tokenize_dataset(raw_train, tokenizer, **options)
+        train, stats = tokenized(raw_train, data_args.dataset_name, data_args.train_split)
         logger.info("train: %s", stats.summary())
         evalset = None
         if raw_eval is not None:
-            evalset, estats = tokenize_dataset(raw_eval, tokenizer, **options)
+            eval_source = data_args.eval_dataset_name or data_args.dataset_name
+            evalset, estats = tokenized(raw_eval, eval_source, data_args.eval_split)
             logger.info("eval: %s", estats.summary())
     if len(train) == 0:
         raise ValueError(
@@ -164,11 +178,15 @@ def ensure_pad_token(tokenizer: Any, model: Any = None) -> bool:
 def _tiny_texts(raw_train: Any) -> list[str]:
     """The texts the tiny model's tokenizer is trained on: every row in each template it may be trained with."""
     from matrix_llm.data.gsm8k import format_example, row_format
+    from matrix_llm.data.gsm8k.prompts import conversation
 
     kind = row_format(raw_train.column_names)
-    if kind == "messages":  # rendered by the chat template later: train on the contents
-        return ["\n".join(m["content"] for m in row["messages"]) for row in raw_train]
-    templates = ("qa", "alpaca") if kind == "question_answer" else ("qa",)
+    first = raw_train[0] if len(raw_train) else {}
+    if (
+        first and conversation(first) is not None
+    ):  # rendered by the chat template later: train on the contents
+        return ["\n".join(str(m["content"]) for m in conversation(row)[0]) for row in raw_train]
+    templates = ("qa", "alpaca") if kind in ("question_answer", "alpaca") else ("qa",)
     return ["".join(format_example(row, template=t)) for row in raw_train for t in templates]
 
 
@@ -357,6 +375,13 @@ class LMMode(Mode):
             )
         return trainer
 
+    def row_format(self) -> str | None:
+        """The row format the run trained on (``dataset_format``, else the one its columns show)."""
+        from matrix_llm.data.gsm8k import row_format
+
+        raw = getattr(self, "raw_train", None)
+        return self.data_args.dataset_format or (row_format(raw.column_names) if raw is not None else None)
+
     def card(self) -> RunCard:
         from matrix_llm.hub import CardResult
 
@@ -380,7 +405,7 @@ class LMMode(Mode):
             dataset=data_args.dataset_name,
             eval_dataset=data_args.eval_dataset_name,
             details=(f"Prompt template: `{data_args.template}`.",),
-            run_info={"template": data_args.template},
+            run_info={"template": data_args.template, "dataset_format": self.row_format()},
             results=results,
         )
 

@@ -159,6 +159,15 @@ class LMDataArguments(DataArguments):
             "choices": ["alpaca", "qa", "chat"],
         },
     )
+    dataset_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "Row format of dataset_name: question_answer (GSM8K), messages, sharegpt (conversations), "
+            "alpaca (instruction/input/output), prompt_completion (texts or message lists) or text; None = "
+            "detected from the columns (the run info records which).",
+            "choices": ["question_answer", "messages", "sharegpt", "alpaca", "prompt_completion", "text"],
+        },
+    )
     max_length: int = field(default=512, metadata={"help": "Prompt + completion tokens kept per example."})
     packing: bool = field(
         default=False,
