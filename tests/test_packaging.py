@@ -21,6 +21,8 @@ import matrix_llm, matrix_llm.tools.demo, matrix_llm.parsing
 from pathlib import Path
 assert Path(matrix_llm.__file__).is_relative_to(Path({site!r})), matrix_llm.__file__  # the installed copy
 assert matrix_llm.tools.demo.DEFAULT_CONFIG.is_file(), matrix_llm.tools.demo.DEFAULT_CONFIG
+from matrix_llm.metrics import MODULES, module_path
+assert all(Path(module_path(m), m + ".py").is_file() for m in MODULES)  # the evaluate modules are shipped
 from matrix_llm.modes.lm.command import parse_args
 m, d, t = parse_args(["--config", "demo/ce.yaml", "--output_dir", "out", "--use_cpu", "true"])
 assert m.model_name_or_path == "tiny" and d.dataset_name == "synthetic" and t.matrix_loss_type == "none"
