@@ -1000,6 +1000,24 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_metrics_modules.py::test_the_matrix_entropy_measurement_is_the_logged_one",),
     ),
     Mutation(
+        "eval-prompts-without-bos",
+        "lm-eval itself and `eval gsm8k` give the same completion for every question",
+        "matrix_llm/data/gsm8k/loading.py",
+        "        return []\n    return [bos_id]",
+        "        return []\n    return []",
+        ("tests/modes/lm/test_evaluation.py::test_lm_eval_itself_and_eval_gsm8k_score_every_sample_alike",),
+    ),
+    Mutation(
+        "lm-eval-block-swaps-filters",
+        "`eval gsm8k` writes lm-eval's results block and per-sample file with the run's numbers",
+        "matrix_llm/modes/lm/handoff.py",
+        '                "exact_match,strict-match": metrics["strict_accuracy"],',
+        '                "exact_match,strict-match": metrics["flexible_accuracy"],',
+        (
+            "tests/modes/lm/test_evaluation.py::test_eval_gsm8k_cli_writes_samples_and_results_and_rescore_reproduces_them",
+        ),
+    ),
+    Mutation(
         "resume-ignored",
         "`--resume_from_checkpoint` continues the run from its checkpoint",
         "matrix_llm/runner.py",

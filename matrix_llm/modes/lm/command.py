@@ -384,6 +384,7 @@ class LMMode(Mode):
 
     def card(self) -> RunCard:
         from matrix_llm.hub import CardResult
+        from matrix_llm.modes.lm.handoff import lm_eval_command
 
         model_args, data_args = self.model_args, self.data_args
         prompt = data_args.gsm8k_eval_prompt or data_args.template
@@ -400,11 +401,20 @@ class LMMode(Mode):
             )
             for kind in ("strict", "flexible")
         )
+        saved = self.training_args.hub_model_id or self.training_args.output_dir
+        reproduce = lm_eval_command(
+            model_args.model_name_or_path if model_args.use_peft else saved,
+            adapter=saved if model_args.use_peft else None,
+            prompt=prompt,
+        )
+        details = [f"Prompt template: `{data_args.template}`."]
+        if reproduce and not (model_args.is_tiny and model_args.use_peft):  # a tiny base is not loadable
+            details.append(f"GSM8K with lm-evaluation-harness, the task of this prompt: `{reproduce}`.")
         return RunCard(
             base_model="tiny (offline random init)" if model_args.is_tiny else model_args.model_name_or_path,
             dataset=data_args.dataset_name,
             eval_dataset=data_args.eval_dataset_name,
-            details=(f"Prompt template: `{data_args.template}`.",),
+            details=tuple(details),
             run_info={"template": data_args.template, "dataset_format": self.row_format()},
             results=results,
         )

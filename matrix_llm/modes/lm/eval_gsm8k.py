@@ -18,7 +18,10 @@ source of truth); generation from :mod:`matrix_llm.modes.lm.generation` (greedy,
   ``correct_metamath`` (numeric equality);
 - ``results.json``: ``metrics`` (below), the model, adapter, prompt, decoding settings, data source, and the
   versions of python, torch, transformers, accelerate, peft, datasets, tokenizers, matrix_llm (and lm_eval,
-  vllm, deepspeed when installed).
+  vllm, deepspeed when installed). ``lm_eval`` is the same numbers as an lm-evaluation-harness results block, and
+  ``lm_eval_command`` the ``lm_eval`` line that scores the saved model with lm-eval's task of the same prompt
+  (:mod:`matrix_llm.modes.lm.handoff`);
+- ``samples_gsm8k.jsonl``: the samples in lm-eval's per-sample shape (one line per question and filter).
 
 Metrics (:func:`score_samples`, the one scoring function used by the eval run, ``rescore`` and the in-training
 callback):
@@ -67,6 +70,7 @@ from matrix_llm.modes.lm.evaluate import (
     score_samples,
     write_jsonl,
 )
+from matrix_llm.modes.lm.handoff import lm_eval_command, lm_eval_results, lm_eval_samples
 from matrix_llm.parsing.usage import ToolParser, model_source
 from matrix_llm.plotting import read_run_info
 
@@ -168,6 +172,10 @@ def _fewshot(args, num_items: int) -> tuple[list[list[dict[str, str]]] | None, d
 # CLI
 # ------------------------------------------------------------------------------------------------------------
 
+LM_EVAL_SAMPLES = (
+    "samples_gsm8k.jsonl"  # the samples in lm-eval's per-sample shape (matrix_llm.modes.lm.handoff)
+)
+
 
 def _gsm8k_parser() -> argparse.ArgumentParser:
     from matrix_llm.data.gsm8k import EVAL_PROMPTS
@@ -210,7 +218,13 @@ def _gsm8k_parser() -> argparse.ArgumentParser:
         "outputs/eval/gsm8k-PROMPT-TIMESTAMP); a folder holding results.json is refused without --overwrite",
     )
     p.add_argument("--overwrite", action="store_true", help="replace the results in an existing --output_dir")
-    p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="hf, or vllm (GPU only)")
+    p.add_argument(
+        "--backend",
+        default="hf",
+        choices=["hf", "vllm", "lm_eval"],
+        help="hf; vllm (GPU only); or lm_eval: lm-evaluation-harness itself (its HFLM) on a local copy of its gsm8k "
+        "task, offline (--prompt qa)",
+    )
     p.add_argument(
         "--dtype",
         default="auto",
@@ -238,6 +252,8 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
             "--backend vllm needs vLLM, which is not installed: `pip install vllm` (GPU only), "
             "or use --backend hf (the default)"
         )
+    if args.backend == "lm_eval" and importlib.util.find_spec("lm_eval") is None:
+        raise SystemExit("--backend lm_eval needs lm-evaluation-harness: `pip install lm-eval`")
     if args.prompt is None:
         args.prompt, origin = _default_prompt(args.model, args.adapter)
         sys.stderr.write(f"matrix-llm eval gsm8k: prompt {args.prompt!r} ({origin}; --prompt to choose)\n")
@@ -283,6 +299,45 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
         ]
         result = EvalResult(samples, score_samples(samples), gen.seconds, sum(gen.num_new_tokens))
         dtype_name = str(resolve_dtype(args.dtype)).removeprefix("torch.")
+    elif args.backend == "lm_eval":
+        import tempfile
+        import time
+
+        from matrix_llm.data.gsm8k import get_eval_prompt, reference_answer
+        from matrix_llm.modes.lm.handoff import run_lm_eval
+
+        if args.prompt != "qa":
+            raise SystemExit(
+                f"--backend lm_eval runs lm-eval's zero-shot gsm8k task: --prompt qa; got {args.prompt!r}"
+            )
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as folder:
+            completions, lm_results = run_lm_eval(
+                args.model,
+                items,
+                prompt=args.prompt,
+                folder=folder,
+                adapter=args.adapter,
+                dtype=args.dtype,
+                device=args.device,
+                batch_size=args.batch_size,
+                max_new_tokens=args.max_new_tokens,
+            )
+        spec = get_eval_prompt(args.prompt)
+        prompts = build_prompts([it["question"] for it in items], prompt=args.prompt)
+        samples = [
+            {
+                "index": i,
+                "question": it["question"],
+                "prompt": p,
+                "completion": c,
+                "reference": reference_answer(it["answer"]),
+                "strict_mode": spec.strict_mode,
+            }
+            for i, (it, p, c) in enumerate(zip(items, prompts, completions, strict=True))
+        ]
+        result = EvalResult(samples, score_samples(samples), time.perf_counter() - start)
+        dtype_name = args.dtype
     else:
         model, tokenizer, torch_dtype = load_model_and_tokenizer(
             args.model,
@@ -324,7 +379,7 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
             "bos": (
                 "prepended when the tokenizer defines one (matrix_llm.data.gsm8k.encode_prompt)"
                 if args.backend == "hf"
-                else "as vLLM tokenises the prompt text (the tokenizer's default special tokens)"
+                else f"as {args.backend} tokenises the prompt text (the tokenizer's default special tokens)"
             ),
         },
         "prompts_over_context": result.over_context,
@@ -333,14 +388,33 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
         "versions": package_versions(),
         "command": shlex.join(["matrix-llm", "eval", "gsm8k", *argv]),
     }
+    # the same numbers in lm-evaluation-harness's shapes, and the lm_eval line that reproduces them
+    results["lm_eval_command"] = lm_eval_command(
+        args.model,
+        prompt=args.prompt,
+        adapter=args.adapter,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+    )
+    results["lm_eval"] = lm_eval_results(
+        result.metrics, prompt=args.prompt, command=results["lm_eval_command"]
+    )
+    if args.backend == "lm_eval":  # lm-eval's own numbers, beside the rescoring of its responses
+        results["lm_eval"]["results"]["gsm8k"] = {"alias": "gsm8k", **lm_results}
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
     write_jsonl(out_dir / "samples.jsonl", result.samples)
+    lm_eval_rows = lm_eval_samples(
+        result.samples, items, stop=_stop_strings(args.prompt), max_new_tokens=args.max_new_tokens
+    )
+    write_jsonl(out_dir / LM_EVAL_SAMPLES, lm_eval_rows)
     RunFolder(out_dir).write_results(results)
     m = result.metrics
     sys.stdout.write(
         f"gsm8k {args.prompt} n={m['n']}: strict {m['strict_accuracy']:.4f} ± {_fmt(m['strict_accuracy_stderr'])}, "
         f"flexible {m['flexible_accuracy']:.4f} ± {_fmt(m['flexible_accuracy_stderr'])}, "
         f"no answer {m['no_answer_rate']:.4f}  -> {out_dir}/results.json\n"
+        + (f"the same with lm-eval: {results['lm_eval_command']}\n" if results["lm_eval_command"] else "")
     )
     return results
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 
@@ -152,6 +153,31 @@ def test_eval_gsm8k_cli_writes_samples_and_results_and_rescore_reproduces_them(
     assert results["decoding"]["dtype"] == "float32" and results["prompts_over_context"] == 0
     assert {"torch", "transformers", "matrix_llm"} <= set(results["versions"])
     assert results["versions"] == package_versions()
+
+    # the hand-off to lm-evaluation-harness: its results block, its per-sample file, the line that reproduces it
+    block = results["lm_eval"]["results"]["gsm8k"]
+    assert block["exact_match,strict-match"] == m["strict_accuracy"]
+    assert block["exact_match,flexible-extract"] == m["flexible_accuracy"]
+    assert block["exact_match_stderr,strict-match"] == pytest.approx(
+        statistics.stdev([float(s["correct_strict"]) for s in samples]) / len(samples) ** 0.5
+    )
+    assert results["lm_eval"]["n-shot"] == {"gsm8k": 0}
+    assert results["lm_eval_command"] == (
+        f"lm_eval --model hf --model_args pretrained={saved_model} --tasks gsm8k --num_fewshot 0 "
+        "--batch_size 4 --gen_kwargs max_gen_toks=16"
+    )
+    lm_eval_rows = read_jsonl(out / "samples_gsm8k.jsonl")
+    assert [(r["doc_id"], r["filter"]) for r in lm_eval_rows] == [
+        (i, f) for i in range(6) for f in ("strict-match", "flexible-extract")
+    ]
+    for row in lm_eval_rows:
+        sample = samples[row["doc_id"]]
+        key = "correct_strict" if row["filter"] == "strict-match" else "correct_flexible"
+        assert row["exact_match"] == float(sample[key]) and row["resps"] == [[sample["completion"]]]
+        assert (
+            row["arguments"]["gen_args_0"]["arg_0"] == sample["prompt"]
+            and row["target"] == items[row["doc_id"]]["answer"]
+        )
 
     # the same numbers as a direct in-process evaluation
     direct = evaluate_gsm8k(
@@ -456,3 +482,42 @@ def test_eval_gsm8k_with_an_adapter_generates_like_the_merged_model(
     assert got == completions(merged_copy(peft_model))
     assert got != completions(tiny_model.eval())
     assert json.loads((out / "results.json").read_text())["adapter"] == str(adapter)
+
+
+@pytest.mark.slow
+def test_lm_eval_itself_and_eval_gsm8k_score_every_sample_alike(tmp_path, tiny_model, tiny_tokenizer):
+    """A tiny saved model whose tokenizer adds its BOS itself (as Llama's does): lm-evaluation-harness's own
+    ``simple_evaluate`` with its ``HFLM`` on the local copy of its ``gsm8k`` task (``--backend lm_eval``) and
+    ``matrix-llm eval gsm8k`` (``--backend hf``) give the same completion for every question, the same metrics,
+    and lm-eval's own ``exact_match`` equals ours. Mutation caught: the hf backend's prompts without their BOS."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    from matrix_llm.cli import main as cli_main
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)]
+    )
+    model_dir = tmp_path / "model"
+    tiny_model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    items = make_scorable_items(tiny_model, tiny_tokenizer, 8)
+    data = tmp_path / "problems.jsonl"
+    write_jsonl(data, items)
+    runs = {}
+    for backend in ("hf", "lm_eval"):
+        out = tmp_path / backend
+        argv = ["eval", "gsm8k", "--model", str(model_dir), "--prompt", "qa", "--data", str(data)]
+        argv += ["--max_new_tokens", "16", "--batch_size", "4", "--output_dir", str(out), "--no_progress"]
+        assert cli_main([*argv, "--backend", backend]) == 0
+        runs[backend] = (json.loads((out / "results.json").read_text()), read_jsonl(out / "samples.jsonl"))
+    (ours, our_samples), (theirs, their_samples) = runs["hf"], runs["lm_eval"]
+    assert [s["completion"] for s in their_samples] == [s["completion"] for s in our_samples]
+    assert 0 < ours["metrics"]["flexible_accuracy"] < 1
+    for key in ("strict_accuracy", "flexible_accuracy", "no_answer_rate"):
+        assert theirs["metrics"][key] == ours["metrics"][key], key
+    lm_eval_own = theirs["lm_eval"]["results"]["gsm8k"]
+    assert lm_eval_own["exact_match,strict-match"] == ours["metrics"]["strict_accuracy"]
+    assert lm_eval_own["exact_match,flexible-extract"] == ours["metrics"]["flexible_accuracy"]

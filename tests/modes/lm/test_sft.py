@@ -92,6 +92,10 @@ def test_sft_logs_generation_based_gsm8k_accuracy_when_asked(tmp_path):
     }
     card = (out / "README.md").read_text()
     assert "train_runtime" not in card and "docs/formulations.md" not in card
+    assert (
+        f"`lm_eval --model hf --model_args pretrained={out} --tasks gsm8k --num_fewshot 0 --batch_size 16`"
+        in card
+    )
 
 
 def test_gsm8k_eval_options_are_validated_before_loading(capsys, tmp_path):
