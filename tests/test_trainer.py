@@ -425,3 +425,40 @@ def test_evaluating_every_step_does_not_change_the_training_run(tiny_model, tiny
     assert sum(1 for e in trainer.state.log_history if "eval_loss" in e) == 4
     assert _max_abs(deltas["no"]) > 1e-4
     assert _max_abs_diff(deltas["no"], deltas["steps"]) == 0.0
+
+
+class _LogsThroughTheTrainer(TrainerCallback):
+    """A user's callback that logs its own numbers with ``trainer.log`` (not matrix_llm's ``log_entry``)."""
+
+    def __init__(self):
+        self.trainer = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        pending = control.should_log
+        self.trainer.log({"my_metric": float(state.global_step)})
+        control.should_log = pending
+        return control
+
+
+def test_a_callback_logging_through_the_trainer_leaves_the_step_metrics_to_the_step_entry(
+    tiny_model, tiny_tokenizer, tmp_path
+):
+    """A callback's ``trainer.log`` entry comes before the Trainer's own step entry: the queued ``lm_loss`` /
+    ``matrix_loss`` wait for the step entry instead of going out with the callback's. Mutation caught: every
+    ``log()`` call taking the queued metrics."""
+    logs, user = _Logs(), _LogsThroughTheTrainer()
+    args = _args(tmp_path, matrix_loss_weight=0.3, max_steps=2, learning_rate=1e-3)
+    trainer = MatrixTrainer(
+        model=tiny_model,
+        args=args,
+        train_dataset=_dataset(tiny_tokenizer, n=8),
+        processing_class=tiny_tokenizer,
+        callbacks=[user, logs],
+    )
+    user.trainer = trainer
+    trainer.train()
+    mine = [log for log in logs.logs if "my_metric" in log]
+    steps = [log for log in logs.logs if "loss" in log]
+    assert len(mine) == len(steps) == 2
+    assert all("lm_loss" not in log and "matrix_loss" not in log for log in mine)
+    assert all("lm_loss" in log and "matrix_loss" in log for log in steps)

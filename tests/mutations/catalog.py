@@ -799,7 +799,7 @@ MUTATIONS: list[Mutation] = [
         "        if not own:  # a callback's own entry",
         "        if False:  # a callback's own entry",
         (
-            "tests/test_metrics_callback.py::test_per_layer_and_pair_metrics_are_logged_and_training_is_unchanged",
+            "tests/test_trainer.py::test_a_callback_logging_through_the_trainer_leaves_the_step_metrics_to_the_step_entry",
         ),
     ),
     Mutation(
