@@ -262,7 +262,7 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
     shots, fewshot_info = _fewshot(args, len(items))
 
     if args.backend == "vllm":
-        from matrix_llm.data.gsm8k import get_eval_prompt, reference_answer
+        from matrix_llm.data.gsm8k import get_eval_prompt
         from matrix_llm.modes.lm.generation import generate_vllm, resolve_dtype
 
         spec = get_eval_prompt(args.prompt)
@@ -282,28 +282,21 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
             stop_strings=spec.stop,
             dtype=args.dtype,
         )
-        samples = [
-            {
-                "index": i,
-                "question": it["question"],
-                "prompt": p,
-                "completion": c,
-                "finish_reason": r,
-                "num_new_tokens": k,
-                "reference": reference_answer(it["answer"]),
-                "strict_mode": spec.strict_mode,
-            }
-            for i, (it, p, c, r, k) in enumerate(
-                zip(items, prompts, gen.completions, gen.finish_reasons, gen.num_new_tokens, strict=True)
-            )
-        ]
+        samples = _samples(
+            items,
+            prompts,
+            gen.completions,
+            spec.strict_mode,
+            finish_reason=gen.finish_reasons,
+            num_new_tokens=gen.num_new_tokens,
+        )
         result = EvalResult(samples, score_samples(samples), gen.seconds, sum(gen.num_new_tokens))
         dtype_name = str(resolve_dtype(args.dtype)).removeprefix("torch.")
     elif args.backend == "lm_eval":
         import tempfile
         import time
 
-        from matrix_llm.data.gsm8k import get_eval_prompt, reference_answer
+        from matrix_llm.data.gsm8k import get_eval_prompt
         from matrix_llm.modes.lm.handoff import run_lm_eval
 
         if args.prompt != "qa":
@@ -325,17 +318,7 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
             )
         spec = get_eval_prompt(args.prompt)
         prompts = build_prompts([it["question"] for it in items], prompt=args.prompt)
-        samples = [
-            {
-                "index": i,
-                "question": it["question"],
-                "prompt": p,
-                "completion": c,
-                "reference": reference_answer(it["answer"]),
-                "strict_mode": spec.strict_mode,
-            }
-            for i, (it, p, c) in enumerate(zip(items, prompts, completions, strict=True))
-        ]
+        samples = _samples(items, prompts, completions, spec.strict_mode)
         result = EvalResult(samples, score_samples(samples), time.perf_counter() - start)
         dtype_name = args.dtype
     else:
@@ -417,6 +400,25 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
         + (f"the same with lm-eval: {results['lm_eval_command']}\n" if results["lm_eval_command"] else "")
     )
     return results
+
+
+def _samples(items, prompts, completions, strict_mode: str, **columns: Sequence[Any]) -> list[dict[str, Any]]:
+    """One unscored sample per question of a backend that returns completions only (vllm, lm_eval): its index,
+    question, prompt, completion, the per-question ``columns`` (e.g. ``finish_reason``), reference and strict mode."""
+    from matrix_llm.data.gsm8k import reference_answer
+
+    return [
+        {
+            "index": i,
+            "question": it["question"],
+            "prompt": p,
+            "completion": c,
+            **{name: values[i] for name, values in columns.items()},
+            "reference": reference_answer(it["answer"]),
+            "strict_mode": strict_mode,
+        }
+        for i, (it, p, c) in enumerate(zip(items, prompts, completions, strict=True))
+    ]
 
 
 def _default_prompt(model: str, adapter: str | None) -> tuple[str, str]:
