@@ -176,12 +176,63 @@ def kill_and_resume(main, argv, tmp_path, monkeypatch) -> tuple[Path, Path]:
     return full, cut
 
 
+def launch_env() -> dict[str, str]:
+    """The environment of a multi-process test run: one thread per process, offline, this checkout's code, the
+    DeepSpeed ops compiled once under the venv."""
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+    )
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".venv" / "torch_extensions"))
+    return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two_nodes(cmd: list[str], logs: Path, *, env: dict | None = None, timeout: int = 600) -> None:
+    """``cmd`` (a script and its arguments) as a 2-machine job on localhost: two `accelerate launch` processes
+    with ``--num_machines 2 --machine_rank 0/1 --main_process_ip 127.0.0.1`` (static rendezvous, one gloo process
+    per "node"), started together; asserts both exit 0 (their output is in ``logs``/node{r}.log)."""
+    import subprocess
+    import sys
+
+    logs.mkdir(parents=True, exist_ok=True)
+    port = str(free_port())
+    procs = []
+    for r in (0, 1):
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2"]
+        launch += ["--num_processes", "2", "--machine_rank", str(r), "--main_process_ip", "127.0.0.1"]
+        launch += ["--main_process_port", port, "--rdzv_conf", "timeout=120"]
+        with open(logs / f"node{r}.log", "w") as log:
+            procs.append(
+                subprocess.Popen([*launch, *cmd], env=env or launch_env(), cwd=REPO, stdout=log, stderr=log)
+            )
+    try:
+        codes = [p.wait(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for r, code in enumerate(codes):
+        assert code == 0, f"node {r} exited {code}:\n" + (logs / f"node{r}.log").read_text()[-6000:]
+
+
 def run_two_processes(
-    command: str, argv: list[str], out: Path, backend: str, *, use_cpu: bool = True
+    command: str, argv: list[str], out: Path, backend: str, *, use_cpu: bool = True, nodes: bool = False
 ) -> tuple[dict, dict]:
-    """`matrix-llm {command}` on 2 processes (torchrun; CPU and gloo unless ``use_cpu`` is false; ``backend``: ddp,
-    zero2 or zero3) through tests/distributed/mode_dist_worker.py, 3 steps; asserts every parameter is the same on both ranks
-    and returns their checksums."""
+    """`matrix-llm {command}` on 2 processes (torchrun, or two localhost "nodes" of one process each with
+    ``nodes``: :func:`launch_two_nodes`; CPU and gloo unless ``use_cpu`` is false; ``backend``: ddp, zero2 or zero3)
+    through tests/distributed/mode_dist_worker.py, 3 steps; asserts every parameter is the same on both ranks and
+    returns their checksums."""
     import json
     import subprocess
     import sys
@@ -191,21 +242,7 @@ def run_two_processes(
     extra = (
         [] if backend == "ddp" else ["--deepspeed", str(REPO / "recipes" / "deepspeed" / f"{backend}.json")]
     )
-    env = dict(
-        os.environ,
-        OMP_NUM_THREADS="1",
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-    )
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".venv" / "torch_extensions"))
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
         str(REPO / "tests" / "distributed" / "mode_dist_worker.py"),
         command,
         *argv,
@@ -219,8 +256,14 @@ def run_two_processes(
         str(use_cpu).lower(),
         *extra,
     ]
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    if nodes:
+        launch_two_nodes(cmd, out / "logs")
+    else:
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        proc = subprocess.run(
+            [*torchrun, *cmd], env=launch_env(), cwd=REPO, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["distributed_type"].endswith(

@@ -145,3 +145,11 @@ def test_deepspeed_json(path):
     assert stage == int(path.stem[-1])
     if stage == 3:
         assert cfg["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+@pytest.mark.parametrize("path", sorted((RECIPES / "slurm").iterdir()), ids=_rel)
+def test_slurm_files_open_with_their_launch_command(path):
+    """recipes/slurm: a shebang (sbatch and srun run them as scripts), then the command that starts the file."""
+    shebang, first = path.read_text().splitlines()[:2]
+    assert shebang.startswith("#!") and "bash" in shebang
+    assert first.startswith(("# sbatch ", "# srun ")) and _rel(path) in first, first

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import SFT_TINY as TINY
+from conftest import free_port, launch_env, launch_two_nodes
 
 from matrix_llm import runner
 from matrix_llm.modes.lm import command as sft
@@ -176,34 +178,13 @@ def test_missing_pad_token_gets_a_distinct_one(tiny_tokenizer, tiny_model):
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _torchrun(out, *extra, timeout=600, launcher=None, use_cpu=True):
-    """Run tests/modes/lm/sft_dist_worker.py on 2 processes (torchrun by default, or the given launcher command) and
-    return each rank's record."""
-    import os
+def _torchrun(out, *extra, timeout=600, launcher=None, use_cpu=True, nodes=False):
+    """Run tests/modes/lm/sft_dist_worker.py on 2 processes (torchrun by default, the given launcher command, or
+    two localhost "nodes" with ``nodes``) and return each rank's record."""
     import subprocess
     import sys
 
-    launcher = launcher or [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-    ]
-    env = dict(os.environ)
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".venv" / "torch_extensions"))
-    env.update(
-        OMP_NUM_THREADS="1",
-        TOKENIZERS_PARALLELISM="false",
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join(
-            p for p in (str(REPO), env.get("PYTHONPATH", "")) if p
-        ),  # this checkout's code
-    )
     cmd = [
-        *launcher,
         str(REPO / "tests" / "modes" / "lm" / "sft_dist_worker.py"),
         *TINY,
         "--output_dir",
@@ -216,8 +197,22 @@ def _torchrun(out, *extra, timeout=600, launcher=None, use_cpu=True):
         "null",
         *extra,
     ]
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    if nodes:
+        launch_two_nodes(cmd, out / "logs", timeout=timeout)
+    else:
+        launcher = launcher or [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+        ]
+        env = launch_env()
+        proc = subprocess.run(
+            [*launcher, *cmd], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
@@ -281,6 +276,29 @@ def test_fsdp2_recipe_on_two_gpus(tmp_path):
     _check_ranks(out, ranks)
 
 
+@pytest.mark.gpu
+def test_fsdp2_recipe_on_one_gpu(tmp_path):
+    """The fsdp2 profile on one GPU: FSDP2 wraps the model, the matrix loss reads the LM-head weight through
+    features.full_weight (a DTensor shard when resharded) and trains, finite, in bf16."""
+    import subprocess
+
+    out = tmp_path / "fsdp2"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    launch += [str(REPO / "recipes" / "accelerate" / "fsdp2.yaml"), "--num_processes", "1"]
+    worker = [str(REPO / "tests" / "modes" / "lm" / "sft_dist_worker.py"), *TINY, "--output_dir", str(out)]
+    worker += ["--use_cpu", "false", "--bf16", "true", "--eval_split", "null"]
+    proc = subprocess.run(
+        [*launch, *worker], env=launch_env(), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    record = json.loads((out / "rank0.json").read_text())
+    assert record["distributed_type"].endswith("FSDP") and record["world_size"] == 1
+    logs = [
+        log for log in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in log
+    ]
+    assert logs and all(math.isfinite(log["matrix_loss"]) for log in logs)
+
+
 @pytest.mark.slow
 def test_two_process_ddp(tmp_path):
     out = tmp_path / "ddp"
@@ -332,28 +350,31 @@ def test_two_process_deepspeed_zero3_lora_adapter_is_not_empty(tmp_path):
     assert lora_b and any(v.abs().max() > 0 for v in lora_b)
 
 
-def _one_sgd_step(out, *extra, world_size=1, batch=4):
-    """Parameters after one SGD step at lr 1 (1 process x batch ``batch``, or 2 processes x batch 2)."""
+# one SGD step at lr 1, no clipping: the update is the gradient itself
+SGD_STEP = [
+    "--optim",
+    "sgd",
+    "--learning_rate",
+    "1.0",
+    "--max_grad_norm",
+    "0",
+    "--lr_scheduler_type",
+    "constant",
+]
+SGD_STEP += ["--max_steps", "1", "--data_seed", "0"]
+
+
+def _one_sgd_step(out, *extra, world_size=1, batch=4, nodes=False):
+    """Parameters after one SGD step at lr 1 (1 process x batch ``batch``, or 2 processes x batch 2: on one
+    machine, or on two localhost "nodes" with ``nodes``)."""
     from safetensors.torch import load_file
 
-    step = [
-        *extra,
-        "--optim",
-        "sgd",
-        "--learning_rate",
-        "1.0",
-        "--max_grad_norm",
-        "0",
-        "--lr_scheduler_type",
-        "constant",
-        "--max_steps",
-        "1",
-        "--data_seed",
-        "0",
-    ]
+    step = [*extra, *SGD_STEP]
     if world_size == 2:
-        ranks = _torchrun(out, *step)
-        assert [r["world_size"] for r in ranks] == [2, 2]  # one 2-process job, not two 1-process jobs
+        ranks = _torchrun(out, *step, nodes=nodes)
+        _check_ranks(
+            out, ranks
+        )  # one 2-process job (not two 1-process jobs), the same parameters on both ranks
     else:
         argv = [
             *TINY,
@@ -385,22 +406,39 @@ def test_two_processes_equal_one_process_for_the_token_loss(tmp_path):
         torch.testing.assert_close(single[key], ddp[key], rtol=0, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_two_processes_global_matrix_loss_equals_one_process(tmp_path):
-    """``matrix_scope=global``: each rank's matrix loss sees the gathered batch, and the autograd-aware gather
-    makes the update that of one process on the concatenated batch. Compared against the matrix term's own
-    contribution to the update (float32 eigh round-off differs with the token order across ranks)."""
+GLOBAL_MATRIX = ["--matrix_loss_weight", "0.5", "--matrix_scope", "global", "--matrix_max_tokens", "null"]
+
+
+@pytest.fixture(scope="module")
+def single_process_global(tmp_path_factory):
+    """1 process x batch 4, one SGD step: the reference update with the global-scope matrix term, and without."""
+    root = tmp_path_factory.mktemp("global")
+    return _one_sgd_step(root / "single", *GLOBAL_MATRIX), _one_sgd_step(
+        root / "ce", "--matrix_loss_weight", "0"
+    )
+
+
+def _matrix_update_error(single, ce, ranks):
+    """(|single - ce|, |single - ranks|): the matrix term's own effect on the update, and the ranks' error."""
     import torch
 
-    matrix = ["--matrix_loss_weight", "0.5", "--matrix_scope", "global", "--matrix_max_tokens", "null"]
-    single = _one_sgd_step(tmp_path / "single", *matrix)
-    ddp = _one_sgd_step(tmp_path / "ddp", *matrix, world_size=2)
-    ce = _one_sgd_step(tmp_path / "ce", "--matrix_loss_weight", "0")
-
     def norm(a, b):
-        return torch.sqrt(sum(((a[k].double() - b[k].double()) ** 2).sum() for k in a))
+        return float(torch.sqrt(sum(((a[k].double() - b[k].double()) ** 2).sum() for k in a)))
 
-    contribution, error = norm(single, ce), norm(single, ddp)
+    return norm(single, ce), norm(single, ranks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nodes", [False, True], ids=["one-machine", "two-localhost-nodes"])
+def test_two_processes_global_matrix_loss_equals_one_process(tmp_path, nodes, single_process_global):
+    """``matrix_scope=global``: each rank's matrix loss sees the gathered batch, and the autograd-aware gather
+    makes the update that of one process on the concatenated batch. Compared against the matrix term's own
+    contribution to the update (float32 eigh round-off differs with the token order across ranks). Also as two
+    "nodes": two `accelerate launch` processes with --num_machines 2 --machine_rank 0/1 on 127.0.0.1."""
+    single, ce = single_process_global
+    ddp = _one_sgd_step(tmp_path / "ddp", *GLOBAL_MATRIX, world_size=2, nodes=nodes)
+
+    contribution, error = _matrix_update_error(single, ce, ddp)
     assert contribution > 1e-2  # the matrix term moves the parameters
     assert error < 1e-3 * contribution, (float(error), float(contribution))
 
@@ -428,8 +466,6 @@ def test_two_ranks_with_accumulation_equal_one_process(tmp_path, backend, single
     relative to the matrix term's own effect on the update. Mutation caught: the matrix term multiplied (or
     divided) by num_processes in MatrixTrainer.compute_loss; the old checks (ranks agree with each other) pass it.
     """
-    import torch
-
     if backend != "ddp":
         pytest.importorskip("deepspeed")
     extra = (
@@ -449,9 +485,84 @@ def test_two_ranks_with_accumulation_equal_one_process(tmp_path, backend, single
     )
     single, ce = single_process_ga4
 
-    def norm(a, b):
-        return float(torch.sqrt(sum(((a[k].double() - b[k].double()) ** 2).sum() for k in a)))
-
-    effect, error = norm(single, ce), norm(single, ddp)
+    effect, error = _matrix_update_error(single, ce, ddp)
     assert effect > 1e-2  # the matrix term moves the parameters
     assert error < 1e-4 * effect, (error, effect)
+
+
+@pytest.mark.slow
+def test_the_slurm_template_trains_on_two_localhost_nodes_with_zero2_and_resumes(
+    tmp_path, single_process_global
+):
+    """recipes/slurm/train.sbatch run as on a 2-node SLURM allocation (the srun / scontrol stand-ins of
+    tests/distributed/fake_slurm: srun starts recipes/slurm/node_launch.sh once per node with SLURM_NODEID 0 / 1,
+    the nodelist names two localhost hosts) with its DeepSpeed ZeRO-2 accelerate profile (mixed precision off:
+    float32 on a CPU): the SGD step equals one process on the concatenated batch; the same script run again (a
+    requeue) finds the checkpoint and resumes from it."""
+    import os
+    import subprocess
+
+    import yaml
+    from safetensors.torch import load_file
+
+    pytest.importorskip("deepspeed")
+    profile = yaml.safe_load((REPO / "recipes" / "accelerate" / "deepspeed_zero2.yaml").read_text())
+    assert profile["deepspeed_config"]["deepspeed_multinode_launcher"] == "standard"
+    profile["mixed_precision"] = "no"
+    (tmp_path / "zero2.yaml").write_text(yaml.safe_dump(profile))
+    config = dict(zip(TINY[::2], TINY[1::2], strict=True))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({k.removeprefix("--"): v for k, v in config.items()}))
+    out = tmp_path / "run"
+    env = launch_env()
+    env.update(
+        PATH=os.pathsep.join(
+            [
+                str(REPO / "tests" / "distributed" / "fake_slurm"),
+                str(Path(sys.executable).parent),
+                env["PATH"],
+            ]
+        ),
+        SLURM_NNODES="2",
+        SLURM_JOB_NODELIST="127.0.0.1,127.0.0.1",
+        SLURM_JOB_ID="4242",
+        MAIN_PROCESS_PORT=str(free_port()),
+        RDZV_TIMEOUT="120",
+        ACCELERATE_CONFIG=str(tmp_path / "zero2.yaml"),
+        GPUS_PER_NODE="1",
+        COMMAND="sft",
+        CONFIG=str(tmp_path / "tiny.yaml"),
+        OUTPUT_DIR=str(out),
+        SCONTROL_LOG=str(tmp_path / "scontrol.log"),
+    )
+    step = [*GLOBAL_MATRIX, *SGD_STEP, "--per_device_train_batch_size", "2", "--eval_split", "null"]
+    first = subprocess.run(
+        ["bash", "recipes/slurm/train.sbatch", *step, "--save_strategy", "steps", "--save_steps", "1"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-6000:]
+    run = json.loads((out / "matrix_llm_run.json").read_text())
+    assert run["world_size"] == 2 and run["distributed_type"].endswith("DEEPSPEED")
+    single, ce = single_process_global
+    contribution, error = _matrix_update_error(single, ce, load_file(str(out / "model.safetensors")))
+    assert contribution > 1e-2 and error < 1e-3 * contribution, (error, contribution)
+    assert "resuming" not in first.stdout and not (tmp_path / "scontrol.log").exists()
+
+    # the requeued job: the same script, two steps now; it resumes from checkpoint-1
+    step[step.index("--max_steps") + 1] = "2"
+    second = subprocess.run(
+        ["bash", "recipes/slurm/train.sbatch", *step, "--save_strategy", "steps", "--save_steps", "1"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-6000:]
+    assert f"resuming from the last checkpoint in {out}" in second.stdout
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert [log["step"] for log in state["log_history"] if "loss" in log] == [1, 2]

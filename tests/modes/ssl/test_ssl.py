@@ -428,13 +428,39 @@ def test_zero3_with_a_teacher_is_refused_by_its_own_message_before_any_model_loa
             )
 
 
+@pytest.mark.parametrize("how", ["--fsdp", "accelerate-profile"])
+def test_fsdp_with_a_teacher_is_refused_before_any_model_loads(tmp_path, capsys, monkeypatch, how):
+    """FSDP shards the teacher as ZeRO-3 does: refused for matrix_ssl / mec, whether asked for with `--fsdp` or by
+    `accelerate launch --config_file recipes/accelerate/fsdp2.yaml` (which sets ACCELERATE_USE_FSDP); simclr
+    goes on to build its model."""
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(ssl, "build_model", no_model)
+    fsdp = ["--fsdp", "full_shard"] if how == "--fsdp" else []
+    if how != "--fsdp":
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    for method in ("matrix_ssl", "mec"):
+        assert ssl.main([*TINY, *fsdp, "--ssl_method", method, "--output_dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "`fsdp`: FSDP partitions the EMA teacher" in err and "DeepSpeed ZeRO-2" in err
+    with pytest.raises(AssertionError, match="a model was built"):
+        ssl.main([*TINY, *fsdp, "--ssl_method", "simclr", "--output_dir", str(tmp_path)])
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["ddp", "zero2"])
-def test_two_processes_keep_every_parameter_and_the_teacher_identical(tmp_path, backend):
+@pytest.mark.parametrize(
+    ("backend", "nodes"),
+    [("ddp", False), ("zero2", False), ("ddp", True)],
+    ids=["ddp", "zero2", "ddp-two-nodes"],
+)
+def test_two_processes_keep_every_parameter_and_the_teacher_identical(tmp_path, backend, nodes):
     """2 real CPU processes (gloo): the student, its heads and the EMA teacher are the same on both ranks after
-    training (the matrix loss is computed on the gathered global batch, tests/distributed/test_distributed.py)."""
+    training (the matrix loss is computed on the gathered global batch, tests/distributed/test_distributed.py);
+    also as two localhost "nodes" (two `accelerate launch` machines, --machine_rank 0 / 1)."""
     out = tmp_path / backend
-    a, _ = run_two_processes("ssl", [*TINY, "--per_device_train_batch_size", "16"], out, backend)
+    a, _ = run_two_processes("ssl", [*TINY, "--per_device_train_batch_size", "16"], out, backend, nodes=nodes)
     assert any(k.startswith("teacher_backbone.") for k in a)
     assert (out / "backbone" / "model.safetensors").is_file()
 
