@@ -56,7 +56,7 @@ __all__ = [
     "resolve_checkpoint",
     "run_mode",
     "train_and_finish",
-    "uses_zero3",
+    "sharded_by",
     "write_report",
 ]
 
@@ -488,6 +488,13 @@ def deepspeed_stage(training_args: Any) -> int | None:
     return int(stage) if stage is not None and stage.isdigit() else None
 
 
-def uses_zero3(training_args: Any) -> bool:
-    """Whether a run is set up for DeepSpeed ZeRO-3, for the modes that must refuse it before any model loads."""
-    return deepspeed_stage(training_args) == 3
+def sharded_by(training_args: Any) -> str | None:
+    """What shards the parameters across processes, for the combinations refused before any model loads:
+    ``"DeepSpeed ZeRO-3"``, ``"FSDP"`` (``fsdp``, or an ``accelerate launch`` FSDP profile: ``ACCELERATE_USE_FSDP``)."""
+    import os
+
+    if deepspeed_stage(training_args) == 3:
+        return "DeepSpeed ZeRO-3"
+    if getattr(training_args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in _TRUE:
+        return "FSDP"
+    return None

@@ -125,13 +125,21 @@ def _is_zero3(param: Tensor) -> bool:
     return hasattr(param, "ds_id") and hasattr(param, "ds_status")
 
 
+def _is_dtensor(param: Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(param, DTensor)
+
+
 def full_weight(weight: Tensor, *, requires_grad: bool = False) -> Tensor:
-    """``weight`` whole: under DeepSpeed ZeRO-3 the partitioned parameter is gathered (a collective: every rank
-    must call it) and a detached copy returned; otherwise the parameter itself, detached unless
-    ``requires_grad``."""
+    """``weight`` whole: a parameter sharded across the ranks (DeepSpeed ZeRO-3's partition, or an FSDP2 ``DTensor``
+    outside the module's forward) is gathered (a collective: every rank must call it) and a detached copy returned;
+    otherwise the parameter itself, detached unless ``requires_grad``."""
     if _is_zero3(weight):
         import deepspeed
 
         with deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
             return weight.detach().clone()
+    if _is_dtensor(weight):
+        return weight.full_tensor().detach()
     return weight if requires_grad else weight.detach()

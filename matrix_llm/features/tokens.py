@@ -26,8 +26,8 @@
 - :func:`head_weight` returns the output-embedding weight ``(V, d)``. Under DeepSpeed ZeRO-3 the weight is
   partitioned (each rank holds a flat shard, the parameter itself is empty outside forward): it is gathered
   with ``deepspeed.zero.GatheredParameters`` (a collective: every rank calls it in every step, which
-  ``compute_loss`` does) and a detached copy is returned, so gradients of the matrix term do not flow into
-  the head weight under ZeRO-3 (for ``head`` and ``relation`` they never do; for ``alignment`` the gradient
+  ``compute_loss`` does) and a detached copy is returned (under FSDP2 a resharded ``DTensor`` likewise, with
+  ``full_tensor``), so gradients of the matrix term do not flow into the head weight under ZeRO-3 / FSDP2 (for ``head`` and ``relation`` they never do; for ``alignment`` the gradient
   through the logits is kept, only the direct ``z = Wᵀ p`` path to ``W`` is dropped).
 """
 

@@ -156,6 +156,22 @@ def _run(r: int, world: int, init_file: str, out_dir: str) -> None:
     weight = sum(s + 1 for s in range(world))
     out["rank_weighted"] = {"grads": grads, "ref_grads": [g * weight for g in ref_grads]}
 
+    # FSDP2 holds a parameter as a DTensor sharded on dim 0: features.full_weight gathers it whole (detached)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from matrix_llm.features import full_weight
+
+    whole = torch.randn(6, D, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    sharded = torch.nn.Parameter(distribute_tensor(whole, init_device_mesh("cpu", (world,)), [Shard(0)]))
+    gathered = full_weight(sharded, requires_grad=True)
+    out["full_weight_dtensor"] = {
+        "local_rows": sharded.to_local().shape[0],
+        "whole": whole,
+        "gathered": gathered if type(gathered) is torch.Tensor else None,
+        "requires_grad": gathered.requires_grad,
+    }
+
     torch.save(out, os.path.join(out_dir, f"rank{r}.pt"))
     del out, cases
     gc.collect()

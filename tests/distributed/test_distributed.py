@@ -84,6 +84,10 @@ def test_all_gather_with_grad_two_gloo_processes_matches_single_process(tmp_path
                 torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-12, msg=name)
         for g, ref in zip(out["rank_weighted"]["grads"], out["rank_weighted"]["ref_grads"], strict=True):
             torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-12)
+        # an FSDP2-style DTensor parameter (3 of 6 rows on each rank) comes back whole, a plain detached tensor
+        dt = out["full_weight_dtensor"]
+        assert dt["local_rows"] == 3 and dt["gathered"] is not None and not dt["requires_grad"]
+        torch.testing.assert_close(dt["gathered"], dt["whole"], rtol=0, atol=0)
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from matrix_llm.hub import RunFolder
 from matrix_llm.modes.base import Mode
 from matrix_llm.modes.clip.config import CLIPConfig, CLIPDataArguments, CLIPModelArguments
 from matrix_llm.modes.clip.objective import CLIPObjective
-from matrix_llm.runner import RunCard, run_mode, uses_zero3, write_report
+from matrix_llm.runner import RunCard, run_mode, sharded_by, write_report
 
 __all__ = ["CLIPMode", "add_text_lora", "build_model", "main", "parse_args", "save_and_merge_text_lora"]
 
@@ -255,13 +255,15 @@ class CLIPMode(Mode):
     summary = "Align image and text encoders with InfoNCE and / or matrix-entropy terms."
 
     def check(self) -> list[str]:
-        """DeepSpeed ZeRO-3 is refused before any model loads: it partitions ``logit_scale``, which the loss
-        reads outside the model's forward."""
-        if not uses_zero3(self.training_args):
+        """Sharded parameters (DeepSpeed ZeRO-3, FSDP) are refused before any model loads: they partition
+        ``logit_scale``, which the loss reads outside the model's forward."""
+        sharded = sharded_by(self.training_args)
+        if not sharded:
             return []
         message = (
-            "`deepspeed`: ZeRO-3 partitions `logit_scale`, which the contrastive loss reads outside the model's "
-            "forward; use ZeRO-2 or DDP (the features are gathered across processes either way)"
+            f"`{'fsdp' if sharded == 'FSDP' else 'deepspeed'}`: {sharded} partitions `logit_scale`, which the "
+            "contrastive loss reads outside the model's forward; use DDP or DeepSpeed ZeRO-2 (the features are "
+            "gathered across processes either way)"
         )
         return [message]
 

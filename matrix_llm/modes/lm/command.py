@@ -34,7 +34,7 @@ from typing import Any
 from matrix_llm.modes.base import Mode
 from matrix_llm.modes.lm.config import LMConfig, LMDataArguments, LMModelArguments
 from matrix_llm.modes.lm.objective import LMObjective
-from matrix_llm.runner import DataError, RunCard, resolve_checkpoint, run_mode, uses_zero3
+from matrix_llm.runner import DataError, RunCard, resolve_checkpoint, run_mode, sharded_by
 
 __all__ = ["LMMode", "build_datasets", "build_model_and_tokenizer", "ensure_pad_token", "main", "parse_args"]
 
@@ -311,11 +311,11 @@ class LMMode(Mode):
             out.append(
                 "`streaming`: the synthetic problems are generated in memory; stream a dataset (`dataset_name`)"
             )
-        if self.model_args.quantized and (uses_zero3(self.training_args) or self.training_args.fsdp):
+        sharded = sharded_by(self.training_args)
+        if self.model_args.quantized and sharded:
             field = "load_in_4bit" if self.model_args.load_in_4bit else "load_in_8bit"
             out.append(
-                f"`{field}`: bitsandbytes' quantised weights cannot be partitioned by "
-                f"{'DeepSpeed ZeRO-3' if uses_zero3(self.training_args) else 'FSDP'}; train QLoRA with DDP or "
+                f"`{field}`: bitsandbytes' quantised weights cannot be partitioned by {sharded}; train QLoRA with DDP or "
                 "DeepSpeed ZeRO-2 (each process holds the whole quantised model), or drop the quantisation"
             )
         return out

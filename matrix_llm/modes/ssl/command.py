@@ -27,7 +27,7 @@ from matrix_llm.modes.ssl.config import SSLConfig, SSLDataArguments, SSLModelArg
 from matrix_llm.modes.ssl.methods import METHODS
 from matrix_llm.modes.ssl.objective import SSLObjective
 from matrix_llm.parsing import ConfigError
-from matrix_llm.runner import RunCard, run_mode, uses_zero3, write_report
+from matrix_llm.runner import RunCard, run_mode, sharded_by, write_report
 
 __all__ = ["SSLMode", "build_data", "build_model", "main", "parse_args", "probe_results"]
 
@@ -237,14 +237,16 @@ class SSLMode(Mode):
     summary = "Train a vision backbone self-supervised (Matrix-SSL, MEC, SimCLR, Barlow Twins or M-MAE)."
 
     def check(self) -> list[str]:
-        """DeepSpeed ZeRO-3 with an EMA teacher is refused before any model loads."""
-        if not (METHODS[self.training_args.ssl_method].teacher and uses_zero3(self.training_args)):
+        """An EMA teacher with sharded parameters (DeepSpeed ZeRO-3, FSDP) is refused before any model loads."""
+        sharded = sharded_by(self.training_args)
+        if not (METHODS[self.training_args.ssl_method].teacher and sharded):
             return []
         with_teacher = " / ".join(m.name for m in METHODS.values() if m.teacher)
         without = ", ".join(m.name for m in METHODS.values() if not m.teacher)
+        field = "fsdp" if sharded == "FSDP" else "deepspeed"
         message = (
-            f"`deepspeed`: ZeRO-3 partitions the EMA teacher's parameters, which the teacher update reads whole; "
-            f"use ZeRO-2 (or DDP) for {with_teacher}, or a method without a teacher ({without})"
+            f"`{field}`: {sharded} partitions the EMA teacher's parameters, which the teacher update reads whole; "
+            f"use DDP or DeepSpeed ZeRO-2 for {with_teacher}, or a method without a teacher ({without})"
         )
         return [message]
 

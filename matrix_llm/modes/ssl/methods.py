@@ -1,7 +1,7 @@
 """The self-supervised methods, one row each: the one place that says what a method is. The objective builds its
 loss and calls it with the inputs the row names, the command builds the network the row asks for (an EMA teacher,
-a predictor, or a masked autoencoder), the config takes its choices from :data:`METHODS`, and the ZeRO-3 refusal
-and the model card read the row. Adding a method: its loss in :mod:`matrix_llm.losses`, one row here, its fields
+a predictor, or a masked autoencoder), the config takes its choices from :data:`METHODS`, and the ZeRO-3 / FSDP
+refusal and the model card read the row. Adding a method: its loss in :mod:`matrix_llm.losses`, one row here, its fields
 in :mod:`matrix_llm.modes.ssl.config`.
 
 Inputs:
@@ -34,7 +34,7 @@ class Method:
     Attributes:
         name: the value of ``ssl_method``.
         inputs: what its loss takes (:data:`INPUTS`).
-        teacher: the network keeps an EMA teacher of backbone + projector (refused under ZeRO-3).
+        teacher: the network keeps an EMA teacher of backbone + projector (refused under ZeRO-3 and FSDP).
         predictor: the student's projections go through the predictor head.
         loss: the loss, built from the objective's settings (a namespace of its keyword arguments).
         card: the model card's one-line description, from the run's config.

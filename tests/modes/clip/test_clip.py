@@ -1191,6 +1191,22 @@ def test_zero3_is_refused_by_its_own_message_before_any_model_loads(tmp_path, ca
     assert "ZeRO-3 partitions `logit_scale`" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("how", ["--fsdp", "accelerate-profile"])
+def test_fsdp_is_refused_before_any_model_loads(tmp_path, capsys, monkeypatch, how):
+    """FSDP partitions logit_scale as ZeRO-3 does: refused with `--fsdp` and under an accelerate FSDP profile
+    (ACCELERATE_USE_FSDP), no model built."""
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(clip, "build_model", no_model)
+    fsdp = ["--fsdp", "full_shard"] if how == "--fsdp" else []
+    if how != "--fsdp":
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert clip.main([*TINY, *fsdp, "--output_dir", str(tmp_path / "f")]) == 2
+    assert "`fsdp`: FSDP partitions `logit_scale`" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("field", "value", "reads"),
     [
