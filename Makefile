@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-floors lint bench help-text clean
+.PHONY: install demo test test-floors lint bench gpu-check help-text clean
 
 install: $(VENV)/.installed
 
@@ -59,6 +59,13 @@ help-text: install  # the training commands' --help (matrix_llm/help/), after a 
 
 bench: install
 	$(PY) bench/info.py
+
+# the GPU check (bench/gpu_check.py; README, "GPU install"): at most 10 minutes on one H100 / H200, writes the
+# "## GPU check" section of BENCHMARKS.md and outputs/gpu_check.json; run it with the python of the environment
+# that holds the CUDA build of torch (PYTHON_GPU=python), not the CPU .venv. The suite runs its --smoke mode.
+PYTHON_GPU ?= $(PY)
+gpu-check:
+	$(PYTHON_GPU) bench/gpu_check.py --write
 
 clean:
 	rm -rf $(VENV) $(FLOORS_VENV) outputs

@@ -177,7 +177,8 @@ def time_loss_alone(cfg: dict, variant: str, repeats: int = 15) -> float:
     return statistics.median(times[1:])
 
 
-def run_config(cfg: dict, repeats: int) -> list[dict]:
+def run_config(cfg: dict, repeats: int, *, memory: bool = True) -> list[dict]:
+    """One row per variant: step time, its ratio to CE, the matrix loss alone, and (``memory``) peak memory."""
     times = time_variants(cfg, repeats)
     rows = []
     for name, seconds in times.items():
@@ -189,7 +190,7 @@ def run_config(cfg: dict, repeats: int) -> list[dict]:
                 "ratio": seconds / times["ce"],
                 "loss_ms": 1000 * alone,
                 "loss_share": alone / times["ce"],
-                "mem_mb": peak_memory(cfg, name),
+                "mem_mb": peak_memory(cfg, name) if memory else None,
             }
         )
     return rows
