@@ -103,3 +103,33 @@ def test_the_floors_subset_names_existing_tests_and_pins_every_floor():
     for package in ("transformers", "accelerate", "datasets", "peft", "deepspeed", "huggingface_hub"):
         assert package in pinned, package
     assert "torch" not in pinned
+
+
+@pytest.mark.network
+def test_the_vllm_extra_resolves_without_moving_torch_or_leaving_the_floors(tmp_path):
+    """`pip install ".[vllm]"` (a dry run against the index) keeps the tested torch and a transformers within
+    matrix_llm's floors: vLLM pins its own torch, and an unpinned extra once pulled whatever the newest vLLM wanted."""
+    import json
+
+    import tomllib
+    from packaging.version import Version
+
+    report = tmp_path / "report.json"
+    torch_pin = "torch==2.13.0"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report"]
+        + [str(report), torch_pin, f"{REPO}[vllm]"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    versions = {
+        i["metadata"]["name"].lower(): i["metadata"]["version"]
+        for i in json.loads(report.read_text())["install"]
+    }
+    assert Version(versions["torch"]).base_version == "2.13.0"
+    floors = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    transformers_floor = next(d.split(">=")[1] for d in floors if d.startswith("transformers>="))
+    assert Version(versions["transformers"]) >= Version(transformers_floor)
+    assert versions["vllm"] == "0.32.0"

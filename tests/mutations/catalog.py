@@ -28,6 +28,11 @@ DATA_TESTS = "tests/modes/test_data_checks.py"
 SHARDED_TESTS = "tests/modes/test_sharded_eval.py"
 
 
+SLURM_TEMPLATE_TEST = (
+    "tests/modes/lm/test_sft.py::test_the_slurm_template_trains_on_two_localhost_nodes_with_zero2_and_resumes"
+)
+
+
 def _ssl(name: str) -> str:
     return f"{SSL_TESTS}::{name}"
 
@@ -354,8 +359,8 @@ MUTATIONS: list[Mutation] = [
         "ssl-zero3-not-refused",
         "`ssl` refuses ZeRO-3 with an EMA teacher before any model loads",
         "matrix_llm/modes/ssl/command.py",
-        "if not (METHODS[self.training_args.ssl_method].teacher and uses_zero3(self.training_args)):",
-        "if True:",
+        "        if not (METHODS[self.training_args.ssl_method].teacher and sharded):",
+        "        if True:",
         (_ssl("test_zero3_with_a_teacher_is_refused_by_its_own_message_before_any_model_loads"),),
     ),
     Mutation(
@@ -640,7 +645,7 @@ MUTATIONS: list[Mutation] = [
         "clip-zero3-not-refused",
         "`clip` refuses ZeRO-3 before any model loads",
         "matrix_llm/modes/clip/command.py",
-        "        if not uses_zero3(self.training_args):",
+        "        if not sharded:",
         "        if True:",
         (_clip("test_zero3_is_refused_by_its_own_message_before_any_model_loads"),),
     ),
@@ -917,7 +922,7 @@ MUTATIONS: list[Mutation] = [
         "qlora-zero3-allowed",
         "quantised weights with DeepSpeed ZeRO-3 are refused before the model loads",
         "matrix_llm/modes/lm/command.py",
-        "        if self.model_args.quantized and (uses_zero3(self.training_args) or self.training_args.fsdp):",
+        "        if self.model_args.quantized and sharded:",
         "        if False:",
         ("tests/modes/lm/test_qlora.py::test_quantisation_problems_are_refused_before_the_model_loads",),
     ),
@@ -1262,6 +1267,120 @@ MUTATIONS: list[Mutation] = [
         "            for n, i in enumerate(kept):",
         "            for n, i in enumerate(range(len(chunk))):",
         (_clip("test_each_caption_of_a_row_is_encoded_with_its_image"),),
+    ),
+    # -- multi-node (recipes/slurm) ---------------------------------------------------------------------------------
+    Mutation(
+        "slurm-wrong-machine-rank-not-refused",
+        "a machine rank outside the job fails at once with its name instead of a rendezvous that never completes",
+        "recipes/slurm/node_launch.sh",
+        "[[ $node =~ ^[0-9]+$ ]] && ((node < nnodes)) ||",
+        "[[ $node =~ ^[0-9]+$ ]] ||",
+        ("tests/distributed/test_slurm.py::test_a_wrong_launch_setting_fails_at_once_with_its_name",),
+    ),
+    Mutation(
+        "slurm-rendezvous-timeout-ignored",
+        "a node that never joins fails after RDZV_TIMEOUT seconds",
+        "recipes/slurm/node_launch.sh",
+        '--rdzv_conf "timeout=${RDZV_TIMEOUT:-900}"',
+        '--rdzv_conf "timeout=900"',
+        ("tests/distributed/test_slurm.py::test_a_node_that_never_joins_fails_at_the_rendezvous_timeout",),
+    ),
+    Mutation(
+        "slurm-node-rank-not-passed",
+        "each node of the SLURM template launches as its own machine rank",
+        "recipes/slurm/node_launch.sh",
+        '--machine_rank "$node"',
+        "--machine_rank 0",
+        (SLURM_TEMPLATE_TEST,),
+    ),
+    Mutation(
+        "slurm-requeue-does-not-resume",
+        "a requeued SLURM job resumes from the last checkpoint in its output directory",
+        "recipes/slurm/train.sbatch",
+        "    resume=(--resume_from_checkpoint true)",
+        "    resume=()",
+        (SLURM_TEMPLATE_TEST,),
+    ),
+    Mutation(
+        "fsdp-not-seen",
+        "`ssl` with a teacher and `clip` refuse FSDP (`--fsdp` or an accelerate FSDP profile) before any model loads",
+        "matrix_llm/runner.py",
+        'if getattr(training_args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in _TRUE:',
+        "if False:",
+        (
+            _ssl("test_fsdp_with_a_teacher_is_refused_before_any_model_loads"),
+            _clip("test_fsdp_is_refused_before_any_model_loads"),
+        ),
+    ),
+    Mutation(
+        "fsdp-profile-not-seen",
+        "an `accelerate launch` FSDP profile counts as FSDP for the refusals",
+        "matrix_llm/runner.py",
+        'os.environ.get("ACCELERATE_USE_FSDP", "")',
+        'os.environ.get("ACCELERATE_USE_FSDP_UNSET", "")',
+        (_clip("test_fsdp_is_refused_before_any_model_loads"),),
+    ),
+    Mutation(
+        "fsdp2-dtensor-weight-not-gathered",
+        "an FSDP2 (DTensor) head weight is gathered whole for the matrix losses",
+        "matrix_llm/features/modules.py",
+        "        return weight.full_tensor().detach()",
+        "        return weight.detach()",
+        (
+            "tests/distributed/test_distributed.py::test_all_gather_with_grad_two_gloo_processes_matches_single_process",
+        ),
+    ),
+    # -- the GPU check (bench/gpu_check.py, its --smoke mode in the suite) -----------------------------------------
+    Mutation(
+        "gpu-check-ratio-inverted",
+        "the GPU check's step ratios are each variant's time over its baseline's, in the same run",
+        "bench/gpu_check.py",
+        '**{f"vs {b}": t / times[b] for b in baselines},',
+        '**{f"vs {b}": times[b] / t for b in baselines},',
+        ("tests/test_gpu_check.py::test_the_ratios_are_between_figures_of_the_same_run",),
+    ),
+    Mutation(
+        "gpu-check-speedup-inverted",
+        "the GPU check's info speed-up is the CPU time over the device time",
+        "bench/gpu_check.py",
+        '"speedup": times["cpu"] / times["device"],',
+        '"speedup": times["device"] / times["cpu"],',
+        ("tests/test_gpu_check.py::test_the_ratios_are_between_figures_of_the_same_run",),
+    ),
+    Mutation(
+        "gpu-check-failure-hidden",
+        "a failing part of the GPU check makes the script exit 1, the other parts' figures kept",
+        "bench/gpu_check.py",
+        '    return 1 if report["errors"] else 0',
+        "    return 0",
+        ("tests/test_gpu_check.py::test_a_failing_part_is_reported_and_the_others_still_run",),
+    ),
+    # -- experiments ------------------------------------------------------------------------------------------------
+    Mutation(
+        "neural-collapse-no-step-0-probe",
+        "the neural-collapse study measures from initialisation (a probe at step 0), not from its first later probe",
+        "experiments/neural_collapse.py",
+        '    "--eval_on_start",\n    "true",\n',
+        "",
+        ("tests/test_experiments.py::test_neural_collapse_experiment_smoke_run",),
+    ),
+    Mutation(
+        "experiments-permutation-one-sided",
+        "the unpaired comparison's permutation p is two-sided, as scipy's",
+        "experiments/harness.py",
+        "    return min(1.0, 2 * min(upper, lower))",
+        "    return min(upper, lower)",
+        ("tests/test_experiments.py::test_unpaired_comparison_is_welch_with_an_exact_permutation_test",),
+    ),
+    Mutation(
+        "experiments-mde-uncorrected",
+        "the minimum detectable effect is at the Bonferroni-corrected level",
+        "experiments/harness.py",
+        "    alpha = 0.05 / comparisons",
+        "    alpha = 0.05",
+        (
+            "tests/test_experiments.py::test_paired_comparison_is_scipys_paired_t_test_with_its_ci_mde_and_bonferroni",
+        ),
     ),
     # -- a user's own image data ------------------------------------------------------------------------------------
     Mutation(
