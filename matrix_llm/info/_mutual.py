@@ -77,8 +77,8 @@ def mutual_information(k1: torch.Tensor, k2: torch.Tensor, *, alpha: float = 1.0
 
     References:
         [0] L. G. Sanchez Giraldo, M. Rao, J. C. Principe, IEEE TIT 61(1), 2015.
-        [1] Z. Song, Y. Tan, D. Zou, Y. Ma, W. Huang, "Information-theoretic ... neural collapse" (ICML 2024,
-            arXiv:2406.03999).
+        [1] K. Song, Z. Tan, B. Zou, H. Ma, W. Huang, "Unveiling the Dynamics of Information Interplay in
+            Supervised Learning", ICML 2024 (PMLR 235:46156-46167; arXiv:2406.03999).
     """
     h1, h2, h12, out_dtype = _three_entropies("mutual_information", k1, k2, alpha)
     return (h1 + h2 - h12).to(out_dtype)

@@ -1,5 +1,8 @@
 """Cross-modal matrix losses: the matrix-entropy alignment of Song et al. (arXiv 2409.16767) and a matrix
-cross-entropy between the image and text covariances of a paired batch (docs/formulations.md)."""
+cross-entropy between the image and text covariances of a paired batch (docs/formulations.md).
+
+arXiv 2409.16767: K. Song, Z. Tan, B. Zou, J. Chen, H. Ma, W. Huang, "Exploring Information-Theoretic Metrics
+Associated with Neural Collapse in Supervised Training" (2024; the author order of its arXiv listing)."""
 
 from __future__ import annotations
 
