@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import markdown_table, paired_test, summarize  # noqa: E402
+from harness import compare, markdown_table, paired_test, summarize  # noqa: E402
 
 
 def smoke_run(script: str, out: Path) -> dict:
@@ -47,16 +47,61 @@ def test_summary_means_stds_and_paired_differences():
     assert table[2].startswith("| base | 0.2000 ± 0.1000 (0.100, 0.300, 0.200)") and "+0.1000" in table[-1]
 
 
-def test_paired_test_is_scipys_paired_t_test_with_bonferroni():
+def test_paired_comparison_is_scipys_paired_t_test_with_its_ci_mde_and_bonferroni():
     from scipy import stats
 
     a, b = [0.30, 0.25, 0.41, 0.28], [0.20, 0.27, 0.30, 0.21]
     ref = stats.ttest_rel(a, b)
-    text = paired_test([x - y for x, y in zip(a, b, strict=True)], comparisons=3)
-    assert text.startswith("+0.065 ± 0.059 (higher in 3 of 4 seeds, ")
+    c = compare(a, b, paired=True, reason="same init and batches", comparisons=3)
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    se = stats.tstd(diffs) / 2
+    assert c["effect"] == pytest.approx(0.065) and c["n"] == 4 and c["test"] == "paired t"
+    assert c["p"] == pytest.approx(ref.pvalue) and c["p_corrected"] == pytest.approx(min(1, 3 * ref.pvalue))
+    assert c["ci95"] == pytest.approx(
+        [0.065 - stats.t.ppf(0.975, 3) * se, 0.065 + stats.t.ppf(0.975, 3) * se]
+    )
+    # 80 % power at the Bonferroni level 0.05 / 3: (t_{1 - alpha/2} + t_{0.8}) standard errors
+    assert c["mde80"] == pytest.approx((stats.t.ppf(1 - 0.05 / 6, 3) + stats.t.ppf(0.8, 3)) * se)
+    text = paired_test(diffs, comparisons=3)
     assert (
-        f"paired t = {ref.statistic:.1f}, p = {ref.pvalue:.2f}, {min(1, 3 * ref.pvalue):.2f} corrected for 3 arms)"
-        in text
+        text.startswith("+0.065 [95 % CI ")
+        and f"p = {ref.pvalue:.2f}" in text
+        and "corrected for 3 arms" in text
+    )
+
+
+def test_unpaired_comparison_is_welch_with_an_exact_permutation_test():
+    from scipy import stats
+
+    a, b = [0.71, 0.74, 0.69, 0.80], [0.60, 0.66, 0.58]
+    c = compare(a, b, paired=False, reason="float32 round-off differs between arms")
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    assert c["test"] == "Welch t" and c["p"] == pytest.approx(ref.pvalue)
+    # every one of the C(7, 4) = 35 splits; this one is the most extreme: twice 1/35, as scipy counts two sides
+    perm = stats.permutation_test(
+        (a, b),
+        lambda x, y: sum(x) / len(x) - sum(y) / len(y),
+        permutation_type="independent",
+        n_resamples=10**6,
+    )
+    assert c["p_permutation"] == pytest.approx(perm.pvalue) == pytest.approx(2 / 35)
+    # three seeds against three: no split can be rarer than 2 of the 20, whatever the values
+    assert compare([1.0, 1.1, 1.2], [0.0, 0.1, 0.2], paired=False, reason="r")[
+        "p_permutation"
+    ] == pytest.approx(0.1)
+
+
+def test_the_verdict_tells_not_reproduced_from_not_testable():
+    noisy = [0.1, -0.3, 0.4, -0.2, 0.05]
+    zeros = [0.0] * 5
+    small = compare(noisy, zeros, paired=True, reason="r", claimed=0.031)
+    assert small["mde80"] > 0.031 and small["verdict"] == "not testable at this scale"
+    big = compare([0.01, -0.01, 0.02, 0.0, -0.02], zeros, paired=True, reason="r", claimed=0.5)
+    assert big["mde80"] < 0.5 and big["verdict"] == "not reproduced"
+    clear = compare([1.0, 1.1, 0.9, 1.05, 0.95], zeros, paired=True, reason="r", claimed=0.5)
+    assert clear["verdict"] == "reproduced"
+    assert compare([1.0, 1.1, 0.9, 1.05, 0.95], zeros, paired=True, reason="r", claimed=-0.5)["verdict"] == (
+        "contradicted"
     )
 
 
@@ -133,6 +178,10 @@ def test_neural_collapse_experiment_smoke_run(tmp_path):
     arms = smoke_run("neural_collapse", tmp_path)["arms"]
     assert len(arms["ce"]["probe_mir"]["values"]) == 2 and 0.0 < arms["ce"]["probe_mir"]["mean"] < 1.0
     assert (tmp_path / "neural_collapse.png").stat().st_size > 10_000
+    doc = (tmp_path / "neural_collapse.md").read_text()
+    # measured from initialisation (the step-0 probe) to the collapse values of this probe's own code
+    assert "| probe_mir | 0.952 / 0.95" in doc and "| probe_nc1 | 0.000 / 0.000 |" in doc
+    assert "HDR at step 0 is" in doc and "**Runs.** commit " in doc
 
 
 @pytest.mark.slow
