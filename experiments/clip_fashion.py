@@ -11,8 +11,8 @@ out of its negatives (`masked`, the control of docs/experiments/clip_few_classes
 mean, the unseen classes among themselves, and (`matrix-llm eval zeroshot --unseen` on each saved run) the
 seen-unseen curve of calibrated stacking with its area (AUSUC) and its best harmonic mean.
 
-    python experiments/clip_fashion.py               (about 20 minutes on 2 CPU cores; writes docs/experiments/clip_fashion.md)
-    python experiments/clip_fashion.py --smoke OUT   (tiny, for tests/test_experiments.py)
+    .venv/bin/python experiments/clip_fashion.py               (about 20 minutes on 2 CPU cores; writes docs/experiments/clip_fashion.md)
+    .venv/bin/python experiments/clip_fashion.py --smoke OUT   (tiny, for tests/test_experiments.py)
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             "openai/clip-vit-base-patch32 --data ../shared/data/fashion-mnist` measures the starting point), "
             "other held-out classes, a trained text tower (LoRA), more seeds."
         ),
-        command="python experiments/clip_fashion.py",
+        command=".venv/bin/python experiments/clip_fashion.py",
     )
     return 0
 

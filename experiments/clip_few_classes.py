@@ -10,9 +10,9 @@ the first step with a caption's other images left out of InfoNCE's negatives (`-
 ", masked"), a control for "the alignment only undoes InfoNCE's same-caption negatives"; seeds 0-5. Measured:
 zero-shot top-1 / top-5 over the 24 colour-shape names ("a {}") on scenes of the 6 held-out compositions.
 
-    python experiments/clip_few_classes.py               (about 60 minutes on 2 CPU cores; writes
+    .venv/bin/python experiments/clip_few_classes.py               (about 60 minutes on 2 CPU cores; writes
                                                           docs/experiments/clip_few_classes.md)
-    python experiments/clip_few_classes.py --smoke OUT   (tiny, for tests/test_experiments.py)
+    .venv/bin/python experiments/clip_few_classes.py --smoke OUT   (tiny, for tests/test_experiments.py)
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             "Pretrained towers and real class-level data (the seed's setting), more seeds, and batches that "
             "hold fewer classes still (the alignment's per-class groups grow as the classes per batch shrink)."
         ),
-        command="python experiments/clip_few_classes.py",
+        command=".venv/bin/python experiments/clip_few_classes.py",
     )
     return 0
 

@@ -7,8 +7,8 @@ weight 0.1 from step 125 (the demo recipe). Measured: zero-shot top-1 / top-5 ov
 scenes whose compositions never appear in training, and retrieval R@1 on fresh scenes. Also drawn: the learned
 temperature against the image features' matrix entropy over training, for every run.
 
-    python experiments/clip_matrix.py                 (about 10 minutes on 2 CPU cores; writes docs/experiments/clip_matrix.md)
-    python experiments/clip_matrix.py --smoke OUT     (tiny, for tests/test_experiments.py)
+    .venv/bin/python experiments/clip_matrix.py                 (about 10 minutes on 2 CPU cores; writes docs/experiments/clip_matrix.md)
+    .venv/bin/python experiments/clip_matrix.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "this CPU budget. Trained from the first step, the term hurts (collapse), so any benefit would be as "
             "a late-stage or fine-tuning term."
         ),
-        command="python experiments/clip_matrix.py",
+        command=".venv/bin/python experiments/clip_matrix.py",
     )
     return 0
 

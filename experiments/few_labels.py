@@ -7,8 +7,8 @@ subset drawn with the seed), two arms: CE alone, and CE + 0.1 (-MIR) + 0.1 HDR b
 rows of their (pseudo-)labels, unlabelled rows joining the regulariser with their predicted label. Seeds 0, 1, 2
 (initialisation, data order and labelled subset). Measured: test accuracy.
 
-    python experiments/few_labels.py                 (about 12 minutes on 2 CPU cores; writes docs/experiments/few_labels.md)
-    python experiments/few_labels.py --smoke OUT     (tiny, for tests/test_experiments.py)
+    .venv/bin/python experiments/few_labels.py                 (about 12 minutes on 2 CPU cores; writes docs/experiments/few_labels.md)
+    .venv/bin/python experiments/few_labels.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "Full Fashion-MNIST and longer training (the 1% arm sees 60 labels), a weight sweep (0.1 was not "
             "tuned), more seeds, a pretrained backbone."
         ),
-        command="python experiments/few_labels.py",
+        command=".venv/bin/python experiments/few_labels.py",
     )
     return 0
 

@@ -7,8 +7,8 @@ batch 512; every 250 steps the held-out accuracy (2,000 held-out pairs) and the 
 (matrix entropy of the block's output, MIR / HDR / head and class-mean entropy). Seeds 0, 1, 2 (initialisation
 and batch order; the split is fixed).
 
-    python experiments/grokking.py                 (about 40 minutes on 2 CPU cores; writes docs/experiments/grokking.md)
-    python experiments/grokking.py --smoke OUT     (tiny, for tests/test_experiments.py)
+    .venv/bin/python experiments/grokking.py                 (about 40 minutes on 2 CPU cores; writes docs/experiments/grokking.md)
+    .venv/bin/python experiments/grokking.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             "A smaller training fraction (Power et al.: the delay grows as the data shrinks; 30% and below) "
             "with more steps (10^4-10^5), no dropout (BERT's default 0.1 is on), the embeddings' own entropy."
         ),
-        command="python experiments/grokking.py",
+        command=".venv/bin/python experiments/grokking.py",
     )
     return 0
 

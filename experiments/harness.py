@@ -95,6 +95,7 @@ def run_grid(
 
 
 IN_PROCESS = False  # set by experiment_args for a smoke run
+REUSE = False  # set by experiment_args: the runs were read from an earlier call
 
 
 def run_toolkit(argv: Sequence[str], result: Path, *, reuse: bool, label: str) -> dict:
@@ -287,8 +288,8 @@ def experiment_args(description: str, argv: Sequence[str] | None = None) -> argp
     )
     parser.add_argument("--reuse", action="store_true", help="read the runs an earlier call left")
     args = parser.parse_args(argv)
-    global IN_PROCESS
-    IN_PROCESS = args.smoke is not None
+    global IN_PROCESS, REUSE
+    IN_PROCESS, REUSE = args.smoke is not None, args.reuse
     return args
 
 
@@ -337,8 +338,11 @@ def environment() -> str:
 
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
     dirty = " + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    reused = (
+        " (--reuse: the runs were read from an earlier call, at this commit or before it)" if REUSE else ""
+    )
     return (
-        f"commit {commit}{dirty}; Python {platform.python_version()}, torch {torch.__version__}, transformers "
+        f"commit {commit}{dirty}{reused}; Python {platform.python_version()}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}; {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
     )
 

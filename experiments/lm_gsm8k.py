@@ -8,8 +8,8 @@ alone and CE + 0.1 MCE in each formulation (`head`, the default; `relation`; `al
 test problems that fit and greedy strict-match / flexible-extract accuracy on the first 200 test problems (256 new
 tokens, lm-evaluation-harness's filters). Seeds 0, 1, 2 (initialisation and data order).
 
-    python experiments/lm_gsm8k.py               (about 75 minutes on 2 CPU cores; writes docs/experiments/lm_gsm8k.md)
-    python experiments/lm_gsm8k.py --smoke OUT   (tiny, for tests/test_experiments.py)
+    .venv/bin/python experiments/lm_gsm8k.py               (about 75 minutes on 2 CPU cores; writes docs/experiments/lm_gsm8k.md)
+    .venv/bin/python experiments/lm_gsm8k.py --smoke OUT   (tiny, for tests/test_experiments.py)
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             "A pretrained model (the claim's setting: Llemma-7B fine-tuned on GSM8K / MetaMathQA, which needs a "
             "GPU), more steps, more seeds."
         ),
-        command="python experiments/lm_gsm8k.py",
+        command=".venv/bin/python experiments/lm_gsm8k.py",
     )
     return 0
 

@@ -6,8 +6,8 @@ greedy strict-match on 200 test-split problems) for CE alone and CE + w MCE with
 w = 0.1 / 0.3 and `relation` / `alignment` at w = 0.1; 1,000 steps (the demo's 2,000 halved to fit),
 no evaluation during training. Seeds 0, 1, 2 (initialisation and data order; the problems are the same).
 
-    python experiments/lm_mce.py                 (about 30 minutes on 2 CPU cores; writes docs/experiments/lm_mce.md)
-    python experiments/lm_mce.py --smoke OUT     (tiny, for tests/test_experiments.py)
+    .venv/bin/python experiments/lm_mce.py                 (about 30 minutes on 2 CPU cores; writes docs/experiments/lm_mce.md)
+    .venv/bin/python experiments/lm_mce.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "A pretrained model on real GSM8K / MetaMathQA (the claim's setting: Llemma-7B), full training "
             "length, more seeds (the per-run standard error at n = 200 is about 0.03)."
         ),
-        command="python experiments/lm_mce.py",
+        command=".venv/bin/python experiments/lm_mce.py",
     )
     return 0
 

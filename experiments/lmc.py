@@ -8,8 +8,8 @@ path? (issue "Do the seeds' claims reproduce?", item 7; seed 000), for a small a
 3. `matrix-llm analyze lmc A B` for the pairs (1, 2), (3, 4), (5, 6) of each learning rate: test loss, accuracy
    and last-layer matrix entropy along ω θ_A + (1-ω) θ_B on 1,000 test images, and the loss / accuracy barriers.
 
-    python experiments/lmc.py                 (about 12 minutes on 2 CPU cores; writes docs/experiments/lmc.md)
-    python experiments/lmc.py --smoke OUT     (tiny, for tests/test_experiments.py)
+    .venv/bin/python experiments/lmc.py                 (about 12 minutes on 2 CPU cores; writes docs/experiments/lmc.md)
+    .venv/bin/python experiments/lmc.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             "A pretrained Hub backbone (the setting where LMC of fine-tunes is reported), longer fine-tuning, a "
             "learning-rate sweep rather than two values, more pairs."
         ),
-        command="python experiments/lmc.py",
+        command=".venv/bin/python experiments/lmc.py",
     )
     return 0
 

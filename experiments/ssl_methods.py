@@ -8,8 +8,8 @@ Twins (off-diagonal weight 5e-3, the paper's).
 Seeds 0, 1, 2. Measured by the command itself: linear probe and weighted kNN on the frozen backbone's features, the
 same architecture at random init (same seed) and raw pixels.
 
-    python experiments/ssl_methods.py                 (about 35 minutes on 2 CPU cores; writes docs/experiments/ssl_methods.md)
-    python experiments/ssl_methods.py --smoke OUT     (tiny, for tests/test_experiments.py)
+    .venv/bin/python experiments/ssl_methods.py                 (about 35 minutes on 2 CPU cores; writes docs/experiments/ssl_methods.md)
+    .venv/bin/python experiments/ssl_methods.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             "A ResNet / ViT-S backbone, the full 60,000 images and hundreds of epochs (the paper's regime), "
             "per-method tuned hyper-parameters (all arms share the demo's learning rate and views), more seeds."
         ),
-        command="python experiments/ssl_methods.py",
+        command=".venv/bin/python experiments/ssl_methods.py",
     )
     return 0
 
