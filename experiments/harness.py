@@ -337,7 +337,9 @@ def environment() -> str:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    dirty = " + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    # the docs and figures being written are not the code that ran
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/experiments")
+    dirty = " + uncommitted changes" if changed else ""
     reused = (
         " (--reuse: the runs were read from an earlier call, at this commit or before it)" if REUSE else ""
     )
