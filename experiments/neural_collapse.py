@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             f"at {start['probe_head_entropy']:.2f} (a random head is already about as spread as the collapsed one), "
             f"falls, then rises (by more than 0.05 each way) in {dips} of {len(head)} seeds ({head_path}); the "
             f"batch feature entropy ends above its start in {rises} of {len(feats)}. Along training MIR moves "
-            "against NC1 (Spearman rank correlation per seed: " + ", ".join(f"{r:+.2f}" for r in rho) + "). "
+            "against NC1 (Spearman rank correlation per seed: " + ", ".join(f"{r:+.3f}" for r in rho) + "). "
             "Verdict: the slides' "
             + (
                 "head-entropy fall-then-rise is reproduced; "
