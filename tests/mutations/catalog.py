@@ -1382,6 +1382,39 @@ MUTATIONS: list[Mutation] = [
             "tests/test_experiments.py::test_paired_comparison_is_scipys_paired_t_test_with_its_ci_mde_and_bonferroni",
         ),
     ),
+    # -- clip: the temperature switches --------------------------------------------------------------------------
+    Mutation(
+        "logit-scale-init-ignored",
+        "`logit_scale_init` sets log(1/τ) before training",
+        "matrix_llm/modes/clip/command.py",
+        "model.logit_scale.fill_(model_args.logit_scale_init)",
+        "model.logit_scale.mul_(1.0)",
+        (_clip("test_the_temperature_starts_where_asked_and_stays_there_when_frozen"),),
+    ),
+    Mutation(
+        "logit-scale-freeze-ignored",
+        "`freeze_logit_scale` keeps the temperature where it started",
+        "matrix_llm/modes/clip/command.py",
+        "        model.logit_scale.requires_grad_(False)",
+        "        model.logit_scale.requires_grad_(True)",
+        (_clip("test_the_temperature_starts_where_asked_and_stays_there_when_frozen"),),
+    ),
+    Mutation(
+        "clip-text-freeze-ignored",
+        "`freeze_text_tower` freezes the text tower, the tiny-dual one included",
+        "matrix_llm/modes/clip/command.py",
+        "        model.text_model.requires_grad_(False)",
+        "        model.text_model.requires_grad_(True)",
+        (_clip("test_the_temperature_starts_where_asked_and_stays_there_when_frozen"),),
+    ),
+    Mutation(
+        "logit-scale-init-range-unchecked",
+        "a `logit_scale_init` outside CLIP's clamp [0, log 100] is refused",
+        "matrix_llm/modes/clip/config.py",
+        "0 <= init <= math.log(100)",
+        "0 <= init",
+        (_clip("test_a_temperature_outside_clips_clamp_is_refused"),),
+    ),
     # -- a user's own image data ------------------------------------------------------------------------------------
     Mutation(
         "flat-folder-not-unlabelled",

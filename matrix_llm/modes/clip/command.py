@@ -91,26 +91,23 @@ def build_model(
     saved folder) is the image processor the collator uses (a tiny tower's
     :func:`~matrix_llm.data.images.tiny_image_processor`) with the tokenizer."""
     import torch
-    from transformers import VisionTextDualEncoderProcessor
+    from transformers import (
+        AutoImageProcessor,
+        AutoModel,
+        AutoProcessor,
+        AutoTokenizer,
+        VisionTextDualEncoderProcessor,
+    )
 
     from matrix_llm.data.images import ImageCollator, tiny_image_processor
 
     name = model_args.model_name_or_path
+    common = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
     if name == "tiny-dual":
         model, tokenizer = _tiny(model_args, data_args, captions, training_args.seed)
         image_processor = tiny_image_processor(data_args.image_size, 3)
-        images = ImageCollator(
-            image_size=data_args.image_size,
-            channels=3,
-            processor=image_processor,
-            skip_corrupt=data_args.skip_corrupt_images,
-        )
         processor = VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
-        return model, tokenizer, images, processor
-    from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
-
-    common = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
-    if name == "dual":
+    elif name == "dual":
         from transformers import VisionTextDualEncoderConfig, VisionTextDualEncoderModel
 
         text_tower = model_args.text_model_name_or_path
@@ -155,6 +152,11 @@ def build_model(
         model.vision_model.requires_grad_(False)
     if model_args.freeze_text_tower:
         model.text_model.requires_grad_(False)
+    if model_args.logit_scale_init is not None:
+        with torch.no_grad():
+            model.logit_scale.fill_(model_args.logit_scale_init)
+    if model_args.freeze_logit_scale:
+        model.logit_scale.requires_grad_(False)
     collator = ImageCollator(
         image_size=data_args.image_size,
         channels=3,

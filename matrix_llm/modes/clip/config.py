@@ -52,9 +52,31 @@ class CLIPModelArguments(ModelArguments):
     )
     freeze_vision_tower: bool = field(default=False, metadata={"help": "Train no vision-tower weight."})
     freeze_text_tower: bool = field(default=False, metadata={"help": "Train no text-tower weight."})
+    logit_scale_init: float | None = field(
+        default=None,
+        metadata={
+            "help": "Start `logit_scale` (log 1/temperature) here, in [0, log 100] (CLIP's start: log(1/0.07) = "
+            "2.659); default: the model's own."
+        },
+    )
+    freeze_logit_scale: bool = field(
+        default=False,
+        metadata={
+            "help": "Train no temperature: `logit_scale` stays at its start (logit_scale_init or the model's)."
+        },
+    )
 
     def problems(self) -> list[str]:
+        import math
+
         out = super().problems()
+        init = self.logit_scale_init
+        if init is not None and not (isinstance(init, (int, float)) and 0 <= init <= math.log(100)):
+            out.append(
+                problem(
+                    "logit_scale_init", "a number in [0, log 100 = 4.605] (the range CLIP clamps to)", init
+                )
+            )
         towers = (self.vision_model_name_or_path, self.text_model_name_or_path)
         if self.model_name_or_path == "dual" and not all(towers):
             out.append(

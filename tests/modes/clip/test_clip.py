@@ -663,6 +663,60 @@ def test_a_dual_encoder_from_two_local_towers_with_the_vision_tower_frozen(tmp_p
     assert processor.image_processor.size["height"] == 32 and len(processor.tokenizer) == len(tiny_tokenizer)
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+def test_the_temperature_starts_where_asked_and_stays_there_when_frozen(tmp_path, freeze):
+    """`logit_scale_init` sets log(1/τ) before training; with `freeze_logit_scale` it is the same in every logged
+    step and in the saved model, without it the optimizer moves it. The tiny-dual towers honour the freeze flags
+    too (before, that model returned before they were applied): the text tower frozen here stays as initialised."""
+    from transformers import AutoModel
+
+    out = tmp_path / ("frozen" if freeze else "learned")
+    argv = [
+        *TINY,
+        "--logit_scale_init",
+        "1.5",
+        "--freeze_logit_scale",
+        str(freeze).lower(),
+        "--max_steps",
+        "3",
+    ]
+    argv += ["--learning_rate", "5e-2", "--freeze_text_tower", "true", "--output_dir", str(out)]
+    assert clip.main([*argv, "--zeroshot_dataset", "null", "--logging_steps", "1"]) == 0
+    logged = [
+        h["logit_scale"]
+        for h in json.loads((out / "trainer_state.json").read_text())["log_history"]
+        if "logit_scale" in h
+    ]
+    saved = float(AutoModel.from_pretrained(out).logit_scale)
+    assert len(logged) == 3 and logged[0] == pytest.approx(1.5, abs=0.06)
+    if freeze:
+        assert all(v == pytest.approx(1.5, abs=1e-6) for v in logged) and saved == pytest.approx(
+            1.5, abs=1e-6
+        )
+    else:
+        assert abs(saved - 1.5) > 1e-3
+    if (
+        freeze
+    ):  # the same run at learning rate 0 keeps the initial weights: the frozen text tower must equal them
+        still = tmp_path / "still"
+        argv_still = [*argv[:-1], str(still), "--zeroshot_dataset", "null", "--learning_rate", "0"]
+        assert clip.main(argv_still) == 0
+        initial = AutoModel.from_pretrained(still).text_model.state_dict()
+        trained = AutoModel.from_pretrained(out).text_model.state_dict()
+        assert initial.keys() == trained.keys()
+        assert all(torch.equal(initial[k], trained[k]) for k in initial)
+        vision_moved = AutoModel.from_pretrained(out).vision_model.state_dict()
+        vision_initial = AutoModel.from_pretrained(still).vision_model.state_dict()
+        assert any(
+            not torch.equal(vision_initial[k], vision_moved[k]) for k in vision_initial
+        )  # training happened
+
+
+def test_a_temperature_outside_clips_clamp_is_refused(tmp_path, capsys):
+    assert clip.main([*TINY, "--logit_scale_init", "5", "--output_dir", str(tmp_path / "x")]) == 2
+    assert "`logit_scale_init`" in capsys.readouterr().err
+
+
 def test_lora_on_the_text_tower_is_saved_alone_and_merged(tmp_path, towers):
     """`use_peft` trains LoRA adapters on the text tower (its base weights frozen) and the whole vision tower; the
     saved dual encoder has the adapter merged (plain AutoModel) and `text_adapter/` holds it in PEFT's format."""
