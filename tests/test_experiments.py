@@ -7,6 +7,7 @@ Run: .venv/bin/python -m pytest tests/test_experiments.py -q
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import compare, markdown_table, paired_test, summarize  # noqa: E402
+from harness import compare, markdown_table, paired_test, rank_correlation, summarize  # noqa: E402
 
 
 def smoke_run(script: str, out: Path) -> dict:
@@ -89,6 +90,22 @@ def test_unpaired_comparison_is_welch_with_an_exact_permutation_test():
     assert compare([1.0, 1.1, 1.2], [0.0, 0.1, 0.2], paired=False, reason="r")[
         "p_permutation"
     ] == pytest.approx(0.1)
+
+
+def test_rank_correlation_is_spearmans_with_a_bootstrap_ci():
+    from scipy.stats import spearmanr
+
+    xs, ys = (
+        [0.01, 0.03, 0.07, 0.2, 0.5] * 3,
+        [2.0, 2.4, 2.2, 3.1, 3.5, 1.9, 2.6, 2.5, 2.9, 3.8, 2.1, 2.3, 2.7, 3.0, 3.3],
+    )
+    r = rank_correlation(xs, ys)
+    assert r["rho"] == pytest.approx(spearmanr(xs, ys).statistic) and r["n"] == 15
+    assert r["ci95"][0] <= r["rho"] <= r["ci95"][1] and r["ci95"][0] > 0  # a clear rise: the CI excludes 0
+    flat = rank_correlation(xs, [1.0, 2.0, 3.0, 2.0, 1.0] * 3)
+    assert flat["ci95"][0] < 0 < flat["ci95"][1]
+    constant = rank_correlation(xs, [0.5] * 15)  # e.g. zero accuracy in every run
+    assert math.isnan(constant["rho"]) and all(math.isnan(v) for v in constant["ci95"])
 
 
 def test_the_verdict_tells_not_reproduced_from_not_testable():
@@ -171,6 +188,19 @@ def test_ssl_methods_experiment_smoke_run(tmp_path):
     assert (tmp_path / "ssl_methods.png").stat().st_size > 10_000
     run = json.loads((tmp_path / "matrix_ssl exact" / "seed1" / "matrix_llm_run.json").read_text())
     assert run["objective"] == "ssl"
+
+
+@pytest.mark.slow
+def test_temperature_experiment_smoke_run(tmp_path):
+    summary = smoke_run("temperature", tmp_path)
+    assert set(summary["arms"]) == {"τ=0.01", "τ=0.03", "τ=0.07", "τ=0.2", "τ=0.5"}
+    for metric in ("zeroshot_top1", "zeroshot_within_class_entropy", "zeroshot_nc1"):
+        c = summary["rank_correlation"][metric]
+        assert (
+            c["n"] == 10 and len(c["per_seed"]) == 2 and not abs(c["rho"]) > 1
+        )  # NaN: constant at this size
+    assert "Spearman" in (tmp_path / "temperature.md").read_text()
+    assert (tmp_path / "temperature.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow

@@ -1415,6 +1415,22 @@ MUTATIONS: list[Mutation] = [
         "0 <= init",
         (_clip("test_a_temperature_outside_clips_clamp_is_refused"),),
     ),
+    Mutation(
+        "temperature-study-not-fixed",
+        "the temperature study holds τ fixed through training (and checks it in every logged step)",
+        "experiments/temperature.py",
+        'FIXED = ["--clip_alignment_weight", "0", "--freeze_logit_scale", "true"]',
+        'FIXED = ["--clip_alignment_weight", "0", "--freeze_logit_scale", "false"]',
+        ("tests/test_experiments.py::test_temperature_experiment_smoke_run",),
+    ),
+    Mutation(
+        "zero-shot-within-class-entropy-pooled",
+        "the within-class entropy is the mean over classes of each class's image Gram entropy",
+        "matrix_llm/modes/clip/evaluate.py",
+        "within = [info.entropy(info.gram(feats[labels == c])) for c in present if int((labels == c).sum()) >= 2]",
+        "within = [info.entropy(info.gram(feats))]",
+        (_clip("test_zero_shot_geometry_against_closed_forms"),),
+    ),
     # -- a user's own image data ------------------------------------------------------------------------------------
     Mutation(
         "flat-folder-not-unlabelled",

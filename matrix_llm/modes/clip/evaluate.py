@@ -11,6 +11,9 @@ classification with prompt templates and image <-> text retrieval, with open_cli
   Fashion-MNIST with its class names, or any labelled image set with ``zeroshot_classes``); with classes left out
   of training, the seen / unseen split of generalised zero-shot learning (:func:`zero_shot_accuracy`) and the
   seen-unseen curve of calibrated stacking (:func:`seen_unseen_curve`);
+- :func:`zero_shot_geometry`: how the zero-shot images sit around their class prompts: the mean within-class
+  matrix entropy of the image embeddings, NC1, and MIR / HDR between the images and their classes' text
+  embeddings (``matrix_llm.callbacks.classification_pair_metrics`` with the class embeddings as the head);
 - :class:`ImageTextEvalCallback`: both during training, at every evaluation (``eval_zeroshot_top1``, ...).
 
 Command line: :mod:`matrix_llm.modes.clip.eval_tasks` (``matrix-llm eval zeroshot`` / ``eval retrieval``).
@@ -218,6 +221,29 @@ def zero_shot_accuracy(
     return out
 
 
+def zero_shot_geometry(
+    image_embeds: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor
+) -> dict[str, float]:
+    """``zeroshot_within_class_entropy`` (the mean over classes with at least two images of the matrix entropy of
+    their image embeddings' Gram), ``zeroshot_nc1``, ``zeroshot_mir`` and ``zeroshot_hdr`` (the images against
+    their classes' text embeddings as the head rows); empty with fewer than two classes among the images."""
+    from matrix_llm import info
+    from matrix_llm.callbacks import classification_pair_metrics
+
+    present = torch.unique(labels)
+    if present.numel() < 2:
+        return {}
+    feats = image_embeds.double()
+    within = [info.entropy(info.gram(feats[labels == c])) for c in present if int((labels == c).sum()) >= 2]
+    pair = classification_pair_metrics(feats, classes.double(), labels)
+    return {
+        "zeroshot_within_class_entropy": float(torch.stack(within).mean()) if within else float("nan"),
+        "zeroshot_nc1": float(pair["nc1"]),
+        "zeroshot_mir": float(pair["mir"]),
+        "zeroshot_hdr": float(pair["hdr"]),
+    }
+
+
 def _per_class_mean(values: torch.Tensor, labels: torch.Tensor, among: Sequence[int]) -> float:
     """Mean over the classes ``among`` that have images of each class's mean of ``values`` (NaN if none has)."""
     means = [values[labels == c].float().mean() for c in among if bool((labels == c).any())]
@@ -346,9 +372,9 @@ def evaluate_dual_encoder(
         classes_embeds = class_embeddings(
             model, tokenizer, classes, templates, max_length=collator.max_length
         )
-        results.update(
-            zero_shot_accuracy(image_embeds, torch.tensor(rows["label"]), classes_embeds, held_out)
-        )
+        labels = torch.tensor(rows["label"])
+        results.update(zero_shot_accuracy(image_embeds, labels, classes_embeds, held_out))
+        results.update(zero_shot_geometry(image_embeds, labels, classes_embeds))
         results.update(
             zeroshot_images=len(rows),
             zeroshot_classes=len(classes),

@@ -161,6 +161,33 @@ def test_retrieval_and_zero_shot_metrics_on_known_embeddings():
     assert "zeroshot_top1_unseen" not in accuracy  # no classes left out of training: no split
 
 
+def test_zero_shot_geometry_against_closed_forms():
+    """Images exactly on their class embeddings (a simplex ETF of 4 classes, 3 images each): within-class entropy 0
+    (rank-1 Grams), NC1 0, MIR at its collapse value for C = 4, HDR 0; images spread inside their class have a
+    within-class entropy of log 2 for two orthogonal images."""
+    import math
+
+    from matrix_llm.modes.clip.evaluate import zero_shot_geometry
+
+    c = 4
+    etf = (c / (c - 1)) ** 0.5 * (torch.eye(c) - torch.full((c, c), 1 / c))
+    etf = torch.nn.functional.normalize(etf, dim=-1)
+    labels = torch.arange(c).repeat_interleave(3)
+    g = zero_shot_geometry(etf[labels], labels, etf)
+    assert g["zeroshot_within_class_entropy"] == pytest.approx(0.0, abs=1e-9)
+    assert g["zeroshot_nc1"] == pytest.approx(0.0, abs=1e-9) and g["zeroshot_hdr"] == pytest.approx(
+        0.0, abs=1e-9
+    )
+    mir_collapse = 1 / (c - 1) + (c - 2) * math.log(c - 2) / ((c - 1) * math.log(c - 1))
+    assert g["zeroshot_mir"] == pytest.approx(mir_collapse, abs=1e-9)
+    two = torch.eye(4)[:2]  # one class, two orthogonal images, and a second class for the pair metrics
+    spread = zero_shot_geometry(
+        torch.cat([two, torch.eye(4)[2:4]]), torch.tensor([0, 0, 1, 1]), torch.eye(4)[:2]
+    )
+    assert spread["zeroshot_within_class_entropy"] == pytest.approx(math.log(2))
+    assert zero_shot_geometry(etf[:2], torch.tensor([1, 1]), etf) == {}
+
+
 def test_generalised_zero_shot_splits_seen_and_unseen_classes_per_class():
     """Classes 2 and 3 unseen. Images (label -> nearest class): 0->0, 0->2, 1->1 (seen: per class 1/2 and 1, mean
     3/4); 2->2, 2->0, 2->0, 3->2 (unseen against all classes: 1/3 and 0, mean 1/6)."""
