@@ -224,20 +224,24 @@ def _permutation_p(a: Sequence[float], b: Sequence[float], draws: int = 20_000) 
 
 def rank_correlation(xs: Sequence[float], ys: Sequence[float], draws: int = 2000) -> dict[str, Any]:
     """Spearman's rank correlation of paired values, with a 95 % percentile bootstrap CI over the pairs (seeded;
-    resamples with fewer than two distinct x or y are skipped) and n; NaN for a constant ``ys``."""
+    resamples with fewer than two distinct x or y are skipped; ``draws=0``: the correlation alone, CI NaN) and n;
+    NaN for a constant ``ys``."""
     import random
 
     from scipy.stats import spearmanr
 
     pairs = list(zip([float(x) for x in xs], [float(y) for y in ys], strict=True))
+    undefined = {"rho": math.nan, "ci95": [math.nan, math.nan], "n": len(pairs)}
+    if len({y for _, y in pairs}) < 2:  # a constant metric has no rank correlation
+        return undefined
     rho = float(spearmanr(*zip(*pairs, strict=True)).statistic)
     rng, boot = random.Random(0), []
     for _ in range(draws):
         sample = [rng.choice(pairs) for _ in pairs]
         if len({x for x, _ in sample}) > 1 and len({y for _, y in sample}) > 1:
             boot.append(float(spearmanr(*zip(*sample, strict=True)).statistic))
-    if len({y for _, y in pairs}) < 2 or not boot:  # a constant metric has no rank correlation
-        return {"rho": math.nan, "ci95": [math.nan, math.nan], "n": len(pairs)}
+    if not boot:
+        return undefined if draws else {**undefined, "rho": rho}
     boot.sort()
     low, high = boot[int(0.025 * (len(boot) - 1))], boot[int(0.975 * (len(boot) - 1))]
     return {"rho": rho, "ci95": [low, high], "n": len(pairs)}

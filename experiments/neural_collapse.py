@@ -31,6 +31,7 @@ from harness import (  # noqa: E402
     log_history,
     markdown_table,
     pyplot,
+    rank_correlation,
     run_grid,
     save_summary,
     summarize,
@@ -208,11 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     dips = sum(min(v) < v[0] - 0.05 and v[-1] > min(v) + 0.05 for _, v in head.values())
     hdr_low = {seed: (steps[v.index(min(v))], min(v)) for seed, (steps, v) in curves["probe_hdr"].items()}
     feats = {seed: v for seed, log in logs.items() if (v := curve(log, "matrix_entropy")[1])}  # training logs
-    from scipy.stats import spearmanr
-
     # does MIR track the collapse NC1 measures? rank correlation along each seed's training
     rho = [
-        float(spearmanr(curves["probe_mir"][seed][1], curves["probe_nc1"][seed][1]).statistic)
+        rank_correlation(curves["probe_mir"][seed][1], curves["probe_nc1"][seed][1], draws=0)["rho"]
         for seed in logs
     ]
     rises = sum(v[-1] > v[0] for v in feats.values())

@@ -102,6 +102,8 @@ def test_rank_correlation_is_spearmans_with_a_bootstrap_ci():
     r = rank_correlation(xs, ys)
     assert r["rho"] == pytest.approx(spearmanr(xs, ys).statistic) and r["n"] == 15
     assert r["ci95"][0] <= r["rho"] <= r["ci95"][1] and r["ci95"][0] > 0  # a clear rise: the CI excludes 0
+    alone = rank_correlation(xs, ys, draws=0)  # the correlation without its CI
+    assert alone["rho"] == r["rho"] and all(math.isnan(v) for v in alone["ci95"])
     flat = rank_correlation(xs, [1.0, 2.0, 3.0, 2.0, 1.0] * 3)
     assert flat["ci95"][0] < 0 < flat["ci95"][1]
     constant = rank_correlation(xs, [0.5] * 15)  # e.g. zero accuracy in every run
