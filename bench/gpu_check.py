@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import clip_step  # noqa: E402
 import lm_step  # noqa: E402
 from benchmarks_md import BENCHMARKS_MD, interleaved_medians, write_section  # noqa: E402
 
@@ -240,14 +241,7 @@ def ssl_part(s: dict, device: str, dtype: str) -> dict:
     return {"config": s, "rows": _rows(times, peaks, ("byol-style", "simclr"))}
 
 
-# -- 3. CLIP step ----------------------------------------------------------------------------------------------
-
-CLIP_VARIANTS = {
-    "infonce": {},
-    "+ alignment": {"alignment_weight": 0.1},
-    "+ covariance MCE": {"mce_weight": 0.1},
-    "+ both": {"alignment_weight": 0.1, "mce_weight": 0.1},
-}
+# -- 3. CLIP step (the variants of bench/clip_step.py) ---------------------------------------------------------
 
 
 def clip_part(s: dict, device: str, dtype: str) -> dict:
@@ -289,7 +283,7 @@ def clip_part(s: dict, device: str, dtype: str) -> dict:
 
         return step
 
-    steppers = {name: stepper(weights) for name, weights in CLIP_VARIANTS.items()}
+    steppers = {name: stepper(weights) for name, weights in clip_step.VARIANTS.items()}
     times = interleaved_medians(steppers, rounds=s["rounds"], calls=1)
     peaks = {name: _peak_mb(device, fn) for name, fn in steppers.items()}
     return {"config": s, "rows": _rows(times, peaks, ("infonce",))}
