@@ -226,6 +226,28 @@ def launch_two_nodes(cmd: list[str], logs: Path, *, env: dict | None = None, tim
         assert code == 0, f"node {r} exited {code}:\n" + (logs / f"node{r}.log").read_text()[-6000:]
 
 
+def slurm_env(**overrides: str) -> dict[str, str]:
+    """:func:`launch_env` inside a simulated 2-node SLURM allocation on localhost: the srun / scontrol stand-ins of
+    tests/distributed/fake_slurm and this interpreter's scripts (``accelerate``) first on ``PATH``, SLURM's
+    variables, recipes/slurm/node_launch.sh's settings (``ACCELERATE_CONFIG``, ``GPUS_PER_NODE``); an override of
+    ``"<unset>"`` leaves that variable out."""
+    import sys
+
+    env = launch_env()
+    fake_slurm = REPO / "tests" / "distributed" / "fake_slurm"
+    env.update(
+        PATH=os.pathsep.join([str(fake_slurm), str(Path(sys.executable).parent), env["PATH"]]),
+        SLURM_NNODES="2",
+        SLURM_NODEID="0",
+        SLURM_JOB_NODELIST="127.0.0.1,127.0.0.1",
+        SLURM_JOB_ID="7",
+        ACCELERATE_CONFIG=str(REPO / "recipes" / "accelerate" / "multi_gpu.yaml"),
+        GPUS_PER_NODE="1",
+    )
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v != "<unset>"}
+
+
 def run_two_processes(
     command: str, argv: list[str], out: Path, backend: str, *, use_cpu: bool = True, nodes: bool = False
 ) -> tuple[dict, dict]:

@@ -7,33 +7,15 @@ training runs through the SLURM template are in tests/modes/lm/test_sft.py.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, launch_env
+from conftest import free_port, slurm_env
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_LAUNCH = ["bash", str(REPO / "recipes" / "slurm" / "node_launch.sh")]
-FAKE_SLURM = REPO / "tests" / "distributed" / "fake_slurm"
-
-
-def _slurm_env(**overrides: str) -> dict[str, str]:
-    env = launch_env()
-    env.update(
-        PATH=os.pathsep.join([str(FAKE_SLURM), str(Path(sys.executable).parent), env["PATH"]]),
-        SLURM_NNODES="2",
-        SLURM_NODEID="0",
-        SLURM_JOB_NODELIST="127.0.0.1,127.0.0.1",
-        SLURM_JOB_ID="7",
-        ACCELERATE_CONFIG=str(REPO / "recipes" / "accelerate" / "multi_gpu.yaml"),
-        GPUS_PER_NODE="1",
-    )
-    env.update(overrides)
-    return {k: v for k, v in env.items() if v != "<unset>"}
 
 
 @pytest.mark.parametrize(
@@ -55,7 +37,7 @@ def test_a_wrong_launch_setting_fails_at_once_with_its_name(overrides, message):
     start = time.monotonic()
     proc = subprocess.run(
         [*NODE_LAUNCH, "-m", "matrix_llm.cli", "sft"],
-        env=_slurm_env(**overrides),
+        env=slurm_env(**overrides),
         capture_output=True,
         text=True,
         timeout=60,
@@ -68,7 +50,7 @@ def test_a_wrong_launch_setting_fails_at_once_with_its_name(overrides, message):
 def test_a_node_that_never_joins_fails_at_the_rendezvous_timeout(tmp_path):
     """Only node 0 of 2 starts: its `accelerate launch` gives up after RDZV_TIMEOUT seconds with torch's
     "1/2 clients joined" instead of waiting forever."""
-    env = _slurm_env(RDZV_TIMEOUT="5", MAIN_PROCESS_PORT=str(free_port()))
+    env = slurm_env(RDZV_TIMEOUT="5", MAIN_PROCESS_PORT=str(free_port()))
     start = time.monotonic()
     proc = subprocess.run(
         [*NODE_LAUNCH, str(REPO / "tests" / "distributed" / "dist_gather_worker.py"), str(tmp_path)],

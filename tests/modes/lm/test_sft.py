@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SFT_TINY as TINY
-from conftest import free_port, launch_env, launch_two_nodes
+from conftest import free_port, launch_env, launch_two_nodes, slurm_env
 
 from matrix_llm import runner
 from matrix_llm.modes.lm import command as sft
@@ -499,7 +499,6 @@ def test_the_slurm_template_trains_on_two_localhost_nodes_with_zero2_and_resumes
     the nodelist names two localhost hosts) with its DeepSpeed ZeRO-2 accelerate profile (mixed precision off:
     float32 on a CPU): the SGD step equals one process on the concatenated batch; the same script run again (a
     requeue) finds the checkpoint and resumes from it."""
-    import os
     import subprocess
 
     import yaml
@@ -513,36 +512,28 @@ def test_the_slurm_template_trains_on_two_localhost_nodes_with_zero2_and_resumes
     config = dict(zip(TINY[::2], TINY[1::2], strict=True))
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({k.removeprefix("--"): v for k, v in config.items()}))
     out = tmp_path / "run"
-    env = launch_env()
-    env.update(
-        PATH=os.pathsep.join(
-            [
-                str(REPO / "tests" / "distributed" / "fake_slurm"),
-                str(Path(sys.executable).parent),
-                env["PATH"],
-            ]
-        ),
-        SLURM_NNODES="2",
-        SLURM_JOB_NODELIST="127.0.0.1,127.0.0.1",
-        SLURM_JOB_ID="4242",
+    env = slurm_env(
         MAIN_PROCESS_PORT=str(free_port()),
         RDZV_TIMEOUT="120",
         ACCELERATE_CONFIG=str(tmp_path / "zero2.yaml"),
-        GPUS_PER_NODE="1",
         COMMAND="sft",
         CONFIG=str(tmp_path / "tiny.yaml"),
         OUTPUT_DIR=str(out),
         SCONTROL_LOG=str(tmp_path / "scontrol.log"),
     )
+
+    def sbatch(*args: str) -> subprocess.CompletedProcess:  # the job as SLURM would start it
+        return subprocess.run(
+            ["bash", "recipes/slurm/train.sbatch", *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
     step = [*GLOBAL_MATRIX, *SGD_STEP, "--per_device_train_batch_size", "2", "--eval_split", "null"]
-    first = subprocess.run(
-        ["bash", "recipes/slurm/train.sbatch", *step, "--save_strategy", "steps", "--save_steps", "1"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    first = sbatch(*step, "--save_strategy", "steps", "--save_steps", "1")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-6000:]
     run = json.loads((out / "matrix_llm_run.json").read_text())
     assert run["world_size"] == 2 and run["distributed_type"].endswith("DEEPSPEED")
@@ -553,14 +544,7 @@ def test_the_slurm_template_trains_on_two_localhost_nodes_with_zero2_and_resumes
 
     # the requeued job: the same script, two steps now; it resumes from checkpoint-1
     step[step.index("--max_steps") + 1] = "2"
-    second = subprocess.run(
-        ["bash", "recipes/slurm/train.sbatch", *step, "--save_strategy", "steps", "--save_steps", "1"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    second = sbatch(*step, "--save_strategy", "steps", "--save_steps", "1")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-6000:]
     assert f"resuming from the last checkpoint in {out}" in second.stdout
     state = json.loads((out / "trainer_state.json").read_text())
