@@ -172,7 +172,10 @@ class DataArguments:
     batch-level (one row has no covariance)."""
 
     dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local dataset."})
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config."})
+    dataset_config: str | None = field(
+        default=None,
+        metadata={"help": "Hub dataset config (modular-addition: the modulus, or modulus:train_fraction)."},
+    )
     train_split: str = field(default="train", metadata={"help": "Split used for training."})
     eval_split: str | None = field(
         default="test", metadata={"help": "Split used for evaluation (null: none)."}

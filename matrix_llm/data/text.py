@@ -2,7 +2,7 @@
 classification): loading with an optional label column, and the collator that tokenises and pads.
 
 Sources: ``synthetic`` (the offline synthetic GSM8K-style problems), ``modular-addition`` (:func:`modular_addition`,
-the grokking task), a local ``.jsonl`` / ``.json`` /
+the grokking task; its config :func:`modular_config`), a local ``.jsonl`` / ``.json`` /
 ``.parquet`` file or a directory holding ``{split}.jsonl``, or a Hub dataset. The text is the ``text_column``
 when the rows have it; otherwise rows in a training format (GSM8K / MetaMathQA, TRL prompt-completion,
 ``text``) become ``prompt + completion`` with the ``qa`` template.
@@ -17,7 +17,14 @@ from .gsm8k.loading import load_rows, standardise_fields
 from .gsm8k.prompts import format_example
 from .labels import IGNORE_INDEX
 
-__all__ = ["TextCollator", "count_truncated", "load_text_dataset", "modular_addition", "number_code"]
+__all__ = [
+    "TextCollator",
+    "count_truncated",
+    "load_text_dataset",
+    "modular_addition",
+    "modular_config",
+    "number_code",
+]
 
 SYNTHETIC_ROWS = 512  # rows of `synthetic` per split
 MODULAR_TRAIN_FRACTION = (
@@ -58,6 +65,19 @@ def modular_addition(
     }
 
 
+def modular_config(config: str | None) -> tuple[int, float]:
+    """``modular-addition``'s ``dataset_config``: ``"P"`` (the modulus) or ``"P:F"`` (and the share ``F`` of the
+    table trained on); ``None`` = ``113`` at :data:`MODULAR_TRAIN_FRACTION`."""
+    text = "113" if config is None else str(config)
+    modulus, _, fraction = text.partition(":")
+    try:
+        return int(modulus), float(fraction) if fraction else MODULAR_TRAIN_FRACTION
+    except ValueError:
+        raise ValueError(
+            f"modular-addition: dataset_config is the modulus or modulus:train_fraction (e.g. 113:0.3); got {text!r}"
+        ) from None
+
+
 def load_text_dataset(
     source: str,
     split: str = "train",
@@ -78,8 +98,9 @@ def load_text_dataset(
         from .synthetic import synthetic_dataset
 
         ds = synthetic_dataset(SYNTHETIC_ROWS, split="test" if split in ("test", "validation") else "train")
-    elif source == "modular-addition":  # `config`: the modulus (default 113)
-        ds = datasets.Dataset.from_dict(modular_addition(split, modulus=int(config or 113)))
+    elif source == "modular-addition":
+        modulus, fraction = modular_config(config)
+        ds = datasets.Dataset.from_dict(modular_addition(split, modulus=modulus, train_fraction=fraction))
     else:
         ds = load_rows(source, split, config)
     columns = list(ds.column_names)

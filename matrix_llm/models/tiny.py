@@ -228,11 +228,12 @@ def build_text_classifier(
     hidden_size: int = 64,
     num_layers: int = 2,
     num_heads: int = 4,
+    dropout: float = 0.1,
     max_position_embeddings: int = 128,
     seed: int = 0,
 ):
     """A randomly initialised ``BertForSequenceClassification`` sized for a CPU, with the token ids of
-    ``tokenizer`` (:func:`build_tokenizer`)."""
+    ``tokenizer`` (:func:`build_tokenizer`); ``dropout`` on its hidden states and attention probabilities."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -245,6 +246,8 @@ def build_text_classifier(
         max_position_embeddings=max_position_embeddings,
         pad_token_id=tokenizer.pad_token_id,
         num_labels=num_labels,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(seed)
     return BertForSequenceClassification(config)

@@ -39,3 +39,17 @@ def test_each_number_is_one_token_of_the_tiny_tokenizer():
     for n in range(113):
         assert len(tokenizer.tokenize(f"{number_code(n)} plus {number_code(n)}")) == 3, n
     assert number_code(27) == "bb"
+
+
+def test_the_config_sets_the_modulus_and_the_share_of_the_table_trained_on():
+    def rows(config, split="train"):
+        return load_text_dataset(
+            "modular-addition", split, config=config, text_column="text", label_column="label"
+        )
+
+    assert len(rows("11:0.3")) == round(0.3 * 121) and len(rows("11:0.3", "test")) == 121 - round(0.3 * 121)
+    assert len(rows("11")) == round(0.5 * 121)  # the modulus alone: half of the table
+    assert set(rows("11:0.3")["text"]) < set(rows("11:0.6")["text"])  # one permutation, cut further along
+    for bad in ("eleven", "11:a third", "11:1.5"):
+        with pytest.raises(ValueError, match="modular-addition"):
+            rows(bad)

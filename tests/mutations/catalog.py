@@ -1551,6 +1551,29 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_readme.py::test_the_use_block_runs_top_to_bottom_as_written",),
     ),
     Mutation(
+        "modular-fraction-ignored",
+        "modular-addition's dataset_config sets the share of the table trained on",
+        "matrix_llm/data/text.py",
+        "ds = datasets.Dataset.from_dict(modular_addition(split, modulus=modulus, train_fraction=fraction))",
+        "ds = datasets.Dataset.from_dict(modular_addition(split, modulus=modulus))",
+        (
+            "tests/data/test_modular.py::test_the_config_sets_the_modulus_and_the_share_of_the_table_trained_on",
+        ),
+    ),
+    Mutation(
+        "tiny-dropout-ignored",
+        "tiny_dropout 0 turns tiny-bert's dropout off (training mode = eval mode)",
+        "matrix_llm/models/tiny.py",
+        "        attention_probs_dropout_prob=dropout,",
+        "",
+        (
+            (
+                "tests/modes/classify/test_classification.py::"
+                "test_tiny_dropout_switches_tiny_berts_dropout_and_only_tiny_bert_takes_it"
+            ),
+        ),
+    ),
+    Mutation(
         "recipes-not-packaged",
         "the wheel ships the recipes",
         "pyproject.toml",

@@ -45,9 +45,23 @@ class ClassificationModelArguments(ModelArguments):
 
     supports_peft: ClassVar[bool] = False
 
+    tiny_dropout: float = field(
+        default=0.1,
+        metadata={
+            "help": "tiny-bert: dropout of its hidden states and attention probabilities (BERT's 0.1; 0 = none, so "
+            "the training-mode forward is the eval-mode one)."
+        },
+    )
+
     @property
     def is_tiny(self) -> bool:
         return self.model_name_or_path in TINY_CLASSIFIERS
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not 0.0 <= self.tiny_dropout < 1.0:
+            out.append(problem("tiny_dropout", "a float in [0, 1)", self.tiny_dropout))
+        return out
 
 
 @dataclass

@@ -436,3 +436,24 @@ def test_the_best_checkpoint_of_a_tiny_vit_is_the_model_saved_at_the_end(tmp_pat
     assert (
         load_file(str(out / "model.safetensors")).keys() == load_file(str(best / "model.safetensors")).keys()
     )
+
+
+def test_tiny_dropout_switches_tiny_berts_dropout_and_only_tiny_bert_takes_it(capsys):
+    from matrix_llm.models.tiny import build_text_classifier, build_tokenizer
+    from matrix_llm.modes.classify import command as classify
+
+    tokenizer = build_tokenizer(["aa plus bb", "cc plus dd"], vocab_size=64)
+    batch = tokenizer(["aa plus bb", "cc plus dd"], return_tensors="pt")
+
+    def train_and_eval_logits(dropout):
+        model = build_text_classifier(tokenizer, num_labels=3, hidden_size=32, num_heads=2, dropout=dropout)
+        torch.manual_seed(1)
+        trained = model.train()(**batch).logits
+        return trained, model.eval()(**batch).logits
+
+    assert torch.equal(*train_and_eval_logits(0.0))  # no dropout: training mode is eval mode
+    assert not torch.allclose(*train_and_eval_logits(0.1))  # BERT's default drops
+    assert classify.main(["--config", "classify/digits.yaml", "--tiny_dropout", "0"]) == 2
+    assert "`tiny_dropout`: tiny-bert's; tiny-vit does not read it" in capsys.readouterr().err
+    assert classify.main(["--config", "classify/grokking.yaml", "--tiny_dropout", "1"]) == 2
+    assert "`tiny_dropout`" in capsys.readouterr().err
