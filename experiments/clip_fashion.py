@@ -37,6 +37,7 @@ from harness import (  # noqa: E402
     run_grid,
     run_toolkit,
     save_summary,
+    study_folder,
     summarize,
     write_doc,
 )
@@ -149,7 +150,7 @@ def figure(out: Path, path: Path, summary: dict, curves: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
-    out = args.smoke or REPO / "outputs" / "experiments" / "clip_fashion"
+    out = study_folder("clip_fashion", args)
     seeds = [0] if args.smoke else [0, 1, 2]
     base = [
         "--config",

@@ -34,6 +34,7 @@ from harness import (  # noqa: E402
     paired_test,
     run_grid,
     save_summary,
+    study_folder,
     summarize,
     write_doc,
 )
@@ -58,7 +59,7 @@ PREVIOUS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
-    out = args.smoke or REPO / "outputs" / "experiments" / "clip_few_classes"
+    out = study_folder("clip_few_classes", args)
     seeds = [0, 1] if args.smoke else list(range(6))  # 6 seeds: zero-shot swings by seed far more than by arm
     base = ["--config", "demo/clip.yaml", *CLIP_TINY_DUAL, *DATA, *(SMOKE if args.smoke else [])]
     results = run_grid("clip", base, ARMS, seeds, out, reuse=args.reuse)

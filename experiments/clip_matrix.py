@@ -13,7 +13,6 @@ temperature against the image features' matrix entropy over training, for every 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -24,10 +23,13 @@ from harness import (  # noqa: E402
     CLIP_TINY_DUAL,
     bar_panel,
     experiment_args,
+    log_history,
     markdown_table,
     pyplot,
     run_grid,
     save_summary,
+    seed_runs,
+    study_folder,
     summarize,
     write_doc,
 )
@@ -69,8 +71,8 @@ def figure(
         bar_panel(ax, summary, metric, metric + CHANCE[metric])
     ax = axes[2]
     for j, arm in enumerate(summary["arms"]):
-        for run in sorted((out / arm).glob("seed*")):
-            history = json.loads((run / "trainer_state.json").read_text())["log_history"]
+        for run in seed_runs(out / arm):
+            history = log_history(run)
             points = [
                 (h["logit_scale"], h["image_entropy"])
                 for h in history
@@ -95,7 +97,7 @@ def figure(
 
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
-    out = args.smoke or REPO / "outputs" / "experiments" / "clip"
+    out = study_folder("clip_matrix", args)
     seeds = [0, 1] if args.smoke else [0, 1, 2]
     base = ["--config", "demo/clip.yaml", *CLIP_TINY_DUAL, *(SMOKE if args.smoke else [])]
     results = run_grid("clip", base, ARMS, seeds, out, reuse=args.reuse)

@@ -26,6 +26,7 @@ from harness import (  # noqa: E402
     pyplot,
     run_grid,
     save_summary,
+    study_folder,
     summarize,
     write_doc,
 )
@@ -62,7 +63,7 @@ SMOKE = [
 
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
-    out = args.smoke or REPO / "outputs" / "experiments" / "few_labels"
+    out = study_folder("few_labels", args)
     seeds, fractions = ([0, 1], (0.05,)) if args.smoke else ([0, 1, 2], FRACTIONS)
     summaries = {}
     for fraction in fractions:

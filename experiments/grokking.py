@@ -27,6 +27,7 @@ from harness import (  # noqa: E402
     pyplot,
     run_grid,
     save_summary,
+    study_folder,
     summarize,
     write_doc,
 )
@@ -70,7 +71,7 @@ def first_step(steps: list[int], values: list[float], level: float) -> int | Non
 
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
-    out = args.smoke or REPO / "outputs" / "experiments" / "grokking"
+    out = study_folder("grokking", args)
     seeds = [0, 1] if args.smoke else [0, 1, 2]
     results = run_grid(
         "classify",

@@ -48,7 +48,10 @@ __all__ = [
     "rank_correlation",
     "run_grid",
     "run_toolkit",
+    "read_run_json",
     "save_summary",
+    "seed_runs",
+    "study_folder",
     "summarize",
     "write_doc",
 ]
@@ -97,12 +100,83 @@ def run_grid(
 
 IN_PROCESS = False  # set by experiment_args for a smoke run
 REUSE = False  # set by experiment_args: the runs were read from an earlier call
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "docs" / "experiments" / "runs"  # the committed archives: what each study read from its runs
+
+
+class _Archive:
+    """What a study reads from its runs' folders (their JSON files, by path under the study's folder), kept so
+    ``--reuse`` works where the runs never ran: :func:`study_folder` loads ``docs/experiments/runs/<name>.json.gz``,
+    :func:`read_run_json` answers from it when the file is not on disk, and :func:`save_summary` writes what this
+    call read back into it."""
+
+    def __init__(self) -> None:
+        self.open(None, "")
+
+    def open(self, root: Path | None, name: str) -> None:
+        self.root, self.name = root, name
+        self.stored: dict[str, Any] = {}
+        self.read: dict[str, Any] = {}
+
+    def key(self, path: Path) -> str | None:
+        if self.root is None:
+            return None
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return None
+
+
+ARCHIVE = _Archive()
+
+
+def study_folder(name: str, args: argparse.Namespace) -> Path:
+    """The study's runs folder: the smoke folder, else ``outputs/experiments/<name>``, whose committed archive
+    (``docs/experiments/runs/<name>.json.gz``) :func:`read_run_json` falls back on with ``--reuse``."""
+    import gzip
+
+    out = args.smoke or REPO / "outputs" / "experiments" / name
+    ARCHIVE.open(out, name)
+    archive = RUNS / f"{name}.json.gz"
+    if args.reuse and not args.smoke and archive.is_file():
+        ARCHIVE.stored = json.loads(gzip.decompress(archive.read_bytes()))
+    return out
+
+
+def read_run_json(path: Path) -> Any:
+    """A JSON file a run wrote: from disk, else (``--reuse``) from the study's committed archive."""
+    key = ARCHIVE.key(path)
+    if path.is_file():
+        data = json.loads(path.read_text())
+    elif key is not None and key in ARCHIVE.stored:
+        data = ARCHIVE.stored[key]
+    else:
+        where = f" nor in docs/experiments/runs/{ARCHIVE.name}.json.gz" if ARCHIVE.stored else ""
+        raise FileNotFoundError(f"{path}: not on disk{where} (run the study without --reuse)")
+    if key is not None:
+        ARCHIVE.read[key] = data
+    return data
+
+
+def seed_runs(folder: Path) -> list[Path]:
+    """The ``seed<k>`` run folders of one arm, on disk or (``--reuse``) in the study's archive, by seed."""
+    found = {p.name for p in folder.glob("seed*")}
+    key = ARCHIVE.key(folder)
+    if key is not None:
+        found |= {k[len(key) + 1 :].split("/")[0] for k in ARCHIVE.stored if k.startswith(key + "/seed")}
+    return [folder / name for name in sorted(found, key=lambda n: int(n[4:]))]
+
+
+def _has_run(path: Path) -> bool:
+    key = ARCHIVE.key(path)
+    return path.is_file() or (key is not None and key in ARCHIVE.stored)
 
 
 def run_toolkit(argv: Sequence[str], result: Path, *, reuse: bool, label: str) -> dict:
     """``matrix-llm ARGV`` in its own process (in this one when :data:`IN_PROCESS`; with ``reuse``, not again when
-    ``result`` exists), then its JSON ``result``; a failure raises with the end of the process's stderr."""
-    if not (reuse and result.is_file()):
+    ``result`` exists, on disk or in the study's archive), then its JSON ``result``; a failure raises with the end
+    of the process's stderr."""
+    if not (reuse and _has_run(result)):
         print(f"[{label}] matrix_llm.cli " + " ".join(argv), flush=True)
         if IN_PROCESS:
             from matrix_llm.cli import main
@@ -119,7 +193,7 @@ def run_toolkit(argv: Sequence[str], result: Path, *, reuse: bool, label: str) -
             )
             if proc.returncode != 0:
                 raise RuntimeError(f"{label} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(result.read_text())
+    return read_run_json(result)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -357,10 +431,8 @@ def environment() -> str:
     import torch
     import transformers
 
-    repo = Path(__file__).resolve().parents[1]
-
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
     # the docs and figures being written are not the code that ran
@@ -424,7 +496,7 @@ def write_doc(
 
 def log_history(run_dir: Path) -> list[dict]:
     """The Trainer's ``log_history`` of one run."""
-    return json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+    return read_run_json(run_dir / "trainer_state.json")["log_history"]
 
 
 def curve(log: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -435,11 +507,19 @@ def curve(log: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[f
 
 
 def save_summary(out: Path, summary: Mapping[str, Any], smoke: bool, repo: Path) -> Path:
-    """Write ``out/summary.json``; returns the folder of the doc and the figure (``out`` for a smoke run, else
+    """Write ``out/summary.json`` and (not for a smoke run) the study's archive of what it read from its runs
+    (:func:`study_folder`); returns the folder of the doc and the figure (``out`` for a smoke run, else
     ``docs/experiments``)."""
+    import gzip
+
+    out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     docs = out if smoke else repo / "docs" / "experiments"
     docs.mkdir(parents=True, exist_ok=True)
+    if not smoke and ARCHIVE.name:
+        RUNS.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(dict(sorted(ARCHIVE.read.items())), sort_keys=True, separators=(",", ":"))
+        (RUNS / f"{ARCHIVE.name}.json.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
     return docs
 
 

@@ -25,6 +25,7 @@ from harness import (  # noqa: E402
     pyplot,
     run_grid,
     save_summary,
+    study_folder,
     summarize,
     write_doc,
 )
@@ -76,7 +77,7 @@ def flat(metrics: dict) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
-    out = args.smoke or REPO / "outputs" / "experiments" / "lm_mce"
+    out = study_folder("lm_mce", args)
     seeds = [0, 1] if args.smoke else [0, 1, 2]
     arms = {k: ARMS[k] for k in ("ce", "head 0.1")} if args.smoke else ARMS
     runs = run_grid(

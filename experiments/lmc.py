@@ -14,7 +14,6 @@ path? (issue "Do the seeds' claims reproduce?", item 7; seed 000), for a small a
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -22,7 +21,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import FASHION, experiment_args, mean_std, pyplot, run_grid, run_toolkit, save_summary, write_doc  # noqa: E402
+from harness import (  # noqa: E402
+    FASHION,
+    experiment_args,
+    mean_std,
+    pyplot,
+    read_run_json,
+    run_grid,
+    run_toolkit,
+    save_summary,
+    study_folder,
+    write_doc,
+)
 
 DATA = [
     "--config",
@@ -79,7 +89,7 @@ def _stat(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
-    out = args.smoke or REPO / "outputs" / "experiments" / "lmc"
+    out = study_folder("lmc", args)
     smoke = SMOKE if args.smoke else []
     pairs = [(1, 2)] if args.smoke else [(1, 2), (3, 4), (5, 6)]
     run_grid(
@@ -166,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         return 0
     small, large = (summary[r] for r in RATES)
-    start_accuracy = json.loads((start / "all_results.json").read_text())["eval_accuracy"]
+    start_accuracy = read_run_json(start / "all_results.json")["eval_accuracy"]
     barrier = {r: statistics.fmean(s["accuracy_barrier"]) for r, s in summary.items()}
     connected = [r for r, b in barrier.items() if b < 0.01]
     entropy = {r: statistics.fmean(s["entropy_mid_minus_ends"]) for r, s in summary.items()}

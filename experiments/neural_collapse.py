@@ -34,6 +34,7 @@ from harness import (  # noqa: E402
     rank_correlation,
     run_grid,
     save_summary,
+    study_folder,
     summarize,
     write_doc,
 )
@@ -129,7 +130,7 @@ def own_reference(n: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
-    out = args.smoke or REPO / "outputs" / "experiments" / "neural_collapse"
+    out = study_folder("neural_collapse", args)
     seeds = [0, 1] if args.smoke else [0, 1, 2]
     results = run_grid(
         "classify",

@@ -28,6 +28,7 @@ from harness import (  # noqa: E402
     pyplot,
     run_grid,
     save_summary,
+    study_folder,
     summarize,
     write_doc,
 )
@@ -70,7 +71,7 @@ SMOKE = [
 
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
-    out = args.smoke or REPO / "outputs" / "experiments" / "ssl_methods"
+    out = study_folder("ssl_methods", args)
     seeds = [0, 1] if args.smoke else [0, 1, 2]
     arms = {k: ARMS[k] for k in ("simclr", "matrix_ssl exact")} if args.smoke else ARMS
     results = run_grid("ssl", [*BASE, *(SMOKE if args.smoke else [])], arms, seeds, out, reuse=args.reuse)

@@ -16,7 +16,6 @@ the head (`zero_shot_geometry`). The answer is Spearman's rank correlation of τ
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -32,8 +31,10 @@ from harness import (  # noqa: E402
     markdown_table,
     pyplot,
     rank_correlation,
+    read_run_json,
     run_grid,
     save_summary,
+    study_folder,
     summarize,
     write_doc,
 )
@@ -65,7 +66,7 @@ SMOKE = [
 
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
-    out = args.smoke or REPO / "outputs" / "experiments" / "temperature"
+    out = study_folder("temperature", args)
     seeds = [0, 1] if args.smoke else [0, 1, 2]
     base = ["--config", "demo/clip.yaml", *CLIP_TINY_DUAL, *FIXED, *(SMOKE if args.smoke else [])]
     results = run_grid("clip", base, ARMS, seeds, out, reuse=args.reuse)
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in runs:
             run_dir = out / arm / f"seed{seed}"
             losses = curve(log_history(run_dir), "loss")[1]
-            batch = json.loads((run_dir / "trainer_state.json").read_text())["train_batch_size"]
+            batch = read_run_json(run_dir / "trainer_state.json")["train_batch_size"]
             trained[arm, seed] = bool(losses) and losses[-1] < math.log(batch) - 0.25
             runs[seed]["first_loss"], runs[seed]["last_loss"] = (
                 (losses[0], losses[-1]) if losses else (math.nan,) * 2

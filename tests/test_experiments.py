@@ -124,6 +124,42 @@ def test_the_verdict_tells_not_reproduced_from_not_testable():
     )
 
 
+def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_path, monkeypatch):
+    import argparse
+    import shutil
+
+    import harness
+
+    monkeypatch.setattr(harness, "RUNS", tmp_path / "repo" / "docs" / "experiments" / "runs")
+    monkeypatch.setattr(harness, "REPO", tmp_path / "repo")
+    out = harness.study_folder("study", argparse.Namespace(smoke=None, reuse=False))
+    assert out == tmp_path / "repo" / "outputs" / "experiments" / "study"
+    run = out / "arm" / "seed2"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text('{"accuracy": 0.5}')
+    (run / "trainer_state.json").write_text('{"log_history": [{"step": 1, "loss": 2.0}]}')
+    (run / "unread.json").write_text("{}")
+    assert harness.read_run_json(run / "results.json") == {"accuracy": 0.5}
+    assert harness.curve(harness.log_history(run), "loss") == ([1], [2.0])
+    harness.save_summary(out, {}, False, tmp_path / "repo")
+    shutil.rmtree(out)  # a clean clone: the committed archive, no runs
+
+    def reread(reuse):
+        return harness.study_folder("study", argparse.Namespace(smoke=None, reuse=reuse))
+
+    out = reread(reuse=True)
+    assert harness.seed_runs(out / "arm") == [run]
+    assert harness.run_toolkit(["no-such-command"], run / "results.json", reuse=True, label="x") == {
+        "accuracy": 0.5
+    }  # read, not run
+    assert harness.log_history(run) == [{"step": 1, "loss": 2.0}]
+    with pytest.raises(FileNotFoundError, match="nor in docs/experiments/runs/study.json.gz"):
+        harness.read_run_json(run / "unread.json")  # only what the study read is kept
+    out = reread(reuse=False)  # without --reuse the runs run again: nothing is read from the archive
+    with pytest.raises(FileNotFoundError, match="run the study without --reuse"):
+        harness.read_run_json(run / "results.json")
+
+
 @pytest.mark.slow
 def test_clip_few_classes_experiment_smoke_run(tmp_path):
     summary = smoke_run("clip_few_classes", tmp_path)

@@ -1574,6 +1574,22 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "archive-not-read",
+        "--reuse reads a study's runs from its committed archive when they are not on disk",
+        "experiments/harness.py",
+        "    elif key is not None and key in ARCHIVE.stored:",
+        "    elif False:",
+        ("tests/test_experiments.py::test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine",),
+    ),
+    Mutation(
+        "archive-reruns",
+        "--reuse does not rerun a run its archive holds",
+        "experiments/harness.py",
+        "    if not (reuse and _has_run(result)):",
+        "    if not (reuse and result.is_file()):",
+        ("tests/test_experiments.py::test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine",),
+    ),
+    Mutation(
         "recipes-not-packaged",
         "the wheel ships the recipes",
         "pyproject.toml",
