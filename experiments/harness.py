@@ -108,13 +108,13 @@ class _Archive:
     """What a study reads from its runs' folders (their JSON files, by path under the study's folder), kept so
     ``--reuse`` works where the runs never ran: :func:`study_folder` loads ``docs/experiments/runs/<name>.json.gz``,
     :func:`read_run_json` answers from it when the file is not on disk, and :func:`save_summary` writes what this
-    call read back into it."""
+    call read back into it, with the environment the runs ran in (``_environment``, :func:`runs_environment`)."""
 
     def __init__(self) -> None:
         self.open(None, "")
 
     def open(self, root: Path | None, name: str) -> None:
-        self.root, self.name = root, name
+        self.root, self.name, self.ran = root, name, False
         self.stored: dict[str, Any] = {}
         self.read: dict[str, Any] = {}
 
@@ -177,6 +177,7 @@ def run_toolkit(argv: Sequence[str], result: Path, *, reuse: bool, label: str) -
     ``result`` exists, on disk or in the study's archive), then its JSON ``result``; a failure raises with the end
     of the process's stderr."""
     if not (reuse and _has_run(result)):
+        ARCHIVE.ran = True
         print(f"[{label}] matrix_llm.cli " + " ".join(argv), flush=True)
         if IN_PROCESS:
             from matrix_llm.cli import main
@@ -422,8 +423,12 @@ RESULT_NOTE = (
 )
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+
 def environment() -> str:
-    """Where the runs ran: the commit (``+ uncommitted changes`` when the tree differs from it), Python, torch,
+    """Where this process runs: the commit (``+ uncommitted changes`` when the tree differs from it), Python, torch,
     transformers, the CPU count and the torch threads."""
     import os
     import platform
@@ -431,20 +436,26 @@ def environment() -> str:
     import torch
     import transformers
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
     # the docs and figures being written are not the code that ran
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/experiments")
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/experiments")
     dirty = " + uncommitted changes" if changed else ""
-    reused = (
-        " (--reuse: the runs were read from an earlier call, at this commit or before it)" if REUSE else ""
-    )
     return (
-        f"commit {commit}{dirty}{reused}; Python {platform.python_version()}, torch {torch.__version__}, transformers "
+        f"commit {commit}{dirty}; Python {platform.python_version()}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}; {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
     )
+
+
+def runs_environment() -> str:
+    """Where the study's runs ran: this process's :func:`environment` when it ran any of them; when every run was
+    read from an earlier call (``--reuse``), the environment the study's archive recorded when they ran, with the
+    commit the doc is rendered at (an archive from before that record: this process's, marked as a rerender)."""
+    if ARCHIVE.ran or not REUSE:
+        return environment()
+    rendered = _git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if "_environment" in ARCHIVE.stored:
+        return f"{ARCHIVE.stored['_environment']}; rendered from them with --reuse at commit {rendered}"
+    return f"{environment()} (--reuse: the runs were read from an earlier call, at this commit or before it)"
 
 
 def write_doc(
@@ -461,7 +472,7 @@ def write_doc(
     result_note: str = RESULT_NOTE,
 ) -> None:
     """``docs/experiments/<name>.md``: ``result`` is the markdown lines (tables) under the result heading; the runs'
-    commit and environment (:func:`environment`) go under the setup."""
+    commit and environment (:func:`runs_environment`) go under the setup."""
     text = "\n".join(
         [
             f"# {title}",
@@ -470,7 +481,7 @@ def write_doc(
             "",
             f"**Setup.** {setup}",
             "",
-            f"**Runs.** {environment()}.",
+            f"**Runs.** {runs_environment()}.",
             "",
             f"**Result** ({result_note}):",
             "",
@@ -518,7 +529,11 @@ def save_summary(out: Path, summary: Mapping[str, Any], smoke: bool, repo: Path)
     docs.mkdir(parents=True, exist_ok=True)
     if not smoke and ARCHIVE.name:
         RUNS.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(dict(sorted(ARCHIVE.read.items())), sort_keys=True, separators=(",", ":"))
+        kept = dict(sorted(ARCHIVE.read.items()))
+        ran_in = environment() if ARCHIVE.ran else ARCHIVE.stored.get("_environment")
+        if ran_in is not None:  # where the runs ran (runs_environment), kept for a later --reuse
+            kept["_environment"] = ran_in
+        text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
         (RUNS / f"{ARCHIVE.name}.json.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
     return docs
 

@@ -141,6 +141,8 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
     (run / "unread.json").write_text("{}")
     assert harness.read_run_json(run / "results.json") == {"accuracy": 0.5}
     assert harness.curve(harness.log_history(run), "loss") == ([1], [2.0])
+    harness.ARCHIVE.ran = True  # as run_toolkit marks a call that ran a run
+    monkeypatch.setattr(harness, "environment", lambda: "commit 0123abc; the machine of the runs")
     harness.save_summary(out, {}, False, tmp_path / "repo")
     shutil.rmtree(out)  # a clean clone: the committed archive, no runs
 
@@ -148,6 +150,9 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
         return harness.study_folder("study", argparse.Namespace(smoke=None, reuse=reuse))
 
     out = reread(reuse=True)
+    monkeypatch.setattr(harness, "REUSE", True)
+    monkeypatch.setattr(harness, "environment", lambda: "commit 4567def; this machine")
+    assert harness.runs_environment().startswith("commit 0123abc; the machine of the runs; rendered from them")
     assert harness.seed_runs(out / "arm") == [run]
     assert harness.run_toolkit(["no-such-command"], run / "results.json", reuse=True, label="x") == {
         "accuracy": 0.5

@@ -1590,6 +1590,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_experiments.py::test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine",),
     ),
     Mutation(
+        "archive-forgets-where-runs-ran",
+        "a doc rendered with --reuse states the environment its runs ran in, kept in the archive",
+        "experiments/harness.py",
+        '            kept["_environment"] = ran_in',
+        "            pass",
+        ("tests/test_experiments.py::test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine",),
+    ),
+    Mutation(
         "recipes-not-packaged",
         "the wheel ships the recipes",
         "pyproject.toml",
