@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-floors lint bench gpu-check help-text clean
+.PHONY: install demo test test-floors lint bench gpu-check experiments help-text clean
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,16 @@ bench: install
 PYTHON_GPU ?= $(PY)
 gpu-check:
 	$(PYTHON_GPU) bench/gpu_check.py --write
+
+# every study of docs/experiments/ (experiments/<study>.py: hours in all on 2 CPU cores), then the overview table of
+# docs/experiments/README.md. REUSE=1: each study reads the runs it already has (outputs/experiments/ or its
+# committed archive docs/experiments/runs/<study>.json.gz) and runs only those it lacks; from a clean clone the
+# studies with an archive redraw their doc and figure in seconds.
+STUDIES := lm_mce lm_gsm8k neural_collapse few_labels grokking ssl_methods clip_matrix clip_few_classes \
+	clip_fashion lmc temperature
+experiments: install
+	for study in $(STUDIES); do $(PY) experiments/$$study.py $(if $(REUSE),--reuse) || exit 1; done
+	$(PY) experiments/overview.py
 
 clean:
 	rm -rf $(VENV) $(FLOORS_VENV) outputs

@@ -108,7 +108,8 @@ class _Archive:
     """What a study reads from its runs' folders (their JSON files, by path under the study's folder), kept so
     ``--reuse`` works where the runs never ran: :func:`study_folder` loads ``docs/experiments/runs/<name>.json.gz``,
     :func:`read_run_json` answers from it when the file is not on disk, and :func:`save_summary` writes what this
-    call read back into it, with the environment the runs ran in (``_environment``, :func:`runs_environment`)."""
+    call read back into it, with the environment the runs ran in (``_environment``, :func:`runs_environment`) and
+    the study's summary (``_summary``, which experiments/overview.py reads)."""
 
     def __init__(self) -> None:
         self.open(None, "")
@@ -529,7 +530,7 @@ def save_summary(out: Path, summary: Mapping[str, Any], smoke: bool, repo: Path)
     docs.mkdir(parents=True, exist_ok=True)
     if not smoke and ARCHIVE.name:
         RUNS.mkdir(parents=True, exist_ok=True)
-        kept = dict(sorted(ARCHIVE.read.items()))
+        kept = {**dict(sorted(ARCHIVE.read.items())), "_summary": summary}  # overview.py reads the summary
         ran_in = environment() if ARCHIVE.ran else ARCHIVE.stored.get("_environment")
         if ran_in is not None:  # where the runs ran (runs_environment), kept for a later --reuse
             kept["_environment"] = ran_in

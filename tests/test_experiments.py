@@ -152,7 +152,9 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
     out = reread(reuse=True)
     monkeypatch.setattr(harness, "REUSE", True)
     monkeypatch.setattr(harness, "environment", lambda: "commit 4567def; this machine")
-    assert harness.runs_environment().startswith("commit 0123abc; the machine of the runs; rendered from them")
+    assert harness.runs_environment().startswith(
+        "commit 0123abc; the machine of the runs; rendered from them"
+    )
     assert harness.seed_runs(out / "arm") == [run]
     assert harness.run_toolkit(["no-such-command"], run / "results.json", reuse=True, label="x") == {
         "accuracy": 0.5
@@ -163,6 +165,72 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
     out = reread(reuse=False)  # without --reuse the runs run again: nothing is read from the archive
     with pytest.raises(FileNotFoundError, match="run the study without --reuse"):
         harness.read_run_json(run / "results.json")
+
+
+def test_the_overview_table_is_current_and_names_every_study():
+    import overview
+
+    assert overview.main(["--check"]) == 0  # docs/experiments/README.md holds the table the docs give
+    named = " ".join(
+        c.doc if not isinstance(c, overview.Untested) else c.why + c.claim for c in overview.CLAIMS
+    )
+    studies = {p.name for p in (REPO / "docs" / "experiments").glob("*.md")} - {"README.md"}
+    assert {s for s in studies if s not in named} == set()  # a row for every study, tested or not
+
+
+def test_make_experiments_runs_every_study():
+    import re
+
+    studies = {p.stem for p in (REPO / "experiments").glob("*.py") if "study_folder(" in p.read_text()} - {
+        "harness"
+    }
+    listed = re.search(r"STUDIES := ((?:[^\n]*\\\n)*[^\n]*)", (REPO / "Makefile").read_text()).group(1)
+    assert set(listed.replace("\\", " ").split()) == studies
+
+
+def test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction(tmp_path, monkeypatch):
+    import overview
+
+    monkeypatch.setattr(overview, "DOCS", tmp_path)
+    monkeypatch.setattr(overview, "RUNS", tmp_path / "runs")  # no archive: the doc's table
+    (tmp_path / "s.md").write_text(
+        "text\n\n| arm | acc | loss |\n|---|---|---|\n"
+        "| base | 0.2000 ± 0.0100 (0.190, 0.200, 0.210, 0.195, 0.205) | 1.0 ± 0 (1.000, 1.000, 1.000) |\n"
+        "| new | 0.5000 ± 0.0100 (0.490, 0.500, 0.510, 0.495, 0.505) | 1.0 ± 0 (1.000, 1.000, 1.000) |\n"
+        "| new - baseline (paired) | +0.3 | +0 |\n\n| arm | acc |\n|---|---|\n| base | 0.1 ± 0 (0.100, 0.100) |\n"
+    )
+    assert overview.seed_values("s.md", "new", "acc") == [0.49, 0.5, 0.51, 0.495, 0.505]
+    assert overview.seed_values("s.md", "base", "acc", table=1) == [0.1, 0.1]
+    with pytest.raises(KeyError, match="no arm 'old'"):
+        overview.seed_values("s.md", "old", "acc")
+    up = overview.row(overview.Comparison("c", "s.md", "acc", "new", "base", sign=1))  # 5 + 5: p >= 1/126
+    down = overview.row(overview.Comparison("c", "s.md", "acc", "new", "base", sign=-1))
+    assert "| +0.300 |" in up and up.endswith("| + | reproduced |")
+    assert down.endswith("| − | contradicted |")
+    reached = overview.row(overview.Comparison("c", "s.md", "acc", "new", reference=0.5))
+    assert "one-sample t" in reached and "reached (within the CI)" in reached
+    assert "not reached" in overview.row(overview.Comparison("c", "s.md", "acc", "base", reference=0.5))
+    # a study with an archive: its summary's full-precision values, not the doc's 3 decimals
+    import gzip
+
+    (tmp_path / "runs").mkdir()
+    summary = {"arms": {"new": {"acc": {"values": [0.4901, 0.5]}}}}
+    (tmp_path / "runs" / "s.json.gz").write_bytes(gzip.compress(json.dumps({"_summary": summary}).encode()))
+    assert overview.seed_values("s.md", "new", "acc") == [0.4901, 0.5]
+    assert overview.seed_values("s.md", "base", "acc") == [
+        0.19,
+        0.2,
+        0.21,
+        0.195,
+        0.205,
+    ]  # not in it: the doc
+    # the README's table: --check fails on a stale one, the plain call writes it between the markers
+    monkeypatch.setattr(overview, "CLAIMS", [overview.Comparison("c", "s.md", "acc", "new", "base")])
+    (tmp_path / "README.md").write_text(f"intro\n{overview.BEGIN}\n| old |\n{overview.END}\nafter\n")
+    assert overview.main(["--check"]) == 1
+    assert overview.main([]) == 0 and overview.main(["--check"]) == 0
+    text = (tmp_path / "README.md").read_text()
+    assert "| old |" not in text and "| c ([s](s.md): new vs base, acc)" in text and text.endswith("after\n")
 
 
 @pytest.mark.slow

@@ -1598,6 +1598,54 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_experiments.py::test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine",),
     ),
     Mutation(
+        "overview-direction-ignored",
+        "the overview reads a significant effect against the claimed direction (reproduced / contradicted)",
+        "experiments/overview.py",
+        '    if result["verdict"] == "an effect" and sign:',
+        "    if False:",
+        (
+            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+        ),
+    ),
+    Mutation(
+        "overview-archive-ignored",
+        "the overview takes a study's full-precision values from its archive where it has them",
+        "experiments/overview.py",
+        "        if found is not None:",
+        "        if False:",
+        (
+            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+        ),
+    ),
+    Mutation(
+        "overview-check-blind",
+        "overview.py --check fails when the README's table is not the one the docs give",
+        "experiments/overview.py",
+        "        if new != text:",
+        "        if False:",
+        (
+            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+        ),
+    ),
+    Mutation(
+        "overview-one-sample-reads-reached",
+        "a row against a reference value says not reached when the CI excludes it",
+        "experiments/overview.py",
+        '"not reached (the CI excludes it)" if c["p_corrected"] < 0.05 else',
+        '"not reached (the CI excludes it)" if c["p_corrected"] < 0.0 else',
+        (
+            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+        ),
+    ),
+    Mutation(
+        "make-experiments-skips-a-study",
+        "make experiments runs every study",
+        "Makefile",
+        "\tclip_fashion lmc temperature",
+        "\tclip_fashion lmc",
+        ("tests/test_experiments.py::test_make_experiments_runs_every_study",),
+    ),
+    Mutation(
         "recipes-not-packaged",
         "the wheel ships the recipes",
         "pyproject.toml",

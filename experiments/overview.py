@@ -1,0 +1,333 @@
+"""The one numeric table across every study (issue 31, item 1): for each seed claim, the comparison that tests it
+through :func:`harness.compare`, or why it is not tested; written into docs/experiments/README.md between its
+markers.
+
+The per-seed values come from the study's committed archive (docs/experiments/runs/<study>.json.gz: its summary,
+full precision) where one exists, else from the result table its doc states (written by the study's script from
+its runs; 3 decimals): the archives exist only for the studies run or rendered since they were introduced. Arms are compared unpaired (Welch's t and an exact permutation test):
+a seed shares the initialisation and the data order of the arms, but the runs diverge (float32 round-off alone
+moves single seeds of clip_few_classes by up to 0.17), so a seed does not pair their noise. Bonferroni over the
+arms the study compared with its baseline.
+
+    .venv/bin/python experiments/overview.py            (seconds; rewrites the table in docs/experiments/README.md)
+    .venv/bin/python experiments/overview.py --check    (exit 1 when the README's table is not the one this writes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+
+from harness import RUNS, compare, rank_correlation  # noqa: E402
+
+DOCS = REPO / "docs" / "experiments"
+BEGIN = "<!-- the table below is written by experiments/overview.py from the studies' docs -->"
+END = "<!-- end of the table written by experiments/overview.py -->"
+UNPAIRED = "seeds do not pair the noise of diverging runs"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``arm`` against ``baseline`` on ``metric`` (a column of the doc's ``table``-th result table), or, with
+    ``reference``, the arm's values against a fixed value (a one-sample t test). ``claimed``: the seed paper's
+    effect in the metric's units; ``sign``: the claimed direction where the paper gives no number."""
+
+    claim: str
+    doc: str
+    metric: str
+    arm: str
+    baseline: str | None = None
+    reference: float | None = None
+    table: int = 0
+    comparisons: int = 1
+    claimed: float | None = None
+    sign: int = 0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Spearman's ρ of a swept setting (the arms' ``values``) with ``metric`` over every run of the doc's table."""
+
+    claim: str
+    doc: str
+    metric: str
+    arms: dict[str, float]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Untested:
+    claim: str
+    why: str
+
+
+MMAE = "M-MAE beats MAE / U-MAE on the linear probe (Zhang et al., +3.9 points with ViT-B on ImageNet)"
+CLAIMS: list[Comparison | Correlation | Untested] = [
+    Comparison(
+        "CE + MCE beats CE on GSM8K (72.3 vs 69.2 at 7B): tiny Llama, synthetic problems",
+        "lm_mce.md",
+        "strict",
+        "head 0.1",
+        "ce",
+        comparisons=4,
+        claimed=0.031,
+    ),
+    Comparison(
+        "the same on real GSM8K (held-out strict-match)",
+        "lm_gsm8k.md",
+        "strict",
+        "head 0.1",
+        "ce",
+        comparisons=3,
+        claimed=0.031,
+        note="strict-match is 0-5 of 200 in every arm",
+    ),
+    Comparison(
+        "the same on real GSM8K: held-out LM loss (lower is better)",
+        "lm_gsm8k.md",
+        "lm_loss",
+        "head 0.1",
+        "ce",
+        comparisons=3,
+        sign=-1,
+        note="the CE arm ran at one learning rate (item 7's control is not run)",
+    ),
+    Comparison(
+        "neural collapse: MIR reaches its collapse value (end of training)",
+        "neural_collapse.md",
+        "probe_mir",
+        "ce",
+        reference=0.952,
+        note="the reference is this probe's on a perfect collapse",
+    ),
+    Comparison(
+        "neural collapse: HDR reaches 0 (end of training)",
+        "neural_collapse.md",
+        "probe_hdr",
+        "ce",
+        reference=0.0,
+    ),
+    Comparison(
+        "MIR / HDR regularisers help with few labels: the change at 1 % of the labels",
+        "few_labels.md",
+        "eval_accuracy",
+        "ce + MIR/HDR",
+        "ce",
+        table=0,
+        comparisons=4,
+        sign=1,
+        note="broken regime: CE at 1 % (0.26) is below logistic regression on the same raw pixels (0.63-0.72)",
+    ),
+    Comparison(
+        "MIR / HDR regularisers: the change at 100 % of the labels",
+        "few_labels.md",
+        "eval_accuracy",
+        "ce + MIR/HDR",
+        "ce",
+        table=3,
+        comparisons=4,
+    ),
+    Comparison(
+        "Matrix-SSL beats SimCLR on the linear probe (+4.6 points at 100 epochs on ImageNet, derived, unverified)",
+        "ssl_methods.md",
+        "probe_trained",
+        "matrix_ssl exact",
+        "simclr",
+        comparisons=4,
+        claimed=0.046,
+        note="no method beats the raw-pixel probe (0.812): the regime cannot rank SSL methods",
+    ),
+    Comparison(
+        "matrix-entropy alignment helps CLIP-style training (Song et al.): zero-shot, full captions",
+        "clip_matrix.md",
+        "zeroshot_top1",
+        "infonce + alignment",
+        "infonce",
+        sign=1,
+    ),
+    Comparison(
+        "the same with few classes (captions by class only)",
+        "clip_few_classes.md",
+        "zeroshot_top1",
+        "+ align from 0",
+        "infonce",
+        comparisons=4,
+        sign=1,
+    ),
+    Comparison(
+        "the same on unseen Fashion-MNIST classes (frozen pretrained text tower)",
+        "clip_fashion.md",
+        "zeroshot_top1_unseen",
+        "+ alignment",
+        "infonce",
+        comparisons=2,
+        sign=1,
+    ),
+    Correlation(
+        "CLIP's temperature sets the features' matrix entropy: ρ(τ, within-class entropy)",
+        "temperature.md",
+        "zeroshot_within_class_entropy",
+        {"τ=0.01": 0.01, "τ=0.03": 0.03, "τ=0.07": 0.07, "τ=0.2": 0.2, "τ=0.5": 0.5},
+        note="InfoNCE trained in 8 of 15 runs: not testable at this scale",
+    ),
+    Untested(
+        "matrix entropy changes at the grokking transition",
+        "grokking.md: a setting that groks is being run (see its doc); no arm comparison",
+    ),
+    Untested(
+        "linear mode connectivity and matrix entropy along the path (lmc.md)",
+        "a description (barriers per learning rate), not a comparison with a claimed effect",
+    ),
+    Untested(
+        MMAE, "not run: no SSL method beats raw pixels here (ssl_methods.md), so the regime cannot rank them"
+    ),
+    Untested(
+        "Matrix-SSL's γ and Taylor-order ablation (γ = 0, i.e. MEC, 70.6 vs 71.1)",
+        "not run, for the same reason; a 0.5-point claim is far below any effect 3 seeds here can detect",
+    ),
+    Untested("Llemma-7B on GSM8K / MetaMathQA, CE vs CE + MCE (69.2 vs 72.3)", "needs a GPU (the GPU plan)"),
+    Untested("ImageNet linear probe, COCO transfer (+3.3 over MoCo v2 / BYOL)", "needs a GPU and the data"),
+    Untested(
+        "pretrained CLIP fine-tuned with each loss, Fashion-MNIST zero-shot", "needs the Hub (a network test)"
+    ),
+]
+
+
+def doc_tables(doc: str) -> list[list[list[str]]]:
+    """The markdown tables of ``docs/experiments/<doc>`` whose header starts with ``arm``: rows of cells."""
+    tables, current = [], None
+    for line in (DOCS / doc).read_text().splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if current is None:
+                current = [cells] if cells[0] == "arm" else None
+            else:
+                current.append(cells)
+        elif not line.startswith("|---"):
+            if current is not None:
+                tables.append(current)
+            current = None
+    if current is not None:
+        tables.append(current)
+    return tables
+
+
+def seed_values(doc: str, arm: str, metric: str, table: int = 0) -> list[float]:
+    """The per-seed values of ``arm``'s ``metric``: from the study's committed archive where it has them (full
+    precision), else those in brackets in the ``metric`` cell of the doc's ``table``-th result table."""
+    archive = RUNS / doc.replace(".md", ".json.gz")
+    if archive.is_file():
+        summary = json.loads(gzip.decompress(archive.read_bytes())).get("_summary", {})
+        found = summary.get("arms", {}).get(arm, {}).get(metric)
+        if found is not None:
+            return [float(v) for v in found["values"]]
+    rows = doc_tables(doc)[table]
+    column = rows[0].index(metric)
+    row = next((r for r in rows[1:] if r[0] == arm), None)
+    if row is None:
+        raise KeyError(f"{doc}: no arm {arm!r} in result table {table} (arms: {[r[0] for r in rows[1:]]})")
+    inside = re.search(r"\(([^)]*)\)", row[column])
+    if inside is None:
+        raise ValueError(f"{doc}: {arm} / {metric} has no per-seed values: {row[column]!r}")
+    return [float(v) for v in inside.group(1).split(",")]
+
+
+def verdict(result: dict, sign: int) -> str:
+    """:func:`harness.compare`'s verdict; where the paper gives only a direction, a significant effect is read
+    against that direction."""
+    if result["verdict"] == "an effect" and sign:
+        return "reproduced" if result["effect"] * sign > 0 else "contradicted"
+    return result["verdict"]
+
+
+def row(claim: Comparison | Correlation | Untested) -> str:
+    if isinstance(claim, Untested):
+        return f"| {claim.claim} | – | – | – | – | – | – | – | not tested: {claim.why} |"
+    link = f"[{claim.doc[:-3]}]({claim.doc})"
+    if isinstance(claim, Correlation):
+        xs, ys = [], []
+        for arm, x in claim.arms.items():
+            values = seed_values(claim.doc, arm, claim.metric)
+            xs += [x] * len(values)
+            ys += values
+        r = rank_correlation(xs, ys)
+        return (
+            f"| {claim.claim} ({link}) | ρ {r['rho']:+.2f} | [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}] | {r['n']} | "
+            f"Spearman, bootstrap CI | – | – | – | {'an effect' if r['ci95'][1] < 0 or r['ci95'][0] > 0 else 'inconclusive'}"
+            f"{'; ' + claim.note if claim.note else ''} |"
+        )
+    values = seed_values(claim.doc, claim.arm, claim.metric, claim.table)
+    if claim.reference is not None:
+        base, paired, reason = [claim.reference] * len(values), True, "one sample, against the reference"
+        against = f"{claim.reference:g}"
+    else:
+        base = seed_values(claim.doc, claim.baseline, claim.metric, claim.table)
+        paired, reason, against = False, UNPAIRED, claim.baseline
+    c = compare(
+        values, base, paired=paired, reason=reason, comparisons=claim.comparisons, claimed=claim.claimed
+    )
+    if claim.reference is not None:  # the claim: the value is reached; an effect is the distance left
+        c["verdict"] = (
+            "not reached (the CI excludes it)" if c["p_corrected"] < 0.05 else "reached (within the CI)"
+        )
+    test = "one-sample t" if claim.reference is not None else f"{c['test']} + permutation"
+    p = f"{c['p_corrected']:.2f}" + (f" ({claim.comparisons} arms)" if claim.comparisons > 1 else "")
+    mde = f"{c['mde80']:.3f}" if math.isfinite(c["mde80"]) else "–"
+    claimed = f"{claim.claimed:+.3f}" if claim.claimed is not None else {1: "+", -1: "−", 0: "–"}[claim.sign]
+    note = f"; {claim.note}" if claim.note else ""
+    return (
+        f"| {claim.claim} ({link}: {claim.arm} vs {against}, {claim.metric}) | {c['effect']:+.3f} | "
+        f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {c['n']} | {test} | {p} | {mde} | {claimed} | "
+        f"{verdict(c, claim.sign)}{note} |"
+    )
+
+
+def table(claims: Sequence[Comparison | Correlation | Untested] | None = None) -> list[str]:
+    """The overview's markdown rows, of :data:`CLAIMS` unless ``claims`` is given."""
+    return [
+        (
+            "| claim (study: arm vs baseline, metric) | effect | 95 % CI | n | test | p, Bonferroni-corrected | "
+            "minimum detectable effect (80 % power) | claimed | verdict |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+        *(row(c) for c in (CLAIMS if claims is None else claims)),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when the README's table is out of date")
+    args = parser.parse_args(argv)
+    readme = DOCS / "README.md"
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme}: the markers {BEGIN!r} and {END!r} are missing")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    rows = table()
+    new = head + BEGIN + "\n\n" + "\n".join(rows) + "\n\n" + END + tail
+    if args.check:
+        if new != text:
+            print(
+                f"{readme}: the overview table is out of date; run experiments/overview.py", file=sys.stderr
+            )
+            return 1
+        return 0
+    readme.write_text(new)
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
