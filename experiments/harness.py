@@ -3,7 +3,8 @@
 (``--smoke``) runs the same command lines inside its own process instead: the pipeline is what it checks, and
 one process saves each run's ~7 s of imports (the smoke tests took 7 of the 13 minutes of ``make test``).
 
-- :func:`run_grid` runs (or, with ``reuse``, reads what an earlier run left) ``OUT/<arm>/seed<k>/``, through
+- :func:`run_grid` runs (or, with ``reuse``, reads what an earlier run left) ``OUT/<arm>/seed<k>/`` (the command
+  lines of :func:`grid_runs`), through
   :func:`run_toolkit`, which runs any other command (an evaluation of a saved run) the same way;
 - :func:`summarize`: per arm and metric, mean, sample std and the per-seed values; per non-baseline arm, the
   paired difference to the baseline (same seeds) with its mean and std;
@@ -40,6 +41,7 @@ __all__ = [
     "curve",
     "environment",
     "experiment_args",
+    "grid_runs",
     "log_history",
     "markdown_table",
     "mean_std",
@@ -62,20 +64,20 @@ FASHION, GSM8K = str(SHARED_DATA / "fashion-mnist"), str(SHARED_DATA / "gsm8k")
 CLIP_TINY_DUAL = ["--model_name_or_path", "tiny-dual", "--freeze_text_tower", "false"]
 
 
-def run_grid(
+def grid_runs(
     command: str,
     base: Sequence[str],
     arms: Mapping[str, Sequence[str]],
     seeds: Sequence[int],
     out: Path,
     *,
-    reuse: bool = False,
     seed_fields: Sequence[str] = ("--seed",),
     results_file: str = "results.json",
-) -> dict[str, dict[int, dict[str, Any]]]:
-    """``{arm: {seed: results_file}}`` of ``matrix-llm {command} *base *arm --seed k --output_dir OUT/arm/seedk``
-    (every flag of ``seed_fields`` gets the seed, e.g. also ``--label_seed``)."""
-    results: dict[str, dict[int, dict[str, Any]]] = {}
+) -> list[tuple[str, int, list[str], Path]]:
+    """``(arm, seed, argv, result)`` of every run of the grid: ``argv`` is ``{command} *base *arm --seed k
+    --output_dir OUT/arm/seedk`` (every flag of ``seed_fields`` gets the seed, e.g. also ``--label_seed``), ``result``
+    its ``results_file``."""
+    runs = []
     for arm, extra in arms.items():
         for seed in seeds:
             run_dir = out / arm / f"seed{seed}"
@@ -92,9 +94,26 @@ def run_grid(
                 "--disable_tqdm",
                 "true",
             ]
-            results.setdefault(arm, {})[seed] = run_toolkit(
-                argv, run_dir / results_file, reuse=reuse, label=f"{arm} seed {seed}"
-            )
+            runs.append((arm, seed, argv, run_dir / results_file))
+    return runs
+
+
+def run_grid(
+    command: str,
+    base: Sequence[str],
+    arms: Mapping[str, Sequence[str]],
+    seeds: Sequence[int],
+    out: Path,
+    *,
+    reuse: bool = False,
+    seed_fields: Sequence[str] = ("--seed",),
+    results_file: str = "results.json",
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """``{arm: {seed: results_file}}`` of the :func:`grid_runs`, each run through :func:`run_toolkit`."""
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    grid = grid_runs(command, base, arms, seeds, out, seed_fields=seed_fields, results_file=results_file)
+    for arm, seed, argv, result in grid:
+        results.setdefault(arm, {})[seed] = run_toolkit(argv, result, reuse=reuse, label=f"{arm} seed {seed}")
     return results
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
+from gpu_plan import plan_lines  # noqa: E402
 from harness import RUNS, compare, rank_correlation  # noqa: E402
 
 DOCS = REPO / "docs" / "experiments"
@@ -315,7 +316,17 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{readme}: the markers {BEGIN!r} and {END!r} are missing")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    rows = table()
+    rows = [
+        *table(),
+        "",
+        (
+            "**GPU plan** (`experiments/gpu_plan.py`: the runs that decide what this machine cannot, on one GPU with "
+            "the Hub reachable; `--dry-run` prints every command, `--list` this plan; hours are estimates, each "
+            "with how it was made; not run yet):"
+        ),
+        "",
+        *(f"- {line}" for line in plan_lines()),
+    ]
     new = head + BEGIN + "\n\n" + "\n".join(rows) + "\n\n" + END + tail
     if args.check:
         if new != text:

@@ -188,6 +188,71 @@ def test_make_experiments_runs_every_study():
     assert set(listed.replace("\\", " ").split()) == studies
 
 
+def test_every_run_of_the_gpu_plan_is_a_valid_configuration(capsys, tmp_path, monkeypatch):
+    import gpu_plan
+
+    from matrix_llm.modes.clip.command import CLIPMode
+    from matrix_llm.modes.lm.command import LMMode
+    from matrix_llm.modes.lm.eval_gsm8k import _gsm8k_parser
+    from matrix_llm.modes.ssl.command import SSLMode
+
+    monkeypatch.setattr(gpu_plan, "OUT", tmp_path)
+    modes = {"sft": LMMode, "ssl": SSLMode, "clip": CLIPMode}
+    seen = set()
+    for study in gpu_plan.STUDIES:
+        for arm, seed, argv, _ in study.runs():
+            # parsed as the GPU machine would, less bf16 / tf32, which transformers refuses without a GPU
+            _, _, training_args = modes[argv[0]]().parse([*argv[1:], "--bf16", "false", "--tf32", "false"])
+            assert training_args.seed == seed and arm in study.arms
+            seen.add((study.name, arm, seed))
+            if study.evaluate:
+                run_dir = Path(argv[argv.index("--output_dir") + 1])
+                run_dir.mkdir(parents=True)  # the adapter the run saved
+                parsed = _gsm8k_parser().parse_args(study.evaluation_argv(run_dir)[2:])
+                assert parsed.adapter == str(run_dir) and parsed.output_dir == str(run_dir / "eval")
+                assert parsed.backend == "vllm"
+    assert len(seen) == sum(len(s.arms) * len(s.seeds) for s in gpu_plan.STUDIES)
+    assert gpu_plan.main(["--dry-run", "--only", "llemma_gsm8k"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 * 10 and sum("recipes/llemma-7b/gsm8k/mce.yaml" in line for line in printed) == 5
+    assert gpu_plan.main(["--list"]) == 0 and "total ~" in capsys.readouterr().out
+    assert gpu_plan.main([]) == 2  # no CUDA here: refused before anything runs
+    assert "needs one GPU" in capsys.readouterr().err
+
+
+def test_the_gpu_plan_reads_finished_runs_and_compares_the_claim(tmp_path, monkeypatch, capsys):
+    import gpu_plan
+
+    monkeypatch.setattr(gpu_plan, "OUT", tmp_path)
+    study = gpu_plan.Study(
+        name="s",
+        claim="c",
+        command="sft",
+        base=[],
+        arms={"ce": [], "mce": []},
+        metric="strict_accuracy",
+        baseline="ce",
+        claimed=0.031,
+        hours=(1.0, "guess"),
+        evaluation="eval/results.json",
+        evaluate=["eval", "gsm8k", "--adapter", "RUN"],
+    )
+    for arm, seed, _, result in study.runs():  # finished: each run and its evaluation left their results
+        result.parent.mkdir(parents=True)
+        result.write_text("{}")
+        accuracy = (0.70 if arm == "ce" else 0.74) + 0.002 * seed
+        (result.parent / "eval").mkdir()
+        (result.parent / "eval" / "results.json").write_text(
+            json.dumps({"metrics": {"strict_accuracy": accuracy}})
+        )
+    summary = gpu_plan.run_study(study, dry_run=False)  # nothing runs: every result is there
+    assert summary["values"]["mce"] == pytest.approx([0.742, 0.744, 0.746, 0.748, 0.75])
+    c = summary["comparisons"]["mce"]
+    assert c["effect"] == pytest.approx(0.04) and c["test"] == "Welch t" and c["verdict"] == "reproduced"
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["comparisons"]["mce"]["n"] == 5
+    assert "s: mce vs ce, strict_accuracy: +0.040" in capsys.readouterr().out
+
+
 def test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction(tmp_path, monkeypatch):
     import overview
 
