@@ -134,7 +134,7 @@ class _Archive:
         self.open(None, "")
 
     def open(self, root: Path | None, name: str) -> None:
-        self.root, self.name, self.ran = root, name, False
+        self.root, self.name, self.ran, self.started_in = root, name, False, ""
         self.stored: dict[str, Any] = {}
         self.read: dict[str, Any] = {}
 
@@ -157,6 +157,7 @@ def study_folder(name: str, args: argparse.Namespace) -> Path:
 
     out = args.smoke or REPO / "outputs" / "experiments" / name
     ARCHIVE.open(out, name)
+    ARCHIVE.started_in = environment()  # the code the runs run with: the tree when the study starts
     archive = RUNS / f"{name}.json.gz"
     if args.reuse and not args.smoke and archive.is_file():
         ARCHIVE.stored = json.loads(gzip.decompress(archive.read_bytes()))
@@ -467,11 +468,12 @@ def environment() -> str:
 
 
 def runs_environment() -> str:
-    """Where the study's runs ran: this process's :func:`environment` when it ran any of them; when every run was
+    """Where the study's runs ran: this process's :func:`environment` when the study started (:func:`study_folder`),
+    when it ran any of them; when every run was
     read from an earlier call (``--reuse``), the environment the study's archive recorded when they ran, with the
     commit the doc is rendered at (an archive from before that record: this process's, marked as a rerender)."""
     if ARCHIVE.ran or not REUSE:
-        return environment()
+        return ARCHIVE.started_in or environment()
     rendered = _git("rev-parse", "--short=12", "HEAD") or "unknown"
     if "_environment" in ARCHIVE.stored:
         return f"{ARCHIVE.stored['_environment']}; rendered from them with --reuse at commit {rendered}"
@@ -550,7 +552,7 @@ def save_summary(out: Path, summary: Mapping[str, Any], smoke: bool, repo: Path)
     if not smoke and ARCHIVE.name:
         RUNS.mkdir(parents=True, exist_ok=True)
         kept = {**dict(sorted(ARCHIVE.read.items())), "_summary": summary}  # overview.py reads the summary
-        ran_in = environment() if ARCHIVE.ran else ARCHIVE.stored.get("_environment")
+        ran_in = (ARCHIVE.started_in or environment()) if ARCHIVE.ran else ARCHIVE.stored.get("_environment")
         if ran_in is not None:  # where the runs ran (runs_environment), kept for a later --reuse
             kept["_environment"] = ran_in
         text = json.dumps(kept, sort_keys=True, separators=(",", ":"))

@@ -132,7 +132,9 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
 
     monkeypatch.setattr(harness, "RUNS", tmp_path / "repo" / "docs" / "experiments" / "runs")
     monkeypatch.setattr(harness, "REPO", tmp_path / "repo")
+    monkeypatch.setattr(harness, "environment", lambda: "commit 0123abc; the machine of the runs")
     out = harness.study_folder("study", argparse.Namespace(smoke=None, reuse=False))
+    monkeypatch.setattr(harness, "environment", lambda: "commit 89ab; the tree when the study ended")
     assert out == tmp_path / "repo" / "outputs" / "experiments" / "study"
     run = out / "arm" / "seed2"
     run.mkdir(parents=True)
@@ -142,7 +144,6 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
     assert harness.read_run_json(run / "results.json") == {"accuracy": 0.5}
     assert harness.curve(harness.log_history(run), "loss") == ([1], [2.0])
     harness.ARCHIVE.ran = True  # as run_toolkit marks a call that ran a run
-    monkeypatch.setattr(harness, "environment", lambda: "commit 0123abc; the machine of the runs")
     harness.save_summary(out, {}, False, tmp_path / "repo")
     shutil.rmtree(out)  # a clean clone: the committed archive, no runs
 
@@ -402,7 +403,37 @@ def test_lmc_experiment_smoke_run(tmp_path):
 def test_grokking_experiment_smoke_run(tmp_path):
     summary = smoke_run("grokking", tmp_path)
     assert len(summary["arms"]["ce"]["eval_accuracy"]["values"]) == 2 and set(summary["events"]) == {"0", "1"}
-    assert "start" in summary["events"]["0"]["entropy"] and (tmp_path / "grokking.png").is_file()
+    assert "start" in summary["events"]["0"]["probe_layer0_matrix_entropy"] and (tmp_path / "grokking.png").is_file()
+
+
+def test_grokking_events_compare_the_jump_with_the_plateaus_drift():
+    import grokking
+
+    log = []
+    for step in range(250, 4001, 250):
+        fitted = step >= 500
+        held_out = 0.01 if step <= 2000 else 0.5 if step == 2250 else 0.95
+        entropy = 3.0 + 0.01 * (step % 500 == 0) - (0.3 if step >= 2250 else 0.0)  # flat, then falls at the jump
+        log.append({"step": step, "loss": 1.0, "accuracy": 1.0 if fitted else 0.5})
+        log.append({"step": step, "eval_loss": 1.0, "eval_accuracy": held_out})
+        log.append({"step": step, "eval_probe_layer0_matrix_entropy": entropy, "eval_probe_mir": 0.4})
+    keys = ("eval_probe_layer0_matrix_entropy", "eval_probe_mir")
+    e = grokking.events(log, keys)
+    assert (e["fit"], e["jump_start"], e["grok"], e["delay"]) == (500, 2000, 2500, 2000)
+    entropy, mir = e[keys[0]], e[keys[1]]
+    assert entropy["jump"] == pytest.approx(-0.3) and entropy["drift"] == pytest.approx(0.01)
+    assert entropy["moves"] and not mir["moves"]  # MIR stays: no more than its (zero) drift
+    assert "jump" not in grokking.events(log[: 3 * 6], keys)[keys[0]]  # no generalisation yet: no jump
+
+
+@pytest.mark.slow
+def test_lm_gsm8k_lr_experiment_smoke_run(tmp_path):
+    summary = smoke_run("lm_gsm8k_lr", tmp_path)
+    assert summary["best_ce"] == "ce lr 3e-4" and set(summary["comparisons"]) == {"ce lr 3e-4"}
+    c = summary["comparisons"]["ce lr 3e-4"]
+    head, ce = (summary["arms"][a]["lm_loss"]["values"] for a in ("head 0.1 lr 3e-3", "ce lr 3e-4"))
+    assert c["test"] == "Welch t" and c["effect"] == pytest.approx(sum(head) / 2 - sum(ce) / 2)
+    assert (tmp_path / "lm_gsm8k_lr.png").is_file()
 
 
 @pytest.mark.slow
