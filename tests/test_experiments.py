@@ -403,7 +403,10 @@ def test_lmc_experiment_smoke_run(tmp_path):
 def test_grokking_experiment_smoke_run(tmp_path):
     summary = smoke_run("grokking", tmp_path)
     assert len(summary["arms"]["ce"]["eval_accuracy"]["values"]) == 2 and set(summary["events"]) == {"0", "1"}
-    assert "start" in summary["events"]["0"]["probe_layer0_matrix_entropy"] and (tmp_path / "grokking.png").is_file()
+    assert (
+        "start" in summary["events"]["0"]["probe_layer0_matrix_entropy"]
+        and (tmp_path / "grokking.png").is_file()
+    )
 
 
 def test_grokking_events_compare_the_jump_with_the_plateaus_drift():
@@ -413,7 +416,9 @@ def test_grokking_events_compare_the_jump_with_the_plateaus_drift():
     for step in range(250, 4001, 250):
         fitted = step >= 500
         held_out = 0.01 if step <= 2000 else 0.5 if step == 2250 else 0.95
-        entropy = 3.0 + 0.01 * (step % 500 == 0) - (0.3 if step >= 2250 else 0.0)  # flat, then falls at the jump
+        entropy = (
+            3.0 + 0.01 * (step % 500 == 0) - (0.3 if step >= 2250 else 0.0)
+        )  # flat, then falls at the jump
         log.append({"step": step, "loss": 1.0, "accuracy": 1.0 if fitted else 0.5})
         log.append({"step": step, "eval_loss": 1.0, "eval_accuracy": held_out})
         log.append({"step": step, "eval_probe_layer0_matrix_entropy": entropy, "eval_probe_mir": 0.4})
