@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             "warm-up steps), betas (0.9, 0.98), weight decay 1.0, batch 512. Every 250 steps: accuracy on 2,000 "
             "held-out pairs and the probe (`matrix_probe_samples: 1000`, held-out pairs). Seeds 0, 1, 2. Earlier "
             "settings: half of the table with dropout generalised as it fitted (no delay; this doc's earlier "
-            "version); 30 % without dropout had held-out accuracy 0.03 after 15,000 steps (one seed, exploratory)."
+            "version); 30 % without dropout fitted the training set (>= 0.99) by step 1,050 and was at held-out accuracy "
+            "0.20, rising, at step 15,000 (seed 0, exploratory; 40 % fits and jumps within 8,000)."
         ),
         result=[*table, "", *rows],
         figure="grokking.png",

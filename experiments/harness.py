@@ -402,9 +402,14 @@ def markdown_table(summary: Mapping[str, Any], metrics: Sequence[str]) -> list[s
     return lines
 
 
-def experiment_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """``--smoke OUT`` (a tiny run into OUT, no docs written) and ``--reuse`` (read the runs an earlier call left)."""
+def experiment_args(
+    description: str, argv: Sequence[str] | None = None, flags: Mapping[str, str] | None = None
+) -> argparse.Namespace:
+    """``--smoke OUT`` (a tiny run into OUT, no docs written), ``--reuse`` (read the runs an earlier call left) and
+    the study's own on/off ``flags`` (name -> help)."""
     parser = argparse.ArgumentParser(description=description)
+    for flag, text in (flags or {}).items():
+        parser.add_argument(flag, action="store_true", help=text)
     parser.add_argument(
         "--smoke", type=Path, default=None, help="tiny run into this folder (no docs written)"
     )

@@ -254,6 +254,25 @@ def test_the_gpu_plan_reads_finished_runs_and_compares_the_claim(tmp_path, monke
     assert "s: mce vs ce, strict_accuracy: +0.040" in capsys.readouterr().out
 
 
+def test_the_pixel_floor_fits_the_labelled_rows_the_classify_run_trains_on(monkeypatch):
+    import few_labels
+    from sklearn.linear_model import LogisticRegression
+
+    from matrix_llm.data.images import load_idx_dataset
+    from matrix_llm.data.labels import label_fraction_mask
+
+    fitted = []
+    fit = LogisticRegression.fit
+    monkeypatch.setattr(
+        LogisticRegression, "fit", lambda self, x, y: fitted.append(list(y)) or fit(self, x, y)
+    )
+    accuracy = few_labels.pixel_floor(0.05, seed=1, train_rows=400, test_rows=200)
+    labels = load_idx_dataset(few_labels.FASHION, "train").select(range(400))["label"]
+    keep = label_fraction_mask(labels, 0.05, seed=1)
+    assert fitted == [[y for y, k in zip(labels, keep, strict=True) if k]]  # the run's 20 labelled rows
+    assert 0.1 < accuracy < 1.0
+
+
 def test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction(tmp_path, monkeypatch):
     import overview
 

@@ -1694,6 +1694,16 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_experiments.py::test_lm_gsm8k_lr_experiment_smoke_run",),
     ),
     Mutation(
+        "pixel-floor-all-labels",
+        "the raw-pixel floor fits only the labelled rows of the classify run",
+        "experiments/few_labels.py",
+        "    model = LogisticRegression(max_iter=2000).fit(x[keep], y[keep])",
+        "    model = LogisticRegression(max_iter=2000).fit(x, y)",
+        (
+            "tests/test_experiments.py::test_the_pixel_floor_fits_the_labelled_rows_the_classify_run_trains_on",
+        ),
+    ),
+    Mutation(
         "recipes-not-packaged",
         "the wheel ships the recipes",
         "pyproject.toml",
