@@ -68,13 +68,24 @@ class Correlation:
 
 
 @dataclass(frozen=True)
+class Jump:
+    """A transition study (grokking): per seed, ``key``'s change across the held-out jump against the largest
+    change over any window as long on the plateau before it (``events`` of the study's archived summary)."""
+
+    claim: str
+    doc: str
+    key: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Untested:
     claim: str
     why: str
 
 
 MMAE = "M-MAE beats MAE / U-MAE on the linear probe (Zhang et al., +3.9 points with ViT-B on ImageNet)"
-CLAIMS: list[Comparison | Correlation | Untested] = [
+CLAIMS: list[Comparison | Correlation | Jump | Untested] = [
     Comparison(
         "CE + MCE beats CE on GSM8K (72.3 vs 69.2 at 7B): tiny Llama, synthetic problems",
         "lm_mce.md",
@@ -182,10 +193,12 @@ CLAIMS: list[Comparison | Correlation | Untested] = [
         {"τ=0.01": 0.01, "τ=0.03": 0.03, "τ=0.07": 0.07, "τ=0.2": 0.2, "τ=0.5": 0.5},
         note="InfoNCE trained in 8 of 15 runs: not testable at this scale",
     ),
-    Untested(
-        "matrix entropy changes at the grokking transition",
-        "grokking.md: a setting that groks is being run (see its doc); no arm comparison",
+    Jump(
+        "matrix entropy changes at the grokking transition: the block output's",
+        "grokking.md",
+        "probe_layer0_matrix_entropy",
     ),
+    Jump("the same for MIR (features vs head rows)", "grokking.md", "probe_mir"),
     Untested(
         "linear mode connectivity and matrix entropy along the path (lmc.md)",
         "a description (barriers per learning rate), not a comparison with a claimed effect",
@@ -227,12 +240,9 @@ def doc_tables(doc: str) -> list[list[list[str]]]:
 def seed_values(doc: str, arm: str, metric: str, table: int = 0) -> list[float]:
     """The per-seed values of ``arm``'s ``metric``: from the study's committed archive where it has them (full
     precision), else those in brackets in the ``metric`` cell of the doc's ``table``-th result table."""
-    archive = RUNS / doc.replace(".md", ".json.gz")
-    if archive.is_file():
-        summary = json.loads(gzip.decompress(archive.read_bytes())).get("_summary", {})
-        found = summary.get("arms", {}).get(arm, {}).get(metric)
-        if found is not None:
-            return [float(v) for v in found["values"]]
+    found = archived_summary(doc).get("arms", {}).get(arm, {}).get(metric)
+    if found is not None:
+        return [float(v) for v in found["values"]]
     rows = doc_tables(doc)[table]
     column = rows[0].index(metric)
     row = next((r for r in rows[1:] if r[0] == arm), None)
@@ -244,6 +254,14 @@ def seed_values(doc: str, arm: str, metric: str, table: int = 0) -> list[float]:
     return [float(v) for v in inside.group(1).split(",")]
 
 
+def archived_summary(doc: str) -> dict:
+    """The summary in the study's committed archive (``{}`` when it has none)."""
+    archive = RUNS / doc.replace(".md", ".json.gz")
+    if not archive.is_file():
+        return {}
+    return json.loads(gzip.decompress(archive.read_bytes())).get("_summary", {})
+
+
 def verdict(result: dict, sign: int) -> str:
     """:func:`harness.compare`'s verdict; where the paper gives only a direction, a significant effect is read
     against that direction."""
@@ -252,10 +270,30 @@ def verdict(result: dict, sign: int) -> str:
     return result["verdict"]
 
 
-def row(claim: Comparison | Correlation | Untested) -> str:
+def row(claim: Comparison | Correlation | Jump | Untested) -> str:
     if isinstance(claim, Untested):
         return f"| {claim.claim} | – | – | – | – | – | – | – | not tested: {claim.why} |"
     link = f"[{claim.doc[:-3]}]({claim.doc})"
+    if isinstance(claim, Jump):
+        events = [
+            e[claim.key]
+            for e in archived_summary(claim.doc).get("events", {}).values()
+            if "jump" in e[claim.key]
+        ]
+        if not events:
+            return (
+                f"| {claim.claim} ({link}) | – | – | – | – | – | – | – | no transition in the archived runs |"
+            )
+        jumps = [e["jump"] for e in events]
+        c = compare(jumps, [0.0] * len(jumps), paired=True, reason="one sample", comparisons=1)
+        moved = sum(bool(e["moves"]) for e in events)
+        drift = max(e["drift"] or 0.0 for e in events)
+        return (
+            f"| {claim.claim} ({link}: {claim.key} across the held-out jump) | {c['effect']:+.3f} | "
+            f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {c['n']} | per seed: the jump against the plateau's "
+            f"largest change over as many steps (at most {drift:.3f}) | {c['p']:.2f} (one-sample t) | – | – | "
+            f"moves beyond the plateau's drift in {moved} of {len(events)} seeds{'; ' + claim.note if claim.note else ''} |"
+        )
     if isinstance(claim, Correlation):
         xs, ys = [], []
         for arm, x in claim.arms.items():
@@ -294,7 +332,7 @@ def row(claim: Comparison | Correlation | Untested) -> str:
     )
 
 
-def table(claims: Sequence[Comparison | Correlation | Untested] | None = None) -> list[str]:
+def table(claims: Sequence[Comparison | Correlation | Jump | Untested] | None = None) -> list[str]:
     """The overview's markdown rows, of :data:`CLAIMS` unless ``claims`` is given."""
     return [
         (

@@ -309,6 +309,18 @@ def test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction
         0.195,
         0.205,
     ]  # not in it: the doc
+    # a transition study: each seed's jump against its plateau's drift
+    events = {
+        "0": {"k": {"jump": -0.3, "drift": 0.1, "moves": True}},
+        "1": {"k": {"jump": -0.05, "drift": 0.1, "moves": False}},
+        "2": {"k": {"start": 1.0}},  # no jump in this seed
+    }
+    (tmp_path / "runs" / "g.json.gz").write_bytes(
+        gzip.compress(json.dumps({"_summary": {"events": events}}).encode())
+    )
+    jump = overview.row(overview.Jump("c", "g.md", "k"))
+    assert "| -0.175 |" in jump and "| 2 |" in jump and "in 1 of 2 seeds" in jump and "at most 0.100" in jump
+    assert "no transition" in overview.row(overview.Jump("c", "none.md", "k"))
     # the README's table: --check fails on a stale one, the plain call writes it between the markers
     monkeypatch.setattr(overview, "CLAIMS", [overview.Comparison("c", "s.md", "acc", "new", "base")])
     (tmp_path / "README.md").write_text(f"intro\n{overview.BEGIN}\n| old |\n{overview.END}\nafter\n")

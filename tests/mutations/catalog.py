@@ -1704,6 +1704,16 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "overview-jump-counts-every-seed",
+        "the overview's transition row counts only the seeds whose jump exceeds the plateau's drift",
+        "experiments/overview.py",
+        '        moved = sum(bool(e["moves"]) for e in events)',
+        "        moved = len(events)",
+        (
+            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+        ),
+    ),
+    Mutation(
         "recipes-not-packaged",
         "the wheel ships the recipes",
         "pyproject.toml",
