@@ -9,7 +9,7 @@ Seeds 0, 1, 2 (initialisation and data order). The primary comparison, fixed bef
 CE arm with the lowest mean held-out loss (chosen on the same test problems, which favours CE), unpaired (Welch +
 an exact permutation test), Bonferroni over the three CE arms.
 
-    .venv/bin/python experiments/lm_gsm8k_lr.py               (about 45 minutes on 2 CPU cores; writes docs/experiments/lm_gsm8k_lr.md)
+    .venv/bin/python experiments/lm_gsm8k_lr.py               (about 75 minutes on 2 CPU cores, ~6 per run; writes docs/experiments/lm_gsm8k_lr.md)
     .venv/bin/python experiments/lm_gsm8k_lr.py --smoke OUT   (tiny, for tests/test_experiments.py)
 """
 

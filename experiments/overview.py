@@ -113,7 +113,7 @@ CLAIMS: list[Comparison | Correlation | Jump | Untested] = [
         "ce",
         comparisons=3,
         sign=-1,
-        note="the CE arm ran at one learning rate (item 7's control is not run)",
+        note="the CE arm ran at one learning rate (its control, experiments/lm_gsm8k_lr.py, is not run yet)",
     ),
     Comparison(
         "neural collapse: MIR reaches its collapse value (end of training)",
