@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         arm: {s: {"lm_loss": r["eval_lm_loss"]} for s, r in by_seed.items()} for arm, by_seed in runs.items()
     }
-    summary = summarize(results, ["lm_loss"], baseline="ce lr 3e-3")
     ce_arms = [a for a in arms if a != HEAD]
+    summary = summarize(results, ["lm_loss"], baseline=ce_arms[0])
     best = min(ce_arms, key=lambda a: summary["arms"][a]["lm_loss"]["mean"])
     values = {a: summary["arms"][a]["lm_loss"]["values"] for a in arms}
     comparisons = {
