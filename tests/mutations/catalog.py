@@ -1611,8 +1611,8 @@ MUTATIONS: list[Mutation] = [
         "overview-archive-ignored",
         "the overview takes a study's full-precision values from its archive where it has them",
         "experiments/overview.py",
-        "        if found is not None:",
-        "        if False:",
+        "    if found is not None:",
+        "    if False:",
         (
             "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
         ),
