@@ -25,10 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import FASHION, compare, comparison_text, grid_runs, run_toolkit  # noqa: E402
+from harness import FASHION, UNPAIRED, compare, comparison_text, grid_runs, run_toolkit  # noqa: E402
 
 OUT = REPO / "outputs" / "gpu_plan"
-UNPAIRED = "seeds do not pair the noise of diverging runs"
 
 
 @dataclass(frozen=True)

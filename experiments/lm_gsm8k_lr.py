@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 from harness import (  # noqa: E402
     GSM8K,
+    UNPAIRED,
     bar_panel,
     compare,
     comparison_text,
@@ -63,7 +64,6 @@ BASE = [
     "50",
 ]
 SMOKE = ["--max_steps", "4", "--logging_steps", "1", "--max_train_samples", "64", "--max_eval_samples", "16"]
-UNPAIRED = "seeds share the initialisation and data order, but the runs diverge: not paired"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,6 @@ arms the study compared with its baseline.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import math
 import re
 import sys
@@ -29,12 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
 from gpu_plan import plan_lines  # noqa: E402
-from harness import RUNS, compare, rank_correlation  # noqa: E402
+from harness import UNPAIRED, compare, load_archive, rank_correlation  # noqa: E402
 
 DOCS = REPO / "docs" / "experiments"
 BEGIN = "<!-- the table below is written by experiments/overview.py from the studies' docs -->"
 END = "<!-- end of the table written by experiments/overview.py -->"
-UNPAIRED = "seeds do not pair the noise of diverging runs"
 
 
 @dataclass(frozen=True)
@@ -256,10 +253,7 @@ def seed_values(doc: str, arm: str, metric: str, table: int = 0) -> list[float]:
 
 def archived_summary(doc: str) -> dict:
     """The summary in the study's committed archive (``{}`` when it has none)."""
-    archive = RUNS / doc.replace(".md", ".json.gz")
-    if not archive.is_file():
-        return {}
-    return json.loads(gzip.decompress(archive.read_bytes())).get("_summary", {})
+    return load_archive(doc.removesuffix(".md")).get("_summary", {})
 
 
 def verdict(result: dict, sign: int) -> str:

@@ -274,10 +274,11 @@ def test_the_pixel_floor_fits_the_labelled_rows_the_classify_run_trains_on(monke
 
 
 def test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction(tmp_path, monkeypatch):
+    import harness
     import overview
 
     monkeypatch.setattr(overview, "DOCS", tmp_path)
-    monkeypatch.setattr(overview, "RUNS", tmp_path / "runs")  # no archive: the doc's table
+    monkeypatch.setattr(harness, "RUNS", tmp_path / "runs")  # no archive: the doc's table
     (tmp_path / "s.md").write_text(
         "text\n\n| arm | acc | loss |\n|---|---|---|\n"
         "| base | 0.2000 ± 0.0100 (0.190, 0.200, 0.210, 0.195, 0.205) | 1.0 ± 0 (1.000, 1.000, 1.000) |\n"
