@@ -44,7 +44,7 @@ ARMS = {
 }
 METRICS = ["strict", "flexible", "lm_loss", "matrix_entropy", "effective_rank"]
 STEPS = 1000
-BASE = [
+TRAINING = [  # the model, data and schedule (lm_gsm8k_lr.py trains the same way)
     "--config",
     "demo/mce.yaml",
     "--dataset_name",
@@ -57,12 +57,15 @@ BASE = [
     str(STEPS),
     "--eval_strategy",
     "no",
+    "--logging_steps",
+    "50",
+]
+BASE = [
+    *TRAINING,
     "--gsm8k_eval_samples",
     "200",
     "--gsm8k_eval_max_new_tokens",
     "256",
-    "--logging_steps",
-    "50",
 ]
 SMOKE = [
     "--max_steps",

@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
 from harness import (  # noqa: E402
-    GSM8K,
     UNPAIRED,
     bar_panel,
     compare,
@@ -39,6 +38,7 @@ from harness import (  # noqa: E402
     summarize,
     write_doc,
 )
+from lm_gsm8k import TRAINING  # noqa: E402
 
 CE = ["--matrix_loss_type", "none"]
 ARMS = {  # CE at the recipe's 3e-3 is lm_gsm8k.md's arm (held-out loss 2.066 ± 0.066)
@@ -47,22 +47,6 @@ ARMS = {  # CE at the recipe's 3e-3 is lm_gsm8k.md's arm (held-out loss 2.066 ±
     "head 0.1 lr 3e-3": [],
 }
 HEAD = "head 0.1 lr 3e-3"
-BASE = [
-    "--config",
-    "demo/mce.yaml",
-    "--dataset_name",
-    GSM8K,
-    "--tiny_vocab_size",
-    "2048",
-    "--max_length",
-    "384",
-    "--max_steps",
-    "1000",
-    "--eval_strategy",
-    "no",
-    "--logging_steps",
-    "50",
-]
 SMOKE = ["--max_steps", "4", "--logging_steps", "1", "--max_train_samples", "64", "--max_eval_samples", "16"]
 
 
@@ -73,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = {k: ARMS[k] for k in ("ce lr 3e-4", HEAD)} if args.smoke else ARMS
     runs = run_grid(
         "sft",
-        [*BASE, *(SMOKE if args.smoke else [])],
+        [*TRAINING, *(SMOKE if args.smoke else [])],
         arms,
         seeds,
         out,
