@@ -105,7 +105,7 @@ STUDIES = [
             "--overwrite",
             "--no_progress",
         ],
-    ),  # fmt: skip
+    ),
     Study(
         name="ssl_cifar10",
         claim="Matrix-SSL beats SimCLR on the linear probe (+4.6 points at 100 ImageNet epochs, derived)",
@@ -150,7 +150,7 @@ STUDIES = [
                 "GPU time: the run is bound by decoding and augmenting ~4,000 views/s on 16 CPU cores, ~1.4 h"
             ),
         ),
-    ),  # fmt: skip
+    ),
     Study(
         name="clip_pretrained",
         claim="matrix-entropy alignment helps CLIP fine-tuning (Song et al.): Fashion-MNIST zero-shot",
@@ -170,7 +170,7 @@ STUDIES = [
                 "~730 steps at ~2 steps/s, plus the 10,000-image zero-shot"
             ),
         ),
-    ),  # fmt: skip
+    ),
 ]
 NOT_PLANNED = {
     "COCO detection transfer (+3.3 AP over MoCo v2 / BYOL)": "needs a detection framework (detectron2) that "

@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{moved(ENTROPY)} seeds, MIR in {moved(MIR)}. Verdict: "
             + (
                 "the representations' matrix entropy marks the grokking transition."
-                if len(jumped) and found and all(found[s][ENTROPY]["moves"] for s in jumped)
+                if jumped and all(found[s][ENTROPY]["moves"] for s in jumped)
                 else "MIR marks the transition; the entropy does not in every seed."
-                if len(jumped) and all(found[s][MIR]["moves"] for s in jumped)
+                if jumped and all(found[s][MIR]["moves"] for s in jumped)
                 else "neither moves at the jump in every seed: no marker shown at this scale."
             )
             if grokked

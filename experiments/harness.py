@@ -485,10 +485,10 @@ def environment() -> str:
 
 
 def runs_environment() -> str:
-    """Where the study's runs ran: this process's :func:`environment` when the study started (:func:`study_folder`),
-    when it ran any of them; when every run was
-    read from an earlier call (``--reuse``), the environment the study's archive recorded when they ran, with the
-    commit the doc is rendered at (an archive from before that record: this process's, marked as a rerender)."""
+    """Where the study's runs ran: when this call ran any of them, this process's :func:`environment` as the study
+    started (:func:`study_folder`); when every run was read from an earlier call (``--reuse``), the environment the
+    study's archive recorded when they ran, with the commit the doc is rendered at (an archive from before that
+    record: this process's, marked as a rerender)."""
     if ARCHIVE.ran or not REUSE:
         return ARCHIVE.started_in or environment()
     rendered = _git("rev-parse", "--short=12", "HEAD") or "unknown"
