@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
+from comparisons import paired_test  # noqa: E402
 from harness import (  # noqa: E402
     FASHION,
     bar_panel,
@@ -32,7 +33,6 @@ from harness import (  # noqa: E402
     log_history,
     markdown_table,
     mean_std,
-    paired_test,
     pyplot,
     run_grid,
     run_toolkit,

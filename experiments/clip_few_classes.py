@@ -25,13 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
 from clip_matrix import SMOKE, figure  # noqa: E402
+from comparisons import paired_test  # noqa: E402
 from harness import (  # noqa: E402
     CLIP_TINY_DUAL,
     curve,
     experiment_args,
     log_history,
     markdown_table,
-    paired_test,
     run_grid,
     save_summary,
     study_folder,

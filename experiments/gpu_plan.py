@@ -3,7 +3,7 @@ that runs as written on a machine with one GPU (an H200 or H100), the Hub reacha
 ``../shared/data`` beside the checkout (the Fashion-MNIST zero-shot set).
 
 Each study is a grid of ``matrix-llm`` runs (arms x seeds; :func:`harness.grid_runs`), an evaluation where the
-claim is measured by one, and at the end the claim's comparison (:func:`harness.compare`, unpaired: Welch + an exact
+claim is measured by one, and at the end the claim's comparison (:func:`comparisons.compare`, unpaired: Welch + an exact
 permutation test, Bonferroni over the study's arms) with the paper's claimed effect, written to
 ``outputs/gpu_plan/<study>/summary.json`` and printed. A finished run is not run again (its result file is read).
 The hours are estimates (how each was made is in ``hours``), not measurements.
@@ -25,7 +25,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import FASHION, UNPAIRED, compare, comparison_text, grid_runs, run_toolkit  # noqa: E402
+from comparisons import UNPAIRED, compare, comparison_text  # noqa: E402
+from harness import (  # noqa: E402
+    FASHION,
+    grid_runs,
+    run_toolkit,
+)
 
 OUT = REPO / "outputs" / "gpu_plan"
 

@@ -6,6 +6,7 @@ one process saves each run's ~7 s of imports (the smoke tests took 7 of the 13 m
 - :func:`run_grid` runs (or, with ``reuse``, reads what an earlier run left) ``OUT/<arm>/seed<k>/`` (the command
   lines of :func:`grid_runs`), through
   :func:`run_toolkit`, which runs any other command (an evaluation of a saved run) the same way;
+- the comparisons themselves (effect, CI, tests, power, verdict; rank correlation) are in comparisons.py;
 - :func:`summarize`: per arm and metric, mean, sample std and the per-seed values; per non-baseline arm, the
   paired difference to the baseline (same seeds) with its mean and std;
 - :func:`markdown_table` renders it, :func:`bar_panel` draws one metric per arm with the per-seed points;
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -35,10 +35,7 @@ __all__ = [
     "CLIP_TINY_DUAL",
     "FASHION",
     "GSM8K",
-    "UNPAIRED",
     "bar_panel",
-    "compare",
-    "comparison_text",
     "curve",
     "environment",
     "experiment_args",
@@ -47,9 +44,7 @@ __all__ = [
     "log_history",
     "markdown_table",
     "mean_std",
-    "paired_test",
     "pyplot",
-    "rank_correlation",
     "run_grid",
     "run_toolkit",
     "read_run_json",
@@ -228,154 +223,6 @@ def run_toolkit(argv: Sequence[str], result: Path, *, reuse: bool, label: str) -
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-# why the studies compare arms unpaired: a seed fixes both arms' initialisation and data order, but their runs
-# diverge (float32 round-off alone moves single seeds of clip_few_classes by up to 0.17)
-UNPAIRED = "seeds share the initialisation and data order, but the runs diverge: they do not pair the noise"
-
-
-def compare(
-    values: Sequence[float],
-    baseline: Sequence[float],
-    *,
-    paired: bool,
-    reason: str,
-    comparisons: int = 1,
-    claimed: float | None = None,
-) -> dict[str, Any]:
-    """One arm against the baseline, as a researcher reads it: the effect (mean difference), its 95 % CI, n, the
-    test, the two-sided p and p Bonferroni-corrected over ``comparisons`` arms, the minimum detectable effect at
-    80 % power (two-sided, at the corrected level), and the verdict beside the seed's ``claimed`` effect.
-
-    ``paired``: a paired t test on per-seed differences, only where a seed pairs the noise of both arms (``reason``
-    says how: the same initialisation, data order and batches); otherwise Welch's t (unequal variances) and an exact
-    permutation test of the mean difference (every split of the pooled values; 20,000 seeded draws beyond 20
-    values). The verdict: ``reproduced`` / ``contradicted`` when the corrected p < 0.05 (by the effect's sign
-    against the claim's; unpaired: the larger of Welch's and the permutation p, which with 3 + 3 values
-    cannot go below 0.1), ``not testable at this scale`` when the claimed effect is below the minimum detectable
-    one, ``not reproduced`` when the CI excludes the claimed effect, else ``inconclusive``.
-    """
-    from scipy import stats
-
-    a, b = [float(x) for x in values], [float(x) for x in baseline]
-    alpha = 0.05 / comparisons
-    if paired:
-        if len(a) != len(b):
-            raise ValueError(f"compare: paired arms need the same seeds; got {len(a)} and {len(b)} values")
-        diffs = [x - y for x, y in zip(a, b, strict=True)]
-        n, effect = len(diffs), statistics.fmean(diffs)
-        se = statistics.stdev(diffs) / n**0.5 if n > 1 else float("nan")
-        df = n - 1
-        test, p_perm = "paired t", None
-    else:
-        n, effect = min(len(a), len(b)), statistics.fmean(a) - statistics.fmean(b)
-        va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-        se = (va + vb) ** 0.5
-        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se > 0 else len(a) + len(b) - 2
-        test, p_perm = "Welch t", _permutation_p(a, b)
-    t = effect / se if se > 0 else (0.0 if effect == 0 else math.copysign(math.inf, effect))
-    p = float(2 * stats.t.sf(abs(t), df))
-    half = float(stats.t.ppf(0.975, df)) * se
-    mde = float(stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(0.8, df)) * se
-    p_corrected = min(1.0, comparisons * (p if p_perm is None else max(p, p_perm)))
-    if p_corrected < 0.05 and claimed is not None:
-        verdict = "reproduced" if effect * claimed > 0 else "contradicted"
-    elif p_corrected < 0.05:
-        verdict = "an effect"
-    elif claimed is not None and abs(claimed) < mde:
-        verdict = "not testable at this scale"
-    elif claimed is not None and not (effect - half <= claimed <= effect + half):
-        verdict = "not reproduced"
-    else:
-        verdict = "inconclusive"
-    return {
-        "effect": effect,
-        "ci95": [effect - half, effect + half],
-        "n": n,
-        "test": test,
-        "reason": reason,
-        "p": p,
-        "p_permutation": p_perm,
-        "p_corrected": p_corrected,
-        "comparisons": comparisons,
-        "mde80": mde,
-        "claimed": claimed,
-        "verdict": verdict,
-    }
-
-
-def _permutation_p(a: Sequence[float], b: Sequence[float], draws: int = 20_000) -> float:
-    """Two-sided p of the difference of means under exchangeability of the pooled values: twice the smaller
-    one-sided share of splits at least as extreme (scipy's ``permutation_test`` convention)."""
-    import itertools
-    import random
-
-    pooled, k = [*a, *b], len(a)
-    total = sum(pooled)
-
-    def diff(first: Sequence[float]) -> float:
-        s = sum(first)
-        return s / k - (total - s) / (len(pooled) - k)
-
-    observed = diff(a)
-    if len(pooled) <= 20:
-        splits = [[pooled[i] for i in idx] for idx in itertools.combinations(range(len(pooled)), k)]
-    else:
-        rng = random.Random(0)
-        splits = [rng.sample(pooled, k) for _ in range(draws)]
-    diffs = [diff(first) for first in splits]
-    upper = sum(d >= observed - 1e-12 for d in diffs) / len(diffs)
-    lower = sum(d <= observed + 1e-12 for d in diffs) / len(diffs)
-    return min(1.0, 2 * min(upper, lower))
-
-
-def rank_correlation(xs: Sequence[float], ys: Sequence[float], draws: int = 2000) -> dict[str, Any]:
-    """Spearman's rank correlation of paired values, with a 95 % percentile bootstrap CI over the pairs (seeded;
-    resamples with fewer than two distinct x or y are skipped; ``draws=0``: the correlation alone, CI NaN) and n;
-    NaN for a constant ``ys``."""
-    import random
-
-    from scipy.stats import spearmanr
-
-    pairs = list(zip([float(x) for x in xs], [float(y) for y in ys], strict=True))
-    undefined = {"rho": math.nan, "ci95": [math.nan, math.nan], "n": len(pairs)}
-    if len({y for _, y in pairs}) < 2:  # a constant metric has no rank correlation
-        return undefined
-    rho = float(spearmanr(*zip(*pairs, strict=True)).statistic)
-    rng, boot = random.Random(0), []
-    for _ in range(draws):
-        sample = [rng.choice(pairs) for _ in pairs]
-        if len({x for x, _ in sample}) > 1 and len({y for _, y in sample}) > 1:
-            boot.append(float(spearmanr(*zip(*sample, strict=True)).statistic))
-    if not boot:
-        return undefined if draws else {**undefined, "rho": rho}
-    boot.sort()
-    low, high = boot[int(0.025 * (len(boot) - 1))], boot[int(0.975 * (len(boot) - 1))]
-    return {"rho": rho, "ci95": [low, high], "n": len(pairs)}
-
-
-def comparison_text(c: Mapping[str, Any]) -> str:
-    """One line of :func:`compare`'s result: effect [CI], test, p (corrected), MDE, claim, verdict."""
-    p = f"p = {c['p']:.2f}" + (
-        f", permutation p = {c['p_permutation']:.2f}" if c["p_permutation"] is not None else ""
-    )
-    corrected = (
-        f", {c['p_corrected']:.2f} corrected for {c['comparisons']} arms" if c["comparisons"] > 1 else ""
-    )
-    claimed = f"; claimed {c['claimed']:+.3f}" if c["claimed"] is not None else ""
-    return (
-        f"{c['effect']:+.3f} [95 % CI {c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}], n = {c['n']}, {c['test']} "
-        f"({c['reason']}), {p}{corrected}; minimum detectable effect (80 % power) {c['mde80']:.3f}{claimed}: "
-        f"{c['verdict']}"
-    )
-
-
-def paired_test(diffs: Sequence[float], comparisons: int = 1) -> str:
-    """:func:`comparison_text` of a paired comparison given its per-seed differences (the seeds share the
-    initialisation and the batches of both arms)."""
-    result = compare(diffs, [0.0] * len(diffs), paired=True, reason="same seeds", comparisons=comparisons)
-    return comparison_text(result)
 
 
 def summarize(

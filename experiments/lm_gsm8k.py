@@ -20,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
+from comparisons import paired_test  # noqa: E402
 from harness import (  # noqa: E402
     GSM8K,
     bar_panel,
@@ -27,7 +28,6 @@ from harness import (  # noqa: E402
     experiment_args,
     log_history,
     markdown_table,
-    paired_test,
     pyplot,
     run_grid,
     save_summary,

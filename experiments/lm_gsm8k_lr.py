@@ -22,11 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
+from comparisons import UNPAIRED, compare, comparison_text  # noqa: E402
 from harness import (  # noqa: E402
-    UNPAIRED,
     bar_panel,
-    compare,
-    comparison_text,
     curve,
     experiment_args,
     log_history,

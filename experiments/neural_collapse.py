@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
+from comparisons import rank_correlation  # noqa: E402
 from harness import (  # noqa: E402
     FASHION,
     curve,
@@ -31,7 +32,6 @@ from harness import (  # noqa: E402
     log_history,
     markdown_table,
     pyplot,
-    rank_correlation,
     run_grid,
     save_summary,
     study_folder,

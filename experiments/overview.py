@@ -1,5 +1,5 @@
 """The one numeric table across every study (issue 31, item 1): for each seed claim, the comparison that tests it
-through :func:`harness.compare`, or why it is not tested; written into docs/experiments/README.md between its
+through :func:`comparisons.compare`, or why it is not tested; written into docs/experiments/README.md between its
 markers.
 
 The per-seed values come from the study's committed archive (docs/experiments/runs/<study>.json.gz: its summary,
@@ -26,8 +26,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
+from comparisons import UNPAIRED, compare, rank_correlation  # noqa: E402
 from gpu_plan import plan_lines  # noqa: E402
-from harness import UNPAIRED, compare, load_archive, rank_correlation  # noqa: E402
+from harness import (  # noqa: E402
+    load_archive,
+)
 
 DOCS = REPO / "docs" / "experiments"
 BEGIN = "<!-- the table below is written by experiments/overview.py from the studies' docs -->"
@@ -257,7 +260,7 @@ def archived_summary(doc: str) -> dict:
 
 
 def verdict(result: dict, sign: int) -> str:
-    """:func:`harness.compare`'s verdict; where the paper gives only a direction, a significant effect is read
+    """:func:`comparisons.compare`'s verdict; where the paper gives only a direction, a significant effect is read
     against that direction."""
     if result["verdict"] == "an effect" and sign:
         return "reproduced" if result["effect"] * sign > 0 else "contradicted"

@@ -8,7 +8,7 @@ BERT, the rendered captioned scenes), InfoNCE alone, the temperature fixed (`--f
 on the zero-shot set (the held-out colour-shape compositions, classified among all 24 names): top-1 accuracy, the
 mean within-class matrix entropy of the image embeddings, NC1 of the image embeddings with the class prompts as
 the head (`zero_shot_geometry`). The answer is Spearman's rank correlation of τ with each, over the 15 runs, with a
-95 % bootstrap CI (`harness.rank_correlation`), and per seed.
+95 % bootstrap CI (`comparisons.rank_correlation`), and per seed.
 
     .venv/bin/python experiments/temperature.py               (about 25 minutes on 2 CPU cores; writes docs/experiments/temperature.md)
     .venv/bin/python experiments/temperature.py --smoke OUT   (tiny, for tests/test_experiments.py)
@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
+from comparisons import rank_correlation  # noqa: E402
 from harness import (  # noqa: E402
     CLIP_TINY_DUAL,
     curve,
@@ -30,7 +31,6 @@ from harness import (  # noqa: E402
     log_history,
     markdown_table,
     pyplot,
-    rank_correlation,
     read_run_json,
     run_grid,
     save_summary,

@@ -17,7 +17,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import compare, markdown_table, paired_test, rank_correlation, summarize  # noqa: E402
+from comparisons import compare, paired_test, rank_correlation  # noqa: E402
+from harness import (  # noqa: E402
+    markdown_table,
+    summarize,
+)
 
 
 def smoke_run(script: str, out: Path) -> dict:

@@ -1367,7 +1367,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "experiments-permutation-one-sided",
         "the unpaired comparison's permutation p is two-sided, as scipy's",
-        "experiments/harness.py",
+        "experiments/comparisons.py",
         "    return min(1.0, 2 * min(upper, lower))",
         "    return min(upper, lower)",
         ("tests/test_experiments.py::test_unpaired_comparison_is_welch_with_an_exact_permutation_test",),
@@ -1375,7 +1375,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "experiments-mde-uncorrected",
         "the minimum detectable effect is at the Bonferroni-corrected level",
-        "experiments/harness.py",
+        "experiments/comparisons.py",
         "    alpha = 0.05 / comparisons",
         "    alpha = 0.05",
         (
