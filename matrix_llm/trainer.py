@@ -33,6 +33,8 @@ class MatrixTrainer(Trainer):
         objective: a callable ``(model, inputs, *, base_loss, step) -> ObjectiveOutput``. ``None``: built from
             ``args`` (``OBJECTIVES[args.objective]``; ``args`` is then that objective's config class, e.g.
             :class:`~matrix_llm.modes.LMConfig`). The objective's ``callbacks(trainer)`` (if any) are added.
+        train_sampler: the order of the training rows (a ``torch.utils.data.Sampler`` the DataLoader cuts into
+            batches, e.g. :class:`~matrix_llm.data.labels.LabelledShareSampler`); ``None``: the Trainer's.
         Everything else: as ``transformers.Trainer``.
 
     **Gradient accumulation and multi-process scaling.** The returned loss is
@@ -89,9 +91,10 @@ class MatrixTrainer(Trainer):
     # the objective gets ``outputs=None`` unless the caller of ``compute_loss`` asked for them).
     parent_outputs_are_free = True
 
-    def __init__(self, *args: Any, objective: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, objective: Any = None, train_sampler: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.objective = objective if objective is not None else build_objective(self.args)
+        self.train_sampler = train_sampler
         if self.is_deepspeed_enabled and not is_deepspeed_zero3_enabled():
             one_element_scalars(self.model)  # before DeepSpeed's start-up broadcast (see there)
         self.add_callback(_DropPredictMetrics(self))
@@ -108,6 +111,13 @@ class MatrixTrainer(Trainer):
                 self.train_dataset, rank=self.args.process_index, workers=self.args.dataloader_num_workers
             )
             self.add_callback(self.stream)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """``train_sampler`` when given (e.g. :class:`~matrix_llm.data.labels.LabelledShareSampler`), else the
+        Trainer's."""
+        if self.train_sampler is not None:
+            return self.train_sampler
+        return super()._get_train_sampler(train_dataset)
 
     # -- streamed training data (matrix_llm.data.streaming) ------------------------------------------------
 

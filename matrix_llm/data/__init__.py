@@ -14,6 +14,7 @@ from typing import Any
 _FROM = {
     "IGNORE_INDEX": "labels",
     "label_fraction_mask": "labels",
+    "LabelledShareSampler": "labels",
     "CompletionCollator": "collator",
     "generate_problems": "synthetic",
     "synthetic_dataset": "synthetic",

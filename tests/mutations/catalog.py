@@ -689,6 +689,46 @@ MUTATIONS: list[Mutation] = [
     ),
     # -- classify / analyze ----------------------------------------------------------------------------------------
     Mutation(
+        "labelled-share-misaligned",
+        "every batch `LabelledShareSampler` orders holds `per_batch` labelled rows and an epoch covers each "
+        "unlabelled row once",
+        "matrix_llm/data/labels.py",
+        "step = self.batch_size - self.per_batch",
+        "step = self.batch_size",
+        (
+            "tests/data/test_labelled_batches.py::test_every_batch_holds_the_labelled_rows_asked_for_and_an_epoch_covers_the_unlabelled_once",
+            "tests/modes/classify/test_classification.py::test_labelled_per_batch_puts_that_many_labelled_rows_in_every_batch_the_trainer_draws",
+        ),
+    ),
+    Mutation(
+        "labelled-share-ignores-the-epoch",
+        "`LabelledShareSampler` draws a new order every epoch (seeded by the seed and the epoch)",
+        "matrix_llm/data/labels.py",
+        "rng = np.random.default_rng([self.seed, self.epoch])",
+        "rng = np.random.default_rng(self.seed)",
+        ("tests/data/test_labelled_batches.py::test_the_order_is_seeded_by_the_seed_and_the_epoch",),
+    ),
+    Mutation(
+        "train-sampler-not-used",
+        "`MatrixTrainer(train_sampler=...)` orders the training rows with it (classify's `labelled_per_batch`)",
+        "matrix_llm/trainer.py",
+        "        if self.train_sampler is not None:\n            return self.train_sampler",
+        "        if False:\n            return self.train_sampler",
+        (
+            "tests/modes/classify/test_classification.py::test_labelled_per_batch_puts_that_many_labelled_rows_in_every_batch_the_trainer_draws",
+        ),
+    ),
+    Mutation(
+        "labelled-share-without-room-not-refused",
+        "`classify --labelled_per_batch` at or above the batch size is refused, named, before anything loads",
+        "matrix_llm/modes/classify/command.py",
+        "if data_args.labelled_per_batch >= batch:",
+        "if False:",
+        (
+            "tests/modes/classify/test_classification.py::test_labelled_per_batch_puts_that_many_labelled_rows_in_every_batch_the_trainer_draws",
+        ),
+    ),
+    Mutation(
         "label-fraction-not-applied",
         "`classify --label_fraction f` trains on that fraction of the labels",
         "matrix_llm/modes/classify/command.py",

@@ -231,9 +231,13 @@ class ClassificationMode(Mode):
 
     def check(self) -> list[str]:
         """A tiny model must match the data: ``tiny-bert`` classifies texts, the others images; a stream has no
-        whole label column to keep a fraction of."""
-        if self.data_args.streaming and self.data_args.label_fraction < 1.0:
+        whole label column to keep a fraction of; ``labelled_per_batch`` leaves room for unlabelled rows."""
+        data_args, batch = self.data_args, self.training_args.per_device_train_batch_size
+        if data_args.streaming and data_args.label_fraction < 1.0:
             return ["`label_fraction`: drawn over the whole label column, which a stream does not have"]
+        if data_args.labelled_per_batch >= batch:
+            n = data_args.labelled_per_batch
+            return [f"`labelled_per_batch`: {n} leaves no unlabelled row in a batch of {batch}; set it below"]
         model_args = self.model_args
         text_model = model_args.model_name_or_path in TINY_TEXT_CLASSIFIERS
         if model_args.is_tiny and text_model != (self.data_args.text_column is not None):
@@ -283,6 +287,7 @@ class ClassificationMode(Mode):
             model=model,
             args=training_args,
             train_dataset=train,
+            train_sampler=self.labelled_sampler(),
             eval_dataset=evalset,
             data_collator=collator,
             compute_metrics=_accuracy,
@@ -290,10 +295,37 @@ class ClassificationMode(Mode):
             objective=objective,
         )
 
+    def labelled_sampler(self) -> Any:
+        """The :class:`~matrix_llm.data.labels.LabelledShareSampler` of ``labelled_per_batch`` (``None``: the
+        Trainer's uniform draw; also when every training row is labelled, where a uniform batch is all labelled)."""
+        from matrix_llm.data.labels import IGNORE_INDEX, LabelledShareSampler
+
+        data_args, args = self.data_args, self.training_args
+        if not self.labelled_share:
+            return None
+        labelled = [int(y) != IGNORE_INDEX for y in self.train["label"]]
+        return LabelledShareSampler(
+            labelled,
+            args.per_device_train_batch_size,
+            data_args.labelled_per_batch,
+            seed=args.seed if args.data_seed is None else args.data_seed,
+        )
+
+    @property
+    def labelled_share(self) -> bool:
+        return bool(self.data_args.labelled_per_batch) and self.data_args.label_fraction < 1.0
+
     def card(self) -> RunCard:
         model_args, data_args = self.model_args, self.data_args
         name = model_args.model_name_or_path
-        labelled = f"Labelled fraction of the training set: {data_args.label_fraction:g} (seed {data_args.label_seed})."
+        labelled = (
+            f"Labelled fraction of the training set: {data_args.label_fraction:g} (seed {data_args.label_seed})"
+            + (
+                f", {data_args.labelled_per_batch} labelled rows in every training batch."
+                if self.labelled_share
+                else "."
+            )
+        )
         return RunCard(
             base_model=f"{name} (offline random init)" if model_args.is_tiny else name,
             dataset=data_args.dataset_name,

@@ -95,11 +95,20 @@ class ClassificationDataArguments(ImageDataArguments):
         },
     )
     label_seed: int = field(default=0, metadata={"help": "Seed of the labelled subset."})
+    labelled_per_batch: int = field(
+        default=0,
+        metadata={
+            "help": "With label_fraction < 1: every training batch holds this many labelled rows (reused in turn), "
+            "the rest unlabelled; an epoch is one pass over the unlabelled rows. 0: batches drawn uniformly."
+        },
+    )
 
     def problems(self) -> list[str]:
         out = super().problems()
         if not 0.0 < self.label_fraction <= 1.0:
             out.append(problem("label_fraction", "a number in (0, 1]", self.label_fraction))
+        if self.labelled_per_batch < 0:
+            out.append(problem("labelled_per_batch", "an integer >= 0", self.labelled_per_batch))
         if self.image_size < 4:
             out.append(problem("image_size", "an integer >= 4", self.image_size))
         if self.max_length < 2:

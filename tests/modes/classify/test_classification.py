@@ -410,6 +410,54 @@ def test_the_command_trains_on_the_labelled_fraction_only(tmp_path, monkeypatch)
     assert sorted(batches[batches != -100].tolist()) == sorted(labels[keep].tolist())
 
 
+def test_labelled_per_batch_puts_that_many_labelled_rows_in_every_batch_the_trainer_draws(
+    tmp_path, monkeypatch, capsys
+):
+    """`--label_fraction 0.05 --labelled_per_batch 4` with batches of 16: through the Trainer's (accelerate's) data
+    loader every training batch the objective sees holds 4 labelled rows, and the epoch passes over each unlabelled
+    row once (uniform batches of 16 hold 0.8 on average, and often none); a share that leaves no room for
+    unlabelled rows is refused before anything loads."""
+    import matrix_llm.trainer
+    from matrix_llm.modes.classify import command as classify
+
+    seen = []
+
+    class Recording(matrix_llm.trainer.MatrixTrainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            seen.append(inputs["labels"].clone())
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Recording)
+    argv = [
+        "--config",
+        "classify/digits.yaml",
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--max_train_samples",
+        "400",
+        "--num_train_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "16",
+        "--label_fraction",
+        "0.05",
+        "--eval_strategy",
+        "no",
+        "--eval_split",
+        "null",
+        "--disable_tqdm",
+        "true",
+    ]
+    assert classify.main([*argv, "--labelled_per_batch", "4"]) == 0
+    assert len(seen) == 32  # ceil(380 unlabelled / 12 per batch)
+    assert [int((b != -100).sum()) for b in seen] == [4] * 32
+    assert sum(int((b == -100).sum()) for b in seen) == 380
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "4 labelled rows in every training batch" in card
+    assert classify.main([*argv, "--labelled_per_batch", "16"]) == 2
+    assert "`labelled_per_batch`: 16 leaves no unlabelled row in a batch of 16" in capsys.readouterr().err
+
+
 def test_the_best_checkpoint_of_a_tiny_vit_is_the_model_saved_at_the_end(tmp_path):
     """`load_best_model_at_end` with the first epoch's checkpoint as the best (the highest eval loss, by
     `greater_is_better`): the saved model is that checkpoint's weights, attention included. transformers saves
