@@ -1,6 +1,7 @@
 """The studies' comparisons (issue 31, item 1): one arm against a baseline as a researcher reads it
 (:func:`compare`: effect, 95 % CI, n, the test and why, p Bonferroni-corrected, the minimum detectable effect, the
-verdict beside the claimed effect), its one-line text (:func:`comparison_text`), and Spearman's rank correlation
+verdict beside the claimed effect), a contrast of several arms reported the same way (:func:`contrast`, e.g. an
+interaction), its one-line text (:func:`comparison_text`), and Spearman's rank correlation
 with a bootstrap CI (:func:`rank_correlation`). Tested against scipy in tests/test_experiments.py.
 """
 
@@ -11,7 +12,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["UNPAIRED", "compare", "comparison_text", "paired_test", "rank_correlation"]
+__all__ = ["UNPAIRED", "compare", "comparison_text", "contrast", "paired_test", "rank_correlation"]
 
 # why the studies compare arms unpaired: a seed fixes both arms' initialisation and data order, but their runs
 # diverge (float32 round-off alone moves single seeds of clip_few_classes by up to 0.17)
@@ -39,24 +40,68 @@ def compare(
     cannot go below 0.1), ``not testable at this scale`` when the claimed effect is below the minimum detectable
     one, ``not reproduced`` when the CI excludes the claimed effect, else ``inconclusive``.
     """
-    from scipy import stats
-
     a, b = [float(x) for x in values], [float(x) for x in baseline]
-    alpha = 0.05 / comparisons
     if paired:
         if len(a) != len(b):
             raise ValueError(f"compare: paired arms need the same seeds; got {len(a)} and {len(b)} values")
         diffs = [x - y for x, y in zip(a, b, strict=True)]
         n, effect = len(diffs), statistics.fmean(diffs)
         se = statistics.stdev(diffs) / n**0.5 if n > 1 else float("nan")
-        df = n - 1
-        test, p_perm = "paired t", None
-    else:
-        n, effect = min(len(a), len(b)), statistics.fmean(a) - statistics.fmean(b)
-        va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-        se = (va + vb) ** 0.5
-        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se > 0 else len(a) + len(b) - 2
-        test, p_perm = "Welch t", _permutation_p(a, b)
+        return _tested(effect, se, n - 1, n, "paired t", reason, None, comparisons, claimed)
+    effect, se, df = _welch([a, b], [1.0, -1.0])
+    p_perm = _permutation_p(a, b)
+    return _tested(effect, se, df, min(len(a), len(b)), "Welch t", reason, p_perm, comparisons, claimed)
+
+
+def contrast(
+    groups: Sequence[Sequence[float]],
+    weights: Sequence[float],
+    *,
+    reason: str,
+    comparisons: int = 1,
+    claimed: float | None = None,
+) -> dict[str, Any]:
+    """A linear contrast of independent groups' means, ``sum(w_i * mean_i)``, as :func:`compare` reports it: e.g.
+    an interaction, a regulariser's gain with few labels minus its gain with all (``groups`` = [reg few, CE few,
+    reg all, CE all], ``weights`` = [1, -1, -1, 1]). Welch-Satterthwaite t: the standard error from each group's
+    own variance, ``se**2 = sum(w_i**2 * var_i / n_i)``, with Satterthwaite's degrees of freedom; n is the
+    smallest group's size."""
+    values = [[float(x) for x in g] for g in groups]
+    effect, se, df = _welch(values, [float(w) for w in weights])
+    test = "Welch-Satterthwaite t of the contrast"
+    return _tested(effect, se, df, min(map(len, values)), test, reason, None, comparisons, claimed)
+
+
+def _welch(groups: Sequence[Sequence[float]], weights: Sequence[float]) -> tuple[float, float, float]:
+    """``(effect, se, df)`` of ``sum(w_i * mean_i)`` over independent groups (Satterthwaite's df; with no spread
+    at all the df of the pooled groups, which then only scales a zero standard error)."""
+    if len(groups) != len(weights):
+        raise ValueError(f"contrast: {len(groups)} groups, {len(weights)} weights")
+    if any(len(g) < 2 for g in groups):
+        raise ValueError("contrast: each group needs two values or more (its variance)")
+    effect = sum(w * statistics.fmean(g) for g, w in zip(groups, weights, strict=True))
+    parts = [w * w * statistics.variance(g) / len(g) for g, w in zip(groups, weights, strict=True)]
+    se = sum(parts) ** 0.5
+    pooled = sum(len(g) - 1 for g in groups)
+    df = se**4 / sum(v * v / (len(g) - 1) for v, g in zip(parts, groups, strict=True)) if se > 0 else pooled
+    return effect, se, df
+
+
+def _tested(
+    effect: float,
+    se: float,
+    df: float,
+    n: int,
+    test: str,
+    reason: str,
+    p_perm: float | None,
+    comparisons: int,
+    claimed: float | None,
+) -> dict[str, Any]:
+    """:func:`compare`'s result from an effect, its standard error and degrees of freedom (its docstring)."""
+    from scipy import stats
+
+    alpha = 0.05 / comparisons
     t = effect / se if se > 0 else (0.0 if effect == 0 else math.copysign(math.inf, effect))
     p = float(2 * stats.t.sf(abs(t), df))
     half = float(stats.t.ppf(0.975, df)) * se

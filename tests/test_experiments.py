@@ -12,12 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from comparisons import compare, paired_test, rank_correlation  # noqa: E402
+from comparisons import compare, contrast, paired_test, rank_correlation  # noqa: E402
 from harness import (  # noqa: E402
     markdown_table,
     summarize,
@@ -94,6 +95,36 @@ def test_unpaired_comparison_is_welch_with_an_exact_permutation_test():
     assert compare([1.0, 1.1, 1.2], [0.0, 0.1, 0.2], paired=False, reason="r")[
         "p_permutation"
     ] == pytest.approx(0.1)
+
+
+def test_a_contrast_of_four_arms_is_welch_satterthwaite():
+    """An interaction (gain with few labels minus gain with all) from four independent arms: the difference of
+    differences, se from each arm's own variance, Satterthwaite's df; with two arms it is Welch's t."""
+    from scipy import stats
+
+    a, b = [0.71, 0.74, 0.69, 0.80], [0.60, 0.66, 0.58]
+    two = contrast([a, b], [1, -1], reason="r")
+    assert two["p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert two["ci95"] == pytest.approx(compare(a, b, paired=False, reason="r")["ci95"])
+    groups = [
+        [0.70, 0.74, 0.72, 0.69, 0.75],
+        [0.60, 0.62, 0.61],
+        [0.83, 0.84, 0.82],
+        [0.82, 0.83, 0.84, 0.83],
+    ]
+    c = contrast(groups, [1, -1, -1, 1], reason="r", comparisons=2, claimed=0.05)
+    means = [sum(g) / len(g) for g in groups]
+    parts = [float(np.var(g, ddof=1)) / len(g) for g in groups]
+    se = sum(parts) ** 0.5
+    df = se**4 / sum(v * v / (len(g) - 1) for v, g in zip(parts, groups, strict=True))
+    assert c["effect"] == pytest.approx(means[0] - means[1] - means[2] + means[3])
+    assert c["p"] == pytest.approx(2 * stats.t.sf(c["effect"] / se, df))
+    assert c["ci95"][1] - c["effect"] == pytest.approx(stats.t.ppf(0.975, df) * se)
+    assert c["n"] == 3 and c["p_corrected"] == pytest.approx(2 * c["p"]) and c["verdict"] == "reproduced"
+    flipped = contrast(groups, [-1, 1, 1, -1], reason="r", claimed=0.05)
+    assert flipped["effect"] == pytest.approx(-c["effect"]) and flipped["verdict"] == "contradicted"
+    with pytest.raises(ValueError, match="two values or more"):
+        contrast([[1.0], [2.0, 3.0]], [1, -1], reason="r")
 
 
 def test_rank_correlation_is_spearmans_with_a_bootstrap_ci():

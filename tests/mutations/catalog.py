@@ -1422,6 +1422,15 @@ MUTATIONS: list[Mutation] = [
             "tests/test_experiments.py::test_paired_comparison_is_scipys_paired_t_test_with_its_ci_mde_and_bonferroni",
         ),
     ),
+    Mutation(
+        "experiments-contrast-signed-variance",
+        "a contrast's standard error weighs each arm's variance by the square of its weight (an interaction's "
+        "negative arms add to it)",
+        "experiments/comparisons.py",
+        "parts = [w * w * statistics.variance(g) / len(g)",
+        "parts = [w * statistics.variance(g) / len(g)",
+        ("tests/test_experiments.py::test_a_contrast_of_four_arms_is_welch_satterthwaite",),
+    ),
     # -- clip: the temperature switches --------------------------------------------------------------------------
     Mutation(
         "logit-scale-init-ignored",
