@@ -416,12 +416,52 @@ def test_clip_experiment_smoke_run(tmp_path):
 
 @pytest.mark.slow
 def test_few_labels_experiment_smoke_run(tmp_path):
+    """The 2 x 2 design's smoke run: both levels, the arms at each, the floors, the gate, the interaction."""
+    import few_labels
+
     summary = smoke_run("few_labels", tmp_path)
-    arms = summary["0.05"]["arms"]
-    assert set(arms) == {"ce", "ce + MIR/HDR"} and len(arms["ce"]["eval_accuracy"]["values"]) == 2
+    few, every = summary["levels"]["0.1"]["arms"], summary["levels"]["1.0"]["arms"]
+    assert set(few) == {"ce", few_labels.PRIMARY, few_labels.NO_PSEUDO} and set(every) == {
+        "ce",
+        few_labels.PRIMARY,
+    }
+    assert len(few["ce"]["eval_accuracy"]["values"]) == 2 and len(summary["floors"]["0.1"]) == 2
+    assert set(summary["gate"]) == {"0.1", "1.0"} and set(summary["interactions"]) == {few_labels.PRIMARY}
+    assert summary["interactions"][few_labels.PRIMARY]["test"] == "Welch-Satterthwaite t of the contrast"
     assert (tmp_path / "few_labels.png").is_file()
-    run = json.loads((tmp_path / "fraction0.05" / "ce" / "seed1" / "matrix_llm_run.json").read_text())
-    assert run["objective"] == "classification"
+    card = (tmp_path / "fraction0.1" / "ce" / "seed1" / "README.md").read_text()
+    assert "0.1 (seed 1), 16 labelled rows in every training batch" in card
+
+
+def test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor():
+    """The registered analysis on made-up accuracies: the gain with few labels minus the gain with all, read only
+    where CE beats the raw-pixel floor in every seed."""
+    import few_labels
+
+    def arms(ce: float, gain: float) -> dict:
+        spread = [0.0, 0.004, -0.004, 0.002, -0.002]
+        return {
+            "ce": [ce + d for d in spread],
+            few_labels.PRIMARY: [ce + gain + d for d in reversed(spread)],
+            few_labels.NO_PSEUDO: [ce + d for d in spread],
+        }
+
+    accuracy = {0.1: arms(0.80, 0.05), 1.0: arms(0.88, 0.01)}
+    del accuracy[1.0][few_labels.NO_PSEUDO]
+    passing = {0.1: [0.79] * 5, 1.0: [0.83] * 5}
+    result = few_labels.analyse(accuracy, passing)
+    interaction = result["interactions"][few_labels.PRIMARY]
+    assert interaction["effect"] == pytest.approx(0.04) and result["verdict"] == "reproduced"
+    assert result["pseudo_labels"]["effect"] == pytest.approx(0.05)
+    swapped = {0.1: {**accuracy[1.0], few_labels.NO_PSEUDO: accuracy[1.0]["ce"]}, 1.0: accuracy[0.1]}
+    reversed_levels = few_labels.analyse(
+        swapped, {0.1: [0.7] * 5, 1.0: [0.7] * 5}
+    )  # the gain with all labels
+    assert reversed_levels["verdict"] == "contradicted"
+    one_seed_below = {**passing, 0.1: [0.79, 0.79, 0.79, 0.79, 0.81]}  # CE's last seed is 0.798
+    blocked = few_labels.analyse(accuracy, one_seed_below)
+    assert blocked["gate"] == {0.1: False, 1.0: True}
+    assert blocked["verdict"].startswith("not testable as run") and "at 10 %" in blocked["verdict"]
 
 
 @pytest.mark.slow

@@ -1431,6 +1431,22 @@ MUTATIONS: list[Mutation] = [
         "parts = [w * statistics.variance(g) / len(g)",
         ("tests/test_experiments.py::test_a_contrast_of_four_arms_is_welch_satterthwaite",),
     ),
+    Mutation(
+        "few-labels-gate-any-seed",
+        "few_labels reads its interaction only where CE beats the raw-pixel floor in every seed",
+        "experiments/few_labels.py",
+        'level: all(c > f for c, f in zip(accuracy[level]["ce"], floors[level], strict=True))',
+        'level: any(c > f for c, f in zip(accuracy[level]["ce"], floors[level], strict=True))',
+        ("tests/test_experiments.py::test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor",),
+    ),
+    Mutation(
+        "few-labels-interaction-weights",
+        "few_labels' primary metric is the gain with few labels minus the gain with all",
+        "experiments/few_labels.py",
+        "[1, -1, -1, 1],",
+        "[1, -1, 1, -1],",
+        ("tests/test_experiments.py::test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor",),
+    ),
     # -- clip: the temperature switches --------------------------------------------------------------------------
     Mutation(
         "logit-scale-init-ignored",
