@@ -210,6 +210,15 @@ CLAIMS: list[Comparison | Correlation | Jump | Untested] = [
         "Matrix-SSL's γ and Taylor-order ablation (γ = 0, i.e. MEC, 70.6 vs 71.1)",
         "not run, for the same reason; a 0.5-point claim is far below any effect 3 seeds here can detect",
     ),
+    Untested(
+        "MIR / HDR / feature-entropy regularisers help most with few labels: the interaction (few_labels, redesigned)",
+        "written (experiments/few_labels.py, about 2.5 hours), not run yet; single probe runs put CE below the "
+        "raw-pixel floor at 5 % and 10 %",
+    ),
+    Untested(
+        "the alignment helps more with few classes than with many: the interaction, 10 seeds (clip_classes)",
+        "written (experiments/clip_classes.py, about 80 minutes), not run yet",
+    ),
     Untested("Llemma-7B on GSM8K / MetaMathQA, CE vs CE + MCE (69.2 vs 72.3)", "needs a GPU (the GPU plan)"),
     Untested("ImageNet linear probe, COCO transfer (+3.3 over MoCo v2 / BYOL)", "needs a GPU and the data"),
     Untested(

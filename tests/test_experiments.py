@@ -465,6 +465,42 @@ def test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor():
 
 
 @pytest.mark.slow
+def test_clip_classes_experiment_smoke_run(tmp_path):
+    """The 2 x 2 CLIP design's smoke run: both caption levels, both arms, the interaction and each level's gain."""
+    summary = smoke_run("clip_classes", tmp_path)
+    assert set(summary["levels"]) == {"few classes", "many classes"}
+    for level in summary["levels"].values():
+        assert set(level["arms"]) == {"infonce", "+ align from 0"}
+        assert len(level["arms"]["infonce"]["zeroshot_top1"]["values"]) == 2
+    assert summary["interaction"]["test"] == "Welch-Satterthwaite t of the contrast"
+    assert set(summary["gains"]) == {"few classes", "many classes"}
+    assert (tmp_path / "clip_classes.png").is_file()
+    for folder, data in (("few_classes", "scenes-classes"), ("many_classes", "scenes")):
+        argv = json.loads((tmp_path / folder / "infonce" / "seed1" / "results.json").read_text())["argv"]
+        assert argv[argv.index("--dataset_name") + 1] == argv[argv.index("--zeroshot_dataset") + 1] == data
+
+
+def test_clip_classes_reads_the_alignments_gain_with_few_classes_minus_with_many():
+    import clip_classes
+
+    spread = [0.0, 0.01, -0.01, 0.02, -0.02, 0.005, -0.005, 0.015, -0.015, 0.0]
+
+    def arm(mean: float) -> list[float]:
+        return [mean + d for d in spread]
+
+    top1 = {
+        "few classes": {"infonce": arm(0.10), "+ align from 0": arm(0.12)},
+        "many classes": {"infonce": arm(0.40), "+ align from 0": arm(0.30)},  # it hurts with many classes
+    }
+    result = clip_classes.analyse(top1)
+    assert result["interaction"]["effect"] == pytest.approx(0.12) and result["verdict"] == "reproduced"
+    assert result["gains"]["few classes"]["effect"] == pytest.approx(0.02)
+    assert result["gains"]["many classes"]["effect"] == pytest.approx(-0.10)
+    swapped = clip_classes.analyse({"few classes": top1["many classes"], "many classes": top1["few classes"]})
+    assert swapped["verdict"] == "contradicted"
+
+
+@pytest.mark.slow
 def test_ssl_methods_experiment_smoke_run(tmp_path):
     summary = smoke_run("ssl_methods", tmp_path)
     assert set(summary["arms"]) == {"simclr", "matrix_ssl exact"}

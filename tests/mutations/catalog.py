@@ -1437,7 +1437,9 @@ MUTATIONS: list[Mutation] = [
         "experiments/few_labels.py",
         'level: all(c > f for c, f in zip(accuracy[level]["ce"], floors[level], strict=True))',
         'level: any(c > f for c, f in zip(accuracy[level]["ce"], floors[level], strict=True))',
-        ("tests/test_experiments.py::test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor",),
+        (
+            "tests/test_experiments.py::test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor",
+        ),
     ),
     Mutation(
         "few-labels-interaction-weights",
@@ -1445,7 +1447,19 @@ MUTATIONS: list[Mutation] = [
         "experiments/few_labels.py",
         "[1, -1, -1, 1],",
         "[1, -1, 1, -1],",
-        ("tests/test_experiments.py::test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor",),
+        (
+            "tests/test_experiments.py::test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor",
+        ),
+    ),
+    Mutation(
+        "clip-classes-interaction-weights",
+        "clip_classes' primary metric is the alignment's gain with few classes minus its gain with many",
+        "experiments/clip_classes.py",
+        "        [1, -1, -1, 1],",
+        "        [1, -1, 1, -1],",
+        (
+            "tests/test_experiments.py::test_clip_classes_reads_the_alignments_gain_with_few_classes_minus_with_many",
+        ),
     ),
     # -- clip: the temperature switches --------------------------------------------------------------------------
     Mutation(
@@ -1706,8 +1720,8 @@ MUTATIONS: list[Mutation] = [
         "make-experiments-skips-a-study",
         "make experiments runs every study",
         "Makefile",
-        "\tclip_fashion lmc temperature",
-        "\tclip_fashion lmc",
+        "\tclip_classes clip_fashion lmc temperature",
+        "\tclip_classes clip_fashion lmc",
         ("tests/test_experiments.py::test_make_experiments_runs_every_study",),
     ),
     Mutation(
