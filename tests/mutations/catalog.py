@@ -716,6 +716,7 @@ MUTATIONS: list[Mutation] = [
         "        if False:\n            return self.train_sampler",
         (
             "tests/modes/classify/test_classification.py::test_labelled_per_batch_puts_that_many_labelled_rows_in_every_batch_the_trainer_draws",
+            "tests/modes/classify/test_classification.py::test_labelled_per_batch_holds_on_each_of_two_processes",
         ),
     ),
     Mutation(

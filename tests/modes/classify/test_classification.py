@@ -458,6 +458,23 @@ def test_labelled_per_batch_puts_that_many_labelled_rows_in_every_batch_the_trai
     assert "`labelled_per_batch`: 16 leaves no unlabelled row in a batch of 16" in capsys.readouterr().err
 
 
+def test_labelled_per_batch_holds_on_each_of_two_processes(tmp_path):
+    """Two gloo processes (torchrun, DDP): accelerate hands each rank whole batches of the sampler's order, so every
+    batch on either rank holds the 4 labelled rows asked for, the ranks train on different batches, and their
+    weights stay equal."""
+    import json
+
+    from conftest import run_two_processes
+
+    argv = ["--config", "classify/digits.yaml", "--max_train_samples", "400", "--label_fraction", "0.05"]
+    argv += ["--per_device_train_batch_size", "16", "--labelled_per_batch", "4", "--eval_strategy", "no"]
+    run_two_processes("classify", argv, tmp_path, "ddp")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text())["batches"] for r in (0, 1)]
+    assert [len(b) for b in ranks] == [3, 3]
+    assert [n for b in ranks for n, _ in b] == [4] * 6
+    assert {s for _, s in ranks[0]}.isdisjoint(s for _, s in ranks[1])
+
+
 def test_the_best_checkpoint_of_a_tiny_vit_is_the_model_saved_at_the_end(tmp_path):
     """`load_best_model_at_end` with the first epoch's checkpoint as the best (the highest eval loss, by
     `greater_is_better`): the saved model is that checkpoint's weights, attention included. transformers saves
