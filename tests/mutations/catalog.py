@@ -689,6 +689,16 @@ MUTATIONS: list[Mutation] = [
     ),
     # -- classify / analyze ----------------------------------------------------------------------------------------
     Mutation(
+        "tiny-dropout-default-passes-silently",
+        "`classify --tiny_dropout` on a model that does not read it is refused, even at BERT's own 0.1",
+        "matrix_llm/modes/classify/command.py",
+        "if model_args.tiny_dropout is not None and model_args.model_name_or_path",
+        "if model_args.tiny_dropout not in (None, 0.1) and model_args.model_name_or_path",
+        (
+            "tests/modes/classify/test_classification.py::test_tiny_dropout_switches_tiny_berts_dropout_and_only_tiny_bert_takes_it",
+        ),
+    ),
+    Mutation(
         "labelled-share-misaligned",
         "every batch `LabelledShareSampler` orders holds `per_batch` labelled rows and an epoch covers each "
         "unlabelled row once",

@@ -125,7 +125,7 @@ def _text_model(
             hidden_size=model_args.tiny_hidden_size,
             num_layers=model_args.tiny_num_layers,
             num_heads=model_args.tiny_num_heads,
-            dropout=model_args.tiny_dropout,
+            dropout=0.1 if model_args.tiny_dropout is None else model_args.tiny_dropout,
             max_position_embeddings=data_args.max_length,
             seed=seed,
         )
@@ -243,7 +243,7 @@ class ClassificationMode(Mode):
         if model_args.is_tiny and text_model != (self.data_args.text_column is not None):
             fix = "texts: set `text_column`" if text_model else "images: unset `text_column` or use tiny-bert"
             return [f"`model_name_or_path`: {model_args.model_name_or_path} classifies {fix}"]
-        if model_args.tiny_dropout != 0.1 and model_args.model_name_or_path not in TINY_TEXT_CLASSIFIERS:
+        if model_args.tiny_dropout is not None and model_args.model_name_or_path not in TINY_TEXT_CLASSIFIERS:
             return [f"`tiny_dropout`: tiny-bert's; {model_args.model_name_or_path} does not read it"]
         return []
 

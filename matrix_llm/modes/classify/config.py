@@ -45,11 +45,11 @@ class ClassificationModelArguments(ModelArguments):
 
     supports_peft: ClassVar[bool] = False
 
-    tiny_dropout: float = field(
-        default=0.1,
+    tiny_dropout: float | None = field(
+        default=None,
         metadata={
-            "help": "tiny-bert: dropout of its hidden states and attention probabilities (BERT's 0.1; 0 = none, so "
-            "the training-mode forward is the eval-mode one)."
+            "help": "tiny-bert: dropout of its hidden states and attention probabilities (null: BERT's 0.1; 0 = "
+            "none, so the training-mode forward is the eval-mode one)."
         },
     )
 
@@ -59,7 +59,7 @@ class ClassificationModelArguments(ModelArguments):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if not 0.0 <= self.tiny_dropout < 1.0:
+        if self.tiny_dropout is not None and not 0.0 <= self.tiny_dropout < 1.0:
             out.append(problem("tiny_dropout", "a float in [0, 1)", self.tiny_dropout))
         return out
 
