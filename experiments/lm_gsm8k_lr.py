@@ -37,6 +37,7 @@ from harness import (  # noqa: E402
     write_doc,
 )
 from lm_gsm8k import TRAINING  # noqa: E402
+from overview import seed_values  # noqa: E402
 
 CE = ["--matrix_loss_type", "none"]
 ARMS = {  # CE at the recipe's 3e-3 is lm_gsm8k.md's arm (held-out loss 2.066 ± 0.066)
@@ -45,6 +46,7 @@ ARMS = {  # CE at the recipe's 3e-3 is lm_gsm8k.md's arm (held-out loss 2.066 ±
     "head 0.1 lr 3e-3": [],
 }
 HEAD = "head 0.1 lr 3e-3"
+EARLIER_CE = "ce lr 3e-3 (lm_gsm8k.md)"
 SMOKE = ["--max_steps", "4", "--logging_steps", "1", "--max_train_samples", "64", "--max_eval_samples", "16"]
 
 
@@ -74,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         a: compare(values[HEAD], values[a], paired=False, reason=UNPAIRED, comparisons=len(ce_arms))
         for a in ce_arms
     }
-    summary["best_ce"], summary["comparisons"] = best, comparisons
+    # lm_gsm8k.md's arms at 3e-3 (the same command; its doc's per-seed values, 3 decimals): CE there is the third
+    # learning rate, reported beside the registered comparison, and its head arm is the one rerun here
+    earlier = {arm: seed_values("lm_gsm8k.md", arm, "lm_loss") for arm in ("ce", "head 0.1")}
+    comparisons[EARLIER_CE] = compare(values[HEAD], earlier["ce"], paired=False, reason=UNPAIRED)
+    summary["best_ce"], summary["comparisons"], summary["lm_gsm8k"] = best, comparisons, earlier
     docs = save_summary(out, summary, bool(args.smoke), REPO)
 
     plt = pyplot()
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "| head 0.1 lr 3e-3 against | effect on the held-out loss [95 % CI], test, p, MDE, verdict |",
         "|---|---|",
         *(
-            f"| {a}{' (best CE)' if a == best else ''} | {comparison_text(c)} |"
+            f"| {a}{' (best CE run here: the registered comparison)' if a == best else ''} | {comparison_text(c)} |"
             for a, c in comparisons.items()
         ),
     ]
@@ -105,7 +111,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         return 0
     primary = comparisons[best]
-    lower = primary["ci95"][1] < 0
+    means = {a: summary["arms"][a]["lm_loss"]["mean"] for a in ce_arms}
+    means["ce lr 3e-3"] = sum(earlier["ce"]) / len(earlier["ce"])
+    by_rate = ", ".join(
+        f"{a.split()[-1]} {m:.3f}" for a, m in sorted(means.items(), key=lambda x: -float(x[0].split()[-1]))
+    )
+    moved = max(abs(a - b) for a, b in zip(values[HEAD], earlier["head 0.1"], strict=True))
+    overall = EARLIER_CE if means["ce lr 3e-3"] < means[best] else best  # the best of the three rates
+    if comparisons[overall]["ci95"][1] < 0:
+        conclusion = (
+            f"The head term's lower held-out loss is not CE's learning rate being too high: against the best of "
+            f"the three CE rates ({overall}) its CI excludes 0"
+            + (
+                "."
+                if comparisons[overall]["p_corrected"] < 0.05
+                else ", though the permutation p of 3 + 3 runs cannot go below 0.1."
+            )
+        )
+    else:
+        conclusion = (
+            f"Against the best of the three CE rates ({overall}) the gain is not shown: the CI includes 0."
+        )
     write_doc(
         docs / "lm_gsm8k_lr.md",
         title="Does the head term's lower held-out LM loss survive a tuned CE? (GSM8K, tiny Llama)",
@@ -126,21 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         figure="lm_gsm8k_lr.png",
         result_note="mean ± sample std over seeds, per-seed values in brackets; comparisons unpaired",
         answer=(
-            f"The best CE learning rate here is {best.split()[-1]} (held-out loss "
+            f"CE's mean held-out loss by learning rate: {by_rate} (3e-3: lm_gsm8k.md's runs of the same command; "
+            f"its `head` arm, rerun here, moves by at most {moved:.3f} per seed). "
+            f"The best CE learning rate run here is {best.split()[-1]} (held-out loss "
             f"{summary['arms'][best]['lm_loss']['mean']:.3f} ± {summary['arms'][best]['lm_loss']['std']:.3f}); "
             f"`head` 0.1 at 3e-3 ends at {summary['arms'][HEAD]['lm_loss']['mean']:.3f} ± "
             f"{summary['arms'][HEAD]['lm_loss']['std']:.3f}: {comparison_text(primary)}. "
-            + (
-                "The head term's lower held-out loss survives a tuned CE (the CI excludes 0"
-                + (
-                    ", and the corrected p is below 0.05)."
-                    if primary["p_corrected"] < 0.05
-                    else ", though the "
-                    "corrected permutation p is not below 0.05: 3 + 3 runs cannot reach it)."
-                )
-                if lower
-                else "Against a tuned CE the gain is not shown: the CI includes 0 (or lies above it)."
-            )
+            f"Against CE at 3e-3 (lm_gsm8k.md's runs): {comparison_text(comparisons[EARLIER_CE])}. "
+            + conclusion
         ),
         change=(
             "More seeds (the exact permutation test of 3 + 3 runs cannot go below p = 0.1), a finer learning-rate "

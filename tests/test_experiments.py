@@ -577,10 +577,16 @@ def test_grokking_events_compare_the_jump_with_the_plateaus_drift():
 @pytest.mark.slow
 def test_lm_gsm8k_lr_experiment_smoke_run(tmp_path):
     summary = smoke_run("lm_gsm8k_lr", tmp_path)
-    assert summary["best_ce"] == "ce lr 3e-4" and set(summary["comparisons"]) == {"ce lr 3e-4"}
+    earlier = "ce lr 3e-3 (lm_gsm8k.md)"  # the third CE rate: lm_gsm8k.md's runs of the same command
+    assert summary["best_ce"] == "ce lr 3e-4" and set(summary["comparisons"]) == {"ce lr 3e-4", earlier}
     c = summary["comparisons"]["ce lr 3e-4"]
     head, ce = (summary["arms"][a]["lm_loss"]["values"] for a in ("head 0.1 lr 3e-3", "ce lr 3e-4"))
     assert c["test"] == "Welch t" and c["effect"] == pytest.approx(sum(head) / 2 - sum(ce) / 2)
+    import overview
+
+    ce_3e3 = overview.seed_values("lm_gsm8k.md", "ce", "lm_loss")  # lm_gsm8k.md's CE per seed
+    assert summary["lm_gsm8k"]["ce"] == ce_3e3 and len(ce_3e3) == 3
+    assert summary["comparisons"][earlier]["effect"] == pytest.approx(sum(head) / 2 - sum(ce_3e3) / 3)
     assert (tmp_path / "lm_gsm8k_lr.png").is_file()
 
 
