@@ -361,12 +361,10 @@ def test_tiny_models_and_text_columns_must_agree(capsys):
     assert "tiny-vit classifies images" in capsys.readouterr().err
 
 
-def test_the_command_trains_on_the_labelled_fraction_only(tmp_path, monkeypatch):
-    """`--label_fraction 0.05`: the batches the objective sees over one epoch carry exactly the class-balanced 5 %
-    of the training labels that label_fraction_mask keeps (seeded), each its own label; the rest are -100."""
+def record_labels(monkeypatch) -> list[torch.Tensor]:
+    """The labels of every batch the classify command's trainer computes a loss on, in order (its MatrixTrainer
+    replaced by one that records them)."""
     import matrix_llm.trainer
-    from matrix_llm.data.images import load_image_dataset
-    from matrix_llm.modes.classify import command as classify
 
     seen = []
 
@@ -376,6 +374,16 @@ def test_the_command_trains_on_the_labelled_fraction_only(tmp_path, monkeypatch)
             return super().compute_loss(model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Recording)
+    return seen
+
+
+def test_the_command_trains_on_the_labelled_fraction_only(tmp_path, monkeypatch):
+    """`--label_fraction 0.05`: the batches the objective sees over one epoch carry exactly the class-balanced 5 %
+    of the training labels that label_fraction_mask keeps (seeded), each its own label; the rest are -100."""
+    from matrix_llm.data.images import load_image_dataset
+    from matrix_llm.modes.classify import command as classify
+
+    seen = record_labels(monkeypatch)
     assert (
         classify.main(
             [
@@ -417,17 +425,9 @@ def test_labelled_per_batch_puts_that_many_labelled_rows_in_every_batch_the_trai
     loader every training batch the objective sees holds 4 labelled rows, and the epoch passes over each unlabelled
     row once (uniform batches of 16 hold 0.8 on average, and often none); a share that leaves no room for
     unlabelled rows is refused before anything loads."""
-    import matrix_llm.trainer
     from matrix_llm.modes.classify import command as classify
 
-    seen = []
-
-    class Recording(matrix_llm.trainer.MatrixTrainer):
-        def compute_loss(self, model, inputs, *args, **kwargs):
-            seen.append(inputs["labels"].clone())
-            return super().compute_loss(model, inputs, *args, **kwargs)
-
-    monkeypatch.setattr(matrix_llm.trainer, "MatrixTrainer", Recording)
+    seen = record_labels(monkeypatch)
     argv = [
         "--config",
         "classify/digits.yaml",
