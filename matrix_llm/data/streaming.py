@@ -96,7 +96,8 @@ def _tar_shards(source: str) -> list[str] | None:
 class Columns:
     """``row -> row`` of a stream: the ``names`` columns (source -> mode's name) kept and renamed, an image given as
     a file path made ``{"path", "bytes": None}`` (relative paths against ``folder``), as ``datasets.Image(decode=
-    False)`` gives it; the image is decoded by the collator, which names a file it cannot read."""
+    False)`` gives it; the image is decoded by the collator, which names a file it cannot read. An image of a
+    webdataset shard (a row with ``__url__``) is named ``shard.tar:member``: member names repeat across shards."""
 
     def __init__(self, names: dict[str, str], folder: Path | None) -> None:
         self.names, self.folder = names, folder
@@ -110,6 +111,8 @@ class Columns:
                 "path": str(self.folder / path if self.folder and not path.is_absolute() else path),
                 "bytes": None,
             }
+        elif isinstance(image, dict) and image.get("bytes") and "__url__" in row:
+            out["image"] = {**image, "path": f"{row['__url__']}:{image.get('path') or row.get('__key__')}"}
         return out
 
 

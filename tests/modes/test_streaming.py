@@ -413,3 +413,28 @@ def test_clip_streams_a_labelled_set_captioned_by_class_like_in_memory(tmp_path)
     assert caption({"image": 0, "label": 3}) is None
     with pytest.raises(ValueError, match="label 7 has no class name"):
         caption({"image": 0, "label": 7})
+
+
+def test_an_unreadable_image_in_a_shard_names_the_shard(tmp_path):
+    """Member names repeat across webdataset shards (each starts at 00000.png): the error names the shard too."""
+    import io
+    import tarfile
+
+    from matrix_llm.data.images import ImageCollator, UnreadableImageError
+    from matrix_llm.data.streaming import Columns, open_stream, streamed_columns
+
+    _shards(tmp_path, "train", 4, 4)
+    with tarfile.open(tmp_path / "train-1.tar", "w") as tar:
+        for suffix, data in (("png", b"not a png"), ("txt", b"a caption")):
+            info = tarfile.TarInfo(f"00000.{suffix}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    source = str(tmp_path / "*.tar")
+    stream, kept = streamed_columns(open_stream(source, "train"), source, {"png": "image", "txt": "caption"})
+    rows = list(StreamingRows(stream, Columns(kept, None), buffer_size=1))
+    paths = [f"{tmp_path / 'train-0.tar'}:{i:05d}.png" for i in range(4)] + [
+        f"{tmp_path / 'train-1.tar'}:00000.png"
+    ]
+    assert [r["image"]["path"] for r in rows] == paths
+    with pytest.raises(UnreadableImageError, match=r"train-1\.tar:00000\.png"):
+        ImageCollator(image_size=8).decode(rows)
