@@ -58,13 +58,14 @@ def test_every_mode_has_its_command():
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_each_setting_is_an_argument_of_its_objective_by_its_name(name):
     """A mode field is `<field_prefix><argument>`: the objective's keyword arguments are its fields' names, all of
-    them and nothing else (the run's seed aside), so a new field cannot silently stop at the config."""
+    them and nothing else (the run's seed and classify's augmentation, which the mode builds from the data
+    settings, aside), so a new field cannot silently stop at the config."""
     spec = OBJECTIVES[name]
     config = spec.config
     assert config.mode_fields() and all(f.startswith(config.field_prefix) for f in config.mode_fields())
     kwargs = config(output_dir="unused", report_to="none").objective_kwargs()
     params = set(inspect.signature(spec.objective.__init__).parameters) - {"self"}
-    assert set(kwargs) - {"seed"} == params - {"seed"}
+    assert set(kwargs) - {"seed"} == params - {"seed", "augment"}
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..distributed import rank
 from ..features import random_state_kept
 
-__all__ = ["MAE_VIEW", "TwoViewAugment", "ViewSettings", "byol_views", "make_view"]
+__all__ = ["MAE_VIEW", "TrainingView", "TwoViewAugment", "ViewSettings", "byol_views", "make_view"]
 
 
 @dataclass(frozen=True)
@@ -196,8 +196,11 @@ def solarize(x: Tensor, p: float) -> Tensor:
 
 
 def make_view(x: Tensor, view: ViewSettings, size: int) -> Tensor:
-    """One augmented view of a batch in ``[0, 1]`` (before normalisation)."""
-    x = flip(resized_crop(x, size, view.crop_scale), view.flip)
+    """One augmented view of a batch in ``[0, 1]`` (before normalisation). A crop scale of ``(1, 1)`` on images
+    already ``size`` wide and high crops nothing (a random aspect would otherwise squeeze some of them)."""
+    if view.crop_scale != (1.0, 1.0) or tuple(x.shape[-2:]) != (size, size):
+        x = resized_crop(x, size, view.crop_scale)
+    x = flip(x, view.flip)
     if view.jitter > 0:
         x = color_jitter(x, view)
     if x.shape[1] == 3 and view.grayscale > 0:
@@ -273,3 +276,37 @@ class TwoViewAugment(nn.Module):
     def forward(self, images: Tensor, step: int = 0) -> tuple[Tensor, Tensor]:
         v1, v2 = self.views_of(images, step, 2)
         return v1, v2
+
+
+class TrainingView:
+    """``(pixel_values, step) -> pixel_values``: the light augmentation of supervised and contrastive training (one
+    view): a random resized crop of ``crop_min_scale`` to all of each image's area, back to its own size, and a
+    left-right flip with probability ``flip``. Both are geometric, so the images may come normalised (as the
+    collators give them); seeded per (seed, rank, step, call) as :class:`TwoViewAugment`. ``crop_min_scale = 1``
+    and ``flip = 0`` leave the images as they are (:attr:`active` is false)."""
+
+    def __init__(self, *, crop_min_scale: float = 1.0, flip: float = 0.0, seed: int = 0) -> None:
+        if not 0.0 < crop_min_scale <= 1.0 or not 0.0 <= flip <= 1.0:
+            raise ValueError(
+                f"TrainingView: needs 0 < crop_min_scale <= 1 and 0 <= flip <= 1; got {crop_min_scale}, {flip}"
+            )
+        self.view = ViewSettings(
+            crop_scale=(float(crop_min_scale), 1.0), flip=float(flip), jitter=0.0, grayscale=0.0, blur=0.0
+        )
+        self.seed = int(seed)
+        self._augment: TwoViewAugment | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.view.crop_scale[0] < 1.0 or self.view.flip > 0.0
+
+    def __call__(self, pixel_values: Tensor, step: int) -> Tensor:
+        if not self.active:
+            return pixel_values
+        side, channels = pixel_values.shape[-1], pixel_values.shape[1]
+        if self._augment is None or (self._augment.size, self._augment.channels) != (side, channels):
+            self._augment = TwoViewAugment(
+                size=side, channels=channels, mean=(0.0,), std=(1.0,), seed=self.seed, views=(self.view,) * 2
+            )
+        view = self._augment.to(pixel_values.device).views_of(pixel_values, step, 1)[0]
+        return view.to(pixel_values.dtype)

@@ -740,6 +740,36 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "classify-augments-evaluation",
+        "`classify --crop_min_scale / --horizontal_flip` augment the training images only; evaluation sees them as they are",
+        "matrix_llm/modes/classify/objective.py",
+        "if self.augment is not None and model.training and",
+        "if self.augment is not None and",
+        (
+            "tests/modes/classify/test_augmentation.py::test_the_objective_augments_training_batches_and_leaves_evaluation_alone",
+        ),
+    ),
+    Mutation(
+        "classify-augmentation-not-wired",
+        "`classify --horizontal_flip true` flips training images (each batch, seeded per step)",
+        "matrix_llm/modes/classify/command.py",
+        "augment=augment if augment.active else None",
+        "augment=None",
+        (
+            "tests/modes/classify/test_augmentation.py::test_the_command_flips_every_training_batch_and_no_evaluation_batch",
+        ),
+    ),
+    Mutation(
+        "flip-only-view-interpolates",
+        "a flip-only training view leaves each image exactly itself or its mirror (no crop, no resampling)",
+        "matrix_llm/data/augment.py",
+        "if view.crop_scale != (1.0, 1.0) or",
+        "if True or",
+        (
+            "tests/modes/classify/test_augmentation.py::test_a_flip_only_view_mirrors_about_half_the_images_exactly_seeded_per_step",
+        ),
+    ),
+    Mutation(
         "label-fraction-not-applied",
         "`classify --label_fraction f` trains on that fraction of the labels",
         "matrix_llm/modes/classify/command.py",
@@ -763,8 +793,8 @@ MUTATIONS: list[Mutation] = [
         "clip-crops-flip",
         "CLIP's training crops never flip (captions name left and right)",
         "matrix_llm/modes/clip/objective.py",
-        "    flip=0.0, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0",
-        "    flip=0.5, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0",
+        "crop_min_scale=self.crop_min_scale, flip=0.0,",
+        "crop_min_scale=self.crop_min_scale, flip=0.5,",
         (_clip("test_the_training_crops_never_flip_and_the_temperature_clamp_runs_after_every_step"),),
     ),
     Mutation(

@@ -245,7 +245,25 @@ class ClassificationMode(Mode):
             return [f"`model_name_or_path`: {model_args.model_name_or_path} classifies {fix}"]
         if model_args.tiny_dropout is not None and model_args.model_name_or_path not in TINY_TEXT_CLASSIFIERS:
             return [f"`tiny_dropout`: tiny-bert's; {model_args.model_name_or_path} does not read it"]
+        if data_args.augmented and data_args.text_column is not None:
+            return [
+                "`crop_min_scale` / `horizontal_flip`: image augmentations; the data are texts (`text_column`)"
+            ]
         return []
+
+    def objective(self) -> Any:
+        """The objective of the config's fields, with the data's training augmentation (``crop_min_scale``,
+        ``horizontal_flip``; seeded with the run's seed)."""
+        from matrix_llm.data.augment import TrainingView
+
+        data_args = self.data_args
+        augment = TrainingView(
+            crop_min_scale=data_args.crop_min_scale,
+            flip=0.5 if data_args.horizontal_flip else 0.0,
+            seed=self.training_args.seed,
+        )
+        kwargs = self.training_args.objective_kwargs()
+        return ClassificationObjective(**kwargs, augment=augment if augment.active else None)
 
     def load_data(self) -> None:
         data_args = self.data_args
@@ -326,10 +344,19 @@ class ClassificationMode(Mode):
                 else "."
             )
         )
+        augmented = [
+            *(
+                [f"random resized crop of {data_args.crop_min_scale:g} to all of the area"]
+                if data_args.crop_min_scale < 1
+                else []
+            ),
+            *(["left-right flip (p 0.5)"] if data_args.horizontal_flip else []),
+        ]
+        augmentation = "Training augmentation: " + (", ".join(augmented) if augmented else "none") + "."
         return RunCard(
             base_model=f"{name} (offline random init)" if model_args.is_tiny else name,
             dataset=data_args.dataset_name,
-            details=(labelled,),
+            details=(labelled,) if data_args.text_column is not None else (labelled, augmentation),
             run_info={"num_classes": self.num_labels},  # for the neural-collapse reference lines of `plot`
             card_overrides=TEXT_CARD if data_args.text_column is not None else {},
             results=self._card_results(),

@@ -66,7 +66,7 @@ class ClassificationModelArguments(ModelArguments):
 
 @dataclass
 class ClassificationDataArguments(ImageDataArguments):
-    """The images and how many of their labels training sees."""
+    """The images (or texts), how many of their labels training sees, and the training images' augmentation."""
 
     dataset_name: str = field(
         default="digits",
@@ -103,8 +103,26 @@ class ClassificationDataArguments(ImageDataArguments):
         },
     )
 
+    crop_min_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "Images, training only: a random resized crop of this share of the area to all of it, back to "
+            "the image's size (torchvision's RandomResizedCrop; 1: none)."
+        },
+    )
+    horizontal_flip: bool = field(
+        default=False,
+        metadata={"help": "Images, training only: flip each image left-right with probability 0.5."},
+    )
+
+    @property
+    def augmented(self) -> bool:
+        return self.crop_min_scale < 1.0 or self.horizontal_flip
+
     def problems(self) -> list[str]:
         out = super().problems()
+        if not 0.0 < self.crop_min_scale <= 1.0:
+            out.append(problem("crop_min_scale", "a number in (0, 1] (1: no crop)", self.crop_min_scale))
         if not 0.0 < self.label_fraction <= 1.0:
             out.append(problem("label_fraction", "a number in (0, 1]", self.label_fraction))
         if self.labelled_per_batch < 0:

@@ -7,6 +7,10 @@ on the features ``F`` the classifier head is applied to (captured in the same fo
 Unlabelled rows (``labels == -100``, e.g. outside ``label_fraction``) get no CE; with ``pseudo_labels`` they
 take part in the regulariser with the model's own prediction as label (FixMatch-style use of MIR / HDR).
 
+In training, images (``pixel_values``) may pass through ``augment`` first (a
+:class:`~matrix_llm.data.augment.TrainingView`: random resized crop and flip, seeded per step); evaluation sees
+them as they are.
+
 Logged per micro-batch: ``ce_loss``, ``accuracy`` (on the labelled rows), and every ``metrics_steps`` optimizer
 steps (always in evaluation) the neural-collapse diagnostics ``mir``, ``hdr`` (features vs head rows of the
 labels), ``matrix_entropy`` / ``effective_rank`` of the features and ``head_entropy`` (of ``W Wᵀ``); at
@@ -17,6 +21,7 @@ neural collapse ``mir`` -> ``1/(C-1) + (C-2) log(C-2) / ((C-1) log(C-1))``, ``hd
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,6 +45,7 @@ class ClassificationObjective(Objective):
         entropy_weight: weight of ``-H(F Fᵀ)`` (feature matrix entropy pushed up), ``>= 0``.
         pseudo_labels: unlabelled rows join the regulariser with their predicted label.
         metrics_steps: diagnostics every this many optimizer steps in training (``0``: never).
+        augment: ``(pixel_values, step) -> pixel_values`` applied to the training batches (``None``: none).
     """
 
     name = "classification"
@@ -63,6 +69,7 @@ class ClassificationObjective(Objective):
         entropy_weight: float = 0.0,
         pseudo_labels: bool = True,
         metrics_steps: int = 1,
+        augment: Callable[[Tensor, int], Tensor] | None = None,
     ) -> None:
         problems = self.argument_problems(
             mir_weight=mir_weight,
@@ -78,6 +85,7 @@ class ClassificationObjective(Objective):
         self.pseudo_labels = bool(pseudo_labels)
         self.metrics_steps = int(metrics_steps)
         self.mir_hdr = MIRHDRLoss(alpha=self.mir_weight, beta=self.hdr_weight)
+        self.augment = augment
 
     @staticmethod
     def argument_problems(pseudo_labels: bool = True, **weights: Any) -> list[tuple[str, str, Any]]:
@@ -133,6 +141,8 @@ class ClassificationObjective(Objective):
             raise ValueError("ClassificationObjective: the batch has no `labels` (-100 for unlabelled rows)")
         labels = inputs["labels"]
         batch = {k: v for k, v in inputs.items() if k != "labels"}  # CE on the labelled rows only, below
+        if self.augment is not None and model.training and "pixel_values" in batch:
+            batch["pixel_values"] = self.augment(batch["pixel_values"], -1 if step is None else step)
         with features.capture_head_input(model, batch.get("attention_mask")) as captured:
             outputs = model(**batch)
         logits = outputs.logits

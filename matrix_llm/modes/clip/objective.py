@@ -13,7 +13,7 @@ terms, on a ``CLIPModel`` or a ``VisionTextDualEncoderModel`` (docs/formulations
 
 Light augmentation, in training only: each image is a random resized crop of ``crop_min_scale`` to all of its
 area, as open_clip's training transform (scale ``(0.9, 1)``, no flip: captions name left and right), seeded per
-(seed, rank, step) (:class:`~matrix_llm.data.augment.TwoViewAugment`'s seeding); ``crop_min_scale = 1`` turns it
+(seed, rank, step) (:class:`~matrix_llm.data.augment.TrainingView`); ``crop_min_scale = 1`` turns it
 off. Evaluation sees the images as they are.
 
 Logged: ``infonce``, ``contrastive_accuracy``, ``logit_scale``, the matrix terms that are trained, and every
@@ -32,7 +32,7 @@ import torch
 from transformers import TrainerCallback
 
 from matrix_llm import features, info
-from matrix_llm.data.augment import TwoViewAugment, ViewSettings
+from matrix_llm.data.augment import TrainingView
 from matrix_llm.features import diagnostics
 from matrix_llm.losses import CLIPLoss, CrossModalEntropyLoss, CrossModalMCELoss
 from matrix_llm.modes.base import Objective, ObjectiveCard, ObjectiveOutput
@@ -40,9 +40,6 @@ from matrix_llm.modes.base import Objective, ObjectiveCard, ObjectiveOutput
 __all__ = ["CLIPObjective", "LogitScaleClamp"]
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the temperature at 1/100
-CROP_ONLY = dict(
-    flip=0.0, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0
-)  # open_clip's train transform: a crop
 _KEY_PRIME = 2**31 - 1  # caption_keys: two polynomial hashes modulo this prime
 _KEY_BASES = (131_071, 1_000_003)
 
@@ -156,22 +153,8 @@ class CLIPObjective(Objective):
             int(seed),
             mask_same_captions,
         )
-        self._crop: TwoViewAugment | None = None
-
-    def light_crop(self, pixel_values: torch.Tensor, step: int) -> torch.Tensor:
-        """A random resized crop (``crop_min_scale`` to 1 of the area) of each image at its own size."""
-        side = pixel_values.shape[-1]
-        if self._crop is None or self._crop.size != side:
-            view = ViewSettings(crop_scale=(self.crop_min_scale, 1.0), **CROP_ONLY)
-            self._crop = TwoViewAugment(
-                size=side,
-                channels=pixel_values.shape[1],
-                mean=(0.0,),
-                std=(1.0,),
-                seed=self.seed,
-                views=(view, view),
-            )
-        return self._crop.to(pixel_values.device).views_of(pixel_values, step, 1)[0].to(pixel_values.dtype)
+        # a random resized crop of each image at its own size; no flip (open_clip's training transform)
+        self.light_crop = TrainingView(crop_min_scale=self.crop_min_scale, flip=0.0, seed=self.seed)
 
     @staticmethod
     def argument_problems(**values: Any) -> list[tuple[str, str, Any]]:
@@ -238,7 +221,7 @@ class CLIPObjective(Objective):
             raise ValueError(f"CLIPObjective: the batch has no {missing}; it has {sorted(inputs)}")
         mask = inputs.get("attention_mask")
         pixels = inputs["pixel_values"]
-        if model.training and self.crop_min_scale < 1.0:
+        if model.training:
             pixels = self.light_crop(pixels, -1 if step is None else step)
         outputs = model(input_ids=inputs["input_ids"], attention_mask=mask, pixel_values=pixels)
         images, texts = outputs.image_embeds, outputs.text_embeds
