@@ -344,14 +344,11 @@ class ClassificationMode(Mode):
                 else "."
             )
         )
-        augmented = [
-            *(
-                [f"random resized crop of {data_args.crop_min_scale:g} to all of the area"]
-                if data_args.crop_min_scale < 1
-                else []
-            ),
-            *(["left-right flip (p 0.5)"] if data_args.horizontal_flip else []),
-        ]
+        augmented = []
+        if data_args.crop_min_scale < 1:
+            augmented.append(f"random resized crop of {data_args.crop_min_scale:g} to all of the area")
+        if data_args.horizontal_flip:
+            augmented.append("left-right flip (p 0.5)")
         augmentation = "Training augmentation: " + (", ".join(augmented) if augmented else "none") + "."
         return RunCard(
             base_model=f"{name} (offline random init)" if model_args.is_tiny else name,
