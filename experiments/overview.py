@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from comparisons import UNPAIRED, compare, rank_correlation  # noqa: E402
+from comparisons import UNPAIRED, compare, contrast, rank_correlation  # noqa: E402
 from gpu_plan import plan_lines  # noqa: E402
 from harness import (  # noqa: E402
     load_archive,
@@ -68,6 +68,20 @@ class Correlation:
 
 
 @dataclass(frozen=True)
+class Contrast:
+    """A linear contrast of independent arms' ``metric``, e.g. a 2 x 2 design's interaction: ``terms`` are
+    ``(level, arm, weight)``, each arm's per-seed values those of ``levels[level]["arms"][arm]`` in the study's
+    archived summary; ``sign``: the claimed direction."""
+
+    claim: str
+    doc: str
+    metric: str
+    terms: tuple[tuple[str, str, float], ...]
+    sign: int = 0
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Jump:
     """A transition study (grokking): per seed, ``key``'s change across the held-out jump against the largest
     change over any window as long on the plateau before it (``events`` of the study's archived summary)."""
@@ -85,7 +99,7 @@ class Untested:
 
 
 MMAE = "M-MAE beats MAE / U-MAE on the linear probe (Zhang et al., +3.9 points with ViT-B on ImageNet)"
-CLAIMS: list[Comparison | Correlation | Jump | Untested] = [
+CLAIMS: list[Comparison | Contrast | Correlation | Jump | Untested] = [
     Comparison(
         "CE + MCE beats CE on GSM8K (72.3 vs 69.2 at 7B): tiny Llama, synthetic problems",
         "lm_mce.md",
@@ -292,7 +306,7 @@ def verdict(result: dict, sign: int) -> str:
     return result["verdict"]
 
 
-def row(claim: Comparison | Correlation | Jump | Untested) -> str:
+def row(claim: Comparison | Contrast | Correlation | Jump | Untested) -> str:
     if isinstance(claim, Untested):
         return f"| {claim.claim} | – | – | – | – | – | – | – | not tested: {claim.why} |"
     link = f"[{claim.doc[:-3]}]({claim.doc})"
@@ -328,6 +342,14 @@ def row(claim: Comparison | Correlation | Jump | Untested) -> str:
             f"Spearman, bootstrap CI | – | – | – | {'an effect' if r['ci95'][1] < 0 or r['ci95'][0] > 0 else 'inconclusive'}"
             f"{'; ' + claim.note if claim.note else ''} |"
         )
+    if isinstance(claim, Contrast):
+        levels = archived_summary(claim.doc).get("levels", {})
+        groups = [levels[level]["arms"][arm][claim.metric]["values"] for level, arm, _ in claim.terms]
+        c = contrast(groups, [w for _, _, w in claim.terms], reason=UNPAIRED)
+        terms = " ".join(f"{'+' if w > 0 else '-'} {arm} ({level})" for level, arm, w in claim.terms)
+        return _tested_row(
+            f"{claim.claim} ({link}: {terms.lstrip('+ ')}, {claim.metric})", c, c["test"], claim
+        )
     values = seed_values(claim.doc, claim.arm, claim.metric, claim.table)
     if claim.reference is not None:
         base, paired, reason = [claim.reference] * len(values), True, "one sample, against the reference"
@@ -343,18 +365,22 @@ def row(claim: Comparison | Correlation | Jump | Untested) -> str:
             "not reached (the CI excludes it)" if c["p_corrected"] < 0.05 else "reached (within the CI)"
         )
     test = "one-sample t" if claim.reference is not None else f"{c['test']} + permutation"
-    p = f"{c['p_corrected']:.2f}" + (f" ({claim.comparisons} arms)" if claim.comparisons > 1 else "")
+    return _tested_row(f"{claim.claim} ({link}: {claim.arm} vs {against}, {claim.metric})", c, test, claim)
+
+
+def _tested_row(label: str, c: dict, test: str, claim: Comparison | Contrast) -> str:
+    """A row of a compared claim: ``c`` is :func:`comparisons.compare`'s (or ``contrast``'s) result."""
+    p = f"{c['p_corrected']:.2f}" + (f" ({c['comparisons']} arms)" if c["comparisons"] > 1 else "")
     mde = f"{c['mde80']:.3f}" if math.isfinite(c["mde80"]) else "–"
-    claimed = f"{claim.claimed:+.3f}" if claim.claimed is not None else {1: "+", -1: "−", 0: "–"}[claim.sign]
+    claimed = f"{c['claimed']:+.3f}" if c["claimed"] is not None else {1: "+", -1: "−", 0: "–"}[claim.sign]
     note = f"; {claim.note}" if claim.note else ""
     return (
-        f"| {claim.claim} ({link}: {claim.arm} vs {against}, {claim.metric}) | {c['effect']:+.3f} | "
-        f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {c['n']} | {test} | {p} | {mde} | {claimed} | "
-        f"{verdict(c, claim.sign)}{note} |"
+        f"| {label} | {c['effect']:+.3f} | [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {c['n']} | {test} | {p} | "
+        f"{mde} | {claimed} | {verdict(c, claim.sign)}{note} |"
     )
 
 
-def table(claims: Sequence[Comparison | Correlation | Jump | Untested] | None = None) -> list[str]:
+def table(claims: Sequence[Comparison | Contrast | Correlation | Jump | Untested] | None = None) -> list[str]:
     """The overview's markdown rows, of :data:`CLAIMS` unless ``claims`` is given."""
     return [
         (

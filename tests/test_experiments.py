@@ -357,6 +357,18 @@ def test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction
     jump = overview.row(overview.Jump("c", "g.md", "k"))
     assert "| -0.175 |" in jump and "| 2 |" in jump and "in 1 of 2 seeds" in jump and "at most 0.100" in jump
     assert "no transition" in overview.row(overview.Jump("c", "none.md", "k"))
+    # a 2 x 2 design's interaction: (a few - b few) - (a many - b many) = (0.5 - 0.2) - (0.4 - 0.3)
+    levels = {
+        level: {"arms": {arm: {"acc": {"values": [v - 0.01, v, v + 0.01]}} for arm, v in arms.items()}}
+        for level, arms in {"few": {"a": 0.5, "b": 0.2}, "many": {"a": 0.4, "b": 0.3}}.items()
+    }
+    (tmp_path / "runs" / "i.json.gz").write_bytes(
+        gzip.compress(json.dumps({"_summary": {"levels": levels}}).encode())
+    )
+    terms = (("few", "a", 1), ("few", "b", -1), ("many", "a", -1), ("many", "b", 1))
+    interaction = overview.row(overview.Contrast("c", "i.md", "acc", terms, sign=1))
+    assert "| +0.200 |" in interaction and "| 3 | Welch-Satterthwaite t of the contrast |" in interaction
+    assert "a (few) - b (few) - a (many) + b (many), acc" in interaction and "| + | reproduced |" in interaction
     # the README's table: --check fails on a stale one, the plain call writes it between the markers
     monkeypatch.setattr(overview, "CLAIMS", [overview.Comparison("c", "s.md", "acc", "new", "base")])
     (tmp_path / "README.md").write_text(f"intro\n{overview.BEGIN}\n| old |\n{overview.END}\nafter\n")
@@ -508,6 +520,55 @@ def test_ssl_methods_experiment_smoke_run(tmp_path):
     assert (tmp_path / "ssl_methods.png").stat().st_size > 10_000
     run = json.loads((tmp_path / "matrix_ssl exact" / "seed1" / "matrix_llm_run.json").read_text())
     assert run["objective"] == "ssl"
+
+
+@pytest.mark.slow
+def test_ssl_ablation_experiment_smoke_run(tmp_path):
+    """Five arms on the tiny ResNet: each run's method settings, the effective-rank curves, the comparisons."""
+    summary = smoke_run("ssl_ablation", tmp_path)
+    assert list(summary["arms"]) == ["simclr", "exact γ=1", "exact γ=0", "taylor order 4", "taylor order 2"]
+    first_losses = set()
+    for arm in summary["arms"]:  # each arm trains its own loss: γ and the Taylor order change its value
+        argv = json.loads((tmp_path / arm / "seed0" / "results.json").read_text())["argv"]
+        assert argv[argv.index("--model_name_or_path") + 1] == "tiny-resnet"
+        log = json.loads((tmp_path / arm / "seed0" / "trainer_state.json").read_text())["log_history"]
+        first_losses.add(round(next(h["loss"] for h in log if "loss" in h), 3))
+    assert len(first_losses) == len(summary["arms"])
+    for curves in summary["effective_rank"].values():  # a training curve per seed, one point per step here
+        assert [len(steps) for steps, _ in curves] == [2, 2]
+    assert all(v["eval_effective_rank"]["mean"] > 1 for v in summary["arms"].values())
+    assert set(summary["ablation"]) == {
+        "exact γ=1 - exact γ=0",
+        "taylor order 4 - taylor order 2",
+        "exact γ=1 - taylor order 4",
+        "exact γ=1 - simclr",
+    }
+    assert (tmp_path / "ssl_ablation.png").stat().st_size > 10_000
+
+
+def test_ssl_ablation_compares_the_registered_arms_and_checks_the_regime_against_pixels():
+    import ssl_ablation
+
+    probe = {
+        "simclr": [0.83, 0.84],
+        "exact γ=1": [0.82, 0.81],
+        "exact γ=0": [0.78, 0.79],
+        "taylor order 4": [0.80, 0.80],
+        "taylor order 2": [0.70, 0.72],
+    }
+    result = ssl_ablation.analyse(probe, [0.811, 0.811])
+    effects = {name: round(c["effect"], 3) for name, c in result["ablation"].items()}
+    assert effects == {
+        "exact γ=1 - exact γ=0": 0.03,
+        "taylor order 4 - taylor order 2": 0.09,
+        "exact γ=1 - taylor order 4": 0.015,
+        "exact γ=1 - simclr": -0.02,
+    }
+    assert result["ablation"]["exact γ=1 - exact γ=0"]["claimed"] == 0.005
+    assert result["ablation"]["exact γ=1 - simclr"]["claimed"] == 0.046
+    assert all(c["comparisons"] == 4 for c in result["ablation"].values())
+    assert round(result["regime"]["effect"], 3) == 0.024
+    assert result["above_pixels"] == ["simclr", "exact γ=1"]
 
 
 @pytest.mark.slow
