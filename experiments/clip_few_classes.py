@@ -28,9 +28,8 @@ from clip_matrix import SMOKE, figure  # noqa: E402
 from comparisons import paired_test  # noqa: E402
 from harness import (  # noqa: E402
     CLIP_TINY_DUAL,
-    curve,
     experiment_args,
-    log_history,
+    image_collapsed,
     markdown_table,
     run_grid,
     save_summary,
@@ -87,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     def count(arm: str, test) -> int:
         return sum(test(v) for v in summary["arms"][arm]["zeroshot_top1"]["values"])
 
-    def collapsed(arm: str) -> int:  # image features' matrix entropy below 0.1 at the last logged step
-        return sum(
-            curve(log_history(out / arm / f"seed{seed}"), "image_entropy")[1][-1] < 0.1 for seed in seeds
-        )
+    def collapsed(arm: str) -> int:
+        return sum(image_collapsed(out / arm / f"seed{seed}") for seed in seeds)
 
     write_doc(
         docs / "clip_few_classes.md",

@@ -403,6 +403,15 @@ def curve(log: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[f
     return [s for s, _ in points], [v for _, v in points]
 
 
+COLLAPSED = 0.1  # the image features' matrix entropy below which a CLIP run counts as collapsed
+
+
+def image_collapsed(run_dir: Path) -> bool:
+    """Whether a CLIP run's image features ended collapsed: their matrix entropy at the last logged training step
+    below :data:`COLLAPSED`."""
+    return curve(log_history(run_dir), "image_entropy")[1][-1] < COLLAPSED
+
+
 def save_summary(out: Path, summary: Mapping[str, Any], smoke: bool, repo: Path) -> Path:
     """Write ``out/summary.json`` and (not for a smoke run) the study's archive of what it read from its runs
     (:func:`study_folder`); returns the folder of the doc and the figure (``out`` for a smoke run, else

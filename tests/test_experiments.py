@@ -368,7 +368,9 @@ def test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction
     terms = (("few", "a", 1), ("few", "b", -1), ("many", "a", -1), ("many", "b", 1))
     interaction = overview.row(overview.Contrast("c", "i.md", "acc", terms, sign=1))
     assert "| +0.200 |" in interaction and "| 3 | Welch-Satterthwaite t of the contrast |" in interaction
-    assert "a (few) - b (few) - a (many) + b (many), acc" in interaction and "| + | reproduced |" in interaction
+    assert (
+        "a (few) - b (few) - a (many) + b (many), acc" in interaction and "| + | reproduced |" in interaction
+    )
     # the README's table: --check fails on a stale one, the plain call writes it between the markers
     monkeypatch.setattr(overview, "CLAIMS", [overview.Comparison("c", "s.md", "acc", "new", "base")])
     (tmp_path / "README.md").write_text(f"intro\n{overview.BEGIN}\n| old |\n{overview.END}\nafter\n")
@@ -490,6 +492,17 @@ def test_clip_classes_experiment_smoke_run(tmp_path):
     for folder, data in (("few_classes", "scenes-classes"), ("many_classes", "scenes")):
         argv = json.loads((tmp_path / folder / "infonce" / "seed1" / "results.json").read_text())["argv"]
         assert argv[argv.index("--dataset_name") + 1] == argv[argv.index("--zeroshot_dataset") + 1] == data
+        for arm in ("infonce", "+ align from 0"):  # collapsed: the run's own last image entropy below 0.1
+            for seed, flag in zip(
+                (0, 1),
+                summary["levels"][folder.replace("_", " ")]["arms"][arm]["collapsed"]["values"],
+                strict=True,
+            ):
+                state = json.loads(
+                    (tmp_path / folder / arm / f"seed{seed}" / "trainer_state.json").read_text()
+                )
+                entropy = [h["image_entropy"] for h in state["log_history"] if "image_entropy" in h]
+                assert flag == float(entropy[-1] < 0.1)
 
 
 def test_clip_classes_reads_the_alignments_gain_with_few_classes_minus_with_many():

@@ -1502,6 +1502,32 @@ MUTATIONS: list[Mutation] = [
             "tests/test_experiments.py::test_clip_classes_reads_the_alignments_gain_with_few_classes_minus_with_many",
         ),
     ),
+    Mutation(
+        "clip-collapse-read-backwards",
+        "a CLIP run counts as collapsed when its image features' last matrix entropy is below 0.1",
+        "experiments/harness.py",
+        '    return curve(log_history(run_dir), "image_entropy")[1][-1] < COLLAPSED',
+        '    return curve(log_history(run_dir), "image_entropy")[1][-1] > COLLAPSED',
+        ("tests/test_experiments.py::test_clip_classes_experiment_smoke_run",),
+    ),
+    Mutation(
+        "ssl-ablation-gamma-arm-is-gamma-1",
+        "ssl_ablation's γ = 0 arm trains Matrix-SSL without its alignment term",
+        "experiments/ssl_ablation.py",
+        '    "exact γ=0": [*MATRIX, "--ssl_preset", "exact", "--ssl_gamma", "0"],',
+        '    "exact γ=0": [*MATRIX, "--ssl_preset", "exact"],',
+        ("tests/test_experiments.py::test_ssl_ablation_experiment_smoke_run",),
+    ),
+    Mutation(
+        "ssl-ablation-claim-dropped",
+        "ssl_ablation reads γ's effect beside the paper's claimed +0.5 points",
+        "experiments/ssl_ablation.py",
+        '    ("exact γ=1", "exact γ=0", 0.005),',
+        '    ("exact γ=1", "exact γ=0", None),',
+        (
+            "tests/test_experiments.py::test_ssl_ablation_compares_the_registered_arms_and_checks_the_regime_against_pixels",
+        ),
+    ),
     # -- clip: the temperature switches --------------------------------------------------------------------------
     Mutation(
         "logit-scale-init-ignored",
@@ -1753,6 +1779,16 @@ MUTATIONS: list[Mutation] = [
         "experiments/overview.py",
         '"not reached (the CI excludes it)" if c["p_corrected"] < 0.05 else',
         '"not reached (the CI excludes it)" if c["p_corrected"] < 0.0 else',
+        (
+            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+        ),
+    ),
+    Mutation(
+        "overview-contrast-weights-unsigned",
+        "the overview reads a 2 x 2 design's interaction with its signed weights",
+        "experiments/overview.py",
+        "        c = contrast(groups, [w for _, _, w in claim.terms], reason=UNPAIRED)",
+        "        c = contrast(groups, [abs(w) for _, _, w in claim.terms], reason=UNPAIRED)",
         (
             "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
         ),
