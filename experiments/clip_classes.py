@@ -20,7 +20,6 @@ Bonferroni over the two), so "helps with few classes" is told apart from "hurts 
 
 from __future__ import annotations
 
-import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,11 +47,8 @@ from harness import (  # noqa: E402
 LEVELS = {"few classes": "scenes-classes", "many classes": "scenes"}
 BASELINE, ALIGNED = "infonce", "+ align from 0"
 ARMS = {BASELINE: ["--clip_alignment_weight", "0"], ALIGNED: ["--clip_matrix_start_step", "0"]}
-METRICS = [
-    "zeroshot_top1",
-    "zeroshot_top5",
-    "collapsed",
-]  # collapsed: 1 for a run whose image features collapsed
+# collapsed: 1 for a run whose image features collapsed (harness.image_collapsed), else 0
+METRICS = ["zeroshot_top1", "zeroshot_top5", "collapsed"]
 
 
 def analyse(top1: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, Any]:
@@ -91,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             data,
             *([*SMOKE, "--logging_steps", "1"] if args.smoke else []),
         ]
-        results = run_grid("clip", base, ARMS, seeds, out / level.replace(" ", "_"), reuse=args.reuse)
+        folder = out / level.replace(" ", "_")
+        results = run_grid("clip", base, ARMS, seeds, folder, reuse=args.reuse)
         for arm, runs in results.items():
             for seed, run in runs.items():
-                run["collapsed"] = float(image_collapsed(out / level.replace(" ", "_") / arm / f"seed{seed}"))
+                run["collapsed"] = float(image_collapsed(folder / arm / f"seed{seed}"))
         summaries[level] = summarize(results, METRICS, baseline=BASELINE)
     result = analyse(
         {lv: {a: v["zeroshot_top1"]["values"] for a, v in s["arms"].items()} for lv, s in summaries.items()}
@@ -124,17 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.smoke:
         return 0
-    top1 = {
-        (level, arm): v["zeroshot_top1"]["values"]
-        for level, s in summaries.items()
-        for arm, v in s["arms"].items()
-    }
-    means = "; ".join(f"{arm}, {level}: {statistics.fmean(v):.3f}" for (level, arm), v in top1.items())
-    collapsed = "; ".join(
-        f"{arm}, {level}: {sum(v['collapsed']['values']):.0f}"
-        for level, s in summaries.items()
-        for arm, v in s["arms"].items()
-    )
+    arms = [(level, arm, v) for level, s in summaries.items() for arm, v in s["arms"].items()]
+    means = "; ".join(f"{arm}, {level}: {v['zeroshot_top1']['mean']:.3f}" for level, arm, v in arms)
+    collapsed = "; ".join(f"{arm}, {level}: {sum(v['collapsed']['values']):.0f}" for level, arm, v in arms)
     flags = {lv: {a: v["collapsed"]["values"] for a, v in s["arms"].items()} for lv, s in summaries.items()}
     few, many = flags["few classes"], flags["many classes"]
     on_collapse = contrast(

@@ -16,7 +16,7 @@ Registered before the runs: γ = 1 - γ = 0 on the linear probe (the claim, +0.0
 exact - official order 4 (no number claimed), exact γ = 1 - SimCLR (ssl_methods.md's claim, +0.046), each unpaired
 (Welch + permutation), Bonferroni over the four; the regime check, SimCLR's probe against its raw-pixel probe.
 
-    .venv/bin/python experiments/ssl_ablation.py                 (about 50 minutes on 2 CPU cores, 10 runs; writes docs/experiments/ssl_ablation.md)
+    .venv/bin/python experiments/ssl_ablation.py                 (about 65 minutes on 2 CPU cores, 10 runs; writes docs/experiments/ssl_ablation.md)
     .venv/bin/python experiments/ssl_ablation.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
@@ -55,11 +55,8 @@ ARMS = {
     "taylor order 4": [*MATRIX, "--ssl_preset", "official"],
     "taylor order 2": [*MATRIX, "--ssl_preset", "official", "--ssl_order", "2"],
 }
-PROBES = [
-    "probe_trained",
-    "probe_random_init",
-    "probe_raw_pixels",
-]  # the linear probes, in the figure's panel
+# the linear probes, drawn in the figure's left panel
+PROBES = ["probe_trained", "probe_random_init", "probe_raw_pixels"]
 METRICS = [*PROBES, "knn_trained", "eval_effective_rank"]
 # (arm, baseline, the claimed effect on the linear probe or None)
 REGISTERED = [
