@@ -71,7 +71,7 @@ gpu-check:
 # docs/experiments/README.md. REUSE=1: each study reads the runs it already has (outputs/experiments/ or its
 # committed archive docs/experiments/runs/<study>.json.gz) and runs only those it lacks; from a clean clone the
 # studies with an archive redraw their doc and figure in seconds.
-STUDIES := lm_mce lm_gsm8k lm_gsm8k_lr neural_collapse few_labels grokking ssl_methods ssl_ablation clip_matrix clip_few_classes \
+STUDIES := lm_mce lm_gsm8k lm_gsm8k_lr neural_collapse few_labels grokking ssl_methods ssl_ablation ssl_mae clip_matrix clip_few_classes \
 	clip_classes clip_fashion lmc temperature
 experiments: install
 	for study in $(STUDIES); do $(PY) experiments/$$study.py $(if $(REUSE),--reuse) || exit 1; done

@@ -585,6 +585,43 @@ def test_ssl_ablation_compares_the_registered_arms_and_checks_the_regime_against
 
 
 @pytest.mark.slow
+def test_ssl_mae_experiment_smoke_run(tmp_path):
+    """Three masked autoencoders on the tiny ViT-MAE and SimCLR, each with its own loss; the class token's curves."""
+    summary = smoke_run("ssl_mae", tmp_path)
+    assert list(summary["arms"]) == ["mae", "m-mae", "u-mae", "simclr"]
+    first = {}
+    for arm in summary["arms"]:
+        run = tmp_path / arm / "seed0"
+        argv = json.loads((run / "results.json").read_text())["argv"]
+        assert argv[argv.index("--model_name_or_path") + 1] == "tiny-vit"
+        log = json.loads((run / "trainer_state.json").read_text())["log_history"]
+        first[arm] = next(h for h in log if "loss" in h)
+    # MAE trains the reconstruction alone; M-MAE subtracts 0.01 TCR; U-MAE adds its (small, positive) uniformity
+    reconstruction = first["mae"]["loss"]
+    assert first["m-mae"]["loss"] == pytest.approx(reconstruction - 0.01 * first["m-mae"]["tcr"], rel=1e-4)
+    assert reconstruction < first["u-mae"]["loss"] < reconstruction + 0.01
+    for key in ("matrix_entropy", "effective_rank"):
+        assert [len(steps) for steps, _ in summary["curves"][key]["m-mae"]] == [2, 2]
+    assert len(summary["arms"]["simclr"]["probe_trained"]["values"]) == 2
+    assert all(v["eval_effective_rank"]["mean"] > 1 for v in summary["arms"].values())
+    assert set(summary["registered"]) == {"m-mae - mae", "m-mae - u-mae", "u-mae - mae"}
+    assert (tmp_path / "ssl_mae.png").stat().st_size > 10_000
+
+
+def test_ssl_mae_compares_the_registered_arms_and_checks_the_regime_against_pixels():
+    import ssl_mae
+
+    probe = {"mae": [0.70, 0.72], "m-mae": [0.75, 0.76], "u-mae": [0.71, 0.74], "simclr": [0.83, 0.82]}
+    result = ssl_mae.analyse(probe, [0.811, 0.811])
+    effects = {name: round(c["effect"], 3) for name, c in result["registered"].items()}
+    assert effects == {"m-mae - mae": 0.045, "m-mae - u-mae": 0.03, "u-mae - mae": 0.015}
+    assert [c["claimed"] for c in result["registered"].values()] == [0.039, None, None]
+    assert all(c["comparisons"] == 3 and c["test"] == "Welch t" for c in result["registered"].values())
+    assert round(result["regime"]["effect"], 3) == 0.014
+    assert result["above_pixels"] == ["simclr"]
+
+
+@pytest.mark.slow
 def test_temperature_experiment_smoke_run(tmp_path):
     summary = smoke_run("temperature", tmp_path)
     assert set(summary["arms"]) == {"τ=0.01", "τ=0.03", "τ=0.07", "τ=0.2", "τ=0.5"}

@@ -1528,6 +1528,24 @@ MUTATIONS: list[Mutation] = [
             "tests/test_experiments.py::test_ssl_ablation_compares_the_registered_arms_and_checks_the_regime_against_pixels",
         ),
     ),
+    Mutation(
+        "ssl-mae-umae-arm-is-m-mae",
+        "ssl_mae's U-MAE arm trains U-MAE's second-order uniformity, not M-MAE's TCR",
+        "experiments/ssl_mae.py",
+        '"u-mae": [*MAE, "--ssl_tcr_weight", "0.01", "--ssl_tcr_form", "second_order"],',
+        '"u-mae": [*MAE, "--ssl_tcr_weight", "0.01", "--ssl_tcr_form", "logdet"],',
+        ("tests/test_experiments.py::test_ssl_mae_experiment_smoke_run",),
+    ),
+    Mutation(
+        "ssl-mae-claim-dropped",
+        "ssl_mae reads M-MAE's effect over MAE beside the paper's claimed +3.9 points",
+        "experiments/ssl_mae.py",
+        '    ("m-mae", "mae", 0.039),',
+        '    ("m-mae", "mae", None),',
+        (
+            "tests/test_experiments.py::test_ssl_mae_compares_the_registered_arms_and_checks_the_regime_against_pixels",
+        ),
+    ),
     # -- clip: the temperature switches --------------------------------------------------------------------------
     Mutation(
         "logit-scale-init-ignored",
