@@ -358,7 +358,10 @@ def write_doc(
     result_note: str = RESULT_NOTE,
 ) -> None:
     """``docs/experiments/<name>.md``: ``result`` is the markdown lines (tables) under the result heading; the runs'
-    commit and environment (:func:`runs_environment`) go under the setup."""
+    commit and environment (:func:`runs_environment`) go under the setup; ``figure``, the doc's image, must already
+    be beside it."""
+    if not (path.parent / figure).is_file():
+        raise FileNotFoundError(f"write_doc: {path.name} shows {figure}, which is not in {path.parent}")
     text = "\n".join(
         [
             f"# {title}",

@@ -159,6 +159,18 @@ def test_the_verdict_tells_not_reproduced_from_not_testable():
     )
 
 
+def test_a_doc_cannot_show_a_figure_that_is_not_beside_it(tmp_path):
+    import harness
+
+    doc = dict(title="t", question="q", setup="s", result=["| a |"], answer="a", change="c", command="x")
+    with pytest.raises(FileNotFoundError, match="study.md shows other.png"):
+        harness.write_doc(tmp_path / "study.md", figure="other.png", **doc)
+    assert not (tmp_path / "study.md").exists()
+    (tmp_path / "study.png").write_bytes(b"png")
+    harness.write_doc(tmp_path / "study.md", figure="study.png", **doc)
+    assert "![results](study.png)" in (tmp_path / "study.md").read_text()
+
+
 def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_path, monkeypatch):
     import argparse
     import shutil

@@ -1738,6 +1738,14 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "doc-figure-unchecked",
+        "a study's doc is written only where the figure it shows is beside it",
+        "experiments/harness.py",
+        "    if not (path.parent / figure).is_file():",
+        "    if False:",
+        ("tests/test_experiments.py::test_a_doc_cannot_show_a_figure_that_is_not_beside_it",),
+    ),
+    Mutation(
         "archive-not-read",
         "--reuse reads a study's runs from its committed archive when they are not on disk",
         "experiments/harness.py",
