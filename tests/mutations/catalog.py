@@ -381,6 +381,14 @@ MUTATIONS: list[Mutation] = [
         (f"{VISION_TESTS}::test_eval_measures_the_model_and_a_fresh_random_init_of_its_architecture",),
     ),
     Mutation(
+        "mae-probe-reads-masked-images",
+        "a ViT-MAE encoder's frozen features come from every patch, not the random quarter its training ratio keeps",
+        "matrix_llm/modes/ssl/evaluate.py",
+        "    with evaluating(backbone) as device, every_patch(backbone):",
+        "    with evaluating(backbone) as device:",
+        (f"{VISION_TESTS}::test_a_vit_mae_encoder_sees_every_patch_when_its_features_are_extracted",),
+    ),
+    Mutation(
         "probe-scored-on-its-training-rows",
         "the linear probe is scored on the held-out rows",
         "matrix_llm/modes/ssl/evaluate.py",

@@ -6,7 +6,8 @@ random initialisation so that a reader sees what training bought.
     matrix-llm eval knn   --model outputs/ssl-demo/backbone --data ../shared/data/fashion-mnist --k 20
 
 Features: the backbone's pooled output (:func:`~matrix_llm.models.ssl.vision_pooling`: the pooler of a
-convolutional backbone, the class token otherwise) of every training and test image, in eval mode. Images go
+convolutional backbone, the class token otherwise) of every training and test image, in eval mode (a ViT-MAE
+encoder unmasked: every patch). Images go
 through the backbone's image processor when it was saved with one, else (tiny backbones) are resized to
 ``config.image_size`` and scaled to ``[-1, 1]``. Results: ``results.json`` in ``--output_dir``.
 """
@@ -14,7 +15,8 @@ through the backbone's image processor when it was saved with one, else (tiny ba
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ __all__ = [
     "RAW_PIXELS_SIDE",
     "SKLEARN_MAX_ROWS",
     "balanced_subset",
+    "every_patch",
     "extract_features",
     "knn_accuracy",
     "linear_probe_accuracy",
@@ -53,6 +56,23 @@ def _encode(
     return gather_shards(feats).numpy(), gather_shards(labels).numpy()
 
 
+@contextmanager
+def every_patch(backbone: torch.nn.Module) -> Iterator[None]:
+    """A ViT-MAE encoder (``config.mask_ratio``) keeps every patch inside, its ratio restored after: Hugging
+    Face's ``ViTMAEModel`` masks at random in eval mode too, so frozen features of an encoder with its training
+    ratio (``facebook/vit-mae-*`` checkpoints: 0.75) would come from a random quarter of each image."""
+    config = getattr(backbone, "config", None)
+    ratio = getattr(config, "mask_ratio", None)
+    if not ratio:
+        yield
+        return
+    config.mask_ratio = 0.0
+    try:
+        yield
+    finally:
+        config.mask_ratio = ratio
+
+
 @torch.no_grad()
 def extract_features(
     backbone: torch.nn.Module,
@@ -66,11 +86,11 @@ def extract_features(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(features (N, d) float32, labels (N,))`` of the ``image`` / ``label`` rows through ``backbone``, batch by
     batch; with several processes each encodes its shard and every process gets all N rows in order
-    (:mod:`matrix_llm.features.sharded`)."""
+    (:mod:`matrix_llm.features.sharded`). A ViT-MAE encoder sees every patch (:func:`every_patch`)."""
     from matrix_llm.features import evaluating, pool
     from matrix_llm.models.ssl import vision_pooling
 
-    with evaluating(backbone) as device:
+    with evaluating(backbone) as device, every_patch(backbone):
 
         def encode(pixels: torch.Tensor) -> torch.Tensor:
             outputs = backbone(pixel_values=pixels.to(device))

@@ -54,6 +54,26 @@ def test_frozen_features_are_the_class_token_of_a_vit():
     assert labels.tolist() == rows["label"]
 
 
+def test_a_vit_mae_encoder_sees_every_patch_when_its_features_are_extracted():
+    """Hugging Face's ViTMAEModel masks at random in eval mode too: with its training ratio (0.75) the features
+    would come from a random quarter of each image and differ from call to call."""
+    from matrix_llm.models.tiny import build_mae
+
+    encoder = build_mae(image_size=8, num_channels=1, hidden_size=32, seed=0).vit
+    assert encoder.config.mask_ratio == 0.75
+    rows = load_image_dataset("digits", "test").select(range(10))
+    collator = ImageCollator(image_size=8, channels=1)
+    feats, _ = extract_features(encoder, rows, collator)
+    again, _ = extract_features(encoder, rows, collator)
+    np.testing.assert_array_equal(feats, again)
+    assert encoder.config.mask_ratio == 0.75  # restored: training goes on masking
+    encoder.config.mask_ratio = 0.0
+    with torch.no_grad():
+        hidden = encoder.eval()(pixel_values=collator([rows[i] for i in range(10)])["pixel_values"])
+    assert hidden.last_hidden_state.shape[1] == 17  # 16 patches + CLS
+    np.testing.assert_allclose(feats, hidden.last_hidden_state[:, 0].numpy(), rtol=1e-4, atol=1e-5)
+
+
 def _dead_backbone(path):
     """A saved ViT whose weights are all 0: constant features, so its probe and kNN are at the level of one
     class, far below any random init."""
