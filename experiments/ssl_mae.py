@@ -175,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             "`second_order` (U-MAE), seeds 0-4; `--ssl_method simclr` on the same ViT (the demo's views and "
             "projector), seeds 0-2, the regime check. Every run also measures the same network at random init "
             "and raw pixels; the probes read the class token with every patch kept. Matrix entropy and effective "
-            "rank: the training log's, on the class token of a batch every 20 steps (for the masked autoencoders, "
-            "of the visible patches), and at the end on the 2,000 test images (`eval_`). Fixed before the runs: "
+            "rank: the training log's, on the class token of a batch every 20 steps, and at the end on the 2,000 "
+            "test images (`eval_`); for the masked autoencoders both read the class token of the visible patches "
+            "(M-MAE's TCR term sees the same). Fixed before the runs: "
             "the three comparisons below, unpaired, Bonferroni over the three, and the regime check."
         ),
         result=lines,
