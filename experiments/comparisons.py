@@ -1,8 +1,9 @@
 """The studies' comparisons (issue 31, item 1): one arm against a baseline as a researcher reads it
 (:func:`compare`: effect, 95 % CI, n, the test and why, p Bonferroni-corrected, the minimum detectable effect, the
 verdict beside the claimed effect), a contrast of several arms reported the same way (:func:`contrast`, e.g. an
-interaction), its one-line text (:func:`comparison_text`), and Spearman's rank correlation
-with a bootstrap CI (:func:`rank_correlation`). Tested against scipy in tests/test_experiments.py.
+interaction), its one-line text (:func:`comparison_text`), Spearman's rank correlation with a bootstrap CI
+(:func:`rank_correlation`), and an SSL study's registered probe comparisons with its regime check against raw pixels
+(:func:`probe_comparisons`). Tested against scipy in tests/test_experiments.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["UNPAIRED", "compare", "comparison_text", "contrast", "paired_test", "rank_correlation"]
+__all__ = [
+    "UNPAIRED",
+    "compare",
+    "comparison_text",
+    "contrast",
+    "paired_test",
+    "probe_comparisons",
+    "rank_correlation",
+]
 
 # why the studies compare arms unpaired: a seed fixes both arms' initialisation and data order, but their runs
 # diverge (float32 round-off alone moves single seeds of clip_few_classes by up to 0.17)
@@ -51,6 +60,32 @@ def compare(
     effect, se, df = _welch([a, b], [1.0, -1.0])
     p_perm = _permutation_p(a, b)
     return _tested(effect, se, df, min(len(a), len(b)), "Welch t", reason, p_perm, comparisons, claimed)
+
+
+def probe_comparisons(
+    probe: Mapping[str, Sequence[float]],
+    registered: Sequence[tuple[str, str, float | None]],
+    pixels: Sequence[float],
+    check: str = "simclr",
+) -> dict[str, Any]:
+    """An SSL study's registered comparisons of the per-seed linear probes ``probe[arm]``: each ``(arm, baseline,
+    claimed effect or None)`` unpaired, Bonferroni over them (``registered``, by ``"arm - baseline"``); the regime
+    check, the ``check`` arm's probe against the raw-pixel probe of the same runs (``regime``); and the arms whose
+    mean probe is above the pixels' (``above_pixels``)."""
+    tested = {
+        f"{arm} - {baseline}": compare(
+            probe[arm],
+            probe[baseline],
+            paired=False,
+            reason=UNPAIRED,
+            comparisons=len(registered),
+            claimed=claim,
+        )
+        for arm, baseline, claim in registered
+    }
+    regime = compare(probe[check], pixels, paired=False, reason="pixels: one value per run", comparisons=1)
+    above = [arm for arm, values in probe.items() if statistics.fmean(values) > statistics.fmean(pixels)]
+    return {"registered": tested, "regime": regime, "above_pixels": above}
 
 
 def contrast(

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import statistics
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from comparisons import UNPAIRED, compare, comparison_text  # noqa: E402
+from comparisons import comparison_text, probe_comparisons  # noqa: E402
 from harness import (  # noqa: E402
     curve,
     experiment_args,
@@ -67,25 +65,6 @@ REGISTERED = [
 ]
 
 
-def analyse(probe: Mapping[str, Sequence[float]], pixels: Sequence[float]) -> dict[str, Any]:
-    """The registered comparisons (module docstring) of the per-seed linear probes ``probe[arm]``, and the regime
-    check: SimCLR's probe against the raw-pixel probe of the same runs."""
-    ablation = {
-        f"{arm} - {baseline}": compare(
-            probe[arm],
-            probe[baseline],
-            paired=False,
-            reason=UNPAIRED,
-            comparisons=len(REGISTERED),
-            claimed=claim,
-        )
-        for arm, baseline, claim in REGISTERED
-    }
-    regime = compare(probe["simclr"], pixels, paired=False, reason="pixels: one value per run", comparisons=1)
-    beats = [arm for arm, values in probe.items() if statistics.fmean(values) > statistics.fmean(pixels)]
-    return {"ablation": ablation, "regime": regime, "above_pixels": beats}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
     out = study_folder("ssl_ablation", args)
@@ -100,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             result["eval_effective_rank"] = curve(log, "eval_effective_rank")[1][-1]
     summary = summarize(results, METRICS, baseline="simclr")
     summary["effective_rank"] = {arm: [list(c) for c in curves] for arm, curves in ranks.items()}
-    result = analyse(
+    result = probe_comparisons(  # registered before the runs (module docstring)
         {arm: v["probe_trained"]["values"] for arm, v in summary["arms"].items()},
+        REGISTERED,
         summary["arms"]["simclr"]["probe_raw_pixels"]["values"],
     )
     docs = save_summary(out, {**summary, **result}, bool(args.smoke), REPO)
@@ -134,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| comparison (linear probe) | effect [95 % CI], test, p, MDE, verdict |",
         "|---|---|",
-        *(f"| {name} | {comparison_text(c)} |" for name, c in result["ablation"].items()),
+        *(f"| {name} | {comparison_text(c)} |" for name, c in result["registered"].items()),
         f"| regime check: simclr - raw pixels | {comparison_text(result['regime'])} |",
     ]
     print("\n".join(lines))
     if args.smoke:
         return 0
-    gamma = result["ablation"]["exact γ=1 - exact γ=0"]
+    gamma = result["registered"]["exact γ=1 - exact γ=0"]
     course = "; ".join(  # the training effective rank: first logged step, peak, last (means over seeds)
         f"{arm} {statistics.fmean(v[0] for _, v in c):.2f} -> {statistics.fmean(max(v) for _, v in c):.2f} -> "
         f"{statistics.fmean(v[-1] for _, v in c):.2f}"

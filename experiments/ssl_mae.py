@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import statistics
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from comparisons import UNPAIRED, compare, comparison_text  # noqa: E402
+from comparisons import comparison_text, probe_comparisons  # noqa: E402
 from harness import (  # noqa: E402
     curve,
     experiment_args,
@@ -65,25 +63,6 @@ REGISTERED = [
 ]
 
 
-def analyse(probe: Mapping[str, Sequence[float]], pixels: Sequence[float]) -> dict[str, Any]:
-    """The registered comparisons (module docstring) of the per-seed linear probes ``probe[arm]``, and the regime
-    check: SimCLR's probe against the raw-pixel probe of the same runs."""
-    registered = {
-        f"{arm} - {baseline}": compare(
-            probe[arm],
-            probe[baseline],
-            paired=False,
-            reason=UNPAIRED,
-            comparisons=len(REGISTERED),
-            claimed=claim,
-        )
-        for arm, baseline, claim in REGISTERED
-    }
-    regime = compare(probe["simclr"], pixels, paired=False, reason="pixels: one value per run", comparisons=1)
-    beats = [arm for arm, values in probe.items() if statistics.fmean(values) > statistics.fmean(pixels)]
-    return {"registered": registered, "regime": regime, "above_pixels": beats}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
     out = study_folder("ssl_mae", args)
@@ -103,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     summary["curves"] = {
         key: {arm: [list(c) for c in cs] for arm, cs in by_arm.items()} for key, by_arm in curves.items()
     }
-    result = analyse(
+    result = probe_comparisons(  # registered before the runs (module docstring)
         {arm: v["probe_trained"]["values"] for arm, v in summary["arms"].items()},
+        REGISTERED,
         summary["arms"]["simclr"]["probe_raw_pixels"]["values"],
     )
     docs = save_summary(out, {**summary, **result}, bool(args.smoke), REPO)

@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from comparisons import compare, contrast, paired_test, rank_correlation  # noqa: E402
+from comparisons import compare, contrast, paired_test, probe_comparisons, rank_correlation  # noqa: E402
 from harness import (  # noqa: E402
     markdown_table,
     summarize,
@@ -562,7 +562,7 @@ def test_ssl_ablation_experiment_smoke_run(tmp_path):
     for curves in summary["effective_rank"].values():  # a training curve per seed, one point per step here
         assert [len(steps) for steps, _ in curves] == [2, 2]
     assert all(v["eval_effective_rank"]["mean"] > 1 for v in summary["arms"].values())
-    assert set(summary["ablation"]) == {
+    assert set(summary["registered"]) == {
         "exact γ=1 - exact γ=0",
         "taylor order 4 - taylor order 2",
         "exact γ=1 - taylor order 4",
@@ -581,17 +581,17 @@ def test_ssl_ablation_compares_the_registered_arms_and_checks_the_regime_against
         "taylor order 4": [0.80, 0.80],
         "taylor order 2": [0.70, 0.72],
     }
-    result = ssl_ablation.analyse(probe, [0.811, 0.811])
-    effects = {name: round(c["effect"], 3) for name, c in result["ablation"].items()}
+    result = probe_comparisons(probe, ssl_ablation.REGISTERED, [0.811, 0.811])
+    effects = {name: round(c["effect"], 3) for name, c in result["registered"].items()}
     assert effects == {
         "exact γ=1 - exact γ=0": 0.03,
         "taylor order 4 - taylor order 2": 0.09,
         "exact γ=1 - taylor order 4": 0.015,
         "exact γ=1 - simclr": -0.02,
     }
-    assert result["ablation"]["exact γ=1 - exact γ=0"]["claimed"] == 0.005
-    assert result["ablation"]["exact γ=1 - simclr"]["claimed"] == 0.046
-    assert all(c["comparisons"] == 4 for c in result["ablation"].values())
+    assert result["registered"]["exact γ=1 - exact γ=0"]["claimed"] == 0.005
+    assert result["registered"]["exact γ=1 - simclr"]["claimed"] == 0.046
+    assert all(c["comparisons"] == 4 for c in result["registered"].values())
     assert round(result["regime"]["effect"], 3) == 0.024
     assert result["above_pixels"] == ["simclr", "exact γ=1"]
 
@@ -624,7 +624,7 @@ def test_ssl_mae_compares_the_registered_arms_and_checks_the_regime_against_pixe
     import ssl_mae
 
     probe = {"mae": [0.70, 0.72], "m-mae": [0.75, 0.76], "u-mae": [0.71, 0.74], "simclr": [0.83, 0.82]}
-    result = ssl_mae.analyse(probe, [0.811, 0.811])
+    result = probe_comparisons(probe, ssl_mae.REGISTERED, [0.811, 0.811])
     effects = {name: round(c["effect"], 3) for name, c in result["registered"].items()}
     assert effects == {"m-mae - mae": 0.045, "m-mae - u-mae": 0.03, "u-mae - mae": 0.015}
     assert [c["claimed"] for c in result["registered"].values()] == [0.039, None, None]
