@@ -7,8 +7,8 @@ grey, 25 epochs, batch 128) with a random-init tiny ViT of hidden size 256 (2 la
 masked autoencoder of `--ssl_method mmae` (75 % of the patches masked, a one-block decoder, normalised-pixel loss)
 with the TCR weight 0 (MAE), 0.01 (M-MAE: `logdet`, μ = 3, the M-MAE README's values) and U-MAE's second-order
 uniformity at weight 0.01; and SimCLR on the same ViT, the regime check (does any SSL method beat raw pixels here?).
-Seeds 0-4 for the masked autoencoders (about 3 minutes a run: a masked encoder sees a quarter of the patches),
-0-2 for SimCLR (about 6 minutes a run). Measured by the command itself: linear probe and weighted kNN on the frozen
+Seeds 0-4 for the masked autoencoders (about 2.5 minutes a run: a masked encoder sees a quarter of the patches),
+0-2 for SimCLR (about 6.5 minutes a run). Measured by the command itself: linear probe and weighted kNN on the frozen
 encoder's class token (all patches kept), the same network at random init (same seed) and raw pixels; from the
 training log, the class token's matrix entropy and effective rank every 20 steps, and at the end on the test images.
 
@@ -16,7 +16,7 @@ Registered before the runs: M-MAE - MAE on the linear probe (the claim, +0.039),
 claimed direction, no number at this scale), unpaired (Welch + permutation), Bonferroni over the three; the regime
 check, SimCLR's probe against its raw-pixel probe.
 
-    .venv/bin/python experiments/ssl_mae.py                 (about 60 minutes on 2 CPU cores, 24 runs; writes docs/experiments/ssl_mae.md)
+    .venv/bin/python experiments/ssl_mae.py                 (49 minutes on 2 CPU cores, 18 runs; writes docs/experiments/ssl_mae.md)
     .venv/bin/python experiments/ssl_mae.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
