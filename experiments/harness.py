@@ -132,6 +132,7 @@ class _Archive:
 
     def open(self, root: Path | None, name: str) -> None:
         self.root, self.name, self.ran, self.started_in = root, name, False, ""
+        self.summary: Mapping[str, Any] | None = None  # set by save_summary (not for a smoke run)
         self.stored: dict[str, Any] = {}
         self.read: dict[str, Any] = {}
 
@@ -391,6 +392,8 @@ def write_doc(
         ]
     )
     path.write_text(text)
+    if ARCHIVE.summary is not None:
+        _write_archive()
     print(f"wrote {path}")
 
 
@@ -419,21 +422,32 @@ def save_summary(out: Path, summary: Mapping[str, Any], smoke: bool, repo: Path)
     """Write ``out/summary.json`` and (not for a smoke run) the study's archive of what it read from its runs
     (:func:`study_folder`); returns the folder of the doc and the figure (``out`` for a smoke run, else
     ``docs/experiments``)."""
-    import gzip
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     docs = out if smoke else repo / "docs" / "experiments"
     docs.mkdir(parents=True, exist_ok=True)
     if not smoke and ARCHIVE.name:
-        RUNS.mkdir(parents=True, exist_ok=True)
-        kept = {**dict(sorted(ARCHIVE.read.items())), "_summary": summary}  # overview.py reads the summary
-        ran_in = (ARCHIVE.started_in or environment()) if ARCHIVE.ran else ARCHIVE.stored.get("_environment")
-        if ran_in is not None:  # where the runs ran (runs_environment), kept for a later --reuse
-            kept["_environment"] = ran_in
-        text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
-        (RUNS / f"{ARCHIVE.name}.json.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
+        ARCHIVE.summary = summary
+        _write_archive()
     return docs
+
+
+def _write_archive() -> None:
+    """``docs/experiments/runs/<study>.json.gz``: what the study read from its runs so far, its summary and where
+    the runs ran; written by :func:`save_summary` and again by :func:`write_doc`, so that what a study reads
+    between the two (a figure's training logs) is kept too."""
+    import gzip
+
+    RUNS.mkdir(parents=True, exist_ok=True)
+    kept = {
+        **dict(sorted(ARCHIVE.read.items())),
+        "_summary": ARCHIVE.summary,
+    }  # overview.py reads the summary
+    ran_in = (ARCHIVE.started_in or environment()) if ARCHIVE.ran else ARCHIVE.stored.get("_environment")
+    if ran_in is not None:  # where the runs ran (runs_environment), kept for a later --reuse
+        kept["_environment"] = ran_in
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    (RUNS / f"{ARCHIVE.name}.json.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
 
 
 def pyplot() -> Any:

@@ -192,6 +192,12 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
     assert harness.curve(harness.log_history(run), "loss") == ([1], [2.0])
     harness.ARCHIVE.ran = True  # as run_toolkit marks a call that ran a run
     harness.save_summary(out, {}, False, tmp_path / "repo")
+    (run / "late.json").write_text('{"drawn": true}')  # read after the summary, for a figure
+    assert harness.read_run_json(run / "late.json") == {"drawn": True}
+    docs = tmp_path / "repo" / "docs" / "experiments"
+    (docs / "study.png").write_bytes(b"png")
+    doc = dict(title="t", question="q", setup="s", result=[], answer="a", change="c", command="x")
+    harness.write_doc(docs / "study.md", figure="study.png", **doc)  # the archive keeps what was read by then
     shutil.rmtree(out)  # a clean clone: the committed archive, no runs
 
     def reread(reuse):
@@ -208,6 +214,7 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
         "accuracy": 0.5
     }  # read, not run
     assert harness.log_history(run) == [{"step": 1, "loss": 2.0}]
+    assert harness.read_run_json(run / "late.json") == {"drawn": True}
     with pytest.raises(FileNotFoundError, match="nor in docs/experiments/runs/study.json.gz"):
         harness.read_run_json(run / "unread.json")  # only what the study read is kept
     out = reread(reuse=False)  # without --reuse the runs run again: nothing is read from the archive

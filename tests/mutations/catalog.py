@@ -1754,6 +1754,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_experiments.py::test_a_doc_cannot_show_a_figure_that_is_not_beside_it",),
     ),
     Mutation(
+        "archive-misses-what-the-doc-read",
+        "a study's archive keeps what it read after its summary too (a figure's training logs), for --reuse",
+        "experiments/harness.py",
+        "    if ARCHIVE.summary is not None:",
+        "    if False:",
+        ("tests/test_experiments.py::test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine",),
+    ),
+    Mutation(
         "archive-not-read",
         "--reuse reads a study's runs from its committed archive when they are not on disk",
         "experiments/harness.py",
