@@ -37,6 +37,7 @@ from harness import (  # noqa: E402
     run_grid,
     run_toolkit,
     save_summary,
+    seed_runs,
     study_folder,
     summarize,
     write_doc,
@@ -136,7 +137,7 @@ def figure(out: Path, path: Path, summary: dict, curves: dict) -> None:
     ax.legend(fontsize=7)
     ax = axes[4]
     for j, arm in enumerate(summary["arms"]):
-        for run in sorted((out / arm).glob("seed*")):
+        for run in seed_runs(out / arm):  # on disk or in the archive
             steps, values = curve(log_history(run), "image_entropy")
             ax.plot(steps, values, "-", color=f"C{j}", alpha=0.7, label=arm if run.name == "seed0" else None)
     ax.set_xlabel("step")
