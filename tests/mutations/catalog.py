@@ -1781,8 +1781,8 @@ MUTATIONS: list[Mutation] = [
         "archive-forgets-where-runs-ran",
         "a doc rendered with --reuse states the environment its runs ran in, kept in the archive",
         "experiments/harness.py",
-        '            kept["_environment"] = ran_in',
-        "            pass",
+        '        kept["_environment"] = ran_in',
+        "        pass",
         ("tests/test_experiments.py::test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine",),
     ),
     Mutation(
