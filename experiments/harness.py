@@ -439,10 +439,8 @@ def _write_archive() -> None:
     import gzip
 
     RUNS.mkdir(parents=True, exist_ok=True)
-    kept = {
-        **dict(sorted(ARCHIVE.read.items())),
-        "_summary": ARCHIVE.summary,
-    }  # overview.py reads the summary
+    # overview.py reads the summary
+    kept = {**dict(sorted(ARCHIVE.read.items())), "_summary": ARCHIVE.summary}
     ran_in = (ARCHIVE.started_in or environment()) if ARCHIVE.ran else ARCHIVE.stored.get("_environment")
     if ran_in is not None:  # where the runs ran (runs_environment), kept for a later --reuse
         kept["_environment"] = ran_in
