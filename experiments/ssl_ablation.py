@@ -22,7 +22,6 @@ exact - official order 4 (no number claimed), exact γ = 1 - SimCLR (ssl_methods
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -31,20 +30,24 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 from comparisons import comparison_text, probe_comparisons  # noqa: E402
 from harness import (  # noqa: E402
-    curve,
     experiment_args,
-    log_history,
-    markdown_table,
-    pyplot,
     run_grid,
     save_summary,
     study_folder,
     summarize,
     write_doc,
 )
-from ssl_methods import BASE, SMOKE  # noqa: E402
+from ssl_methods import (  # noqa: E402
+    BASE,
+    PROBES,
+    RESNET,
+    SMOKE,
+    comparison_lines,
+    effective_ranks,
+    probe_and_rank_figure,
+    rank_course,
+)
 
-RESNET = ["--model_name_or_path", "tiny-resnet", "--tiny_hidden_size", "256"]
 MATRIX = ["--ssl_method", "matrix_ssl"]
 ARMS = {
     "simclr": ["--ssl_method", "simclr"],
@@ -53,8 +56,6 @@ ARMS = {
     "taylor order 4": [*MATRIX, "--ssl_preset", "official"],
     "taylor order 2": [*MATRIX, "--ssl_preset", "official", "--ssl_order", "2"],
 }
-# the linear probes, drawn in the figure's left panel
-PROBES = ["probe_trained", "probe_random_init", "probe_raw_pixels"]
 METRICS = [*PROBES, "knn_trained", "eval_effective_rank"]
 # (arm, baseline, the claimed effect on the linear probe or None)
 REGISTERED = [
@@ -71,12 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [0, 1]
     base = [*BASE, *RESNET, *([*SMOKE, "--logging_steps", "1"] if args.smoke else [])]
     results = run_grid("ssl", base, ARMS, seeds, out, reuse=args.reuse)
-    ranks: dict[str, list[tuple[list[int], list[float]]]] = {}
-    for arm, runs in results.items():
-        for seed, result in runs.items():
-            log = log_history(out / arm / f"seed{seed}")
-            ranks.setdefault(arm, []).append(curve(log, "effective_rank"))
-            result["eval_effective_rank"] = curve(log, "eval_effective_rank")[1][-1]
+    ranks = effective_ranks(results, out)
     summary = summarize(results, METRICS, baseline="simclr")
     summary["effective_rank"] = {arm: [list(c) for c in curves] for arm, curves in ranks.items()}
     result = probe_comparisons(  # registered before the runs (module docstring)
@@ -85,47 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         summary["arms"]["simclr"]["probe_raw_pixels"]["values"],
     )
     docs = save_summary(out, {**summary, **result}, bool(args.smoke), REPO)
-    plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
-    for j, (arm, curves) in enumerate(ranks.items()):
-        for k, (steps, values) in enumerate(curves):
-            right.plot(steps, values, color=f"C{j}", lw=1, alpha=0.8, label=arm if k == 0 else None)
-        v = summary["arms"][arm]["probe_trained"]
-        left.bar(j, v["mean"], yerr=v["std"], color=f"C{j}", alpha=0.6, capsize=4)
-        left.plot([j] * len(v["values"]), v["values"], "k.", markersize=6)
-    for metric, style in (("probe_raw_pixels", "--"), ("probe_random_init", ":")):
-        level = statistics.fmean(x for a in summary["arms"].values() for x in a[metric]["values"])
-        left.axhline(
-            level, color="black", linestyle=style, label=f"{metric[6:].replace('_', ' ')} ({level:.3f})"
-        )
-    shown = [x for a in summary["arms"].values() for m in PROBES for x in a[m]["values"]]
-    left.set_ylim(min(shown) - 0.03, max(shown) + 0.02)
-    left.set_xticks(range(len(ranks)), list(ranks), fontsize=8, rotation=20, ha="right")
-    left.set_title("linear probe (Fashion-MNIST test)")
-    left.legend(fontsize=7)
-    right.set_xlabel("optimizer step")
-    right.set_title("effective rank of the backbone features (training batches)")
-    right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(docs / "ssl_ablation.png", dpi=110)
-    plt.close(fig)
-    lines = [
-        *markdown_table(summary, METRICS)[: 2 + len(ARMS)],
-        "",
-        "| comparison (linear probe) | effect [95 % CI], test, p, MDE, verdict |",
-        "|---|---|",
-        *(f"| {name} | {comparison_text(c)} |" for name, c in result["registered"].items()),
-        f"| regime check: simclr - raw pixels | {comparison_text(result['regime'])} |",
-    ]
+    probe_and_rank_figure(summary, ranks, docs / "ssl_ablation.png")
+    lines = comparison_lines(summary, METRICS, result)
     print("\n".join(lines))
     if args.smoke:
         return 0
     gamma = result["registered"]["exact γ=1 - exact γ=0"]
-    course = "; ".join(  # the training effective rank: first logged step, peak, last (means over seeds)
-        f"{arm} {statistics.fmean(v[0] for _, v in c):.2f} -> {statistics.fmean(max(v) for _, v in c):.2f} -> "
-        f"{statistics.fmean(v[-1] for _, v in c):.2f}"
-        for arm, c in ranks.items()
-    )
     above = ", ".join(result["above_pixels"]) or "no arm"
     write_doc(
         docs / "ssl_ablation.md",
@@ -153,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             f"γ: {comparison_text(gamma)}. Arms whose mean probe is above raw pixels: {above}. Two seeds give a "
             "permutation test no power (its smallest p is 1/3), so every verdict here rests on the minimum "
             "detectable effect beside the claim. The effective rank of the backbone features on training batches "
-            f"(first logged step -> peak -> end, means over seeds): {course}: it rises early and then drifts down "
+            f"(first logged step -> peak -> end, means over seeds): {rank_course(ranks)}: it rises early and then drifts down "
             "in every arm, with no arm's growth standing apart."
         ),
         change="More seeds (a 0.5-point claim needs dozens here), the full 60,000 images, a ViT-S at ImageNet scale.",

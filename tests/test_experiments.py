@@ -546,9 +546,22 @@ def test_clip_classes_reads_the_alignments_gain_with_few_classes_minus_with_many
 
 @pytest.mark.slow
 def test_ssl_methods_experiment_smoke_run(tmp_path):
+    """Five methods on the tiny ResNet: each run's method, the effective-rank curves, the registered comparisons."""
+    import ssl_methods
+
     summary = smoke_run("ssl_methods", tmp_path)
-    assert set(summary["arms"]) == {"simclr", "matrix_ssl exact"}
+    assert set(summary["arms"]) == set(ssl_methods.ARMS)
     assert len(summary["arms"]["simclr"]["probe_trained"]["values"]) == 2
+    assert set(summary["registered"]) == {f"{a} - {b}" for a, b, _ in ssl_methods.REGISTERED}
+    assert all(len(curves) == 2 and curves[0][0] for curves in summary["effective_rank"].values())
+    first_losses = set()
+    for arm, flags in ssl_methods.ARMS.items():  # each arm trains its own loss on the ResNet
+        argv = json.loads((tmp_path / arm / "seed0" / "results.json").read_text())["argv"]
+        assert argv[argv.index("--model_name_or_path") + 1] == "tiny-resnet"
+        assert argv[argv.index("--ssl_method") + 1] == flags[1]
+        log = json.loads((tmp_path / arm / "seed0" / "trainer_state.json").read_text())["log_history"]
+        first_losses.add(round(next(h["loss"] for h in log if "loss" in h), 3))
+    assert len(first_losses) == len(ssl_methods.ARMS)
     assert (tmp_path / "ssl_methods.png").stat().st_size > 10_000
     run = json.loads((tmp_path / "matrix_ssl exact" / "seed1" / "matrix_llm_run.json").read_text())
     assert run["objective"] == "ssl"
