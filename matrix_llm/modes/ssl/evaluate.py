@@ -5,8 +5,8 @@ random initialisation so that a reader sees what training bought.
     matrix-llm eval probe --model outputs/ssl-demo/backbone --data digits
     matrix-llm eval knn   --model outputs/ssl-demo/backbone --data ../shared/data/fashion-mnist --k 20
 
-Features: the backbone's pooled output (:func:`~matrix_llm.models.ssl.vision_pooling`: the pooler of a
-convolutional backbone, the class token otherwise) of every training and test image, in eval mode (a ViT-MAE
+Features: the backbone's pooled output (``--pooling``; by default :func:`~matrix_llm.models.ssl.vision_pooling`:
+the pooler of a convolutional backbone, the class token otherwise) of every training and test image, in eval mode (a ViT-MAE
 encoder unmasked: every patch). Images go
 through the backbone's image processor when it was saved with one, else (tiny backbones) are resized to
 ``config.image_size`` and scaled to ``[-1, 1]``. Results: ``results.json`` in ``--output_dir``.
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from matrix_llm.features.pooled import POOLINGS
 from matrix_llm.hub import RunFolder
 from matrix_llm.parsing.usage import ToolParser, model_source
 
@@ -301,14 +302,20 @@ def _evaluate(args: argparse.Namespace, task: str) -> dict[str, Any]:
         "test_split": args.test_split,
         "train_size": len(data[args.train_split]),
         "test_size": len(data[args.test_split]),
+        "pooling": args.pooling or "default",
     }
     if task == "probe":
         result["solver"] = probe_solver(result["train_size"])
     for label, random_init in (("trained", False), ("random_init", True)):
         model = _load(args, random_init=random_init)
         collator = saved_image_collator(args.model, model.config, revision=args.revision)
-        train_x, train_y = extract_features(model, data[args.train_split], collator, desc=f"{label} train")
-        test_x, test_y = extract_features(model, data[args.test_split], collator, desc=f"{label} test")
+        features = dict(pooling=args.pooling)
+        train_x, train_y = extract_features(
+            model, data[args.train_split], collator, desc=f"{label} train", **features
+        )
+        test_x, test_y = extract_features(
+            model, data[args.test_split], collator, desc=f"{label} test", **features
+        )
         if task == "probe":
             result[label] = linear_probe_accuracy(train_x, train_y, test_x, test_y, c=args.c)
         else:
@@ -357,6 +364,13 @@ def _parser(task: str) -> argparse.ArgumentParser:
     else:
         parser.add_argument("--k", type=int, default=20)
         parser.add_argument("--temperature", type=float, default=0.07)
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default=None,
+        help="the features: the class token (cls), the mean over every token (mean, as the ssl mode's pooling) or the "
+        "backbone's pooler; default: the pooler of a convolutional backbone, the class token otherwise",
+    )
     return parser
 
 

@@ -121,3 +121,28 @@ def test_eval_measures_the_model_and_a_fresh_random_init_of_its_architecture(tmp
         )
     assert result["trained"] == pytest.approx(expected["trained"]) and result["trained"] < 0.2
     assert result["random_init"] == pytest.approx(expected["random_init"]) and result["random_init"] > 0.25
+
+
+def test_eval_probe_reads_the_features_of_the_pooling_it_is_given(tmp_path):
+    """`--pooling mean` probes the mean over a ViT's tokens (its results say so); the default, the class token,
+    probes other features."""
+    from matrix_llm.tools.eval import main as eval_main
+
+    vit = build_image_backbone("tiny-vit", image_size=8, num_channels=1, hidden_size=32, seed=2)
+    vit.save_pretrained(tmp_path / "vit")
+    train = load_image_dataset("digits", "train").select(range(300))
+    test = load_image_dataset("digits", "test")
+    collator = ImageCollator(image_size=8, channels=1)
+    results = {}
+    for pooling in ("cls", "mean"):
+        flags = ["--pooling", pooling] if pooling == "mean" else []
+        argv = ["probe", "--model", str(tmp_path / "vit"), "--data", "digits", "--max_train_samples", "300"]
+        assert eval_main([*argv, *flags, "--output_dir", str(tmp_path / pooling)]) == 0
+        results[pooling] = json.loads((tmp_path / pooling / "results.json").read_text())
+        expected = linear_probe_accuracy(
+            *extract_features(vit, train, collator, pooling=pooling),
+            *extract_features(vit, test, collator, pooling=pooling),
+        )
+        assert results[pooling]["trained"] == pytest.approx(expected)
+    assert results["mean"]["pooling"] == "mean" and results["cls"]["pooling"] == "default"
+    assert results["mean"]["trained"] != results["cls"]["trained"]
