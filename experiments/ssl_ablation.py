@@ -2,10 +2,10 @@
 where self-supervised features beat raw pixels (issue 31, item 5; Zhang et al., ICML 2024, ablate both and report
 γ = 0, i.e. uniformity only, 70.6 against γ = 1 71.1 on the ImageNet linear probe).
 
-The regime, found by probe runs (seeds 100, 101; docs/experiments/README.md, row 5): ssl_methods.md's setting
-(Fashion-MNIST, the first 6,000 training images, 2,000 test images for the probes, 28 x 28 grey, 25 epochs, batch
-128, the demo's views, projector, predictor and EMA teacher) with a random-init tiny ResNet of hidden size 256
-instead of the tiny ViT, where SimCLR's linear probe beat raw pixels in both probe seeds. Five arms, seeds 0 and 1
+The regime, found by probe runs (seeds 100, 101; docs/experiments/README.md, row 5) and since shared by
+ssl_methods.md: Fashion-MNIST, the first 6,000 training images, 2,000 test images for the probes, 28 x 28 grey, 25
+epochs, batch 128, the demo's views, projector, predictor and EMA teacher, a random-init tiny ResNet of hidden size
+256 (the first run of ssl_methods.md had a tiny ViT), where SimCLR's linear probe beat raw pixels in both probe seeds. Five arms, seeds 0 and 1
 (not the probe seeds): SimCLR (the regime's check: does an SSL method beat pixels here?), Matrix-SSL `exact` (eigh
 log) at γ = 1 (the demo's preset) and γ = 0, and the official code's Taylor log at orders 4 (its default) and 2.
 Measured by the command itself: linear probe and weighted kNN on the frozen backbone's features, the same network

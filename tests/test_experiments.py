@@ -591,6 +591,31 @@ def test_ssl_ablation_experiment_smoke_run(tmp_path):
     assert (tmp_path / "ssl_ablation.png").stat().st_size > 10_000
 
 
+def test_ssl_methods_reads_each_registered_comparison_beside_its_claim():
+    """Matrix-SSL's two presets against SimCLR beside +4.6 points, against MEC beside +0.5, MEC against SimCLR
+    beside +4.1; Barlow Twins is measured, not compared."""
+    import ssl_methods
+
+    probe = {
+        "simclr": [0.83, 0.84, 0.835],
+        "mec": [0.82, 0.83, 0.825],
+        "matrix_ssl exact": [0.81, 0.82, 0.815],
+        "matrix_ssl official": [0.88, 0.89, 0.885],
+        "barlow_twins": [0.50, 0.51, 0.505],
+    }
+    result = probe_comparisons(probe, ssl_methods.REGISTERED, [0.811] * 3)
+    claims = {name: (round(c["effect"], 3), c["claimed"]) for name, c in result["registered"].items()}
+    assert claims == {
+        "matrix_ssl exact - simclr": (-0.02, 0.046),
+        "matrix_ssl official - simclr": (0.05, 0.046),
+        "matrix_ssl exact - mec": (-0.01, 0.005),
+        "mec - simclr": (-0.01, 0.041),
+    }
+    assert all(c["comparisons"] == 4 for c in result["registered"].values())
+    assert result["registered"]["matrix_ssl exact - simclr"]["verdict"] == "not reproduced"
+    assert "barlow_twins" not in result["above_pixels"] and "simclr" in result["above_pixels"]
+
+
 def test_ssl_ablation_compares_the_registered_arms_and_checks_the_regime_against_pixels():
     import ssl_ablation
 
