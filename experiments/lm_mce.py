@@ -147,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             + ". Spread of the strict-match across seeds: "
             + ", ".join(f"{a} {v['strict']['std']:.3f}" for a, v in summary["arms"].items())
             + ". Against the first run (2026-12-02, before the runs were archived), CE came out the same in "
-            "every seed and every MCE arm moved (single seeds by up to 0.17: something on the MCE path changed between the two "
-            "commits, not bisected), as a seed spread of 0.1 lets them; that run read `head` 0.3 as "
-            "best, this one `head` 0.1. The first run's rule, higher than CE in every seed, was not a test."
+            "every seed and every MCE arm moved (single seeds by up to 0.17: something on the MCE path changed "
+            "between the two commits, not bisected), as a seed spread of 0.1 lets them; that run read `head` 0.3 "
+            "as best, this one `head` 0.1. The first run's rule, higher than CE in every seed, was not a test."
         ),
         change=(
             "A pretrained model on real GSM8K / MetaMathQA (the claim's setting: Llemma-7B), full training "

@@ -6,10 +6,10 @@ random initialisation so that a reader sees what training bought.
     matrix-llm eval knn   --model outputs/ssl-demo/backbone --data ../shared/data/fashion-mnist --k 20
 
 Features: the backbone's pooled output (``--pooling``; by default :func:`~matrix_llm.models.ssl.vision_pooling`:
-the pooler of a convolutional backbone, the class token otherwise) of every training and test image, in eval mode (a ViT-MAE
-encoder unmasked: every patch). Images go
-through the backbone's image processor when it was saved with one, else (tiny backbones) are resized to
-``config.image_size`` and scaled to ``[-1, 1]``. Results: ``results.json`` in ``--output_dir``.
+the pooler of a convolutional backbone, the class token otherwise) of every training and test image, in eval mode
+(a ViT-MAE encoder unmasked: every patch). Images go through the backbone's image processor when it was saved with
+one, else (tiny backbones) are resized to ``config.image_size`` and scaled to ``[-1, 1]``. Results:
+``results.json`` in ``--output_dir``.
 """
 
 from __future__ import annotations
@@ -368,8 +368,8 @@ def _parser(task: str) -> argparse.ArgumentParser:
         "--pooling",
         choices=POOLINGS,
         default=None,
-        help="the features: the class token (cls), the mean over every token (mean, as the ssl mode's pooling) or the "
-        "backbone's pooler; default: the pooler of a convolutional backbone, the class token otherwise",
+        help="the features: the class token (cls), the mean over every token (mean, as the ssl mode's pooling) "
+        "or the backbone's pooler; default: the pooler of a convolutional backbone, the class token otherwise",
     )
     return parser
 
