@@ -28,25 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from comparisons import comparison_text, probe_comparisons  # noqa: E402
-from harness import (  # noqa: E402
-    experiment_args,
-    run_grid,
-    save_summary,
-    study_folder,
-    summarize,
-    write_doc,
-)
-from ssl_methods import (  # noqa: E402
-    BASE,
-    PROBES,
-    RESNET,
-    SMOKE,
-    comparison_lines,
-    effective_ranks,
-    probe_and_rank_figure,
-    rank_course,
-)
+from comparisons import comparison_text  # noqa: E402
+from harness import experiment_args, write_doc  # noqa: E402
+from ssl_methods import PROBES, rank_course, run_study  # noqa: E402
 
 MATRIX = ["--ssl_method", "matrix_ssl"]
 ARMS = {
@@ -68,22 +52,7 @@ REGISTERED = [
 
 def main(argv: list[str] | None = None) -> int:
     args = experiment_args(__doc__.splitlines()[0], argv)
-    out = study_folder("ssl_ablation", args)
-    seeds = [0, 1]
-    base = [*BASE, *RESNET, *([*SMOKE, "--logging_steps", "1"] if args.smoke else [])]
-    results = run_grid("ssl", base, ARMS, seeds, out, reuse=args.reuse)
-    ranks = effective_ranks(results, out)
-    summary = summarize(results, METRICS, baseline="simclr")
-    summary["effective_rank"] = {arm: [list(c) for c in curves] for arm, curves in ranks.items()}
-    result = probe_comparisons(  # registered before the runs (module docstring)
-        {arm: v["probe_trained"]["values"] for arm, v in summary["arms"].items()},
-        REGISTERED,
-        summary["arms"]["simclr"]["probe_raw_pixels"]["values"],
-    )
-    docs = save_summary(out, {**summary, **result}, bool(args.smoke), REPO)
-    probe_and_rank_figure(summary, ranks, docs / "ssl_ablation.png")
-    lines = comparison_lines(summary, METRICS, result)
-    print("\n".join(lines))
+    summary, result, ranks, docs, lines = run_study("ssl_ablation", args, ARMS, [0, 1], REGISTERED, METRICS)
     if args.smoke:
         return 0
     gamma = result["registered"]["exact γ=1 - exact γ=0"]

@@ -158,24 +158,39 @@ def comparison_lines(summary: Mapping[str, Any], metrics: list[str], result: Map
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = experiment_args(__doc__.splitlines()[0], argv)
-    out = study_folder("ssl_methods", args)
-    seeds = [0, 1] if args.smoke else [0, 1, 2]
+def run_study(
+    name: str,
+    args: Any,
+    arms: Mapping[str, list[str]],
+    seeds: list[int],
+    registered: list[tuple[str, str, float | None]],
+    metrics: list[str],
+) -> tuple[dict, dict, dict, Path, list[str]]:
+    """An SSL study on the tiny ResNet (:data:`RESNET`): every arm and seed, the effective-rank curves, the
+    ``registered`` probe comparisons with the regime check against SimCLR's raw-pixel probe, the summary (archived),
+    the figure ``<name>.png`` and the result lines; returns ``(summary, comparisons, ranks, docs folder, lines)``."""
+    out = study_folder(name, args)
     base = [*BASE, *RESNET, *([*SMOKE, "--logging_steps", "1"] if args.smoke else [])]
-    results = run_grid("ssl", base, ARMS, seeds, out, reuse=args.reuse)
+    results = run_grid("ssl", base, arms, seeds, out, reuse=args.reuse)
     ranks = effective_ranks(results, out)
-    summary = summarize(results, METRICS, baseline="simclr")
+    summary = summarize(results, metrics, baseline="simclr")
     summary["effective_rank"] = {arm: [list(c) for c in curves] for arm, curves in ranks.items()}
-    result = probe_comparisons(  # registered before the runs (module docstring)
+    result = probe_comparisons(  # registered before the runs (the study's docstring)
         {arm: v["probe_trained"]["values"] for arm, v in summary["arms"].items()},
-        REGISTERED,
+        registered,
         summary["arms"]["simclr"]["probe_raw_pixels"]["values"],
     )
     docs = save_summary(out, {**summary, **result}, bool(args.smoke), REPO)
-    probe_and_rank_figure(summary, ranks, docs / "ssl_methods.png")
-    lines = comparison_lines(summary, METRICS, result)
+    probe_and_rank_figure(summary, ranks, docs / f"{name}.png")
+    lines = comparison_lines(summary, metrics, result)
     print("\n".join(lines))
+    return summary, result, ranks, docs, lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = experiment_args(__doc__.splitlines()[0], argv)
+    seeds = [0, 1] if args.smoke else [0, 1, 2]
+    summary, result, ranks, docs, lines = run_study("ssl_methods", args, ARMS, seeds, REGISTERED, METRICS)
     if args.smoke:
         return 0
     arms = summary["arms"]
