@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{unpaired('+ alignment', 'best_harmonic')}; the constant chosen on the test images themselves, so an "
             f"upper bound) against {mean('infonce', 'zeroshot_top1_harmonic')} and "
             f"{mean('+ alignment', 'zeroshot_top1_harmonic')} uncalibrated. "
-            f"For the alignment {spread}; what it does change is the image features' matrix entropy at the end: {entropy('+ alignment')} with it, "
+            f"For the alignment {spread}; what it does change is the image features' matrix entropy at the end: "
+            f"{entropy('+ alignment')} with it, "
             f"{entropy('infonce')} without ({entropy('infonce, masked')} masked). Masked InfoNCE changes "
             "nothing measurable. Verdict: no measurable effect of the alignment at this scale (not reproduced)."
         ),

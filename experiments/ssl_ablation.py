@@ -5,9 +5,10 @@ where self-supervised features beat raw pixels (issue 31, item 5; Zhang et al., 
 The regime, found by probe runs (seeds 100, 101; docs/experiments/README.md, row 5) and since shared by
 ssl_methods.md: Fashion-MNIST, the first 6,000 training images, 2,000 test images for the probes, 28 x 28 grey, 25
 epochs, batch 128, the demo's views, projector, predictor and EMA teacher, a random-init tiny ResNet of hidden size
-256 (the first run of ssl_methods.md had a tiny ViT), where SimCLR's linear probe beat raw pixels in both probe seeds. Five arms, seeds 0 and 1
-(not the probe seeds): SimCLR (the regime's check: does an SSL method beat pixels here?), Matrix-SSL `exact` (eigh
-log) at γ = 1 (the demo's preset) and γ = 0, and the official code's Taylor log at orders 4 (its default) and 2.
+256 (the first run of ssl_methods.md had a tiny ViT), where SimCLR's linear probe beat raw pixels in both probe
+seeds. Five arms, seeds 0 and 1 (not the probe seeds): SimCLR (the regime's check: does an SSL method beat pixels
+here?), Matrix-SSL `exact` (eigh log) at γ = 1 (the demo's preset) and γ = 0, and the official code's Taylor log at
+orders 4 (its default) and 2.
 Measured by the command itself: linear probe and weighted kNN on the frozen backbone's features, the same network
 at random init (same seed) and raw pixels; from the training log, the backbone features' effective rank every 20
 steps, and at the end on the test images.
@@ -83,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             f"γ: {comparison_text(gamma)}. Arms whose mean probe is above raw pixels: {above}. Two seeds give a "
             "permutation test no power (its smallest p is 1/3), so every verdict here rests on the minimum "
             "detectable effect beside the claim. The effective rank of the backbone features on training batches "
-            f"(first logged step -> peak -> end, means over seeds): {rank_course(ranks)}: it rises early and then drifts down "
-            "in every arm, with no arm's growth standing apart."
+            f"(first logged step -> peak -> end, means over seeds): {rank_course(ranks)}: it rises early and then "
+            "drifts down in every arm, with no arm's growth standing apart."
         ),
         change="More seeds (a 0.5-point claim needs dozens here), the full 60,000 images, a ViT-S at ImageNet scale.",
         command=".venv/bin/python experiments/ssl_ablation.py",

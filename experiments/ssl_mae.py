@@ -34,7 +34,6 @@ from harness import (  # noqa: E402
     curve,
     experiment_args,
     log_history,
-    markdown_table,
     pyplot,
     run_grid,
     save_summary,
@@ -42,7 +41,7 @@ from harness import (  # noqa: E402
     summarize,
     write_doc,
 )
-from ssl_methods import BASE, SMOKE  # noqa: E402
+from ssl_methods import BASE, SMOKE, comparison_lines  # noqa: E402
 
 VIT = ["--model_name_or_path", "tiny-vit", "--tiny_hidden_size", "256"]
 MAE = ["--ssl_method", "mmae"]
@@ -116,14 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     fig.tight_layout()
     fig.savefig(docs / "ssl_mae.png", dpi=110)
     plt.close(fig)
-    lines = [
-        *markdown_table(summary, METRICS)[: 2 + len(results)],
-        "",
-        "| comparison (linear probe) | effect [95 % CI], test, p, MDE, verdict |",
-        "|---|---|",
-        *(f"| {name} | {comparison_text(c)} |" for name, c in result["registered"].items()),
-        f"| regime check: simclr - raw pixels | {comparison_text(result['regime'])} |",
-    ]
+    lines = comparison_lines(summary, METRICS, result)
     print("\n".join(lines))
     if args.smoke:
         return 0

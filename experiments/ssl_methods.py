@@ -18,7 +18,7 @@ method was below raw pixels; its numbers are in docs/experiments/README.md, row 
 unpaired (Welch + permutation), Bonferroni over the four; Barlow Twins reported, not compared; the regime check,
 SimCLR's probe against its raw-pixel probe.
 
-    .venv/bin/python experiments/ssl_methods.py                 (about 80 minutes on 2 CPU cores, 15 runs; writes docs/experiments/ssl_methods.md)
+    .venv/bin/python experiments/ssl_methods.py                 (68 minutes on 2 CPU cores, 15 runs; writes docs/experiments/ssl_methods.md)
     .venv/bin/python experiments/ssl_methods.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 

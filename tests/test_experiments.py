@@ -544,6 +544,13 @@ def test_clip_classes_reads_the_alignments_gain_with_few_classes_minus_with_many
     assert swapped["verdict"] == "contradicted"
 
 
+def first_step(run: Path) -> tuple[list[str], dict]:
+    """A smoke run's command line and its first logged training step."""
+    argv = json.loads((run / "results.json").read_text())["argv"]
+    log = json.loads((run / "trainer_state.json").read_text())["log_history"]
+    return argv, next(h for h in log if "loss" in h)
+
+
 @pytest.mark.slow
 def test_ssl_methods_experiment_smoke_run(tmp_path):
     """Five methods on the tiny ResNet: each run's method, the effective-rank curves, the registered comparisons."""
@@ -556,11 +563,10 @@ def test_ssl_methods_experiment_smoke_run(tmp_path):
     assert all(len(curves) == 2 and curves[0][0] for curves in summary["effective_rank"].values())
     first_losses = set()
     for arm, flags in ssl_methods.ARMS.items():  # each arm trains its own loss on the ResNet
-        argv = json.loads((tmp_path / arm / "seed0" / "results.json").read_text())["argv"]
+        argv, first = first_step(tmp_path / arm / "seed0")
         assert argv[argv.index("--model_name_or_path") + 1] == "tiny-resnet"
         assert argv[argv.index("--ssl_method") + 1] == flags[1]
-        log = json.loads((tmp_path / arm / "seed0" / "trainer_state.json").read_text())["log_history"]
-        first_losses.add(round(next(h["loss"] for h in log if "loss" in h), 3))
+        first_losses.add(round(first["loss"], 3))
     assert len(first_losses) == len(ssl_methods.ARMS)
     assert (tmp_path / "ssl_methods.png").stat().st_size > 10_000
     run = json.loads((tmp_path / "matrix_ssl exact" / "seed1" / "matrix_llm_run.json").read_text())
@@ -574,10 +580,9 @@ def test_ssl_ablation_experiment_smoke_run(tmp_path):
     assert list(summary["arms"]) == ["simclr", "exact γ=1", "exact γ=0", "taylor order 4", "taylor order 2"]
     first_losses = set()
     for arm in summary["arms"]:  # each arm trains its own loss: γ and the Taylor order change its value
-        argv = json.loads((tmp_path / arm / "seed0" / "results.json").read_text())["argv"]
+        argv, first = first_step(tmp_path / arm / "seed0")
         assert argv[argv.index("--model_name_or_path") + 1] == "tiny-resnet"
-        log = json.loads((tmp_path / arm / "seed0" / "trainer_state.json").read_text())["log_history"]
-        first_losses.add(round(next(h["loss"] for h in log if "loss" in h), 3))
+        first_losses.add(round(first["loss"], 3))
     assert len(first_losses) == len(summary["arms"])
     for curves in summary["effective_rank"].values():  # a training curve per seed, one point per step here
         assert [len(steps) for steps, _ in curves] == [2, 2]
@@ -648,11 +653,8 @@ def test_ssl_mae_experiment_smoke_run(tmp_path):
     assert list(summary["arms"]) == ["mae", "m-mae", "u-mae", "simclr"]
     first = {}
     for arm in summary["arms"]:
-        run = tmp_path / arm / "seed0"
-        argv = json.loads((run / "results.json").read_text())["argv"]
+        argv, first[arm] = first_step(tmp_path / arm / "seed0")
         assert argv[argv.index("--model_name_or_path") + 1] == "tiny-vit"
-        log = json.loads((run / "trainer_state.json").read_text())["log_history"]
-        first[arm] = next(h for h in log if "loss" in h)
     # MAE trains the reconstruction alone; M-MAE subtracts 0.01 TCR; U-MAE adds its (small, positive) uniformity
     reconstruction = first["mae"]["loss"]
     assert first["m-mae"]["loss"] == pytest.approx(reconstruction - 0.01 * first["m-mae"]["tcr"], rel=1e-4)
