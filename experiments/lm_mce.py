@@ -6,7 +6,7 @@ greedy strict-match on 200 test-split problems) for CE alone and CE + w MCE with
 w = 0.1 / 0.3 and `relation` / `alignment` at w = 0.1; 1,000 steps (the demo's 2,000 halved to fit),
 no evaluation during training. Seeds 0, 1, 2 (initialisation and data order; the problems are the same).
 
-    .venv/bin/python experiments/lm_mce.py                 (about 30 minutes on 2 CPU cores; writes docs/experiments/lm_mce.md)
+    .venv/bin/python experiments/lm_mce.py                 (17 minutes on 2 CPU cores, 15 runs; writes docs/experiments/lm_mce.md)
     .venv/bin/python experiments/lm_mce.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 

@@ -7,7 +7,7 @@ Five arms of `matrix-llm ssl --config demo/ssl.yaml` on Fashion-MNIST (../shared
 size 256 (ssl_ablation.md's regime, where SimCLR's probe beat raw pixels in every seed so far), 25 epochs, batch
 128, the same views and projector: SimCLR (NT-Xent, the baseline), MEC, Matrix-SSL `exact` (the demo's preset),
 Matrix-SSL `official` and Barlow Twins (off-diagonal weight 5e-3, the paper's). Seeds 0, 1, 2 (about 4 minutes a
-run for SimCLR and Barlow Twins, 6 for the methods with an EMA teacher). Measured by the command itself: linear
+run for SimCLR and Barlow Twins, 5 for the methods with an EMA teacher). Measured by the command itself: linear
 probe and weighted kNN on the frozen backbone's features, the same network at random init (same seed) and raw
 pixels; from the training log, the backbone features' effective rank every 20 steps, and at the end on the test
 images.
