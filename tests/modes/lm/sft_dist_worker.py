@@ -52,8 +52,14 @@ class Recording(matrix_llm.trainer.MatrixTrainer):
         if any(hasattr(p, "ds_id") for _, p in params):  # ZeRO-3: gather every shard first
             import deepspeed
 
-            with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=None):
-                RECORD["checksums"] = _checksums(params)
+            # one parameter at a time: until DeepSpeed PR #8539 (in 0.19.8, not in the floor 0.17.0) a gather of
+            # several waits only for the last of its per-parameter all-gathers, and on gloo the others may not
+            # have landed yet: uninitialised values on one rank, seen in the floors run under load
+            checksums = {}
+            for name, p in params:
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                    checksums.update(_checksums([(name, p)]))
+            RECORD["checksums"] = checksums
         else:
             RECORD["checksums"] = _checksums(params)
         RECORD["world_size"] = self.accelerator.num_processes
