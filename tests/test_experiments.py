@@ -464,6 +464,13 @@ def test_few_labels_experiment_smoke_run(tmp_path):
     assert (tmp_path / "few_labels.png").is_file()
     card = (tmp_path / "fraction0.1" / "ce" / "seed1" / "README.md").read_text()
     assert "0.1 (seed 1), 16 labelled rows in every training batch" in card
+    # every run starts from its own seed's SimCLR backbone, pretrained by the study itself
+    assert (tmp_path / "pretrain" / "simclr" / "seed1" / "backbone" / "model.safetensors").is_file()
+    for level, seed in (("0.1", 0), ("1", 1)):
+        card = (tmp_path / f"fraction{level}" / few_labels.PRIMARY / f"seed{seed}" / "README.md").read_text()
+        assert (
+            f"fine-tuned version of `{tmp_path / 'pretrain' / 'simclr' / f'seed{seed}' / 'backbone'}`" in card
+        )
 
 
 def test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor():

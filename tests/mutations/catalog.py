@@ -1501,6 +1501,22 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "few-labels-every-seed-from-one-backbone",
+        "few_labels starts each seed's classify runs from that seed's own SimCLR backbone",
+        "experiments/few_labels.py",
+        '[*base, "--model_name_or_path", str(backbones[seed])],',
+        '[*base, "--model_name_or_path", str(backbones[seeds[0]])],',
+        ("tests/test_experiments.py::test_few_labels_experiment_smoke_run",),
+    ),
+    Mutation(
+        "few-labels-from-scratch",
+        "few_labels' classify runs start from the pretrained backbone, not a random-init network",
+        "experiments/few_labels.py",
+        '[*base, "--model_name_or_path", str(backbones[seed])],',
+        '[*base, "--model_name_or_path", "tiny-resnet"],',
+        ("tests/test_experiments.py::test_few_labels_experiment_smoke_run",),
+    ),
+    Mutation(
         "clip-classes-interaction-weights",
         "clip_classes' primary metric is the alignment's gain with few classes minus its gain with many",
         "experiments/clip_classes.py",
