@@ -390,6 +390,10 @@ def test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction
     assert (
         "a (few) - b (few) - a (many) + b (many), acc" in interaction and "| + | reproduced |" in interaction
     )
+    corrected = overview.row(overview.Contrast("c", "i.md", "acc", terms, sign=1, comparisons=4))
+    values = [levels[lv]["arms"][a]["acc"]["values"] for lv, a, _ in terms]
+    p = contrast(values, [1, -1, -1, 1], reason="")["p"]
+    assert f"| {min(1.0, 4 * p):.2f} (4 arms) |" in corrected
     # the README's table: --check fails on a stale one, the plain call writes it between the markers
     monkeypatch.setattr(overview, "CLAIMS", [overview.Comparison("c", "s.md", "acc", "new", "base")])
     (tmp_path / "README.md").write_text(f"intro\n{overview.BEGIN}\n| old |\n{overview.END}\nafter\n")

@@ -1517,6 +1517,16 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_experiments.py::test_few_labels_experiment_smoke_run",),
     ),
     Mutation(
+        "overview-contrast-uncorrected",
+        "the overview corrects a 2 x 2 design's interaction over the study's contrasts, as the study's doc does",
+        "experiments/overview.py",
+        "reason=UNPAIRED, comparisons=claim.comparisons)",
+        "reason=UNPAIRED)",
+        (
+            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+        ),
+    ),
+    Mutation(
         "clip-classes-interaction-weights",
         "clip_classes' primary metric is the alignment's gain with few classes minus its gain with many",
         "experiments/clip_classes.py",
@@ -1879,8 +1889,8 @@ MUTATIONS: list[Mutation] = [
         "overview-contrast-weights-unsigned",
         "the overview reads a 2 x 2 design's interaction with its signed weights",
         "experiments/overview.py",
-        "        c = contrast(groups, [w for _, _, w in claim.terms], reason=UNPAIRED)",
-        "        c = contrast(groups, [abs(w) for _, _, w in claim.terms], reason=UNPAIRED)",
+        "c = contrast(groups, [w for _, _, w in claim.terms], reason=UNPAIRED,",
+        "c = contrast(groups, [abs(w) for _, _, w in claim.terms], reason=UNPAIRED,",
         (
             "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
         ),
