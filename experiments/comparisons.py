@@ -18,7 +18,6 @@ __all__ = [
     "compare",
     "comparison_text",
     "contrast",
-    "paired_test",
     "probe_comparisons",
     "rank_correlation",
 ]
@@ -232,10 +231,3 @@ def comparison_text(c: Mapping[str, Any]) -> str:
         f"({c['reason']}), {p}{corrected}; minimum detectable effect (80 % power) {c['mde80']:.3f}{claimed}: "
         f"{c['verdict']}"
     )
-
-
-def paired_test(diffs: Sequence[float], comparisons: int = 1) -> str:
-    """:func:`comparison_text` of a paired comparison given its per-seed differences (the seeds share the
-    initialisation and the batches of both arms)."""
-    result = compare(diffs, [0.0] * len(diffs), paired=True, reason="same seeds", comparisons=comparisons)
-    return comparison_text(result)

@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from comparisons import compare, contrast, paired_test, probe_comparisons, rank_correlation  # noqa: E402
+from comparisons import compare, comparison_text, contrast, probe_comparisons, rank_correlation  # noqa: E402
 from harness import (  # noqa: E402
     markdown_table,
     summarize,
@@ -68,7 +68,7 @@ def test_paired_comparison_is_scipys_paired_t_test_with_its_ci_mde_and_bonferron
     )
     # 80 % power at the Bonferroni level 0.05 / 3: (t_{1 - alpha/2} + t_{0.8}) standard errors
     assert c["mde80"] == pytest.approx((stats.t.ppf(1 - 0.05 / 6, 3) + stats.t.ppf(0.8, 3)) * se)
-    text = paired_test(diffs, comparisons=3)
+    text = comparison_text(c)
     assert (
         text.startswith("+0.065 [95 % CI ")
         and f"p = {ref.pvalue:.2f}" in text
