@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         a: compare(values[HEAD], values[a], paired=False, reason=UNPAIRED, comparisons=len(ce_arms))
         for a in ce_arms
     }
-    # lm_gsm8k.md's arms at 3e-3 (the same command; its doc's per-seed values, 3 decimals): CE there is the third
+    # lm_gsm8k.md's arms at 3e-3 (the same command; per-seed values from its archive): CE there is the third
     # learning rate, reported beside the registered comparison, and its head arm is the one rerun here
     earlier = {arm: seed_values("lm_gsm8k.md", arm, "lm_loss") for arm in ("ce", "head 0.1")}
     comparisons[EARLIER_CE] = compare(values[HEAD], earlier["ce"], paired=False, reason=UNPAIRED)
