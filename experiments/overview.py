@@ -2,12 +2,11 @@
 through :func:`comparisons.compare`, or why it is not tested; written into docs/experiments/README.md between its
 markers.
 
-The per-seed values come from the study's committed archive (docs/experiments/runs/<study>.json.gz: its summary,
-full precision) where one exists, else from the result table its doc states (written by the study's script from
-its runs; 3 decimals): the archives exist only for the studies run or rendered since they were introduced. Arms are compared unpaired (Welch's t and an exact permutation test):
-a seed shares the initialisation and the data order of the arms, but the runs diverge (float32 round-off alone
-moves single seeds of clip_few_classes by up to 0.17), so a seed does not pair their noise. Bonferroni over the
-arms the study compared with its baseline.
+The per-seed values come from the study's committed archive (docs/experiments/runs/<study>.json.gz: its summary, full
+precision), which every study writes when it runs or is redrawn with --reuse. Arms are compared unpaired (Welch's t
+and an exact permutation test): a seed shares the initialisation and the data order of the arms, but the runs
+diverge (float32 round-off alone moves single seeds of clip_few_classes by up to 0.17), so a seed does not pair
+their noise. Bonferroni over the arms the study compared with its baseline.
 
     .venv/bin/python experiments/overview.py            (seconds; rewrites the table in docs/experiments/README.md)
     .venv/bin/python experiments/overview.py --check    (exit 1 when the README's table is not the one this writes)
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,13 +31,13 @@ from harness import (  # noqa: E402
 )
 
 DOCS = REPO / "docs" / "experiments"
-BEGIN = "<!-- the table below is written by experiments/overview.py from the studies' docs -->"
+BEGIN = "<!-- the table below is written by experiments/overview.py from the studies' archives -->"
 END = "<!-- end of the table written by experiments/overview.py -->"
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """``arm`` against ``baseline`` on ``metric`` (a column of the doc's ``table``-th result table), or, with
+    """``arm`` against ``baseline`` on ``metric`` (per seed, from the study's archived summary), or, with
     ``reference``, the arm's values against a fixed value (a one-sample t test). ``claimed``: the seed paper's
     effect in the metric's units; ``sign``: the claimed direction where the paper gives no number."""
 
@@ -49,7 +47,6 @@ class Comparison:
     arm: str
     baseline: str | None = None
     reference: float | None = None
-    table: int = 0
     comparisons: int = 1
     claimed: float | None = None
     sign: int = 0
@@ -58,7 +55,7 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Correlation:
-    """Spearman's ρ of a swept setting (the arms' ``values``) with ``metric`` over every run of the doc's table."""
+    """Spearman's ρ of a swept setting (the arms' ``values``) with ``metric`` over every archived run."""
 
     claim: str
     doc: str
@@ -333,40 +330,16 @@ CLAIMS: list[Comparison | Contrast | Correlation | Jump | Untested] = [
 ]
 
 
-def doc_tables(doc: str) -> list[list[list[str]]]:
-    """The markdown tables of ``docs/experiments/<doc>`` whose header starts with ``arm``: rows of cells."""
-    tables, current = [], None
-    for line in (DOCS / doc).read_text().splitlines():
-        if line.startswith("|") and not line.startswith("|---"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if current is None:
-                current = [cells] if cells[0] == "arm" else None
-            else:
-                current.append(cells)
-        elif not line.startswith("|---"):
-            if current is not None:
-                tables.append(current)
-            current = None
-    if current is not None:
-        tables.append(current)
-    return tables
-
-
-def seed_values(doc: str, arm: str, metric: str, table: int = 0) -> list[float]:
-    """The per-seed values of ``arm``'s ``metric``: from the study's committed archive where it has them (full
-    precision), else those in brackets in the ``metric`` cell of the doc's ``table``-th result table."""
-    found = archived_summary(doc).get("arms", {}).get(arm, {}).get(metric)
-    if found is not None:
-        return [float(v) for v in found["values"]]
-    rows = doc_tables(doc)[table]
-    column = rows[0].index(metric)
-    row = next((r for r in rows[1:] if r[0] == arm), None)
-    if row is None:
-        raise KeyError(f"{doc}: no arm {arm!r} in result table {table} (arms: {[r[0] for r in rows[1:]]})")
-    inside = re.search(r"\(([^)]*)\)", row[column])
-    if inside is None:
-        raise ValueError(f"{doc}: {arm} / {metric} has no per-seed values: {row[column]!r}")
-    return [float(v) for v in inside.group(1).split(",")]
+def seed_values(doc: str, arm: str, metric: str) -> list[float]:
+    """The per-seed values of ``arm``'s ``metric`` in the study's committed archive (full precision)."""
+    arms = archived_summary(doc).get("arms")
+    if arms is None:
+        raise FileNotFoundError(
+            f"docs/experiments/runs/{doc.removesuffix('.md')}.json.gz: no archived summary (run the study)"
+        )
+    if arm not in arms:
+        raise KeyError(f"{doc}: no arm {arm!r} in its archive (arms: {sorted(arms)})")
+    return [float(v) for v in arms[arm][metric]["values"]]
 
 
 def archived_summary(doc: str) -> dict:
@@ -427,12 +400,12 @@ def row(claim: Comparison | Contrast | Correlation | Jump | Untested) -> str:
             for i, (level, arm, w) in enumerate(claim.terms)
         )
         return _tested_row(f"{claim.claim} ({link}: {terms}, {claim.metric})", c, c["test"], claim)
-    values = seed_values(claim.doc, claim.arm, claim.metric, claim.table)
+    values = seed_values(claim.doc, claim.arm, claim.metric)
     if claim.reference is not None:
         base, paired, reason = [claim.reference] * len(values), True, "one sample, against the reference"
         against = f"{claim.reference:g}"
     else:
-        base = seed_values(claim.doc, claim.baseline, claim.metric, claim.table)
+        base = seed_values(claim.doc, claim.baseline, claim.metric)
         paired, reason, against = False, UNPAIRED, claim.baseline
     c = compare(
         values, base, paired=paired, reason=reason, comparisons=claim.comparisons, claimed=claim.claimed

@@ -225,11 +225,15 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
 def test_the_overview_table_is_current_and_names_every_study():
     import overview
 
-    assert overview.main(["--check"]) == 0  # docs/experiments/README.md holds the table the docs give
+    assert overview.main(["--check"]) == 0  # docs/experiments/README.md holds the table the archives give
+    studies = {p.name for p in (REPO / "docs" / "experiments").glob("*.md")} - {"README.md"}
+    archived = {
+        p.name.removesuffix(".json.gz") + ".md" for p in (REPO / "docs" / "experiments" / "runs").iterdir()
+    }
+    assert studies - archived == set()  # every study redraws from a clean clone with --reuse
     named = " ".join(
         c.doc if not isinstance(c, overview.Untested) else c.why + c.claim for c in overview.CLAIMS
     )
-    studies = {p.name for p in (REPO / "docs" / "experiments").glob("*.md")} - {"README.md"}
     assert {s for s in studies if s not in named} == set()  # a row for every study, tested or not
 
 
@@ -327,20 +331,25 @@ def test_the_pixel_floor_fits_the_labelled_rows_the_classify_run_trains_on(monke
     assert 0.1 < accuracy < 1.0
 
 
-def test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction(tmp_path, monkeypatch):
+def test_the_overview_reads_a_studys_archived_values_and_reads_claims_by_direction(tmp_path, monkeypatch):
+    import gzip
+
     import harness
     import overview
 
     monkeypatch.setattr(overview, "DOCS", tmp_path)
-    monkeypatch.setattr(harness, "RUNS", tmp_path / "runs")  # no archive: the doc's table
-    (tmp_path / "s.md").write_text(
-        "text\n\n| arm | acc | loss |\n|---|---|---|\n"
-        "| base | 0.2000 ± 0.0100 (0.190, 0.200, 0.210, 0.195, 0.205) | 1.0 ± 0 (1.000, 1.000, 1.000) |\n"
-        "| new | 0.5000 ± 0.0100 (0.490, 0.500, 0.510, 0.495, 0.505) | 1.0 ± 0 (1.000, 1.000, 1.000) |\n"
-        "| new - baseline (paired) | +0.3 | +0 |\n\n| arm | acc |\n|---|---|\n| base | 0.1 ± 0 (0.100, 0.100) |\n"
+    monkeypatch.setattr(harness, "RUNS", tmp_path / "runs")
+    with pytest.raises(FileNotFoundError, match="s.json.gz: no archived summary"):
+        overview.seed_values("s.md", "new", "acc")
+    (tmp_path / "runs").mkdir()
+    arms = {
+        "base": {"acc": {"values": [0.19, 0.2, 0.21, 0.195, 0.205]}},
+        "new": {"acc": {"values": [0.4901, 0.5, 0.51, 0.495, 0.505]}},
+    }
+    (tmp_path / "runs" / "s.json.gz").write_bytes(
+        gzip.compress(json.dumps({"_summary": {"arms": arms}}).encode())
     )
-    assert overview.seed_values("s.md", "new", "acc") == [0.49, 0.5, 0.51, 0.495, 0.505]
-    assert overview.seed_values("s.md", "base", "acc", table=1) == [0.1, 0.1]
+    assert overview.seed_values("s.md", "new", "acc") == [0.4901, 0.5, 0.51, 0.495, 0.505]  # full precision
     with pytest.raises(KeyError, match="no arm 'old'"):
         overview.seed_values("s.md", "old", "acc")
     up = overview.row(overview.Comparison("c", "s.md", "acc", "new", "base", sign=1))  # 5 + 5: p >= 1/126
@@ -350,20 +359,6 @@ def test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction
     reached = overview.row(overview.Comparison("c", "s.md", "acc", "new", reference=0.5))
     assert "one-sample t" in reached and "reached (within the CI)" in reached
     assert "not reached" in overview.row(overview.Comparison("c", "s.md", "acc", "base", reference=0.5))
-    # a study with an archive: its summary's full-precision values, not the doc's 3 decimals
-    import gzip
-
-    (tmp_path / "runs").mkdir()
-    summary = {"arms": {"new": {"acc": {"values": [0.4901, 0.5]}}}}
-    (tmp_path / "runs" / "s.json.gz").write_bytes(gzip.compress(json.dumps({"_summary": summary}).encode()))
-    assert overview.seed_values("s.md", "new", "acc") == [0.4901, 0.5]
-    assert overview.seed_values("s.md", "base", "acc") == [
-        0.19,
-        0.2,
-        0.21,
-        0.195,
-        0.205,
-    ]  # not in it: the doc
     # a transition study: each seed's jump against its plateau's drift
     events = {
         "0": {"k": {"jump": -0.3, "drift": 0.1, "moves": True}},

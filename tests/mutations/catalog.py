@@ -1523,7 +1523,7 @@ MUTATIONS: list[Mutation] = [
         "reason=UNPAIRED, comparisons=claim.comparisons)",
         "reason=UNPAIRED)",
         (
-            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+            "tests/test_experiments.py::test_the_overview_reads_a_studys_archived_values_and_reads_claims_by_direction",
         ),
     ),
     Mutation(
@@ -1852,27 +1852,27 @@ MUTATIONS: list[Mutation] = [
         '    if result["verdict"] == "an effect" and sign:',
         "    if False:",
         (
-            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+            "tests/test_experiments.py::test_the_overview_reads_a_studys_archived_values_and_reads_claims_by_direction",
         ),
     ),
     Mutation(
-        "overview-archive-ignored",
-        "the overview takes a study's full-precision values from its archive where it has them",
+        "overview-archive-rounded",
+        "the overview compares a study's full-precision values from its archive, not its doc's 3 decimals",
         "experiments/overview.py",
-        "    if found is not None:",
-        "    if False:",
+        '    return [float(v) for v in arms[arm][metric]["values"]]',
+        '    return [round(float(v), 3) for v in arms[arm][metric]["values"]]',
         (
-            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+            "tests/test_experiments.py::test_the_overview_reads_a_studys_archived_values_and_reads_claims_by_direction",
         ),
     ),
     Mutation(
         "overview-check-blind",
-        "overview.py --check fails when the README's table is not the one the docs give",
+        "overview.py --check fails when the README's table is not the one the archives give",
         "experiments/overview.py",
         "        if new != text:",
         "        if False:",
         (
-            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+            "tests/test_experiments.py::test_the_overview_reads_a_studys_archived_values_and_reads_claims_by_direction",
         ),
     ),
     Mutation(
@@ -1882,7 +1882,7 @@ MUTATIONS: list[Mutation] = [
         '"not reached (the CI excludes it)" if c["p_corrected"] < 0.05 else',
         '"not reached (the CI excludes it)" if c["p_corrected"] < 0.0 else',
         (
-            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+            "tests/test_experiments.py::test_the_overview_reads_a_studys_archived_values_and_reads_claims_by_direction",
         ),
     ),
     Mutation(
@@ -1892,7 +1892,7 @@ MUTATIONS: list[Mutation] = [
         "c = contrast(groups, [w for _, _, w in claim.terms], reason=UNPAIRED,",
         "c = contrast(groups, [abs(w) for _, _, w in claim.terms], reason=UNPAIRED,",
         (
-            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+            "tests/test_experiments.py::test_the_overview_reads_a_studys_archived_values_and_reads_claims_by_direction",
         ),
     ),
     Mutation(
@@ -1968,7 +1968,7 @@ MUTATIONS: list[Mutation] = [
         '        moved = sum(bool(e["moves"]) for e in events)',
         "        moved = len(events)",
         (
-            "tests/test_experiments.py::test_the_overview_reads_a_docs_per_seed_values_and_reads_claims_by_direction",
+            "tests/test_experiments.py::test_the_overview_reads_a_studys_archived_values_and_reads_claims_by_direction",
         ),
     ),
     Mutation(
