@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             f"moving by up to {max(change):.2f}"
         )
 
+    primary = tested("+ align from 0")
     rerun = max(abs(a - b) for arm in ARMS for a, b in zip(top1[arm], FIRST[arm], strict=True))
     reproduced = (
         "every arm's zero-shot top-1 the same in every seed to 3 decimals (the retrieval R@1 moved in the "
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         figure="clip_few_classes.png",
         answer=(
             f"Trained from the first step, the alignment changes zero-shot top-1 on the unseen compositions by "
-            f"{versus('+ align from 0')} (the registered comparison; unpaired, Bonferroni over the four arms "
+            f"{comparison_text(primary)} (the registered comparison; unpaired, Bonferroni over the four arms "
             f"against InfoNCE). Collapse of the image features (matrix entropy below 0.1 at the end): in "
             f"{collapsed('+ align from 0')} of {len(seeds)} seeds with it, {collapsed('infonce')} with InfoNCE "
             f"alone; above chance in {count('+ align from 0', lambda v: v > chance)} of {len(seeds)} seeds with "
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             f"5fd97d1) gave {moved('+ align from 0')} ({moved('+ align from 125')}; the InfoNCE arm, which does not "
             "use it, was the same), so only counts and means over seeds carry information. This run, for the "
             f"archive, repeats the one of 2026-12-02 (commit f1c6342, before the package's restructuring and "
-            f"the saved image processor) with {reproduced}. {reading(tested('+ align from 0'), len(seeds))} With "
+            f"the saved image processor) with {reproduced}. {reading(primary, len(seeds))} With "
             "full captions "
             "(about one image per caption) the same term from the first step collapsed both towers "
             "(docs/formulations.md, one seed, every weight tried); the interaction of the class count with the "

@@ -156,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
             claimed=claimed,
         )
 
+    against_ce = {arm: {m: versus_ce(arm, m) for m in ("strict", "lm_loss")} for arm in matrix_arms}
+
     def per_arm(metric: str, digits: int = 3) -> str:
         return f"CE {mean('ce', metric, digits)}; " + "; ".join(
             f"{arm} {mean(arm, metric, digits)}"
-            + (f" (- CE: {comparison_text(versus_ce(arm, metric))})" if metric != "matrix_entropy" else "")
+            + (f" (- CE: {comparison_text(against_ce[arm][metric])})" if metric != "matrix_entropy" else "")
             for arm in matrix_arms
         )
 
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(seeds)} + {len(seeds)} runs the exact permutation p is {best_p:.2f} at best, "
             f"{len(matrix_arms) * best_p:.2f} corrected, so no comparison here can pass 0.05. Verdict: "
             + " ".join(
-                f"{arm}: {verdict(versus_ce(arm, 'strict'), versus_ce(arm, 'lm_loss'))}"
+                f"{arm}: {verdict(against_ce[arm]['strict'], against_ce[arm]['lm_loss'])}"
                 for arm in matrix_arms
             )
         ),
