@@ -364,6 +364,17 @@ MUTATIONS: list[Mutation] = [
         (_ssl("test_zero3_with_a_teacher_is_refused_by_its_own_message_before_any_model_loads"),),
     ),
     Mutation(
+        "sharding-field-swapped",
+        "the ZeRO-3 / FSDP refusals name the argument that asked for the sharding",
+        "matrix_llm/runner.py",
+        'SHARDING_FIELD = {"DeepSpeed ZeRO-3": "deepspeed", "FSDP": "fsdp"}',
+        'SHARDING_FIELD = {"DeepSpeed ZeRO-3": "fsdp", "FSDP": "deepspeed"}',
+        (
+            _ssl("test_zero3_with_a_teacher_is_refused_by_its_own_message_before_any_model_loads"),
+            _clip("test_zero3_is_refused_by_its_own_message_before_any_model_loads"),
+        ),
+    ),
+    Mutation(
         "ssl-baseline-is-the-backbone",
         "`ssl`'s random-init row is a fresh init of the backbone's architecture",
         "matrix_llm/modes/ssl/command.py",

@@ -26,7 +26,7 @@ from matrix_llm.hub import RunFolder
 from matrix_llm.modes.base import Mode
 from matrix_llm.modes.clip.config import CLIPConfig, CLIPDataArguments, CLIPModelArguments
 from matrix_llm.modes.clip.objective import CLIPObjective
-from matrix_llm.runner import RunCard, run_mode, sharded_by, write_report
+from matrix_llm.runner import SHARDING_FIELD, RunCard, run_mode, sharded_by, write_report
 
 __all__ = ["CLIPMode", "add_text_lora", "build_model", "main", "parse_args", "save_and_merge_text_lora"]
 
@@ -263,7 +263,7 @@ class CLIPMode(Mode):
         if not sharded:
             return []
         message = (
-            f"`{'fsdp' if sharded == 'FSDP' else 'deepspeed'}`: {sharded} partitions `logit_scale`, which the "
+            f"`{SHARDING_FIELD[sharded]}`: {sharded} partitions `logit_scale`, which the "
             "contrastive loss reads outside the model's forward; use DDP or DeepSpeed ZeRO-2 (the features are "
             "gathered across processes either way)"
         )

@@ -27,7 +27,7 @@ from matrix_llm.modes.ssl.config import SSLConfig, SSLDataArguments, SSLModelArg
 from matrix_llm.modes.ssl.methods import METHODS
 from matrix_llm.modes.ssl.objective import SSLObjective
 from matrix_llm.parsing import ConfigError
-from matrix_llm.runner import RunCard, run_mode, sharded_by, write_report
+from matrix_llm.runner import SHARDING_FIELD, RunCard, run_mode, sharded_by, write_report
 
 __all__ = ["SSLMode", "build_data", "build_model", "main", "parse_args", "probe_results"]
 
@@ -243,10 +243,9 @@ class SSLMode(Mode):
             return []
         with_teacher = " / ".join(m.name for m in METHODS.values() if m.teacher)
         without = ", ".join(m.name for m in METHODS.values() if not m.teacher)
-        field = "fsdp" if sharded == "FSDP" else "deepspeed"
         message = (
-            f"`{field}`: {sharded} partitions the EMA teacher's parameters, which the teacher update reads whole; "
-            f"use DDP or DeepSpeed ZeRO-2 for {with_teacher}, or a method without a teacher ({without})"
+            f"`{SHARDING_FIELD[sharded]}`: {sharded} partitions the EMA teacher's parameters, which the teacher "
+            f"update reads whole; use DDP or DeepSpeed ZeRO-2 for {with_teacher}, or a method without a teacher ({without})"
         )
         return [message]
 

@@ -1269,7 +1269,7 @@ def test_zero3_is_refused_by_its_own_message_before_any_model_loads(tmp_path, ca
         json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"})
     )
     assert clip.main([*TINY, "--deepspeed", str(zero3), "--output_dir", str(tmp_path / "z")]) == 2
-    assert "ZeRO-3 partitions `logit_scale`" in capsys.readouterr().err
+    assert "`deepspeed`: DeepSpeed ZeRO-3 partitions `logit_scale`" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("how", ["--fsdp", "accelerate-profile"])

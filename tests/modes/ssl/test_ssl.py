@@ -420,7 +420,7 @@ def test_zero3_with_a_teacher_is_refused_by_its_own_message_before_any_model_loa
             )
             == 2
         )
-        assert "ZeRO-3 partitions the EMA teacher" in capsys.readouterr().err
+        assert "`deepspeed`: DeepSpeed ZeRO-3 partitions the EMA teacher" in capsys.readouterr().err
     for method in ("simclr", "barlow_twins"):
         with pytest.raises(AssertionError, match="a model was built"):
             ssl.main(
