@@ -313,9 +313,25 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what :mod:`platform` knows)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> str:
     """Where this process runs: the commit (``+ uncommitted changes`` when the tree differs from it), Python, torch,
-    transformers, the CPU count and the torch threads."""
+    transformers, the CPU count, model and the instruction set torch's kernels use (runs on another CPU take other
+    floating-point code paths, which move single seeds: docs/experiments/README.md), ``MKL_CBWR`` when set, and the
+    torch threads."""
     import os
     import platform
 
@@ -326,9 +342,13 @@ def environment() -> str:
     # the docs and figures being written are not the code that ran
     changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/experiments")
     dirty = " + uncommitted changes" if changed else ""
+    paths = torch.backends.cpu.get_cpu_capability()
+    if os.environ.get("MKL_CBWR"):
+        paths += f", MKL_CBWR={os.environ['MKL_CBWR']}"
     return (
         f"commit {commit}{dirty}; Python {platform.python_version()}, torch {torch.__version__}, transformers "
-        f"{transformers.__version__}; {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
+        f"{transformers.__version__}; {os.cpu_count()} CPUs ({_cpu_model()}, torch kernels {paths}), "
+        f"{torch.get_num_threads()} torch threads"
     )
 
 

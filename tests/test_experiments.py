@@ -171,6 +171,18 @@ def test_a_doc_cannot_show_a_figure_that_is_not_beside_it(tmp_path):
     assert "![results](study.png)" in (tmp_path / "study.md").read_text()
 
 
+def test_the_environment_names_the_cpu_code_paths_the_runs_took(monkeypatch):
+    """Another CPU's kernels move single seeds (docs/experiments/README.md), so the record names them."""
+    import harness
+    import torch
+
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    paths = f"torch kernels {torch.backends.cpu.get_cpu_capability()}, MKL_CBWR=AVX2), "
+    assert f"CPUs ({harness._cpu_model()}, {paths}" in harness.environment()
+    monkeypatch.delenv("MKL_CBWR")
+    assert "MKL_CBWR" not in harness.environment()
+
+
 def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_path, monkeypatch):
     import argparse
     import shutil

@@ -1817,6 +1817,14 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "environment-without-cpu-paths",
+        "each study's record names the CPU code paths its runs took (torch's kernels, MKL_CBWR)",
+        "experiments/harness.py",
+        "    paths = torch.backends.cpu.get_cpu_capability()",
+        '    paths = "unknown"',
+        ("tests/test_experiments.py::test_the_environment_names_the_cpu_code_paths_the_runs_took",),
+    ),
+    Mutation(
         "doc-figure-unchecked",
         "a study's doc is written only where the figure it shows is beside it",
         "experiments/harness.py",
