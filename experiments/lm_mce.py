@@ -147,9 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             + ". Spread of the strict-match across seeds: "
             + ", ".join(f"{a} {v['strict']['std']:.3f}" for a, v in summary["arms"].items())
             + ". Against the first run (2026-12-02, before the runs were archived), CE came out the same in "
-            "every seed and every MCE arm moved (single seeds by up to 0.17: something on the MCE path changed "
-            "between the two commits, not bisected), as a seed spread of 0.1 lets them; that run read `head` 0.3 "
-            "as best, this one `head` 0.1. The first run's rule, higher than CE in every seed, was not a test."
+            "every seed and every MCE arm moved (single seeds by up to 0.17), as a seed spread of 0.1 lets them; "
+            "that run read `head` 0.3 as best, this one `head` 0.1. Bisected on one machine (`head` 0.1, seed 0): "
+            "commit 243e898 (2026-12-02, after the first run) moved it from 0.535 to 0.64 by rewriting the MCE's "
+            "backward pass in other floating-point operations (its gradient and the old one's each lie within "
+            "8e-5 of the float64 gradient, relative to the largest entry); and at one commit the same run gives "
+            "0.625 on the archived run's machine and 0.49 to 0.64 on another as the CPU code paths are forced "
+            "(docs/experiments/README.md). Training amplifies float32 round-off into seed-sized changes, so the "
+            "arms are compared unpaired. The first run's rule, higher than CE in every seed, was not a test."
         ),
         change=(
             "A pretrained model on real GSM8K / MetaMathQA (the claim's setting: Llemma-7B), full training "
