@@ -356,12 +356,18 @@ def runs_environment() -> str:
     """Where the study's runs ran: when this call ran any of them, this process's :func:`environment` as the study
     started (:func:`study_folder`); when every run was read from an earlier call (``--reuse``), the environment the
     study's archive recorded when they ran, with the commit the doc is rendered at (an archive from before that
-    record: this process's, marked as a rerender)."""
+    record: not recorded, never this machine's; runs on disk without an archive: this process's, marked as a
+    rerender)."""
     if ARCHIVE.ran or not REUSE:
         return ARCHIVE.started_in or environment()
     rendered = _git("rev-parse", "--short=12", "HEAD") or "unknown"
     if "_environment" in ARCHIVE.stored:
         return f"{ARCHIVE.stored['_environment']}; rendered from them with --reuse at commit {rendered}"
+    if ARCHIVE.stored:
+        return (
+            "their commit and environment were not recorded (the archive predates that record); rendered from "
+            f"them with --reuse at commit {rendered}"
+        )
     return f"{environment()} (--reuse: the runs were read from an earlier call, at this commit or before it)"
 
 

@@ -222,6 +222,10 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
         "commit 0123abc; the machine of the runs; rendered from them"
     )
     assert harness.seed_runs(out / "arm") == [run]
+    del harness.ARCHIVE.stored[
+        "_environment"
+    ]  # an archive from before the record names no machine, not this one
+    assert "not recorded" in harness.runs_environment() and "this machine" not in harness.runs_environment()
     assert harness.run_toolkit(["no-such-command"], run / "results.json", reuse=True, label="x") == {
         "accuracy": 0.5
     }  # read, not run

@@ -1825,6 +1825,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_experiments.py::test_the_environment_names_the_cpu_code_paths_the_runs_took",),
     ),
     Mutation(
+        "unrecorded-runs-on-this-machine",
+        "a doc redrawn from an archive that predates the environment record says so, not this machine's environment",
+        "experiments/harness.py",
+        "    if ARCHIVE.stored:",
+        "    if False:",
+        ("tests/test_experiments.py::test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine",),
+    ),
+    Mutation(
         "doc-figure-unchecked",
         "a study's doc is written only where the figure it shows is beside it",
         "experiments/harness.py",
