@@ -132,6 +132,7 @@ class _Archive:
 
     def open(self, root: Path | None, name: str) -> None:
         self.root, self.name, self.ran, self.started_in = root, name, False, ""
+        self.reused = 0  # runs this call read from the committed archive instead of running them
         self.summary: Mapping[str, Any] | None = None  # set by save_summary (not for a smoke run)
         self.stored: dict[str, Any] = {}
         self.read: dict[str, Any] = {}
@@ -200,7 +201,9 @@ def run_toolkit(argv: Sequence[str], result: Path, *, reuse: bool, label: str) -
     """``matrix-llm ARGV`` in its own process (in this one when :data:`IN_PROCESS`; with ``reuse``, not again when
     ``result`` exists, on disk or in the study's archive), then its JSON ``result``; a failure raises with the end
     of the process's stderr."""
-    if not (reuse and _has_run(result)):
+    if reuse and _has_run(result):
+        ARCHIVE.reused += not result.is_file()
+    else:
         ARCHIVE.ran = True
         print(f"[{label}] matrix_llm.cli " + " ".join(argv), flush=True)
         if IN_PROCESS:
@@ -352,13 +355,25 @@ def environment() -> str:
     )
 
 
+def _ran_in() -> str:
+    """Where the runs of a call that ran some ran: this process's :func:`environment` as the study started, and
+    where it also read runs from the committed archive (a study extended with more runs), the archive's record of
+    those beside it."""
+    here = ARCHIVE.started_in or environment()
+    if not ARCHIVE.reused:
+        return here
+    earlier = ARCHIVE.stored.get("_environment", "not recorded")
+    return f"{here} for the runs this call made; the {ARCHIVE.reused} read from the archive: {earlier}"
+
+
 def runs_environment() -> str:
-    """Where the study's runs ran: when this call ran any of them, this process's :func:`environment` as the study
-    started (:func:`study_folder`); when every run was read from an earlier call (``--reuse``), the environment the
+    """Where the study's runs ran: when this call ran any of them, :func:`_ran_in`; when every run was read from an earlier call (``--reuse``), the environment the
     study's archive recorded when they ran, with the commit the doc is rendered at (an archive from before that
     record: not recorded, never this machine's; runs on disk without an archive: this process's, marked as a
     rerender)."""
-    if ARCHIVE.ran or not REUSE:
+    if ARCHIVE.ran:
+        return _ran_in()
+    if not REUSE:
         return ARCHIVE.started_in or environment()
     rendered = _git("rev-parse", "--short=12", "HEAD") or "unknown"
     if "_environment" in ARCHIVE.stored:
@@ -467,7 +482,7 @@ def _write_archive() -> None:
     RUNS.mkdir(parents=True, exist_ok=True)
     # overview.py reads the summary
     kept = {**dict(sorted(ARCHIVE.read.items())), "_summary": ARCHIVE.summary}
-    ran_in = (ARCHIVE.started_in or environment()) if ARCHIVE.ran else ARCHIVE.stored.get("_environment")
+    ran_in = _ran_in() if ARCHIVE.ran else ARCHIVE.stored.get("_environment")
     if ran_in is not None:  # where the runs ran (runs_environment), kept for a later --reuse
         kept["_environment"] = ran_in
     text = json.dumps(kept, sort_keys=True, separators=(",", ":"))

@@ -222,13 +222,18 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
         "commit 0123abc; the machine of the runs; rendered from them"
     )
     assert harness.seed_runs(out / "arm") == [run]
-    del harness.ARCHIVE.stored[
-        "_environment"
-    ]  # an archive from before the record names no machine, not this one
-    assert "not recorded" in harness.runs_environment() and "this machine" not in harness.runs_environment()
     assert harness.run_toolkit(["no-such-command"], run / "results.json", reuse=True, label="x") == {
         "accuracy": 0.5
     }  # read, not run
+    harness.ARCHIVE.ran = True  # a study extended by runs of this call records both machines
+    assert harness.runs_environment() == (
+        "commit 89ab; the tree when the study ended for the runs this call made; the 1 read from the archive: "
+        "commit 0123abc; the machine of the runs"
+    )
+    harness.ARCHIVE.ran = False
+    # an archive from before the record names no machine, not this one
+    del harness.ARCHIVE.stored["_environment"]
+    assert "not recorded" in harness.runs_environment() and "this machine" not in harness.runs_environment()
     assert harness.log_history(run) == [{"step": 1, "loss": 2.0}]
     assert harness.read_run_json(run / "late.json") == {"drawn": True}
     with pytest.raises(FileNotFoundError, match="nor in docs/experiments/runs/study.json.gz"):
@@ -464,7 +469,8 @@ def test_clip_experiment_smoke_run(tmp_path):
 
 @pytest.mark.slow
 def test_few_labels_experiment_smoke_run(tmp_path):
-    """The 2 x 2 design's smoke run: both levels, the arms at each, the floors, the gate, the interaction."""
+    """The 2 x 2 design's smoke run: both levels, the arms at each, the floors, the gate, the interaction, and the
+    follow-up's extra seed for the primary's arms alone, with the primary also read over the first seeds."""
     import few_labels
 
     summary = smoke_run("few_labels", tmp_path)
@@ -473,7 +479,10 @@ def test_few_labels_experiment_smoke_run(tmp_path):
         "ce",
         few_labels.PRIMARY,
     }
-    assert len(few["ce"]["eval_accuracy"]["values"]) == 2 and len(summary["floors"]["0.1"]) == 2
+    assert len(few["ce"]["eval_accuracy"]["values"]) == 3 and len(summary["floors"]["0.1"]) == 3
+    assert len(few[few_labels.PRIMARY]["eval_accuracy"]["values"]) == 3
+    assert len(few[few_labels.NO_PSEUDO]["eval_accuracy"]["values"]) == 2
+    assert summary["interactions"][few_labels.PRIMARY]["n"] == 3 and summary["primary_first"]["n"] == 2
     assert set(summary["gate"]) == {"0.1", "1.0"} and set(summary["interactions"]) == {few_labels.PRIMARY}
     assert summary["interactions"][few_labels.PRIMARY]["test"] == "Welch-Satterthwaite t of the contrast"
     assert (tmp_path / "few_labels.png").is_file()
@@ -513,6 +522,19 @@ def test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor():
         swapped, {0.1: [0.7] * 5, 1.0: [0.7] * 5}
     )  # the gain with all labels
     assert reversed_levels["verdict"] == "contradicted"
+    assert "primary_first" not in result  # no follow-up seeds: one reading
+    extended = {
+        level: {
+            a: v + [x + 0.03 * (level == 0.1 and a == few_labels.PRIMARY) for x in v[:3]]
+            if a in ("ce", few_labels.PRIMARY)
+            else v
+            for a, v in arms_.items()
+        }
+        for level, arms_ in accuracy.items()
+    }  # 3 more seeds of the primary's arms, a larger gain in them; the first 5 seeds' reading is kept beside
+    both = few_labels.analyse(extended, {0.1: [0.79] * 8, 1.0: [0.83] * 8}, first=5)
+    assert both["primary_first"] == interaction and both["interactions"][few_labels.PRIMARY]["n"] == 8
+    assert both["interactions"][few_labels.PRIMARY]["effect"] != pytest.approx(interaction["effect"])
     one_seed_below = {**passing, 0.1: [0.79, 0.79, 0.79, 0.79, 0.81]}  # CE's last seed is 0.798
     blocked = few_labels.analyse(accuracy, one_seed_below)
     assert blocked["gate"] == {0.1: False, 1.0: True}

@@ -1502,6 +1502,16 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "few-labels-first-reading-pooled",
+        "few_labels keeps the primary's reading over its first five seeds beside the follow-up's pooled one",
+        "experiments/few_labels.py",
+        "    earlier = interaction(PRIMARY, first) if more else None",
+        "    earlier = interaction(PRIMARY) if more else None",
+        (
+            "tests/test_experiments.py::test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor",
+        ),
+    ),
+    Mutation(
         "few-labels-interaction-weights",
         "few_labels' primary metric is the gain with few labels minus the gain with all",
         "experiments/few_labels.py",
@@ -1833,6 +1843,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_experiments.py::test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine",),
     ),
     Mutation(
+        "extended-study-forgets-the-archived-runs-machine",
+        "a study extended with new runs records where its archived runs ran beside where the new ones ran",
+        "experiments/harness.py",
+        "    if not ARCHIVE.reused:",
+        "    if True:",
+        ("tests/test_experiments.py::test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine",),
+    ),
+    Mutation(
         "doc-figure-unchecked",
         "a study's doc is written only where the figure it shows is beside it",
         "experiments/harness.py",
@@ -1860,8 +1878,8 @@ MUTATIONS: list[Mutation] = [
         "archive-reruns",
         "--reuse does not rerun a run its archive holds",
         "experiments/harness.py",
-        "    if not (reuse and _has_run(result)):",
-        "    if not (reuse and result.is_file()):",
+        "    if reuse and _has_run(result):",
+        "    if reuse and result.is_file():",
         ("tests/test_experiments.py::test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine",),
     ),
     Mutation(
