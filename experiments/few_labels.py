@@ -36,7 +36,7 @@ images a network from scratch does not beat logistic regression on the pixels, s
 start. From ssl_methods' SimCLR backbone of seed 0: 10 % 0.812 vs 0.804 (learning rate 1e-3: 0.808), so the gate
 can pass, narrowly; the recipe's learning rate 3e-3 is kept.
 
-    .venv/bin/python experiments/few_labels.py                 (5 SimCLR runs of about 4 minutes and 55 runs of about 1 minute on 2 CPU cores, about 75 minutes; writes docs/experiments/few_labels.md)
+    .venv/bin/python experiments/few_labels.py                 (13 SimCLR runs of about 4.5 minutes and 87 runs of about 1 minute on 2 CPU cores, about 150 minutes; with --reuse the follow-up's 8 + 32 alone ran in 75 minutes; writes docs/experiments/few_labels.md)
     .venv/bin/python experiments/few_labels.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
