@@ -48,7 +48,6 @@ from .parsing import ConfigError, looks_like_path, problem
 
 __all__ = [
     "EXIT_PREEMPTED",
-    "SHARDING_FIELD",
     "GracefulStop",
     "RunCard",
     "Stopped",
@@ -487,10 +486,6 @@ def deepspeed_stage(training_args: Any) -> int | None:
         return int(config.get("zero_optimization", {}).get("stage", 0))
     stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
     return int(stage) if stage is not None and stage.isdigit() else None
-
-
-# The training argument a user sets for each of sharded_by's answers, named in the refusals' messages.
-SHARDING_FIELD = {"DeepSpeed ZeRO-3": "deepspeed", "FSDP": "fsdp"}
 
 
 def sharded_by(training_args: Any) -> str | None:

@@ -15,7 +15,10 @@ from torch import Tensor
 from matrix_llm.parsing import ConfigError, mode_classes, parse_args
 from matrix_llm.parsing.usage import format_help
 
-__all__ = ["Mode", "Objective", "ObjectiveCard", "ObjectiveOutput"]
+__all__ = ["SHARDING_FIELD", "Mode", "Objective", "ObjectiveCard", "ObjectiveOutput"]
+
+# The training argument a user sets for each answer of runner.sharded_by, named in a mode's refusal (Mode.check).
+SHARDING_FIELD = {"DeepSpeed ZeRO-3": "deepspeed", "FSDP": "fsdp"}
 
 
 @dataclass

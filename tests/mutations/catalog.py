@@ -366,7 +366,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "sharding-field-swapped",
         "the ZeRO-3 / FSDP refusals name the argument that asked for the sharding",
-        "matrix_llm/runner.py",
+        "matrix_llm/modes/base.py",
         'SHARDING_FIELD = {"DeepSpeed ZeRO-3": "deepspeed", "FSDP": "fsdp"}',
         'SHARDING_FIELD = {"DeepSpeed ZeRO-3": "fsdp", "FSDP": "deepspeed"}',
         (

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from matrix_llm.hub import RunFolder
-from matrix_llm.modes.base import Mode
+from matrix_llm.modes.base import SHARDING_FIELD, Mode
 from matrix_llm.modes.clip.config import CLIPConfig, CLIPDataArguments, CLIPModelArguments
 from matrix_llm.modes.clip.objective import CLIPObjective
-from matrix_llm.runner import SHARDING_FIELD, RunCard, run_mode, sharded_by, write_report
+from matrix_llm.runner import RunCard, run_mode, sharded_by, write_report
 
 __all__ = ["CLIPMode", "add_text_lora", "build_model", "main", "parse_args", "save_and_merge_text_lora"]
 

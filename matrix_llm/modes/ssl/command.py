@@ -22,12 +22,12 @@ from typing import Any
 
 from matrix_llm.data.images import MissingColumnError
 from matrix_llm.hub import RunFolder
-from matrix_llm.modes.base import Mode
+from matrix_llm.modes.base import SHARDING_FIELD, Mode
 from matrix_llm.modes.ssl.config import SSLConfig, SSLDataArguments, SSLModelArguments
 from matrix_llm.modes.ssl.methods import METHODS
 from matrix_llm.modes.ssl.objective import SSLObjective
 from matrix_llm.parsing import ConfigError
-from matrix_llm.runner import SHARDING_FIELD, RunCard, run_mode, sharded_by, write_report
+from matrix_llm.runner import RunCard, run_mode, sharded_by, write_report
 
 __all__ = ["SSLMode", "build_data", "build_model", "main", "parse_args", "probe_results"]
 
