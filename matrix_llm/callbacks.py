@@ -41,6 +41,9 @@ __all__ = ["MatrixMetricsCallback", "classification_pair_metrics", "log_entry", 
 def classification_pair_metrics(feats: Tensor, head: Tensor, labels: Tensor) -> dict[str, Tensor]:
     """MIR / HDR / head and class-mean entropies / NC1 of features ``(N, d)``, head rows ``(C, d)``, labels ``(N,)``.
 
+    MIR and HDR are NaN where the features or the head rows span one direction (entropy 0: the ratios are 0/0), as a
+    collapsed representation does, so the diagnostic reports it instead of ending the run.
+
     Raises:
         ValueError: fewer than 2 classes among ``labels`` (MIR is 0/0 there).
     """
@@ -50,7 +53,10 @@ def classification_pair_metrics(feats: Tensor, head: Tensor, labels: Tensor) -> 
             f"MatrixMetricsCallback: the probe batch needs at least 2 classes; got {classes.tolist()}"
         )
     feats, head = feats.double(), head.double()
-    mir, hdr = info.mir_hdr(info.gram(feats), info.gram(head[labels]))
+    try:
+        mir, hdr = info.mir_hdr(info.gram(feats), info.gram(head[labels]))
+    except ValueError:  # a rank-1 Gram: the entropy in the denominators is 0
+        mir = hdr = feats.new_tensor(float("nan"))
     means = torch.stack([feats[labels == c].mean(0) for c in classes])
     centred_means = means - feats.mean(0)
     within = sum(

@@ -208,3 +208,13 @@ def test_two_ranks_log_the_values_of_one_process(tmp_path, backend):
         for key, value in single[step].items():
             if key.startswith("probe_"):
                 assert ranks[step][key] == pytest.approx(value, rel=1e-4, abs=1e-5), (step, key)
+
+
+def test_collapsed_features_give_undefined_mir_hdr_not_an_error():
+    """Rank-1 features (a collapsed representation) make MIR / HDR 0/0: NaN, and the other metrics still come."""
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    head = torch.eye(3, 4, dtype=torch.float64)
+    collapsed = torch.ones(6, 4, dtype=torch.float64)
+    m = classification_pair_metrics(collapsed, head, labels)
+    assert torch.isnan(m["mir"]) and torch.isnan(m["hdr"])
+    assert torch.isfinite(m["head_entropy"])
