@@ -245,7 +245,8 @@ class SSLMode(Mode):
         without = ", ".join(m.name for m in METHODS.values() if not m.teacher)
         message = (
             f"`{SHARDING_FIELD[sharded]}`: {sharded} partitions the EMA teacher's parameters, which the teacher "
-            f"update reads whole; use DDP or DeepSpeed ZeRO-2 for {with_teacher}, or a method without a teacher ({without})"
+            f"update reads whole; use DDP or DeepSpeed ZeRO-2 for {with_teacher}, or a method without a teacher "
+            f"({without})"
         )
         return [message]
 
