@@ -55,7 +55,7 @@ def classification_pair_metrics(feats: Tensor, head: Tensor, labels: Tensor) -> 
     feats, head = feats.double(), head.double()
     try:
         mir, hdr = info.mir_hdr(info.gram(feats), info.gram(head[labels]))
-    except ValueError:  # a rank-1 Gram: the entropy in the denominators is 0
+    except info.UndefinedRatioError:  # a rank-1 Gram: the entropy in the denominators is 0
         mir = hdr = feats.new_tensor(float("nan"))
     means = torch.stack([feats[labels == c].mean(0) for c in classes])
     centred_means = means - feats.mean(0)

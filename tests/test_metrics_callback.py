@@ -218,3 +218,16 @@ def test_collapsed_features_give_undefined_mir_hdr_not_an_error():
     m = classification_pair_metrics(collapsed, head, labels)
     assert torch.isnan(m["mir"]) and torch.isnan(m["hdr"])
     assert torch.isfinite(m["head_entropy"])
+
+
+def test_only_the_undefined_ratio_becomes_nan(monkeypatch):
+    """Another error from ``info.mir_hdr`` (a bad input, not a collapse) still ends the call: only the 0/0 is NaN."""
+    from matrix_llm import info
+
+    def broken(k1, k2):
+        raise ValueError("mir_hdr: a bad Gram")
+
+    monkeypatch.setattr(info, "mir_hdr", broken)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    with pytest.raises(ValueError, match="a bad Gram"):
+        classification_pair_metrics(torch.randn(6, 4, dtype=torch.float64), torch.eye(3, 4), labels)

@@ -10,7 +10,8 @@ bfloat16 are computed in float32 and cast back; spectral ops never run under aut
 - two matrices: :func:`mce`, :func:`mkl`, :func:`matrix_log`, :func:`taylor_log`; from features on the
   cheaper side: :func:`feature_mce`, :func:`feature_mce_symmetric` (both directions at once),
   :func:`feature_mkl`, :func:`feature_uniformity` (``O(n²d + n³)`` for ``n < d`` rows)
-- neural-collapse metrics: :func:`mutual_information`, :func:`mir`, :func:`hdr`, :func:`mir_hdr` (both at once)
+- neural-collapse metrics: :func:`mutual_information`, :func:`mir`, :func:`hdr`, :func:`mir_hdr` (both at once);
+  :class:`UndefinedRatioError` (a ``ValueError``) where their ratio is 0/0
 - coding rate: :func:`tcr`
 - for loss modules: :func:`work_dtype` (the upcast rule) and :func:`no_autocast` (the autocast switch)
 
@@ -31,10 +32,11 @@ from ._entropy import (
     matrix_nuclear_norm,
 )
 from ._feature import feature_mce, feature_mce_symmetric, feature_mkl, feature_uniformity
-from ._mutual import hdr, mir, mir_hdr, mutual_information
+from ._mutual import UndefinedRatioError, hdr, mir, mir_hdr, mutual_information
 from ._spectral import no_autocast, work_dtype
 
 __all__ = [
+    "UndefinedRatioError",
     "covariance",
     "entropy",
     "erank",

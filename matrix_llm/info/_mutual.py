@@ -14,7 +14,14 @@ from ._spectral import (
     work_dtype,
 )
 
-__all__ = ["hdr", "mir", "mir_hdr", "mutual_information"]
+__all__ = ["UndefinedRatioError", "hdr", "mir", "mir_hdr", "mutual_information"]
+
+
+class UndefinedRatioError(ValueError):
+    """MIR or HDR is 0/0: an entropy in the denominator is 0 (a rank-1 Gram, the C = 2 simplex ETF).
+
+    A ``ValueError``; a caller that reports a collapsed representation instead of failing catches this one alone.
+    """
 
 
 def _three_entropies(fn: str, k1: torch.Tensor, k2: torch.Tensor, alpha: float, *, joint: bool = True):
@@ -48,7 +55,7 @@ def _nonzero_denominator(fn: str, denom: torch.Tensor, what: str) -> None:
     with torch.no_grad():
         bad = denom <= tol
         if bool(bad.any()):
-            raise ValueError(
+            raise UndefinedRatioError(
                 f"{fn}: {what} is 0 (up to {tol:.1e}) for {int(bad.sum())} of {bad.numel()} input pair(s), so the "
                 "ratio is 0/0 and undefined (e.g. rank-1 Grams, or the C=2 simplex ETF whose entropy log(C-1) is 0). "
                 "Use mutual_information(...) or guard the call."
@@ -92,8 +99,8 @@ def mir(k1: torch.Tensor, k2: torch.Tensor, *, alpha: float = 1.0) -> torch.Tens
     ``MIR = 1/(C-1) + (C-2) log(C-2) / ((C-1) log(C-1))`` (0.952350782540 for ``C = 10``).
 
     Raises:
-        ValueError: if ``min(H1, H2)`` is 0 for any batch item (0/0, e.g. ``C = 2``). The check synchronises
-            with the device.
+        UndefinedRatioError: (a ``ValueError``) if ``min(H1, H2)`` is 0 for any batch item (0/0, e.g.
+            ``C = 2``). The check synchronises with the device.
 
     Returns / gradient: as :func:`mutual_information` (a ratio of entropies; differentiable).
     """
@@ -107,7 +114,8 @@ def hdr(k1: torch.Tensor, k2: torch.Tensor, *, alpha: float = 1.0) -> torch.Tens
     0 at neural collapse (features and heads form the same simplex ETF). Inputs as :func:`mutual_information`.
 
     Raises:
-        ValueError: if ``max(H1, H2)`` is 0 for any batch item (both matrices rank 1: 0/0).
+        UndefinedRatioError: (a ``ValueError``) if ``max(H1, H2)`` is 0 for any batch item (both matrices
+            rank 1: 0/0).
 
     Returns / gradient: as :func:`mutual_information`; ``|.|`` is not differentiable where ``H1 = H2``.
     """

@@ -2017,6 +2017,22 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "collapse-ends-the-run",
+        "a collapsed representation (a rank-1 Gram) logs MIR / HDR as NaN instead of ending the run",
+        "matrix_llm/callbacks.py",
+        "    except info.UndefinedRatioError:  # a rank-1 Gram: the entropy in the denominators is 0",
+        "    except TypeError:  # a rank-1 Gram: the entropy in the denominators is 0",
+        ("tests/test_metrics_callback.py::test_collapsed_features_give_undefined_mir_hdr_not_an_error",),
+    ),
+    Mutation(
+        "any-mir-error-becomes-nan",
+        "only MIR / HDR's 0/0 is logged as NaN; any other error from info.mir_hdr still raises",
+        "matrix_llm/callbacks.py",
+        "    except info.UndefinedRatioError:  # a rank-1 Gram: the entropy in the denominators is 0",
+        "    except ValueError:  # a rank-1 Gram: the entropy in the denominators is 0",
+        ("tests/test_metrics_callback.py::test_only_the_undefined_ratio_becomes_nan",),
+    ),
+    Mutation(
         "recipes-not-packaged",
         "the wheel ships the recipes",
         "pyproject.toml",
