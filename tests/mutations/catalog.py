@@ -2033,6 +2033,22 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_metrics_callback.py::test_only_the_undefined_ratio_becomes_nan",),
     ),
     Mutation(
+        "clip-one-caption-ends-the-run",
+        "a CLIP batch of one repeated caption logs MIR / HDR as NaN instead of ending the step",
+        "matrix_llm/modes/clip/objective.py",
+        "            except info.UndefinedRatioError:",
+        "            except TypeError:",
+        ("tests/modes/clip/test_clip.py::test_one_caption_gives_nan_mir_and_other_errors_raise",),
+    ),
+    Mutation(
+        "clip-any-mir-error-becomes-nan",
+        "only the CLIP objective's MIR / HDR 0/0 is logged as NaN; any other error from info.mir_hdr still raises",
+        "matrix_llm/modes/clip/objective.py",
+        "            except info.UndefinedRatioError:",
+        "            except ValueError:",
+        ("tests/modes/clip/test_clip.py::test_one_caption_gives_nan_mir_and_other_errors_raise",),
+    ),
+    Mutation(
         "recipes-not-packaged",
         "the wheel ships the recipes",
         "pyproject.toml",

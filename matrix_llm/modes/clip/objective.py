@@ -259,7 +259,7 @@ class CLIPObjective(Objective):
                     mir, hdr = info.mir_hdr(
                         info.gram(images.detach().double()), info.gram(texts.detach().double())
                     )
-            except ValueError:
+            except info.UndefinedRatioError:
                 mir = hdr = nan
             metrics.update(mir=mir.float(), hdr=hdr.float())
         return ObjectiveOutput(

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from matrix_llm import info
 from matrix_llm.data.image_text import (
     CLASS_NAMES,
     HELD_OUT,
@@ -441,6 +442,27 @@ def test_objective_terms_weights_and_the_temperature_clamp():
     assert model.logit_scale.item() == pytest.approx(MAX_LOGIT_SCALE) and MAX_LOGIT_SCALE == pytest.approx(
         math.log(100)
     )
+
+
+def test_one_caption_gives_nan_mir_and_other_errors_raise(monkeypatch):
+    """One caption in every row: the texts' Gram has rank 1, MIR / HDR are 0/0 and logged NaN; any other error of
+    ``info.mir_hdr`` (not a 0/0) still ends the step."""
+    model = _dual()
+    batch = {
+        "input_ids": torch.randint(1, 40, (1, 5)).repeat(6, 1),
+        "attention_mask": torch.ones(6, 5, dtype=torch.long),
+        "pixel_values": torch.rand(6, 3, 8, 8),
+    }
+    out = CLIPObjective()(model, batch, step=1)
+    assert math.isnan(out.metrics["mir"]) and math.isnan(out.metrics["hdr"])
+    assert math.isfinite(out.metrics["image_entropy"]) and torch.isfinite(out.batch_loss)
+
+    def broken(k1, k2):
+        raise ValueError("mir_hdr: a bad Gram")
+
+    monkeypatch.setattr(info, "mir_hdr", broken)
+    with pytest.raises(ValueError, match="a bad Gram"):
+        CLIPObjective()(model, batch, step=1)
 
 
 def test_light_crop_in_training_only_seeded_per_step():
