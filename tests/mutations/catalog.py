@@ -2049,6 +2049,46 @@ MUTATIONS: list[Mutation] = [
         ("tests/modes/clip/test_clip.py::test_one_caption_gives_nan_mir_and_other_errors_raise",),
     ),
     Mutation(
+        "lm-eval-cot8-runs-gsm8k",
+        "--backend lm_eval runs cot8 as lm-eval's gsm8k_cot task (its 8 exemplars, Q: / A:)",
+        "matrix_llm/modes/lm/handoff.py",
+        '    source = {"gsm8k": "gsm8k.yaml", "gsm8k_cot": "gsm8k-cot.yaml"}[name]',
+        '    source = {"gsm8k": "gsm8k.yaml", "gsm8k_cot": "gsm8k.yaml"}[name]',
+        (
+            "tests/modes/lm/test_evaluation.py::test_lm_eval_itself_runs_the_few_shot_tasks_as_eval_gsm8k_does",
+        ),
+    ),
+    Mutation(
+        "lm-eval-first-n-drawn-at-random",
+        "--backend lm_eval with --fewshot_sampler first_n gives lm-eval the first 5 train rows as shots",
+        "matrix_llm/modes/lm/handoff.py",
+        '        task["fewshot_config"] = {"sampler": "first_n"}',
+        '        task["fewshot_config"] = {"sampler": "default"}',
+        (
+            "tests/modes/lm/test_evaluation.py::test_lm_eval_itself_runs_the_few_shot_tasks_as_eval_gsm8k_does",
+        ),
+    ),
+    Mutation(
+        "lm-eval-results-under-gsm8k",
+        "--backend lm_eval files lm-eval's own numbers under the task it ran (gsm8k_cot for cot8)",
+        "matrix_llm/modes/lm/eval_gsm8k.py",
+        "        task = LM_EVAL_TASKS[args.prompt][0]",
+        '        task = "gsm8k"',
+        (
+            "tests/modes/lm/test_evaluation.py::test_lm_eval_itself_runs_the_few_shot_tasks_as_eval_gsm8k_does",
+        ),
+    ),
+    Mutation(
+        "lm-eval-samples-record-our-prompts",
+        "--backend lm_eval's samples record the contexts lm-eval generated from",
+        "matrix_llm/modes/lm/handoff.py",
+        '    contexts = [s["arguments"][0][0] for s in rows]',
+        '    contexts = [s["doc"]["question"] for s in rows]',
+        (
+            "tests/modes/lm/test_evaluation.py::test_lm_eval_itself_runs_the_few_shot_tasks_as_eval_gsm8k_does",
+        ),
+    ),
+    Mutation(
         "recipes-not-packaged",
         "the wheel ships the recipes",
         "pyproject.toml",

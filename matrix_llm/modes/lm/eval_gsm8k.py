@@ -3,7 +3,7 @@
 
     matrix-llm eval gsm8k --model PATH_OR_HUB_ID [--adapter PATH] --prompt {zero_shot_cot,fewshot5,cot8,...}
         [--max_new_tokens 512] [--batch_size 16] [--limit N] [--split test] [--data LOCAL_FILE_OR_DIR]
-        [--fewshot_data TRAIN_FILE] [--output_dir DIR] [--backend hf|vllm] [--dtype auto|bfloat16|float32]
+        [--fewshot_data TRAIN_FILE] [--output_dir DIR] [--backend hf|vllm|lm_eval] [--dtype auto|bfloat16|float32]
     matrix-llm eval rescore RUN_DIR/samples.jsonl [--output results.json]
 
 Prompts, stop strings, answer extraction and normalisation all come from :mod:`matrix_llm.data.gsm8k` (the one
@@ -70,7 +70,7 @@ from matrix_llm.modes.lm.evaluate import (
     score_samples,
     write_jsonl,
 )
-from matrix_llm.modes.lm.handoff import lm_eval_command, lm_eval_results, lm_eval_samples
+from matrix_llm.modes.lm.handoff import LM_EVAL_TASKS, lm_eval_command, lm_eval_results, lm_eval_samples
 from matrix_llm.parsing.usage import ToolParser, model_source
 from matrix_llm.plotting import read_run_info
 
@@ -147,10 +147,13 @@ def _load_items(args) -> tuple[list[dict[str, str]], str]:
     return [{"question": r["question"], "answer": r["answer"]} for r in ds], source
 
 
-def _fewshot(args, num_items: int) -> tuple[list[list[dict[str, str]]] | None, dict[str, Any]]:
-    """Per-item few-shot examples for ``fewshot5`` (lm-eval's per-document draw, or the first 5)."""
+def _fewshot(
+    args, num_items: int
+) -> tuple[list[list[dict[str, str]]] | None, dict[str, Any], list[dict[str, str]] | None]:
+    """Per-item few-shot examples for ``fewshot5`` (lm-eval's per-document draw, or the first 5), the record of
+    where they came from, and the train rows they were drawn from."""
     if args.prompt != "fewshot5":
-        return None, {}
+        return None, {}, None
     from matrix_llm.data.gsm8k import LM_EVAL_FEWSHOT_SEED, lm_eval_fewshot_indices, load_gsm8k
 
     source = args.fewshot_data
@@ -165,7 +168,7 @@ def _fewshot(args, num_items: int) -> tuple[list[list[dict[str, str]]] | None, d
     info = {"fewshot_source": str(source), "fewshot_sampler": args.fewshot_sampler, "num_fewshot": 5}
     if args.fewshot_sampler == "lm_eval":
         info["fewshot_seed"] = LM_EVAL_FEWSHOT_SEED
-    return shots, info
+    return shots, info, rows
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -222,8 +225,8 @@ def _gsm8k_parser() -> argparse.ArgumentParser:
         "--backend",
         default="hf",
         choices=["hf", "vllm", "lm_eval"],
-        help="hf; vllm (GPU only); or lm_eval: lm-evaluation-harness itself (its HFLM) on a local copy of its gsm8k "
-        "task, offline (--prompt qa)",
+        help="hf; vllm (GPU only); or lm_eval: lm-evaluation-harness itself (its HFLM) on a local copy of its task "
+        "of the prompt, offline (--prompt qa, fewshot5: gsm8k; cot8: gsm8k_cot)",
     )
     p.add_argument(
         "--dtype",
@@ -257,9 +260,14 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
     if args.prompt is None:
         args.prompt, origin = _default_prompt(args.model, args.adapter)
         sys.stderr.write(f"matrix-llm eval gsm8k: prompt {args.prompt!r} ({origin}; --prompt to choose)\n")
+    if args.backend == "lm_eval" and args.prompt not in LM_EVAL_TASKS:
+        raise SystemExit(
+            f"--backend lm_eval runs lm-eval's own tasks, which exist for --prompt {', '.join(LM_EVAL_TASKS)}; "
+            f"got {args.prompt!r} (use --backend hf)"
+        )
     out_dir = _output_dir(args)
     items, source = _load_items(args)
-    shots, fewshot_info = _fewshot(args, len(items))
+    shots, fewshot_info, train_rows = _fewshot(args, len(items))
 
     if args.backend == "vllm":
         from matrix_llm.data.gsm8k import get_eval_prompt
@@ -294,31 +302,29 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
         dtype_name = str(resolve_dtype(args.dtype)).removeprefix("torch.")
     elif args.backend == "lm_eval":
         import tempfile
-        import time
 
         from matrix_llm.data.gsm8k import get_eval_prompt
         from matrix_llm.modes.lm.handoff import run_lm_eval
 
-        if args.prompt != "qa":
-            raise SystemExit(
-                f"--backend lm_eval runs lm-eval's zero-shot gsm8k task: --prompt qa; got {args.prompt!r}"
-            )
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
-            completions, lm_results = run_lm_eval(
+            prompts, completions, lm_results = run_lm_eval(
                 args.model,
                 items,
                 prompt=args.prompt,
                 folder=folder,
                 adapter=args.adapter,
+                fewshot_rows=train_rows,
+                fewshot_sampler=args.fewshot_sampler,
                 dtype=args.dtype,
                 device=args.device,
                 batch_size=args.batch_size,
                 max_new_tokens=args.max_new_tokens,
             )
         spec = get_eval_prompt(args.prompt)
-        prompts = build_prompts([it["question"] for it in items], prompt=args.prompt)
-        samples = _samples(items, prompts, completions, spec.strict_mode)
+        samples = _samples(
+            items, prompts, completions, spec.strict_mode
+        )  # the prompts lm-eval generated from
         result = EvalResult(samples, score_samples(samples), time.perf_counter() - start)
         dtype_name = args.dtype
     else:
@@ -384,7 +390,8 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
         result.metrics, prompt=args.prompt, command=results["lm_eval_command"]
     )
     if args.backend == "lm_eval":  # lm-eval's own numbers, beside the rescoring of its responses
-        results["lm_eval"]["results"]["gsm8k"] = {"alias": "gsm8k", **lm_results}
+        task = LM_EVAL_TASKS[args.prompt][0]
+        results["lm_eval"]["results"][task] = {"alias": task, **lm_results}
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
     write_jsonl(out_dir / "samples.jsonl", result.samples)
     lm_eval_rows = lm_eval_samples(

@@ -131,15 +131,19 @@ def run_lm_eval(
     folder: Any,
     adapter: str | None = None,
     fewshot_rows: Sequence[Mapping[str, Any]] | None = None,
+    fewshot_sampler: str = "lm_eval",
     dtype: str = "auto",
     device: str | None = None,
     batch_size: int = 16,
     max_new_tokens: int = 512,
-) -> tuple[list[str], dict[str, Any]]:
-    """``eval gsm8k --backend lm_eval``: lm-eval's own ``simple_evaluate`` with its ``HFLM`` on a local copy of its
-    ``gsm8k`` task (the same prompt, stops and filters, ``dataset_path: json`` on ``items`` written to
-    ``folder``, the few-shot rows as its training split), offline. Returns the completions (lm-eval's responses,
-    in the order of ``items``) and lm-eval's results block for the task."""
+) -> tuple[list[str], list[str], dict[str, Any]]:
+    """``eval gsm8k --backend lm_eval``: lm-eval's own ``simple_evaluate`` with its ``HFLM`` on a local copy of the
+    task of ``prompt`` (:data:`LM_EVAL_TASKS`: its ``gsm8k`` for ``qa`` and ``fewshot5``, ``gsm8k_cot`` for ``cot8``;
+    the same prompt, shots, stops and filters, ``dataset_path: json`` on ``items`` written to ``folder``), offline.
+    ``fewshot5`` draws its shots from ``fewshot_rows`` (the train split) with lm-eval's seeded sampler, or takes the
+    first 5 (``fewshot_sampler="first_n"``); ``cot8``'s 8 exemplars are the task's own. Returns lm-eval's prompts
+    (the contexts it generated from) and its completions, both in the order of ``items``, and its results block
+    for the task."""
     from pathlib import Path
 
     import lm_eval
@@ -147,29 +151,40 @@ def run_lm_eval(
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    if prompt not in ("qa", "fewshot5"):
+    if prompt not in LM_EVAL_TASKS:
         raise ValueError(
-            f"--backend lm_eval runs lm-eval's `gsm8k` task: --prompt qa or fewshot5; got {prompt!r}"
+            f"--backend lm_eval runs lm-eval's own tasks: --prompt {' or '.join(LM_EVAL_TASKS)}; got {prompt!r}"
         )
+    if prompt == "fewshot5" and not fewshot_rows:
+        raise ValueError(
+            "--backend lm_eval with --prompt fewshot5 needs the train rows to draw the shots from"
+        )
+    if fewshot_sampler not in ("lm_eval", "first_n"):
+        raise ValueError(f"fewshot_sampler must be 'lm_eval' or 'first_n'; got {fewshot_sampler!r}")
+    name, shots = LM_EVAL_TASKS[prompt]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"test": folder / "test.jsonl", "train": folder / "train.jsonl"}
-    for split, rows in (("test", items), ("train", fewshot_rows or items[:1])):
+    splits = {"test": items, "train": fewshot_rows or items[:1]}  # qa and cot8 read no train rows
+    files = {split: folder / f"{split}.jsonl" for split in splits}
+    for split, rows in splits.items():
         files[split].write_text(
             "".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in rows),
             encoding="utf-8",
         )
     from lm_eval import tasks as lm_eval_tasks
 
-    task = yaml.safe_load((Path(lm_eval_tasks.__file__).parent / "gsm8k" / "gsm8k.yaml").read_text())
+    source = {"gsm8k": "gsm8k.yaml", "gsm8k_cot": "gsm8k-cot.yaml"}[name]
+    task = yaml.safe_load((Path(lm_eval_tasks.__file__).parent / "gsm8k" / source).read_text())
     task.pop("tag", None)
     task.update(
-        task="gsm8k_local",
+        task=f"{name}_local",
         dataset_path="json",
         dataset_name=None,
         dataset_kwargs={"data_files": {split: str(path) for split, path in files.items()}},
     )
-    (folder / "gsm8k_local.yaml").write_text(yaml.safe_dump(task), encoding="utf-8")
+    if prompt == "fewshot5" and fewshot_sampler == "first_n":
+        task["fewshot_config"] = {"sampler": "first_n"}
+    (folder / f"{name}_local.yaml").write_text(yaml.safe_dump(task), encoding="utf-8")
     options: dict[str, Any] = {"pretrained": model, "batch_size": batch_size, "dtype": dtype}
     if adapter is not None:
         options.update(peft=adapter, tokenizer=adapter)
@@ -178,13 +193,15 @@ def run_lm_eval(
     options["device"] = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = lm_eval.simple_evaluate(
         model=HFLM(**options),
-        tasks=["gsm8k_local"],
-        num_fewshot=LM_EVAL_TASKS[prompt][1],
+        tasks=[f"{name}_local"],
+        num_fewshot=shots,
         gen_kwargs=f"max_gen_toks={max_new_tokens}",
         log_samples=True,
         task_manager=TaskManager(include_path=str(folder)),
     )
     rows = sorted(
-        (s for s in out["samples"]["gsm8k_local"] if s["filter"] == "strict-match"), key=lambda s: s["doc_id"]
+        (s for s in out["samples"][f"{name}_local"] if s["filter"] == "strict-match"),
+        key=lambda s: s["doc_id"],
     )
-    return [s["resps"][0][0] for s in rows], out["results"]["gsm8k_local"]
+    contexts = [s["arguments"][0][0] for s in rows]
+    return contexts, [s["resps"][0][0] for s in rows], out["results"][f"{name}_local"]

@@ -16,7 +16,9 @@ from matrix_llm.modes.lm.evaluate import N_BOOT, evaluate_gsm8k, read_jsonl, sco
 from matrix_llm.tools.eval import main
 
 
-def make_scorable_items(model, tokenizer, n: int, *, prompt: str = "qa", max_new_tokens: int = 16):
+def make_scorable_items(
+    model, tokenizer, n: int, *, prompt: str = "qa", max_new_tokens: int = 16, fewshot_examples=None
+):
     """Synthetic problems whose references are set so that a random tiny model gets some of them right.
 
     The model's own flexible answer becomes the reference of every other item that has one, so accuracy is
@@ -30,6 +32,7 @@ def make_scorable_items(model, tokenizer, n: int, *, prompt: str = "qa", max_new
         tokenizer,
         items,
         prompt=prompt,
+        fewshot_examples=fewshot_examples,
         max_new_tokens=max_new_tokens,
         batch_size=4,
         progress=False,
@@ -484,41 +487,111 @@ def test_eval_gsm8k_with_an_adapter_generates_like_the_merged_model(
     assert json.loads((out / "results.json").read_text())["adapter"] == str(adapter)
 
 
+def _bos_adding(tokenizer):
+    """A copy of ``tokenizer`` that adds its BOS itself, as Llama's does (lm-eval lets the tokenizer add it)."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    tok = copy.deepcopy(tokenizer)
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)]
+    )
+    return tok
+
+
+def _both_backends(tmp_path, model_dir, data, prompt, *extra):
+    """``eval gsm8k`` with ``--backend hf`` and ``--backend lm_eval``: each run's results.json and samples."""
+    from matrix_llm.cli import main as cli_main
+
+    runs = {}
+    for backend in ("hf", "lm_eval"):
+        out = tmp_path / backend
+        argv = ["eval", "gsm8k", "--model", str(model_dir), "--prompt", prompt, "--data", str(data), *extra]
+        argv += ["--max_new_tokens", "16", "--batch_size", "4", "--output_dir", str(out), "--no_progress"]
+        assert cli_main([*argv, "--backend", backend]) == 0
+        runs[backend] = (json.loads((out / "results.json").read_text()), read_jsonl(out / "samples.jsonl"))
+    return runs["hf"], runs["lm_eval"]
+
+
+def _assert_scored_alike(ours, our_samples, theirs, their_samples, task):
+    """lm-eval generated from matrix_llm's prompts (its samples record lm-eval's own contexts), to the same
+    completions, scored alike by both and by lm-eval itself."""
+    assert [s["prompt"] for s in their_samples] == [s["prompt"] for s in our_samples]
+    assert [s["completion"] for s in their_samples] == [s["completion"] for s in our_samples]
+    for key in ("strict_accuracy", "flexible_accuracy", "no_answer_rate"):
+        assert theirs["metrics"][key] == ours["metrics"][key], key
+    assert list(theirs["lm_eval"]["results"]) == [task]
+    lm_eval_own = theirs["lm_eval"]["results"][task]
+    assert lm_eval_own["exact_match,strict-match"] == ours["metrics"]["strict_accuracy"]
+    assert lm_eval_own["exact_match,flexible-extract"] == ours["metrics"]["flexible_accuracy"]
+
+
 @pytest.mark.slow
 def test_lm_eval_itself_and_eval_gsm8k_score_every_sample_alike(tmp_path, tiny_model, tiny_tokenizer):
     """A tiny saved model whose tokenizer adds its BOS itself (as Llama's does): lm-evaluation-harness's own
     ``simple_evaluate`` with its ``HFLM`` on the local copy of its ``gsm8k`` task (``--backend lm_eval``) and
     ``matrix-llm eval gsm8k`` (``--backend hf``) give the same completion for every question, the same metrics,
     and lm-eval's own ``exact_match`` equals ours. Mutation caught: the hf backend's prompts without their BOS."""
-    import copy
-
-    from tokenizers.processors import TemplateProcessing
-
-    from matrix_llm.cli import main as cli_main
-
     pytest.importorskip("lm_eval")  # the dev extra has it; the floors environment (tests/floors.txt) does not
-    tok = copy.deepcopy(tiny_tokenizer)
-    tok._tokenizer.post_processor = TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)]
-    )
+    tok = _bos_adding(tiny_tokenizer)
     model_dir = tmp_path / "model"
     tiny_model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
-    items = make_scorable_items(tiny_model, tiny_tokenizer, 8)
     data = tmp_path / "problems.jsonl"
-    write_jsonl(data, items)
-    runs = {}
-    for backend in ("hf", "lm_eval"):
-        out = tmp_path / backend
-        argv = ["eval", "gsm8k", "--model", str(model_dir), "--prompt", "qa", "--data", str(data)]
-        argv += ["--max_new_tokens", "16", "--batch_size", "4", "--output_dir", str(out), "--no_progress"]
-        assert cli_main([*argv, "--backend", backend]) == 0
-        runs[backend] = (json.loads((out / "results.json").read_text()), read_jsonl(out / "samples.jsonl"))
-    (ours, our_samples), (theirs, their_samples) = runs["hf"], runs["lm_eval"]
-    assert [s["completion"] for s in their_samples] == [s["completion"] for s in our_samples]
+    write_jsonl(data, make_scorable_items(tiny_model, tiny_tokenizer, 8))
+    (ours, our_samples), (theirs, their_samples) = _both_backends(tmp_path, model_dir, data, "qa")
     assert 0 < ours["metrics"]["flexible_accuracy"] < 1
-    for key in ("strict_accuracy", "flexible_accuracy", "no_answer_rate"):
-        assert theirs["metrics"][key] == ours["metrics"][key], key
-    lm_eval_own = theirs["lm_eval"]["results"]["gsm8k"]
-    assert lm_eval_own["exact_match,strict-match"] == ours["metrics"]["strict_accuracy"]
-    assert lm_eval_own["exact_match,flexible-extract"] == ours["metrics"]["flexible_accuracy"]
+    _assert_scored_alike(ours, our_samples, theirs, their_samples, "gsm8k")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "prompt, sampler", [("fewshot5", "lm_eval"), ("fewshot5", "first_n"), ("cot8", None)]
+)
+def test_lm_eval_itself_runs_the_few_shot_tasks_as_eval_gsm8k_does(tmp_path, tiny_tokenizer, prompt, sampler):
+    """``fewshot5`` (lm-eval's ``gsm8k`` 5-shot: its seeded per-document draw from the train split, or the first 5)
+    and ``cot8`` (its ``gsm8k_cot``, the 8 Wei et al. exemplars) through lm-eval itself give the completion of
+    every question and the metrics that ``--backend hf`` gives: the shots lm-eval draws are the ones matrix_llm
+    puts in its prompts."""
+    pytest.importorskip("lm_eval")
+    from matrix_llm.data.gsm8k import lm_eval_fewshot_indices
+    from matrix_llm.data.synthetic import synthetic_dataset
+    from matrix_llm.models.tiny import build_llama
+
+    tok = _bos_adding(tiny_tokenizer)
+    # long enough for cot8's eight exemplars (about 1,000 tokens at this vocabulary)
+    model = build_llama(
+        tiny_tokenizer, hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=4096
+    )
+    model_dir, data = tmp_path / "model", tmp_path / "data"
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    train = [dict(r) for r in synthetic_dataset(12, seed=2)]
+    n = 6
+    shots = None
+    if prompt == "fewshot5":
+        draws = [range(5)] * n if sampler == "first_n" else lm_eval_fewshot_indices(len(train), n, k=5)
+        shots = [[train[j] for j in draw] for draw in draws]
+    items = make_scorable_items(model, tiny_tokenizer, n, prompt=prompt, fewshot_examples=shots)
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", train)
+    write_jsonl(data / "test.jsonl", items)
+    extra = ["--fewshot_sampler", sampler] if sampler else []
+    (ours, our_samples), (theirs, their_samples) = _both_backends(tmp_path, model_dir, data, prompt, *extra)
+    assert ours["prompts_over_context"] == 0
+    if prompt == "fewshot5":  # (after cot8's long exemplars the random model writes no number)
+        assert 0 < ours["metrics"]["flexible_accuracy"] < 1
+    _assert_scored_alike(
+        ours, our_samples, theirs, their_samples, "gsm8k_cot" if prompt == "cot8" else "gsm8k"
+    )
+    if prompt == "fewshot5":
+        assert all(s["prompt"].count("Question: ") == 6 for s in their_samples)
+
+
+def test_lm_eval_backend_refuses_prompts_lm_eval_has_no_task_for():
+    pytest.importorskip("lm_eval")
+    with pytest.raises(
+        SystemExit, match="--backend lm_eval runs lm-eval's own tasks, which exist for --prompt qa, "
+    ):
+        main(["gsm8k", "--model", "unused", "--prompt", "alpaca", "--backend", "lm_eval"])
