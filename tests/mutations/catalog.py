@@ -2089,6 +2089,16 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "lm-eval-samples-file-always-gsm8k",
+        "the per-sample file in lm-eval's shape is named after lm-eval's task (samples_gsm8k_cot.jsonl for cot8)",
+        "matrix_llm/modes/lm/eval_gsm8k.py",
+        '    write_jsonl(out_dir / f"samples_{lm_eval_task}.jsonl", lm_eval_rows)',
+        '    write_jsonl(out_dir / "samples_gsm8k.jsonl", lm_eval_rows)',
+        (
+            "tests/modes/lm/test_evaluation.py::test_lm_eval_itself_runs_the_few_shot_tasks_as_eval_gsm8k_does",
+        ),
+    ),
+    Mutation(
         "recipes-not-packaged",
         "the wheel ships the recipes",
         "pyproject.toml",

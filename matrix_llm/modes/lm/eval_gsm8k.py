@@ -21,7 +21,8 @@ source of truth); generation from :mod:`matrix_llm.modes.lm.generation` (greedy,
   vllm, deepspeed when installed). ``lm_eval`` is the same numbers as an lm-evaluation-harness results block, and
   ``lm_eval_command`` the ``lm_eval`` line that scores the saved model with lm-eval's task of the same prompt
   (:mod:`matrix_llm.modes.lm.handoff`);
-- ``samples_gsm8k.jsonl``: the samples in lm-eval's per-sample shape (one line per question and filter).
+- ``samples_gsm8k.jsonl`` (``samples_gsm8k_cot.jsonl`` for ``cot8``): the samples in lm-eval's per-sample shape
+  (one line per question and filter).
 
 Metrics (:func:`score_samples`, the one scoring function used by the eval run, ``rescore`` and the in-training
 callback):
@@ -174,10 +175,6 @@ def _fewshot(
 # ------------------------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------------------------
-
-LM_EVAL_SAMPLES = (
-    "samples_gsm8k.jsonl"  # the samples in lm-eval's per-sample shape (matrix_llm.modes.lm.handoff)
-)
 
 
 def _gsm8k_parser() -> argparse.ArgumentParser:
@@ -397,7 +394,8 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
     lm_eval_rows = lm_eval_samples(
         result.samples, items, stop=_stop_strings(args.prompt), max_new_tokens=args.max_new_tokens
     )
-    write_jsonl(out_dir / LM_EVAL_SAMPLES, lm_eval_rows)
+    lm_eval_task = LM_EVAL_TASKS.get(args.prompt, ("gsm8k",))[0]  # lm-eval names the file after its task
+    write_jsonl(out_dir / f"samples_{lm_eval_task}.jsonl", lm_eval_rows)
     RunFolder(out_dir).write_results(results)
     m = result.metrics
     sys.stdout.write(

@@ -587,6 +587,8 @@ def test_lm_eval_itself_runs_the_few_shot_tasks_as_eval_gsm8k_does(tmp_path, tin
     )
     if prompt == "fewshot5":
         assert all(s["prompt"].count("Question: ") == 6 for s in their_samples)
+    task = "gsm8k_cot" if prompt == "cot8" else "gsm8k"  # the per-sample file is named after lm-eval's task
+    assert len(read_jsonl(tmp_path / "lm_eval" / f"samples_{task}.jsonl")) == 2 * n
 
 
 def test_lm_eval_backend_refuses_prompts_lm_eval_has_no_task_for():
