@@ -34,8 +34,9 @@ from tqdm.auto import tqdm
 from matrix_llm import features, info
 from matrix_llm.data.labels import IGNORE_INDEX
 from matrix_llm.features import diagnostics
+from matrix_llm.models.weights import interpolate_states
 
-__all__ = ["LAYER_METRICS", "interpolate_states", "layer_table", "lmc_path", "with_diff_erank"]
+__all__ = ["LAYER_METRICS", "layer_table", "lmc_path", "with_diff_erank"]
 
 LAYER_METRICS = ("matrix_entropy", "effective_rank", "nuclear_norm", "pooled_effective_rank")
 
@@ -127,25 +128,6 @@ def with_diff_erank(
         {**row, "diff_erank": ref["effective_rank"] - row["effective_rank"]}
         for row, ref in zip(table, reference, strict=True)
     ]
-
-
-def interpolate_states(a: Mapping[str, Tensor], b: Mapping[str, Tensor], omega: float) -> dict[str, Tensor]:
-    """``ω·a + (1-ω)·b`` for every floating-point tensor; integer buffers (position ids, BN counters) from ``a``.
-
-    Raises:
-        ValueError: the two state dicts do not have the same keys and shapes (different architectures).
-    """
-    problems = sorted(set(a) ^ set(b))[:5]
-    problems += [
-        f"{k}: {tuple(a[k].shape)} vs {tuple(b[k].shape)}" for k in a if k in b and a[k].shape != b[k].shape
-    ][:5]
-    if problems:
-        raise ValueError(
-            "interpolate_states: the two checkpoints are not the same architecture (first differences: "
-            + "; ".join(problems)
-            + ")"
-        )
-    return {k: torch.lerp(b[k], a[k].to(b[k].dtype), omega) if a[k].is_floating_point() else a[k] for k in a}
 
 
 def _loss_and_hits(outputs: Any, labels: Tensor, causal: bool) -> tuple[float, int, int]:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from matrix_llm.models.tiny import build_image_classifier, random_init
+from matrix_llm.models.weights import interpolate_states
 from matrix_llm.tools import analysis
 
 
@@ -105,20 +106,18 @@ def test_random_init_is_seeded_and_diff_erank_is_the_difference():
 def test_interpolate_states_end_points_midpoint_and_architecture_check():
     a, b = _vit(0).state_dict(), _vit(1).state_dict()
     for key in a:
-        assert torch.equal(analysis.interpolate_states(a, b, 1.0)[key], a[key])
-        assert torch.equal(analysis.interpolate_states(a, b, 0.0)[key], b[key])
-    mid = analysis.interpolate_states(a, b, 0.5)
+        assert torch.equal(interpolate_states(a, b, 1.0)[key], a[key])
+        assert torch.equal(interpolate_states(a, b, 0.0)[key], b[key])
+    mid = interpolate_states(a, b, 0.5)
     key = next(k for k in a if a[k].is_floating_point())
     torch.testing.assert_close(mid[key], (a[key] + b[key]) / 2)
     ints = {"n": torch.tensor(3)}
-    assert (
-        analysis.interpolate_states(ints, {"n": torch.tensor(7)}, 0.5)["n"].item() == 3
-    )  # from A, not averaged
+    assert interpolate_states(ints, {"n": torch.tensor(7)}, 0.5)["n"].item() == 3  # from A, not averaged
     wider = build_image_classifier(
         "tiny-vit", num_labels=3, image_size=8, hidden_size=64, num_layers=2
     ).state_dict()
     with pytest.raises(ValueError, match="not the same architecture"):
-        analysis.interpolate_states(a, wider, 0.5)
+        interpolate_states(a, wider, 0.5)
 
 
 def _loss_accuracy(model, batch) -> tuple[float, float]:
@@ -136,7 +135,7 @@ def test_lmc_path_end_points_are_the_two_models_and_a_model_with_itself_has_no_b
         loss, accuracy = _loss_accuracy(model, batch)
         assert point["loss"] == pytest.approx(loss, rel=1e-5)
         assert point["accuracy"] == pytest.approx(accuracy)
-    mid = analysis.interpolate_states(model_a.state_dict(), model_b.state_dict(), 0.5)
+    mid = interpolate_states(model_a.state_dict(), model_b.state_dict(), 0.5)
     model_b.load_state_dict(mid)
     assert out["path"][1]["loss"] == pytest.approx(_loss_accuracy(model_b, batch)[0], rel=1e-5)
     line = (out["path"][0]["loss"] + out["path"][-1]["loss"]) / 2
