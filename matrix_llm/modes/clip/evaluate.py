@@ -450,13 +450,17 @@ class ImageTextEvalCallback(TrainerCallback):
         """The measurements at optimizer step ``step`` (call on every process when several run)."""
         if self._cache is not None and self._cache[0] == step:
             return self._cache[1]
-        from matrix_llm.features import unwrap
-
-        results = evaluate_dual_encoder(  # each process encodes its shard; all compute the same numbers
-            unwrap(model), self.tokenizer, self.collator, self.evalset, self.zeroshot, self.unseen
-        )
+        results = self.measure(model)
         self._cache = (step, results)
         return results
+
+    def measure(self, model: Any) -> dict[str, Any]:
+        """The measurements of ``model`` as it is now, never cached (call on every process when several run)."""
+        from matrix_llm.features import unwrap
+
+        return evaluate_dual_encoder(  # each process encodes its shard; all compute the same numbers
+            unwrap(model), self.tokenizer, self.collator, self.evalset, self.zeroshot, self.unseen
+        )
 
     def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
         from matrix_llm.callbacks import log_eval_metrics
