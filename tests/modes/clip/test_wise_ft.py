@@ -98,3 +98,15 @@ def test_the_ends_of_the_clip_sweep_are_the_start_and_the_fine_tuned_model(tmp_p
 def test_wise_ft_settings_are_checked_before_any_model_loads(tmp_path, capsys, extra, says):
     assert clip.main([*TINY, "--output_dir", str(tmp_path), *extra]) == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_sweep_runs_on_two_processes(tmp_path):
+    """2 real CPU processes (DDP, gloo): every rank measures every mixture (the zero-shot set is encoded in shards
+    and gathered), neither waits for the other in vain, and both end with the same fine-tuned weights."""
+    from conftest import run_two_processes
+
+    run_two_processes("clip", [*TINY, "--wise_ft_alphas", "0", "1"], tmp_path, "ddp")
+    results = json.loads((tmp_path / "results.json").read_text())
+    start, end = results["wise_ft"]
+    assert end["zeroshot_top1"] == results["zeroshot_top1"] and start["alpha"] == 0.0
