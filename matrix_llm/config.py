@@ -6,8 +6,9 @@
   bound); a mode subclasses it for its own (columns, image size, prompt template, ...).
 - :class:`MatrixTrainingArguments`: ``transformers.TrainingArguments`` plus what every mode shares: the
   ``objective`` a recipe picks (a key of :data:`matrix_llm.modes.OBJECTIVES`), the cadence of scheduled
-  matrix diagnostics and ``overwrite_output_dir``. Each mode's config subclasses it in
-  ``modes/<mode>/config.py`` (the pairing of TRL's ``<algo>_config.py`` / ``<algo>_trainer.py``).
+  matrix diagnostics, ``learning_rate_scaling`` (the rate scaled by the total batch) and
+  ``overwrite_output_dir``. Each mode's config subclasses it in ``modes/<mode>/config.py`` (the pairing of TRL's
+  ``<algo>_config.py`` / ``<algo>_trainer.py``).
 
 **One name per setting.** Every field a mode's config adds to :class:`MatrixTrainingArguments` is named
 ``<field_prefix><objective argument>`` (``ssl_gamma`` -> ``SSLObjective(gamma=...)``, ``clip_mce_mu`` ->
@@ -251,6 +252,9 @@ class ImageDataArguments(DataArguments):
     )
 
 
+LR_SCALING = ("none", "linear", "sqrt")  # learning_rate_scaling's rules
+
+
 @dataclass
 class MatrixTrainingArguments(TrainingArguments):
     """``transformers.TrainingArguments`` plus the fields every mode shares (module docstring).
@@ -286,6 +290,19 @@ class MatrixTrainingArguments(TrainingArguments):
             "matrix_metrics_steps and at every evaluation, logged as probe_*. 0: off."
         },
     )
+    learning_rate_scaling: str = field(
+        default="none",
+        metadata={
+            "help": "Scale learning_rate by the total batch (per_device_train_batch_size x processes x "
+            "gradient_accumulation_steps) over learning_rate_base_batch: `linear` (Goyal et al. 2017; SimCLR, BYOL, "
+            "DINO, solo-learn's scale_lr), `sqrt`, or `none`; so a recipe's rate holds on any number of GPUs. The run "
+            "trains with the scaled rate and records both in matrix_llm_run.json.",
+        },
+    )
+    learning_rate_base_batch: int = field(
+        default=256,
+        metadata={"help": "The total batch at which learning_rate_scaling leaves the rate as set."},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -314,7 +331,33 @@ class MatrixTrainingArguments(TrainingArguments):
             )
         if self.matrix_metrics_steps is not None and self.matrix_metrics_steps < 0:
             out.append(problem("matrix_metrics_steps", "an integer >= 0 or null", self.matrix_metrics_steps))
+        if self.learning_rate_scaling not in LR_SCALING:
+            out.append(problem("learning_rate_scaling", " or ".join(LR_SCALING), self.learning_rate_scaling))
+        if self.learning_rate_base_batch < 1:
+            out.append(
+                problem("learning_rate_base_batch", "a positive integer", self.learning_rate_base_batch)
+            )
         return out
+
+    def scale_learning_rate(self) -> dict[str, Any] | None:
+        """Apply ``learning_rate_scaling`` to ``learning_rate``, once (a second call changes nothing): the rate
+        times ``B / learning_rate_base_batch`` (``linear``) or its square root (``sqrt``), ``B`` the total batch
+        of one optimizer step over every process. Returns (and keeps as ``learning_rate_record``) what was
+        done, ``None`` for ``none``."""
+        if self.learning_rate_scaling == "none" or getattr(self, "learning_rate_record", None):
+            return getattr(self, "learning_rate_record", None)
+        total = self.per_device_train_batch_size * self.world_size * self.gradient_accumulation_steps
+        ratio = total / self.learning_rate_base_batch
+        factor = ratio if self.learning_rate_scaling == "linear" else ratio**0.5
+        self.learning_rate_record = {
+            "rule": self.learning_rate_scaling,
+            "learning_rate_as_set": self.learning_rate,
+            "total_batch": total,
+            "base_batch": self.learning_rate_base_batch,
+            "learning_rate": self.learning_rate * factor,
+        }
+        self.learning_rate = self.learning_rate * factor
+        return self.learning_rate_record
 
     @classmethod
     def objective_fields(cls) -> dict[str, str]:

@@ -301,9 +301,8 @@ class RunCard:
     details: tuple[str, ...] = ()
     run_info: dict[str, Any] = field(default_factory=dict)
     card_overrides: dict[str, Any] = field(default_factory=dict)
-    adapter_dir: str | None = (
-        None  # with use_peft: the adapter's sub-directory when the saved model is merged
-    )
+    # with use_peft: the adapter's sub-directory when the saved model is merged
+    adapter_dir: str | None = None
     results: tuple[Any, ...] = ()  # the final evaluation numbers of the card's model-index (hub.CardResult)
 
 
@@ -376,6 +375,7 @@ def train_and_finish(trainer: Any, mode: Any) -> dict[str, float]:
                 **card.run_info,
                 "world_size": trainer.accelerator.num_processes,
                 "distributed_type": str(trainer.accelerator.distributed_type),
+                "learning_rate_scaling": getattr(args, "learning_rate_record", None),
             },
         )
     stop = GracefulStop()

@@ -2147,6 +2147,45 @@ MUTATIONS: list[Mutation] = [
         ("tests/modes/clip/test_wise_ft.py::test_wise_ft_settings_are_checked_before_any_model_loads",),
     ),
     Mutation(
+        "lr-scaling-ignores-processes",
+        "learning_rate_scaling counts the batch of every process (two processes: twice the rate)",
+        "matrix_llm/config.py",
+        "        total = self.per_device_train_batch_size * self.world_size * self.gradient_accumulation_steps",
+        "        total = self.per_device_train_batch_size * self.gradient_accumulation_steps",
+        ("tests/test_learning_rate_scaling.py::test_two_processes_train_at_twice_the_rate_and_record_it",),
+    ),
+    Mutation(
+        "lr-scaling-sqrt-is-linear",
+        "learning_rate_scaling: sqrt scales the rate by the square root of the batch ratio",
+        "matrix_llm/config.py",
+        '        factor = ratio if self.learning_rate_scaling == "linear" else ratio**0.5',
+        '        factor = ratio if self.learning_rate_scaling == "linear" else ratio',
+        (
+            "tests/test_learning_rate_scaling.py::test_the_rate_is_scaled_by_the_total_batch_over_the_base_batch",
+        ),
+    ),
+    Mutation(
+        "lr-scaling-never-applied",
+        "a run trains at the scaled learning rate",
+        "matrix_llm/modes/base.py",
+        "        self.training_args.scale_learning_rate()  # now that the number of processes is known",
+        "",
+        (
+            "tests/test_learning_rate_scaling.py::test_the_rate_is_scaled_by_the_total_batch_over_the_base_batch",
+            "tests/test_learning_rate_scaling.py::test_two_processes_train_at_twice_the_rate_and_record_it",
+        ),
+    ),
+    Mutation(
+        "lr-scaling-applied-twice",
+        "learning_rate_scaling is applied once, however often it is asked for",
+        "matrix_llm/config.py",
+        '        if self.learning_rate_scaling == "none" or getattr(self, "learning_rate_record", None):',
+        '        if self.learning_rate_scaling == "none":',
+        (
+            "tests/test_learning_rate_scaling.py::test_the_rate_is_scaled_by_the_total_batch_over_the_base_batch",
+        ),
+    ),
+    Mutation(
         "recipes-not-packaged",
         "the wheel ships the recipes",
         "pyproject.toml",
