@@ -342,8 +342,8 @@ class MatrixTrainingArguments(TrainingArguments):
     def scale_learning_rate(self) -> dict[str, Any] | None:
         """Apply ``learning_rate_scaling`` to ``learning_rate``, once (a second call changes nothing): the rate
         times ``B / learning_rate_base_batch`` (``linear``) or its square root (``sqrt``), ``B`` the total batch
-        of one optimizer step over every process. Returns (and keeps as ``learning_rate_record``) what was
-        done, ``None`` for ``none``."""
+        of one optimizer step over every process; a DeepSpeed config's ``auto`` rates follow. :class:`MatrixTrainer`
+        calls it. Returns (and keeps as ``learning_rate_record``) what was done, ``None`` for ``none``."""
         if self.learning_rate_scaling == "none" or getattr(self, "learning_rate_record", None):
             return getattr(self, "learning_rate_record", None)
         total = self.per_device_train_batch_size * self.world_size * self.gradient_accumulation_steps
@@ -356,6 +356,14 @@ class MatrixTrainingArguments(TrainingArguments):
             "base_batch": self.learning_rate_base_batch,
             "learning_rate": self.learning_rate * factor,
         }
+        deepspeed = getattr(self, "hf_deepspeed_config", None)
+        if (
+            deepspeed is not None
+        ):  # its "auto" rates were filled with the rate as set when these arguments were made
+            for key in ("optimizer.params.lr", "scheduler.params.warmup_max_lr"):
+                node, name = deepspeed.find_config_node(key)
+                if node is not None and node.get(name) == self.learning_rate:
+                    node[name] = self.learning_rate * factor
         self.learning_rate = self.learning_rate * factor
         return self.learning_rate_record
 

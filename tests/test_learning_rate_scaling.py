@@ -18,7 +18,10 @@ DIGITS = ["--config", "classify/digits.yaml", "--max_train_samples", "96", "--ma
 
 
 def _parsed(*extra):
-    return ClassificationMode().parse([*DIGITS, "--learning_rate", "0.4", *extra])[2]
+    """The parsed training arguments, scaled as :class:`MatrixTrainer` scales them."""
+    args = ClassificationMode().parse([*DIGITS, "--learning_rate", "0.4", *extra])[2]
+    args.scale_learning_rate()
+    return args
 
 
 @pytest.mark.parametrize(
@@ -58,6 +61,69 @@ def test_the_base_batch_is_a_setting_and_bad_values_are_refused(capsys):
     err = capsys.readouterr().err
     assert "`learning_rate_scaling`: expected none or linear or sqrt; got 'quadratic'" in err
     assert "`learning_rate_base_batch`: expected a positive integer; got 0" in err
+
+
+def test_the_trainer_scales_the_rate_it_is_given(tmp_path):
+    """``MatrixTrainer(args=...)`` applies the scaling (a Python user's arguments too), before the optimizer exists."""
+    from matrix_llm.models.tiny import build_image_classifier
+    from matrix_llm.modes import ClassificationConfig
+    from matrix_llm.trainer import MatrixTrainer
+
+    args = ClassificationConfig(
+        output_dir=str(tmp_path),
+        learning_rate=0.4,
+        per_device_train_batch_size=64,
+        learning_rate_scaling="linear",
+    )
+    MatrixTrainer(model=build_image_classifier("tiny-vit", num_labels=3, image_size=8), args=args)
+    assert (
+        args.learning_rate == pytest.approx(0.1)
+        and args.learning_rate_record["learning_rate"] == args.learning_rate
+    )
+
+
+DEEPSPEED_AUTO = """
+import json
+from matrix_llm.modes import ClassificationConfig
+ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "train_batch_size": "auto",
+      "optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
+      "scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": "auto", "warmup_num_steps": 0}},
+      "zero_optimization": {"stage": 2}}
+args = ClassificationConfig(output_dir=OUT, use_cpu=True, deepspeed=ds, learning_rate=0.4,
+                            per_device_train_batch_size=64, learning_rate_scaling="linear")
+args.scale_learning_rate()
+config = args.deepspeed_plugin.deepspeed_config
+print(json.dumps([args.learning_rate, config["optimizer"]["params"]["lr"], config["scheduler"]["params"]["warmup_max_lr"]]))
+"""
+
+
+def test_a_deepspeed_configs_auto_rates_follow_the_scaling(tmp_path):
+    """DeepSpeed's ``"lr": "auto"`` (and WarmupLR's ``warmup_max_lr``) were filled with the rate as set when the
+    arguments were made; the scaling rewrites them, or DeepSpeed's own optimizer would train at the unscaled rate.
+    (A process of its own: DeepSpeed arguments set up accelerate's process-wide state.)"""
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")
+    from conftest import free_port, launch_env
+
+    env = {
+        **launch_env(),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+    }
+    code = DEEPSPEED_AUTO.replace("OUT", repr(str(tmp_path)))
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "WORLD_SIZE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [pytest.approx(0.1)] * 3
 
 
 @pytest.mark.slow

@@ -158,7 +158,6 @@ class Mode:
         problems = self.streaming_problems() + self.check()
         if problems:
             raise ConfigError(problems)
-        self.training_args.scale_learning_rate()  # now that the number of processes is known
         return parsed
 
     def streaming_problems(self) -> list[str]:

@@ -2166,14 +2166,22 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "lr-scaling-never-applied",
-        "a run trains at the scaled learning rate",
-        "matrix_llm/modes/base.py",
-        "        self.training_args.scale_learning_rate()  # now that the number of processes is known",
-        "",
+        "MatrixTrainer trains at the scaled learning rate",
+        "matrix_llm/trainer.py",
+        "            training_args.scale_learning_rate()",
+        "            pass",
         (
-            "tests/test_learning_rate_scaling.py::test_the_rate_is_scaled_by_the_total_batch_over_the_base_batch",
+            "tests/test_learning_rate_scaling.py::test_the_trainer_scales_the_rate_it_is_given",
             "tests/test_learning_rate_scaling.py::test_two_processes_train_at_twice_the_rate_and_record_it",
         ),
+    ),
+    Mutation(
+        "lr-scaling-deepspeed-auto-stale",
+        "a DeepSpeed config's auto learning rates follow learning_rate_scaling",
+        "matrix_llm/config.py",
+        "                    node[name] = self.learning_rate * factor",
+        "                    pass",
+        ("tests/test_learning_rate_scaling.py::test_a_deepspeed_configs_auto_rates_follow_the_scaling",),
     ),
     Mutation(
         "lr-scaling-applied-twice",
