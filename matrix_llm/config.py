@@ -356,10 +356,9 @@ class MatrixTrainingArguments(TrainingArguments):
             "base_batch": self.learning_rate_base_batch,
             "learning_rate": self.learning_rate * factor,
         }
+        # a DeepSpeed config's "auto" rates were filled with the rate as set when these arguments were made
         deepspeed = getattr(self, "hf_deepspeed_config", None)
-        if (
-            deepspeed is not None
-        ):  # its "auto" rates were filled with the rate as set when these arguments were made
+        if deepspeed is not None:
             for key in ("optimizer.params.lr", "scheduler.params.warmup_max_lr"):
                 node, name = deepspeed.find_config_node(key)
                 if node is not None and node.get(name) == self.learning_rate:

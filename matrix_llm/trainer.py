@@ -92,10 +92,9 @@ class MatrixTrainer(Trainer):
     parent_outputs_are_free = True
 
     def __init__(self, *args: Any, objective: Any = None, train_sampler: Any = None, **kwargs: Any) -> None:
+        # learning_rate_scaling, before the rate reaches DeepSpeed or the optimizer
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
-        if hasattr(
-            training_args, "scale_learning_rate"
-        ):  # before the rate reaches DeepSpeed or the optimizer
+        if hasattr(training_args, "scale_learning_rate"):
             training_args.scale_learning_rate()
         super().__init__(*args, **kwargs)
         self.objective = objective if objective is not None else build_objective(self.args)
