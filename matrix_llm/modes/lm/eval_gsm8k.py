@@ -319,9 +319,7 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
                 max_new_tokens=args.max_new_tokens,
             )
         spec = get_eval_prompt(args.prompt)
-        samples = _samples(
-            items, prompts, completions, spec.strict_mode
-        )  # the prompts lm-eval generated from
+        samples = _samples(items, prompts, completions, spec.strict_mode)  # prompts: lm-eval's own
         result = EvalResult(samples, score_samples(samples), time.perf_counter() - start)
         dtype_name = args.dtype
     else:
