@@ -2110,6 +2110,16 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "wise-ft-alphas-as-given",
+        "the WiSE-FT rows are the distinct α ascending (the curves of wise_ft.png run left to right)",
+        "matrix_llm/modes/clip/wise_ft.py",
+        '        for alpha in tqdm(sorted(set(alphas)), desc="WiSE-FT", leave=False):',
+        '        for alpha in tqdm(alphas, desc="WiSE-FT", leave=False):',
+        (
+            "tests/modes/clip/test_wise_ft.py::test_the_sweep_measures_each_mixture_and_gives_the_weights_back",
+        ),
+    ),
+    Mutation(
         "wise-ft-keeps-the-last-mixture",
         "after the WiSE-FT sweep the model holds the fine-tuned weights again (the saved model is the fine-tuned one)",
         "matrix_llm/modes/clip/wise_ft.py",

@@ -44,8 +44,8 @@ def wise_ft_sweep(
     measure: Callable[[nn.Module], Mapping[str, Any]],
 ) -> list[dict[str, float]]:
     """``measure(model)`` with ``model``'s weights (unwrapped from DDP / accelerate) set to ``α·θ_model +
-    (1-α)·start`` for each ``α``; one row per ``α`` (``{"alpha": α, metric: value, ...}``, the numbers of
-    ``measure``). ``model`` holds its own weights again afterwards, also when a measurement fails.
+    (1-α)·start`` for each ``α``; one row per distinct ``α``, ascending (``{"alpha": α, metric: value, ...}``, the
+    numbers of ``measure``). ``model`` holds its own weights again afterwards, also when a measurement fails.
 
     Raises:
         ValueError: an ``α`` outside [0, 1], or ``start`` of another architecture.
@@ -59,7 +59,7 @@ def wise_ft_sweep(
     interpolate_states(final, start, 1.0)  # the architecture check, before any work
     rows = []
     try:
-        for alpha in tqdm(alphas, desc="WiSE-FT", leave=False):
+        for alpha in tqdm(sorted(set(alphas)), desc="WiSE-FT", leave=False):
             model.load_state_dict(interpolate_states(final, start, float(alpha)))
             numbers = {k: float(v) for k, v in measure(model).items() if isinstance(v, (int, float))}
             rows.append({"alpha": float(alpha), **numbers})

@@ -32,7 +32,7 @@ def test_the_sweep_measures_each_mixture_and_gives_the_weights_back():
     def measure(m):
         return {"w": m.weight.sum().item(), "b": m.bias.sum().item(), "curve": {"not": "a number"}}
 
-    rows = wise_ft_sweep(model, start, [0.0, 0.25, 1.0], measure)
+    rows = wise_ft_sweep(model, start, [1.0, 0.0, 0.25, 1.0], measure)  # ascending, once each
     assert [r["alpha"] for r in rows] == [0.0, 0.25, 1.0] and all("curve" not in r for r in rows)
     assert rows[0]["w"] == pytest.approx(start["weight"].sum().item())
     assert rows[2]["w"] == pytest.approx(final["weight"].sum().item())
