@@ -262,6 +262,11 @@ def model_card(
         ]
     body += ["", "## Training hyper-parameters", "", "| field | value |", "|---|---|"]
     body += [f"| `{f}` | {_fmt(_get(training_args, f))} |" for f in TRAIN_FIELDS]
+    scaled = _get(training_args, "learning_rate_record")
+    if scaled:
+        rule, total, base = scaled["rule"], scaled["total_batch"], scaled["base_batch"]
+        how = f"scaled ({rule}, `learning_rate_scaling`) by the total batch {total} over {base}"
+        body += ["", f"`learning_rate` is {_fmt(scaled['learning_rate_as_set'])} as set, {how}."]
     if evaluated:
         body += ["", "## Evaluation results", "", "| metric | data | value |", "|---|---|---|"]
         body += [f"| {r.metric_name} | `{r.dataset_name}` | {_fmt(r.metric_value)} |" for r in evaluated]

@@ -148,3 +148,8 @@ def test_two_processes_train_at_twice_the_rate_and_record_it(tmp_path):
     history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
     rates = [log["learning_rate"] for log in history if "learning_rate" in log]
     assert rates and all(r == pytest.approx(0.002) for r in rates)
+    card = (tmp_path / "README.md").read_text()
+    assert (
+        "`learning_rate` is 0.001 as set, scaled (linear, `learning_rate_scaling`) by the total batch 32 over 16"
+        in (card)
+    )

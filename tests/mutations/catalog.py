@@ -2186,6 +2186,14 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "lr-scaling-off-the-card",
+        "the model card says when learning_rate was scaled, from what and by which batch",
+        "matrix_llm/hub.py",
+        '    scaled = _get(training_args, "learning_rate_record")',
+        "    scaled = None",
+        ("tests/test_learning_rate_scaling.py::test_two_processes_train_at_twice_the_rate_and_record_it",),
+    ),
+    Mutation(
         "lr-scaling-deepspeed-auto-stale",
         "a DeepSpeed config's auto learning rates follow learning_rate_scaling",
         "matrix_llm/config.py",
