@@ -2,8 +2,8 @@
 weights ``θ(α) = α·θ_fine-tuned + (1-α)·θ_start`` measured for every ``α`` of ``wise_ft_alphas`` after training.
 
 Fine-tuning a pretrained CLIP tends to cost zero-shot accuracy on other data (open_clip #740, #826); the open_clip
-maintainers' answer is this interpolation, which keeps most of the fine-tuned gain while recovering the zero-shot
-accuracy. The sweep measures each mixture as the end of the run does (zero-shot accuracy on the zero-shot set,
+maintainers' answer is this interpolation (in Wortsman et al.'s ImageNet runs the mixtures keep most of the
+fine-tuned gain and recover zero-shot accuracy under distribution shift; not measured here). The sweep measures each mixture as the end of the run does (zero-shot accuracy on the zero-shot set,
 retrieval on the evaluation split), writes the rows to ``results.json`` (``wise_ft``), a table to ``report.md`` and
 the curves to ``wise_ft.png``; the saved model stays the fine-tuned one (``α = 1``), and
 :func:`~matrix_llm.models.weights.interpolate_states` of the two saved state dicts gives any mixture.
