@@ -11,7 +11,7 @@ arms at each: InfoNCE alone (`--clip_alignment_weight 0`) and InfoNCE + the alig
 
 Primary metric: the interaction, the alignment's zero-shot gain with few classes minus its gain with many
 (:func:`comparisons.contrast`, the four arms' runs independent, :data:`comparisons.UNPAIRED`); the claim (seed
-003, Zou et al.) is that it is positive. Each level's own gain is reported beside it (Welch + permutation,
+003, Song et al.) is that it is positive. Each level's own gain is reported beside it (Welch + permutation,
 Bonferroni over the two), so "helps with few classes" is told apart from "hurts less with few classes".
 
     .venv/bin/python experiments/clip_classes.py                 (about 70 minutes on 2 CPU cores, 40 runs; writes docs/experiments/clip_classes.md)

@@ -1,5 +1,5 @@
 """Experiment: do MIR / HDR (and matrix-entropy) regularisers help most when labels are few? (issue 31, item 3: the
-redesign of the first few-labels study; seed 000, Zou et al., arXiv 2409.16767's regularisers on a classifier.)
+redesign of the first few-labels study; seed 000, Song et al., arXiv 2409.16767's regularisers on a classifier.)
 
 The design, fixed before the runs. `matrix-llm classify` on Fashion-MNIST (../shared/data/fashion-mnist; the first
 6,000 training images, the first 2,000 test images, 28 x 28), 10 epochs, batch 64, starting from a backbone
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         docs / "few_labels.md",
         title="Few labels: do matrix regularisers help most when labels are few? (2 x 2, weight sweep)",
         question=(
-            "Do the MIR / HDR regularisers (Zou et al., arXiv 2409.16767; docs/formulations.md) and the features' "
+            "Do the MIR / HDR regularisers (Song et al., arXiv 2409.16767; docs/formulations.md) and the features' "
             "matrix entropy improve a classifier more with few labels than with all, as seed 000 says?"
         ),
         setup=(
