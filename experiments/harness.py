@@ -368,9 +368,9 @@ def _ran_in() -> str:
 
 def runs_environment() -> str:
     """Where the study's runs ran: when this call ran any of them, :func:`_ran_in`; when every run was read from an
-    earlier call (``--reuse``), the environment the study's archive recorded when they ran, with the commit the doc is rendered at (an archive from before that
-    record: not recorded, never this machine's; runs on disk without an archive: this process's, marked as a
-    rerender)."""
+    earlier call (``--reuse``), the environment the study's archive recorded when they ran, with the commit the doc
+    is rendered at (an archive from before that record: not recorded, never this machine's; runs on disk without an
+    archive: this process's, marked as a rerender)."""
     if ARCHIVE.ran:
         return _ran_in()
     if not REUSE:

@@ -349,21 +349,22 @@ class MatrixTrainingArguments(TrainingArguments):
         total = self.per_device_train_batch_size * self.world_size * self.gradient_accumulation_steps
         ratio = total / self.learning_rate_base_batch
         factor = ratio if self.learning_rate_scaling == "linear" else ratio**0.5
+        as_set, scaled = self.learning_rate, self.learning_rate * factor
         self.learning_rate_record = {
             "rule": self.learning_rate_scaling,
-            "learning_rate_as_set": self.learning_rate,
+            "learning_rate_as_set": as_set,
             "total_batch": total,
             "base_batch": self.learning_rate_base_batch,
-            "learning_rate": self.learning_rate * factor,
+            "learning_rate": scaled,
         }
         # a DeepSpeed config's "auto" rates were filled with the rate as set when these arguments were made
         deepspeed = getattr(self, "hf_deepspeed_config", None)
         if deepspeed is not None:
             for key in ("optimizer.params.lr", "scheduler.params.warmup_max_lr"):
                 node, name = deepspeed.find_config_node(key)
-                if node is not None and node.get(name) == self.learning_rate:
-                    node[name] = self.learning_rate * factor
-        self.learning_rate = self.learning_rate * factor
+                if node is not None and node.get(name) == as_set:
+                    node[name] = scaled
+        self.learning_rate = scaled
         return self.learning_rate_record
 
     @classmethod

@@ -384,15 +384,15 @@ def run_gsm8k_cli(argv: Sequence[str]) -> dict[str, Any]:
     results["lm_eval"] = lm_eval_results(
         result.metrics, prompt=args.prompt, command=results["lm_eval_command"]
     )
+    # lm-eval names its results block and its per-sample file after the task it ran
+    lm_eval_task = LM_EVAL_TASKS.get(args.prompt, ("gsm8k",))[0]
     if args.backend == "lm_eval":  # lm-eval's own numbers, beside the rescoring of its responses
-        task = LM_EVAL_TASKS[args.prompt][0]
-        results["lm_eval"]["results"][task] = {"alias": task, **lm_results}
+        results["lm_eval"]["results"][lm_eval_task] = {"alias": lm_eval_task, **lm_results}
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
     write_jsonl(out_dir / "samples.jsonl", result.samples)
     lm_eval_rows = lm_eval_samples(
         result.samples, items, stop=_stop_strings(args.prompt), max_new_tokens=args.max_new_tokens
     )
-    lm_eval_task = LM_EVAL_TASKS.get(args.prompt, ("gsm8k",))[0]  # lm-eval names the file after its task
     write_jsonl(out_dir / f"samples_{lm_eval_task}.jsonl", lm_eval_rows)
     RunFolder(out_dir).write_results(results)
     m = result.metrics
