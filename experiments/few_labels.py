@@ -36,14 +36,24 @@ images a network from scratch does not beat logistic regression on the pixels, s
 start. From ssl_methods' SimCLR backbone of seed 0: 10 % 0.812 vs 0.804 (learning rate 1e-3: 0.808), so the gate
 can pass, narrowly; the recipe's learning rate 3e-3 is kept.
 
-    .venv/bin/python experiments/few_labels.py                 (13 SimCLR runs of about 4.5 minutes and 87 runs of about 1 minute on 2 CPU cores, about 150 minutes; with --reuse the follow-up's 8 + 32 alone ran in 75 minutes; writes docs/experiments/few_labels.md)
+The whole pool (registered 2026-12-07 before its runs, after the 13 seeds' reading was 'not testable as run': CE
+cleared the pixel floor at 10 % by 0.003-0.022 and fell below it in seed 5): the same four arms on all 60,000
+training images (:data:`POOL`), 10 % = 6,000 labels against all 60,000, scored on all 10,000 test images, seeds 0-4.
+Each seed's SimCLR backbone is pretrained on the 60,000 images for 2.5 epochs (:data:`POOL_PRETRAIN`: the optimizer
+steps of ssl_methods' 25 epochs on 6,000), each classify run is one epoch (about the 940 steps of the 6,000-image
+runs). At 6,000 labels CE from a SimCLR start cleared the floor by 0.045-0.052 in the 6,000-image study, so the gate
+is expected to hold; the primary (the same interaction), the gate and the verdict are read over these five seeds as a
+design of their own (one contrast: no correction), beside the 6,000-image reading, which stays as it was.
+
+    .venv/bin/python experiments/few_labels.py                 (13 SimCLR runs of about 4.5 minutes and 87 runs of about 1 minute on 2 CPU cores, about 150 minutes; with --reuse the follow-up's 8 + 32 alone ran in 75 minutes; the pool's 5 SimCLR runs and 20 classify runs about 50 minutes more; writes docs/experiments/few_labels.md)
     .venv/bin/python experiments/few_labels.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,19 +126,34 @@ SMOKE = [
     "--per_device_train_batch_size",
     "32",
 ]
+# the whole pool (module docstring): all 60,000 training and 10,000 test images, one epoch a classify run
+POOL_ROWS, POOL_TEST_ROWS = 60000, 10000
+POOL = [
+    "--max_train_samples",
+    str(POOL_ROWS),
+    "--max_eval_samples",
+    str(POOL_TEST_ROWS),
+    "--num_train_epochs",
+    "1",
+]
+POOL_PRETRAIN = ["--max_train_samples", str(POOL_ROWS), "--num_train_epochs", "2.5"]  # ssl_methods' steps
 METRICS = ["eval_accuracy", "eval_mir", "eval_hdr", "eval_effective_rank"]
 PRETRAIN = "simclr"
 
 
-def pretrain(out: Path, seeds: Sequence[int], *, smoke: bool, reuse: bool) -> dict[int, Path]:
+def pretrain(
+    out: Path, seeds: Sequence[int], *, smoke: bool, reuse: bool, extra: Sequence[str] = ()
+) -> dict[int, Path]:
     """The backbone every classify run of a seed starts from: ssl_methods' SimCLR run of that seed, exactly (the
-    tiny ResNet of hidden size 256 on the same first 6,000 training images, their labels unused), under
-    ``OUT/pretrain``; ``{seed: its saved backbone}``."""
-    base = [*SSL_BASE, *RESNET, *(SSL_SMOKE if smoke else [])]
+    tiny ResNet of hidden size 256 on the same first 6,000 training images, their labels unused) but for the
+    arguments ``extra`` (the pool's: :data:`POOL_PRETRAIN`), under ``OUT/pretrain``; ``{seed: its saved
+    backbone}``."""
+    base = [*SSL_BASE, *RESNET, *extra, *(SSL_SMOKE if smoke else [])]
     run_grid("ssl", base, {PRETRAIN: SSL_ARMS[PRETRAIN]}, seeds, out / "pretrain", reuse=reuse)
     return {seed: out / "pretrain" / PRETRAIN / f"seed{seed}" / "backbone" for seed in seeds}
 
 
+@functools.cache
 def pixel_floor(
     fraction: float, seed: int, train_rows: int = TRAIN_ROWS, test_rows: int = TEST_ROWS
 ) -> float:
@@ -175,7 +200,11 @@ def analyse(
         return contrast([c[:seeds] for c in cells], [1, -1, -1, 1], reason=UNPAIRED, comparisons=len(both))
 
     interactions = {arm: interaction(arm) for arm in both}
-    pseudo = compare(accuracy[FEW][PRIMARY], accuracy[FEW][NO_PSEUDO], paired=False, reason=UNPAIRED)
+    pseudo = (
+        compare(accuracy[FEW][PRIMARY], accuracy[FEW][NO_PSEUDO], paired=False, reason=UNPAIRED)
+        if NO_PSEUDO in accuracy[FEW]
+        else None
+    )
     primary = interactions[PRIMARY]
     more = first is not None and primary["n"] > first
     earlier = interaction(PRIMARY, first) if more else None
@@ -192,67 +221,141 @@ def analyse(
     return {
         "gate": gate,
         "interactions": interactions,
-        "pseudo_labels": pseudo,
+        **({"pseudo_labels": pseudo} if pseudo is not None else {}),
         "verdict": verdict,
         **({"primary_first": earlier} if earlier is not None else {}),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = experiment_args(__doc__.splitlines()[0], argv)
-    out = study_folder("few_labels", args)
-    seeds = [0, 1] if args.smoke else list(SEEDS)
-    more = [2] if args.smoke else list(MORE_SEEDS)
-    rows = 300 if args.smoke else TRAIN_ROWS
-    backbones = pretrain(out, [*seeds, *more], smoke=bool(args.smoke), reuse=args.reuse)
+def study(
+    out: Path,
+    base: Sequence[str],
+    backbones: Mapping[int, Path],
+    arms: Callable[[float, int], Mapping[str, Sequence[str]]],
+    rows: tuple[int, int],
+    reuse: bool,
+) -> tuple[dict[float, Any], dict[float, list[float]]]:
+    """Both levels' classify runs under ``out``, each seed's from its own backbone (``backbones``, by seed) with
+    the arms ``arms(level, seed)``; their summaries and the raw-pixel floors on the first ``rows`` = (training,
+    test) images, each by level."""
     summaries, floors = {}, {}
     for level in (FEW, ALL):
-        arms = {a: v for a, v in ARMS.items() if level == FEW or a != NO_PSEUDO}
-        if args.smoke:
-            arms = {a: arms[a] for a in ("ce", PRIMARY, NO_PSEUDO) if a in arms}
-        base = [*BASE, *(SMOKE if args.smoke else []), "--label_fraction", str(level)]
-        results: dict[str, dict[int, Any]] = {arm: {} for arm in arms}
-        power = {a: arms[a] for a in POWER_ARMS}
-        for seed in [*seeds, *more]:  # each seed's runs start from that seed's backbone
+        results: dict[str, dict[int, Any]] = {}
+        for seed, backbone in backbones.items():
             for arm, runs in run_grid(
                 "classify",
-                [*base, "--model_name_or_path", str(backbones[seed])],
-                arms if seed in seeds else power,
+                [*base, "--label_fraction", str(level), "--model_name_or_path", str(backbone)],
+                arms(level, seed),
                 [seed],
                 out / f"fraction{level:g}",
-                reuse=args.reuse,
+                reuse=reuse,
                 seed_fields=("--seed", "--label_seed"),
                 results_file="all_results.json",
             ).items():
-                results[arm].update(runs)
+                results.setdefault(arm, {}).update(runs)
         summaries[level] = summarize(results, METRICS, baseline="ce")
-        floors[level] = [
-            pixel_floor(level, s, train_rows=rows, test_rows=100 if args.smoke else TEST_ROWS)
-            for s in [*seeds, *more]
-        ]
-    accuracy = {
+        # every seed keeps every label at ALL: one fit serves them all (pixel_floor is cached)
+        floors[level] = [pixel_floor(level, 0 if level == ALL else seed, *rows) for seed in backbones]
+    return summaries, floors
+
+
+def accuracies(summaries: Mapping[float, Any]) -> dict[float, dict[str, list[float]]]:
+    """``{level: {arm: per-seed test accuracy}}`` of :func:`study`'s summaries."""
+    return {
         level: {a: v["eval_accuracy"]["values"] for a, v in s["arms"].items()}
         for level, s in summaries.items()
     }
-    result = analyse(accuracy, floors, first=len(seeds))
-    summary = {
-        "levels": {str(k): v for k, v in summaries.items()},
-        "floors": {str(k): v for k, v in floors.items()},
-        **result,
-    }
-    docs = save_summary(out, summary, bool(args.smoke), REPO)
-    figure(summaries, floors, docs / "few_labels.png")
+
+
+def level_tables(
+    summaries: Mapping[float, Any], floors: Mapping[float, Sequence[float]], gate: Mapping
+) -> list[str]:
+    """Per level, its floors, whether CE cleared them in every seed, and the arms' table."""
     lines = []
-    for level in (FEW, ALL):
+    for level, s in summaries.items():
         floor = ", ".join(f"{f:.3f}" for f in floors[level])
-        above = "yes" if result["gate"][level] else "no"
+        above = "yes" if gate[level] else "no"
         lines += [
             f"**{100 * level:g} % of the labels** (raw-pixel floor per seed: {floor}; CE above it in every seed: {above})",
             "",
-            *markdown_table(summaries[level], METRICS)[: 2 + len(summaries[level]["arms"])],
+            *markdown_table(s, METRICS)[: 2 + len(s["arms"])],
             "",
         ]
-    lines += [
+    return lines
+
+
+def margins_and_gains(summaries: Mapping[float, Any], floors: Mapping[float, Sequence[float]]) -> str:
+    """CE minus the raw-pixel floor per seed, and CE + 0.1 MIR / HDR minus CE in the means, at both levels."""
+    accuracy = accuracies(summaries)
+    margins = "; ".join(
+        f"{100 * level:g} % "
+        + ", ".join(f"{c - f:+.3f}" for c, f in zip(accuracy[level]["ce"], floors[level], strict=True))
+        for level in (FEW, ALL)
+    )
+    mean = {
+        level: {a: v["eval_accuracy"]["mean"] for a, v in s["arms"].items()} for level, s in summaries.items()
+    }
+    gains = ", ".join(
+        f"{100 * level:g} % {mean[level][PRIMARY] - mean[level]['ce']:+.3f}" for level in (FEW, ALL)
+    )
+    return f"CE minus the raw-pixel floor, per seed: {margins}. CE + 0.1 MIR / HDR minus CE, in the means: {gains}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = experiment_args(__doc__.splitlines()[0], argv)
+    out = study_folder("few_labels", args)
+    smoke = bool(args.smoke)
+    seeds = [0, 1] if smoke else list(SEEDS)
+    more = [2] if smoke else list(MORE_SEEDS)
+
+    def arms(level: float, seed: int) -> dict[str, Sequence[str]]:
+        """The arms of ``level`` (the labelled rows alone in the regulariser: few labels only); the follow-up's
+        seeds run the primary's four arms alone."""
+        at = {a: v for a, v in ARMS.items() if level == FEW or a != NO_PSEUDO}
+        if smoke:
+            at = {a: at[a] for a in ("ce", PRIMARY, NO_PSEUDO) if a in at}
+        return at if seed in seeds else {a: at[a] for a in POWER_ARMS}
+
+    backbones = pretrain(out, [*seeds, *more], smoke=smoke, reuse=args.reuse)
+    rows = (300, 100) if smoke else (TRAIN_ROWS, TEST_ROWS)
+    summaries, floors = study(out, [*BASE, *(SMOKE if smoke else [])], backbones, arms, rows, args.reuse)
+    pool_rows = (400, 100) if smoke else (POOL_ROWS, POOL_TEST_ROWS)
+    pool_summaries, pool_floors = study(
+        out / "pool",
+        [*BASE, *POOL, *([*SMOKE, "--max_train_samples", str(pool_rows[0])] if smoke else [])],
+        pretrain(out / "pool", seeds, smoke=smoke, reuse=args.reuse, extra=POOL_PRETRAIN),
+        lambda level, seed: {a: ARMS[a] for a in POWER_ARMS},
+        pool_rows,
+        args.reuse,
+    )
+    result = analyse(accuracies(summaries), floors, first=len(seeds))
+    pool = analyse(accuracies(pool_summaries), pool_floors)
+    summary = {
+        "levels": {
+            **{str(k): v for k, v in summaries.items()},
+            **{f"pool {k}": v for k, v in pool_summaries.items()},
+        },
+        "floors": {
+            **{str(k): v for k, v in floors.items()},
+            **{f"pool {k}": v for k, v in pool_floors.items()},
+        },
+        **result,
+        "pool": pool,
+    }
+    docs = save_summary(out, summary, smoke, REPO)
+    figure(
+        {
+            **{f"{100 * k:g} % of {rows[0]:,} images' labels": (v, floors[k]) for k, v in summaries.items()},
+            **{
+                f"{100 * k:g} % of {pool_rows[0]:,} images' labels": (v, pool_floors[k])
+                for k, v in pool_summaries.items()
+            },
+        },
+        docs / "few_labels.png",
+    )
+    primary, pool_primary = result["interactions"][PRIMARY], pool["interactions"][PRIMARY]
+    lines = [
+        *level_tables(summaries, floors, result["gate"]),
         "| interaction: gain with few labels - gain with all | effect [95 % CI], test, p, MDE, verdict |",
         "|---|---|",
         *(
@@ -261,23 +364,21 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "",
         f"Pseudo-labels on - off, {100 * FEW:g} % of the labels, CE + 0.1 MIR / HDR: {comparison_text(result['pseudo_labels'])}.",
+        "",
+        (
+            f"**The whole pool** ({pool_rows[0]:,} training images, {pool_rows[1]:,} test images; seeds "
+            f"{seeds[0]}-{seeds[-1]}; registered before its runs, after the reading above):"
+        ),
+        "",
+        *level_tables(pool_summaries, pool_floors, pool["gate"]),
+        (
+            f"Primary over the pool (CE + 0.1 MIR / HDR: gain with few labels - gain with all): "
+            f"{comparison_text(pool_primary)}. Verdict: {pool['verdict']}."
+        ),
     ]
     print("\n".join(lines))
-    if args.smoke:
+    if smoke:
         return 0
-    primary = result["interactions"][PRIMARY]
-    margins = "; ".join(
-        f"{100 * level:g} % "
-        + ", ".join(f"{c - f:+.3f}" for c, f in zip(accuracy[level]["ce"], floors[level], strict=True))
-        for level in (FEW, ALL)
-    )
-    means = {
-        level: {a: v["eval_accuracy"]["mean"] for a, v in summaries[level]["arms"].items()}
-        for level in summaries
-    }
-    gains = ", ".join(
-        f"{100 * level:g} % {means[level][PRIMARY] - means[level]['ce']:+.3f}" for level in (FEW, ALL)
-    )
     write_doc(
         docs / "few_labels.md",
         title="Few labels: do matrix regularisers help most when labels are few? (2 x 2, weight sweep)",
@@ -298,14 +399,19 @@ def main(argv: list[str] | None = None) -> int:
             "raw pixels in every seed at both levels). Follow-up for power, fixed before its runs (after the "
             f"five seeds' reading): seeds {MORE_SEEDS[0]}-{MORE_SEEDS[-1]} of the primary's four arms (CE and CE + "
             "0.1 MIR / HDR at both levels), each from its own seed's backbone, run on another machine than seeds "
-            "0-4; the primary, the gate and the verdict read over all their seeds, the other arms over 5."
+            "0-4; the primary, the gate and the verdict read over all their seeds, the other arms over 5. The whole "
+            f"pool, fixed before its runs (after the 13 seeds' reading): the primary's four arms on all {POOL_ROWS:,} "
+            f"training images ({100 * FEW:g} % = {round(FEW * POOL_ROWS):,} labels, and all), scored on all "
+            f"{POOL_TEST_ROWS:,} test images, one epoch a run, each seed's SimCLR backbone pretrained on the "
+            f"{POOL_ROWS:,} images for 2.5 epochs (the optimizer steps of the 25 epochs on 6,000); seeds 0-4; its "
+            "gate, primary and verdict read on their own (one contrast)."
         ),
         result=lines,
         figure="few_labels.png",
         result_note="test accuracy and the end-of-run MIR / HDR / effective rank; mean ± sample std, per-seed values",
         answer=(
-            f"CE minus the raw-pixel floor, per seed: {margins}. CE + 0.1 MIR / HDR minus CE, in the means: "
-            f"{gains}. Primary (the difference of the two gains): {comparison_text(primary)}. "
+            f"{margins_and_gains(summaries, floors)}. Primary (the difference of the two gains): "
+            f"{comparison_text(primary)}. "
             + (
                 f"Over the first {len(seeds)} seeds alone (the reading before the follow-up): "
                 f"{comparison_text(result['primary_first'])}; seeds added after an inconclusive reading lift the "
@@ -313,30 +419,32 @@ def main(argv: list[str] | None = None) -> int:
                 if "primary_first" in result
                 else ""
             )
-            + f"Verdict: {result['verdict']}."
+            + f"Verdict on 6,000 images: {result['verdict']}. The whole pool: {margins_and_gains(pool_summaries, pool_floors)}. "
+            f"Primary: {comparison_text(pool_primary)}. Verdict on the whole pool: {pool['verdict']}."
         ),
         change=(
-            "A level where CE clears the floor by more (the whole 60,000-image pool, a larger pretrained backbone), "
-            "more seeds (the MDE above)."
+            "More seeds (the minimum detectable effects above); a larger pretrained backbone; a harder task, where "
+            "the base learner is further from its ceiling at few labels."
         ),
         command=".venv/bin/python experiments/few_labels.py",
     )
     return 0
 
 
-def figure(summaries: Mapping[float, Any], floors: Mapping[float, Sequence[float]], path: Path) -> None:
-    """Per level, each arm's test accuracy (mean ± std, seeds as points) with the raw-pixel floor as a band."""
+def figure(panels: Mapping[str, tuple[Any, Sequence[float]]], path: Path) -> None:
+    """One panel per (title: (level's summary, its floors)): each arm's test accuracy (mean ± std, seeds as points)
+    with the raw-pixel floor as a band."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(summaries), figsize=(6 * len(summaries), 3.8), squeeze=False)
-    for ax, (level, s) in zip(axes[0], summaries.items(), strict=True):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    for ax, (title, (s, floors)) in zip(axes[0], panels.items(), strict=True):
         for j, v in enumerate(s["arms"].values()):
             acc = v["eval_accuracy"]
             ax.errorbar(j, acc["mean"], yerr=acc["std"], marker="o", capsize=4, color=f"C{j}")
             ax.plot([j] * len(acc["values"]), acc["values"], ".", color=f"C{j}", alpha=0.5)
-        ax.axhspan(min(floors[level]), max(floors[level]), color="grey", alpha=0.25, label="raw-pixel floor")
+        ax.axhspan(min(floors), max(floors), color="grey", alpha=0.25, label="raw-pixel floor")
         ax.set_xticks(range(len(s["arms"])), list(s["arms"]), rotation=30, ha="right", fontsize=7)
         ax.set_ylabel("test accuracy")
-        ax.set_title(f"{100 * level:g} % of the labels")
+        ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

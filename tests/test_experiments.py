@@ -495,6 +495,31 @@ def test_few_labels_experiment_smoke_run(tmp_path):
         assert (
             f"fine-tuned version of `{tmp_path / 'pretrain' / 'simclr' / f'seed{seed}' / 'backbone'}`" in card
         )
+    # the whole pool: the primary's four arms over the registered seeds, from backbones pretrained on the pool
+    pool = {level: summary["levels"][f"pool {level}"]["arms"] for level in ("0.1", "1.0")}
+    assert all(set(arms) == {"ce", few_labels.PRIMARY} for arms in pool.values())
+    assert all(len(arms["ce"]["eval_accuracy"]["values"]) == 2 for arms in pool.values())
+    assert set(summary["pool"]["gate"]) == {"0.1", "1.0"}
+    # each seed's floor fits that seed's labelled rows of the pool (all of them at 100 %)
+    assert summary["floors"]["pool 0.1"] == [few_labels.pixel_floor(0.1, s, 400, 100) for s in (0, 1)]
+    assert summary["floors"]["pool 1.0"] == [few_labels.pixel_floor(1.0, s, 400, 100) for s in (0, 1)]
+    assert (
+        summary["pool"]["interactions"][few_labels.PRIMARY]["n"] == 2
+        and "primary_first" not in summary["pool"]
+    )
+    for level, seed in (("0.1", 0), ("1", 1)):
+        card = (tmp_path / "pool" / f"fraction{level}" / "ce" / f"seed{seed}" / "README.md").read_text()
+        backbone = tmp_path / "pool" / "pretrain" / "simclr" / f"seed{seed}" / "backbone"
+        assert f"fine-tuned version of `{backbone}`" in card
+    steps = {
+        folder: json.loads(
+            (tmp_path / folder / "fraction1" / "ce" / "seed0" / "trainer_state.json").read_text()
+        )
+        for folder in ("pool", ".")
+    }
+    assert (
+        steps["pool"]["max_steps"] == 13 and steps["."]["max_steps"] == 10
+    )  # 400 and 300 rows in batches of 32
 
 
 def test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor():
