@@ -45,7 +45,7 @@ runs). At 6,000 labels CE from a SimCLR start cleared the floor by 0.045-0.052 i
 is expected to hold; the primary (the same interaction), the gate and the verdict are read over these five seeds as a
 design of their own (one contrast: no correction), beside the 6,000-image reading, which stays as it was.
 
-    .venv/bin/python experiments/few_labels.py                 (13 SimCLR runs of about 4.5 minutes and 87 runs of about 1 minute on 2 CPU cores, about 150 minutes; with --reuse the follow-up's 8 + 32 alone ran in 75 minutes; the pool's 5 SimCLR runs and 20 classify runs about 50 minutes more; writes docs/experiments/few_labels.md)
+    .venv/bin/python experiments/few_labels.py                 (13 SimCLR runs of about 4.5 minutes and 87 runs of about 1 minute on 2 CPU cores, about 150 minutes; with --reuse the follow-up's 8 + 32 alone ran in 75 minutes; the pool's 5 SimCLR runs of about 6.5 minutes and 20 classify runs of about 1.1 minutes, 57 minutes more; writes docs/experiments/few_labels.md)
     .venv/bin/python experiments/few_labels.py --smoke OUT     (tiny, for tests/test_experiments.py)
 """
 
@@ -420,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             )
             + f"Verdict on 6,000 images: {result['verdict']}. The whole pool: {margins_and_gains(pool_summaries, pool_floors)}. "
-            f"Primary: {comparison_text(pool_primary)}. Verdict on the whole pool: {pool['verdict']}."
+            f"Primary: {comparison_text(pool_primary)}; its CI excludes an interaction above "
+            f"{pool_primary['ci95'][1]:+.3f}. Verdict on the whole pool: {pool['verdict']}."
         ),
         change=(
             "More seeds (the minimum detectable effects above); a larger pretrained backbone; a harder task, where "
@@ -441,7 +442,10 @@ def figure(panels: Mapping[str, tuple[Any, Sequence[float]]], path: Path) -> Non
             acc = v["eval_accuracy"]
             ax.errorbar(j, acc["mean"], yerr=acc["std"], marker="o", capsize=4, color=f"C{j}")
             ax.plot([j] * len(acc["values"]), acc["values"], ".", color=f"C{j}", alpha=0.5)
-        ax.axhspan(min(floors), max(floors), color="grey", alpha=0.25, label="raw-pixel floor")
+        ax.axhspan(min(floors), max(floors), color="grey", alpha=0.25, label="raw-pixel floor (range)")
+        ax.axhline(
+            max(floors), color="grey", lw=1
+        )  # the band has no height where every seed's floor is one fit
         ax.set_xticks(range(len(s["arms"])), list(s["arms"]), rotation=30, ha="right", fontsize=7)
         ax.set_ylabel("test accuracy")
         ax.set_title(title, fontsize=9)

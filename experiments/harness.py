@@ -132,7 +132,9 @@ class _Archive:
 
     def open(self, root: Path | None, name: str) -> None:
         self.root, self.name, self.ran, self.started_in = root, name, False, ""
-        self.reused = 0  # runs this call read from the committed archive instead of running them
+        self.reused = (
+            0  # runs this call read (--reuse: on disk or from the committed archive) instead of running
+        )
         self.summary: Mapping[str, Any] | None = None  # set by save_summary (not for a smoke run)
         self.stored: dict[str, Any] = {}
         self.read: dict[str, Any] = {}
@@ -202,7 +204,7 @@ def run_toolkit(argv: Sequence[str], result: Path, *, reuse: bool, label: str) -
     ``result`` exists, on disk or in the study's archive), then its JSON ``result``; a failure raises with the end
     of the process's stderr."""
     if reuse and _has_run(result):
-        ARCHIVE.reused += not result.is_file()
+        ARCHIVE.reused += 1
     else:
         ARCHIVE.ran = True
         print(f"[{label}] matrix_llm.cli " + " ".join(argv), flush=True)
@@ -357,13 +359,15 @@ def environment() -> str:
 
 def _ran_in() -> str:
     """Where the runs of a call that ran some ran: this process's :func:`environment` as the study started, and
-    where it also read runs from the committed archive (a study extended with more runs), the archive's record of
-    those beside it."""
+    where it also read earlier runs (a study extended with more runs: on disk or from the committed archive), the
+    archive's record of those beside it."""
     here = ARCHIVE.started_in or environment()
     if not ARCHIVE.reused:
         return here
     earlier = ARCHIVE.stored.get("_environment", "not recorded")
-    return f"{here} for the runs this call made; the {ARCHIVE.reused} read from the archive: {earlier}"
+    return (
+        f"{here} for the runs this call made; the {ARCHIVE.reused} before them (read with --reuse): {earlier}"
+    )
 
 
 def runs_environment() -> str:

@@ -225,10 +225,16 @@ def test_the_archive_lets_reuse_read_runs_that_never_ran_on_this_machine(tmp_pat
     assert harness.run_toolkit(["no-such-command"], run / "results.json", reuse=True, label="x") == {
         "accuracy": 0.5
     }  # read, not run
+    earlier = out / "arm" / "seed3"  # a run of an earlier call left on disk counts among the earlier runs too
+    earlier.mkdir(parents=True)
+    (earlier / "results.json").write_text('{"accuracy": 0.6}')
+    assert harness.run_toolkit(["no-such-command"], earlier / "results.json", reuse=True, label="y") == {
+        "accuracy": 0.6
+    }
     harness.ARCHIVE.ran = True  # a study extended by runs of this call records both machines
     assert harness.runs_environment() == (
-        "commit 89ab; the tree when the study ended for the runs this call made; the 1 read from the archive: "
-        "commit 0123abc; the machine of the runs"
+        "commit 89ab; the tree when the study ended for the runs this call made; the 2 before them (read with "
+        "--reuse): commit 0123abc; the machine of the runs"
     )
     harness.ARCHIVE.ran = False
     # an archive from before the record names no machine, not this one
