@@ -337,6 +337,12 @@ class MatrixTrainingArguments(TrainingArguments):
             out.append(
                 problem("learning_rate_base_batch", "a positive integer", self.learning_rate_base_batch)
             )
+        if self.learning_rate_scaling != "none" and self.auto_find_batch_size:
+            # the rate is scaled once, by the batch as set; auto_find_batch_size may halve it afterwards
+            out.append(
+                "`learning_rate_scaling`: scales the rate by the batch as set, which `auto_find_batch_size` may "
+                "shrink afterwards; set the batch yourself or `learning_rate_scaling: none`"
+            )
         return out
 
     def scale_learning_rate(self) -> dict[str, Any] | None:

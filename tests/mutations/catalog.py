@@ -2189,6 +2189,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/modes/clip/test_wise_ft.py::test_wise_ft_settings_are_checked_before_any_model_loads",),
     ),
     Mutation(
+        "lr-scaling-with-auto-batch-accepted",
+        "learning_rate_scaling is refused with auto_find_batch_size, which can shrink the batch it was scaled by",
+        "matrix_llm/config.py",
+        'if self.learning_rate_scaling != "none" and self.auto_find_batch_size:',
+        'if self.learning_rate_scaling != "none" and self.auto_find_batch_size and False:',
+        ("tests/test_learning_rate_scaling.py::test_the_base_batch_is_a_setting_and_bad_values_are_refused",),
+    ),
+    Mutation(
         "lr-scaling-ignores-processes",
         "learning_rate_scaling counts the batch of every process (two processes: twice the rate)",
         "matrix_llm/config.py",
