@@ -1570,6 +1570,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_experiments.py::test_few_labels_experiment_smoke_run",),
     ),
     Mutation(
+        "overview-interaction-weights",
+        "the overview's 2 x 2 rows read the gain at the first level minus the gain at the second",
+        "experiments/overview.py",
+        "(many, arm, -1), (many, baseline, 1))",
+        "(many, arm, 1), (many, baseline, -1))",
+        ("tests/test_experiments.py::test_the_overview_table_is_current_and_names_every_study",),
+    ),
+    Mutation(
         "overview-contrast-uncorrected",
         "the overview corrects a 2 x 2 design's interaction over the study's contrasts, as the study's doc does",
         "experiments/overview.py",
