@@ -447,6 +447,7 @@ def figure(panels: Mapping[str, tuple[Any, Sequence[float]]], path: Path) -> Non
             max(floors), color="grey", lw=1
         )  # the band has no height where every seed's floor is one fit
         ax.set_xticks(range(len(s["arms"])), list(s["arms"]), rotation=30, ha="right", fontsize=7)
+        ax.set_xlim(-0.5, len(s["arms"]) - 0.5)  # a two-arm panel keeps its arms off the frame
         ax.set_ylabel("test accuracy")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
