@@ -132,9 +132,8 @@ class _Archive:
 
     def open(self, root: Path | None, name: str) -> None:
         self.root, self.name, self.ran, self.started_in = root, name, False, ""
-        self.reused = (
-            0  # runs this call read (--reuse: on disk or from the committed archive) instead of running
-        )
+        # runs this call read (--reuse: on disk or from the committed archive) instead of running them
+        self.reused = 0
         self.summary: Mapping[str, Any] | None = None  # set by save_summary (not for a smoke run)
         self.stored: dict[str, Any] = {}
         self.read: dict[str, Any] = {}

@@ -340,8 +340,11 @@ class MatrixTrainingArguments(TrainingArguments):
         if self.learning_rate_scaling != "none" and self.auto_find_batch_size:
             # the rate is scaled once, by the batch as set; auto_find_batch_size may halve it afterwards
             out.append(
-                "`learning_rate_scaling`: scales the rate by the batch as set, which `auto_find_batch_size` may "
-                "shrink afterwards; set the batch yourself or `learning_rate_scaling: none`"
+                problem(
+                    "learning_rate_scaling",
+                    "none with auto_find_batch_size (which can shrink the batch the rate was scaled by)",
+                    self.learning_rate_scaling,
+                )
             )
         return out
 

@@ -523,9 +523,8 @@ def test_few_labels_experiment_smoke_run(tmp_path):
         )
         for folder in ("pool", ".")
     }
-    assert (
-        steps["pool"]["max_steps"] == 13 and steps["."]["max_steps"] == 10
-    )  # 400 and 300 rows in batches of 32
+    # 400 and 300 rows in batches of 32
+    assert steps["pool"]["max_steps"] == 13 and steps["."]["max_steps"] == 10
 
 
 def test_few_labels_reads_the_interaction_only_where_ce_beats_the_pixel_floor():

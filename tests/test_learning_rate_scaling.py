@@ -63,7 +63,10 @@ def test_the_base_batch_is_a_setting_and_bad_values_are_refused(capsys):
     assert "`learning_rate_base_batch`: expected a positive integer; got 0" in err
     # auto_find_batch_size may shrink the batch after the rate was scaled by it
     assert classify.main([*DIGITS, "--learning_rate_scaling", "sqrt", "--auto_find_batch_size", "true"]) == 2
-    assert "which `auto_find_batch_size` may shrink afterwards" in capsys.readouterr().err
+    assert (
+        "`learning_rate_scaling`: expected none with auto_find_batch_size (which can shrink the batch the rate "
+        "was scaled by); got 'sqrt'" in capsys.readouterr().err
+    )
     assert _parsed("--auto_find_batch_size", "true").auto_find_batch_size  # unscaled: no conflict
 
 
